@@ -1,0 +1,172 @@
+// Package model is lockstep's shared vocabulary: log positions, row changes,
+// committed transactions, the table state they build, and the projections each
+// kind of store keeps of that state. It is pure data and functions: no I/O, no
+// clocks, no goroutines, so the simulator, the real adapters and the checker
+// can all agree on what "the same state" means.
+package model
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// LSN is a position in the source database's write-ahead log. Commit LSNs
+// are unique and strictly increasing in commit order; 0 means "before
+// everything".
+type LSN uint64
+
+// String prints an LSN the way PostgreSQL does: high/low 32 bits in hex.
+func (l LSN) String() string { return fmt.Sprintf("%X/%X", uint64(l)>>32, uint32(l)) }
+
+// ParseLSN reads the PostgreSQL "X/Y" form.
+func ParseLSN(s string) (LSN, error) {
+	hi, lo, ok := strings.Cut(s, "/")
+	if !ok {
+		return 0, fmt.Errorf("malformed LSN %q: want X/Y in hex", s)
+	}
+	h, err := strconv.ParseUint(hi, 16, 32)
+	if err != nil {
+		return 0, fmt.Errorf("malformed LSN %q: %w", s, err)
+	}
+	l, err := strconv.ParseUint(lo, 16, 32)
+	if err != nil {
+		return 0, fmt.Errorf("malformed LSN %q: %w", s, err)
+	}
+	return LSN(h<<32 | l), nil
+}
+
+// Position is where a sink stands: the next log offset it will consume and the
+// commit LSN of the last source transaction whose effects it holds. A store
+// that keeps its position atomically with its data can resume exactly.
+type Position struct {
+	Offset int64 // next log offset to read
+	LSN    LSN   // last applied commit LSN
+}
+
+func (p Position) String() string { return fmt.Sprintf("offset=%d lsn=%s", p.Offset, p.LSN) }
+
+// Op is the kind of a row change.
+type Op uint8
+
+const (
+	OpInsert Op = iota + 1
+	OpUpdate
+	OpDelete
+)
+
+func (o Op) String() string {
+	switch o {
+	case OpInsert:
+		return "insert"
+	case OpUpdate:
+		return "update"
+	case OpDelete:
+		return "delete"
+	}
+	return fmt.Sprintf("op(%d)", uint8(o))
+}
+
+// Row is a row's column values. Rows are treated as immutable once built:
+// share them freely, never write to one that has left your hands.
+type Row map[string]string
+
+// Columns returns the column names in sorted order, so nothing that iterates
+// a row depends on map order.
+func (r Row) Columns() []string {
+	cols := make([]string, 0, len(r))
+	for c := range r {
+		cols = append(cols, c)
+	}
+	sort.Strings(cols)
+	return cols
+}
+
+// Encode is the row's canonical text: "col=val;col=val" in column order. Two
+// rows are equal exactly when their encodings are.
+func (r Row) Encode() string {
+	if r == nil {
+		return ""
+	}
+	var b strings.Builder
+	for i, c := range r.Columns() {
+		if i > 0 {
+			b.WriteByte(';')
+		}
+		b.WriteString(c)
+		b.WriteByte('=')
+		b.WriteString(r[c])
+	}
+	return b.String()
+}
+
+// DecodeRow is the inverse of Encode.
+func DecodeRow(s string) Row {
+	r := Row{}
+	if s == "" {
+		return r
+	}
+	for _, kv := range strings.Split(s, ";") {
+		k, v, _ := strings.Cut(kv, "=")
+		r[k] = v
+	}
+	return r
+}
+
+// Key names one row: its table and its primary key.
+type Key struct {
+	Table string
+	PK    string
+}
+
+func (k Key) String() string { return k.Table + "/" + k.PK }
+
+// Less orders keys by table, then primary key.
+func (k Key) Less(o Key) bool {
+	if k.Table != o.Table {
+		return k.Table < o.Table
+	}
+	return k.PK < o.PK
+}
+
+// Change is one row change inside a transaction.
+type Change struct {
+	Table string
+	PK    string
+	Op    Op
+	Row   Row    // the new row; nil for deletes
+	OldPK string // set when an update changed the primary key
+}
+
+// Key is the row the change writes.
+func (c Change) Key() Key { return Key{Table: c.Table, PK: c.PK} }
+
+func (c Change) String() string {
+	if c.Op == OpDelete {
+		return fmt.Sprintf("%s %s", c.Op, c.Key())
+	}
+	return fmt.Sprintf("%s %s {%s}", c.Op, c.Key(), c.Row.Encode())
+}
+
+// Txn is a committed source transaction: the unit of atomicity and of order.
+type Txn struct {
+	XID       uint64
+	CommitLSN LSN
+	Changes   []Change
+	// Snapshot marks the synthetic transaction that carries the initial
+	// snapshot: every row that existed at CommitLSN, as inserts.
+	Snapshot bool
+}
+
+func (t Txn) String() string {
+	parts := make([]string, len(t.Changes))
+	for i, c := range t.Changes {
+		parts[i] = c.String()
+	}
+	kind := "txn"
+	if t.Snapshot {
+		kind = "snapshot"
+	}
+	return fmt.Sprintf("%s xid=%d lsn=%s [%s]", kind, t.XID, t.CommitLSN, strings.Join(parts, ", "))
+}

@@ -1,0 +1,222 @@
+package model
+
+import (
+	"sort"
+	"strings"
+)
+
+// Entry is one live row of a State with the commit LSN that last wrote it and
+// how many changes have written it since it was (re)inserted.
+type Entry struct {
+	Row    Row
+	LSN    LSN
+	Writes int
+}
+
+// State is the content of the source tables after applying transactions in
+// commit order: the ground truth every store is judged against.
+type State struct {
+	rows map[Key]Entry
+	pos  LSN
+	hash uint64 // XOR of RowHash over live rows: order-free, updated per change
+}
+
+// NewState returns an empty state at LSN 0.
+func NewState() *State { return &State{rows: map[Key]Entry{}} }
+
+// Apply applies a transaction's changes in order and moves the state's
+// position to its commit LSN. Inserts and updates are upserts (what a sink
+// does), deletes of absent rows are no-ops.
+func (s *State) Apply(t Txn) {
+	for _, c := range t.Changes {
+		s.applyChange(c, t.CommitLSN)
+	}
+	if t.CommitLSN > s.pos {
+		s.pos = t.CommitLSN
+	}
+}
+
+func (s *State) applyChange(c Change, lsn LSN) {
+	if c.OldPK != "" && c.OldPK != c.PK {
+		s.remove(Key{Table: c.Table, PK: c.OldPK})
+	}
+	k := c.Key()
+	if c.Op == OpDelete {
+		s.remove(k)
+		return
+	}
+	old, had := s.rows[k]
+	if had {
+		s.hash ^= RowHash(k, old.Row)
+	}
+	writes := 1
+	if had && c.Op != OpInsert {
+		writes = old.Writes + 1
+	}
+	s.rows[k] = Entry{Row: c.Row, LSN: lsn, Writes: writes}
+	s.hash ^= RowHash(k, c.Row)
+}
+
+func (s *State) remove(k Key) {
+	if old, had := s.rows[k]; had {
+		s.hash ^= RowHash(k, old.Row)
+		delete(s.rows, k)
+	}
+}
+
+// Position is the commit LSN of the last applied transaction.
+func (s *State) Position() LSN { return s.pos }
+
+// Len is the number of live rows.
+func (s *State) Len() int { return len(s.rows) }
+
+// Get returns a row's entry.
+func (s *State) Get(k Key) (Entry, bool) {
+	e, ok := s.rows[k]
+	return e, ok
+}
+
+// Keys returns the live keys in order.
+func (s *State) Keys() []Key { return SortedKeys(s.rows) }
+
+// Hash identifies the state's rows (not their LSNs): two states with the same
+// rows have the same hash whatever order they were built in.
+func (s *State) Hash() uint64 { return s.hash }
+
+// Clone returns an independent copy.
+func (s *State) Clone() *State {
+	c := &State{rows: make(map[Key]Entry, len(s.rows)), pos: s.pos, hash: s.hash}
+	for k, e := range s.rows {
+		c.rows[k] = e
+	}
+	return c
+}
+
+// Project builds what a store of the given kind must hold for this state.
+func (s *State) Project(kind StoreKind) Docs {
+	docs := make(Docs, len(s.rows))
+	for k, e := range s.rows {
+		docs[k] = ProjectEntry(kind, e)
+	}
+	return docs
+}
+
+// SortedKeys returns a map's keys in order; use it wherever iteration order
+// could leak into behaviour or output.
+func SortedKeys[V any](m map[Key]V) []Key {
+	keys := make([]Key, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].Less(keys[j]) })
+	return keys
+}
+
+// RowHash is a 64-bit FNV-1a hash of a key and a row's canonical encoding.
+func RowHash(k Key, r Row) uint64 {
+	h := uint64(14695981039346656037)
+	for _, s := range [...]string{k.Table, "\x00", k.PK, "\x00", r.Encode()} {
+		for i := 0; i < len(s); i++ {
+			h ^= uint64(s[i])
+			h *= 1099511628211
+		}
+	}
+	return h
+}
+
+// StoreKind is the kind of a downstream store, which fixes its projection of
+// the source state and the guarantees it can offer.
+type StoreKind uint8
+
+const (
+	// Replica is a transactional copy of every table (a replica database).
+	Replica StoreKind = iota + 1
+	// Cache is a key -> value copy that loses everything on restart.
+	Cache
+	// Search is a document per row with its terms and a revision counter
+	// that each applied change increments: a non-idempotent effect.
+	Search
+)
+
+func (k StoreKind) String() string {
+	switch k {
+	case Replica:
+		return "replica"
+	case Cache:
+		return "cache"
+	case Search:
+		return "search"
+	}
+	return "store?"
+}
+
+// ParseStoreKind is the inverse of String.
+func ParseStoreKind(s string) (StoreKind, bool) {
+	for _, k := range []StoreKind{Replica, Cache, Search} {
+		if k.String() == s {
+			return k, true
+		}
+	}
+	return 0, false
+}
+
+// Doc is what a store holds for one source row: its projected value, the
+// commit LSN that wrote it (its version) and, for the search index, how many
+// changes were applied to it.
+type Doc struct {
+	Value string
+	LSN   LSN
+	Revs  int
+}
+
+// Docs is a whole store's content.
+type Docs map[Key]Doc
+
+// ProjectEntry is the document a store of this kind holds for a live row.
+func ProjectEntry(kind StoreKind, e Entry) Doc {
+	switch kind {
+	case Search:
+		return Doc{Value: SearchTerms(e.Row), LSN: e.LSN, Revs: e.Writes}
+	default:
+		return Doc{Value: e.Row.Encode(), LSN: e.LSN}
+	}
+}
+
+// ProjectChange is the document a store of this kind holds after applying a
+// non-delete change at lsn on top of prev (the zero Doc when absent). Sinks
+// and the ground truth share it, so "the same state" has one definition.
+func ProjectChange(kind StoreKind, c Change, lsn LSN, prev Doc, hadPrev bool) Doc {
+	revs := 1
+	if hadPrev && c.Op != OpInsert {
+		revs = prev.Revs + 1
+	}
+	return ProjectEntry(kind, Entry{Row: c.Row, LSN: lsn, Writes: revs})
+}
+
+// SearchTerms is the search index's document text: the sorted, distinct,
+// lower-cased words of every column value.
+func SearchTerms(r Row) string {
+	seen := map[string]bool{}
+	var terms []string
+	for _, c := range r.Columns() {
+		for _, w := range strings.Fields(strings.ToLower(r[c])) {
+			if !seen[w] {
+				seen[w] = true
+				terms = append(terms, w)
+			}
+		}
+	}
+	sort.Strings(terms)
+	return strings.Join(terms, " ")
+}
+
+// DocsHash is the order-free hash of a replica's rows, comparable with
+// State.Hash: a replica snapshot whose hash equals the source state's hash
+// after some commit holds exactly that state.
+func DocsHash(d Docs) uint64 {
+	var h uint64
+	for k, doc := range d {
+		h ^= RowHash(k, DecodeRow(doc.Value))
+	}
+	return h
+}

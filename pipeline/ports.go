@@ -1,0 +1,102 @@
+// Package pipeline is the system under test: a change-data-capture pipeline
+// that captures the source database's committed transactions in commit order,
+// appends them to a durable log and has every store apply that log in order
+// from its own saved position. It also holds the naive dual-write baseline
+// the pipeline is compared with.
+//
+// Everything here is written against ports (Env, ChangeStream, Log, Store) so
+// the same code runs inside the deterministic simulator and against real
+// services. Code in this package never touches the clock, goroutines or
+// randomness except through Env.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"time"
+
+	"lockstep/model"
+)
+
+// Env is the only source of time, concurrency and randomness for pipeline
+// code. The simulator implements it with virtual time and parked tasks; the
+// real world with the wall clock and goroutines.
+type Env interface {
+	Now() time.Time
+	// Sleep waits d or until ctx is done, returning ctx's error then.
+	Sleep(ctx context.Context, d time.Duration) error
+	// Go starts fn as a new task of the same process.
+	Go(name string, fn func(ctx context.Context))
+	Rand() *rand.Rand
+}
+
+// ChangeStream is a logical replication stream of committed transactions
+// in commit order.
+type ChangeStream interface {
+	// Snapshot (re)creates the replication slot together with a consistent
+	// snapshot of every table: the rows as of the returned transaction's
+	// CommitLSN, after which the slot streams. It drops any previous slot.
+	Snapshot(ctx context.Context) (model.Txn, error)
+	// Start opens the stream at the slot's confirmed position and returns
+	// that position; transactions after it will follow. ErrNoSlot when the
+	// slot does not exist.
+	Start(ctx context.Context) (model.LSN, error)
+	// Next returns the next committed transactions (at least one) of the open
+	// stream, in commit order.
+	Next(ctx context.Context) ([]model.Txn, error)
+	// Confirm tells the source that everything up to lsn is safely stored
+	// downstream, so the slot may release it.
+	Confirm(ctx context.Context, lsn model.LSN) error
+}
+
+// Record is one entry of the log: a whole source transaction, so a store can
+// apply it atomically and in order.
+type Record struct {
+	Offset int64
+	Txn    model.Txn
+}
+
+// Log is an append-only, replicated, single-partition log (a Kafka topic
+// partition) with consumer-group offsets.
+type Log interface {
+	// Produce appends txns in order. Retries of the same producer session
+	// are deduplicated; a new session (after a crash) may duplicate.
+	Produce(ctx context.Context, txns []model.Txn) (lastOffset int64, err error)
+	// Fetch returns up to max records from offset on, only acknowledged ones.
+	Fetch(ctx context.Context, offset int64, max int) ([]Record, error)
+	// Commit stores a consumer group's next offset; Committed reads it back.
+	Commit(ctx context.Context, group string, offset int64) error
+	Committed(ctx context.Context, group string) (int64, error)
+}
+
+// Batch is what a sink applier hands a store in one call: transactions in
+// log order and the position after them. Reset asks the store to drop
+// everything first (a rebuild).
+type Batch struct {
+	Txns     []model.Txn
+	Position model.Position
+	Reset    bool
+}
+
+// Store is a downstream store as a sink applier sees it.
+type Store interface {
+	Kind() model.StoreKind
+	// Apply writes the batch; where the store allows it, data and position
+	// change atomically. Changes already reflected (doc LSN >= txn LSN) must
+	// not be applied again.
+	Apply(ctx context.Context, b Batch) error
+	// Position returns the store's saved position; ok is false when the
+	// store holds none (it is new or lost its data).
+	Position(ctx context.Context) (pos model.Position, ok bool, err error)
+}
+
+// Errors shared by adapters.
+var (
+	// ErrNoSlot: the replication slot does not exist (yet, or any more).
+	ErrNoSlot = errors.New("replication slot does not exist")
+	// ErrTimeout: the call's outcome is unknown; it may have taken effect.
+	ErrTimeout = errors.New("timed out: outcome unknown")
+	// ErrUnavailable: the call certainly did not take effect.
+	ErrUnavailable = errors.New("unavailable")
+)
