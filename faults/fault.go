@@ -1,0 +1,255 @@
+package faults
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Kind names a kind of fault. Its value is the word used in a plan's text.
+type Kind string
+
+const (
+	// Crash kills a node's process and throws its volatile state away.
+	Crash Kind = "crash"
+	// Restart boots a crashed node again from its durable state.
+	Restart Kind = "restart"
+	// Pause stops a node the world over (SIGSTOP, a long GC): it keeps its
+	// state and wakes up later as a possible zombie.
+	Pause Kind = "pause"
+	// Resume wakes a paused node.
+	Resume Kind = "resume"
+	// Partition cuts every link between the nodes of group A and those of
+	// group B; when OneWay, only messages from A to B are dropped.
+	// Partitions stack until the next Heal.
+	Partition Kind = "partition"
+	// Heal removes every partition and restores every link's latency and loss
+	// to the world's defaults. It does not restart or resume nodes.
+	Heal Kind = "heal"
+	// Delay makes the link From->To slow: each message takes Min..Max.
+	Delay Kind = "delay"
+	// Loss makes the link From->To drop each message with probability P, so
+	// calls time out with ambiguous results.
+	Loss Kind = "loss"
+	// ClockJump moves a node's clock by Jump, which may be negative.
+	ClockJump Kind = "clock-jump"
+	// LeaderFailover kills the broker currently leading the log. The world
+	// picks the node and restarts it by itself later (see
+	// GenConfig.FailoverDowntime).
+	LeaderFailover Kind = "leader-failover"
+	// UncleanElection enables unclean leader election on the log until the
+	// quiet phase: a lagging replica may become leader, and acknowledged
+	// records may be lost.
+	UncleanElection Kind = "unclean-election"
+)
+
+// Kinds lists every kind in a fixed order, the order used wherever a set of
+// kinds is printed.
+var Kinds = []Kind{Crash, Restart, Pause, Resume, Partition, Heal, Delay, Loss, ClockJump, LeaderFailover, UncleanElection}
+
+// DefaultKinds are the kinds Generate starts by default: every kind that
+// begins a fault, except UncleanElection, which loses acknowledged data and so
+// must be asked for (GenConfig.Unclean). Restart, Resume and Heal are not
+// started on their own: the generator emits them to end crashes, pauses and
+// network faults.
+var DefaultKinds = []Kind{Crash, Pause, Partition, Delay, Loss, ClockJump, LeaderFailover}
+
+// Known reports whether k is one of Kinds.
+func (k Kind) Known() bool { return kindIndex(k) >= 0 }
+
+// undo reports whether k only ends another fault (restart, resume, heal).
+func (k Kind) undo() bool { return k == Restart || k == Resume || k == Heal }
+
+func kindIndex(k Kind) int {
+	for i, x := range Kinds {
+		if x == k {
+			return i
+		}
+	}
+	return -1
+}
+
+// Fault is one fault at one instant of a run: plain data, comparable only
+// field by field. Which fields a kind uses:
+//
+//	crash, restart, pause, resume   Node
+//	partition                       A, B, OneWay
+//	heal, leader-failover,
+//	unclean-election                (none)
+//	delay                           From, To, Min, Max
+//	loss                            From, To, P
+//	clock-jump                      Node, Jump
+//
+// Fields a kind does not use must be zero (Validate says so), so a valid
+// fault has exactly one text form.
+type Fault struct {
+	At   time.Duration // since the run started
+	Kind Kind
+
+	Node string // crash, restart, pause, resume, clock-jump
+
+	A, B   []string // partition: the two groups, disjoint and non-empty
+	OneWay bool     // partition: drop only A->B messages
+
+	From, To string        // delay, loss: the directed link
+	Min, Max time.Duration // delay: each message takes Min..Max
+	P        float64       // loss: drop probability, in (0, 1]
+
+	Jump time.Duration // clock-jump: how far the clock moves, non-zero
+}
+
+// String is the fault's line in a plan's text, e.g. "@1.5s crash capture".
+func (f Fault) String() string { return "@" + f.At.String() + " " + f.What() }
+
+// What is the fault without its time, e.g. "crash capture" or
+// "delay app->db 20ms..80ms": the description used in fault windows.
+func (f Fault) What() string {
+	switch f.Kind {
+	case Crash, Restart, Pause, Resume:
+		return string(f.Kind) + " " + f.Node
+	case Partition:
+		sep := " | "
+		if f.OneWay {
+			sep = " -> "
+		}
+		return string(f.Kind) + " " + strings.Join(f.A, ",") + sep + strings.Join(f.B, ",")
+	case Delay:
+		return fmt.Sprintf("%s %s->%s %s..%s", f.Kind, f.From, f.To, f.Min, f.Max)
+	case Loss:
+		return fmt.Sprintf("%s %s->%s %s", f.Kind, f.From, f.To, strconv.FormatFloat(f.P, 'g', -1, 64))
+	case ClockJump:
+		return string(f.Kind) + " " + f.Node + " " + signed(f.Jump)
+	}
+	return string(f.Kind)
+}
+
+// signed prints a duration with an explicit sign: "+2s", "-150ms".
+func signed(d time.Duration) string {
+	if d >= 0 {
+		return "+" + d.String()
+	}
+	return d.String()
+}
+
+// Validate says what is wrong with a fault, if anything (the first problem
+// found, in one line): an unknown kind, a missing or malformed node name, a
+// field the kind does not use, a bad probability or latency range.
+func (f Fault) Validate() error {
+	if f.At < 0 {
+		return fmt.Errorf("negative time %s", f.At)
+	}
+	if !f.Kind.Known() {
+		return fmt.Errorf("unknown fault kind %q", string(f.Kind))
+	}
+	// Which fields the kind uses, to reject the others.
+	var node, groups, link, lat, prob, jump bool
+	switch f.Kind {
+	case Crash, Restart, Pause, Resume:
+		node = true
+	case Partition:
+		groups = true
+	case Delay:
+		link, lat = true, true
+	case Loss:
+		link, prob = true, true
+	case ClockJump:
+		node, jump = true, true
+	}
+	var errs []error
+	if node {
+		if err := checkName(f.Node); err != nil {
+			errs = append(errs, fmt.Errorf("%s needs a node: %w", f.Kind, err))
+		}
+	} else if f.Node != "" {
+		errs = append(errs, fmt.Errorf("%s takes no node (got %q)", f.Kind, f.Node))
+	}
+	if groups {
+		if err := checkGroups(f.A, f.B); err != nil {
+			errs = append(errs, err)
+		}
+	} else if len(f.A) > 0 || len(f.B) > 0 || f.OneWay {
+		errs = append(errs, fmt.Errorf("%s takes no partition groups", f.Kind))
+	}
+	if link {
+		if err := checkName(f.From); err != nil {
+			errs = append(errs, fmt.Errorf("%s needs a link from->to: from: %w", f.Kind, err))
+		}
+		if err := checkName(f.To); err != nil {
+			errs = append(errs, fmt.Errorf("%s needs a link from->to: to: %w", f.Kind, err))
+		}
+		if f.From == f.To && f.From != "" {
+			errs = append(errs, fmt.Errorf("%s link %s->%s goes nowhere: from and to must differ", f.Kind, f.From, f.To))
+		}
+	} else if f.From != "" || f.To != "" {
+		errs = append(errs, fmt.Errorf("%s takes no link", f.Kind))
+	}
+	if lat {
+		if f.Min < 0 || f.Max < f.Min || f.Max == 0 {
+			errs = append(errs, fmt.Errorf("delay range %s..%s: want 0 <= min <= max, max > 0", f.Min, f.Max))
+		}
+	} else if f.Min != 0 || f.Max != 0 {
+		errs = append(errs, fmt.Errorf("%s takes no latency range", f.Kind))
+	}
+	if prob {
+		if !(f.P > 0 && f.P <= 1) || math.IsNaN(f.P) {
+			errs = append(errs, fmt.Errorf("loss probability %v: want 0 < p <= 1", f.P))
+		}
+	} else if f.P != 0 {
+		errs = append(errs, fmt.Errorf("%s takes no probability", f.Kind))
+	}
+	if jump {
+		if f.Jump == 0 {
+			errs = append(errs, errors.New("clock-jump needs a non-zero jump such as +2s or -500ms"))
+		}
+	} else if f.Jump != 0 {
+		errs = append(errs, fmt.Errorf("%s takes no clock jump", f.Kind))
+	}
+	if len(errs) > 0 {
+		return errs[0]
+	}
+	return nil
+}
+
+// checkName accepts node names made of letters, digits and "_.-". Names
+// never hold spaces, ',', '|', '>' or '#', so a plan's text stays unambiguous.
+func checkName(s string) error {
+	if s == "" {
+		return errors.New("empty node name")
+	}
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '_', r == '.', r == '-':
+		default:
+			return fmt.Errorf("node name %q: want letters, digits and _.- only", s)
+		}
+	}
+	return nil
+}
+
+func checkGroups(a, b []string) error {
+	if len(a) == 0 || len(b) == 0 {
+		return errors.New("partition needs two non-empty groups, as in 'a,b | c' or 'a -> b'")
+	}
+	seen := map[string]string{}
+	for _, g := range []struct {
+		name  string
+		nodes []string
+	}{{"A", a}, {"B", b}} {
+		for _, n := range g.nodes {
+			if err := checkName(n); err != nil {
+				return fmt.Errorf("partition group %s: %w", g.name, err)
+			}
+			if prev, ok := seen[n]; ok {
+				if prev == g.name {
+					return fmt.Errorf("partition: %s listed twice in group %s", n, g.name)
+				}
+				return fmt.Errorf("partition: %s is in both groups", n)
+			}
+			seen[n] = g.name
+		}
+	}
+	return nil
+}
