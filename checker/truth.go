@@ -1,0 +1,297 @@
+package checker
+
+import (
+	"sort"
+
+	"lockstep/model"
+)
+
+// version is one committed version of a key: the key's entry in the source
+// state right after the transaction at lsn committed. A transaction that
+// writes a key twice leaves one version (its final effect); intermediate
+// values inside a transaction were never committed.
+type version struct {
+	entry model.Entry
+	// Projections, filled on first use by project. Replica and Cache share
+	// one projection (the row's encoding); Search keeps terms and revs.
+	row, search *model.Doc
+	hash        uint64 // model.RowHash of the row, once hashed
+	hashed      bool
+}
+
+// project is the document a store of this kind holds for the version,
+// by model.ProjectEntry, the one shared definition.
+func (v *version) project(kind model.StoreKind) model.Doc {
+	p := &v.row
+	if kind == model.Search {
+		p = &v.search
+	}
+	if *p == nil {
+		d := model.ProjectEntry(kind, v.entry)
+		*p = &d
+	}
+	return **p
+}
+
+// rowHash is the version's term in a state hash.
+func (v *version) rowHash(k model.Key) uint64 {
+	if !v.hashed {
+		v.hash, v.hashed = model.RowHash(k, v.entry.Row), true
+	}
+	return v.hash
+}
+
+// keyHistory is everything the truth says about one key.
+type keyHistory struct {
+	versions []*version // in commit order
+	deletes  []model.LSN
+	live     bool
+}
+
+type lsnKey struct {
+	key model.Key
+	lsn model.LSN
+}
+
+type abortedWrite struct {
+	xid uint64
+	lsn model.LSN
+	op  model.Op
+	row model.Row
+}
+
+// truth indexes the committed history once: every committed version per
+// (key, LSN), the hash of every prefix state, and the aborted writes.
+type truth struct {
+	committed []model.Txn
+	final     *model.State
+	liveKeys  []model.Key // the final state's keys, in order
+	keys      map[model.Key]*keyHistory
+	byLSN     map[lsnKey]*version
+	lsns      []model.LSN // lsns[i] is the commit LSN of committed[i]
+	hashes    []uint64    // hashes[i]: state hash after committed[:i]; hashes[0] is the empty state
+	hashAt    map[uint64]int
+	sorted    bool // commit LSNs strictly increase
+	aborted   map[model.Key][]abortedWrite
+}
+
+func newTruth(h *model.History) *truth {
+	changes := 0
+	for _, txn := range h.Committed {
+		changes += len(txn.Changes)
+	}
+	t := &truth{
+		committed: h.Committed,
+		final:     model.NewState(),
+		keys:      map[model.Key]*keyHistory{},
+		byLSN:     make(map[lsnKey]*version, changes),
+		lsns:      make([]model.LSN, len(h.Committed)),
+		hashes:    make([]uint64, 1, len(h.Committed)+1),
+		hashAt:    make(map[uint64]int, len(h.Committed)+1),
+		sorted:    true,
+		aborted:   map[model.Key][]abortedWrite{},
+	}
+	s := t.final
+	t.hashes[0] = s.Hash()
+	t.hashAt[s.Hash()] = 0
+	var touched []model.Key
+	for i, txn := range h.Committed {
+		if i > 0 && txn.CommitLSN <= t.lsns[i-1] {
+			t.sorted = false
+		}
+		t.lsns[i] = txn.CommitLSN
+		s.Apply(txn)
+		touched = touched[:0]
+		for _, c := range txn.Changes {
+			if c.OldPK != "" && c.OldPK != c.PK {
+				touched = appendKey(touched, model.Key{Table: c.Table, PK: c.OldPK})
+			}
+			touched = appendKey(touched, c.Key())
+		}
+		for _, k := range touched {
+			kh := t.keys[k]
+			if kh == nil {
+				kh = &keyHistory{}
+				t.keys[k] = kh
+			}
+			if e, ok := s.Get(k); ok {
+				v := &version{entry: e}
+				kh.versions = append(kh.versions, v)
+				t.byLSN[lsnKey{k, e.LSN}] = v
+				kh.live = true
+			} else if kh.live {
+				kh.deletes = append(kh.deletes, txn.CommitLSN)
+				kh.live = false
+			}
+		}
+		t.hashes = append(t.hashes, s.Hash())
+		if _, ok := t.hashAt[s.Hash()]; !ok {
+			t.hashAt[s.Hash()] = i + 1
+		}
+	}
+	for _, txn := range h.Aborted {
+		for _, c := range txn.Changes {
+			k := c.Key()
+			t.aborted[k] = append(t.aborted[k], abortedWrite{xid: txn.XID, lsn: txn.CommitLSN, op: c.Op, row: c.Row})
+		}
+	}
+	t.liveKeys = t.final.Keys()
+	return t
+}
+
+func appendKey(ks []model.Key, k model.Key) []model.Key {
+	for _, x := range ks {
+		if x == k {
+			return ks
+		}
+	}
+	return append(ks, k)
+}
+
+// version returns the committed version of k current as of lsn (the last
+// one committed at or before lsn, unless a later delete at or before lsn
+// removed it), projected for kind. A store may label a document with any
+// position at which its value was current: a row loaded from a snapshot
+// carries the snapshot's LSN, not the LSN that last wrote it.
+func (t *truth) version(kind model.StoreKind, k model.Key, lsn model.LSN) (model.Doc, bool) {
+	if v := t.byLSN[lsnKey{k, lsn}]; v != nil {
+		return v.project(kind), true
+	}
+	kh := t.keys[k]
+	if kh == nil || !t.sorted {
+		return model.Doc{}, false
+	}
+	i := sort.Search(len(kh.versions), func(i int) bool { return kh.versions[i].entry.LSN > lsn }) - 1
+	if i < 0 {
+		return model.Doc{}, false
+	}
+	v := kh.versions[i]
+	j := sort.Search(len(kh.deletes), func(j int) bool { return kh.deletes[j] > lsn }) - 1
+	if j >= 0 && kh.deletes[j] > v.entry.LSN {
+		return model.Doc{}, false
+	}
+	return v.project(kind), true
+}
+
+// isVersion reports whether d is a committed version of k for kind: its LSN
+// wrote k and its value is that version's projection. Revs are not judged.
+func (t *truth) isVersion(kind model.StoreKind, k model.Key, d model.Doc) bool {
+	v, ok := t.version(kind, k, d.LSN)
+	return ok && v.Value == d.Value
+}
+
+// valueCommitted reports whether value was the projection of any committed
+// version of k, and the LSN of the latest such version.
+func (t *truth) valueCommitted(kind model.StoreKind, k model.Key, value string) (model.LSN, bool) {
+	kh := t.keys[k]
+	if kh == nil {
+		return 0, false
+	}
+	for i := len(kh.versions) - 1; i >= 0; i-- {
+		if d := kh.versions[i].project(kind); d.Value == value {
+			return d.LSN, true
+		}
+	}
+	return 0, false
+}
+
+// rowHash is a replica document's term in model.DocsHash: the hash of
+// its decoded row. When d is a committed version it is that version's
+// own row hash, exactly State.Hash's term, computed once for all the
+// snapshots that show it (and immune to a row whose values contain the
+// encoding's separators, which DecodeRow cannot restore).
+func (t *truth) rowHash(k model.Key, d model.Doc) uint64 {
+	if v := t.byLSN[lsnKey{k, d.LSN}]; v != nil && v.project(model.Replica).Value == d.Value {
+		return v.rowHash(k)
+	}
+	return model.RowHash(k, model.DecodeRow(d.Value))
+}
+
+// docsHash is model.DocsHash of a replica's content, comparable with
+// State.Hash, by rowHash.
+func (t *truth) docsHash(docs model.Docs) uint64 {
+	var h uint64
+	for k, d := range docs {
+		h ^= t.rowHash(k, d)
+	}
+	return h
+}
+
+// current is the truth's document for k, projected for kind.
+func (t *truth) current(kind model.StoreKind, k model.Key) (model.Doc, bool) {
+	e, ok := t.final.Get(k)
+	if !ok {
+		return model.Doc{}, false
+	}
+	if d, ok := t.version(kind, k, e.LSN); ok {
+		return d, true
+	}
+	return model.ProjectEntry(kind, e), true
+}
+
+// lastDelete is the commit LSN that last deleted k, if any.
+func (t *truth) lastDelete(k model.Key) (model.LSN, bool) {
+	kh := t.keys[k]
+	if kh == nil || len(kh.deletes) == 0 {
+		return 0, false
+	}
+	return kh.deletes[len(kh.deletes)-1], true
+}
+
+// abortedValue finds an aborted write of k whose projection for kind is
+// value.
+func (t *truth) abortedValue(kind model.StoreKind, k model.Key, value string) (abortedWrite, bool) {
+	for _, w := range t.aborted[k] {
+		if w.op == model.OpDelete {
+			continue
+		}
+		if model.ProjectEntry(kind, model.Entry{Row: w.row}).Value == value {
+			return w, true
+		}
+	}
+	return abortedWrite{}, false
+}
+
+// abortedDelete finds an aborted transaction that deleted k.
+func (t *truth) abortedDelete(k model.Key) (abortedWrite, bool) {
+	for _, w := range t.aborted[k] {
+		if w.op == model.OpDelete {
+			return w, true
+		}
+	}
+	return abortedWrite{}, false
+}
+
+// prefixAt is how many committed transactions a store at position lsn holds:
+// those whose commit LSN is at most lsn.
+func (t *truth) prefixAt(lsn model.LSN) int {
+	if t.sorted {
+		return sort.Search(len(t.lsns), func(i int) bool { return t.lsns[i] > lsn })
+	}
+	n := 0
+	for _, l := range t.lsns {
+		if l <= lsn {
+			n++
+		}
+	}
+	return n
+}
+
+// prefixLSN is the commit LSN of the last transaction in the first n, 0
+// for the empty prefix.
+func (t *truth) prefixLSN(n int) model.LSN {
+	if n == 0 {
+		return 0
+	}
+	return t.lsns[n-1]
+}
+
+// stateAfter replays the first n committed transactions. Only witnesses
+// need it, so it is rebuilt on demand.
+func (t *truth) stateAfter(n int) *model.State {
+	s := model.NewState()
+	for _, txn := range t.committed[:n] {
+		s.Apply(txn)
+	}
+	return s
+}
