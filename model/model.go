@@ -137,6 +137,10 @@ type Change struct {
 	Op    Op
 	Row   Row    // the new row; nil for deletes
 	OldPK string // set when an update changed the primary key
+	// Revs, in a snapshot's changes only, is how many changes the row has
+	// had so far, so a store loaded from a snapshot counts the same
+	// revisions as one that saw every change.
+	Revs int
 }
 
 // Key is the row the change writes.

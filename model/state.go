@@ -187,7 +187,10 @@ func ProjectEntry(kind StoreKind, e Entry) Doc {
 // and the ground truth share it, so "the same state" has one definition.
 func ProjectChange(kind StoreKind, c Change, lsn LSN, prev Doc, hadPrev bool) Doc {
 	revs := 1
-	if hadPrev && c.Op != OpInsert {
+	switch {
+	case c.Revs > 0:
+		revs = c.Revs
+	case hadPrev && c.Op != OpInsert:
 		revs = prev.Revs + 1
 	}
 	return ProjectEntry(kind, Entry{Row: c.Row, LSN: lsn, Writes: revs})

@@ -72,11 +72,14 @@ type Log interface {
 
 // Batch is what a sink applier hands a store in one call: transactions in
 // log order and the position after them. Reset asks the store to drop
-// everything first (a rebuild).
+// everything first (a rebuild). Base, when set, is the position the applier
+// believes the store is at: a store elsewhere (it restarted empty, or another
+// writer moved it) refuses the batch with ErrPositionMismatch.
 type Batch struct {
 	Txns     []model.Txn
 	Position model.Position
 	Reset    bool
+	Base     *model.Position
 }
 
 // Store is a downstream store as a sink applier sees it.
@@ -99,4 +102,32 @@ var (
 	ErrTimeout = errors.New("timed out: outcome unknown")
 	// ErrUnavailable: the call certainly did not take effect.
 	ErrUnavailable = errors.New("unavailable")
+	// ErrPositionMismatch: the store is not where the batch expected it.
+	ErrPositionMismatch = errors.New("store position is not the batch's base")
 )
+
+// Tx is a source database transaction as application code sees it. Reads
+// see the transaction's own writes.
+type Tx interface {
+	Get(table, pk string) (model.Row, bool)
+	Put(table, pk string, row model.Row)
+	Delete(table, pk string)
+}
+
+// TxnFunc is an application transaction. Returning an error rolls it back.
+type TxnFunc func(tx Tx) error
+
+// Source is the database of record as application clients see it.
+type Source interface {
+	// Exec runs fn in one transaction and returns what it committed (with
+	// its commit LSN). ErrTimeout leaves the outcome unknown.
+	Exec(ctx context.Context, fn TxnFunc) (model.Txn, error)
+}
+
+// DirectStore is a store written directly by application code, as naive
+// dual writes do: one blind request with a transaction's changes (a replica
+// transaction, a cache pipeline, a search bulk request), no version check.
+type DirectStore interface {
+	Kind() model.StoreKind
+	Write(ctx context.Context, t model.Txn) error
+}

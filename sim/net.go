@@ -75,6 +75,9 @@ func (nw *Network) Heal() {
 	nw.nblocks = 0
 }
 
+// Blocked reports whether a partition cuts from -> to right now.
+func (nw *Network) Blocked(from, to *Node) bool { return nw.blocked(from, to) }
+
 func (nw *Network) blocked(from, to *Node) bool {
 	return nw.nblocks > 0 && nw.blocks[[2]int{from.id, to.id}]
 }

@@ -1,0 +1,414 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"lockstep/checker"
+	"lockstep/scenarios"
+	"lockstep/sim"
+)
+
+func parseSeed(s string) (uint64, error) {
+	v, err := strconv.ParseUint(s, 0, 64)
+	if err != nil {
+		return 0, usagef("malformed seed %q: want a decimal or 0x-hex number", s)
+	}
+	return v, nil
+}
+
+func lookupOne(name string) (*scenarios.Scenario, error) {
+	sc := scenarios.ByName(name)
+	if sc == nil {
+		return nil, usagef("unknown scenario %q (want one of: %s)", name, strings.Join(scenarios.Names(), ", "))
+	}
+	return sc, nil
+}
+
+func parseSystem(s string) (scenarios.System, error) {
+	sys, err := scenarios.ParseSystem(s)
+	if err != nil {
+		return "", usagef("%v", err)
+	}
+	return sys, nil
+}
+
+type runFlags struct {
+	txns  int
+	json  string
+	world string
+	trace bool
+	check bool
+}
+
+func (f *runFlags) register(fs *flag.FlagSet) {
+	fs.IntVar(&f.txns, "txns", 0, "application transactions per run (default 1000)")
+	fs.StringVar(&f.json, "json", "", "write the report as JSON to this file")
+	fs.StringVar(&f.world, "world", "sim", "where to run: sim (the deterministic simulator)")
+	fs.BoolVar(&f.check, "check-determinism", false, "run the seed twice and compare traces event by event")
+}
+
+var runCmd = &command{
+	name:  "run",
+	usage: "--scenario NAME [--system pipeline|dualwrite] --seed N [--json FILE]",
+	short: "run one seed of one scenario and judge it",
+	long: `Run builds the simulated world for one seed, drives the workload through the
+fault phase and the quiet phase, and prints the checker's verdict, the anomalies
+with witnesses, the trace hash and a one-line repro.`,
+	flags: func(fs *flag.FlagSet) func([]string) error {
+		var rf runFlags
+		rf.register(fs)
+		scenario := fs.String("scenario", "", "scenario name (see 'lockstep list')")
+		system := fs.String("system", "pipeline", "system under test: pipeline or dualwrite")
+		seed := fs.String("seed", "", "seed (decimal or 0x-hex)")
+		return func(args []string) error {
+			if *scenario == "" || *seed == "" {
+				return usagef("--scenario and --seed are required")
+			}
+			return runOne(*scenario, *system, *seed, rf)
+		}
+	},
+}
+
+var reproCmd = &command{
+	name:  "repro",
+	usage: "SCENARIO/SYSTEM/SEED",
+	short: "replay a printed run exactly (same trace hash)",
+	long: `Repro takes the token a run or campaign printed (scenario/system/seed) and
+replays that run bit for bit: the trace hash it prints must equal the original.`,
+	flags: func(fs *flag.FlagSet) func([]string) error {
+		var rf runFlags
+		rf.register(fs)
+		return func(args []string) error {
+			if len(args) != 1 {
+				return usagef("want exactly one SCENARIO/SYSTEM/SEED token, e.g. crash-capture/pipeline/42")
+			}
+			parts := strings.Split(strings.TrimPrefix(args[0], "lockstep repro "), "/")
+			if len(parts) != 3 {
+				return usagef("malformed repro token %q: want SCENARIO/SYSTEM/SEED", args[0])
+			}
+			return runOne(parts[0], parts[1], parts[2], rf)
+		}
+	},
+}
+
+func runOne(name, system, seedText string, rf runFlags) error {
+	sc, err := lookupOne(name)
+	if err != nil {
+		return err
+	}
+	sys, err := parseSystem(system)
+	if err != nil {
+		return err
+	}
+	seed, err := parseSeed(seedText)
+	if err != nil {
+		return err
+	}
+	if rf.world != "sim" {
+		return usagef("unknown world %q: only sim is available in this build", rf.world)
+	}
+	opts := scenarios.Options{Txns: rf.txns}
+	if rf.check {
+		err := sim.CheckDeterminism(seed, func(cfg sim.Config) (sim.Result, error) {
+			o := opts
+			o.KeepTrace = true
+			out, err := scenarios.Run(sc, sys, cfg.Seed, o)
+			if err != nil {
+				return sim.Result{}, err
+			}
+			return sim.Result{Hash: out.Hash, Trace: out.Trace}, nil
+		})
+		if err != nil {
+			return fmt.Errorf("nondeterminism: %w", err)
+		}
+		fmt.Fprintln(stdout, "determinism: two runs, identical traces")
+	}
+	out, err := scenarios.Run(sc, sys, seed, opts)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "scenario %s (%s), system %s, seed %d\n", sc.Name, sc.Summary, sys, seed)
+	fmt.Fprintf(stdout, "faults (%s):\n", out.Plan.Mix())
+	for _, line := range strings.Split(strings.TrimSpace(out.Plan.String()), "\n") {
+		fmt.Fprintf(stdout, "  %s\n", line)
+	}
+	fmt.Fprintf(stdout, "ran %v virtual in %v wall (%.0fx), %d events, %d messages, %d committed txns\n",
+		out.Virtual.Round(time.Millisecond), out.Wall.Round(time.Millisecond), float64(out.Virtual)/float64(out.Wall),
+		out.Stats.Events, out.Stats.Messages, len(out.History.Committed))
+	for _, st := range out.History.Stores {
+		at, ok := out.History.ConvergedAt[st.Name]
+		if ok {
+			fmt.Fprintf(stdout, "  %-8s converged at %v\n", st.Name, at.Round(time.Millisecond))
+		}
+	}
+	if len(out.Blocked) > 0 {
+		fmt.Fprintf(stdout, "blocked tasks at the end: %s\n", strings.Join(out.Blocked, ", "))
+	}
+	fmt.Fprint(stdout, out.Report.String())
+	fmt.Fprintf(stdout, "trace hash %016x\n", out.Hash)
+	fmt.Fprintf(stdout, "repro: %s\n", out.Repro())
+	if rf.json != "" {
+		if err := writeJSON(rf.json, out.Report); err != nil {
+			return err
+		}
+	}
+	if sys == scenarios.Pipeline && out.Violated() {
+		return errViolation
+	}
+	return nil
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode JSON: %w", err)
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+var campaignCmd = &command{
+	name:  "campaign",
+	usage: "[--scenario all|NAME,...] [--seeds N] [--system both|pipeline|dualwrite] [--json FILE]",
+	short: "run many seeds over scenarios, pipeline vs dual writes",
+	long: `Campaign runs --seeds seeds of every chosen scenario for each system, on all
+cores, with a live progress line, then prints a table of pipeline vs naive dual
+writes per scenario and the anomalies by class. It exits 1 if any pipeline run
+violated a claimed property (its repro lines are printed); dual writes' failures
+are the expected finding.`,
+	flags: func(fs *flag.FlagSet) func([]string) error {
+		scenario := fs.String("scenario", "all", "scenarios: all, or names separated by commas")
+		seeds := fs.Int("seeds", 50, "seeds per scenario and system")
+		first := fs.String("first-seed", "1", "first seed")
+		system := fs.String("system", "both", "both, pipeline or dualwrite")
+		parallel := fs.Int("parallel", runtime.GOMAXPROCS(0), "runs in parallel")
+		txns := fs.Int("txns", 0, "application transactions per run (default 1000)")
+		jsonOut := fs.String("json", "", "write the summary as JSON to this file")
+		return func(args []string) error {
+			if len(args) > 0 {
+				return usagef("unexpected argument %q", args[0])
+			}
+			scs, err := scenarios.Lookup(*scenario)
+			if err != nil {
+				return usagef("%v", err)
+			}
+			if *seeds <= 0 {
+				return usagef("--seeds must be positive")
+			}
+			firstSeed, err := parseSeed(*first)
+			if err != nil {
+				return err
+			}
+			systems := scenarios.Systems
+			if *system != "both" {
+				sys, err := parseSystem(*system)
+				if err != nil {
+					return err
+				}
+				systems = []scenarios.System{sys}
+			}
+			return campaign(scenarios.CampaignConfig{
+				Scenarios: scs, Systems: systems, Seeds: *seeds, FirstSeed: firstSeed,
+				Parallel: *parallel, Options: scenarios.Options{Txns: *txns},
+			}, *jsonOut)
+		}
+	},
+}
+
+func campaign(cfg scenarios.CampaignConfig, jsonPath string) error {
+	tty := isTerminal(os.Stderr)
+	start := time.Now()
+	lastPrint := time.Time{}
+	pipelineFails := 0
+	cfg.Progress = func(done, total int, last *scenarios.Outcome) {
+		if last != nil && last.System == scenarios.Pipeline && last.Violated() {
+			pipelineFails++
+			fmt.Fprintf(stderr, "\rpipeline violation: %s%s\n", last.Repro(), strings.Repeat(" ", 20))
+		}
+		if !tty && done != total && time.Since(lastPrint) < 5*time.Second {
+			return
+		}
+		lastPrint = time.Now()
+		el := time.Since(start)
+		eta := time.Duration(float64(el) / float64(done) * float64(total-done))
+		line := fmt.Sprintf("[%d/%d] %.0f runs/s, pipeline violations %d, eta %v", done, total, float64(done)/el.Seconds(), pipelineFails, eta.Round(time.Second))
+		if tty {
+			fmt.Fprintf(stderr, "\r%s   ", line)
+		} else {
+			fmt.Fprintln(stderr, line)
+		}
+	}
+	sum := scenarios.Campaign(cfg)
+	if tty {
+		fmt.Fprintln(stderr)
+	}
+	printSummary(cfg, sum)
+	if jsonPath != "" {
+		if err := writeJSON(jsonPath, sum); err != nil {
+			return err
+		}
+	}
+	if len(sum.Errors) > 0 {
+		return fmt.Errorf("%d runs could not complete; first: %s", len(sum.Errors), sum.Errors[0])
+	}
+	if sum.PipelineViolations() > 0 {
+		return errViolation
+	}
+	return nil
+}
+
+func printSummary(cfg scenarios.CampaignConfig, sum *scenarios.Summary) {
+	w := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "scenario\tpipeline violating\tdual writes violating\tdual-write anomalies\n")
+	for _, sc := range cfg.Scenarios {
+		p, d := sum.Cell(sc.Name, scenarios.Pipeline), sum.Cell(sc.Name, scenarios.DualWrite)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", sc.Name, cellText(p), cellText(d), classesText(d))
+	}
+	w.Flush()
+	fmt.Fprintln(stdout)
+	w = tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "anomalies by class\t")
+	for _, sys := range cfg.Systems {
+		fmt.Fprintf(w, "%s\t", sys)
+	}
+	fmt.Fprintln(w)
+	for _, class := range checker.Classes {
+		fmt.Fprintf(w, "%s\t", class)
+		for _, sys := range cfg.Systems {
+			n := 0
+			for _, c := range sum.Cells {
+				if c.System == sys {
+					n += c.Anomalies[class]
+				}
+			}
+			fmt.Fprintf(w, "%d\t", n)
+		}
+		fmt.Fprintln(w)
+	}
+	w.Flush()
+	var sps []string
+	for _, sys := range cfg.Systems {
+		runs, secs := 0, 0.0
+		for _, c := range sum.Cells {
+			if c.System == sys && c.SeedsPerSecond > 0 {
+				runs += c.Seeds
+				secs += float64(c.Seeds) / c.SeedsPerSecond
+			}
+		}
+		if secs > 0 {
+			sps = append(sps, fmt.Sprintf("%s %.1f seeds/s per core", sys, float64(runs)/secs))
+		}
+	}
+	fmt.Fprintf(stdout, "\n%d runs in %v on %d workers; %s; simulated time %.0fx faster than wall\n",
+		sum.Runs, sum.Wall.Round(time.Millisecond), sum.Parallel, strings.Join(sps, ", "), sum.Speedup)
+	var failing []string
+	for _, c := range sum.Cells {
+		if c.System == scenarios.Pipeline {
+			failing = append(failing, c.Failing...)
+		}
+	}
+	if len(failing) > 0 {
+		fmt.Fprintf(stdout, "\nPIPELINE VIOLATED A CLAIMED PROPERTY in %d runs; replay with:\n", len(failing))
+		for _, f := range failing[:min(len(failing), 10)] {
+			fmt.Fprintf(stdout, "  lockstep repro %s\n", f)
+		}
+	} else {
+		fmt.Fprintf(stdout, "\npipeline: no claimed property violated in any run.\n")
+		for _, c := range sum.Cells {
+			if c.System == scenarios.DualWrite && len(c.Failing) > 0 {
+				fmt.Fprintf(stdout, "see a dual-write divergence: lockstep repro %s\n", c.Failing[0])
+				break
+			}
+		}
+	}
+}
+
+func cellText(c *scenarios.Cell) string {
+	if c == nil {
+		return "-"
+	}
+	return c.String()
+}
+
+func classesText(c *scenarios.Cell) string {
+	if c == nil {
+		return "-"
+	}
+	var parts []string
+	for _, class := range checker.Classes {
+		if n := c.Anomalies[class]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", class, n))
+		}
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
+}
+
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+var listCmd = &command{
+	name:  "list",
+	usage: "",
+	short: "list the scenarios",
+	long:  `List prints every scenario with its workload, fault mix and summary.`,
+	flags: func(fs *flag.FlagSet) func([]string) error {
+		return func(args []string) error {
+			w := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+			fmt.Fprintf(w, "scenario\tworkload\tfaults\tsummary\n")
+			names := scenarios.Names()
+			sort.Strings(names)
+			for _, sc := range scenarios.All {
+				var kinds []string
+				for _, k := range sc.Kinds {
+					kinds = append(kinds, string(k))
+				}
+				if len(kinds) == 0 {
+					kinds = []string{"none"}
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", sc.Name, sc.Workload, strings.Join(kinds, ","), sc.Summary)
+			}
+			return w.Flush()
+		}
+	},
+}
+
+var benchCmd = &command{
+	name:  "bench",
+	usage: "[--seeds N] [--scenario NAME]",
+	short: "measure seeds per second and simulated-time speed-up",
+	long: `Bench runs one scenario (default swarm: 1,000 transactions, 3 stores, faults)
+for --seeds seeds on one core and reports seeds per second and how much faster
+than wall time the simulated time ran, for the pipeline and for dual writes.`,
+	flags: func(fs *flag.FlagSet) func([]string) error {
+		seeds := fs.Int("seeds", 50, "seeds per system")
+		scenario := fs.String("scenario", "swarm", "scenario")
+		return func(args []string) error {
+			sc, err := lookupOne(*scenario)
+			if err != nil {
+				return err
+			}
+			for _, sys := range scenarios.Systems {
+				sum := scenarios.Campaign(scenarios.CampaignConfig{Scenarios: []*scenarios.Scenario{sc}, Systems: []scenarios.System{sys}, Seeds: *seeds, FirstSeed: 1, Parallel: 1})
+				c := sum.Cells[0]
+				fmt.Fprintf(stdout, "%-9s %s: %d seeds, %.1f seeds/s on one core, simulated time %.0fx wall\n", sys, sc.Name, c.Seeds, c.SeedsPerSecond, sum.Speedup)
+			}
+			return nil
+		}
+	},
+}

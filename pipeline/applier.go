@@ -1,0 +1,200 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"lockstep/model"
+)
+
+// Applier keeps one store in step with the log: it resumes from the position
+// saved in the store itself, applies transactions in log order, skips what
+// the store already holds (redelivered or duplicated records), and rebuilds a
+// store that lost its data by folding the whole log into one atomic batch.
+type Applier struct {
+	Env    Env
+	Log    Log
+	Store  Store
+	Group  string // consumer group, for offsets others can monitor
+	Logger *slog.Logger
+
+	MaxBatch int           // records per fetch (default 64)
+	Poll     time.Duration // wait when caught up (default 20ms)
+	Backoff  time.Duration // wait after an error (default 200ms)
+	Bugs     Bugs
+}
+
+func (a *Applier) defaults() {
+	if a.MaxBatch == 0 {
+		a.MaxBatch = 64
+	}
+	if a.Poll == 0 {
+		a.Poll = 20 * time.Millisecond
+	}
+	if a.Backoff == 0 {
+		a.Backoff = 200 * time.Millisecond
+	}
+	if a.Logger == nil {
+		a.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Run applies until ctx is done, starting over from the store's position
+// after every error.
+func (a *Applier) Run(ctx context.Context) error {
+	a.defaults()
+	for {
+		err := a.follow(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		a.Logger.Debug("applier: restarting", "store", a.Store.Kind(), "err", err)
+		if err := a.Env.Sleep(ctx, a.Backoff); err != nil {
+			return err
+		}
+	}
+}
+
+func (a *Applier) follow(ctx context.Context) error {
+	pos, ok, err := a.Store.Position(ctx)
+	if err != nil {
+		return fmt.Errorf("applier %s: read position: %w", a.Store.Kind(), err)
+	}
+	if a.Bugs.CommitOffsetFirst {
+		// Broken: trusts the group offset, which it commits before the
+		// store write is durable.
+		off, err := a.Log.Committed(ctx, a.Group)
+		if err != nil {
+			return fmt.Errorf("applier %s: read group offset: %w", a.Store.Kind(), err)
+		}
+		pos = model.Position{Offset: off}
+		ok = true
+	}
+	if !ok {
+		if pos, err = a.rebuild(ctx); err != nil {
+			return err
+		}
+	}
+	for {
+		recs, err := a.Log.Fetch(ctx, pos.Offset, a.MaxBatch)
+		if err != nil {
+			return fmt.Errorf("applier %s: fetch from offset %d: %w", a.Store.Kind(), pos.Offset, err)
+		}
+		if len(recs) == 0 {
+			if err := a.Env.Sleep(ctx, a.Poll); err != nil {
+				return err
+			}
+			continue
+		}
+		for _, b := range Plan(pos, recs, a.Bugs.NonIdempotentApply) {
+			if !a.Bugs.CommitOffsetFirst && !b.Reset {
+				base := pos
+				b.Base = &base
+			}
+			if a.Bugs.CommitOffsetFirst {
+				if err := a.Log.Commit(ctx, a.Group, b.Position.Offset); err != nil {
+					return fmt.Errorf("applier %s: commit offset: %w", a.Store.Kind(), err)
+				}
+			}
+			if a.Bugs.ReorderBatch {
+				b.Txns = reorderDeletesFirst(b.Txns)
+			}
+			if err := a.Store.Apply(ctx, b); err != nil {
+				return fmt.Errorf("applier %s: apply up to %s: %w", a.Store.Kind(), b.Position, err)
+			}
+			pos = b.Position
+		}
+		if !a.Bugs.CommitOffsetFirst {
+			// Informational only: the store's own position is what resumes.
+			_ = a.Log.Commit(ctx, a.Group, pos.Offset)
+		}
+	}
+}
+
+// rebuild folds the whole log into one batch, so a store that lost its data
+// goes from empty to current in one atomic step and never shows a key going
+// back through old versions.
+func (a *Applier) rebuild(ctx context.Context) (model.Position, error) {
+	var all []Record
+	for off := int64(0); ; {
+		recs, err := a.Log.Fetch(ctx, off, 1024)
+		if err != nil {
+			return model.Position{}, fmt.Errorf("applier %s: rebuild: fetch from %d: %w", a.Store.Kind(), off, err)
+		}
+		if len(recs) == 0 {
+			break
+		}
+		all = append(all, recs...)
+		off = recs[len(recs)-1].Offset + 1
+	}
+	b := Batch{Reset: true}
+	for _, plan := range Plan(model.Position{}, all, false) {
+		if plan.Reset {
+			b.Txns = b.Txns[:0]
+		}
+		b.Txns = append(b.Txns, plan.Txns...)
+		b.Position = plan.Position
+	}
+	a.Logger.Debug("applier: rebuilding", "store", a.Store.Kind(), "records", len(all), "to", b.Position)
+	if err := a.Store.Apply(ctx, b); err != nil {
+		return model.Position{}, fmt.Errorf("applier %s: rebuild: %w", a.Store.Kind(), err)
+	}
+	return b.Position, nil
+}
+
+// Plan turns fetched records into store batches, given the store's position:
+// records whose transaction the store already holds are dropped (a duplicate
+// from a producer retry, or a redelivery after a source crash), and a
+// snapshot record starts a batch of its own that resets the store. Every
+// batch carries the position after its last record, so progress past
+// duplicates is saved too. Pure, so it is tested on its own.
+func Plan(pos model.Position, recs []Record, reapply bool) []Batch {
+	var out []Batch
+	cur := Batch{}
+	lsn := pos.LSN
+	for _, r := range recs {
+		t := r.Txn
+		switch {
+		case t.Snapshot && (t.CommitLSN > lsn || lsn == 0):
+			if len(cur.Txns) > 0 || cur.Position != (model.Position{}) {
+				out = append(out, cur)
+			}
+			cur = Batch{Reset: true, Txns: []model.Txn{t}}
+			lsn = t.CommitLSN
+		case !t.Snapshot && (t.CommitLSN > lsn || reapply):
+			cur.Txns = append(cur.Txns, t)
+			if t.CommitLSN > lsn {
+				lsn = t.CommitLSN
+			}
+		}
+		cur.Position = model.Position{Offset: r.Offset + 1, LSN: lsn}
+	}
+	return append(out, cur)
+}
+
+// reorderDeletesFirst is the broken batching seen in the field: it applies
+// every delete of a batch before its upserts, so an insert followed by a
+// delete of the same key in one batch leaves the row alive.
+func reorderDeletesFirst(txns []model.Txn) []model.Txn {
+	var deletes, upserts []model.Txn
+	for _, t := range txns {
+		d, u := t, t
+		d.Changes, u.Changes = nil, nil
+		for _, c := range t.Changes {
+			if c.Op == model.OpDelete {
+				d.Changes = append(d.Changes, c)
+			} else {
+				u.Changes = append(u.Changes, c)
+			}
+		}
+		if len(d.Changes) > 0 {
+			deletes = append(deletes, d)
+		}
+		if len(u.Changes) > 0 || t.Snapshot {
+			upserts = append(upserts, u)
+		}
+	}
+	return append(deletes, upserts...)
+}

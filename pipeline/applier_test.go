@@ -1,0 +1,83 @@
+package pipeline
+
+import (
+	"reflect"
+	"testing"
+
+	"lockstep/model"
+)
+
+func txn(lsn model.LSN, snapshot bool) model.Txn {
+	return model.Txn{CommitLSN: lsn, Snapshot: snapshot, Changes: []model.Change{{Table: "t", PK: "k", Op: model.OpUpdate, Row: model.Row{"v": lsn.String()}}}}
+}
+
+func recs(txns ...model.Txn) []Record {
+	out := make([]Record, len(txns))
+	for i, t := range txns {
+		out[i] = Record{Offset: int64(10 + i), Txn: t}
+	}
+	return out
+}
+
+func lsns(b Batch) []model.LSN {
+	var out []model.LSN
+	for _, t := range b.Txns {
+		out = append(out, t.CommitLSN)
+	}
+	return out
+}
+
+func TestPlanSkipsWhatTheStoreHolds(t *testing.T) {
+	// Offsets 10..14; the store already holds up to LSN 20. A producer
+	// retry duplicated LSN 30 at offset 13.
+	got := Plan(model.Position{Offset: 10, LSN: 20}, recs(txn(10, false), txn(20, false), txn(30, false), txn(30, false), txn(40, false)), false)
+	if len(got) != 1 {
+		t.Fatalf("got %d batches, want 1", len(got))
+	}
+	if want := []model.LSN{30, 40}; !reflect.DeepEqual(lsns(got[0]), want) {
+		t.Fatalf("applied %v, want %v", lsns(got[0]), want)
+	}
+	if got[0].Position != (model.Position{Offset: 15, LSN: 40}) {
+		t.Fatalf("position %v, want offset 15 lsn 40", got[0].Position)
+	}
+}
+
+func TestPlanAdvancesPastPureDuplicates(t *testing.T) {
+	got := Plan(model.Position{Offset: 10, LSN: 50}, recs(txn(40, false), txn(50, false)), false)
+	if len(got) != 1 || len(got[0].Txns) != 0 || got[0].Position != (model.Position{Offset: 12, LSN: 50}) {
+		t.Fatalf("got %+v; want one empty batch moving to offset 12", got)
+	}
+}
+
+func TestPlanSnapshotResetsInItsOwnBatch(t *testing.T) {
+	got := Plan(model.Position{Offset: 10, LSN: 5}, recs(txn(6, false), txn(100, true), txn(90, false), txn(110, false)), false)
+	if len(got) != 2 {
+		t.Fatalf("got %d batches, want 2: %+v", len(got), got)
+	}
+	if got[0].Reset || !reflect.DeepEqual(lsns(got[0]), []model.LSN{6}) {
+		t.Fatalf("first batch %+v, want LSN 6 without reset", got[0])
+	}
+	if !got[1].Reset || !reflect.DeepEqual(lsns(got[1]), []model.LSN{100, 110}) {
+		t.Fatalf("second batch %+v, want reset with the snapshot then LSN 110 (90 is inside the snapshot)", got[1])
+	}
+}
+
+func TestPlanReapplyBugKeepsDuplicates(t *testing.T) {
+	got := Plan(model.Position{Offset: 10, LSN: 20}, recs(txn(10, false), txn(30, false)), true)
+	if !reflect.DeepEqual(lsns(got[0]), []model.LSN{10, 30}) {
+		t.Fatalf("with the bug on, applied %v, want the duplicate 10 too", lsns(got[0]))
+	}
+}
+
+func TestReorderDeletesFirstBreaksInsertThenDelete(t *testing.T) {
+	ins := model.Txn{CommitLSN: 1, Changes: []model.Change{{Table: "t", PK: "k", Op: model.OpInsert, Row: model.Row{"v": "1"}}}}
+	del := model.Txn{CommitLSN: 2, Changes: []model.Change{{Table: "t", PK: "k", Op: model.OpDelete}}}
+	got := reorderDeletesFirst([]model.Txn{ins, del})
+	s := model.NewState()
+	for _, t := range got {
+		s.Apply(t)
+	}
+	if _, alive := s.Get(model.Key{Table: "t", PK: "k"}); !alive {
+		t.Fatal("the broken reordering should leave the deleted row alive")
+	}
+}

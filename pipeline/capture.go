@@ -1,0 +1,142 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"lockstep/model"
+)
+
+// Capture moves committed transactions from the source's replication slot to
+// the log, in commit order, and confirms a position to the source only once
+// that transaction and every earlier one are acknowledged by the log.
+//
+// On first start (empty log) it takes a snapshot that creates the slot
+// atomically with a consistent read of every table, appends it to the log as
+// one record, then streams from the snapshot's LSN: no gap, and any overlap
+// is harmless because stores skip what their position already covers.
+type Capture struct {
+	Env    Env
+	Source ChangeStream
+	Log    Log
+	Logger *slog.Logger
+
+	// Backoff is the pause before reconnecting after an error (default 200ms).
+	Backoff time.Duration
+	// Bugs switches on deliberately broken behaviour, for proving the
+	// checker catches it. Zero in production.
+	Bugs Bugs
+}
+
+// Bugs are known real CDC bugs the harness must be able to catch. Each one
+// turns a correct step of the pipeline into the broken one seen in the field.
+type Bugs struct {
+	// ConfirmBeforeAck confirms the LSN to the source before the log
+	// acknowledged the write: a capture crash loses the batch for good.
+	ConfirmBeforeAck bool
+	// SkipSnapshot starts streaming without the initial snapshot: rows that
+	// existed before the slot are never copied (snapshot/stream gap).
+	SkipSnapshot bool
+	// NonIdempotentApply re-applies transactions a store already holds.
+	NonIdempotentApply bool
+	// CommitOffsetFirst resumes appliers from the consumer-group offset,
+	// committed before the store write was durable.
+	CommitOffsetFirst bool
+	// ReorderBatch applies a batch's deletes before its upserts.
+	ReorderBatch bool
+}
+
+func (b Bugs) Any() bool { return b != Bugs{} }
+
+func (c *Capture) logger() *slog.Logger {
+	if c.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return c.Logger
+}
+
+// Run captures until ctx is done, reconnecting after every error.
+func (c *Capture) Run(ctx context.Context) error {
+	backoff := c.Backoff
+	if backoff == 0 {
+		backoff = 200 * time.Millisecond
+	}
+	for {
+		err := c.stream(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		c.logger().Debug("capture: reconnecting", "err", err)
+		if err := c.Env.Sleep(ctx, backoff); err != nil {
+			return err
+		}
+	}
+}
+
+// stream runs one replication session: (snapshot if needed,) start, then
+// forward batches until an error.
+func (c *Capture) stream(ctx context.Context) error {
+	if !c.Bugs.SkipSnapshot {
+		if err := c.snapshotIfNeeded(ctx); err != nil {
+			return err
+		}
+	}
+	from, err := c.Source.Start(ctx)
+	if errors.Is(err, ErrNoSlot) {
+		// The slot was dropped under us: WAL after the log's last record may
+		// be gone, so only a fresh snapshot can restore a complete history.
+		return c.snapshot(ctx)
+	}
+	if err != nil {
+		return fmt.Errorf("capture: start stream: %w", err)
+	}
+	c.logger().Debug("capture: streaming", "from", from)
+	for {
+		txns, err := c.Source.Next(ctx)
+		if err != nil {
+			return fmt.Errorf("capture: read stream after %s: %w", from, err)
+		}
+		last := txns[len(txns)-1].CommitLSN
+		if c.Bugs.ConfirmBeforeAck {
+			if err := c.Source.Confirm(ctx, last); err != nil {
+				return fmt.Errorf("capture: confirm %s: %w", last, err)
+			}
+		}
+		if _, err := c.Log.Produce(ctx, txns); err != nil {
+			return fmt.Errorf("capture: append %d txns up to %s: %w", len(txns), last, err)
+		}
+		if !c.Bugs.ConfirmBeforeAck {
+			if err := c.Source.Confirm(ctx, last); err != nil {
+				return fmt.Errorf("capture: confirm %s: %w", last, err)
+			}
+		}
+		from = last
+	}
+}
+
+// snapshotIfNeeded takes the initial snapshot when the log holds nothing yet.
+func (c *Capture) snapshotIfNeeded(ctx context.Context) error {
+	recs, err := c.Log.Fetch(ctx, 0, 1)
+	if err != nil {
+		return fmt.Errorf("capture: look for the snapshot in the log: %w", err)
+	}
+	if len(recs) > 0 {
+		return nil
+	}
+	return c.snapshot(ctx)
+}
+
+func (c *Capture) snapshot(ctx context.Context) error {
+	snap, err := c.Source.Snapshot(ctx)
+	if err != nil {
+		return fmt.Errorf("capture: snapshot: %w", err)
+	}
+	if _, err := c.Log.Produce(ctx, []model.Txn{snap}); err != nil {
+		return fmt.Errorf("capture: append snapshot at %s: %w", snap.CommitLSN, err)
+	}
+	c.logger().Debug("capture: snapshot appended", "lsn", snap.CommitLSN, "rows", len(snap.Changes))
+	return nil
+}

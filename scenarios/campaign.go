@@ -1,0 +1,166 @@
+package scenarios
+
+import (
+	"fmt"
+	"runtime"
+	"sort"
+	"sync"
+	"time"
+
+	"lockstep/checker"
+)
+
+// CampaignConfig is a batch of simulated runs.
+type CampaignConfig struct {
+	Scenarios []*Scenario
+	Systems   []System
+	Seeds     int    // seeds per scenario and system
+	FirstSeed uint64 // seeds are FirstSeed, FirstSeed+1, ...
+	Parallel  int    // worker goroutines (default GOMAXPROCS)
+	Options   Options
+	// Progress, when set, is called after each run with the count done.
+	Progress func(done, total int, last *Outcome)
+}
+
+// Cell is the tally of one (scenario, system).
+type Cell struct {
+	Scenario  string                `json:"scenario"`
+	System    System                `json:"system"`
+	Seeds     int                   `json:"seeds"`
+	Violating int                   `json:"seeds_violating"`
+	Anomalies map[checker.Class]int `json:"anomalies_by_class"`
+	// SeedsPerSecond is runs per wall second of one worker.
+	SeedsPerSecond float64 `json:"seeds_per_second"`
+	// Failing names every violating run as scenario/system/seed.
+	Failing  []string      `json:"failing,omitempty"`
+	Inconcl  int           `json:"seeds_inconclusive"`
+	wall     time.Duration `json:"-"`
+	virtual  time.Duration
+	_        struct{}
+}
+
+// Summary is a campaign's result.
+type Summary struct {
+	Cells    []*Cell       `json:"cells"`
+	Runs     int           `json:"runs"`
+	Wall     time.Duration `json:"wall_ns"`
+	Speedup  float64       `json:"simulated_speedup"` // virtual time / worker wall time
+	Parallel int           `json:"parallel"`
+	Errors   []string      `json:"errors,omitempty"`
+}
+
+// Cell returns the tally of a scenario and system, or nil.
+func (s *Summary) Cell(scenario string, sys System) *Cell {
+	for _, c := range s.Cells {
+		if c.Scenario == scenario && c.System == sys {
+			return c
+		}
+	}
+	return nil
+}
+
+// PipelineViolations counts violating pipeline runs: the campaign's verdict.
+func (s *Summary) PipelineViolations() int {
+	n := 0
+	for _, c := range s.Cells {
+		if c.System == Pipeline {
+			n += c.Violating
+		}
+	}
+	return n
+}
+
+// Campaign runs every seed of every scenario for every system, in parallel,
+// and tallies the outcomes. Results do not depend on the parallelism: each
+// run is its own deterministic world.
+func Campaign(cfg CampaignConfig) *Summary {
+	if cfg.Parallel <= 0 {
+		cfg.Parallel = runtime.GOMAXPROCS(0)
+	}
+	type job struct {
+		sc   *Scenario
+		sys  System
+		seed uint64
+		cell *Cell
+	}
+	sum := &Summary{Parallel: cfg.Parallel}
+	var jobs []job
+	for _, sc := range cfg.Scenarios {
+		for _, sys := range cfg.Systems {
+			cell := &Cell{Scenario: sc.Name, System: sys, Anomalies: map[checker.Class]int{}}
+			sum.Cells = append(sum.Cells, cell)
+			for i := 0; i < cfg.Seeds; i++ {
+				jobs = append(jobs, job{sc, sys, cfg.FirstSeed + uint64(i), cell})
+			}
+		}
+	}
+	start := time.Now()
+	var mu sync.Mutex
+	done := 0
+	next := make(chan job)
+	var wg sync.WaitGroup
+	for w := 0; w < cfg.Parallel; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range next {
+				out, err := Run(j.sc, j.sys, j.seed, cfg.Options)
+				mu.Lock()
+				done++
+				if err != nil {
+					sum.Errors = append(sum.Errors, err.Error())
+				} else {
+					tally(j.cell, out)
+				}
+				if cfg.Progress != nil {
+					cfg.Progress(done, len(jobs), out)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, j := range jobs {
+		next <- j
+	}
+	close(next)
+	wg.Wait()
+	sum.Wall = time.Since(start)
+	var wall, virtual time.Duration
+	for _, c := range sum.Cells {
+		sum.Runs += c.Seeds
+		wall += c.wall
+		virtual += c.virtual
+		if c.wall > 0 {
+			c.SeedsPerSecond = float64(c.Seeds) / c.wall.Seconds()
+		}
+		sort.Strings(c.Failing)
+	}
+	if wall > 0 {
+		sum.Speedup = float64(virtual) / float64(wall)
+	}
+	sort.Strings(sum.Errors)
+	return sum
+}
+
+func tally(c *Cell, o *Outcome) {
+	c.Seeds++
+	c.wall += o.Wall
+	c.virtual += o.Virtual
+	for class, n := range o.Report.Counts {
+		c.Anomalies[class] += n
+	}
+	if o.Violated() {
+		c.Violating++
+		c.Failing = append(c.Failing, ReproToken(o.Scenario, o.System, o.Seed))
+	} else if o.Report.Verdict == checker.Inconclusive {
+		c.Inconcl++
+	}
+}
+
+// String is a one-line description of a cell's violations.
+func (c *Cell) String() string {
+	if c.Seeds == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%d/%d (%.0f%%)", c.Violating, c.Seeds, 100*float64(c.Violating)/float64(c.Seeds))
+}

@@ -1,0 +1,149 @@
+// Package scenarios names what lockstep runs: a scenario is a topology, a
+// workload, a fault mix and the guarantees each system claims. The runner
+// builds a simulated world for a (scenario, system, seed), drives it through
+// the fault phase and the quiet phase, records the History and has the
+// checker judge it. Campaigns run many seeds over many scenarios in parallel.
+package scenarios
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"lockstep/faults"
+	"lockstep/model"
+	"lockstep/pipeline"
+)
+
+// System is what a run puts under test.
+type System string
+
+const (
+	// Pipeline is the log-based CDC pipeline.
+	Pipeline System = "pipeline"
+	// DualWrite is the naive baseline: clients write every store themselves.
+	DualWrite System = "dualwrite"
+)
+
+// Systems lists both, pipeline first.
+var Systems = []System{Pipeline, DualWrite}
+
+// ParseSystem reads a system name.
+func ParseSystem(s string) (System, error) {
+	for _, x := range Systems {
+		if string(x) == s {
+			return x, nil
+		}
+	}
+	return "", fmt.Errorf("unknown system %q (want pipeline or dualwrite)", s)
+}
+
+// Scenario is one named test setup.
+type Scenario struct {
+	Name    string
+	Summary string
+	// Workload names the application workload (see package workload).
+	Workload string
+	// Kinds is the fault mix a seed may draw from (swarm: each seed enables
+	// a random subset). Empty: no faults.
+	Kinds []faults.Kind
+	// Roles are the node roles faults may hit; others are left alone.
+	Roles []faults.Role
+	// Nodes, when set, limits faults to these node names.
+	Nodes []string
+	// Unclean lets the log elect an out-of-sync leader: acknowledged
+	// records may be lost, which no pipeline survives. The pipeline claims
+	// only no-phantom there; the checker must still notice the loss.
+	Unclean bool
+	// Bugs breaks the pipeline on purpose (mutation scenarios, for tests).
+	Bugs pipeline.Bugs
+}
+
+// Claims is what a system claims of a store of the given kind in this
+// scenario. Naive dual writes claim the same as the pipeline: the report
+// shows how often they fail to hold it.
+func (s *Scenario) Claims(sys System, kind model.StoreKind) model.Claims {
+	c := model.Claims{}
+	if s.Unclean && sys == Pipeline {
+		c[model.NoPhantom] = true
+		return c
+	}
+	for _, p := range []model.Property{model.Convergence, model.NoLoss, model.NoPhantom, model.PerKeyOrder} {
+		c[p] = true
+	}
+	switch kind {
+	case model.Search:
+		c[model.ExactlyOnce] = true
+	case model.Replica:
+		c[model.Atomicity] = true
+	}
+	return c
+}
+
+var (
+	allRoles     = []faults.Role{faults.RoleDB, faults.RoleCapture, faults.RoleApplier, faults.RoleBroker, faults.RoleStore, faults.RoleApp}
+	processRoles = []faults.Role{faults.RoleCapture, faults.RoleApplier, faults.RoleApp}
+)
+
+// All is every built-in scenario, in report order.
+var All = []*Scenario{
+	{Name: "steady", Summary: "no faults: both systems should hold every property", Workload: "profiles"},
+	{Name: "crash-capture", Summary: "kill -9 and restart the capture process and app clients", Workload: "bank",
+		Kinds: []faults.Kind{faults.Crash}, Roles: []faults.Role{faults.RoleCapture, faults.RoleApp}},
+	{Name: "crash-appliers", Summary: "kill -9 and restart sink appliers and app clients", Workload: "profiles",
+		Kinds: []faults.Kind{faults.Crash}, Roles: []faults.Role{faults.RoleApplier, faults.RoleApp}},
+	{Name: "broker-failover", Summary: "kill log leaders and brokers; app clients crash too", Workload: "bank",
+		Kinds: []faults.Kind{faults.LeaderFailover, faults.Crash}, Roles: []faults.Role{faults.RoleBroker, faults.RoleApp}},
+	{Name: "partitions", Summary: "symmetric and one-way partitions, slow and lossy links", Workload: "profiles",
+		Kinds: []faults.Kind{faults.Partition, faults.Delay, faults.Loss}, Roles: allRoles},
+	{Name: "cache-restart", Summary: "the cache restarts empty; app clients crash", Workload: "profiles",
+		Kinds: []faults.Kind{faults.Crash}, Nodes: []string{"cache", "app1", "app2", "app3"}},
+	{Name: "zombie-pause", Summary: "stop-the-world pauses of processes and brokers, woken as zombies", Workload: "bulk",
+		Kinds: []faults.Kind{faults.Pause}, Roles: []faults.Role{faults.RoleCapture, faults.RoleApplier, faults.RoleApp, faults.RoleBroker}},
+	{Name: "slot-reconnect", Summary: "crash the source database (its slot moves back) and the capture", Workload: "bank",
+		Kinds: []faults.Kind{faults.Crash}, Roles: []faults.Role{faults.RoleDB, faults.RoleCapture, faults.RoleApp}},
+	{Name: "clock-jump", Summary: "wall clocks jump while processes pause and links slow down", Workload: "bulk",
+		Kinds: []faults.Kind{faults.ClockJump, faults.Pause, faults.Delay}, Roles: processRoles},
+	{Name: "swarm", Summary: "every fault kind, a random mix per seed", Workload: "profiles",
+		Kinds: []faults.Kind{faults.Crash, faults.Pause, faults.Partition, faults.Delay, faults.Loss, faults.ClockJump, faults.LeaderFailover}, Roles: allRoles},
+	{Name: "unclean-election", Summary: "leader failover with unclean election: the log may lose acknowledged records", Workload: "profiles",
+		Kinds: []faults.Kind{faults.LeaderFailover, faults.Partition, faults.UncleanElection}, Roles: []faults.Role{faults.RoleBroker, faults.RoleCapture}, Unclean: true},
+}
+
+// Lookup finds scenarios by name; "all" means every scenario. Names may be
+// comma-separated.
+func Lookup(names string) ([]*Scenario, error) {
+	if names == "all" || names == "" {
+		return All, nil
+	}
+	var out []*Scenario
+	for _, n := range strings.Split(names, ",") {
+		n = strings.TrimSpace(n)
+		s := ByName(n)
+		if s == nil {
+			return nil, fmt.Errorf("unknown scenario %q (want all or one of: %s)", n, strings.Join(Names(), ", "))
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// ByName returns a built-in scenario or nil.
+func ByName(name string) *Scenario {
+	for _, s := range All {
+		if s.Name == name {
+			return s
+		}
+	}
+	return nil
+}
+
+// Names lists the built-in scenarios, sorted.
+func Names() []string {
+	var ns []string
+	for _, s := range All {
+		ns = append(ns, s.Name)
+	}
+	sort.Strings(ns)
+	return ns
+}

@@ -1,0 +1,435 @@
+package scenarios
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"lockstep/checker"
+	"lockstep/faults"
+	"lockstep/model"
+	"lockstep/pipeline"
+	"lockstep/scenarios/workload"
+	"lockstep/sim"
+	"lockstep/sim/services"
+)
+
+// Options sizes a simulated run. The zero value takes the defaults.
+type Options struct {
+	Txns    int           // application transactions to issue (default 1000)
+	Clients int           // application clients (default 3)
+	Quiet   time.Duration // length of the fault phase (default 20s)
+	Settle  time.Duration // how long the quiet phase may take to converge (default 30s)
+	// KeepTrace keeps every trace event, for CheckDeterminism.
+	KeepTrace bool
+	Checker   checker.Options
+}
+
+func (o Options) withDefaults() Options {
+	if o.Txns == 0 {
+		o.Txns = 1000
+	}
+	if o.Clients == 0 {
+		o.Clients = 3
+	}
+	if o.Quiet == 0 {
+		o.Quiet = 20 * time.Second
+	}
+	if o.Settle == 0 {
+		o.Settle = 30 * time.Second
+	}
+	return o
+}
+
+// Outcome is one finished run.
+type Outcome struct {
+	Scenario string
+	System   System
+	Seed     uint64
+	Plan     faults.Plan
+	History  *model.History
+	Report   *checker.Report
+	Hash     uint64
+	Stats    sim.Stats
+	Virtual  time.Duration
+	Wall     time.Duration
+	Blocked  []string
+	Trace    *sim.Trace
+}
+
+// Violated reports whether the system under test broke a property it claims.
+func (o *Outcome) Violated() bool { return !o.Report.OK() }
+
+// Repro is the command that replays this run exactly.
+func (o *Outcome) Repro() string {
+	return fmt.Sprintf("lockstep repro %s", ReproToken(o.Scenario, o.System, o.Seed))
+}
+
+// ReproToken is the compact name of a run: scenario/system/seed.
+func ReproToken(scenario string, sys System, seed uint64) string {
+	return fmt.Sprintf("%s/%s/%d", scenario, sys, seed)
+}
+
+// Store names in every world.
+const (
+	ReplicaStore = "replica"
+	CacheStore   = "cache"
+	SearchStore  = "search"
+)
+
+var storeKinds = []struct {
+	name string
+	kind model.StoreKind
+}{{ReplicaStore, model.Replica}, {CacheStore, model.Cache}, {SearchStore, model.Search}}
+
+// world is one simulated run under construction.
+type world struct {
+	sc   *Scenario
+	sys  System
+	seed uint64
+	opts Options
+
+	w        *sim.World
+	rec      *services.Recorder
+	db       *sim.Node
+	cluster  *services.Cluster
+	stores   []*sim.Node
+	observer *sim.Node
+	roles    []faults.Node
+
+	wl      workload.Workload
+	issued  int
+	active  int
+	quietAt time.Duration
+	hist    *model.History
+
+	keys    []model.Key
+	keySeen map[model.Key]bool
+	walSeen int
+}
+
+// Run runs one seed of a scenario against a system in the simulator and
+// judges it.
+func Run(sc *Scenario, sys System, seed uint64, opts Options) (*Outcome, error) {
+	start := time.Now()
+	opts = opts.withDefaults()
+	wl, err := workload.New(sc.Workload)
+	if err != nil {
+		return nil, fmt.Errorf("scenario %s: %w", sc.Name, err)
+	}
+	x := &world{sc: sc, sys: sys, seed: seed, opts: opts, wl: wl, quietAt: opts.Quiet, keySeen: map[model.Key]bool{}}
+	x.w = sim.New(sim.Config{Seed: seed, KeepTrace: opts.KeepTrace})
+	x.hist = &model.History{Scenario: sc.Name, System: string(sys), Seed: seed,
+		QuietAt: opts.Quiet, Deadline: opts.Quiet + opts.Settle, ConvergedAt: map[string]time.Duration{}}
+	x.build()
+	plan := x.planFaults()
+	x.hist.Faults = plan.Windows()
+	if err := x.run(plan); err != nil {
+		return nil, fmt.Errorf("%s: %w", ReproToken(sc.Name, sys, seed), err)
+	}
+	res := x.w.Stop()
+	x.finish()
+	for _, f := range x.hist.Final {
+		res.Trace.Mix(model.DocsHash(f.Docs))
+		res.Trace.Mix(uint64(f.Position.LSN))
+	}
+	res.Trace.Mix(uint64(len(x.hist.Reads)))
+	out := &Outcome{
+		Scenario: sc.Name, System: sys, Seed: seed, Plan: plan, History: x.hist,
+		Report:  checker.Check(x.hist, opts.Checker),
+		Hash:    res.Trace.Hash(),
+		Stats:   res.Stats,
+		Virtual: res.End,
+		Blocked: res.Blocked,
+	}
+	if opts.KeepTrace {
+		out.Trace = res.Trace
+	}
+	out.Wall = time.Since(start)
+	return out, nil
+}
+
+func (x *world) build() {
+	w := x.w
+	x.rec = &services.Recorder{}
+	x.db = w.AddNode("db", services.BootSourceDB(x.rec))
+	x.roles = append(x.roles, faults.Node{Name: "db", Role: faults.RoleDB})
+	initial := x.wl.Initial()
+	if _, err := x.db.State().(*services.SourceDB).Exec(func(tx pipeline.Tx) error {
+		for _, c := range initial {
+			tx.Put(c.Table, c.PK, c.Row)
+		}
+		return nil
+	}); err != nil {
+		panic(err) // the initial load cannot fail
+	}
+	for _, s := range storeKinds {
+		x.stores = append(x.stores, w.AddNode(s.name, services.BootStore(s.kind)))
+		x.roles = append(x.roles, faults.Node{Name: s.name, Role: faults.RoleStore})
+		x.hist.Stores = append(x.hist.Stores, model.StoreSpec{Name: s.name, Kind: s.kind, Claims: x.sc.Claims(x.sys, s.kind)})
+	}
+	if x.sys == Pipeline {
+		x.buildPipeline()
+	}
+	for i := 1; i <= x.opts.Clients; i++ {
+		name := fmt.Sprintf("app%d", i)
+		w.AddNode(name, func(n *sim.Node) any {
+			n.Go("client", x.client(n))
+			return nil
+		})
+		x.roles = append(x.roles, faults.Node{Name: name, Role: faults.RoleApp})
+	}
+	x.observer = w.AddNode("observer", func(n *sim.Node) any {
+		n.Go("sampler", x.observe)
+		return nil
+	})
+	x.roles = append(x.roles, faults.Node{Name: "observer", Role: faults.RoleObserver})
+}
+
+func (x *world) buildPipeline() {
+	w, bugs := x.w, x.sc.Bugs
+	x.cluster = services.NewCluster(w, "broker")
+	for _, b := range x.cluster.Brokers() {
+		x.roles = append(x.roles, faults.Node{Name: b.Name(), Role: faults.RoleBroker})
+	}
+	w.AddNode("capture", func(n *sim.Node) any {
+		c := &pipeline.Capture{
+			Env:    n.Env(),
+			Source: &services.StreamClient{From: n, DB: x.db},
+			Log:    &services.LogClient{From: n, Cluster: x.cluster},
+			Bugs:   bugs,
+		}
+		n.Go("capture", func(ctx context.Context) { _ = c.Run(ctx) })
+		return nil
+	})
+	x.roles = append(x.roles, faults.Node{Name: "capture", Role: faults.RoleCapture})
+	for i, s := range storeKinds {
+		store := x.stores[i]
+		kind := s.kind
+		name := "applier-" + s.name
+		w.AddNode(name, func(n *sim.Node) any {
+			a := &pipeline.Applier{
+				Env:   n.Env(),
+				Log:   &services.LogClient{From: n, Cluster: x.cluster},
+				Store: &services.StoreClient{From: n, To: store, StoreKind: kind, Blind: bugs.NonIdempotentApply},
+				Group: name,
+				Bugs:  bugs,
+			}
+			n.Go("apply", func(ctx context.Context) { _ = a.Run(ctx) })
+			return nil
+		})
+		x.roles = append(x.roles, faults.Node{Name: name, Role: faults.RoleApplier})
+	}
+}
+
+// client is an application client: it issues its share of the workload
+// through the fault phase, retrying timeouts as applications do.
+func (x *world) client(n *sim.Node) func(ctx context.Context) {
+	return func(ctx context.Context) {
+		env := n.Env()
+		src := &services.SourceClient{From: n, DB: x.db}
+		dw := &pipeline.DualWriter{Env: env, Source: src}
+		for i, s := range storeKinds {
+			dw.Stores = append(dw.Stores, &services.StoreClient{From: n, To: x.stores[i], StoreKind: s.kind})
+		}
+		think := x.opts.Quiet * time.Duration(x.opts.Clients) / time.Duration(x.opts.Txns)
+		x.active++
+		defer func() { x.active-- }()
+		for x.w.Now() < x.quietAt && x.issued < x.opts.Txns {
+			x.issued++
+			op := x.wl.Next(env.Rand())
+			if x.sys == DualWrite {
+				_ = dw.Do(ctx, op)
+			} else {
+				_, err := src.Exec(ctx, op)
+				for retry := 0; retry < 2 && err == pipeline.ErrTimeout; retry++ {
+					_, err = src.Exec(ctx, op)
+				}
+			}
+			if env.Sleep(ctx, think/2+time.Duration(env.Rand().Int64N(int64(think)+1))) != nil {
+				return
+			}
+		}
+	}
+}
+
+// observe samples the stores during the whole run: one key from one store
+// every few milliseconds, and the whole replica now and then.
+func (x *world) observe(ctx context.Context) {
+	n := x.observer
+	env := n.Env()
+	const timeout = 100 * time.Millisecond
+	for i := 0; ; i++ {
+		if env.Sleep(ctx, 25*time.Millisecond) != nil {
+			return
+		}
+		x.learnKeys()
+		if len(x.keys) == 0 {
+			continue
+		}
+		si := env.Rand().IntN(len(x.stores))
+		k := x.keys[env.Rand().IntN(len(x.keys))]
+		call := x.w.Now()
+		r, err := services.Read(ctx, n, x.stores[si], k, timeout)
+		if err == nil {
+			x.hist.Reads = append(x.hist.Reads, model.Read{Store: storeKinds[si].name, Key: k, Call: call, Return: x.w.Now(), Found: r.Found, Doc: r.Doc})
+		}
+		if i%20 == 0 {
+			snap, err := services.ReadAll(ctx, n, x.stores[0], timeout)
+			if err == nil {
+				snap.At = x.w.Now()
+				x.hist.Snapshots = append(x.hist.Snapshots, snap)
+			}
+		}
+	}
+}
+
+// learnKeys adds the keys of newly committed transactions to the set the
+// observer samples from (deleted keys stay in it: reading them is useful).
+func (x *world) learnKeys() {
+	db, ok := x.db.State().(*services.SourceDB)
+	if !ok {
+		return
+	}
+	wal := db.WAL()
+	for _, t := range wal[x.walSeen:] {
+		for _, c := range t.Changes {
+			if k := c.Key(); !x.keySeen[k] {
+				x.keySeen[k] = true
+				x.keys = append(x.keys, k)
+			}
+		}
+	}
+	x.walSeen = len(wal)
+}
+
+func (x *world) topology() faults.Topology {
+	var t faults.Topology
+	for _, n := range x.roles {
+		if !x.faultable(n) {
+			n.Role = faults.RoleObserver
+		}
+		t.Nodes = append(t.Nodes, n)
+	}
+	return t
+}
+
+func (x *world) faultable(n faults.Node) bool {
+	if n.Role == faults.RoleObserver {
+		return false
+	}
+	if len(x.sc.Nodes) > 0 {
+		for _, name := range x.sc.Nodes {
+			if name == n.Name {
+				return true
+			}
+		}
+		return false
+	}
+	for _, r := range x.sc.Roles {
+		if r == n.Role {
+			return true
+		}
+	}
+	return false
+}
+
+// planFaults draws the seed's fault plan from its own PRNG stream, so the
+// plan depends on the seed alone and can be printed before the run.
+func (x *world) planFaults() faults.Plan {
+	if len(x.sc.Kinds) == 0 {
+		return faults.Plan{Quiet: x.opts.Quiet}
+	}
+	rng := rand.New(rand.NewPCG(x.seed, 0x5eedfa17))
+	return faults.Generate(rng, x.topology(), faults.GenConfig{Kinds: x.sc.Kinds, Unclean: x.sc.Unclean, Quiet: x.opts.Quiet})
+}
+
+func (x *world) run(plan faults.Plan) error {
+	w := x.w
+	target := &simTarget{x: x}
+	inj := faults.NewInjector(target)
+	var injErr error
+	for i, f := range plan.Faults {
+		w.At(f.At, int64(i), func() {
+			if err := inj.Apply(f); err != nil && injErr == nil {
+				injErr = err
+			}
+		})
+	}
+	w.At(plan.Quiet, -2, func() {
+		if err := inj.HealAll(); err != nil && injErr == nil {
+			injErr = err
+		}
+		target.healEverything()
+	})
+	if err := w.Run(plan.Quiet); err != nil {
+		return err
+	}
+	const step = 50 * time.Millisecond
+	for w.Now() < x.hist.Deadline {
+		if err := w.Run(w.Now() + step); err != nil {
+			return err
+		}
+		if injErr != nil {
+			return injErr
+		}
+		if x.settled() {
+			break
+		}
+	}
+	return injErr
+}
+
+// settled records convergence and says whether the run can stop: the
+// workload is done and, for the pipeline, every store holds the final
+// source position; for dual writes, the clients have finished their writes.
+func (x *world) settled() bool {
+	if x.active > 0 {
+		return false
+	}
+	if x.sys == DualWrite {
+		return true
+	}
+	db, ok := x.db.State().(*services.SourceDB)
+	if !ok {
+		return false
+	}
+	all := true
+	for i, n := range x.stores {
+		name := storeKinds[i].name
+		s, up := n.State().(*services.Store)
+		if !up {
+			all = false
+			continue
+		}
+		if pos, ok := s.Position(); ok && pos.LSN >= db.LastLSN() {
+			if _, seen := x.hist.ConvergedAt[name]; !seen {
+				x.hist.ConvergedAt[name] = x.w.Now()
+			}
+		} else {
+			delete(x.hist.ConvergedAt, name)
+			all = false
+		}
+	}
+	return all
+}
+
+// finish reads the ground truth and the final stores from the world.
+func (x *world) finish() {
+	if db, ok := x.db.State().(*services.SourceDB); ok {
+		x.hist.Committed = db.WAL()
+	}
+	x.hist.Aborted = x.rec.Aborted
+	for i, n := range x.stores {
+		name := storeKinds[i].name
+		if s, ok := n.State().(*services.Store); ok {
+			x.hist.Final = append(x.hist.Final, s.Snapshot(name, x.w.Now()))
+		} else {
+			x.hist.Final = append(x.hist.Final, model.Snapshot{Store: name, At: x.w.Now(), Docs: model.Docs{}})
+		}
+	}
+	if x.cluster != nil {
+		x.hist.LogLosses = x.cluster.Losses()
+	}
+}

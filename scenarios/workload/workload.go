@@ -1,0 +1,206 @@
+// Package workload holds the application workloads lockstep drives the
+// source database with: a bank (transfers keep the sum of balances fixed), a
+// user-profile workload with inserts, updates, deletes and key skew, and one
+// of large multi-row transactions. A workload draws each operation from the
+// run's PRNG, so the same seed issues the same operations.
+package workload
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"strconv"
+	"strings"
+
+	"lockstep/model"
+	"lockstep/pipeline"
+)
+
+// Workload generates application transactions.
+type Workload interface {
+	Name() string
+	// Initial is the rows loaded before the run, as one transaction.
+	Initial() []model.Change
+	// Next draws the next operation.
+	Next(r *rand.Rand) pipeline.TxnFunc
+}
+
+// New returns a fresh workload by name.
+func New(name string) (Workload, error) {
+	switch name {
+	case "bank":
+		return &Bank{Accounts: 10, Balance: 100}, nil
+	case "profiles":
+		return &Profiles{Users: 40}, nil
+	case "bulk":
+		return &Bulk{Items: 150, MinRows: 20, MaxRows: 60}, nil
+	}
+	return nil, fmt.Errorf("unknown workload %q (want one of: %s)", name, strings.Join(Names(), ", "))
+}
+
+// Names lists the workloads.
+func Names() []string { return []string{"bank", "bulk", "profiles"} }
+
+// ErrInsufficientFunds rolls a transfer back.
+var ErrInsufficientFunds = errors.New("insufficient funds")
+
+// Bank moves money between accounts; the sum of balances never changes, so a
+// replica showing any other sum shows a torn transaction.
+type Bank struct {
+	Accounts int
+	Balance  int
+}
+
+func (b *Bank) Name() string { return "bank" }
+
+func acct(i int) string { return fmt.Sprintf("a%02d", i) }
+
+func (b *Bank) Initial() []model.Change {
+	var cs []model.Change
+	for i := 0; i < b.Accounts; i++ {
+		cs = append(cs, model.Change{Table: "accounts", PK: acct(i), Op: model.OpInsert,
+			Row: model.Row{"balance": strconv.Itoa(b.Balance), "owner": "owner " + acct(i)}})
+	}
+	return cs
+}
+
+func (b *Bank) Next(r *rand.Rand) pipeline.TxnFunc {
+	from := r.IntN(b.Accounts)
+	to := (from + 1 + r.IntN(b.Accounts-1)) % b.Accounts
+	amount := 1 + r.IntN(40)
+	return func(tx pipeline.Tx) error {
+		src, _ := tx.Get("accounts", acct(from))
+		dst, _ := tx.Get("accounts", acct(to))
+		sb, _ := strconv.Atoi(src["balance"])
+		db, _ := strconv.Atoi(dst["balance"])
+		// Debit first, then check: a rolled-back transfer has written a
+		// value that must never be seen downstream.
+		tx.Put("accounts", acct(from), model.Row{"balance": strconv.Itoa(sb - amount), "owner": src["owner"]})
+		if sb < amount {
+			return ErrInsufficientFunds
+		}
+		tx.Put("accounts", acct(to), model.Row{"balance": strconv.Itoa(db + amount), "owner": dst["owner"]})
+		return nil
+	}
+}
+
+// Total sums the balances of a set of rows (for the bank invariant).
+func Total(rows map[model.Key]model.Row) int {
+	sum := 0
+	for _, r := range rows {
+		v, _ := strconv.Atoi(r["balance"])
+		sum += v
+	}
+	return sum
+}
+
+var words = strings.Fields("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa quebec romeo sierra tango")
+
+func phrase(r *rand.Rand, n int) string {
+	ws := make([]string, n)
+	for i := range ws {
+		ws[i] = words[r.IntN(len(words))]
+	}
+	return strings.Join(ws, " ")
+}
+
+// Profiles inserts, updates and deletes user profiles, with a Zipf skew so a
+// few hot keys see most of the writes (and most of the races).
+type Profiles struct {
+	Users int
+	next  int
+	rev   int
+}
+
+func (p *Profiles) Name() string { return "profiles" }
+
+func user(i int) string { return fmt.Sprintf("u%03d", i) }
+
+func (p *Profiles) Initial() []model.Change {
+	var cs []model.Change
+	for i := 0; i < p.Users; i++ {
+		cs = append(cs, model.Change{Table: "users", PK: user(i), Op: model.OpInsert,
+			Row: model.Row{"name": "user " + user(i), "bio": "new", "rev": "0"}})
+	}
+	p.next = p.Users
+	return cs
+}
+
+func (p *Profiles) Next(r *rand.Rand) pipeline.TxnFunc {
+	hot := int(rand.NewZipf(r, 1.3, 1, uint64(p.next-1)).Uint64())
+	p.rev++
+	rev := strconv.Itoa(p.rev)
+	switch x := r.IntN(100); {
+	case x < 10:
+		id := user(p.next)
+		p.next++
+		row := model.Row{"name": "user " + id, "bio": phrase(r, 3), "rev": rev}
+		return func(tx pipeline.Tx) error { tx.Put("users", id, row); return nil }
+	case x < 20:
+		id := user(hot)
+		return func(tx pipeline.Tx) error { tx.Delete("users", id); return nil }
+	default:
+		id, bio := user(hot), phrase(r, 2+r.IntN(3))
+		return func(tx pipeline.Tx) error {
+			row, ok := tx.Get("users", id)
+			name := "user " + id
+			if ok {
+				name = row["name"]
+			}
+			tx.Put("users", id, model.Row{"name": name, "bio": bio, "rev": rev})
+			return nil
+		}
+	}
+}
+
+// Bulk runs large multi-row transactions over an inventory table: each
+// touches tens of rows, and some delete and re-insert rows in one go.
+type Bulk struct {
+	Items            int
+	MinRows, MaxRows int
+	batch            int
+}
+
+func (b *Bulk) Name() string { return "bulk" }
+
+func item(i int) string { return fmt.Sprintf("i%03d", i) }
+
+func (b *Bulk) Initial() []model.Change {
+	var cs []model.Change
+	for i := 0; i < b.Items; i++ {
+		cs = append(cs, model.Change{Table: "items", PK: item(i), Op: model.OpInsert,
+			Row: model.Row{"qty": "10", "tag": "initial"}})
+	}
+	return cs
+}
+
+func (b *Bulk) Next(r *rand.Rand) pipeline.TxnFunc {
+	b.batch++
+	tag := fmt.Sprintf("batch%d %s", b.batch, words[r.IntN(len(words))])
+	n := b.MinRows + r.IntN(b.MaxRows-b.MinRows+1)
+	picked := map[int]bool{}
+	for len(picked) < n {
+		picked[r.IntN(b.Items)] = true
+	}
+	ids := make([]int, 0, n)
+	for id := range picked {
+		ids = append(ids, id)
+	}
+	sort.Ints(ids)
+	qty := make([]int, n)
+	for i := range qty {
+		qty[i] = r.IntN(100)
+	}
+	return func(tx pipeline.Tx) error {
+		for i, id := range ids {
+			switch {
+			case qty[i] < 5:
+				tx.Delete("items", item(id))
+			default:
+				tx.Put("items", item(id), model.Row{"qty": strconv.Itoa(qty[i]), "tag": tag})
+			}
+		}
+		return nil
+	}
+}

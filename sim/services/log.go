@@ -1,0 +1,406 @@
+package services
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"lockstep/model"
+	"lockstep/pipeline"
+	"lockstep/sim"
+)
+
+// MinInSync is the smallest number of replicas (leader included) that must
+// hold a record before it is acknowledged: acks=all, min.insync.replicas=2.
+const MinInSync = 2
+
+// Cluster is a single-partition topic replicated on three brokers, with
+// Kafka's semantics: a leader per partition, acks=all with a minimum in-sync
+// set, idempotent producers (producer id + sequence, so a retried batch is
+// written once), leader failover to an in-sync replica, consumer-group
+// offsets, and optionally unclean leader election (an out-of-sync replica
+// may lead, losing acknowledged records).
+//
+// The controller quorum and the group coordinator are modelled as this
+// struct (always available); brokers are sim nodes whose logs live on their
+// disks.
+type Cluster struct {
+	w       *sim.World
+	brokers []*sim.Node
+	leader  int // index into brokers, -1 when offline
+	epoch   int
+	isr     []bool
+	unclean bool
+	groups  map[string]int64
+	nextPID int64
+
+	ackedEnd int64 // log end the producers were told about
+	losses   int
+}
+
+type logEntry struct {
+	Txn model.Txn
+	PID int64
+	Seq int64
+}
+
+type producerState struct {
+	seq  int64
+	last int64
+}
+
+// broker is the volatile state of one broker node.
+type broker struct {
+	c         *Cluster
+	idx       int
+	n         *sim.Node
+	log       []logEntry
+	producers map[int64]producerState
+}
+
+// NewCluster adds three broker nodes named prefix1..prefix3 and starts the
+// controller, which checks leadership every tick.
+func NewCluster(w *sim.World, prefix string) *Cluster {
+	c := &Cluster{w: w, leader: 0, groups: map[string]int64{}}
+	for i := 0; i < 3; i++ {
+		idx := i
+		n := w.AddNode(prefix+string(rune('1'+i)), func(n *sim.Node) any { return c.bootBroker(n, idx) })
+		c.brokers = append(c.brokers, n)
+		c.isr = append(c.isr, true)
+	}
+	var tick func()
+	tick = func() {
+		c.control()
+		w.At(w.Now()+25*time.Millisecond, -1, tick)
+	}
+	w.At(0, -1, tick)
+	return c
+}
+
+func (c *Cluster) bootBroker(n *sim.Node, idx int) any {
+	b := &broker{c: c, idx: idx, n: n, producers: map[int64]producerState{}}
+	if v, ok := n.Disk().Get("log"); ok {
+		b.log = v.([]logEntry)
+	}
+	b.rebuildProducers()
+	return b
+}
+
+func (b *broker) rebuildProducers() {
+	clear(b.producers)
+	for off, e := range b.log {
+		b.producers[e.PID] = producerState{seq: e.Seq, last: int64(off)}
+	}
+}
+
+func (b *broker) setLog(l []logEntry) {
+	b.log = l[:len(l):len(l)] // cap it, so appends never share a backing array
+	b.n.Disk().Put("log", b.log)
+	b.n.Disk().Sync()
+}
+
+// Brokers are the broker nodes.
+func (c *Cluster) Brokers() []*sim.Node { return c.brokers }
+
+// Leader is the current leader node, or nil when the partition is offline.
+func (c *Cluster) Leader() *sim.Node {
+	if c.leader < 0 {
+		return nil
+	}
+	return c.brokers[c.leader]
+}
+
+// SetUnclean enables or disables unclean leader election.
+func (c *Cluster) SetUnclean(on bool) { c.unclean = on }
+
+// Losses is how many acknowledged records an unclean election threw away.
+func (c *Cluster) Losses() int { return c.losses }
+
+// Records is the leader's log (what consumers can read), or the longest log
+// when the partition is offline.
+func (c *Cluster) Records() []pipeline.Record {
+	var best *broker
+	for i, n := range c.brokers {
+		if b, ok := n.State().(*broker); ok && (i == c.leader || best == nil) {
+			best = b
+			if i == c.leader {
+				break
+			}
+		}
+	}
+	if best == nil {
+		return nil
+	}
+	out := make([]pipeline.Record, len(best.log))
+	for i, e := range best.log {
+		out[i] = pipeline.Record{Offset: int64(i), Txn: e.Txn}
+	}
+	return out
+}
+
+func (c *Cluster) live(i int) (*broker, bool) {
+	n := c.brokers[i]
+	if !n.Up() || n.Paused() {
+		return nil, false
+	}
+	b, ok := n.State().(*broker)
+	return b, ok
+}
+
+func (c *Cluster) linked(i, j int) bool {
+	a, b := c.brokers[i], c.brokers[j]
+	return !c.w.Net().Blocked(a, b) && !c.w.Net().Blocked(b, a)
+}
+
+// control is the controller: it drops dead replicas from the in-sync set,
+// elects a leader when the current one is gone, and lets reachable replicas
+// catch up and rejoin.
+func (c *Cluster) control() {
+	for i := range c.brokers {
+		if _, ok := c.live(i); !ok {
+			c.isr[i] = false
+		}
+	}
+	if c.leader >= 0 {
+		if _, ok := c.live(c.leader); !ok {
+			c.leader = -1
+		}
+	}
+	if c.leader < 0 {
+		c.elect()
+	}
+	if c.leader < 0 {
+		return
+	}
+	lead, _ := c.live(c.leader)
+	c.isr[c.leader] = true
+	for i := range c.brokers {
+		if i == c.leader || c.isr[i] || !c.linked(c.leader, i) {
+			continue
+		}
+		if f, ok := c.live(i); ok {
+			f.setLog(lead.log)
+			f.rebuildProducers()
+			c.isr[i] = true
+		}
+	}
+}
+
+func (c *Cluster) elect() {
+	best := -1
+	for i := range c.brokers {
+		if _, ok := c.live(i); ok && c.isr[i] {
+			best = i
+			break
+		}
+	}
+	if best < 0 && c.unclean {
+		longest := -1
+		for i := range c.brokers {
+			if b, ok := c.live(i); ok && len(b.log) > longest {
+				best, longest = i, len(b.log)
+			}
+		}
+		if best >= 0 && int64(longest) < c.ackedEnd {
+			c.losses += int(c.ackedEnd - int64(longest))
+			c.ackedEnd = int64(longest)
+		}
+	}
+	if best < 0 {
+		return
+	}
+	c.leader = best
+	c.epoch++
+	for i := range c.isr {
+		c.isr[i] = i == best
+	}
+}
+
+func (b *broker) produce(pid, seq int64, txns []model.Txn) (int64, error) {
+	c := b.c
+	if c.leader != b.idx {
+		return 0, ErrNotLeader
+	}
+	if st, ok := b.producers[pid]; ok {
+		if seq <= st.seq {
+			return st.last, nil // a retry of a batch already written
+		}
+		if seq != st.seq+1 {
+			return 0, ErrOutOfSequence
+		}
+	}
+	var followers []*broker
+	for i := range c.brokers {
+		if i == b.idx || !c.isr[i] {
+			continue
+		}
+		if f, ok := c.live(i); ok && c.linked(b.idx, i) {
+			followers = append(followers, f)
+		} else {
+			c.isr[i] = false
+		}
+	}
+	if 1+len(followers) < MinInSync {
+		return 0, ErrNotEnoughISR
+	}
+	l := b.log
+	for _, t := range txns {
+		l = append(l, logEntry{Txn: t, PID: pid, Seq: seq})
+	}
+	last := int64(len(l) - 1)
+	for _, r := range append(followers, b) {
+		r.setLog(l)
+		r.producers[pid] = producerState{seq: seq, last: last}
+	}
+	if last+1 > c.ackedEnd {
+		c.ackedEnd = last + 1
+	}
+	return last, nil
+}
+
+func (b *broker) fetch(off int64, max int) ([]pipeline.Record, error) {
+	if b.c.leader != b.idx {
+		return nil, ErrNotLeader
+	}
+	if off > int64(len(b.log)) {
+		return nil, ErrOutOfRange
+	}
+	end := min(off+int64(max), int64(len(b.log)))
+	out := make([]pipeline.Record, 0, end-off)
+	for i := off; i < end; i++ {
+		out = append(out, pipeline.Record{Offset: i, Txn: b.log[i].Txn})
+	}
+	return out, nil
+}
+
+// LogClient is a producer and consumer connection to the cluster
+// (pipeline.Log): it finds the leader through any broker, retries a produce
+// with the same sequence number, and starts a new producer session when it
+// gives up (so later sequences stay valid; the old batch may then be
+// duplicated, which consumers must tolerate).
+type LogClient struct {
+	From    *sim.Node
+	Cluster *Cluster
+	Timeout time.Duration
+	Retries int // produce attempts (default 5)
+
+	leader int
+	pid    int64
+	seq    int64
+	known  bool
+}
+
+func (l *LogClient) timeout() time.Duration {
+	if l.Timeout == 0 {
+		return DefaultTimeout
+	}
+	return l.Timeout
+}
+
+// refresh asks the brokers, in turn from a random one, who leads.
+func (l *LogClient) refresh(ctx context.Context) error {
+	c := l.Cluster
+	start := l.From.Rand().IntN(len(c.brokers))
+	for k := 0; k < len(c.brokers); k++ {
+		i := (start + k) % len(c.brokers)
+		leader, err := sim.Call(ctx, l.From, c.brokers[i], l.timeout(), func(b *broker) (int, error) { return b.c.leader, nil })
+		if err == nil && leader >= 0 {
+			l.leader, l.known = leader, true
+			return nil
+		}
+	}
+	return ErrOffline
+}
+
+func (l *LogClient) leaderNode(ctx context.Context) (*sim.Node, error) {
+	if !l.known {
+		if err := l.refresh(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return l.Cluster.brokers[l.leader], nil
+}
+
+func (l *LogClient) initProducer(ctx context.Context) error {
+	n, err := l.leaderNode(ctx)
+	if err != nil {
+		return err
+	}
+	pid, err := sim.Call(ctx, l.From, n, l.timeout(), func(b *broker) (int64, error) { b.c.nextPID++; return b.c.nextPID, nil })
+	if err != nil {
+		l.known = false
+		return err
+	}
+	l.pid, l.seq = pid, 0
+	return nil
+}
+
+// Produce implements pipeline.Log.
+func (l *LogClient) Produce(ctx context.Context, txns []model.Txn) (int64, error) {
+	retries := l.Retries
+	if retries == 0 {
+		retries = 5
+	}
+	var err error
+	for attempt := 0; attempt < retries; attempt++ {
+		if attempt > 0 {
+			if e := l.From.Env().Sleep(ctx, 20*time.Millisecond<<attempt); e != nil {
+				return 0, e
+			}
+		}
+		if l.pid == 0 {
+			if err = l.initProducer(ctx); err != nil {
+				continue
+			}
+		}
+		var n *sim.Node
+		if n, err = l.leaderNode(ctx); err != nil {
+			continue
+		}
+		pid, seq := l.pid, l.seq+1
+		var off int64
+		off, err = sim.Call(ctx, l.From, n, l.timeout(), func(b *broker) (int64, error) { return b.produce(pid, seq, txns) })
+		if err == nil {
+			l.seq = seq
+			return off, nil
+		}
+		if errors.Is(err, ErrOutOfSequence) {
+			break
+		}
+		l.known = false
+	}
+	l.pid, l.seq = 0, 0 // a new session: the lost batch's fate is unknown
+	return 0, err
+}
+
+// Fetch implements pipeline.Log.
+func (l *LogClient) Fetch(ctx context.Context, off int64, max int) ([]pipeline.Record, error) {
+	n, err := l.leaderNode(ctx)
+	if err != nil {
+		return nil, err
+	}
+	recs, err := sim.Call(ctx, l.From, n, l.timeout(), func(b *broker) ([]pipeline.Record, error) { return b.fetch(off, max) })
+	if err != nil {
+		l.known = false
+	}
+	return recs, err
+}
+
+// Commit implements pipeline.Log.
+func (l *LogClient) Commit(ctx context.Context, group string, off int64) error {
+	n, err := l.leaderNode(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = sim.Call(ctx, l.From, n, l.timeout(), func(b *broker) (struct{}, error) { b.c.groups[group] = off; return struct{}{}, nil })
+	return err
+}
+
+// Committed implements pipeline.Log.
+func (l *LogClient) Committed(ctx context.Context, group string) (int64, error) {
+	n, err := l.leaderNode(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return sim.Call(ctx, l.From, n, l.timeout(), func(b *broker) (int64, error) { return b.c.groups[group], nil })
+}

@@ -1,0 +1,264 @@
+package services
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	"lockstep/model"
+	"lockstep/pipeline"
+	"lockstep/sim"
+)
+
+// Recorder is the harness's view of the source that survives crashes: what
+// was rolled back (values that must never be seen downstream).
+type Recorder struct {
+	Aborted []model.Txn
+}
+
+// SourceDB is a simulated PostgreSQL: tables with primary keys, transactions
+// that commit atomically in one total order with increasing LSNs, a durable
+// WAL synced at every commit, and one logical replication slot whose
+// confirmed position is saved only at checkpoints, so after a crash it moves
+// back a little, as PostgreSQL's does.
+type SourceDB struct {
+	n     *sim.Node
+	rec   *Recorder
+	state *model.State
+	wal   []model.Txn
+	lsn   model.LSN
+	xid   uint64
+	slot  slot
+}
+
+type slot struct {
+	Exists    bool
+	Confirmed model.LSN
+}
+
+// CheckpointEvery is how often the slot's confirmed position reaches disk.
+const CheckpointEvery = time.Second
+
+// BootSourceDB returns the boot function of a source database node.
+func BootSourceDB(rec *Recorder) func(n *sim.Node) any {
+	return func(n *sim.Node) any {
+		db := &SourceDB{n: n, rec: rec, state: model.NewState()}
+		if v, ok := n.Disk().Get("wal"); ok {
+			db.wal = v.([]model.Txn)
+		}
+		for _, t := range db.wal {
+			db.state.Apply(t)
+			db.lsn, db.xid = t.CommitLSN, t.XID
+		}
+		if v, ok := n.Disk().Get("slot"); ok {
+			db.slot = v.(slot)
+		}
+		n.Go("checkpointer", func(ctx context.Context) {
+			for n.Env().Sleep(ctx, CheckpointEvery) == nil {
+				db.checkpoint()
+			}
+		})
+		return db
+	}
+}
+
+func (db *SourceDB) checkpoint() {
+	db.n.Disk().Put("slot", db.slot)
+	db.n.Disk().Sync()
+}
+
+// WAL is every committed transaction in commit order (the ground truth).
+func (db *SourceDB) WAL() []model.Txn { return db.wal }
+
+// LastLSN is the commit LSN of the newest transaction.
+func (db *SourceDB) LastLSN() model.LSN { return db.lsn }
+
+// State is the current table content.
+func (db *SourceDB) State() *model.State { return db.state }
+
+// Exec runs fn as one transaction: on error it rolls back (and the attempt
+// is recorded as aborted), otherwise it commits durably.
+func (db *SourceDB) Exec(fn pipeline.TxnFunc) (model.Txn, error) {
+	tx := &dbTx{db: db, view: map[model.Key]*model.Row{}}
+	db.xid++
+	if err := fn(tx); err != nil {
+		db.rec.Aborted = append(db.rec.Aborted, model.Txn{XID: db.xid, Changes: tx.changes})
+		return model.Txn{}, fmt.Errorf("%w: %v", ErrAborted, err)
+	}
+	if len(tx.changes) == 0 {
+		return model.Txn{XID: db.xid}, nil
+	}
+	db.lsn += model.LSN(8 * (1 + db.n.Rand().IntN(64)))
+	t := model.Txn{XID: db.xid, CommitLSN: db.lsn, Changes: tx.changes}
+	db.state.Apply(t)
+	db.wal = append(db.wal, t)
+	db.n.Disk().Put("wal", db.wal)
+	db.n.Disk().Sync()
+	return t, nil
+}
+
+type dbTx struct {
+	db      *SourceDB
+	view    map[model.Key]*model.Row // own writes; nil row = deleted
+	changes []model.Change
+}
+
+func (tx *dbTx) Get(table, pk string) (model.Row, bool) {
+	k := model.Key{Table: table, PK: pk}
+	if r, ok := tx.view[k]; ok {
+		return *r, *r != nil
+	}
+	e, ok := tx.db.state.Get(k)
+	return e.Row, ok
+}
+
+func (tx *dbTx) Put(table, pk string, row model.Row) {
+	op := model.OpUpdate
+	if _, ok := tx.Get(table, pk); !ok {
+		op = model.OpInsert
+	}
+	tx.view[model.Key{Table: table, PK: pk}] = &row
+	tx.changes = append(tx.changes, model.Change{Table: table, PK: pk, Op: op, Row: row})
+}
+
+func (tx *dbTx) Delete(table, pk string) {
+	if _, ok := tx.Get(table, pk); !ok {
+		return
+	}
+	var none model.Row
+	tx.view[model.Key{Table: table, PK: pk}] = &none
+	tx.changes = append(tx.changes, model.Change{Table: table, PK: pk, Op: model.OpDelete})
+}
+
+// Snapshot (re)creates the slot at the current LSN and returns every row as
+// of that LSN, in key order, in one atomic step.
+func (db *SourceDB) Snapshot() model.Txn {
+	db.slot = slot{Exists: true, Confirmed: db.lsn}
+	db.checkpoint()
+	snap := model.Txn{CommitLSN: db.lsn, Snapshot: true}
+	for _, k := range db.state.Keys() {
+		e, _ := db.state.Get(k)
+		snap.Changes = append(snap.Changes, model.Change{Table: k.Table, PK: k.PK, Op: model.OpInsert, Row: e.Row, Revs: e.Writes})
+	}
+	return snap
+}
+
+// DropSlot removes the replication slot (a fault: an operator or a WAL
+// retention limit dropped it).
+func (db *SourceDB) DropSlot() {
+	db.slot = slot{}
+	db.checkpoint()
+}
+
+// Confirmed is the slot's confirmed position in memory.
+func (db *SourceDB) Confirmed() model.LSN { return db.slot.Confirmed }
+
+type session struct {
+	ID        int
+	Confirmed model.LSN
+}
+
+func (db *SourceDB) start() (session, error) {
+	if !db.slot.Exists {
+		return session{}, pipeline.ErrNoSlot
+	}
+	return session{ID: db.n.Incarnation(), Confirmed: db.slot.Confirmed}, nil
+}
+
+func (db *SourceDB) next(sess int, after model.LSN, max int) ([]model.Txn, error) {
+	if sess != db.n.Incarnation() || !db.slot.Exists {
+		return nil, ErrStaleSession
+	}
+	i := sort.Search(len(db.wal), func(i int) bool { return db.wal[i].CommitLSN > after })
+	j := min(i+max, len(db.wal))
+	return db.wal[i:j:j], nil
+}
+
+func (db *SourceDB) confirm(lsn model.LSN) {
+	if db.slot.Exists && lsn > db.slot.Confirmed {
+		db.slot.Confirmed = lsn
+	}
+}
+
+// SourceClient is the application's connection to the source (pipeline.Source).
+type SourceClient struct {
+	From, DB *sim.Node
+	Timeout  time.Duration
+}
+
+func (c *SourceClient) timeout() time.Duration {
+	if c.Timeout == 0 {
+		return DefaultTimeout
+	}
+	return c.Timeout
+}
+
+// Exec implements pipeline.Source.
+func (c *SourceClient) Exec(ctx context.Context, fn pipeline.TxnFunc) (model.Txn, error) {
+	return sim.Call(ctx, c.From, c.DB, c.timeout(), func(db *SourceDB) (model.Txn, error) { return db.Exec(fn) })
+}
+
+// StreamClient is the capture's replication connection (pipeline.ChangeStream).
+type StreamClient struct {
+	From, DB *sim.Node
+	Timeout  time.Duration
+	Poll     time.Duration // wait when there is nothing new (default 10ms)
+	Max      int           // transactions per message (default 64)
+
+	session int
+	after   model.LSN
+}
+
+func (c *StreamClient) timeout() time.Duration {
+	if c.Timeout == 0 {
+		return DefaultTimeout
+	}
+	return c.Timeout
+}
+
+// Snapshot implements pipeline.ChangeStream.
+func (c *StreamClient) Snapshot(ctx context.Context) (model.Txn, error) {
+	return sim.Call(ctx, c.From, c.DB, c.timeout(), func(db *SourceDB) (model.Txn, error) { return db.Snapshot(), nil })
+}
+
+// Start implements pipeline.ChangeStream.
+func (c *StreamClient) Start(ctx context.Context) (model.LSN, error) {
+	s, err := sim.Call(ctx, c.From, c.DB, c.timeout(), func(db *SourceDB) (session, error) { return db.start() })
+	if err != nil {
+		return 0, err
+	}
+	c.session, c.after = s.ID, s.Confirmed
+	return s.Confirmed, nil
+}
+
+// Next implements pipeline.ChangeStream, polling while there is nothing new.
+func (c *StreamClient) Next(ctx context.Context) ([]model.Txn, error) {
+	poll, max := c.Poll, c.Max
+	if poll == 0 {
+		poll = 10 * time.Millisecond
+	}
+	if max == 0 {
+		max = 64
+	}
+	for {
+		sess, after := c.session, c.after
+		txns, err := sim.Call(ctx, c.From, c.DB, c.timeout(), func(db *SourceDB) ([]model.Txn, error) { return db.next(sess, after, max) })
+		if err != nil {
+			return nil, err
+		}
+		if len(txns) > 0 {
+			c.after = txns[len(txns)-1].CommitLSN
+			return txns, nil
+		}
+		if err := c.From.Env().Sleep(ctx, poll); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// Confirm implements pipeline.ChangeStream.
+func (c *StreamClient) Confirm(ctx context.Context, lsn model.LSN) error {
+	_, err := sim.Call(ctx, c.From, c.DB, c.timeout(), func(db *SourceDB) (struct{}, error) { db.confirm(lsn); return struct{}{}, nil })
+	return err
+}

@@ -1,0 +1,301 @@
+package services
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"lockstep/model"
+	"lockstep/pipeline"
+	"lockstep/sim"
+)
+
+// Store is a simulated downstream store. Its durability depends on its kind:
+// the replica (a transactional database) and the search index keep their
+// documents and position on disk, synced at every write; the cache keeps
+// everything in memory and restarts empty. Only the replica and the cache
+// apply a batch atomically; the search index takes one document per call.
+type Store struct {
+	kind   model.StoreKind
+	n      *sim.Node
+	docs   map[model.Key]model.Doc
+	tombs  map[model.Key]model.LSN // search: deleted documents' versions
+	pos    model.Position
+	hasPos bool
+}
+
+func durable(k model.StoreKind) bool { return k != model.Cache }
+
+// BootStore returns the boot function of a store node of the given kind.
+func BootStore(kind model.StoreKind) func(n *sim.Node) any {
+	return func(n *sim.Node) any {
+		s := &Store{kind: kind, n: n, docs: map[model.Key]model.Doc{}, tombs: map[model.Key]model.LSN{}}
+		if !durable(kind) {
+			return s
+		}
+		d := n.Disk()
+		for _, k := range d.Keys() {
+			v, _ := d.Get(k)
+			switch {
+			case k == "pos":
+				s.pos, s.hasPos = v.(model.Position), true
+			case strings.HasPrefix(k, "doc\x00"):
+				s.docs[diskKey(k)] = v.(model.Doc)
+			case strings.HasPrefix(k, "tomb\x00"):
+				s.tombs[diskKey(k)] = v.(model.LSN)
+			}
+		}
+		return s
+	}
+}
+
+func docKey(prefix string, k model.Key) string { return prefix + "\x00" + k.Table + "\x00" + k.PK }
+
+func diskKey(s string) model.Key {
+	parts := strings.SplitN(s, "\x00", 3)
+	return model.Key{Table: parts[1], PK: parts[2]}
+}
+
+// Kind is the store's kind.
+func (s *Store) Kind() model.StoreKind { return s.kind }
+
+// Snapshot is the whole store at this instant.
+func (s *Store) Snapshot(name string, at time.Duration) model.Snapshot {
+	docs := make(model.Docs, len(s.docs))
+	for k, d := range s.docs {
+		docs[k] = d
+	}
+	return model.Snapshot{Store: name, At: at, HasPosition: s.hasPos, Position: s.pos, Docs: docs}
+}
+
+// Position is the store's saved position.
+func (s *Store) Position() (model.Position, bool) { return s.pos, s.hasPos }
+
+func (s *Store) setDoc(k model.Key, d model.Doc) {
+	s.docs[k] = d
+	if durable(s.kind) {
+		s.n.Disk().Put(docKey("doc", k), d)
+	}
+	if _, ok := s.tombs[k]; ok {
+		delete(s.tombs, k)
+		if durable(s.kind) {
+			s.n.Disk().Delete(docKey("tomb", k))
+		}
+	}
+}
+
+func (s *Store) deleteDoc(k model.Key, lsn model.LSN) {
+	delete(s.docs, k)
+	if durable(s.kind) {
+		s.n.Disk().Delete(docKey("doc", k))
+	}
+	if s.kind == model.Search {
+		s.tombs[k] = lsn
+		s.n.Disk().Put(docKey("tomb", k), lsn)
+	}
+}
+
+func (s *Store) setPos(p model.Position) {
+	s.pos, s.hasPos = p, true
+	if durable(s.kind) {
+		s.n.Disk().Put("pos", p)
+	}
+}
+
+func (s *Store) sync() {
+	if durable(s.kind) {
+		s.n.Disk().Sync()
+	}
+}
+
+func (s *Store) reset() {
+	for _, k := range model.SortedKeys(s.docs) {
+		delete(s.docs, k)
+		if durable(s.kind) {
+			s.n.Disk().Delete(docKey("doc", k))
+		}
+	}
+	for _, k := range model.SortedKeys(s.tombs) {
+		delete(s.tombs, k)
+		if durable(s.kind) {
+			s.n.Disk().Delete(docKey("tomb", k))
+		}
+	}
+}
+
+// write applies one change. guarded skips it when the store already holds
+// this version or a newer one (external versioning); unguarded it is a
+// blind write, as naive dual writes do.
+func (s *Store) write(c model.Change, lsn model.LSN, guarded bool) {
+	if c.OldPK != "" && c.OldPK != c.PK {
+		s.write(model.Change{Table: c.Table, PK: c.OldPK, Op: model.OpDelete}, lsn, guarded)
+	}
+	k := c.Key()
+	prev, had := s.docs[k]
+	if guarded {
+		if had && prev.LSN >= lsn {
+			return
+		}
+		if t, dead := s.tombs[k]; dead && t >= lsn {
+			return
+		}
+	}
+	if c.Op == model.OpDelete {
+		s.deleteDoc(k, lsn)
+		return
+	}
+	s.setDoc(k, model.ProjectChange(s.kind, c, lsn, prev, had))
+}
+
+func (s *Store) checkBase(base *model.Position) error {
+	if base != nil && (!s.hasPos || s.pos != *base) {
+		return pipeline.ErrPositionMismatch
+	}
+	return nil
+}
+
+// applyBatch applies whole transactions and the new position in one step.
+func (s *Store) applyBatch(b pipeline.Batch, guarded bool) error {
+	if err := s.checkBase(b.Base); err != nil {
+		return err
+	}
+	if b.Reset {
+		s.reset()
+	}
+	for _, t := range b.Txns {
+		for _, c := range t.Changes {
+			s.write(c, t.CommitLSN, guarded)
+		}
+	}
+	s.setPos(b.Position)
+	s.sync()
+	return nil
+}
+
+// StoreClient is a sink applier's connection to a store (pipeline.Store).
+// The replica and the cache take a batch in one atomic call; the search
+// index takes one call per document and one for the position, so a crash
+// between them leaves a partial batch that the next attempt must complete
+// idempotently.
+type StoreClient struct {
+	From, To *sim.Node
+	StoreKind model.StoreKind
+	Timeout   time.Duration
+	// Blind turns off the per-document version check (a bug variant: a
+	// non-idempotent sink).
+	Blind bool
+}
+
+func (c *StoreClient) timeout() time.Duration {
+	if c.Timeout == 0 {
+		return DefaultTimeout
+	}
+	return c.Timeout
+}
+
+// Kind implements pipeline.Store.
+func (c *StoreClient) Kind() model.StoreKind { return c.StoreKind }
+
+// Apply implements pipeline.Store.
+func (c *StoreClient) Apply(ctx context.Context, b pipeline.Batch) error {
+	guarded := !c.Blind
+	if c.StoreKind != model.Search {
+		_, err := sim.Call(ctx, c.From, c.To, c.timeout(), func(s *Store) (struct{}, error) { return struct{}{}, s.applyBatch(b, guarded) })
+		return err
+	}
+	call := func(fn func(s *Store)) error {
+		_, err := sim.Call(ctx, c.From, c.To, c.timeout(), func(s *Store) (struct{}, error) {
+			if err := s.checkBase(b.Base); err != nil {
+				return struct{}{}, err
+			}
+			fn(s)
+			s.sync()
+			return struct{}{}, nil
+		})
+		return err
+	}
+	if b.Reset {
+		if err := call(func(s *Store) { s.reset() }); err != nil {
+			return err
+		}
+	}
+	// Bulk requests of at most BulkDocs documents, each applied on its own:
+	// a crash between two leaves the batch half done.
+	type docWrite struct {
+		c   model.Change
+		lsn model.LSN
+	}
+	var bulk []docWrite
+	flush := func() error {
+		docs := bulk
+		bulk = nil
+		return call(func(s *Store) {
+			for _, d := range docs {
+				s.write(d.c, d.lsn, guarded)
+			}
+		})
+	}
+	for _, t := range b.Txns {
+		for _, ch := range t.Changes {
+			bulk = append(bulk, docWrite{ch, t.CommitLSN})
+			if len(bulk) == BulkDocs {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if len(bulk) > 0 {
+		if err := flush(); err != nil {
+			return err
+		}
+	}
+	return call(func(s *Store) { s.setPos(b.Position) })
+}
+
+// BulkDocs is the most documents the search index takes in one request.
+const BulkDocs = 16
+
+// Position implements pipeline.Store.
+func (c *StoreClient) Position(ctx context.Context) (model.Position, bool, error) {
+	type answer struct {
+		pos model.Position
+		ok  bool
+	}
+	a, err := sim.Call(ctx, c.From, c.To, c.timeout(), func(s *Store) (answer, error) {
+		p, ok := s.Position()
+		return answer{p, ok}, nil
+	})
+	return a.pos, a.ok, err
+}
+
+// Write implements pipeline.DirectStore: one blind request.
+func (c *StoreClient) Write(ctx context.Context, t model.Txn) error {
+	_, err := sim.Call(ctx, c.From, c.To, c.timeout(), func(s *Store) (struct{}, error) {
+		for _, ch := range t.Changes {
+			s.write(ch, t.CommitLSN, false)
+		}
+		s.sync()
+		return struct{}{}, nil
+	})
+	return err
+}
+
+// ReadResult is one sampled read.
+type ReadResult struct {
+	Doc   model.Doc
+	Found bool
+}
+
+// Read reads one document over the network, as an observer would.
+func Read(ctx context.Context, from, to *sim.Node, k model.Key, timeout time.Duration) (ReadResult, error) {
+	return sim.Call(ctx, from, to, timeout, func(s *Store) (ReadResult, error) {
+		d, ok := s.docs[k]
+		return ReadResult{Doc: d, Found: ok}, nil
+	})
+}
+
+// ReadAll reads the whole store in one call (atomic for every kind here).
+func ReadAll(ctx context.Context, from, to *sim.Node, timeout time.Duration) (model.Snapshot, error) {
+	return sim.Call(ctx, from, to, timeout, func(s *Store) (model.Snapshot, error) { return s.Snapshot(to.Name(), 0), nil })
+}
