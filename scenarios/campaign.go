@@ -32,11 +32,11 @@ type Cell struct {
 	// SeedsPerSecond is runs per wall second of one worker.
 	SeedsPerSecond float64 `json:"seeds_per_second"`
 	// Failing names every violating run as scenario/system/seed.
-	Failing  []string      `json:"failing,omitempty"`
-	Inconcl  int           `json:"seeds_inconclusive"`
-	wall     time.Duration `json:"-"`
-	virtual  time.Duration
-	_        struct{}
+	Failing []string      `json:"failing,omitempty"`
+	Inconcl int           `json:"seeds_inconclusive"`
+	wall    time.Duration `json:"-"`
+	virtual time.Duration
+	_       struct{}
 }
 
 // Summary is a campaign's result.

@@ -178,7 +178,7 @@ func (s *Store) applyBatch(b pipeline.Batch, guarded bool) error {
 // between them leaves a partial batch that the next attempt must complete
 // idempotently.
 type StoreClient struct {
-	From, To *sim.Node
+	From, To  *sim.Node
 	StoreKind model.StoreKind
 	Timeout   time.Duration
 	// Blind turns off the per-document version check (a bug variant: a
