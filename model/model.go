@@ -7,7 +7,7 @@ package model
 
 import (
 	"fmt"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -75,22 +75,34 @@ type Row map[string]string
 // Columns returns the column names in sorted order, so nothing that iterates
 // a row depends on map order.
 func (r Row) Columns() []string {
-	cols := make([]string, 0, len(r))
+	return r.sortedColumns(make([]string, 0, len(r)))
+}
+
+// sortedColumns appends the sorted column names to buf, which callers on hot
+// paths give a stack array so that rows of a few columns cost no allocation.
+func (r Row) sortedColumns(buf []string) []string {
 	for c := range r {
-		cols = append(cols, c)
+		buf = append(buf, c)
 	}
-	sort.Strings(cols)
-	return cols
+	slices.Sort(buf)
+	return buf
 }
 
 // Encode is the row's canonical text: "col=val;col=val" in column order. Two
 // rows are equal exactly when their encodings are.
 func (r Row) Encode() string {
-	if r == nil {
+	if len(r) == 0 {
 		return ""
 	}
+	var buf [8]string
+	cols := r.sortedColumns(buf[:0])
+	n := len(cols) * 2
+	for _, c := range cols {
+		n += len(c) + len(r[c])
+	}
 	var b strings.Builder
-	for i, c := range r.Columns() {
+	b.Grow(n)
+	for i, c := range cols {
 		if i > 0 {
 			b.WriteByte(';')
 		}

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"slices"
 	"sort"
 	"strings"
 )
@@ -112,14 +113,33 @@ func SortedKeys[V any](m map[Key]V) []Key {
 	return keys
 }
 
-// RowHash is a 64-bit FNV-1a hash of a key and a row's canonical encoding.
+// RowHash is a 64-bit FNV-1a hash of a key and a row's canonical encoding
+// (table, NUL, primary key, NUL, Encode()), computed without building the
+// encoding.
 func RowHash(k Key, r Row) uint64 {
 	h := uint64(14695981039346656037)
-	for _, s := range [...]string{k.Table, "\x00", k.PK, "\x00", r.Encode()} {
+	str := func(s string) {
 		for i := 0; i < len(s); i++ {
 			h ^= uint64(s[i])
 			h *= 1099511628211
 		}
+	}
+	b := func(c byte) {
+		h ^= uint64(c)
+		h *= 1099511628211
+	}
+	str(k.Table)
+	b(0)
+	str(k.PK)
+	b(0)
+	var buf [8]string
+	for i, c := range r.sortedColumns(buf[:0]) {
+		if i > 0 {
+			b(';')
+		}
+		str(c)
+		b('=')
+		str(r[c])
 	}
 	return h
 }
@@ -199,18 +219,32 @@ func ProjectChange(kind StoreKind, c Change, lsn LSN, prev Doc, hadPrev bool) Do
 // SearchTerms is the search index's document text: the sorted, distinct,
 // lower-cased words of every column value.
 func SearchTerms(r Row) string {
-	seen := map[string]bool{}
-	var terms []string
-	for _, c := range r.Columns() {
-		for _, w := range strings.Fields(strings.ToLower(r[c])) {
-			if !seen[w] {
-				seen[w] = true
-				terms = append(terms, w)
-			}
+	var buf [32]string
+	terms := buf[:0]
+	for _, v := range r {
+		terms = appendWords(terms, strings.ToLower(v))
+	}
+	slices.Sort(terms)
+	terms = slices.Compact(terms)
+	return strings.Join(terms, " ")
+}
+
+func appendWords(dst []string, s string) []string {
+	start := -1
+	for i := 0; i < len(s); i++ {
+		space := s[i] == ' ' || s[i] == '\t' || s[i] == '\n'
+		switch {
+		case !space && start < 0:
+			start = i
+		case space && start >= 0:
+			dst = append(dst, s[start:i])
+			start = -1
 		}
 	}
-	sort.Strings(terms)
-	return strings.Join(terms, " ")
+	if start >= 0 {
+		dst = append(dst, s[start:])
+	}
+	return dst
 }
 
 // DocsHash is the order-free hash of a replica's rows, comparable with

@@ -93,8 +93,20 @@ func (b *broker) rebuildProducers() {
 	}
 }
 
+// setLog replaces the broker's log with a private copy (catch-up after
+// falling out of sync), so no two brokers ever share a backing array.
 func (b *broker) setLog(l []logEntry) {
-	b.log = l[:len(l):len(l)] // cap it, so appends never share a backing array
+	b.log = append([]logEntry(nil), l...)
+	b.persist()
+}
+
+// appendLog appends to the broker's own log and syncs it.
+func (b *broker) appendLog(entries []logEntry) {
+	b.log = append(b.log, entries...)
+	b.persist()
+}
+
+func (b *broker) persist() {
 	b.n.Disk().Put("log", b.log)
 	b.n.Disk().Sync()
 }
@@ -243,13 +255,13 @@ func (b *broker) produce(pid, seq int64, txns []model.Txn) (int64, error) {
 	if 1+len(followers) < MinInSync {
 		return 0, ErrNotEnoughISR
 	}
-	l := b.log
-	for _, t := range txns {
-		l = append(l, logEntry{Txn: t, PID: pid, Seq: seq})
+	entries := make([]logEntry, len(txns))
+	for i, t := range txns {
+		entries[i] = logEntry{Txn: t, PID: pid, Seq: seq}
 	}
-	last := int64(len(l) - 1)
+	last := int64(len(b.log) + len(entries) - 1)
 	for _, r := range append(followers, b) {
-		r.setLog(l)
+		r.appendLog(entries)
 		r.producers[pid] = producerState{seq: seq, last: last}
 	}
 	if last+1 > c.ackedEnd {
