@@ -215,8 +215,10 @@ func (c *run) checkFinal(name string) {
 			detail := fmt.Sprintf("has %s, want %s", docString(kind, got), docString(kind, want))
 			c.add(Divergent, name, k, w(detail, docPtr(got), docPtr(want)))
 		case kind == model.Search && got.Revs < want.Revs:
-			detail := fmt.Sprintf("lsn=%s has revs=%d want revs=%d: a change was not applied", got.LSN, got.Revs, want.Revs)
-			c.add(Divergent, name, k, w(detail, docPtr(got), docPtr(want)))
+			// The value is current but fewer changes reached the store
+			// than committed: one was lost and later superseded.
+			detail := fmt.Sprintf("lsn=%s has revs=%d want revs=%d: %d committed change(s) never applied", got.LSN, got.Revs, want.Revs, want.Revs-got.Revs)
+			c.add(Lost, name, k, w(detail, docPtr(got), docPtr(want)))
 		}
 	}
 	var extra []model.Key

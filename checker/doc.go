@@ -11,12 +11,12 @@
 // one property it violates:
 //
 //	class            property       what it means
-//	lost             no-loss        final store misses a key, holds an older version, or kept a deleted key's committed value
+//	lost             no-loss        final store misses a key, holds an older version, kept a deleted key's committed value, or (search) counts fewer revs: a change never applied
 //	phantom          no-phantom     a store showed (key, LSN, value) that no committed version has (aborted values are named)
 //	backwards        per-key-order  a read returned an older version than a read that returned before it was called
 //	duplicate        exactly-once   a search doc's revs exceed the truth's for its version: a change applied twice
 //	torn             atomicity      a replica snapshot equals no prefix state, or not the one at its own position
-//	divergent        convergence    a final doc has the truth's LSN but another value, or fewer revs
+//	divergent        convergence    a final doc has the truth's LSN but another value
 //	not-converged    convergence    a positioned store had not reached the final source position by the deadline
 //	nonlinearizable  per-key-order  porcupine found no legal order of a store's reads
 //	log-data-loss    no-loss        the log lost acknowledged records (store "log")

@@ -100,7 +100,7 @@ var mutations = []mutation{
 		doc := d[k]
 		doc.Revs--
 		d[k] = doc
-		return []Class{Divergent}, true
+		return []Class{Lost}, true
 	}},
 	{"keep a deleted key", func(t *rapid.T, h *model.History, o *oracle) ([]Class, bool) {
 		store := rapid.SampledFrom([]string{"cache", "search"}).Draw(t, "store")

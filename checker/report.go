@@ -17,8 +17,9 @@ type Class string
 
 const (
 	// Lost: a final store is missing a key the source holds, holds an older
-	// version of it, or still holds a committed value of a key the source
-	// deleted.
+	// version of it, still holds a committed value of a key the source
+	// deleted, or (search) counts fewer revs than the source made: a change
+	// that never reached the store, later superseded.
 	Lost Class = "lost"
 	// Phantom: a store showed a document (key, LSN, value) that is not the
 	// projection of any committed version of that key.
@@ -33,7 +34,7 @@ const (
 	// not the state at the position the replica claims.
 	Torn Class = "torn"
 	// Divergent: a final document carries the source's version but another
-	// value, or fewer revs than the source made.
+	// value.
 	Divergent Class = "divergent"
 	// NotConverged: a store that tracks its position did not reach the final
 	// source position by the deadline.

@@ -86,6 +86,12 @@ func (c *Capture) stream(ctx context.Context) error {
 	}
 	from, err := c.Source.Start(ctx)
 	if errors.Is(err, ErrNoSlot) {
+		if c.Bugs.SkipSnapshot {
+			// Broken: creates the slot and streams from it, never copying
+			// the rows that existed before.
+			_, err := c.Source.Snapshot(ctx)
+			return err
+		}
 		// The slot was dropped under us: WAL after the log's last record may
 		// be gone, so only a fresh snapshot can restore a complete history.
 		return c.snapshot(ctx)

@@ -3,6 +3,8 @@ package scenarios
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"math/rand/v2"
 	"time"
 
@@ -24,6 +26,8 @@ type Options struct {
 	// KeepTrace keeps every trace event, for CheckDeterminism.
 	KeepTrace bool
 	Checker   checker.Options
+	// Log, when set, receives the pipeline's debug log on virtual time.
+	Log io.Writer
 }
 
 func (o Options) withDefaults() Options {
@@ -104,6 +108,7 @@ type world struct {
 	quietAt time.Duration
 	hist    *model.History
 
+	logger  *slog.Logger
 	keys    []model.Key
 	keySeen map[model.Key]bool
 	walSeen int
@@ -120,6 +125,7 @@ func Run(sc *Scenario, sys System, seed uint64, opts Options) (*Outcome, error) 
 	}
 	x := &world{sc: sc, sys: sys, seed: seed, opts: opts, wl: wl, quietAt: opts.Quiet, keySeen: map[model.Key]bool{}}
 	x.w = sim.New(sim.Config{Seed: seed, KeepTrace: opts.KeepTrace})
+	x.logger = newLogger(opts.Log, x.w)
 	x.hist = &model.History{Scenario: sc.Name, System: string(sys), Seed: seed,
 		QuietAt: opts.Quiet, Deadline: opts.Quiet + opts.Settle, ConvergedAt: map[string]time.Duration{}}
 	x.build()
@@ -199,6 +205,7 @@ func (x *world) buildPipeline() {
 			Source: &services.StreamClient{From: n, DB: x.db},
 			Log:    &services.LogClient{From: n, Cluster: x.cluster},
 			Bugs:   bugs,
+			Logger: x.logger.With("node", n.Name()),
 		}
 		n.Go("capture", func(ctx context.Context) { _ = c.Run(ctx) })
 		return nil
@@ -213,8 +220,9 @@ func (x *world) buildPipeline() {
 				Env:   n.Env(),
 				Log:   &services.LogClient{From: n, Cluster: x.cluster},
 				Store: &services.StoreClient{From: n, To: store, StoreKind: kind, Blind: bugs.NonIdempotentApply},
-				Group: name,
-				Bugs:  bugs,
+				Group:  name,
+				Bugs:   bugs,
+				Logger: x.logger.With("node", n.Name()),
 			}
 			n.Go("apply", func(ctx context.Context) { _ = a.Run(ctx) })
 			return nil

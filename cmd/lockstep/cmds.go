@@ -54,6 +54,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.json, "json", "", "write the report as JSON to this file")
 	fs.StringVar(&f.world, "world", "sim", "where to run: sim (the deterministic simulator)")
 	fs.BoolVar(&f.check, "check-determinism", false, "run the seed twice and compare traces event by event")
+	fs.BoolVar(&f.trace, "log", false, "print the pipeline's debug log (on virtual time) to stderr")
 }
 
 var runCmd = &command{
@@ -117,6 +118,9 @@ func runOne(name, system, seedText string, rf runFlags) error {
 		return usagef("unknown world %q: only sim is available in this build", rf.world)
 	}
 	opts := scenarios.Options{Txns: rf.txns}
+	if rf.trace {
+		opts.Log = stderr
+	}
 	if rf.check {
 		err := sim.CheckDeterminism(seed, func(cfg sim.Config) (sim.Result, error) {
 			o := opts

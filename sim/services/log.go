@@ -164,15 +164,10 @@ func (c *Cluster) linked(i, j int) bool {
 	return !c.w.Net().Blocked(a, b) && !c.w.Net().Blocked(b, a)
 }
 
-// control is the controller: it drops dead replicas from the in-sync set,
-// elects a leader when the current one is gone, and lets reachable replicas
-// catch up and rejoin.
+// control is the controller: it elects a leader when the current one is
+// gone and lets reachable replicas catch up and rejoin the in-sync set.
+// (Followers leave the in-sync set when a produce cannot reach them.)
 func (c *Cluster) control() {
-	for i := range c.brokers {
-		if _, ok := c.live(i); !ok {
-			c.isr[i] = false
-		}
-	}
 	if c.leader >= 0 {
 		if _, ok := c.live(c.leader); !ok {
 			c.leader = -1
@@ -198,6 +193,10 @@ func (c *Cluster) control() {
 	}
 }
 
+// elect picks a live in-sync replica as leader; the new in-sync set is the
+// live part of the old one. With none live, the partition stays offline and
+// keeps its in-sync set, as Kafka does, so the last in-sync replica can lead
+// again when it returns, unless unclean election lets a lagging one lead.
 func (c *Cluster) elect() {
 	best := -1
 	for i := range c.brokers {
@@ -205,6 +204,15 @@ func (c *Cluster) elect() {
 			best = i
 			break
 		}
+	}
+	if best >= 0 {
+		c.leader = best
+		c.epoch++
+		for i := range c.isr {
+			_, ok := c.live(i)
+			c.isr[i] = c.isr[i] && ok
+		}
+		return
 	}
 	if best < 0 && c.unclean {
 		longest := -1

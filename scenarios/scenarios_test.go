@@ -1,0 +1,190 @@
+package scenarios
+
+import (
+	"fmt"
+	"testing"
+
+	"pgregory.net/rapid"
+
+	"lockstep/checker"
+	"lockstep/faults"
+	"lockstep/pipeline"
+	"lockstep/sim"
+)
+
+// smallRun keeps the property tests quick; the campaign and the benchmark
+// use the full 1,000 transactions.
+var smallRun = Options{Txns: 300}
+
+// Every scenario, for both systems, replays bit for bit: same seed, same
+// trace, event by event.
+func TestScenariosAreDeterministic(t *testing.T) {
+	for _, sc := range All {
+		for _, sys := range Systems {
+			t.Run(sc.Name+"/"+string(sys), func(t *testing.T) {
+				t.Parallel()
+				for seed := uint64(1); seed <= 2; seed++ {
+					err := sim.CheckDeterminism(seed, func(cfg sim.Config) (sim.Result, error) {
+						o := smallRun
+						o.KeepTrace = true
+						out, err := Run(sc, sys, cfg.Seed, o)
+						if err != nil {
+							return sim.Result{}, err
+						}
+						return sim.Result{Hash: out.Hash, Trace: out.Trace}, nil
+					})
+					if err != nil {
+						t.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestDifferentSeedsGiveDifferentRuns(t *testing.T) {
+	seen := map[uint64]uint64{}
+	for seed := uint64(1); seed <= 20; seed++ {
+		out, err := Run(ByName("swarm"), Pipeline, seed, Options{Txns: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if prev, dup := seen[out.Hash]; dup {
+			t.Fatalf("seeds %d and %d gave the same trace hash %016x", prev, seed, out.Hash)
+		}
+		seen[out.Hash] = seed
+	}
+}
+
+// The pipeline holds every property it claims, in every scenario, under
+// every fault mix the seeds draw.
+func TestPipelineHoldsItsClaims(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		sc := rapid.SampledFrom(All).Draw(t, "scenario")
+		seed := rapid.Uint64().Draw(t, "seed")
+		out, err := Run(sc, Pipeline, seed, smallRun)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out.Violated() {
+			t.Fatalf("%s\nplan:\n%s\n%s", out.Repro(), out.Plan, out.Report)
+		}
+		if len(out.Blocked) > 0 {
+			t.Fatalf("%s: tasks blocked for good: %v", out.Repro(), out.Blocked)
+		}
+		if sc.Unclean {
+			return
+		}
+		for _, st := range out.History.Stores {
+			if _, ok := out.History.ConvergedAt[st.Name]; !ok {
+				t.Fatalf("%s: store %s never converged", out.Repro(), st.Name)
+			}
+		}
+	})
+}
+
+// Naive dual writes claim the same, and the checker catches them failing
+// within a few seeds in every scenario.
+func TestDualWritesAreCaught(t *testing.T) {
+	for _, sc := range All {
+		t.Run(sc.Name, func(t *testing.T) {
+			t.Parallel()
+			for seed := uint64(1); seed <= 10; seed++ {
+				out, err := Run(sc, DualWrite, seed, smallRun)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if out.Violated() {
+					return
+				}
+			}
+			t.Fatalf("dual writes held every claim for 10 seeds of %s", sc.Name)
+		})
+	}
+}
+
+// Each known CDC bug, switched on in the pipeline, is caught within a
+// bounded number of seeds in a scenario whose faults expose it.
+func TestKnownBugsAreCaught(t *testing.T) {
+	cases := []struct {
+		bug      string
+		scenario string
+		bugs     pipeline.Bugs
+		want     checker.Class
+	}{
+		{"confirm-before-ack", "crash-capture", pipeline.Bugs{ConfirmBeforeAck: true}, checker.Lost},
+		{"skip-snapshot", "steady", pipeline.Bugs{SkipSnapshot: true}, checker.Lost},
+		{"non-idempotent-apply", "crash-appliers", pipeline.Bugs{NonIdempotentApply: true}, checker.Duplicate},
+		{"commit-offset-first", "crash-appliers", pipeline.Bugs{CommitOffsetFirst: true}, checker.Lost},
+		{"reorder-deletes-first", "crash-appliers", pipeline.Bugs{ReorderBatch: true}, checker.Lost},
+	}
+	for _, c := range cases {
+		t.Run(c.bug, func(t *testing.T) {
+			t.Parallel()
+			sc := *ByName(c.scenario)
+			sc.Name += "+" + c.bug
+			sc.Bugs = c.bugs
+			for seed := uint64(1); seed <= 30; seed++ {
+				out, err := Run(&sc, Pipeline, seed, smallRun)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, a := range out.Report.Violations() {
+					if a.Class == c.want {
+						t.Logf("caught at seed %d: %s", seed, a)
+						return
+					}
+				}
+			}
+			t.Fatalf("the %s bug was not caught as %s in 30 seeds of %s", c.bug, c.want, c.scenario)
+		})
+	}
+}
+
+// The scenarios together cover every fault kind.
+func TestScenariosCoverEveryFaultKind(t *testing.T) {
+	covered := map[faults.Kind]bool{faults.Restart: true, faults.Resume: true, faults.Heal: true}
+	for _, sc := range All {
+		for _, k := range sc.Kinds {
+			covered[k] = true
+		}
+	}
+	for _, k := range faults.Kinds {
+		if !covered[k] {
+			t.Errorf("no scenario draws %s faults", k)
+		}
+	}
+	if len(All) < 8 {
+		t.Errorf("%d scenarios, want at least 8", len(All))
+	}
+}
+
+func TestLookup(t *testing.T) {
+	if s, err := Lookup("all"); err != nil || len(s) != len(All) {
+		t.Fatalf("Lookup(all) = %d scenarios, %v", len(s), err)
+	}
+	if s, err := Lookup("steady,swarm"); err != nil || len(s) != 2 {
+		t.Fatalf("Lookup(steady,swarm) = %v, %v", s, err)
+	}
+	if _, err := Lookup("steady,nope"); err == nil {
+		t.Fatal("an unknown scenario was accepted")
+	}
+}
+
+// A repro token names exactly one run: replaying it gives the same hash.
+func TestReproTokenReplays(t *testing.T) {
+	a, err := Run(ByName("crash-capture"), DualWrite, 7, smallRun)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("lockstep repro crash-capture/dualwrite/7"); a.Repro() != want {
+		t.Fatalf("repro %q, want %q", a.Repro(), want)
+	}
+	b, err := Run(ByName("crash-capture"), DualWrite, 7, smallRun)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Hash != b.Hash || len(a.Report.Anomalies) != len(b.Report.Anomalies) {
+		t.Fatalf("replay differs: %016x/%d vs %016x/%d", a.Hash, len(a.Report.Anomalies), b.Hash, len(b.Report.Anomalies))
+	}
+}
