@@ -217,9 +217,9 @@ func (x *world) buildPipeline() {
 		name := "applier-" + s.name
 		w.AddNode(name, func(n *sim.Node) any {
 			a := &pipeline.Applier{
-				Env:   n.Env(),
-				Log:   &services.LogClient{From: n, Cluster: x.cluster},
-				Store: &services.StoreClient{From: n, To: store, StoreKind: kind, Blind: bugs.NonIdempotentApply},
+				Env:    n.Env(),
+				Log:    &services.LogClient{From: n, Cluster: x.cluster},
+				Store:  &services.StoreClient{From: n, To: store, StoreKind: kind, Blind: bugs.NonIdempotentApply},
 				Group:  name,
 				Bugs:   bugs,
 				Logger: x.logger.With("node", n.Name()),
