@@ -51,7 +51,10 @@ func (s *State) applyChange(c Change, lsn LSN) {
 		s.hash ^= RowHash(k, old.Row)
 	}
 	writes := 1
-	if had && c.Op != OpInsert {
+	switch {
+	case c.Revs > 0: // a snapshot row knows its own count
+		writes = c.Revs
+	case had && c.Op != OpInsert:
 		writes = old.Writes + 1
 	}
 	s.rows[k] = Entry{Row: c.Row, LSN: lsn, Writes: writes}

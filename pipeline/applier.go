@@ -129,14 +129,7 @@ func (a *Applier) rebuild(ctx context.Context) (model.Position, error) {
 		all = append(all, recs...)
 		off = recs[len(recs)-1].Offset + 1
 	}
-	b := Batch{Reset: true}
-	for _, plan := range Plan(model.Position{}, all, false) {
-		if plan.Reset {
-			b.Txns = b.Txns[:0]
-		}
-		b.Txns = append(b.Txns, plan.Txns...)
-		b.Position = plan.Position
-	}
+	b := Fold(Plan(model.Position{}, all, false))
 	a.Logger.Debug("applier: rebuilding", "store", a.Store.Kind(), "records", len(all), "to", b.Position)
 	if err := a.Store.Apply(ctx, b); err != nil {
 		return model.Position{}, fmt.Errorf("applier %s: rebuild: %w", a.Store.Kind(), err)
@@ -172,6 +165,31 @@ func Plan(pos model.Position, recs []Record, reapply bool) []Batch {
 		cur.Position = model.Position{Offset: r.Offset + 1, LSN: lsn}
 	}
 	return append(out, cur)
+}
+
+// Fold compacts planned batches into one reset batch holding a single
+// snapshot transaction: every live row once, at its latest version, with its
+// revision count. A store rebuilt from it goes straight from empty to
+// current, even one that takes the batch in several requests (the search
+// index), so no reader ever sees a key step back through old versions.
+func Fold(batches []Batch) Batch {
+	state := model.NewState()
+	var pos model.Position
+	for _, b := range batches {
+		if b.Reset {
+			state = model.NewState()
+		}
+		for _, t := range b.Txns {
+			state.Apply(t)
+		}
+		pos = b.Position
+	}
+	snap := model.Txn{CommitLSN: pos.LSN, Snapshot: true}
+	for _, k := range state.Keys() {
+		e, _ := state.Get(k)
+		snap.Changes = append(snap.Changes, model.Change{Table: k.Table, PK: k.PK, Op: model.OpInsert, Row: e.Row, Revs: e.Writes})
+	}
+	return Batch{Reset: true, Txns: []model.Txn{snap}, Position: pos}
 }
 
 // reorderDeletesFirst is the broken batching seen in the field: it applies

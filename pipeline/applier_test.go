@@ -81,3 +81,30 @@ func TestReorderDeletesFirstBreaksInsertThenDelete(t *testing.T) {
 		t.Fatal("the broken reordering should leave the deleted row alive")
 	}
 }
+
+func TestFoldKeepsLatestVersionsAndRevs(t *testing.T) {
+	k := func(pk string, op model.Op, v string) model.Change {
+		c := model.Change{Table: "t", PK: pk, Op: op}
+		if op != model.OpDelete {
+			c.Row = model.Row{"v": v}
+		}
+		return c
+	}
+	snap := model.Txn{CommitLSN: 10, Snapshot: true, Changes: []model.Change{{Table: "t", PK: "a", Op: model.OpInsert, Row: model.Row{"v": "a0"}, Revs: 3}, k("b", model.OpInsert, "b0")}}
+	batches := []Batch{
+		{Txns: []model.Txn{{CommitLSN: 5, Changes: []model.Change{k("zombie", model.OpInsert, "gone with the reset")}}}, Position: model.Position{Offset: 1, LSN: 5}},
+		{Reset: true, Txns: []model.Txn{snap, {CommitLSN: 20, Changes: []model.Change{k("a", model.OpUpdate, "a1"), k("b", model.OpDelete, "")}}}, Position: model.Position{Offset: 3, LSN: 20}},
+		{Txns: []model.Txn{{CommitLSN: 30, Changes: []model.Change{k("c", model.OpInsert, "c0")}}}, Position: model.Position{Offset: 4, LSN: 30}},
+	}
+	got := Fold(batches)
+	if !got.Reset || got.Position != (model.Position{Offset: 4, LSN: 30}) || len(got.Txns) != 1 || !got.Txns[0].Snapshot {
+		t.Fatalf("fold = %+v; want one reset snapshot batch at offset 4 lsn 30", got)
+	}
+	var s []string
+	for _, c := range got.Txns[0].Changes {
+		s = append(s, c.PK+"="+c.Row["v"]+"/"+string(rune('0'+c.Revs)))
+	}
+	if want := []string{"a=a1/4", "c=c0/1"}; !reflect.DeepEqual(s, want) {
+		t.Fatalf("folded rows %v, want %v (a: 3 revs from the snapshot + 1)", s, want)
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
+	"strings"
 	"time"
 
 	"lockstep/model"
@@ -50,6 +52,36 @@ type Bugs struct {
 }
 
 func (b Bugs) Any() bool { return b != Bugs{} }
+
+// BugNames maps each bug's command-line name to a setter.
+var BugNames = map[string]func(*Bugs){
+	"confirm-before-ack":    func(b *Bugs) { b.ConfirmBeforeAck = true },
+	"skip-snapshot":         func(b *Bugs) { b.SkipSnapshot = true },
+	"non-idempotent-apply":  func(b *Bugs) { b.NonIdempotentApply = true },
+	"commit-offset-first":   func(b *Bugs) { b.CommitOffsetFirst = true },
+	"reorder-deletes-first": func(b *Bugs) { b.ReorderBatch = true },
+}
+
+// ParseBugs reads a comma-separated list of bug names ("" is none).
+func ParseBugs(s string) (Bugs, error) {
+	var b Bugs
+	if s == "" {
+		return b, nil
+	}
+	for _, name := range strings.Split(s, ",") {
+		set, ok := BugNames[strings.TrimSpace(name)]
+		if !ok {
+			names := make([]string, 0, len(BugNames))
+			for n := range BugNames {
+				names = append(names, n)
+			}
+			sort.Strings(names)
+			return Bugs{}, fmt.Errorf("unknown bug %q (want one of: %s)", name, strings.Join(names, ", "))
+		}
+		set(&b)
+	}
+	return b, nil
+}
 
 func (c *Capture) logger() *slog.Logger {
 	if c.Logger == nil {

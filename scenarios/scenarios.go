@@ -55,6 +55,9 @@ type Scenario struct {
 	// records may be lost, which no pipeline survives. The pipeline claims
 	// only no-phantom there; the checker must still notice the loss.
 	Unclean bool
+	// MaxDownBrokers is how many brokers faults may take down at once
+	// (default 1, so two replicas stay in sync).
+	MaxDownBrokers int
 	// Bugs breaks the pipeline on purpose (mutation scenarios, for tests).
 	Bugs pipeline.Bugs
 }
@@ -107,7 +110,8 @@ var All = []*Scenario{
 	{Name: "swarm", Summary: "every fault kind, a random mix per seed", Workload: "profiles",
 		Kinds: []faults.Kind{faults.Crash, faults.Pause, faults.Partition, faults.Delay, faults.Loss, faults.ClockJump, faults.LeaderFailover}, Roles: allRoles},
 	{Name: "unclean-election", Summary: "leader failover with unclean election: the log may lose acknowledged records", Workload: "profiles",
-		Kinds: []faults.Kind{faults.LeaderFailover, faults.Partition, faults.UncleanElection}, Roles: []faults.Role{faults.RoleBroker, faults.RoleCapture}, Unclean: true},
+		Kinds: []faults.Kind{faults.LeaderFailover, faults.Crash, faults.Partition, faults.UncleanElection}, Roles: []faults.Role{faults.RoleBroker, faults.RoleCapture},
+		Unclean: true, MaxDownBrokers: 2},
 }
 
 // Lookup finds scenarios by name; "all" means every scenario. Names may be
@@ -118,10 +122,9 @@ func Lookup(names string) ([]*Scenario, error) {
 	}
 	var out []*Scenario
 	for _, n := range strings.Split(names, ",") {
-		n = strings.TrimSpace(n)
-		s := ByName(n)
-		if s == nil {
-			return nil, fmt.Errorf("unknown scenario %q (want all or one of: %s)", n, strings.Join(Names(), ", "))
+		s, err := Resolve(strings.TrimSpace(n))
+		if err != nil {
+			return nil, err
 		}
 		out = append(out, s)
 	}
@@ -136,6 +139,27 @@ func ByName(name string) *Scenario {
 		}
 	}
 	return nil
+}
+
+// Resolve finds a scenario by name, where the name may carry known bugs to
+// switch on in the pipeline: "crash-capture+confirm-before-ack". The bugs
+// are part of the name, so a repro token replays them too.
+func Resolve(name string) (*Scenario, error) {
+	base, bugs, _ := strings.Cut(name, "+")
+	sc := ByName(base)
+	if sc == nil {
+		return nil, fmt.Errorf("unknown scenario %q (want one of: %s)", base, strings.Join(Names(), ", "))
+	}
+	if bugs == "" {
+		return sc, nil
+	}
+	b, err := pipeline.ParseBugs(strings.ReplaceAll(bugs, "+", ","))
+	if err != nil {
+		return nil, err
+	}
+	c := *sc
+	c.Name, c.Bugs = name, b
+	return &c, nil
 }
 
 // Names lists the built-in scenarios, sorted.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"lockstep/checker"
+	"lockstep/pipeline"
 	"lockstep/scenarios"
 	"lockstep/sim"
 )
@@ -26,9 +27,9 @@ func parseSeed(s string) (uint64, error) {
 }
 
 func lookupOne(name string) (*scenarios.Scenario, error) {
-	sc := scenarios.ByName(name)
-	if sc == nil {
-		return nil, usagef("unknown scenario %q (want one of: %s)", name, strings.Join(scenarios.Names(), ", "))
+	sc, err := scenarios.Resolve(name)
+	if err != nil {
+		return nil, usagef("%v", err)
 	}
 	return sc, nil
 }
@@ -42,6 +43,7 @@ func parseSystem(s string) (scenarios.System, error) {
 }
 
 type runFlags struct {
+	bugs  string
 	txns  int
 	json  string
 	world string
@@ -51,6 +53,7 @@ type runFlags struct {
 
 func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.txns, "txns", 0, "application transactions per run (default 1000)")
+	fs.StringVar(&f.bugs, "bug", "", "break the pipeline on purpose with known CDC bugs (comma-separated): "+bugList())
 	fs.StringVar(&f.json, "json", "", "write the report as JSON to this file")
 	fs.StringVar(&f.world, "world", "sim", "where to run: sim (the deterministic simulator)")
 	fs.BoolVar(&f.check, "check-determinism", false, "run the seed twice and compare traces event by event")
@@ -105,6 +108,11 @@ func runOne(name, system, seedText string, rf runFlags) error {
 	sc, err := lookupOne(name)
 	if err != nil {
 		return err
+	}
+	if rf.bugs != "" {
+		if sc, err = lookupOne(name + "+" + strings.ReplaceAll(rf.bugs, ",", "+")); err != nil {
+			return err
+		}
 	}
 	sys, err := parseSystem(system)
 	if err != nil {
@@ -169,6 +177,15 @@ func runOne(name, system, seedText string, rf runFlags) error {
 		return errViolation
 	}
 	return nil
+}
+
+func bugList() string {
+	var names []string
+	for n := range pipeline.BugNames {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
 }
 
 func writeJSON(path string, v any) error {
