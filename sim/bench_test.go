@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"iter"
 	"testing"
 	"time"
 )
@@ -73,4 +74,21 @@ func BenchmarkSleepHeavySpeedup(b *testing.B) {
 		virtual += w.Now()
 	}
 	b.ReportMetric(float64(virtual)/float64(wall), "x-wall")
+}
+
+// BenchmarkRawCoroutineSwitch is the floor the kernel builds on: a bare
+// iter.Pull ping-pong with nothing else. TaskSwitch / RawCoroutineSwitch is
+// the kernel's overhead (event queue, trace, wake bookkeeping).
+func BenchmarkRawCoroutineSwitch(b *testing.B) {
+	next, stop := iter.Pull(func(yield func(struct{}) bool) {
+		for yield(struct{}{}) {
+		}
+	})
+	defer stop()
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		next()
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "switches/s")
 }

@@ -132,6 +132,7 @@ func (n *Node) Resume() {
 		e.at = n.w.now
 		n.w.seq++
 		e.seq = n.w.seq
+		e.order = e.order&^0xffffffff | uint64(uint32(n.w.seq))
 		n.w.queue.push(e)
 	}
 }

@@ -11,10 +11,13 @@ const (
 )
 
 type event struct {
-	at   time.Duration
-	tie  uint32
-	seq  uint64
-	kind eventKind
+	at time.Duration
+	// order breaks ties between events due at the same time: the seeded
+	// random tie in the high 32 bits, the creation sequence in the low 32
+	// (so equal ties fall back to creation order).
+	order uint64
+	seq   uint64
+	kind  eventKind
 
 	task *Task  // evWake
 	park uint64 // evWake: the park this wake belongs to; stale when the task moved on
@@ -27,13 +30,7 @@ type event struct {
 }
 
 func (a *event) before(b *event) bool {
-	if a.at != b.at {
-		return a.at < b.at
-	}
-	if a.tie != b.tie {
-		return a.tie < b.tie
-	}
-	return a.seq < b.seq
+	return a.at < b.at || a.at == b.at && a.order < b.order
 }
 
 // eventQueue is a binary min-heap of events by (at, tie, seq). Hand-written

@@ -106,14 +106,17 @@ func (w *World) newEvent(at time.Duration, kind eventKind) *event {
 	}
 	w.seq++
 	e.at, e.kind, e.seq = at, kind, w.seq
+	e.order = uint64(uint32(w.seq))
 	if !w.cfg.NoRandomTies {
-		e.tie = w.rng.Uint32()
+		e.order |= uint64(w.rng.Uint32()) << 32
 	}
 	return e
 }
 
 func (w *World) recycle(e *event) {
-	*e = event{}
+	// Drop references so recycled events keep nothing alive; scalar fields
+	// are overwritten by newEvent.
+	e.task, e.val, e.node, e.from, e.fn = nil, nil, nil, nil, nil
 	w.free = append(w.free, e)
 }
 
