@@ -21,6 +21,9 @@ type Applier struct {
 	Logger *slog.Logger
 
 	MaxBatch int           // records per fetch (default 64)
+	// CommitEvery spaces out consumer-group offset commits, which are only
+	// for monitoring here (default 500ms).
+	CommitEvery time.Duration
 	Poll     time.Duration // wait when caught up (default 20ms)
 	Backoff  time.Duration // wait after an error (default 200ms)
 	Bugs     Bugs
@@ -35,6 +38,9 @@ func (a *Applier) defaults() {
 	}
 	if a.Backoff == 0 {
 		a.Backoff = 200 * time.Millisecond
+	}
+	if a.CommitEvery == 0 {
+		a.CommitEvery = 500 * time.Millisecond
 	}
 	if a.Logger == nil {
 		a.Logger = slog.New(slog.DiscardHandler)
@@ -77,6 +83,7 @@ func (a *Applier) follow(ctx context.Context) error {
 			return err
 		}
 	}
+	var lastCommit time.Time
 	for {
 		recs, err := a.Log.Fetch(ctx, pos.Offset, a.MaxBatch)
 		if err != nil {
@@ -106,9 +113,10 @@ func (a *Applier) follow(ctx context.Context) error {
 			}
 			pos = b.Position
 		}
-		if !a.Bugs.CommitOffsetFirst {
+		if now := a.Env.Now(); !a.Bugs.CommitOffsetFirst && now.Sub(lastCommit) >= a.CommitEvery {
 			// Informational only: the store's own position is what resumes.
 			_ = a.Log.Commit(ctx, a.Group, pos.Offset)
+			lastCommit = now
 		}
 	}
 }

@@ -28,6 +28,11 @@ type Capture struct {
 
 	// Backoff is the pause before reconnecting after an error (default 200ms).
 	Backoff time.Duration
+	// ConfirmEvery spaces out confirmations to the source, as a standby
+	// status update interval does (default 200ms). Confirming less often is
+	// always safe: it only widens what the source redelivers after a
+	// reconnect, which stores skip.
+	ConfirmEvery time.Duration
 	// Bugs switches on deliberately broken behaviour, for proving the
 	// checker catches it. Zero in production.
 	Bugs Bugs
@@ -132,6 +137,11 @@ func (c *Capture) stream(ctx context.Context) error {
 		return fmt.Errorf("capture: start stream: %w", err)
 	}
 	c.logger().Debug("capture: streaming", "from", from)
+	every := c.ConfirmEvery
+	if every == 0 {
+		every = 200 * time.Millisecond
+	}
+	var lastConfirm time.Time
 	for {
 		txns, err := c.Source.Next(ctx)
 		if err != nil {
@@ -146,10 +156,11 @@ func (c *Capture) stream(ctx context.Context) error {
 		if _, err := c.Log.Produce(ctx, txns); err != nil {
 			return fmt.Errorf("capture: append %d txns up to %s: %w", len(txns), last, err)
 		}
-		if !c.Bugs.ConfirmBeforeAck {
+		if now := c.Env.Now(); !c.Bugs.ConfirmBeforeAck && now.Sub(lastConfirm) >= every {
 			if err := c.Source.Confirm(ctx, last); err != nil {
 				return fmt.Errorf("capture: confirm %s: %w", last, err)
 			}
+			lastConfirm = now
 		}
 		from = last
 	}

@@ -101,6 +101,48 @@ func (nw *Network) Send(from, to *Node, fn func()) {
 	w.queue.push(e)
 }
 
+// CallAsync is Call for a handler that answers later: it gets a reply
+// function to call once, now or from a later event on the same node (a
+// long poll that waits for data). A reply from a node that crashed or
+// restarted since the request arrived is dropped, as its connection died.
+func CallAsync[S any, R any](ctx context.Context, from, to *Node, timeout time.Duration, handler func(s S, reply func(R, error))) (R, error) {
+	var zero R
+	w := from.w
+	t := w.current("CallAsync")
+	if t.node != from {
+		panic(fmt.Sprintf("sim: task %s called from node %s", t.name, from.name))
+	}
+	if err := ctx.Err(); err != nil {
+		return zero, err
+	}
+	park := t.park
+	w.net.Send(from, to, func() {
+		s, ok := to.state.(S)
+		if !ok {
+			return
+		}
+		inc, replied := to.incarnation, false
+		handler(s, func(r R, err error) {
+			if replied || !to.up || to.incarnation != inc {
+				return
+			}
+			replied = true
+			w.net.Send(to, from, func() {
+				if t.done || t.park != park {
+					return
+				}
+				w.wakeAt(t, w.now, callResult[R]{val: r, err: err})
+			})
+		})
+	})
+	w.wakeAt(t, w.now+timeout, nil)
+	v := t.parkCurrent()
+	if res, ok := v.(callResult[R]); ok {
+		return res.val, res.err
+	}
+	return zero, pipeline.ErrTimeout
+}
+
 type callResult[R any] struct {
 	val R
 	err error

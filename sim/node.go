@@ -137,6 +137,19 @@ func (n *Node) Resume() {
 	}
 }
 
+// At schedules fn on this node at virtual time t: it waits while the node
+// is paused and is dropped if the node crashed in between (it belonged to
+// the incarnation that scheduled it). Servers use it for their own timers.
+func (n *Node) At(t time.Duration, fn func()) {
+	w := n.w
+	if t < w.now {
+		t = w.now
+	}
+	e := w.newEvent(t, evFunc)
+	e.fn, e.node, e.park, e.tag = fn, n, uint64(n.incarnation), int64(-1000-n.id)
+	w.queue.push(e)
+}
+
 // JumpClock moves the node's wall clock (what Env.Now returns) by d.
 func (n *Node) JumpClock(d time.Duration) {
 	n.w.trace.add(n.w.now, TraceClockJump, int32(n.id), int64(d))

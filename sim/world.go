@@ -190,6 +190,16 @@ func (w *World) dispatch(e *event) {
 		w.recycle(e)
 		fn()
 	case evFunc:
+		if n := e.node; n != nil {
+			if n.paused {
+				n.deferred = append(n.deferred, e)
+				return
+			}
+			if !n.up || uint64(n.incarnation) != e.park {
+				w.recycle(e)
+				return
+			}
+		}
 		w.trace.add(e.at, TraceFunc, 0, e.tag)
 		fn := e.fn
 		w.recycle(e)

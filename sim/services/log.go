@@ -56,6 +56,54 @@ type broker struct {
 	n         *sim.Node
 	log       []logEntry
 	producers map[int64]producerState
+	waiters   []*fetchWaiter // long-polling fetches, answered on append
+}
+
+// fetchWaiter is a consumer's fetch parked until data arrives or its wait
+// runs out (Kafka's fetch.max.wait.ms).
+type fetchWaiter struct {
+	off   int64
+	max   int
+	reply func([]pipeline.Record, error)
+	done  bool
+}
+
+// FetchWait is how long a fetch waits at the broker for new records.
+const FetchWait = 250 * time.Millisecond
+
+func (b *broker) fetchWait(off int64, max int, reply func([]pipeline.Record, error)) {
+	recs, err := b.fetch(off, max)
+	if err != nil || len(recs) > 0 {
+		reply(recs, err)
+		return
+	}
+	fw := &fetchWaiter{off: off, max: max, reply: reply}
+	b.waiters = append(b.waiters, fw)
+	b.n.At(b.n.World().Now()+FetchWait, func() {
+		if !fw.done {
+			fw.done = true
+			reply(b.fetch(fw.off, fw.max))
+		}
+	})
+}
+
+// wakeFetches answers the parked fetches that now have records.
+func (b *broker) wakeFetches() {
+	kept := b.waiters[:0]
+	for _, fw := range b.waiters {
+		if fw.done {
+			continue
+		}
+		recs, err := b.fetch(fw.off, fw.max)
+		if err != nil || len(recs) > 0 {
+			fw.done = true
+			fw.reply(recs, err)
+			continue
+		}
+		kept = append(kept, fw)
+	}
+	clear(b.waiters[len(kept):])
+	b.waiters = kept
 }
 
 // NewCluster adds three broker nodes named prefix1..prefix3 and starts the
@@ -272,6 +320,7 @@ func (b *broker) produce(pid, seq int64, txns []model.Txn) (int64, error) {
 		r.appendLog(entries)
 		r.producers[pid] = producerState{seq: seq, last: last}
 	}
+	b.wakeFetches()
 	if last+1 > c.ackedEnd {
 		c.ackedEnd = last + 1
 	}
@@ -399,7 +448,9 @@ func (l *LogClient) Fetch(ctx context.Context, off int64, max int) ([]pipeline.R
 	if err != nil {
 		return nil, err
 	}
-	recs, err := sim.Call(ctx, l.From, n, l.timeout(), func(b *broker) ([]pipeline.Record, error) { return b.fetch(off, max) })
+	recs, err := sim.CallAsync(ctx, l.From, n, FetchWait+l.timeout(), func(b *broker, reply func([]pipeline.Record, error)) {
+		b.fetchWait(off, max, reply)
+	})
 	if err != nil {
 		l.known = false
 	}

@@ -30,6 +30,48 @@ type SourceDB struct {
 	lsn   model.LSN
 	xid   uint64
 	slot  slot
+	// streams are walsenders waiting for the next commit.
+	streams []*streamWaiter
+}
+
+type streamWaiter struct {
+	sess  int
+	after model.LSN
+	max   int
+	reply func([]model.Txn, error)
+	done  bool
+}
+
+// StreamWait is how long a walsender holds a read open waiting for commits
+// before answering with nothing (a keepalive).
+const StreamWait = 250 * time.Millisecond
+
+func (db *SourceDB) nextWait(sess int, after model.LSN, max int, reply func([]model.Txn, error)) {
+	txns, err := db.next(sess, after, max)
+	if err != nil || len(txns) > 0 {
+		reply(txns, err)
+		return
+	}
+	sw := &streamWaiter{sess: sess, after: after, max: max, reply: reply}
+	db.streams = append(db.streams, sw)
+	db.n.At(db.n.World().Now()+StreamWait, func() {
+		if !sw.done {
+			sw.done = true
+			reply(db.next(sw.sess, sw.after, sw.max))
+		}
+	})
+}
+
+// wakeStreams pushes a new commit to the walsenders waiting for one.
+func (db *SourceDB) wakeStreams() {
+	for _, sw := range db.streams {
+		if !sw.done {
+			sw.done = true
+			sw.reply(db.next(sw.sess, sw.after, sw.max))
+		}
+	}
+	clear(db.streams)
+	db.streams = db.streams[:0]
 }
 
 type slot struct {
@@ -95,6 +137,7 @@ func (db *SourceDB) Exec(fn pipeline.TxnFunc) (model.Txn, error) {
 	db.wal = append(db.wal, t)
 	db.n.Disk().Put("wal", db.wal)
 	db.n.Disk().Sync()
+	db.wakeStreams()
 	return t, nil
 }
 
@@ -203,8 +246,7 @@ func (c *SourceClient) Exec(ctx context.Context, fn pipeline.TxnFunc) (model.Txn
 type StreamClient struct {
 	From, DB *sim.Node
 	Timeout  time.Duration
-	Poll     time.Duration // wait when there is nothing new (default 10ms)
-	Max      int           // transactions per message (default 64)
+	Max      int // transactions per message (default 64)
 
 	session int
 	after   model.LSN
@@ -232,27 +274,25 @@ func (c *StreamClient) Start(ctx context.Context) (model.LSN, error) {
 	return s.Confirmed, nil
 }
 
-// Next implements pipeline.ChangeStream, polling while there is nothing new.
+// Next implements pipeline.ChangeStream: the source holds each read open
+// until a commit arrives (or answers empty after StreamWait, and it asks
+// again), as a walsender streams WAL.
 func (c *StreamClient) Next(ctx context.Context) ([]model.Txn, error) {
-	poll, max := c.Poll, c.Max
-	if poll == 0 {
-		poll = 10 * time.Millisecond
-	}
+	max := c.Max
 	if max == 0 {
 		max = 64
 	}
 	for {
 		sess, after := c.session, c.after
-		txns, err := sim.Call(ctx, c.From, c.DB, c.timeout(), func(db *SourceDB) ([]model.Txn, error) { return db.next(sess, after, max) })
+		txns, err := sim.CallAsync(ctx, c.From, c.DB, StreamWait+c.timeout(), func(db *SourceDB, reply func([]model.Txn, error)) {
+			db.nextWait(sess, after, max, reply)
+		})
 		if err != nil {
 			return nil, err
 		}
 		if len(txns) > 0 {
 			c.after = txns[len(txns)-1].CommitLSN
 			return txns, nil
-		}
-		if err := c.From.Env().Sleep(ctx, poll); err != nil {
-			return nil, err
 		}
 	}
 }

@@ -226,12 +226,15 @@ func (c *StoreClient) Apply(ctx context.Context, b pipeline.Batch) error {
 		lsn model.LSN
 	}
 	var bulk []docWrite
-	flush := func() error {
+	flush := func(last bool) error {
 		docs := bulk
 		bulk = nil
 		return call(func(s *Store) {
 			for _, d := range docs {
 				s.write(d.c, d.lsn, guarded)
+			}
+			if last { // the position document goes last in the last request
+				s.setPos(b.Position)
 			}
 		})
 	}
@@ -239,18 +242,13 @@ func (c *StoreClient) Apply(ctx context.Context, b pipeline.Batch) error {
 		for _, ch := range t.Changes {
 			bulk = append(bulk, docWrite{ch, t.CommitLSN})
 			if len(bulk) == BulkDocs {
-				if err := flush(); err != nil {
+				if err := flush(false); err != nil {
 					return err
 				}
 			}
 		}
 	}
-	if len(bulk) > 0 {
-		if err := flush(); err != nil {
-			return err
-		}
-	}
-	return call(func(s *Store) { s.setPos(b.Position) })
+	return flush(true)
 }
 
 // BulkDocs is the most documents the search index takes in one request.
