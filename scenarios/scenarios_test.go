@@ -114,7 +114,7 @@ func TestKnownBugsAreCaught(t *testing.T) {
 	}{
 		{"confirm-before-ack", "crash-capture", pipeline.Bugs{ConfirmBeforeAck: true}, checker.Lost},
 		{"skip-snapshot", "steady", pipeline.Bugs{SkipSnapshot: true}, checker.Lost},
-		{"non-idempotent-apply", "crash-appliers", pipeline.Bugs{NonIdempotentApply: true}, checker.Duplicate},
+		{"non-idempotent-apply", "crash-capture", pipeline.Bugs{NonIdempotentApply: true}, checker.Duplicate},
 		{"commit-offset-first", "crash-appliers", pipeline.Bugs{CommitOffsetFirst: true}, checker.Lost},
 		{"reorder-deletes-first", "crash-appliers", pipeline.Bugs{ReorderBatch: true}, checker.Lost},
 	}
