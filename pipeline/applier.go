@@ -20,13 +20,13 @@ type Applier struct {
 	Group  string // consumer group, for offsets others can monitor
 	Logger *slog.Logger
 
-	MaxBatch int           // records per fetch (default 64)
+	MaxBatch int // records per fetch (default 64)
 	// CommitEvery spaces out consumer-group offset commits, which are only
 	// for monitoring here (default 500ms).
 	CommitEvery time.Duration
-	Poll     time.Duration // wait when caught up (default 20ms)
-	Backoff  time.Duration // wait after an error (default 200ms)
-	Bugs     Bugs
+	Poll        time.Duration // wait when caught up (default 20ms)
+	Backoff     time.Duration // wait after an error (default 200ms)
+	Bugs        Bugs
 }
 
 func (a *Applier) defaults() {
