@@ -180,11 +180,13 @@ func (c *Cluster) Losses() int { return c.losses }
 // when the partition is offline.
 func (c *Cluster) Records() []pipeline.Record {
 	var best *broker
-	for i, n := range c.brokers {
-		if b, ok := n.State().(*broker); ok && (i == c.leader || best == nil) {
-			best = b
-			if i == c.leader {
-				break
+	if c.leader >= 0 {
+		best, _ = c.brokers[c.leader].State().(*broker)
+	}
+	if best == nil {
+		for _, n := range c.brokers {
+			if b, ok := n.State().(*broker); ok && (best == nil || len(b.log) > len(best.log)) {
+				best = b
 			}
 		}
 	}

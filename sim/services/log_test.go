@@ -1,0 +1,527 @@
+package services
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"testing"
+	"time"
+
+	"lockstep/model"
+	"lockstep/pipeline"
+	"lockstep/sim"
+)
+
+// logRig is a three-broker cluster (b1 leads at first) and a client node.
+type logRig struct {
+	w   *sim.World
+	c   *Cluster
+	bs  []*sim.Node
+	app *sim.Node
+}
+
+func newLogRig(t *testing.T, seed uint64) *logRig {
+	t.Helper()
+	w := newWorld(t, seed)
+	c := NewCluster(w, "b")
+	return &logRig{w: w, c: c, bs: c.Brokers(), app: w.AddNode("app", nil)}
+}
+
+func (r *logRig) client() *LogClient { return &LogClient{From: r.app, Cluster: r.c} }
+
+// batch is one single-change transaction per LSN.
+func batch(ls ...model.LSN) []model.Txn {
+	out := make([]model.Txn, len(ls))
+	for i, l := range ls {
+		out[i] = txn(l, upd("k", l.String()))
+	}
+	return out
+}
+
+// recordLSNs lists the LSNs of records, checking their offsets are 0, 1, ...
+// from first on.
+func recordLSNs(t *testing.T, recs []pipeline.Record, first int64) []model.LSN {
+	t.Helper()
+	out := make([]model.LSN, len(recs))
+	for i, r := range recs {
+		if r.Offset != first+int64(i) {
+			t.Fatalf("record %d has offset %d, want %d", i, r.Offset, first+int64(i))
+		}
+		out[i] = r.Txn.CommitLSN
+	}
+	return out
+}
+
+// brokerLog is the LSNs in a broker's current log (nil when it is down).
+func brokerLog(n *sim.Node) []model.LSN {
+	b, ok := n.State().(*broker)
+	if !ok {
+		return nil
+	}
+	out := []model.LSN{}
+	for _, e := range b.log {
+		out = append(out, e.Txn.CommitLSN)
+	}
+	return out
+}
+
+func ls(v ...model.LSN) []model.LSN { return v }
+
+// Produce returns the offset of a batch's last record; Fetch returns records
+// in order with their offsets, from any offset, up to max; an offset past the
+// end is out of range. Every replica holds the same log, and group offsets
+// read back what was committed.
+func TestLogProduceThenFetchInOrder(t *testing.T) {
+	r := newLogRig(t, 1)
+	lc := r.client()
+	var lasts []int64
+	var all, middle []pipeline.Record
+	var errs []error
+	var beyond error
+	var committed int64
+	r.app.Go("client", func(ctx context.Context) {
+		for _, b := range [][]model.Txn{batch(0x10), batch(0x20, 0x30), batch(0x40, 0x50, 0x60)} {
+			off, err := lc.Produce(ctx, b)
+			lasts, errs = append(lasts, off), append(errs, err)
+		}
+		var err error
+		all, err = lc.Fetch(ctx, 0, 100)
+		errs = append(errs, err)
+		middle, err = lc.Fetch(ctx, 2, 2)
+		errs = append(errs, err)
+		_, beyond = lc.Fetch(ctx, 7, 10)
+		errs = append(errs, lc.Commit(ctx, "g", 4))
+		committed, err = lc.Committed(ctx, "g")
+		errs = append(errs, err)
+	})
+	run(t, r.w, 2*time.Second)
+
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+	if want := []int64{0, 2, 5}; !reflect.DeepEqual(lasts, want) {
+		t.Fatalf("last offsets %v, want %v", lasts, want)
+	}
+	if got, want := recordLSNs(t, all, 0), ls(0x10, 0x20, 0x30, 0x40, 0x50, 0x60); !reflect.DeepEqual(got, want) {
+		t.Fatalf("fetched %v, want %v", got, want)
+	}
+	if got, want := recordLSNs(t, middle, 2), ls(0x30, 0x40); !reflect.DeepEqual(got, want) {
+		t.Fatalf("fetch(2, max 2) = %v, want %v", got, want)
+	}
+	if !errors.Is(beyond, ErrOutOfRange) {
+		t.Fatalf("fetch past the end: %v, want ErrOutOfRange", beyond)
+	}
+	if committed != 4 {
+		t.Fatalf("committed group offset %d, want 4", committed)
+	}
+	for _, b := range r.bs {
+		if got := brokerLog(b); !reflect.DeepEqual(got, ls(0x10, 0x20, 0x30, 0x40, 0x50, 0x60)) {
+			t.Fatalf("%s holds %v, want every record", b, got)
+		}
+	}
+}
+
+// The broker deduplicates by producer id and sequence: the same sequence
+// again answers the first write's offset and writes nothing, a gap is
+// refused, and since followers keep producer state too, a retry that lands
+// on a new leader after failover is still recognised.
+func TestLogBrokerDeduplicatesProducerSequence(t *testing.T) {
+	r := newLogRig(t, 2)
+	produce := func(ctx context.Context, to *sim.Node, pid, seq int64, lsns ...model.LSN) (int64, error) {
+		return sim.Call(ctx, r.app, to, DefaultTimeout, func(b *broker) (int64, error) { return b.produce(pid, seq, batch(lsns...)) })
+	}
+	type answer struct {
+		off int64
+		err error
+	}
+	var got []answer
+	r.app.Go("producer", func(ctx context.Context) {
+		record := func(off int64, err error) { got = append(got, answer{off, err}) }
+		record(produce(ctx, r.bs[0], 7, 1, 0x10, 0x20))
+		record(produce(ctx, r.bs[0], 7, 1, 0x10, 0x20)) // a retry
+		record(produce(ctx, r.bs[0], 7, 3, 0x40))       // skips sequence 2
+		record(produce(ctx, r.bs[0], 7, 2, 0x30))
+		record(produce(ctx, r.bs[0], 8, 1, 0x50)) // another producer
+		sleepUntil(ctx, r.app, 200*time.Millisecond)
+		record(produce(ctx, r.bs[1], 7, 2, 0x30)) // the retry reaches the new leader
+	})
+	r.w.At(100*time.Millisecond, 1, r.bs[0].Crash)
+	run(t, r.w, time.Second)
+
+	want := []answer{{1, nil}, {1, nil}, {0, ErrOutOfSequence}, {2, nil}, {3, nil}, {2, nil}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("answers %v, want %v", got, want)
+	}
+	if r.c.Leader() != r.bs[1] {
+		t.Fatalf("leader %v, want b2 after b1 crashed", r.c.Leader())
+	}
+	if lsns := recordLSNs(t, r.c.Records(), 0); !reflect.DeepEqual(lsns, ls(0x10, 0x20, 0x30, 0x50)) {
+		t.Fatalf("log %v, want each batch once", lsns)
+	}
+}
+
+// A produce whose acknowledgement is lost (a one-way partition leader ->
+// client) was written all the same; the client retries with the same
+// sequence once the link heals, the leader recognises it, and the batch is in
+// the log once. The session goes on: the next batch follows it.
+func TestLogRetriedProduceIsWrittenOnce(t *testing.T) {
+	r := newLogRig(t, 3)
+	lc := r.client()
+	var offB, offC int64
+	var errA, errB, errC error
+	var tookB time.Duration
+	r.app.Go("producer", func(ctx context.Context) {
+		_, errA = lc.Produce(ctx, batch(0x10))
+		sleepUntil(ctx, r.app, 100*time.Millisecond)
+		start := r.w.Now()
+		offB, errB = lc.Produce(ctx, batch(0x20, 0x30))
+		tookB = r.w.Now() - start
+		offC, errC = lc.Produce(ctx, batch(0x40))
+	})
+	var beforeRetry []model.LSN
+	r.w.At(80*time.Millisecond, 1, func() { r.w.Net().Partition([]*sim.Node{r.bs[0]}, []*sim.Node{r.app}, true) })
+	r.w.At(150*time.Millisecond, 2, func() { beforeRetry = brokerLog(r.bs[0]) })
+	r.w.At(220*time.Millisecond, 3, r.w.Net().Heal)
+	run(t, r.w, 2*time.Second)
+
+	if errA != nil || errB != nil || errC != nil {
+		t.Fatalf("produce errors: %v, %v, %v", errA, errB, errC)
+	}
+	if !reflect.DeepEqual(beforeRetry, ls(0x10, 0x20, 0x30)) || tookB < DefaultTimeout {
+		t.Fatalf("before the retry the leader held %v and the produce took %v; want the batch written and its ack lost", beforeRetry, tookB)
+	}
+	if offB != 2 || offC != 3 {
+		t.Fatalf("offsets %d, %d; want 2 (the first write's) and 3", offB, offC)
+	}
+	if got := recordLSNs(t, r.c.Records(), 0); !reflect.DeepEqual(got, ls(0x10, 0x20, 0x30, 0x40)) {
+		t.Fatalf("log %v, want the retried batch once", got)
+	}
+}
+
+// acks=all with min.insync.replicas=2: with any two brokers down, a produce
+// fails with ErrNotEnoughISR and nothing is written or acknowledged; once a
+// second replica is back and caught up, produces succeed again.
+func TestLogProduceWithTwoBrokersDownFails(t *testing.T) {
+	for _, down := range [][2]int{{0, 1}, {0, 2}, {1, 2}} {
+		t.Run(fmt.Sprintf("b%d and b%d down", down[0]+1, down[1]+1), func(t *testing.T) {
+			r := newLogRig(t, 4)
+			lc := r.client()
+			var err, fetchErr, laterErr error
+			var fetched []pipeline.Record
+			var later int64
+			r.app.Go("producer", func(ctx context.Context) {
+				sleepUntil(ctx, r.app, 50*time.Millisecond)
+				_, err = lc.Produce(ctx, batch(0x10))
+				fetched, fetchErr = lc.Fetch(ctx, 0, 10)
+				sleepUntil(ctx, r.app, 3*time.Second) // one broker is back
+				later, laterErr = lc.Produce(ctx, batch(0x20))
+			})
+			r.w.At(0, 1, func() { r.bs[down[0]].Crash(); r.bs[down[1]].Crash() })
+			var acked int64
+			var logs [][]model.LSN
+			r.w.At(2500*time.Millisecond, 2, func() {
+				acked = r.c.ackedEnd
+				for _, b := range r.bs {
+					logs = append(logs, brokerLog(b))
+				}
+				r.bs[down[0]].Restart()
+			})
+			run(t, r.w, 5*time.Second)
+
+			if !errors.Is(err, ErrNotEnoughISR) {
+				t.Fatalf("produce with one replica: %v, want ErrNotEnoughISR", err)
+			}
+			if fetchErr != nil || len(fetched) != 0 {
+				t.Fatalf("fetch after the failed produce = %v, %v; want nothing", fetched, fetchErr)
+			}
+			if acked != 0 {
+				t.Fatalf("cluster acknowledged up to offset %d, want nothing", acked)
+			}
+			for i, l := range logs {
+				if len(l) != 0 {
+					t.Fatalf("b%d holds %v, want an empty log", i+1, l)
+				}
+			}
+			if laterErr != nil || later != 0 {
+				t.Fatalf("produce with two replicas again = %d, %v; want offset 0", later, laterErr)
+			}
+		})
+	}
+}
+
+// Killing the leader while a producer streams: the controller elects an
+// in-sync follower, and it holds every record the producer saw acknowledged,
+// once each, in order. Acks sent in the last 3ms before the crash are lost
+// (a one-way partition leader -> client), so some batches are written but
+// unacknowledged; their retries land on the new leader, which deduplicates
+// them by the producer state the followers keep.
+func TestLogLeaderFailoverKeepsEveryAcknowledgedRecord(t *testing.T) {
+	for seed := uint64(1); seed <= 20; seed++ {
+		r := newLogRig(t, seed)
+		lc := r.client()
+		old := r.c.Leader()
+		crashAt := 20*time.Millisecond + time.Duration(seed*13%80)*time.Millisecond
+		r.w.At(crashAt-3*time.Millisecond, 1, func() { r.w.Net().Partition([]*sim.Node{old}, []*sim.Node{r.app}, true) })
+		r.w.At(crashAt, 2, old.Crash)
+		r.w.At(crashAt+50*time.Millisecond, 3, r.w.Net().Heal)
+		var acked []model.LSN
+		ackedAfterCrash := 0
+		var fetched []pipeline.Record
+		r.app.Go("producer", func(ctx context.Context) {
+			for i := 1; i <= 40; i++ {
+				l := model.LSN(0x10 * i)
+				if _, err := lc.Produce(ctx, batch(l)); err == nil {
+					acked = append(acked, l)
+					if r.w.Now() > crashAt {
+						ackedAfterCrash++
+					}
+				}
+			}
+			for try := 0; try < 3; try++ {
+				var err error
+				if fetched, err = lc.Fetch(ctx, 0, 100); err == nil {
+					return
+				}
+			}
+		})
+		run(t, r.w, 20*time.Second)
+
+		leader := r.c.Leader()
+		if leader == nil || leader == old {
+			t.Fatalf("seed %d: leader %v after killing %v; want a follower", seed, leader, old)
+		}
+		if ackedAfterCrash == 0 {
+			t.Fatalf("seed %d: nothing acknowledged after the crash at %v", seed, crashAt)
+		}
+		log := recordLSNs(t, r.c.Records(), 0)
+		for i := 1; i < len(log); i++ {
+			if log[i] <= log[i-1] {
+				t.Fatalf("seed %d: log %v has a duplicate or is out of order at %d", seed, log, i)
+			}
+		}
+		have := map[model.LSN]bool{}
+		for _, l := range log {
+			have[l] = true
+		}
+		for _, a := range acked {
+			if !have[a] {
+				t.Fatalf("seed %d: acknowledged record %v lost by the failover (log %v)", seed, a, log)
+			}
+		}
+		if !reflect.DeepEqual(recordLSNs(t, fetched, 0), log) {
+			t.Fatalf("seed %d: a consumer fetched %v from the new leader, want %v", seed, recordLSNs(t, fetched, 0), log)
+		}
+	}
+}
+
+// Only a lagging replica (b3, down while 0/20 and 0/30 were acknowledged) is
+// alive when both in-sync replicas die. With unclean election it leads (but
+// cannot take writes alone), the acknowledged records are gone for good and
+// Losses counts them; without it the partition stays offline while only b3 is
+// up, and comes back whole when an in-sync replica returns.
+func TestLogUncleanElectionLosesAcknowledgedRecords(t *testing.T) {
+	for _, unclean := range []bool{true, false} {
+		t.Run(fmt.Sprint("unclean=", unclean), func(t *testing.T) {
+			r := newLogRig(t, 5)
+			r.c.SetUnclean(unclean)
+			lc := r.client()
+			var errs []error
+			var whileDown error
+			r.app.Go("producer", func(ctx context.Context) {
+				_, err := lc.Produce(ctx, batch(0x10))
+				errs = append(errs, err)
+				sleepUntil(ctx, r.app, 100*time.Millisecond) // b3 is down
+				_, err = lc.Produce(ctx, batch(0x20, 0x30))
+				errs = append(errs, err)
+				sleepUntil(ctx, r.app, 700*time.Millisecond) // only b3 is up
+				_, whileDown = (&LogClient{From: r.app, Cluster: r.c, Retries: 1}).Produce(ctx, batch(0x40))
+			})
+			b1, b2, b3 := r.bs[0], r.bs[1], r.bs[2]
+			r.w.At(50*time.Millisecond, 1, b3.Crash)
+			r.w.At(500*time.Millisecond, 2, func() { b1.Crash(); b2.Crash() })
+			r.w.At(600*time.Millisecond, 3, b3.Restart)
+			run(t, r.w, time.Second)
+
+			for i, err := range errs {
+				if err != nil {
+					t.Fatalf("produce %d: %v", i, err)
+				}
+			}
+			if unclean {
+				if r.c.Leader() != b3 {
+					t.Fatalf("leader %v, want the lagging b3 elected uncleanly", r.c.Leader())
+				}
+				if got := recordLSNs(t, r.c.Records(), 0); !reflect.DeepEqual(got, ls(0x10)) || r.c.Losses() != 2 {
+					t.Fatalf("log %v with %d losses; want [0/10] and 2 acknowledged records lost", got, r.c.Losses())
+				}
+				if !errors.Is(whileDown, ErrNotEnoughISR) {
+					t.Fatalf("produce to the lone unclean leader: %v, want ErrNotEnoughISR", whileDown)
+				}
+			} else {
+				if r.c.Leader() != nil || r.c.Losses() != 0 {
+					t.Fatalf("leader %v, losses %d; want the partition offline and nothing lost", r.c.Leader(), r.c.Losses())
+				}
+				if !errors.Is(whileDown, ErrOffline) {
+					t.Fatalf("produce while offline: %v, want ErrOffline", whileDown)
+				}
+			}
+
+			// An in-sync replica comes back.
+			r.w.At(1200*time.Millisecond, 4, b2.Restart)
+			run(t, r.w, 2*time.Second)
+			want, leader := ls(0x10, 0x20, 0x30), b2
+			if unclean {
+				want, leader = ls(0x10), b3 // b2 was truncated to the new leader's log
+			}
+			if r.c.Leader() != leader {
+				t.Fatalf("leader %v after b2 returned, want %v", r.c.Leader(), leader)
+			}
+			for _, b := range []*sim.Node{b2, b3} {
+				if got := brokerLog(b); !reflect.DeepEqual(got, want) {
+					t.Fatalf("%s holds %v, want %v", b, got, want)
+				}
+			}
+		})
+	}
+}
+
+// A follower that was down while records were acknowledged leaves the
+// in-sync set; after its restart the controller copies the leader's log to it
+// and it rejoins, so it can stand in for the leader afterwards.
+func TestLogRestartedFollowerCatchesUpAndRejoins(t *testing.T) {
+	r := newLogRig(t, 6)
+	lc := r.client()
+	b1, b3 := r.bs[0], r.bs[2]
+	var errs []error
+	r.app.Go("producer", func(ctx context.Context) {
+		sleepUntil(ctx, r.app, 50*time.Millisecond)
+		_, err := lc.Produce(ctx, batch(0x10, 0x20))
+		errs = append(errs, err)
+		sleepUntil(ctx, r.app, 600*time.Millisecond) // b1 is dead: needs b2 and b3
+		_, err = lc.Produce(ctx, batch(0x30))
+		errs = append(errs, err)
+	})
+	var isrWhileDown, isrAfter []bool
+	var logAfter []model.LSN
+	r.w.At(10*time.Millisecond, 1, b3.Crash)
+	r.w.At(200*time.Millisecond, 2, func() { isrWhileDown = append([]bool(nil), r.c.isr...); b3.Restart() })
+	r.w.At(300*time.Millisecond, 3, func() { isrAfter = append([]bool(nil), r.c.isr...); logAfter = brokerLog(b3) })
+	r.w.At(400*time.Millisecond, 4, b1.Crash)
+	run(t, r.w, 2*time.Second)
+
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("produce %d: %v", i, err)
+		}
+	}
+	if !reflect.DeepEqual(isrWhileDown, []bool{true, true, false}) {
+		t.Fatalf("in-sync set while b3 was down: %v, want b3 out", isrWhileDown)
+	}
+	if !reflect.DeepEqual(isrAfter, []bool{true, true, true}) || !reflect.DeepEqual(logAfter, ls(0x10, 0x20)) {
+		t.Fatalf("after its restart b3 holds %v, in-sync set %v; want caught up and back in", logAfter, isrAfter)
+	}
+	for _, b := range r.bs[1:] {
+		if got := brokerLog(b); !reflect.DeepEqual(got, ls(0x10, 0x20, 0x30)) {
+			t.Fatalf("%s holds %v, want every record", b, got)
+		}
+	}
+}
+
+// A fetch at the end of the log waits at the leader (FetchWait) and is
+// answered as soon as a produce arrives; with nothing produced it is answered
+// empty, without error, once FetchWait has passed.
+func TestLogFetchLongPollsUntilAProduce(t *testing.T) {
+	r := newLogRig(t, 7)
+	producer := r.w.AddNode("producer", nil)
+	consumer := r.client()
+	var first, second []pipeline.Record
+	var err1, err2 error
+	var firstAt, secondTook time.Duration
+	r.app.Go("consumer", func(ctx context.Context) {
+		first, err1 = consumer.Fetch(ctx, 0, 10)
+		firstAt = r.w.Now()
+		start := r.w.Now()
+		second, err2 = consumer.Fetch(ctx, 1, 10)
+		secondTook = r.w.Now() - start
+	})
+	var producedAt time.Duration
+	producer.Go("producer", func(ctx context.Context) {
+		sleepUntil(ctx, producer, 100*time.Millisecond)
+		lc := &LogClient{From: producer, Cluster: r.c}
+		_, _ = lc.Produce(ctx, batch(0x10))
+		producedAt = r.w.Now()
+	})
+	run(t, r.w, 2*time.Second)
+
+	if err1 != nil || len(first) != 1 || first[0].Txn.CommitLSN != 0x10 {
+		t.Fatalf("first fetch = %v, %v; want the produced record", first, err1)
+	}
+	if firstAt < 100*time.Millisecond || firstAt > producedAt+5*time.Millisecond || firstAt >= FetchWait {
+		t.Fatalf("fetch answered at %v, produce acknowledged at %v; want the answer with the produce, before FetchWait", firstAt, producedAt)
+	}
+	if err2 != nil || len(second) != 0 {
+		t.Fatalf("fetch with nothing new = %v, %v; want empty, no error", second, err2)
+	}
+	if secondTook < FetchWait || secondTook > FetchWait+10*time.Millisecond {
+		t.Fatalf("empty fetch answered after %v, want FetchWait (%v) plus the round trip", secondTook, FetchWait)
+	}
+}
+
+
+// A leader paused past its failover is a zombie: when it wakes, requests
+// that waited for it are refused with ErrNotLeader and write nothing, and it
+// catches up from the new leader as a follower.
+func TestLogZombieLeaderRefusesProduceAfterFailover(t *testing.T) {
+	r := newLogRig(t, 9)
+	lc := r.client()
+	b1, b2 := r.bs[0], r.bs[1]
+	var zombieErr, fetchErr, err error
+	r.app.Go("producer", func(ctx context.Context) {
+		_, err = lc.Produce(ctx, batch(0x10))
+		sleepUntil(ctx, r.app, 100*time.Millisecond) // b1 paused, b2 leads
+		_, zombieErr = sim.Call(ctx, r.app, b1, time.Second, func(b *broker) (int64, error) { return b.produce(99, 1, batch(0x20)) })
+		_, fetchErr = sim.CallAsync(ctx, r.app, b1, time.Second, func(b *broker, reply func([]pipeline.Record, error)) { b.fetchWait(0, 10, reply) })
+	})
+	r.w.At(50*time.Millisecond, 1, b1.Pause)
+	r.w.At(500*time.Millisecond, 2, b1.Resume)
+	run(t, r.w, time.Second)
+
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.c.Leader() != b2 {
+		t.Fatalf("leader %v, want b2 after b1 was paused", r.c.Leader())
+	}
+	if !errors.Is(zombieErr, ErrNotLeader) || !errors.Is(fetchErr, ErrNotLeader) {
+		t.Fatalf("the woken zombie answered produce: %v, fetch: %v; want ErrNotLeader for both", zombieErr, fetchErr)
+	}
+	for _, b := range r.bs {
+		if got := brokerLog(b); !reflect.DeepEqual(got, ls(0x10)) {
+			t.Fatalf("%s holds %v, want only [0/10]", b, got)
+		}
+	}
+}
+
+// With the partition offline, Records shows the longest log of a live
+// broker, not whichever broker happens to come first.
+func TestLogRecordsWhileOfflineIsTheLongestLog(t *testing.T) {
+	w := sim.New(sim.Config{Seed: 8})
+	c := NewCluster(w, "b")
+	bs := c.Brokers()
+	long := []logEntry{{Txn: model.Txn{CommitLSN: 0x10}}, {Txn: model.Txn{CommitLSN: 0x20}}}
+	bs[0].State().(*broker).setLog(long[:1])
+	bs[2].State().(*broker).setLog(long)
+	bs[1].Crash()
+	c.leader = -1
+	got := c.Records()
+	if len(got) != 2 || got[1].Txn.CommitLSN != 0x20 {
+		t.Fatalf("offline Records() = %v, want the longest log (2 records)", got)
+	}
+	c.leader = 0
+	if got := c.Records(); len(got) != 1 {
+		t.Fatalf("with b1 leading, Records() = %v, want the leader's log (1 record)", got)
+	}
+}
