@@ -470,7 +470,6 @@ func TestLogFetchLongPollsUntilAProduce(t *testing.T) {
 	}
 }
 
-
 // A leader paused past its failover is a zombie: when it wakes, requests
 // that waited for it are refused with ErrNotLeader and write nothing, and it
 // catches up from the new leader as a follower.
