@@ -1,0 +1,316 @@
+package pgsource
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"lockstep/model"
+)
+
+// ErrUnsupported is wrapped by errors about changes lockstep cannot express
+// as row changes (TRUNCATE, tables without a primary key, unchanged TOAST
+// values it was not sent).
+var ErrUnsupported = errors.New("unsupported change")
+
+// Assembler turns one replication session's pgoutput messages into whole
+// committed transactions. It is pure: feed it messages in order, collect the
+// transactions it completes. After an error its state is unusable: Reset it
+// (a new session resends every Relation).
+//
+// The mapping to lockstep's model: Table is the relation's name, prefixed
+// with "schema." unless the schema is public; PK is the key columns' text
+// values joined with ","; Row is every other column's text value, NULLs left
+// out; CommitLSN is the Commit message's end LSN, which is what a consumer
+// confirms ("this transaction and all before it").
+type Assembler struct {
+	// PrimaryKey names the primary-key columns of rel, or none (nil, nil)
+	// when the table has no primary key. The Assembler asks it for every
+	// relation whose replica identity is not the default: under REPLICA
+	// IDENTITY FULL pgoutput flags every column as a key column, under
+	// USING INDEX the index's. Key flags are trusted only for 'd'. A nil
+	// PrimaryKey makes changes to such relations an error.
+	PrimaryKey func(rel *Relation) ([]string, error)
+
+	rels  map[uint32]*relation
+	open  bool
+	begin Begin
+	txn   model.Txn
+}
+
+// relation is a Relation with its key resolved to column indexes.
+type relation struct {
+	*Relation
+	table  string
+	key    []int // indexes into Columns, in column order
+	keyErr error // why the relation has no usable key (reported on its first change)
+}
+
+// Reset forgets the open transaction and every relation, as a new session
+// must.
+func (a *Assembler) Reset() {
+	a.rels, a.open, a.begin, a.txn = nil, false, Begin{}, model.Txn{}
+}
+
+// InTransaction reports whether a Begin awaits its Commit.
+func (a *Assembler) InTransaction() bool { return a.open }
+
+// Feed decodes one pgoutput message and adds it.
+func (a *Assembler) Feed(data []byte) (txn model.Txn, done bool, err error) {
+	m, err := Decode(data)
+	if err != nil {
+		return model.Txn{}, false, err
+	}
+	return a.Add(m)
+}
+
+// Add takes the next message of the session. done is true when m was a
+// Commit: txn is then the whole transaction, its changes in WAL order
+// (possibly none, for a transaction that touched no published table).
+func (a *Assembler) Add(m Message) (txn model.Txn, done bool, err error) {
+	switch m := m.(type) {
+	case *Begin:
+		if a.open {
+			return model.Txn{}, false, fmt.Errorf("pgoutput: begin of xid %d inside xid %d: %w", m.XID, a.begin.XID, ErrMalformed)
+		}
+		a.open, a.begin = true, *m
+		a.txn = model.Txn{XID: uint64(m.XID)}
+	case *Commit:
+		if !a.open {
+			return model.Txn{}, false, fmt.Errorf("pgoutput: commit at %s without a begin: %w", m.CommitLSN, ErrMalformed)
+		}
+		if m.CommitLSN != a.begin.FinalLSN {
+			return model.Txn{}, false, fmt.Errorf("pgoutput: commit of xid %d at %s, but its begin announced %s: %w",
+				a.begin.XID, m.CommitLSN, a.begin.FinalLSN, ErrMalformed)
+		}
+		if m.EndLSN <= m.CommitLSN {
+			return model.Txn{}, false, fmt.Errorf("pgoutput: commit of xid %d ends at %s, not after its start %s: %w",
+				a.begin.XID, m.EndLSN, m.CommitLSN, ErrMalformed)
+		}
+		txn = a.txn
+		txn.CommitLSN = m.EndLSN
+		a.open, a.txn = false, model.Txn{}
+		return txn, true, nil
+	case *Relation:
+		rel, err := a.resolve(m)
+		if err != nil {
+			return model.Txn{}, false, err
+		}
+		if a.rels == nil {
+			a.rels = map[uint32]*relation{}
+		}
+		a.rels[m.ID] = rel
+	case *Insert:
+		return a.row(m.RelationID, "insert", func(rel *relation) (model.Change, error) {
+			if err := rel.checkTuple(m.New, "new"); err != nil {
+				return model.Change{}, err
+			}
+			pk, err := rel.pk(m.New, nil)
+			if err != nil {
+				return model.Change{}, err
+			}
+			row, err := rel.row(m.New, nil, pk)
+			return model.Change{Table: rel.table, PK: pk, Op: model.OpInsert, Row: row}, err
+		})
+	case *Update:
+		return a.row(m.RelationID, "update", func(rel *relation) (model.Change, error) {
+			if err := rel.checkTuple(m.New, "new"); err != nil {
+				return model.Change{}, err
+			}
+			var old Tuple
+			if m.OldKind != 0 {
+				if err := rel.checkTuple(m.Old, "old"); err != nil {
+					return model.Change{}, err
+				}
+				old = m.Old
+			}
+			pk, err := rel.pk(m.New, old)
+			if err != nil {
+				return model.Change{}, err
+			}
+			c := model.Change{Table: rel.table, PK: pk, Op: model.OpUpdate}
+			if old != nil {
+				oldPK, err := rel.pk(old, nil)
+				if err != nil {
+					return model.Change{}, fmt.Errorf("old row: %w", err)
+				}
+				if oldPK != pk {
+					c.OldPK = oldPK
+				}
+			}
+			// Unchanged TOAST values are filled in only from a whole old
+			// row ('O'); a key-only old tuple holds NULLs elsewhere.
+			var full Tuple
+			if m.OldKind == 'O' {
+				full = old
+			}
+			c.Row, err = rel.row(m.New, full, pk)
+			return c, err
+		})
+	case *Delete:
+		return a.row(m.RelationID, "delete", func(rel *relation) (model.Change, error) {
+			if err := rel.checkTuple(m.Old, "old"); err != nil {
+				return model.Change{}, err
+			}
+			pk, err := rel.pk(m.Old, nil)
+			return model.Change{Table: rel.table, PK: pk, Op: model.OpDelete}, err
+		})
+	case *Truncate:
+		names := make([]string, len(m.RelationIDs))
+		for i, id := range m.RelationIDs {
+			names[i] = fmt.Sprintf("relation %d", id)
+			if rel, ok := a.rels[id]; ok {
+				names[i] = rel.table
+			}
+		}
+		return model.Txn{}, false, fmt.Errorf("pgoutput: TRUNCATE of %s in xid %d: %w: a truncate is not a sequence of row changes; delete the rows instead",
+			strings.Join(names, ", "), a.begin.XID, ErrUnsupported)
+	case *Type, *Origin, *LogicalMessage:
+		// Nothing lockstep needs.
+	default:
+		return model.Txn{}, false, fmt.Errorf("pgoutput: unexpected message %T", m)
+	}
+	return model.Txn{}, false, nil
+}
+
+// row adds the change build makes to the open transaction.
+func (a *Assembler) row(relID uint32, op string, build func(*relation) (model.Change, error)) (model.Txn, bool, error) {
+	if !a.open {
+		return model.Txn{}, false, fmt.Errorf("pgoutput: %s outside a transaction: %w", op, ErrMalformed)
+	}
+	rel, ok := a.rels[relID]
+	if !ok {
+		return model.Txn{}, false, fmt.Errorf("pgoutput: %s in xid %d of relation %d, which no Relation message described: %w", op, a.begin.XID, relID, ErrMalformed)
+	}
+	if rel.keyErr != nil {
+		return model.Txn{}, false, fmt.Errorf("pgoutput: %s in xid %d: %w", op, a.begin.XID, rel.keyErr)
+	}
+	c, err := build(rel)
+	if err != nil {
+		return model.Txn{}, false, fmt.Errorf("pgoutput: %s of %s in xid %d: %w", op, rel.table, a.begin.XID, err)
+	}
+	a.txn.Changes = append(a.txn.Changes, c)
+	return model.Txn{}, false, nil
+}
+
+// TableName is lockstep's name for a table: "name" in schema public (or
+// pg_catalog's empty namespace), "schema.name" elsewhere.
+func TableName(namespace, name string) string {
+	if namespace == "" || namespace == "public" {
+		return name
+	}
+	return namespace + "." + name
+}
+
+func (a *Assembler) resolve(m *Relation) (*relation, error) {
+	rel := &relation{Relation: m, table: TableName(m.Namespace, m.Name)}
+	if m.ReplicaIdentity == 'd' {
+		for i, c := range m.Columns {
+			if c.Key {
+				rel.key = append(rel.key, i)
+			}
+		}
+		if len(rel.key) == 0 {
+			rel.keyErr = fmt.Errorf("table %s has no primary key: %w: lockstep names rows by their primary key; add one", rel.table, ErrUnsupported)
+		}
+		return rel, nil
+	}
+	if a.PrimaryKey == nil {
+		rel.keyErr = fmt.Errorf("table %s has replica identity %q, so pgoutput's key flags are not its primary key, and the assembler has no PrimaryKey lookup: %w",
+			rel.table, m.ReplicaIdentity, ErrUnsupported)
+		return rel, nil
+	}
+	names, err := a.PrimaryKey(m)
+	if err != nil {
+		return nil, fmt.Errorf("pgoutput: look up the primary key of %s: %w", rel.table, err)
+	}
+	if len(names) == 0 {
+		rel.keyErr = fmt.Errorf("table %s has no primary key: %w: lockstep names rows by their primary key; add one", rel.table, ErrUnsupported)
+		return rel, nil
+	}
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	for i, c := range m.Columns {
+		if want[c.Name] {
+			rel.key = append(rel.key, i)
+			delete(want, c.Name)
+		}
+	}
+	for _, n := range names {
+		if want[n] {
+			rel.keyErr = fmt.Errorf("primary key column %q of %s is not published: %w", n, rel.table, ErrUnsupported)
+			break
+		}
+	}
+	return rel, nil
+}
+
+func (rel *relation) checkTuple(t Tuple, which string) error {
+	if len(t) != len(rel.Columns) {
+		return fmt.Errorf("%s tuple has %d columns, relation %d columns: %w", which, len(t), len(rel.Columns), ErrMalformed)
+	}
+	return nil
+}
+
+// value is column i's text: from t, or, when t holds an unchanged TOAST
+// placeholder, from old (a whole old row, or nil). ok is false for NULL.
+func (rel *relation) value(t, old Tuple, i int) (s string, ok bool, err error) {
+	v := t[i]
+	if v.Kind == ValueUnchanged {
+		if old == nil || old[i].Kind == ValueUnchanged {
+			return "", false, fmt.Errorf("column %q is an unchanged TOASTed value whose data the server did not send: %w; set REPLICA IDENTITY FULL on %s so the old row carries it",
+				rel.Columns[i].Name, ErrUnsupported, rel.table)
+		}
+		v = old[i]
+	}
+	switch v.Kind {
+	case ValueNull:
+		return "", false, nil
+	case ValueText:
+		return string(v.Data), true, nil
+	case ValueBinary:
+		return "", false, fmt.Errorf("column %q arrived in binary format: %w: stream without the binary option", rel.Columns[i].Name, ErrUnsupported)
+	}
+	return "", false, fmt.Errorf("column %q: value kind %q: %w", rel.Columns[i].Name, v.Kind, ErrMalformed)
+}
+
+// pk joins the key columns' values with ",".
+func (rel *relation) pk(t, old Tuple) (string, error) {
+	var b strings.Builder
+	for j, i := range rel.key {
+		s, ok, err := rel.value(t, old, i)
+		if err != nil {
+			return "", fmt.Errorf("key: %w", err)
+		}
+		if !ok {
+			return "", fmt.Errorf("key column %q is NULL: %w", rel.Columns[i].Name, ErrMalformed)
+		}
+		if j > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(s)
+	}
+	return b.String(), nil
+}
+
+// row is every non-key column's value, NULLs left out.
+func (rel *relation) row(t, old Tuple, pk string) (model.Row, error) {
+	r := model.Row{}
+	k := 0
+	for i, c := range rel.Columns {
+		if k < len(rel.key) && rel.key[k] == i {
+			k++
+			continue
+		}
+		s, ok, err := rel.value(t, old, i)
+		if err != nil {
+			return nil, fmt.Errorf("row %s: %w", pk, err)
+		}
+		if ok {
+			r[c.Name] = s
+		}
+	}
+	return r, nil
+}

@@ -1,0 +1,39 @@
+// Package pgsource is PostgreSQL logical decoding (pgoutput) as a
+// pipeline.ChangeStream, and PostgreSQL as a pipeline.Source.
+//
+// It has three layers:
+//
+//   - a pure decoder (Decode, ParseXLogData, ParseKeepalive,
+//     StandbyStatus) of pgoutput protocol version 1 and the streaming
+//     replication protocol's CopyData messages, written from PostgreSQL's
+//     "Logical Replication Message Formats" and "Streaming Replication
+//     Protocol" chapters;
+//   - the Assembler, also pure, which turns a session's messages into whole
+//     committed model.Txns (XID from Begin, CommitLSN the commit's end LSN,
+//     changes in WAL order);
+//   - the adapters: Stream (a replication connection, replication=database)
+//     and Source (a pgxpool), plus CreateTables.
+//
+// The capture loop drives a Stream like this:
+//
+//	s, _ := pgsource.NewStream(pgsource.Config{DSN: dsn})
+//	snap, _ := s.Snapshot(ctx) // drops and recreates the slot with a consistent read
+//	from, _ := s.Start(ctx)    // == snap.CommitLSN right after a snapshot
+//	for {
+//		txns, err := s.Next(ctx) // whole transactions after from, in commit order
+//		// ... store txns durably downstream ...
+//		s.Confirm(ctx, txns[len(txns)-1].CommitLSN)
+//	}
+//
+// Rows map to lockstep's model the same way in the snapshot and in the
+// stream: Table is the table's name ("schema.table" outside public), PK the
+// primary-key columns' text values joined with ",", Row every other
+// non-NULL column's text value. Tables should have REPLICA IDENTITY FULL
+// (CreateTables sets it): otherwise an update that leaves a TOASTed value
+// unchanged does not carry it, and the stream reports an error rather than
+// writing a placeholder over data. TRUNCATE is reported as an error.
+//
+// It needs PostgreSQL 15 or later (CREATE_REPLICATION_SLOT's option list,
+// pg_publication_tables.attnames). Package pgtest starts throwaway
+// PostgreSQL 15 clusters for tests.
+package pgsource

@@ -1,0 +1,729 @@
+package pgsource
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"lockstep/model"
+	"lockstep/pipeline"
+)
+
+// Defaults for Config.
+const (
+	DefaultSlot           = "lockstep"
+	DefaultPublication    = "lockstep"
+	DefaultStatusInterval = 10 * time.Second
+)
+
+const (
+	// linger is how long Next keeps reading after it has a whole
+	// transaction, to hand back a batch rather than one at a time.
+	linger = 5 * time.Millisecond
+	// maxBatch caps the transactions one Next returns.
+	maxBatch = 1000
+	// slotBusyWait is how long Start retries while the slot is still held
+	// by a walsender that is going away (the previous session's).
+	slotBusyWait = 5 * time.Second
+	// writeTimeout bounds a status update's write.
+	writeTimeout = 10 * time.Second
+)
+
+// Config configures a Stream.
+type Config struct {
+	// DSN is the source database's connection string (URL or key=value).
+	// The stream adds replication=database for its replication connection
+	// and removes it for its SQL connection, so either form works.
+	DSN string
+	// Slot is the logical replication slot's name (default "lockstep").
+	Slot string
+	// Publication is the publication streamed (default "lockstep"); a
+	// snapshot creates it FOR ALL TABLES when it is missing.
+	Publication string
+	// StatusInterval is the longest time between two standby status
+	// updates while streaming (default 10s). Keepalives that ask for a
+	// reply are answered at once whatever it is.
+	StatusInterval time.Duration
+	// Logger receives debug logs (default: none).
+	Logger *slog.Logger
+}
+
+// Stream is PostgreSQL logical decoding (pgoutput, protocol version 1) as a
+// pipeline.ChangeStream. It is not safe for concurrent use: one goroutine
+// calls Snapshot, Start, Next and Confirm in turn, as the capture loop does.
+//
+// Positions: a transaction's CommitLSN is the end of its commit record. The
+// server skips, on restart, every transaction whose commit record starts
+// before the slot's confirmed position, so confirming a transaction's
+// CommitLSN means "this transaction and all before it" and a stream started
+// there resumes with the next one. Status updates always report the
+// position last confirmed, never the server's WAL end, so nothing that is
+// not safely downstream is released.
+type Stream struct {
+	cfg Config
+	log *slog.Logger
+
+	repl    *pgconn.PgConn // the replication connection, streaming; nil when not started
+	sql     *pgx.Conn      // primary-key lookups while streaming, opened lazily
+	asm     Assembler
+	nextCtx context.Context // the running Next's context, for primary-key lookups
+
+	confirmed  model.LSN
+	lastStatus time.Time
+	broken     error // why the open stream cannot go on
+
+	mu         sync.Mutex // orders deadline changes between Next and its context's cancellation
+	keepalives int        // keepalives answered (for tests)
+}
+
+var _ pipeline.ChangeStream = (*Stream)(nil)
+
+var simpleName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+// NewStream checks cfg and fills in its defaults. It connects to nothing.
+func NewStream(cfg Config) (*Stream, error) {
+	if cfg.Slot == "" {
+		cfg.Slot = DefaultSlot
+	}
+	if cfg.Publication == "" {
+		cfg.Publication = DefaultPublication
+	}
+	if cfg.StatusInterval <= 0 {
+		cfg.StatusInterval = DefaultStatusInterval
+	}
+	if !simpleName.MatchString(cfg.Slot) {
+		return nil, fmt.Errorf("pgsource: slot name %q: want lower-case letters, digits and _ (at most 63)", cfg.Slot)
+	}
+	if !simpleName.MatchString(cfg.Publication) {
+		return nil, fmt.Errorf("pgsource: publication name %q: want lower-case letters, digits and _ (at most 63)", cfg.Publication)
+	}
+	if _, err := pgconn.ParseConfig(cfg.DSN); err != nil {
+		return nil, fmt.Errorf("pgsource: DSN: %w", err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Stream{cfg: cfg, log: log}
+	s.asm.PrimaryKey = s.lookupPrimaryKey
+	return s, nil
+}
+
+// Confirmed is the position last confirmed (or read from the slot by Start).
+func (s *Stream) Confirmed() model.LSN { return s.confirmed }
+
+func (s *Stream) replConfig() (*pgconn.Config, error) {
+	c, err := pgconn.ParseConfig(s.cfg.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("pgsource: DSN: %w", err)
+	}
+	c.RuntimeParams["replication"] = "database"
+	return c, nil
+}
+
+func (s *Stream) connectSQL(ctx context.Context) (*pgx.Conn, error) {
+	c, err := pgx.ParseConfig(s.cfg.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("pgsource: DSN: %w", err)
+	}
+	delete(c.RuntimeParams, "replication")
+	conn, err := pgx.ConnectConfig(ctx, c)
+	if err != nil {
+		return nil, fmt.Errorf("pgsource: connect: %w", err)
+	}
+	return conn, nil
+}
+
+func (s *Stream) connectRepl(ctx context.Context) (*pgconn.PgConn, error) {
+	c, err := s.replConfig()
+	if err != nil {
+		return nil, err
+	}
+	conn, err := pgconn.ConnectConfig(ctx, c)
+	if err != nil {
+		return nil, fmt.Errorf("pgsource: open replication connection: %w", err)
+	}
+	return conn, nil
+}
+
+// closeRepl ends the streaming session, if any.
+func (s *Stream) closeRepl() {
+	if s.repl == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	s.repl.Close(ctx) // best effort: the connection is being thrown away
+	s.repl = nil
+}
+
+// Close ends the stream and its connections. The slot stays.
+func (s *Stream) Close(ctx context.Context) error {
+	s.closeRepl()
+	s.broken = nil
+	if s.sql != nil {
+		err := s.sql.Close(ctx)
+		s.sql = nil
+		if err != nil {
+			return fmt.Errorf("pgsource: close SQL connection: %w", err)
+		}
+	}
+	return nil
+}
+
+// Snapshot drops the slot if it exists, creates it again with an exported
+// snapshot and, while the replication connection that created it stays
+// idle (which keeps the snapshot valid), reads every table of the
+// publication in that snapshot. The rows come back as inserts in key order,
+// in a transaction whose CommitLSN is the slot's consistent point: the
+// stream delivers exactly the transactions that commit after it. Snapshot
+// creates the publication FOR ALL TABLES when it is missing, and closes any
+// open stream first. The snapshot's XID and its changes' Revs are 0:
+// PostgreSQL does not count a row's past changes.
+func (s *Stream) Snapshot(ctx context.Context) (model.Txn, error) {
+	s.closeRepl()
+	db, err := s.connectSQL(ctx)
+	if err != nil {
+		return model.Txn{}, fmt.Errorf("pgsource: snapshot: %w", err)
+	}
+	defer closeQuietly(db)
+	if err := ensurePublication(ctx, db, s.cfg.Publication); err != nil {
+		return model.Txn{}, fmt.Errorf("pgsource: snapshot: %w", err)
+	}
+	// Fence off whoever still holds the slot (a zombie capture, or our own
+	// previous walsender on its way out), so the drop can go ahead.
+	if _, err := db.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots
+		WHERE slot_name = $1 AND active_pid IS NOT NULL`, s.cfg.Slot); err != nil {
+		return model.Txn{}, fmt.Errorf("pgsource: snapshot: stop the holder of slot %s: %w", s.cfg.Slot, err)
+	}
+
+	repl, err := s.connectRepl(ctx)
+	if err != nil {
+		return model.Txn{}, fmt.Errorf("pgsource: snapshot: %w", err)
+	}
+	defer closeQuietly(repl)
+	if _, err := repl.Exec(ctx, "DROP_REPLICATION_SLOT "+s.cfg.Slot+" WAIT").ReadAll(); err != nil && !isCode(err, "42704") {
+		return model.Txn{}, fmt.Errorf("pgsource: snapshot: drop slot %s: %w", s.cfg.Slot, err)
+	}
+	res, err := repl.Exec(ctx, "CREATE_REPLICATION_SLOT "+s.cfg.Slot+" LOGICAL pgoutput (SNAPSHOT 'export')").ReadAll()
+	if err != nil {
+		return model.Txn{}, fmt.Errorf("pgsource: snapshot: create slot %s: %w", s.cfg.Slot, err)
+	}
+	point, name, err := slotCreated(res)
+	if err != nil {
+		return model.Txn{}, fmt.Errorf("pgsource: snapshot: create slot %s: %w", s.cfg.Slot, err)
+	}
+	s.log.Debug("pgsource: slot created", "slot", s.cfg.Slot, "consistent_point", point, "snapshot", name)
+
+	changes, err := readSnapshot(ctx, db, name, s.cfg.Publication)
+	if err != nil {
+		// A slot without its snapshot must not be streamed from: drop it so
+		// that Start says ErrNoSlot and the caller snapshots again.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, derr := repl.Exec(dctx, "DROP_REPLICATION_SLOT "+s.cfg.Slot).ReadAll(); derr != nil {
+			err = errors.Join(err, fmt.Errorf("drop the slot again: %w", derr))
+		}
+		return model.Txn{}, fmt.Errorf("pgsource: snapshot at %s: %w", point, err)
+	}
+	return model.Txn{Snapshot: true, CommitLSN: point, Changes: changes}, nil
+}
+
+// slotCreated reads CREATE_REPLICATION_SLOT's answer: slot_name,
+// consistent_point, snapshot_name, output_plugin.
+func slotCreated(res []*pgconn.Result) (model.LSN, string, error) {
+	if len(res) != 1 || len(res[0].Rows) != 1 {
+		return 0, "", fmt.Errorf("unexpected answer: %d results", len(res))
+	}
+	var point, name string
+	for i, f := range res[0].FieldDescriptions {
+		if i >= len(res[0].Rows[0]) {
+			break
+		}
+		switch f.Name {
+		case "consistent_point":
+			point = string(res[0].Rows[0][i])
+		case "snapshot_name":
+			name = string(res[0].Rows[0][i])
+		}
+	}
+	lsn, err := model.ParseLSN(point)
+	if err != nil {
+		return 0, "", fmt.Errorf("consistent point: %w", err)
+	}
+	if !snapshotName.MatchString(name) {
+		return 0, "", fmt.Errorf("unexpected snapshot name %q", name)
+	}
+	return lsn, name, nil
+}
+
+var snapshotName = regexp.MustCompile(`^[0-9A-Fa-f-]+$`)
+
+// readSnapshot reads every table of pub in the exported snapshot name.
+func readSnapshot(ctx context.Context, db *pgx.Conn, name, pub string) ([]model.Change, error) {
+	tx, err := db.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return nil, fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) // read only: nothing to keep
+	if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT '"+name+"'", pgx.QueryExecModeSimpleProtocol); err != nil {
+		return nil, fmt.Errorf("set transaction snapshot %s: %w", name, err)
+	}
+	tables, err := publishedTables(ctx, tx, pub)
+	if err != nil {
+		return nil, err
+	}
+	var changes []model.Change
+	for _, t := range tables {
+		changes, err = readTable(ctx, tx, t, changes)
+		if err != nil {
+			return nil, err
+		}
+	}
+	slices.SortStableFunc(changes, func(a, b model.Change) int {
+		switch ka, kb := a.Key(), b.Key(); {
+		case ka.Less(kb):
+			return -1
+		case kb.Less(ka):
+			return 1
+		}
+		return 0
+	})
+	return changes, nil
+}
+
+type table struct {
+	oid          uint32
+	schema, name string
+	columns      []string // published, non-generated columns, in column order
+	key          []string // primary-key columns, in column order
+}
+
+func publishedTables(ctx context.Context, tx pgx.Tx, pub string) ([]table, error) {
+	rows, err := tx.Query(ctx, `SELECT c.oid, pt.schemaname::text, pt.tablename::text, pt.attnames::text[]
+		FROM pg_publication_tables pt
+		JOIN pg_namespace n ON n.nspname = pt.schemaname
+		JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
+		WHERE pt.pubname = $1 ORDER BY 2, 3`, pub)
+	if err != nil {
+		return nil, fmt.Errorf("list the tables of publication %s: %w", pub, err)
+	}
+	var tables []table
+	var published [][]string
+	for rows.Next() {
+		var t table
+		var attnames []string
+		if err := rows.Scan(&t.oid, &t.schema, &t.name, &attnames); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("list the tables of publication %s: %w", pub, err)
+		}
+		tables = append(tables, t)
+		published = append(published, attnames)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list the tables of publication %s: %w", pub, err)
+	}
+	for i := range tables {
+		t := &tables[i]
+		key, err := primaryKey(ctx, tx, t.oid)
+		if err != nil {
+			return nil, fmt.Errorf("primary key of %s: %w", TableName(t.schema, t.name), err)
+		}
+		t.key = key
+		cols, err := tx.Query(ctx, `SELECT attname::text FROM pg_attribute
+			WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
+			ORDER BY attnum`, t.oid)
+		if err != nil {
+			return nil, fmt.Errorf("columns of %s: %w", TableName(t.schema, t.name), err)
+		}
+		all, err := pgx.CollectRows(cols, pgx.RowTo[string])
+		if err != nil {
+			return nil, fmt.Errorf("columns of %s: %w", TableName(t.schema, t.name), err)
+		}
+		for _, c := range all {
+			if published[i] == nil || slices.Contains(published[i], c) {
+				t.columns = append(t.columns, c)
+			}
+		}
+	}
+	return tables, nil
+}
+
+// primaryKeySQL lists a table's primary-key columns in column order (the
+// order pgoutput sends columns in, so PKs join the same way).
+const primaryKeySQL = `SELECT a.attname::text FROM pg_index i
+	JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+	WHERE i.indrelid = $1 AND i.indisprimary ORDER BY a.attnum`
+
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+func primaryKey(ctx context.Context, q querier, oid uint32) ([]string, error) {
+	rows, err := q.Query(ctx, primaryKeySQL, oid)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+func readTable(ctx context.Context, tx pgx.Tx, t table, out []model.Change) ([]model.Change, error) {
+	name := TableName(t.schema, t.name)
+	if len(t.key) == 0 {
+		return nil, fmt.Errorf("table %s has no primary key: %w: lockstep names rows by their primary key; add one", name, ErrUnsupported)
+	}
+	isKey := make([]bool, len(t.columns))
+	quoted := make([]string, len(t.columns))
+	for i, c := range t.columns {
+		isKey[i] = slices.Contains(t.key, c)
+		quoted[i] = pgx.Identifier{c}.Sanitize()
+	}
+	for _, k := range t.key {
+		if !slices.Contains(t.columns, k) {
+			return nil, fmt.Errorf("primary key column %q of %s is not published: %w", k, name, ErrUnsupported)
+		}
+	}
+	rows, err := tx.Query(ctx, "SELECT "+strings.Join(quoted, ", ")+" FROM ONLY "+pgx.Identifier{t.schema, t.name}.Sanitize(),
+		pgx.QueryResultFormats{pgx.TextFormatCode})
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		vals := rows.RawValues()
+		var pk strings.Builder
+		row := model.Row{}
+		for i, v := range vals {
+			switch {
+			case isKey[i] && v == nil:
+				return nil, fmt.Errorf("read %s: key column %q is NULL", name, t.columns[i])
+			case isKey[i]:
+				if pk.Len() > 0 {
+					pk.WriteByte(',')
+				}
+				pk.Write(v)
+			case v != nil:
+				row[t.columns[i]] = string(v)
+			}
+		}
+		out = append(out, model.Change{Table: name, PK: pk.String(), Op: model.OpInsert, Row: row})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	return out, nil
+}
+
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// ensurePublication creates publication pub FOR ALL TABLES unless it exists.
+func ensurePublication(ctx context.Context, db execer, pub string) error {
+	var exists bool
+	if err := db.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", pub).Scan(&exists); err != nil {
+		return fmt.Errorf("look for publication %s: %w", pub, err)
+	}
+	if exists {
+		return nil
+	}
+	_, err := db.Exec(ctx, "CREATE PUBLICATION "+pgx.Identifier{pub}.Sanitize()+" FOR ALL TABLES")
+	if err != nil && !isCode(err, "42710") { // duplicate_object: someone else just made it
+		return fmt.Errorf("create publication %s: %w", pub, err)
+	}
+	return nil
+}
+
+// Start opens the stream at the slot's confirmed position and returns it.
+// It closes any stream already open. pipeline.ErrNoSlot when the slot does
+// not exist.
+func (s *Stream) Start(ctx context.Context) (model.LSN, error) {
+	s.closeRepl()
+	s.broken = nil
+	busyUntil := time.Now().Add(slotBusyWait)
+	for {
+		conn, lsn, err := s.start(ctx)
+		if err == nil {
+			s.repl, s.confirmed, s.lastStatus = conn, lsn, time.Now()
+			s.asm.Reset()
+			s.log.Debug("pgsource: streaming", "slot", s.cfg.Slot, "from", lsn)
+			return lsn, nil
+		}
+		// 55006 object_in_use: the slot is still held, most often by the
+		// walsender of our own previous session, which is exiting.
+		if !isCode(err, "55006") || time.Now().After(busyUntil) {
+			return 0, fmt.Errorf("pgsource: start slot %s: %w", s.cfg.Slot, err)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("pgsource: start slot %s: %w (last: %w)", s.cfg.Slot, ctx.Err(), err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (s *Stream) start(ctx context.Context) (*pgconn.PgConn, model.LSN, error) {
+	conn, err := s.connectRepl(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			closeQuietly(conn)
+		}
+	}()
+	res, err := conn.Exec(ctx, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = '"+s.cfg.Slot+"'").ReadAll()
+	if err != nil {
+		return nil, 0, fmt.Errorf("read the slot's position: %w", err)
+	}
+	if len(res) != 1 || len(res[0].Rows) == 0 {
+		return nil, 0, pipeline.ErrNoSlot
+	}
+	if res[0].Rows[0][0] == nil {
+		return nil, 0, fmt.Errorf("slot %s has no confirmed position: is it a logical slot?", s.cfg.Slot)
+	}
+	lsn, err := model.ParseLSN(string(res[0].Rows[0][0]))
+	if err != nil {
+		return nil, 0, fmt.Errorf("read the slot's position: %w", err)
+	}
+	q := fmt.Sprintf("START_REPLICATION SLOT %s LOGICAL 0/0 (proto_version '1', publication_names '%s')", s.cfg.Slot, s.cfg.Publication)
+	conn.Frontend().Send(&pgproto3.Query{String: q})
+	if err := conn.Frontend().Flush(); err != nil {
+		return nil, 0, fmt.Errorf("send START_REPLICATION: %w", err)
+	}
+	for {
+		msg, err := conn.ReceiveMessage(ctx)
+		if err != nil {
+			return nil, 0, fmt.Errorf("START_REPLICATION: %w", err)
+		}
+		switch msg := msg.(type) {
+		case *pgproto3.CopyBothResponse:
+			ok = true
+			return conn, lsn, nil
+		case *pgproto3.ErrorResponse:
+			err := pgconn.ErrorResponseToPgError(msg)
+			if err.Code == "42704" { // undefined_object: dropped since we looked
+				return nil, 0, fmt.Errorf("%w: %w", pipeline.ErrNoSlot, err)
+			}
+			return nil, 0, fmt.Errorf("START_REPLICATION: %w", err)
+		case *pgproto3.NoticeResponse, *pgproto3.ParameterStatus:
+		default:
+			return nil, 0, fmt.Errorf("START_REPLICATION: unexpected %T", msg)
+		}
+	}
+}
+
+// Next returns the next committed transactions, in commit order: at least
+// one, and as many more as arrive within a few milliseconds (up to 1000).
+// Transactions that touched no published table are left out. While it
+// waits it answers every keepalive that asks for a reply and sends a status
+// update at least every StatusInterval, always with the confirmed position.
+// When ctx ends while whole transactions are in hand, they are returned;
+// the stream stays usable after a ctx error.
+func (s *Stream) Next(ctx context.Context) ([]model.Txn, error) {
+	if s.broken != nil {
+		return nil, fmt.Errorf("pgsource: stream from slot %s broke; Start it again: %w", s.cfg.Slot, s.broken)
+	}
+	if s.repl == nil {
+		return nil, fmt.Errorf("pgsource: next: stream not started")
+	}
+	conn := s.repl
+	stop := context.AfterFunc(ctx, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		conn.Conn().SetReadDeadline(time.Now()) // wake the read below
+	})
+	defer stop()
+	s.nextCtx = ctx
+	defer func() { s.nextCtx = nil }()
+
+	var out []model.Txn
+	var lingerUntil time.Time
+	for {
+		now := time.Now()
+		if now.Sub(s.lastStatus) >= s.cfg.StatusInterval {
+			if err := s.sendStatus(now); err != nil {
+				return s.fail(out, err)
+			}
+		}
+		deadline := s.lastStatus.Add(s.cfg.StatusInterval)
+		if len(out) > 0 {
+			if len(out) >= maxBatch || !now.Before(lingerUntil) {
+				return out, nil
+			}
+			if lingerUntil.Before(deadline) {
+				deadline = lingerUntil
+			}
+		}
+		msg, err := s.receive(ctx, conn, deadline)
+		if err != nil {
+			if ctx.Err() != nil {
+				if len(out) > 0 {
+					return out, nil
+				}
+				return nil, fmt.Errorf("pgsource: next: %w", ctx.Err())
+			}
+			if pgconn.Timeout(err) {
+				continue
+			}
+			return s.fail(out, fmt.Errorf("receive: %w", err))
+		}
+		switch msg := msg.(type) {
+		case *pgproto3.CopyData:
+			if len(msg.Data) == 0 {
+				return s.fail(out, fmt.Errorf("empty CopyData: %w", ErrMalformed))
+			}
+			switch msg.Data[0] {
+			case 'w':
+				x, err := ParseXLogData(msg.Data)
+				if err != nil {
+					return s.fail(out, err)
+				}
+				txn, done, err := s.asm.Feed(x.Data)
+				if err != nil {
+					return s.fail(out, err)
+				}
+				if done && len(txn.Changes) > 0 {
+					out = append(out, txn)
+					if len(out) == 1 {
+						lingerUntil = time.Now().Add(linger)
+					}
+				}
+			case 'k':
+				k, err := ParseKeepalive(msg.Data)
+				if err != nil {
+					return s.fail(out, err)
+				}
+				if k.ReplyRequested {
+					s.keepalives++
+					if err := s.sendStatus(time.Now()); err != nil {
+						return s.fail(out, err)
+					}
+				}
+			default:
+				return s.fail(out, fmt.Errorf("unknown CopyData message %q: %w", msg.Data[0], ErrMalformed))
+			}
+		case *pgproto3.ErrorResponse:
+			return s.fail(out, pgconn.ErrorResponseToPgError(msg))
+		case *pgproto3.CopyDone:
+			return s.fail(out, errors.New("the server ended the replication stream"))
+		case *pgproto3.NoticeResponse, *pgproto3.ParameterStatus:
+		default:
+			return s.fail(out, fmt.Errorf("unexpected %T in the replication stream", msg))
+		}
+	}
+}
+
+// receive reads one message, giving up at deadline (a timeout error) or
+// when ctx ends.
+func (s *Stream) receive(ctx context.Context, conn *pgconn.PgConn, deadline time.Time) (pgproto3.BackendMessage, error) {
+	s.mu.Lock()
+	if err := ctx.Err(); err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
+	conn.Conn().SetReadDeadline(deadline)
+	s.mu.Unlock()
+	// With the background context pgconn leaves deadlines to us; a timeout
+	// leaves the connection usable, mid-message or not.
+	return conn.ReceiveMessage(context.Background())
+}
+
+// fail breaks the stream: the transactions already whole are still handed
+// back, and the next call reports err.
+func (s *Stream) fail(out []model.Txn, err error) ([]model.Txn, error) {
+	s.broken = err
+	s.closeRepl()
+	s.log.Debug("pgsource: stream broke", "slot", s.cfg.Slot, "err", err)
+	if len(out) > 0 {
+		return out, nil
+	}
+	return nil, fmt.Errorf("pgsource: stream from slot %s: %w", s.cfg.Slot, err)
+}
+
+// sendStatus sends a standby status update with the confirmed position as
+// written, flushed and applied.
+func (s *Stream) sendStatus(now time.Time) error {
+	b := StandbyStatus{Write: s.confirmed, Flush: s.confirmed, Apply: s.confirmed, ClientTime: now}.Encode()
+	s.repl.Conn().SetWriteDeadline(now.Add(writeTimeout))
+	s.repl.Frontend().Send(&pgproto3.CopyData{Data: b})
+	if err := s.repl.Frontend().Flush(); err != nil {
+		return fmt.Errorf("send status update at %s: %w", s.confirmed, err)
+	}
+	s.lastStatus = now
+	return nil
+}
+
+// Confirm records that everything up to lsn is safely stored downstream and
+// tells the server at once with a status update. Positions only move
+// forward: a smaller lsn is ignored. A stream that is not open records
+// nothing (Start reads the slot's position afresh).
+func (s *Stream) Confirm(ctx context.Context, lsn model.LSN) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("pgsource: confirm %s: %w", lsn, err)
+	}
+	if s.broken != nil {
+		return fmt.Errorf("pgsource: confirm %s: stream broke: %w", lsn, s.broken)
+	}
+	if s.repl == nil {
+		return fmt.Errorf("pgsource: confirm %s: stream not started", lsn)
+	}
+	if lsn > s.confirmed {
+		s.confirmed = lsn
+	}
+	if err := s.sendStatus(time.Now()); err != nil {
+		s.broken = err
+		s.closeRepl()
+		return fmt.Errorf("pgsource: confirm %s: %w", lsn, err)
+	}
+	return nil
+}
+
+// lookupPrimaryKey is the Assembler's PrimaryKey: it asks the catalog over
+// a second, ordinary connection.
+func (s *Stream) lookupPrimaryKey(rel *Relation) ([]string, error) {
+	ctx := s.nextCtx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if s.sql == nil || s.sql.IsClosed() {
+		conn, err := s.connectSQL(ctx)
+		if err != nil {
+			return nil, err
+		}
+		s.sql = conn
+	}
+	key, err := primaryKey(ctx, s.sql, rel.ID)
+	if err != nil {
+		closeQuietly(s.sql)
+		s.sql = nil
+		return nil, err
+	}
+	return key, nil
+}
+
+func isCode(err error, code string) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == code
+}
+
+type closer interface{ Close(context.Context) error }
+
+// closeQuietly closes a connection that is being thrown away.
+func closeQuietly(c closer) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = c.Close(ctx)
+}
