@@ -1,0 +1,105 @@
+package kafkalog
+
+import (
+	"encoding/json"
+	"fmt"
+	"unicode/utf8"
+
+	"lockstep/model"
+)
+
+// CodecVersion is the version of the record value's encoding, written in
+// every value as "v"; DecodeTxn refuses any other.
+const CodecVersion = 1
+
+// wireTxn is the JSON form of a model.Txn:
+//
+//	{"v":1,"xid":7,"lsn":23456,"snapshot":true,"changes":[
+//	  {"table":"users","pk":"u2","op":"update","row":{"name":"Ann"},"old_pk":"u1","revs":3}]}
+//
+// A nil row or change list is null and an empty one {} or []: decoding
+// gives back exactly what was encoded.
+type wireTxn struct {
+	V        int          `json:"v"`
+	XID      uint64       `json:"xid"`
+	LSN      uint64       `json:"lsn"`
+	Snapshot bool         `json:"snapshot,omitempty"`
+	Changes  []wireChange `json:"changes"`
+}
+
+type wireChange struct {
+	Table string            `json:"table"`
+	PK    string            `json:"pk"`
+	Op    string            `json:"op"`
+	Row   map[string]string `json:"row"`
+	OldPK string            `json:"old_pk,omitempty"`
+	Revs  int               `json:"revs,omitempty"`
+}
+
+// EncodeTxn is a transaction's record value.
+func EncodeTxn(t model.Txn) ([]byte, error) {
+	w := wireTxn{V: CodecVersion, XID: t.XID, LSN: uint64(t.CommitLSN), Snapshot: t.Snapshot}
+	if t.Changes != nil {
+		w.Changes = make([]wireChange, len(t.Changes))
+	}
+	for i, c := range t.Changes {
+		switch c.Op {
+		case model.OpInsert, model.OpUpdate, model.OpDelete:
+		default:
+			return nil, fmt.Errorf("kafkalog: encode txn %d: change %d has unknown %s", t.XID, i, c.Op)
+		}
+		if !validUTF8(c) {
+			return nil, fmt.Errorf("kafkalog: encode txn %d: change %d (%s) is not valid UTF-8", t.XID, i, c.Key())
+		}
+		w.Changes[i] = wireChange{Table: c.Table, PK: c.PK, Op: c.Op.String(), Row: c.Row, OldPK: c.OldPK, Revs: c.Revs}
+	}
+	b, err := json.Marshal(w)
+	if err != nil {
+		return nil, fmt.Errorf("kafkalog: encode txn %d: %w", t.XID, err)
+	}
+	return b, nil
+}
+
+// validUTF8 reports whether every string of c is valid UTF-8, which JSON
+// needs to give it back unchanged (PostgreSQL text in a UTF8 database is).
+func validUTF8(c model.Change) bool {
+	if !utf8.ValidString(c.Table) || !utf8.ValidString(c.PK) || !utf8.ValidString(c.OldPK) {
+		return false
+	}
+	for k, v := range c.Row {
+		if !utf8.ValidString(k) || !utf8.ValidString(v) {
+			return false
+		}
+	}
+	return true
+}
+
+// DecodeTxn is the inverse of EncodeTxn.
+func DecodeTxn(b []byte) (model.Txn, error) {
+	var w wireTxn
+	if err := json.Unmarshal(b, &w); err != nil {
+		return model.Txn{}, fmt.Errorf("kafkalog: decode txn: %w", err)
+	}
+	if w.V != CodecVersion {
+		return model.Txn{}, fmt.Errorf("kafkalog: decode txn: encoding version %d, want %d", w.V, CodecVersion)
+	}
+	t := model.Txn{XID: w.XID, CommitLSN: model.LSN(w.LSN), Snapshot: w.Snapshot}
+	if w.Changes != nil {
+		t.Changes = make([]model.Change, len(w.Changes))
+	}
+	for i, c := range w.Changes {
+		var op model.Op
+		switch c.Op {
+		case "insert":
+			op = model.OpInsert
+		case "update":
+			op = model.OpUpdate
+		case "delete":
+			op = model.OpDelete
+		default:
+			return model.Txn{}, fmt.Errorf("kafkalog: decode txn %d: change %d has unknown op %q", w.XID, i, c.Op)
+		}
+		t.Changes[i] = model.Change{Table: c.Table, PK: c.PK, Op: op, Row: c.Row, OldPK: c.OldPK, Revs: c.Revs}
+	}
+	return t, nil
+}

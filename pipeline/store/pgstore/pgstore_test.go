@@ -1,0 +1,326 @@
+package pgstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"lockstep/model"
+	"lockstep/pipeline"
+	"lockstep/pipeline/pgsource/pgtest"
+	"lockstep/pipeline/store/storetest"
+)
+
+// TestPostgres runs every test against one throwaway cluster.
+func TestPostgres(t *testing.T) {
+	dsn := pgtest.Start(t)
+	open := func(t *testing.T) *pgxpool.Pool {
+		t.Helper()
+		pool, err := pgxpool.New(context.Background(), dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(pool.Close)
+		return pool
+	}
+	t.Run("ReplicaConformance", func(t *testing.T) {
+		storetest.Run(t, storetest.Harness{Kind: model.Replica, Open: func(t *testing.T, blind bool) storetest.Store {
+			r, err := NewReplica(ctx(t), open(t), Options{Blind: blind})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r
+		}})
+	})
+	t.Run("SearchConformance", func(t *testing.T) {
+		storetest.Run(t, storetest.Harness{Kind: model.Search, Open: func(t *testing.T, blind bool) storetest.Store {
+			s, err := NewSearch(ctx(t), open(t), Options{Blind: blind})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}})
+	})
+	t.Run("ReplicaBatchIsAtomic", func(t *testing.T) { testReplicaAtomic(t, open(t)) })
+	t.Run("SearchBulksAreNot", func(t *testing.T) { testSearchNotAtomic(t, open(t)) })
+	t.Run("SearchQuery", func(t *testing.T) { testSearchQuery(t, open(t)) })
+	t.Run("ConcurrentAppliers", func(t *testing.T) { testConcurrentAppliers(t, open(t)) })
+	t.Run("Prefixes", func(t *testing.T) { testPrefixes(t, open(t)) })
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func ins(pk string, row model.Row) model.Change {
+	return model.Change{Table: "t", PK: pk, Op: model.OpInsert, Row: row}
+}
+
+func pos(off int64, lsn model.LSN) model.Position { return model.Position{Offset: off, LSN: lsn} }
+
+// PostgreSQL refuses a NUL byte in text, which makes a statement in the
+// middle of a batch fail.
+var bad = model.Row{"v": "bad\x00value"}
+
+// A replica batch that fails part way leaves no trace: no document, no
+// position.
+func testReplicaAtomic(t *testing.T, pool *pgxpool.Pool) {
+	r, err := NewReplica(ctx(t), pool, Options{Prefix: "atomic_"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Apply(ctx(t), pipeline.Batch{Txns: []model.Txn{{CommitLSN: 10, Changes: []model.Change{ins("a", model.Row{"v": "1"})}}}, Position: pos(1, 10)}); err != nil {
+		t.Fatal(err)
+	}
+	before, err := r.ReadAll(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := pipeline.Batch{Base: &before.Position, Position: pos(4, 40), Txns: []model.Txn{
+		{CommitLSN: 20, Changes: []model.Change{ins("b", model.Row{"v": "2"}), {Table: "t", PK: "a", Op: model.OpDelete}}},
+		{CommitLSN: 30, Changes: []model.Change{ins("c", bad)}},
+		{CommitLSN: 40, Changes: []model.Change{ins("d", model.Row{"v": "4"})}},
+	}}
+	if err := r.Apply(ctx(t), b); err == nil {
+		t.Fatal("a batch with a NUL byte applied")
+	}
+	after, err := r.ReadAll(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !equalSnap(before, after) {
+		t.Fatalf("a failed batch changed the replica: %+v -> %+v", before, after)
+	}
+	if err := r.Apply(ctx(t), pipeline.Batch{Txns: []model.Txn{{CommitLSN: math.MaxInt64 + 1}}, Position: pos(5, math.MaxInt64+1)}); err == nil {
+		t.Fatal("an LSN above the bigint range was accepted")
+	}
+}
+
+func equalSnap(a, b model.Snapshot) bool {
+	if a.HasPosition != b.HasPosition || a.Position != b.Position || len(a.Docs) != len(b.Docs) {
+		return false
+	}
+	for k, d := range a.Docs {
+		if b.Docs[k] != d {
+			return false
+		}
+	}
+	return true
+}
+
+// The search index takes a batch in bulk requests with no atomicity across
+// them: a failure leaves the earlier requests applied and the position
+// where it was, and applying the batch again completes it exactly once.
+func testSearchNotAtomic(t *testing.T, pool *pgxpool.Pool) {
+	s, err := NewSearch(ctx(t), pool, Options{Prefix: "bulk_"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Clear(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	start := pos(0, 0)
+	if err := s.Apply(ctx(t), pipeline.Batch{Position: start}); err != nil {
+		t.Fatal(err)
+	}
+	var txns []model.Txn
+	for i := range 20 {
+		txns = append(txns, model.Txn{CommitLSN: model.LSN(10 + i), Changes: []model.Change{ins(fmt.Sprint("k", i), model.Row{"v": fmt.Sprint("word", i)})}})
+	}
+	broken := slices.Clone(txns)
+	broken[17] = model.Txn{CommitLSN: 27, Changes: []model.Change{ins("k17", bad)}}
+	b := pipeline.Batch{Txns: broken, Position: pos(20, 29), Base: &start}
+	if err := s.Apply(ctx(t), b); err == nil {
+		t.Fatal("a batch with a NUL byte applied")
+	}
+	snap, err := s.ReadAll(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snap.Docs) != BulkDocs || snap.Position != start {
+		t.Fatalf("after a failure in the second bulk request: %d docs at %s, want the first %d at %s", len(snap.Docs), snap.Position, BulkDocs, start)
+	}
+	b.Txns = txns
+	if err := s.Apply(ctx(t), b); err != nil {
+		t.Fatal(err)
+	}
+	snap, err = s.ReadAll(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snap.Docs) != 20 || snap.Position != b.Position {
+		t.Fatalf("after applying again: %d docs at %s", len(snap.Docs), snap.Position)
+	}
+	for k, d := range snap.Docs {
+		if d.Revs != 1 {
+			t.Fatalf("%s counted %d revisions, want 1", k, d.Revs)
+		}
+	}
+}
+
+// The index is searchable by the document's terms.
+func testSearchQuery(t *testing.T, pool *pgxpool.Pool) {
+	s, err := NewSearch(ctx(t), pool, Options{Prefix: "query_"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Clear(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	err = s.Apply(ctx(t), pipeline.Batch{Position: pos(2, 20), Txns: []model.Txn{
+		{CommitLSN: 10, Changes: []model.Change{
+			{Table: "users", PK: "u1", Op: model.OpInsert, Row: model.Row{"name": "Ann Lee", "bio": "likes Tango"}},
+			{Table: "users", PK: "u2", Op: model.OpInsert, Row: model.Row{"name": "Bo Lee", "bio": "golf"}},
+		}},
+		{CommitLSN: 20, Changes: []model.Change{{Table: "users", PK: "u3", Op: model.OpInsert, Row: model.Row{"name": "Cy", "bio": "tango"}}}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	query := func(terms string, want ...string) {
+		t.Helper()
+		keys, err := s.Query(ctx(t), terms)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, k := range keys {
+			got = append(got, k.PK)
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("Query(%q) = %v, want %v", terms, got, want)
+		}
+	}
+	query("tango", "u1", "u3")
+	query("LEE", "u1", "u2")
+	query("ann lee", "u1")
+	query("chess")
+	err = s.Apply(ctx(t), pipeline.Batch{Position: pos(3, 30), Base: new(pos(2, 20)), Txns: []model.Txn{
+		{CommitLSN: 30, Changes: []model.Change{{Table: "users", PK: "u1", Op: model.OpDelete}}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	query("tango", "u3")
+}
+
+// Two appliers sending a batch from the same base: one wins, the other is
+// refused, and the store holds the winner's batch only. For the search index
+// that holds for batches of one bulk request; with more, the loser's earlier
+// requests may land before the winner moves the position (no atomicity
+// across requests), as in a search engine.
+func testConcurrentAppliers(t *testing.T, pool *pgxpool.Pool) {
+	r, err := NewReplica(ctx(t), pool, Options{Prefix: "race_"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewSearch(ctx(t), pool, Options{Prefix: "race_"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range []storetest.Store{r, s} {
+		docs := 20
+		if st.Kind() == model.Search {
+			docs = BulkDocs
+		}
+		t.Run(st.Kind().String(), func(t *testing.T) {
+			if err := st.Clear(ctx(t)); err != nil {
+				t.Fatal(err)
+			}
+			base := pos(0, 0)
+			if err := st.Apply(ctx(t), pipeline.Batch{Position: base}); err != nil {
+				t.Fatal(err)
+			}
+			for round := range 5 {
+				var wg sync.WaitGroup
+				errs := make([]error, 2)
+				for i := range 2 {
+					wg.Go(func() {
+						var changes []model.Change
+						for j := range docs {
+							changes = append(changes, ins(fmt.Sprint("k", j), model.Row{"writer": fmt.Sprint(i)}))
+						}
+						next := pos(base.Offset+1, base.LSN+model.LSN(1+i))
+						errs[i] = st.Apply(ctx(t), pipeline.Batch{Txns: []model.Txn{{CommitLSN: next.LSN, Changes: changes}}, Position: next, Base: &base})
+					})
+				}
+				wg.Wait()
+				winner := -1
+				for i, err := range errs {
+					switch {
+					case err == nil && winner < 0:
+						winner = i
+					case err == nil:
+						t.Fatalf("round %d: both appliers' batches applied from base %s", round, base)
+					case !errors.Is(err, pipeline.ErrPositionMismatch):
+						t.Fatalf("round %d: applier %d: %v", round, i, err)
+					}
+				}
+				if winner < 0 {
+					t.Fatalf("round %d: both refused: %v", round, errs)
+				}
+				snap, err := st.ReadAll(ctx(t))
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := pos(base.Offset+1, base.LSN+model.LSN(1+winner))
+				if snap.Position != want {
+					t.Fatalf("round %d: position %s, want the winner's %s", round, snap.Position, want)
+				}
+				for k, d := range snap.Docs {
+					if d.LSN != want.LSN {
+						t.Fatalf("round %d: %s holds %+v, not the winner's write", round, k, d)
+					}
+				}
+				base = want
+			}
+		})
+	}
+}
+
+// Stores with different prefixes share a database without seeing each
+// other; the same prefix is the same store.
+func testPrefixes(t *testing.T, pool *pgxpool.Pool) {
+	if _, err := NewReplica(ctx(t), pool, Options{Prefix: "Bad-Prefix"}); err == nil {
+		t.Fatal("a prefix that is not a plain identifier was accepted")
+	}
+	a, err := NewReplica(ctx(t), pool, Options{Prefix: "one_"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewReplica(ctx(t), pool, Options{Prefix: "two_", Name: "replica2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range []*Replica{a, b} {
+		if err := st.Clear(ctx(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Apply(ctx(t), pipeline.Batch{Txns: []model.Txn{{CommitLSN: 10, Changes: []model.Change{ins("a", model.Row{"v": "1"})}}}, Position: pos(1, 10)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := b.Position(ctx(t)); err != nil || ok {
+		t.Fatalf("the other prefix's store has a position: %v, %v", ok, err)
+	}
+	snap, err := b.ReadAll(ctx(t))
+	if err != nil || len(snap.Docs) != 0 || snap.Store != "replica2" {
+		t.Fatalf("the other prefix's store: %+v, %v", snap, err)
+	}
+	again, err := NewReplica(ctx(t), pool, Options{Prefix: "one_"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, ok, err := again.Position(ctx(t)); err != nil || !ok || p != pos(1, 10) {
+		t.Fatalf("same prefix, new store: position %s, %v, %v", p, ok, err)
+	}
+}

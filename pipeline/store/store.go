@@ -1,0 +1,177 @@
+// Package store holds what lockstep's real store adapters (pgstore for the
+// replica and the search index, redisstore for the cache) share: the pure
+// rules for applying a transaction's changes to a store's documents, exactly
+// as the simulated stores in sim/services apply them.
+//
+// The rules, per change at commit LSN lsn:
+//
+//   - guarded (the pipeline's applier): skip the change when the store holds
+//     this key at lsn or newer, as a live document or, in the search index, a
+//     tombstone; unguarded (naive dual writes, the Blind bug variant): apply
+//     it whatever the store holds;
+//   - an update that moved the row's primary key first deletes the old key;
+//   - a delete removes the document; the search index keeps a tombstone with
+//     the delete's LSN so a redelivered older write cannot resurrect it;
+//   - a write stores model.ProjectChange of the change on top of the live
+//     document it replaces, so values and revision counts are the ones the
+//     checker computes.
+//
+// Overlay runs these rules over the slots an adapter loaded for the keys a
+// batch touches and reports the slots that changed, for the adapter to write.
+// The pure part is tested here; the adapters only move slots in and out.
+package store
+
+import "lockstep/model"
+
+// Slot is what a store holds under one key: a live document, a tombstone
+// (search index only; Doc.LSN is the delete's LSN) or nothing.
+type Slot struct {
+	Doc  model.Doc
+	Live bool
+	Tomb bool
+}
+
+// Keeps reports whether a tombstone is kept for deleted documents in a store
+// of this kind: only the search index keeps them.
+func Keeps(kind model.StoreKind) bool { return kind == model.Search }
+
+// Keys returns every key the transactions' changes write or delete (the old
+// key of a primary-key update included), sorted and without repeats.
+func Keys(txns []model.Txn) []model.Key {
+	seen := map[model.Key]struct{}{}
+	for _, t := range txns {
+		for _, c := range t.Changes {
+			if c.OldPK != "" && c.OldPK != c.PK {
+				seen[model.Key{Table: c.Table, PK: c.OldPK}] = struct{}{}
+			}
+			seen[c.Key()] = struct{}{}
+		}
+	}
+	return model.SortedKeys(seen)
+}
+
+// Overlay applies changes on top of the slots loaded from a store. Slots of
+// keys that were not loaded count as empty. Not safe for concurrent use.
+type Overlay struct {
+	kind    model.StoreKind
+	guarded bool
+	base    map[model.Key]Slot
+	cur     map[model.Key]Slot
+}
+
+// NewOverlay starts an overlay for a store of the given kind over the loaded
+// slots (which it does not modify). guarded turns on the version guard.
+func NewOverlay(kind model.StoreKind, guarded bool, loaded map[model.Key]Slot) *Overlay {
+	return &Overlay{kind: kind, guarded: guarded, base: loaded, cur: map[model.Key]Slot{}}
+}
+
+// Get returns the key's current slot.
+func (o *Overlay) Get(k model.Key) Slot {
+	if s, ok := o.cur[k]; ok {
+		return s
+	}
+	return o.base[k]
+}
+
+// ApplyTxn applies every change of t at its commit LSN, in order.
+func (o *Overlay) ApplyTxn(t model.Txn) {
+	for _, c := range t.Changes {
+		o.Apply(c, t.CommitLSN)
+	}
+}
+
+// Apply applies one change at lsn, as the simulated store's write does.
+func (o *Overlay) Apply(c model.Change, lsn model.LSN) {
+	if c.OldPK != "" && c.OldPK != c.PK {
+		o.Apply(model.Change{Table: c.Table, PK: c.OldPK, Op: model.OpDelete}, lsn)
+	}
+	k := c.Key()
+	prev := o.Get(k)
+	if o.guarded && (prev.Live || prev.Tomb) && prev.Doc.LSN >= lsn {
+		return
+	}
+	if c.Op == model.OpDelete {
+		if Keeps(o.kind) {
+			o.cur[k] = Slot{Doc: model.Doc{LSN: lsn}, Tomb: true}
+		} else {
+			o.cur[k] = Slot{}
+		}
+		return
+	}
+	o.cur[k] = Slot{Doc: model.ProjectChange(o.kind, c, lsn, prev.Doc, prev.Live), Live: true}
+}
+
+// Write is a slot to store under a key.
+type Write struct {
+	Key  model.Key
+	Slot Slot
+}
+
+// Changed returns, in key order, the slots that differ from the loaded ones.
+func (o *Overlay) Changed() []Write {
+	out := make([]Write, 0, len(o.cur))
+	for _, k := range model.SortedKeys(o.cur) {
+		if s := o.cur[k]; s != o.base[k] {
+			out = append(out, Write{Key: k, Slot: s})
+		}
+	}
+	return out
+}
+
+// Docs returns the live documents of the loaded slots with the overlay's
+// changes on top.
+func (o *Overlay) Docs() model.Docs {
+	docs := model.Docs{}
+	for k, s := range o.base {
+		if _, over := o.cur[k]; !over && s.Live {
+			docs[k] = s.Doc
+		}
+	}
+	for k, s := range o.cur {
+		if s.Live {
+			docs[k] = s.Doc
+		}
+	}
+	return docs
+}
+
+// Chunks splits the changes of txns into requests of at most n changes each,
+// keeping their order and each change's commit LSN: the bulk requests of a
+// search index.
+func Chunks(txns []model.Txn, n int) [][]Change {
+	var out [][]Change
+	var cur []Change
+	for _, t := range txns {
+		for _, c := range t.Changes {
+			cur = append(cur, Change{Change: c, LSN: t.CommitLSN})
+			if len(cur) == n {
+				out = append(out, cur)
+				cur = nil
+			}
+		}
+	}
+	if len(cur) > 0 {
+		out = append(out, cur)
+	}
+	return out
+}
+
+// Change is one change with the commit LSN of its transaction.
+type Change struct {
+	model.Change
+	LSN model.LSN
+}
+
+// Revs describes how a store of this kind counts revisions when c replaces
+// a live document, derived from model.ProjectChange so that no adapter keeps
+// its own copy of the rule: either the new count is absolute (fresh.Revs,
+// whatever the store held), or it is the stored count plus step.
+func Revs(kind model.StoreKind, c model.Change, lsn model.LSN) (fresh model.Doc, relative bool, step int) {
+	fresh = model.ProjectChange(kind, c, lsn, model.Doc{}, false)
+	on := func(prev int) int { return model.ProjectChange(kind, c, lsn, model.Doc{Revs: prev}, true).Revs }
+	a, b := on(0), on(1)
+	if a == b {
+		return fresh, false, 0
+	}
+	return fresh, true, a
+}

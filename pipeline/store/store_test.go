@@ -1,0 +1,115 @@
+package store
+
+import (
+	"slices"
+	"testing"
+
+	"lockstep/model"
+)
+
+func ch(op model.Op, pk string, row model.Row) model.Change {
+	return model.Change{Table: "t", PK: pk, Op: op, Row: row}
+}
+
+func TestKeys(t *testing.T) {
+	got := Keys([]model.Txn{
+		{Changes: []model.Change{ch(model.OpInsert, "b", nil), ch(model.OpDelete, "a", nil)}},
+		{Changes: []model.Change{{Table: "t", PK: "c", OldPK: "b", Op: model.OpUpdate}, {Table: "s", PK: "z", OldPK: "z", Op: model.OpUpdate}}},
+	})
+	want := []model.Key{{Table: "s", PK: "z"}, {Table: "t", PK: "a"}, {Table: "t", PK: "b"}, {Table: "t", PK: "c"}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("Keys = %v, want %v", got, want)
+	}
+}
+
+func TestOverlayGuardAndTombstones(t *testing.T) {
+	k := model.Key{Table: "t", PK: "k"}
+	loaded := map[model.Key]Slot{k: {Doc: model.Doc{Value: "old", LSN: 10, Revs: 2}, Live: true}}
+	o := NewOverlay(model.Search, true, loaded)
+	o.Apply(ch(model.OpUpdate, "k", model.Row{"v": "stale"}), 10) // same version: skipped
+	if s := o.Get(k); s.Doc.Value != "old" {
+		t.Fatalf("a change at the stored version applied: %+v", s)
+	}
+	o.Apply(ch(model.OpUpdate, "k", model.Row{"v": "New words"}), 20)
+	if s := o.Get(k); s.Doc != (model.Doc{Value: "new words", LSN: 20, Revs: 3}) {
+		t.Fatalf("update: %+v", s)
+	}
+	o.Apply(ch(model.OpDelete, "k", nil), 30)
+	if s := o.Get(k); !s.Tomb || s.Live || s.Doc.LSN != 30 {
+		t.Fatalf("delete in search: %+v, want a tombstone at 30", s)
+	}
+	o.Apply(ch(model.OpInsert, "k", model.Row{"v": "again"}), 25) // redelivered: stays deleted
+	if s := o.Get(k); !s.Tomb {
+		t.Fatalf("an older insert resurrected a tombstone: %+v", s)
+	}
+	o.Apply(ch(model.OpUpdate, "k", model.Row{"v": "again"}), 40)
+	if s := o.Get(k); s.Doc != (model.Doc{Value: "again", LSN: 40, Revs: 1}) || !s.Live {
+		t.Fatalf("write after a tombstone: %+v, want a fresh count", s)
+	}
+	if ws := o.Changed(); len(ws) != 1 || ws[0].Key != k || !ws[0].Slot.Live {
+		t.Fatalf("Changed = %+v", ws)
+	}
+	if loaded[k].Doc.Value != "old" {
+		t.Fatal("the overlay modified the loaded slots")
+	}
+
+	// The cache keeps no tombstone; a blind overlay skips the guard.
+	c := NewOverlay(model.Cache, false, loaded)
+	c.Apply(ch(model.OpUpdate, "k", model.Row{"v": "older"}), 5)
+	if s := c.Get(k); s.Doc != (model.Doc{Value: "v=older", LSN: 5}) {
+		t.Fatalf("blind cache write: %+v", s)
+	}
+	c.Apply(model.Change{Table: "t", PK: "j", OldPK: "k", Op: model.OpUpdate, Row: model.Row{"v": "moved"}}, 6)
+	if s := c.Get(k); s != (Slot{}) {
+		t.Fatalf("moved key still there in the cache: %+v", s)
+	}
+	if d := c.Docs(); len(d) != 1 || d[model.Key{Table: "t", PK: "j"}].Value != "v=moved" {
+		t.Fatalf("Docs = %v", d)
+	}
+}
+
+func TestChunks(t *testing.T) {
+	var txns []model.Txn
+	for i := range 7 {
+		txns = append(txns, model.Txn{CommitLSN: model.LSN(i + 1), Changes: []model.Change{ch(model.OpInsert, "a", nil), ch(model.OpInsert, "b", nil), ch(model.OpInsert, "c", nil)}})
+	}
+	chunks := Chunks(txns, 16)
+	if len(chunks) != 2 || len(chunks[0]) != 16 || len(chunks[1]) != 5 {
+		t.Fatalf("21 changes in chunks of 16: %d chunks", len(chunks))
+	}
+	if chunks[0][15].LSN != 6 || chunks[1][4].LSN != 7 {
+		t.Fatalf("chunk LSNs: %d, %d", chunks[0][15].LSN, chunks[1][4].LSN)
+	}
+	if Chunks(nil, 16) != nil {
+		t.Fatal("no changes, some chunks")
+	}
+}
+
+// Revs describes ProjectChange's revision rule exactly, for every kind and
+// kind of change.
+func TestRevsMatchesProjectChange(t *testing.T) {
+	changes := []model.Change{
+		ch(model.OpInsert, "k", model.Row{"v": "a"}),
+		ch(model.OpUpdate, "k", model.Row{"v": "a"}),
+		{Table: "t", PK: "k", Op: model.OpInsert, Row: model.Row{"v": "a"}, Revs: 4},
+		{Table: "t", PK: "k", Op: model.OpUpdate, Row: model.Row{"v": "a"}, Revs: 2},
+	}
+	for _, kind := range []model.StoreKind{model.Replica, model.Cache, model.Search} {
+		for _, c := range changes {
+			fresh, relative, step := Revs(kind, c, 9)
+			if want := model.ProjectChange(kind, c, 9, model.Doc{}, false); fresh != want {
+				t.Fatalf("%s %s: fresh %+v, want %+v", kind, c, fresh, want)
+			}
+			for _, prev := range []int{0, 1, 2, 7} {
+				want := model.ProjectChange(kind, c, 9, model.Doc{Value: "x", LSN: 3, Revs: prev}, true).Revs
+				got := fresh.Revs
+				if relative {
+					got = prev + step
+				}
+				if got != want {
+					t.Fatalf("%s %s over a document with %d revisions: %d, want %d", kind, c, prev, got, want)
+				}
+			}
+		}
+	}
+}
