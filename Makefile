@@ -2,20 +2,29 @@
 GO ?= go
 SEEDS ?= 200
 
-.PHONY: all build test test-short bench lint campaign clean
+.PHONY: all build test test-short bench lint campaign images clean
 
 all: build
 
 build:
 	$(GO) build -o bin/lockstep ./cmd/lockstep
 
-## test: every test, including the simulated campaigns and the determinism checks.
+## test: every test. When a Docker daemon is reachable it first builds the
+## container images (cached), so the container scenarios run too; without
+## Docker they skip, or fail when LOCKSTEP_REQUIRE_DOCKER=1 (CI sets it).
 test: lint
-	$(GO) test -count=1 ./...
+	@if docker info >/dev/null 2>&1; then bash images/build.sh; \
+	else echo "make test: no Docker daemon: container tests will skip (or fail with LOCKSTEP_REQUIRE_DOCKER=1)"; fi
+	LOCKSTEP_KAFKA_LIBS=$${LOCKSTEP_KAFKA_LIBS:-$$(ls -d $${LOCKSTEP_CACHE:-/var/cache/lockstep}/kafka-libs-* 2>/dev/null | head -1)} \
+		$(GO) test -count=1 -timeout 60m ./...
 
-## test-short: the quick subset.
+## test-short: the quick subset (no containers, no real services).
 test-short:
 	$(GO) test -short ./...
+
+## images: build the container images offline (debootstrap, Maven Central).
+images:
+	bash images/build.sh
 
 ## bench: scheduler and end-to-end simulator benchmarks.
 bench:

@@ -43,7 +43,9 @@ func parseSystem(s string) (scenarios.System, error) {
 }
 
 type runFlags struct {
-	bugs  string
+	bench  bool
+	logDir string
+	bugs   string
 	txns  int
 	json  string
 	world string
@@ -55,7 +57,9 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.txns, "txns", 0, "application transactions per run (default 1000)")
 	fs.StringVar(&f.bugs, "bug", "", "break the pipeline on purpose with known CDC bugs (comma-separated): "+bugList())
 	fs.StringVar(&f.json, "json", "", "write the report as JSON to this file")
-	fs.StringVar(&f.world, "world", "sim", "where to run: sim (the deterministic simulator)")
+	fs.StringVar(&f.world, "world", "sim", "where to run: sim (the deterministic simulator) or containers (real PostgreSQL, Kafka, Redis; needs Docker and make images)")
+	fs.BoolVar(&f.bench, "bench", false, "containers: report throughput and commit-to-store lag")
+	fs.StringVar(&f.logDir, "logs", "", "containers: keep the containers' logs in this directory")
 	fs.BoolVar(&f.check, "check-determinism", false, "run the seed twice and compare traces event by event")
 	fs.BoolVar(&f.trace, "log", false, "print the pipeline's debug log (on virtual time) to stderr")
 }
@@ -105,6 +109,20 @@ replays that run bit for bit: the trace hash it prints must equal the original.`
 }
 
 func runOne(name, system, seedText string, rf runFlags) error {
+	if rf.world == "containers" {
+		sys, err := parseSystem(system)
+		if err != nil {
+			return err
+		}
+		seed, err := parseSeed(seedText)
+		if err != nil {
+			return err
+		}
+		if rf.bugs != "" {
+			name += "+" + strings.ReplaceAll(rf.bugs, ",", "+")
+		}
+		return runContainers(name, sys, seed, rf)
+	}
 	sc, err := lookupOne(name)
 	if err != nil {
 		return err
@@ -123,7 +141,7 @@ func runOne(name, system, seedText string, rf runFlags) error {
 		return err
 	}
 	if rf.world != "sim" {
-		return usagef("unknown world %q: only sim is available in this build", rf.world)
+		return usagef("unknown world %q: want sim or containers", rf.world)
 	}
 	opts := scenarios.Options{Txns: rf.txns}
 	if rf.trace {

@@ -94,8 +94,8 @@ func alive(pid string) bool {
 	return syscall.Kill(n, 0) == nil || n == os.Getpid()
 }
 
-// run runs a host command (nsenter, iptables, tc).
-func run(ctx context.Context, args ...string) (string, error) {
+// hostRun runs a host command (nsenter, iptables, tc).
+func hostRun(ctx context.Context, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb

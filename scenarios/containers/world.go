@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -333,8 +334,11 @@ func (w *World) Close(ctx context.Context) error {
 	ctx = context.WithoutCancel(ctx)
 	var errs []error
 	for _, s := range svcs {
-		if out, err := docker(ctx, "logs", "--timestamps", s.ID); err == nil {
-			_ = os.WriteFile(filepath.Join(w.LogDir, s.Name+".log"), []byte(out+"\n"), 0o644)
+		if f, err := os.Create(filepath.Join(w.LogDir, s.Name+".log")); err == nil {
+			cmd := exec.CommandContext(ctx, "docker", "logs", "--timestamps", s.ID)
+			cmd.Stdout, cmd.Stderr = f, f
+			_ = cmd.Run()
+			f.Close()
 		}
 		if _, err := docker(ctx, "rm", "-f", "-v", s.ID); err != nil {
 			errs = append(errs, err)

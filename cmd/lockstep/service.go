@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"lockstep/model"
+	"lockstep/pipeline"
+	"lockstep/pipeline/kafkalog"
+	"lockstep/pipeline/pgsource"
+	"lockstep/pipeline/realenv"
+	"lockstep/pipeline/store/pgstore"
+	"lockstep/pipeline/store/redisstore"
+)
+
+// The pipeline as a standalone service: the same Capture and Applier code
+// the simulator runs, on real PostgreSQL, Kafka and Redis. SIGTERM drains
+// (the loop stops at its next call and connections close); SIGKILL loses
+// nothing, because nothing is confirmed or saved before it is durable.
+
+var captureCmd = &command{
+	name:  "capture",
+	usage: "--source DSN --brokers HOST:PORT,... [--topic lockstep] [--slot lockstep]",
+	short: "run the capture process: PostgreSQL logical decoding -> Kafka",
+	long: `Capture streams the source database's committed transactions (pgoutput) into a
+Kafka topic in commit order, taking a consistent snapshot first when the topic is
+empty, and confirms an LSN to PostgreSQL only after Kafka acknowledged it.
+The source needs wal_level=logical.`,
+	flags: func(fs *flag.FlagSet) func([]string) error {
+		source := fs.String("source", "", "source PostgreSQL DSN (key=value or URL)")
+		common := serviceFlags(fs)
+		slot := fs.String("slot", "lockstep", "logical replication slot")
+		return func(args []string) error {
+			if *source == "" || common.brokers == "" {
+				return usagef("--source and --brokers are required")
+			}
+			bugs, err := pipeline.ParseBugs(common.bugs)
+			if err != nil {
+				return usagef("%v", err)
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+			defer stop()
+			logger := serviceLogger("capture")
+			klog, err := common.log(ctx)
+			if err != nil {
+				return err
+			}
+			defer klog.Close()
+			stream, err := pgsource.NewStream(pgsource.Config{DSN: *source, Slot: *slot, Logger: logger})
+			if err != nil {
+				return usagef("%v", err)
+			}
+			defer stream.Close(context.Background())
+			env := &realenv.Env{Base: ctx}
+			c := &pipeline.Capture{Env: env, Source: stream, Log: klog, Logger: logger, Bugs: bugs}
+			logger.Info("lockstep: ready", "source", redact(*source), "topic", common.topic)
+			return drained(c.Run(ctx), logger)
+		}
+	},
+}
+
+var applyCmd = &command{
+	name:  "apply",
+	usage: "--store replica|cache|search --target DSN-or-ADDR --brokers HOST:PORT,... [--topic lockstep]",
+	short: "run a sink applier: Kafka -> one store",
+	long: `Apply keeps one store in step with the topic: the replica (PostgreSQL, data and
+position in one transaction), the cache (Redis, data and position in one
+MULTI/EXEC; a Redis restarted empty is detected and rebuilt) or the search index
+(PostgreSQL full-text search, bulk writes with per-document versions). It resumes
+from the position saved in the store itself.`,
+	flags: func(fs *flag.FlagSet) func([]string) error {
+		kind := fs.String("store", "", "replica, cache or search")
+		target := fs.String("target", "", "the store: a PostgreSQL DSN (replica, search) or a Redis HOST:PORT (cache)")
+		group := fs.String("group", "", "consumer group for monitoring offsets (default lockstep-<store>)")
+		common := serviceFlags(fs)
+		return func(args []string) error {
+			k, ok := model.ParseStoreKind(*kind)
+			if !ok {
+				return usagef("unknown store %q: want replica, cache or search", *kind)
+			}
+			if *target == "" || common.brokers == "" {
+				return usagef("--target and --brokers are required")
+			}
+			bugs, err := pipeline.ParseBugs(common.bugs)
+			if err != nil {
+				return usagef("%v", err)
+			}
+			if *group == "" {
+				*group = "lockstep-" + k.String()
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+			defer stop()
+			logger := serviceLogger("apply-" + k.String())
+			st, closeStore, err := openStore(ctx, k, *target, bugs.NonIdempotentApply)
+			if err != nil {
+				return err
+			}
+			defer closeStore()
+			klog, err := common.log(ctx)
+			if err != nil {
+				return err
+			}
+			defer klog.Close()
+			a := &pipeline.Applier{Env: &realenv.Env{Base: ctx}, Log: klog, Store: st, Group: *group, Logger: logger, Bugs: bugs}
+			logger.Info("lockstep: ready", "store", k, "target", redact(*target), "topic", common.topic)
+			return drained(a.Run(ctx), logger)
+		}
+	},
+}
+
+type commonFlags struct {
+	brokers, topic, bugs string
+}
+
+func serviceFlags(fs *flag.FlagSet) *commonFlags {
+	c := &commonFlags{}
+	fs.StringVar(&c.brokers, "brokers", "", "Kafka bootstrap brokers, comma-separated HOST:PORT")
+	fs.StringVar(&c.topic, "topic", "lockstep", "Kafka topic")
+	fs.StringVar(&c.bugs, "bug", "", "break the pipeline on purpose (for harness tests): "+bugList())
+	return c
+}
+
+func (c *commonFlags) log(ctx context.Context) (*kafkalog.Log, error) {
+	l, err := kafkalog.New(kafkalog.Config{Brokers: strings.Split(c.brokers, ","), Topic: c.topic})
+	if err != nil {
+		return nil, fmt.Errorf("kafka: %w", err)
+	}
+	if err := l.EnsureTopic(ctx); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("kafka: topic %s: %w (are the brokers at %s reachable?)", c.topic, err, c.brokers)
+	}
+	return l, nil
+}
+
+// openStore connects to the target store of the given kind.
+func openStore(ctx context.Context, k model.StoreKind, target string, blind bool) (pipeline.Store, func(), error) {
+	switch k {
+	case model.Cache:
+		rdb := redis.NewClient(&redis.Options{Addr: target})
+		c, err := redisstore.New(ctx, rdb, redisstore.Options{Blind: blind})
+		if err != nil {
+			rdb.Close()
+			return nil, nil, fmt.Errorf("redis at %s: %w", target, err)
+		}
+		return c, func() { rdb.Close() }, nil
+	default:
+		pool, err := pgxpool.New(ctx, target)
+		if err != nil {
+			return nil, nil, fmt.Errorf("postgres: %w", err)
+		}
+		var st pipeline.Store
+		if k == model.Replica {
+			st, err = pgstore.NewReplica(ctx, pool, pgstore.Options{Blind: blind})
+		} else {
+			st, err = pgstore.NewSearch(ctx, pool, pgstore.Options{Blind: blind})
+		}
+		if err != nil {
+			pool.Close()
+			return nil, nil, fmt.Errorf("postgres %s: %w", k, err)
+		}
+		return st, pool.Close, nil
+	}
+}
+
+func serviceLogger(name string) *slog.Logger {
+	level := slog.LevelInfo
+	if os.Getenv("LOCKSTEP_DEBUG") != "" {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("proc", name)
+}
+
+// drained turns the end of a run loop into the command's result: stopping
+// on SIGTERM/Ctrl-C is a clean exit.
+func drained(err error, logger *slog.Logger) error {
+	if errors.Is(err, context.Canceled) {
+		logger.Info("lockstep: drained, exiting")
+		return nil
+	}
+	return err
+}
+
+// redact hides a password in a DSN before it is logged.
+func redact(dsn string) string {
+	var out []string
+	for _, f := range strings.Fields(dsn) {
+		if strings.HasPrefix(f, "password=") {
+			f = "password=***"
+		}
+		out = append(out, f)
+	}
+	return strings.Join(out, " ")
+}

@@ -1,0 +1,153 @@
+package containers
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"lockstep/faults"
+	"lockstep/model"
+	"lockstep/scenarios"
+)
+
+// Bench is the end-to-end measurement of a container run: how fast the
+// source committed, how fast each store kept up, and how long a committed
+// change took to reach each store.
+type Bench struct {
+	Duration     time.Duration      // the workload's run time
+	Txns         int                // committed source transactions during it
+	Changes      int                // their row changes
+	SourceRate   float64            // changes per second committed
+	StoreRate    map[string]float64 // changes per second applied, start to caught up
+	Ratio        map[string]float64 // StoreRate / SourceRate
+	LagP50       map[string]time.Duration
+	LagP99       map[string]time.Duration
+	CaughtUpLate map[string]time.Duration // how long after the workload stopped the store caught up
+}
+
+// String is the report's table.
+func (b *Bench) String() string {
+	var s strings.Builder
+	fmt.Fprintf(&s, "source: %d txns, %d changes in %v: %.0f changes/s\n", b.Txns, b.Changes, b.Duration.Round(time.Millisecond), b.SourceRate)
+	names := make([]string, 0, len(b.StoreRate))
+	for n := range b.StoreRate {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(&s, "  %-8s %.0f changes/s (ratio %.3f), lag p50 %v p99 %v, caught up %v after the workload\n",
+			n, b.StoreRate[n], b.Ratio[n], b.LagP50[n].Round(time.Millisecond), b.LagP99[n].Round(time.Millisecond), b.CaughtUpLate[n].Round(time.Millisecond))
+	}
+	return s.String()
+}
+
+// benchProbe samples the source's WAL position and each store's position
+// every 20ms. A store position p seen at time t means every transaction
+// ending at or before p had arrived by t; it committed no later than the
+// first sample in which the source's WAL position reached p. Lag is the
+// difference, accurate to the sampling period.
+type benchProbe struct {
+	r       *run
+	mu      sync.Mutex
+	source  []lsnAt
+	stores  map[string][]lsnAt
+	started time.Duration
+}
+
+type lsnAt struct {
+	at  time.Duration
+	lsn model.LSN
+}
+
+func newBenchProbe(r *run) *benchProbe {
+	return &benchProbe{r: r, stores: map[string][]lsnAt{}}
+}
+
+func (b *benchProbe) sample(ctx context.Context) {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		var lsn string
+		if err := b.r.source.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&lsn); err == nil {
+			if l, err := model.ParseLSN(lsn); err == nil {
+				b.mu.Lock()
+				b.source = append(b.source, lsnAt{b.r.since(), l})
+				b.mu.Unlock()
+			}
+		}
+		for _, s := range b.r.stores {
+			if pos, ok, err := s.store.Position(ctx); err == nil && ok {
+				b.mu.Lock()
+				b.stores[s.name] = append(b.stores[s.name], lsnAt{b.r.since(), pos.LSN})
+				b.mu.Unlock()
+			}
+		}
+	}
+}
+
+// committedBy is the first time the source's WAL position reached lsn.
+func (b *benchProbe) committedBy(lsn model.LSN) (time.Duration, bool) {
+	i := sort.Search(len(b.source), func(i int) bool { return b.source[i].lsn >= lsn })
+	if i == len(b.source) {
+		return 0, false
+	}
+	return b.source[i].at, true
+}
+
+func (b *benchProbe) result(h *model.History) *Bench {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	res := &Bench{Duration: h.QuietAt, StoreRate: map[string]float64{}, Ratio: map[string]float64{},
+		LagP50: map[string]time.Duration{}, LagP99: map[string]time.Duration{}, CaughtUpLate: map[string]time.Duration{}}
+	for _, t := range h.Committed {
+		res.Txns++
+		res.Changes += len(t.Changes)
+	}
+	res.SourceRate = float64(res.Changes) / h.QuietAt.Seconds()
+	for name, samples := range b.stores {
+		var lags []time.Duration
+		var prev model.LSN
+		for _, s := range samples {
+			if s.lsn == prev {
+				continue
+			}
+			prev = s.lsn
+			if at, ok := b.committedBy(s.lsn); ok && s.at >= at {
+				lags = append(lags, s.at-at)
+			}
+		}
+		sort.Slice(lags, func(i, j int) bool { return lags[i] < lags[j] })
+		if n := len(lags); n > 0 {
+			res.LagP50[name] = lags[n/2]
+			res.LagP99[name] = lags[min(n-1, n*99/100)]
+		}
+		end := h.QuietAt
+		if at, ok := h.ConvergedAt[name]; ok && at > end {
+			end = at
+		}
+		res.CaughtUpLate[name] = end - h.QuietAt
+		res.StoreRate[name] = float64(res.Changes) / end.Seconds()
+		if res.SourceRate > 0 {
+			res.Ratio[name] = res.StoreRate[name] / res.SourceRate
+		}
+	}
+	return res
+}
+
+// Pgbench is the container-only scenario whose workload no one here wrote:
+// pgbench's TPC-B-like script drives the source while the capture is killed
+// and a log leader fails over.
+var Pgbench = &scenarios.Scenario{
+	Name: "pgbench", Summary: "pgbench's TPC-B-like script drives the source; capture kill -9 and log leader failover",
+	Workload: "pgbench",
+	Kinds:    []faults.Kind{faults.Crash, faults.LeaderFailover},
+	Roles:    []faults.Role{faults.RoleCapture, faults.RoleBroker},
+}

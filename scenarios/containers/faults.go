@@ -1,0 +1,254 @@
+package containers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Target applies faults to a container world (faults.Target): kill -9 and
+// restart, pause and unpause, and network faults made inside each
+// container's network namespace from the host (nsenter + iptables for
+// partitions, tc netem for delay and loss), so even FROM-scratch images
+// can be cut off.
+type Target struct {
+	w   *World
+	ctx context.Context
+	// FailoverDowntime is how long a failed-over leader stays down before
+	// it is restarted (default 8s).
+	FailoverDowntime time.Duration
+
+	mu      sync.Mutex
+	timers  []*time.Timer
+	touched map[string]bool // containers whose netns carries rules
+}
+
+// NewTarget returns the fault target of w; ctx bounds every docker call.
+func NewTarget(ctx context.Context, w *World) *Target {
+	return &Target{w: w, ctx: ctx, FailoverDowntime: 8 * time.Second, touched: map[string]bool{}}
+}
+
+func (t *Target) svc(name string) (*Service, error) {
+	s, ok := t.w.Service(name)
+	if !ok {
+		return nil, fmt.Errorf("no container %q in this run", name)
+	}
+	return s, nil
+}
+
+func (t *Target) docker(name string, args ...string) error {
+	s, err := t.svc(name)
+	if err != nil {
+		return err
+	}
+	_, err = docker(t.ctx, append(args, s.ID)...)
+	return err
+}
+
+// Crash kills the container's processes with SIGKILL.
+func (t *Target) Crash(name string) error { return t.docker(name, "kill", "--signal", "KILL") }
+
+// Restart starts a killed container again, from its own filesystem.
+func (t *Target) Restart(name string) error {
+	t.mu.Lock()
+	delete(t.touched, name) // a new network namespace: no rules
+	t.mu.Unlock()
+	return t.docker(name, "start")
+}
+
+func (t *Target) Pause(name string) error  { return t.docker(name, "pause") }
+func (t *Target) Resume(name string) error { return t.docker(name, "unpause") }
+
+// netns runs a command (iptables, tc) inside a container's network namespace.
+func (t *Target) netns(name string, cmd ...string) error {
+	s, err := t.svc(name)
+	if err != nil {
+		return err
+	}
+	pid, err := docker(t.ctx, "inspect", "--format", "{{.State.Pid}}", s.ID)
+	if err != nil {
+		return err
+	}
+	if pid == "0" {
+		return fmt.Errorf("%s is not running", name)
+	}
+	t.mu.Lock()
+	t.touched[name] = true
+	t.mu.Unlock()
+	_, err = hostRun(t.ctx, append([]string{"nsenter", "-t", pid, "-n"}, cmd...)...)
+	return err
+}
+
+func (t *Target) ip(name string) (string, error) {
+	s, err := t.svc(name)
+	if err != nil {
+		return "", err
+	}
+	return docker(t.ctx, "inspect", "--format", `{{(index .NetworkSettings.Networks "`+t.w.net.Name+`").IPAddress}}`, s.ID)
+}
+
+// Partition drops every packet from a container of a to one of b (and back
+// unless oneWay).
+func (t *Target) Partition(a, b []string, oneWay bool) error {
+	var errs []error
+	block := func(x, y string) {
+		ip, err := t.ip(y)
+		if err == nil && ip != "" {
+			err = t.netns(x, "iptables", "-I", "OUTPUT", "-d", ip, "-j", "DROP")
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("cut %s -> %s: %w", x, y, err))
+		}
+	}
+	for _, x := range a {
+		for _, y := range b {
+			block(x, y)
+			if !oneWay {
+				block(y, x)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Heal removes every partition, delay and loss.
+func (t *Target) Heal() error {
+	t.mu.Lock()
+	var names []string
+	for n := range t.touched {
+		names = append(names, n)
+	}
+	t.touched = map[string]bool{}
+	t.mu.Unlock()
+	for _, n := range names {
+		_ = t.netns(n, "iptables", "-F", "OUTPUT")
+		_ = t.netns(n, "tc", "qdisc", "del", "dev", "eth0", "root")
+	}
+	t.mu.Lock()
+	t.touched = map[string]bool{}
+	t.mu.Unlock()
+	return nil
+}
+
+// shape sends from's traffic to to through a netem queue: a prio qdisc whose
+// fourth band (unused by default) holds the netem, and a filter on to's IP.
+func (t *Target) shape(from, to string, netem ...string) error {
+	ip, err := t.ip(to)
+	if err != nil {
+		return err
+	}
+	_ = t.netns(from, "tc", "qdisc", "add", "dev", "eth0", "root", "handle", "1:", "prio", "bands", "4", "priomap", "1", "2", "2", "2", "1", "2", "0", "0", "1", "1", "1", "1", "1", "1", "1", "1")
+	args := append([]string{"tc", "qdisc", "replace", "dev", "eth0", "parent", "1:4", "handle", "40:", "netem"}, netem...)
+	if err := t.netns(from, args...); err != nil {
+		return err
+	}
+	return t.netns(from, "tc", "filter", "add", "dev", "eth0", "protocol", "ip", "parent", "1:0", "prio", "1", "u32", "match", "ip", "dst", ip+"/32", "flowid", "1:4")
+}
+
+// Delay slows the link from -> to: latency uniform-ish in [min, max].
+func (t *Target) Delay(from, to string, min, max time.Duration) error {
+	mid, jitter := (min+max)/2, (max-min)/2
+	return t.shape(from, to, "delay", ms(mid), ms(jitter))
+}
+
+// Loss drops a share p of the packets from -> to.
+func (t *Target) Loss(from, to string, p float64) error {
+	return t.shape(from, to, "loss", strconv.FormatFloat(p*100, 'f', 2, 64)+"%")
+}
+
+func ms(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) + "ms" }
+
+// ClockJump is not available: containers share the host's clock, and
+// libfaketime is not part of the images.
+func (t *Target) ClockJump(string, time.Duration) error {
+	return errors.New("clock-jump is not supported in the container world (containers share the host clock)")
+}
+
+// LeaderFailover kills the broker that leads the topic's partition and
+// restarts it after FailoverDowntime.
+func (t *Target) LeaderFailover() error {
+	leader, err := t.leader()
+	if err != nil {
+		return err
+	}
+	name := "kafka" + strconv.Itoa(int(leader))
+	if err := t.Crash(name); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	t.timers = append(t.timers, time.AfterFunc(t.FailoverDowntime, func() { _ = t.Restart(name) }))
+	t.mu.Unlock()
+	return nil
+}
+
+func (t *Target) admin() (*kadm.Client, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(t.w.Kafka...))
+	if err != nil {
+		return nil, err
+	}
+	return kadm.NewClient(cl), nil
+}
+
+func (t *Target) leader() (int32, error) {
+	adm, err := t.admin()
+	if err != nil {
+		return 0, err
+	}
+	defer adm.Close()
+	ctx, cancel := context.WithTimeout(t.ctx, 10*time.Second)
+	defer cancel()
+	td, err := adm.ListTopics(ctx, Topic)
+	if err != nil {
+		return 0, fmt.Errorf("find the leader of %s: %w", Topic, err)
+	}
+	p, ok := td[Topic].Partitions[0]
+	if !ok || p.Leader < 0 {
+		return 0, fmt.Errorf("topic %s partition 0 has no leader", Topic)
+	}
+	return p.Leader, nil
+}
+
+// UncleanElection switches unclean leader election for the topic.
+func (t *Target) UncleanElection(on bool) error {
+	adm, err := t.admin()
+	if err != nil {
+		return err
+	}
+	defer adm.Close()
+	v := strconv.FormatBool(on)
+	ctx, cancel := context.WithTimeout(t.ctx, 10*time.Second)
+	defer cancel()
+	_, err = adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "unclean.leader.election.enable", Value: &v}}, Topic)
+	return err
+}
+
+// Settle stops pending restarts' timers and brings every container back up
+// and unpaused: the quiet phase's safety net.
+func (t *Target) Settle() {
+	t.mu.Lock()
+	for _, tm := range t.timers {
+		tm.Stop()
+	}
+	t.timers = nil
+	t.mu.Unlock()
+	_ = t.Heal()
+	for _, s := range t.w.Services() {
+		state, err := docker(t.ctx, "inspect", "--format", "{{.State.Status}}", s.ID)
+		if err != nil {
+			continue
+		}
+		switch strings.TrimSpace(state) {
+		case "paused":
+			_ = t.Resume(s.Name)
+		case "exited", "created":
+			_ = t.Restart(s.Name)
+		}
+	}
+}

@@ -1,0 +1,743 @@
+package containers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"lockstep/checker"
+	"lockstep/faults"
+	"lockstep/model"
+	"lockstep/pipeline"
+	"lockstep/pipeline/kafkalog"
+	"lockstep/pipeline/pgsource"
+	"lockstep/pipeline/store/pgstore"
+	"lockstep/pipeline/store/redisstore"
+	"lockstep/scenarios"
+	"lockstep/scenarios/workload"
+)
+
+// Config is one container run.
+type Config struct {
+	Scenario *scenarios.Scenario
+	System   scenarios.System
+	Seed     uint64
+	Txns     int           // application transactions (default 300)
+	Clients  int           // application clients (default 3)
+	Faults   time.Duration // fault phase (default 30s)
+	Settle   time.Duration // how long the stores may take to converge (default 60s)
+	LogDir   string
+	Logger   *slog.Logger
+	// Bench measures throughput and commit-to-store lag (the pgbench scenario).
+	Bench bool
+}
+
+func (c *Config) defaults() {
+	if c.Txns == 0 {
+		c.Txns = 300
+	}
+	if c.Clients == 0 {
+		c.Clients = 3
+	}
+	if c.Faults == 0 {
+		c.Faults = 30 * time.Second
+	}
+	if c.Settle == 0 {
+		c.Settle = 60 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Outcome is a finished container run.
+type Outcome struct {
+	Scenario string
+	System   scenarios.System
+	Seed     uint64
+	Plan     faults.Plan
+	History  *model.History
+	Report   *checker.Report
+	Wall     time.Duration
+	LogDir   string
+	Bench    *Bench
+}
+
+// Violated reports whether the system under test broke a claimed property.
+func (o *Outcome) Violated() bool { return !o.Report.OK() }
+
+// Lookup finds a scenario for the container world: pgbench, or a simulator
+// scenario whose faults containers can make.
+func Lookup(name string) (*scenarios.Scenario, error) {
+	if name == Pgbench.Name {
+		return Pgbench, nil
+	}
+	sc, err := scenarios.Resolve(name)
+	if err != nil {
+		return nil, err
+	}
+	return sc, Supported(sc)
+}
+
+// Supported reports whether a scenario can run in containers and why not.
+func Supported(sc *scenarios.Scenario) error {
+	for _, k := range sc.Kinds {
+		if k == faults.ClockJump {
+			return fmt.Errorf("scenario %s draws clock jumps, which containers sharing the host clock cannot do", sc.Name)
+		}
+	}
+	if sc.Workload != "pgbench" {
+		if _, err := workload.New(sc.Workload); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// run is one container run in progress.
+type run struct {
+	cfg    Config
+	w      *World
+	start  time.Time
+	log    *slog.Logger
+	source *pgxpool.Pool
+	stores []*storeConn
+	hist   *model.History
+	bench  *Bench
+
+	mu    sync.Mutex
+	keys  []model.Key
+	known map[model.Key]bool
+}
+
+type storeConn struct {
+	name  string
+	kind  model.StoreKind
+	store interface {
+		pipeline.Store
+		pipeline.DirectStore
+		Read(ctx context.Context, k model.Key) (model.Doc, bool, error)
+		ReadAll(ctx context.Context) (model.Snapshot, error)
+	}
+	close func()
+}
+
+func (r *run) since() time.Duration { return time.Since(r.start) }
+
+// Run runs one scenario for one system against real services in containers
+// and judges it with the same checker as the simulator.
+func Run(ctx context.Context, cfg Config) (out *Outcome, err error) {
+	cfg.defaults()
+	if err := Supported(cfg.Scenario); err != nil {
+		return nil, err
+	}
+	began := time.Now()
+	w, err := Start(ctx, Options{LogDir: cfg.LogDir, Pipeline: cfg.System == scenarios.Pipeline, Bugs: bugNames(cfg.Scenario), Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if cerr := w.Close(ctx); cerr != nil && err == nil {
+			err = fmt.Errorf("containers: cleanup: %w", cerr)
+		}
+	}()
+	r := &run{cfg: cfg, w: w, log: cfg.Logger, known: map[model.Key]bool{}, hist: &model.History{
+		Scenario: cfg.Scenario.Name, System: string(cfg.System), Seed: cfg.Seed, ConvergedAt: map[string]time.Duration{}}}
+	defer r.closeConns()
+	if err := r.prepare(ctx); err != nil {
+		return nil, err
+	}
+	r.start = time.Now()
+	plan, err := r.drive(ctx)
+	if err != nil {
+		return nil, err
+	}
+	report := checker.Check(r.hist, checker.Options{})
+	return &Outcome{Scenario: cfg.Scenario.Name, System: cfg.System, Seed: cfg.Seed, Plan: plan, History: r.hist,
+		Report: report, Wall: time.Since(began), LogDir: w.LogDir, Bench: r.bench}, nil
+}
+
+func bugNames(sc *scenarios.Scenario) string {
+	_, bugs, _ := strings.Cut(sc.Name, "+")
+	return strings.ReplaceAll(bugs, "+", ",")
+}
+
+// auditSlot is the replication slot that reads the ground truth; the
+// pipeline under test never touches it.
+const auditSlot = "lockstep_audit"
+
+// prepare creates the topic, the source tables, the audit slot, the initial
+// rows, the store connections and (for the pipeline) its processes.
+func (r *run) prepare(ctx context.Context) error {
+	w := r.w
+	klog, err := kafkalog.New(kafkalog.Config{Brokers: w.Kafka, Topic: Topic})
+	if err != nil {
+		return fmt.Errorf("containers: kafka: %w", err)
+	}
+	err = klog.EnsureTopic(ctx)
+	klog.Close()
+	if err != nil {
+		return fmt.Errorf("containers: create topic: %w", err)
+	}
+	if r.source, err = pgxpool.New(ctx, w.SourceDSN); err != nil {
+		return fmt.Errorf("containers: source: %w", err)
+	}
+	// Truncates are not part of the change stream (pgbench's data load
+	// starts with one): publish inserts, updates and deletes only.
+	if _, err := r.source.Exec(ctx, `CREATE PUBLICATION lockstep FOR ALL TABLES WITH (publish = 'insert, update, delete')`); err != nil {
+		return fmt.Errorf("containers: publication: %w", err)
+	}
+	var initial []model.Change
+	if r.cfg.Scenario.Workload == "pgbench" {
+		if err := r.pgbenchTables(ctx); err != nil {
+			return err
+		}
+	} else {
+		wl, _ := workload.New(r.cfg.Scenario.Workload)
+		initial = wl.Initial()
+		if err := pgsource.CreateTables(ctx, r.source, tablesOf(initial)); err != nil {
+			return fmt.Errorf("containers: source tables: %w", err)
+		}
+	}
+	audit, err := pgsource.NewStream(pgsource.Config{DSN: w.SourceDSN, Slot: auditSlot})
+	if err != nil {
+		return err
+	}
+	if _, err := audit.Snapshot(ctx); err != nil {
+		return fmt.Errorf("containers: create the audit slot: %w", err)
+	}
+	audit.Close(ctx)
+	if r.cfg.Scenario.Workload == "pgbench" {
+		if err := pgbench(ctx, w.SourceDSN, "-i", "-I", "g", "-s", "1"); err != nil {
+			return err
+		}
+	} else if len(initial) > 0 {
+		src := &pgsource.Source{Pool: r.source}
+		if _, err := src.Exec(ctx, func(tx pipeline.Tx) error {
+			for _, c := range initial {
+				tx.Put(c.Table, c.PK, c.Row)
+			}
+			return nil
+		}); err != nil {
+			return fmt.Errorf("containers: initial rows: %w", err)
+		}
+		for _, c := range initial {
+			r.learn(c.Key())
+		}
+	}
+	if err := r.connectStores(ctx); err != nil {
+		return err
+	}
+	if r.cfg.System == scenarios.Pipeline {
+		if err := w.StartPipeline(ctx); err != nil {
+			return err
+		}
+		// Start the workload once the snapshot reached every store, so the
+		// search index's revision counts start from the same rows as the
+		// source's.
+		deadline := time.Now().Add(90 * time.Second)
+		for _, s := range r.stores {
+			for {
+				if _, ok, err := s.store.Position(ctx); err == nil && ok {
+					break
+				}
+				if time.Now().After(deadline) {
+					return fmt.Errorf("containers: %s got no snapshot within 90s; see the logs in %s", s.name, w.LogDir)
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		}
+	}
+	return nil
+}
+
+func tablesOf(rows []model.Change) map[string][]string {
+	cols := map[string]map[string]bool{}
+	for _, c := range rows {
+		if cols[c.Table] == nil {
+			cols[c.Table] = map[string]bool{}
+		}
+		for col := range c.Row {
+			cols[c.Table][col] = true
+		}
+	}
+	out := map[string][]string{}
+	for t, cs := range cols {
+		for c := range cs {
+			out[t] = append(out[t], c)
+		}
+		sort.Strings(out[t])
+	}
+	return out
+}
+
+func (r *run) connectStores(ctx context.Context) error {
+	w := r.w
+	for _, s := range []struct {
+		name string
+		kind model.StoreKind
+	}{{scenarios.ReplicaStore, model.Replica}, {scenarios.CacheStore, model.Cache}, {scenarios.SearchStore, model.Search}} {
+		c := &storeConn{name: s.name, kind: s.kind}
+		switch s.kind {
+		case model.Cache:
+			rdb := redis.NewClient(&redis.Options{Addr: w.RedisAddr, MaxRetries: -1})
+			st, err := redisstore.New(ctx, rdb, redisstore.Options{Name: s.name})
+			if err != nil {
+				rdb.Close()
+				return fmt.Errorf("containers: redis: %w", err)
+			}
+			c.store, c.close = st, func() { rdb.Close() }
+		default:
+			dsn := w.ReplicaDSN
+			if s.kind == model.Search {
+				dsn = w.SearchDSN
+			}
+			pool, err := pgxpool.New(ctx, dsn)
+			if err != nil {
+				return fmt.Errorf("containers: %s: %w", s.name, err)
+			}
+			c.close = pool.Close
+			if s.kind == model.Replica {
+				c.store, err = pgstore.NewReplica(ctx, pool, pgstore.Options{Name: s.name})
+			} else {
+				c.store, err = pgstore.NewSearch(ctx, pool, pgstore.Options{Name: s.name})
+			}
+			if err != nil {
+				pool.Close()
+				return fmt.Errorf("containers: %s: %w", s.name, err)
+			}
+		}
+		r.stores = append(r.stores, c)
+		r.hist.Stores = append(r.hist.Stores, model.StoreSpec{Name: s.name, Kind: s.kind, Claims: r.cfg.Scenario.Claims(r.cfg.System, s.kind)})
+	}
+	return nil
+}
+
+func (r *run) closeConns() {
+	for _, s := range r.stores {
+		s.close()
+	}
+	if r.source != nil {
+		r.source.Close()
+	}
+}
+
+func (r *run) learn(k model.Key) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.known[k] {
+		r.known[k] = true
+		r.keys = append(r.keys, k)
+	}
+}
+
+func (r *run) randomKey(rng *rand.Rand) (model.Key, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.keys) == 0 {
+		return model.Key{}, false
+	}
+	return r.keys[rng.IntN(len(r.keys))], true
+}
+
+// topology names the run's containers with their roles, limited to those
+// the scenario may fault.
+func (r *run) topology() faults.Topology {
+	var t faults.Topology
+	sc := r.cfg.Scenario
+	for _, s := range r.w.Services() {
+		n := faults.Node{Name: s.Name, Role: s.Role}
+		if !faultable(sc, n) {
+			n.Role = faults.RoleObserver
+		}
+		t.Nodes = append(t.Nodes, n)
+	}
+	return t
+}
+
+func faultable(sc *scenarios.Scenario, n faults.Node) bool {
+	if len(sc.Nodes) > 0 {
+		for _, name := range sc.Nodes {
+			if name == n.Name || name == "cache" && n.Name == "redis" {
+				return true
+			}
+		}
+		return false
+	}
+	for _, role := range sc.Roles {
+		if role == n.Role {
+			return true
+		}
+	}
+	return false
+}
+
+// drive runs the fault phase (workload, observer, faults), then the quiet
+// phase, and records the history.
+func (r *run) drive(ctx context.Context) (faults.Plan, error) {
+	cfg := r.cfg
+	plan := faults.Plan{Quiet: cfg.Faults}
+	if len(cfg.Scenario.Kinds) > 0 {
+		rng := rand.New(rand.NewPCG(cfg.Seed, 0x5eedfa17))
+		plan = faults.Generate(rng, r.topology(), faults.GenConfig{
+			Kinds: cfg.Scenario.Kinds, Quiet: cfg.Faults, Unclean: cfg.Scenario.Unclean,
+			MeanInterval: 5 * time.Second, MeanOutage: 4 * time.Second, FailoverDowntime: 12 * time.Second,
+			MaxDownBrokers: cfg.Scenario.MaxDownBrokers,
+		})
+	}
+	r.hist.Faults = plan.Windows()
+	r.hist.QuietAt = cfg.Faults
+	r.hist.Deadline = cfg.Faults + cfg.Settle
+	target := NewTarget(ctx, r.w)
+	inj := faults.NewInjector(target)
+
+	phase, stopPhase := context.WithTimeout(ctx, cfg.Faults)
+	defer stopPhase()
+	observe, stopObserve := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); r.observe(observe) }()
+	var bench *benchProbe
+	if cfg.Bench {
+		bench = newBenchProbe(r)
+		wg.Add(1)
+		go func() { defer wg.Done(); bench.sample(observe) }()
+	}
+	var faultErr error
+	var fwg sync.WaitGroup
+	fwg.Add(1)
+	go func() {
+		defer fwg.Done()
+		for _, f := range plan.Faults {
+			if !sleepUntil(phase, r.start.Add(f.At)) {
+				return
+			}
+			r.log.Info("fault", "at", r.since().Round(time.Millisecond), "fault", f.What())
+			if err := inj.Apply(f); err != nil && faultErr == nil {
+				faultErr = err
+			}
+		}
+	}()
+	wlErr := r.workload(phase)
+	<-phase.Done()
+	fwg.Wait()
+	r.log.Info("quiet phase", "at", r.since().Round(time.Millisecond))
+	if err := inj.HealAll(); err != nil && faultErr == nil {
+		faultErr = err
+	}
+	target.Settle()
+	if faultErr != nil {
+		stopObserve()
+		wg.Wait()
+		return plan, fmt.Errorf("containers: fault injection: %w", faultErr)
+	}
+	if wlErr != nil {
+		stopObserve()
+		wg.Wait()
+		return plan, wlErr
+	}
+	truth, err := r.readTruth(ctx)
+	if err != nil {
+		stopObserve()
+		wg.Wait()
+		return plan, err
+	}
+	r.hist.Committed = truth
+	r.converge(ctx)
+	stopObserve()
+	wg.Wait()
+	for _, s := range r.stores {
+		snap, err := s.store.ReadAll(ctx)
+		if err != nil {
+			return plan, fmt.Errorf("containers: final read of %s: %w", s.name, err)
+		}
+		snap.Store, snap.At = s.name, r.since()
+		r.hist.Final = append(r.hist.Final, snap)
+	}
+	if cfg.System == scenarios.DualWrite {
+		relabel(r.hist)
+	}
+	if bench != nil {
+		r.bench = bench.result(r.hist)
+	}
+	return plan, nil
+}
+
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-tm.C:
+		return true
+	}
+}
+
+// workload drives the source through the fault phase: the scenario's
+// workload from several clients, or pgbench's TPC-B-like script.
+func (r *run) workload(ctx context.Context) error {
+	cfg := r.cfg
+	if cfg.Scenario.Workload == "pgbench" {
+		err := pgbench(ctx, r.w.SourceDSN, "-n", "-c", "4", "-j", "2", "-T", fmt.Sprint(int(cfg.Faults.Seconds())))
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	wl, _ := workload.New(cfg.Scenario.Workload)
+	wl.Initial() // advances the workload's own counters past the initial rows
+	var (
+		mu     sync.Mutex
+		issued int
+	)
+	rng := rand.New(rand.NewPCG(cfg.Seed, 0xa99))
+	next := func() (pipeline.TxnFunc, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if issued >= cfg.Txns {
+			return nil, false
+		}
+		issued++
+		return wl.Next(rng), true
+	}
+	think := cfg.Faults * time.Duration(cfg.Clients) / time.Duration(cfg.Txns)
+	var wg sync.WaitGroup
+	for i := 0; i < cfg.Clients; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			src := &pgsource.Source{Pool: r.source}
+			dw := &pipeline.DualWriter{Source: src}
+			for _, s := range r.stores {
+				dw.Stores = append(dw.Stores, labeled{s.store})
+			}
+			for ctx.Err() == nil {
+				op, ok := next()
+				if !ok {
+					return
+				}
+				var txn model.Txn
+				var err error
+				if cfg.System == scenarios.DualWrite {
+					err = dw.Do(ctx, op)
+				} else {
+					txn, err = src.Exec(ctx, op)
+					for retry := 0; retry < 2 && err != nil && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil; retry++ {
+						txn, err = src.Exec(ctx, op)
+					}
+				}
+				for _, c := range txn.Changes {
+					r.learn(c.Key())
+				}
+				if err != nil {
+					r.log.Debug("workload: operation failed", "err", err)
+				}
+				if !sleepUntil(ctx, time.Now().Add(think/2+time.Duration(rand.Int64N(int64(think)+1)))) {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// labeled marks a dual write's documents with its transaction's XID, since a
+// client cannot know its commit LSN; relabel turns XIDs into commit LSNs
+// from the ground truth once it is read.
+type labeled struct{ pipeline.DirectStore }
+
+const xidLabel = model.LSN(1) << 63
+
+func (l labeled) Write(ctx context.Context, t model.Txn) error {
+	t.CommitLSN = xidLabel | model.LSN(t.XID)
+	return l.DirectStore.Write(ctx, t)
+}
+
+func relabel(h *model.History) {
+	byXID := map[uint64]model.LSN{}
+	for _, t := range h.Committed {
+		byXID[t.XID] = t.CommitLSN
+	}
+	fix := func(d model.Doc) model.Doc {
+		if d.LSN&xidLabel != 0 {
+			if lsn, ok := byXID[uint64(d.LSN&^xidLabel)]; ok {
+				d.LSN = lsn
+			}
+		}
+		return d
+	}
+	for i := range h.Reads {
+		h.Reads[i].Doc = fix(h.Reads[i].Doc)
+	}
+	for _, snaps := range [][]model.Snapshot{h.Snapshots, h.Final} {
+		for _, s := range snaps {
+			for k, d := range s.Docs {
+				s.Docs[k] = fix(d)
+			}
+		}
+	}
+}
+
+// observe samples stores during the whole run, as the simulator's observer
+// does: one key from one store every 50ms, the whole replica every second.
+func (r *run) observe(ctx context.Context) {
+	rng := rand.New(rand.NewPCG(r.cfg.Seed, 0x0b5))
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		k, ok := r.randomKey(rng)
+		if !ok {
+			continue
+		}
+		s := r.stores[rng.IntN(len(r.stores))]
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		call := r.since()
+		doc, found, err := s.store.Read(rctx, k)
+		cancel()
+		if err == nil {
+			r.mu.Lock()
+			r.hist.Reads = append(r.hist.Reads, model.Read{Store: s.name, Key: k, Call: call, Return: r.since(), Found: found, Doc: doc})
+			r.mu.Unlock()
+		}
+		if i%20 == 0 {
+			rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			snap, err := r.stores[0].store.ReadAll(rctx)
+			cancel()
+			if err == nil {
+				snap.Store, snap.At = r.stores[0].name, r.since()
+				r.mu.Lock()
+				r.hist.Snapshots = append(r.hist.Snapshots, snap)
+				r.mu.Unlock()
+			}
+		}
+	}
+}
+
+// readTruth reads every committed transaction from the audit slot, until it
+// has been idle for a few seconds after the workload stopped.
+func (r *run) readTruth(ctx context.Context) ([]model.Txn, error) {
+	audit, err := pgsource.NewStream(pgsource.Config{DSN: r.w.SourceDSN, Slot: auditSlot})
+	if err != nil {
+		return nil, err
+	}
+	defer audit.Close(ctx)
+	from, err := audit.Start(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("containers: audit slot: %w", err)
+	}
+	r.log.Info("reading the ground truth", "slot", auditSlot, "from", from)
+	var all []model.Txn
+	for {
+		nctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		txns, err := audit.Next(nctx)
+		cancel()
+		r.log.Debug("audit", "txns", len(txns), "err", err)
+		all = append(all, txns...)
+		if err != nil {
+			if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+				return all, nil
+			}
+			return nil, fmt.Errorf("containers: read the audit slot: %w", err)
+		}
+		for _, t := range txns {
+			for _, c := range t.Changes {
+				r.learn(c.Key())
+			}
+		}
+	}
+}
+
+// converge waits until every store's position reaches the last committed
+// transaction (pipeline), or a little while (dual writes), and records when.
+func (r *run) converge(ctx context.Context) {
+	var last model.LSN
+	if n := len(r.hist.Committed); n > 0 {
+		last = r.hist.Committed[n-1].CommitLSN
+	}
+	if r.cfg.System == scenarios.DualWrite {
+		return
+	}
+	deadline := r.start.Add(r.hist.Deadline)
+	for time.Now().Before(deadline) {
+		all := true
+		for _, s := range r.stores {
+			if _, done := r.hist.ConvergedAt[s.name]; done {
+				continue
+			}
+			pos, ok, err := s.store.Position(ctx)
+			if err == nil && ok && pos.LSN >= last {
+				r.hist.ConvergedAt[s.name] = r.since()
+			} else {
+				all = false
+			}
+		}
+		if all {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// pgbench runs PostgreSQL's own benchmark client against the source.
+func pgbench(ctx context.Context, dsn string, args ...string) error {
+	path, err := exec.LookPath("pgbench")
+	if err != nil {
+		return fmt.Errorf("containers: pgbench not found (apt-get install -y postgresql-client-15)")
+	}
+	cmd := exec.CommandContext(ctx, path, append(args, dsn)...)
+	cmd.Env = append(os.Environ(), "PGCONNECT_TIMEOUT=10")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("containers: pgbench %s: %v: %s", strings.Join(args, " "), err, lastLines(string(out), 5))
+	}
+	return nil
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
+}
+
+// pgbenchTables creates pgbench's tables with primary keys (before any data,
+// so every change is keyed; pgbench_history gets a surrogate key).
+func (r *run) pgbenchTables(ctx context.Context) error {
+	if err := pgbench(ctx, r.w.SourceDSN, "-i", "-I", "dt", "-s", "1"); err != nil {
+		return err
+	}
+	for _, sql := range []string{
+		`ALTER TABLE pgbench_accounts ADD PRIMARY KEY (aid)`,
+		`ALTER TABLE pgbench_branches ADD PRIMARY KEY (bid)`,
+		`ALTER TABLE pgbench_tellers ADD PRIMARY KEY (tid)`,
+		`ALTER TABLE pgbench_history ADD COLUMN hid bigserial PRIMARY KEY`,
+	} {
+		if _, err := r.source.Exec(ctx, sql); err != nil {
+			return fmt.Errorf("containers: pgbench keys: %s: %w", sql, err)
+		}
+	}
+	return nil
+}
