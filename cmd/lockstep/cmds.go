@@ -46,11 +46,11 @@ type runFlags struct {
 	bench  bool
 	logDir string
 	bugs   string
-	txns  int
-	json  string
-	world string
-	trace bool
-	check bool
+	txns   int
+	json   string
+	world  string
+	trace  bool
+	check  bool
 }
 
 func (f *runFlags) register(fs *flag.FlagSet) {

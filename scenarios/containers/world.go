@@ -153,7 +153,7 @@ func Start(ctx context.Context, opts Options) (*World, error) {
 		specs = append(specs, spec{name, faults.RoleDB, testcontainers.ContainerRequest{
 			Image: BaseImage, Entrypoint: []string{"lockstep-pg"},
 			ExposedPorts: []string{"5432/tcp"}, Env: bind(port, "5432/tcp"),
-			WaitingFor:   wait.ForLog("database system is ready to accept connections").WithStartupTimeout(90 * time.Second),
+			WaitingFor: wait.ForLog("database system is ready to accept connections").WithStartupTimeout(90 * time.Second),
 		}})
 		return nil
 	}
@@ -174,7 +174,7 @@ func Start(ctx context.Context, opts Options) (*World, error) {
 		Image: BaseImage, Entrypoint: []string{"redis-server"},
 		Cmd:          []string{"--bind", "0.0.0.0", "--protected-mode", "no", "--save", "", "--appendonly", "no"},
 		ExposedPorts: []string{"6379/tcp"}, Env: bind(redisPort, "6379/tcp"),
-		WaitingFor:   wait.ForLog("Ready to accept connections").WithStartupTimeout(60 * time.Second),
+		WaitingFor: wait.ForLog("Ready to accept connections").WithStartupTimeout(60 * time.Second),
 	}})
 	for i := 1; i <= 3; i++ {
 		port, err := freePort()
