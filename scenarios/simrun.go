@@ -162,16 +162,23 @@ func (x *world) build() {
 	x.db = w.AddNode("db", services.BootSourceDB(x.rec))
 	x.roles = append(x.roles, faults.Node{Name: "db", Role: faults.RoleDB})
 	initial := x.wl.Initial()
-	if _, err := x.db.State().(*services.SourceDB).Exec(func(tx pipeline.Tx) error {
+	load, err := x.db.State().(*services.SourceDB).Exec(func(tx pipeline.Tx) error {
 		for _, c := range initial {
 			tx.Put(c.Table, c.PK, c.Row)
 		}
 		return nil
-	}); err != nil {
+	})
+	if err != nil {
 		panic(err) // the initial load cannot fail
 	}
 	for _, s := range storeKinds {
-		x.stores = append(x.stores, w.AddNode(s.name, services.BootStore(s.kind)))
+		n := w.AddNode(s.name, services.BootStore(s.kind))
+		if x.sys == DualWrite {
+			// The application loads its initial rows into every store too;
+			// the pipeline gets them from the capture's snapshot instead.
+			n.State().(*services.Store).Load(load)
+		}
+		x.stores = append(x.stores, n)
 		x.roles = append(x.roles, faults.Node{Name: s.name, Role: faults.RoleStore})
 		x.hist.Stores = append(x.hist.Stores, model.StoreSpec{Name: s.name, Kind: s.kind, Claims: x.sc.Claims(x.sys, s.kind)})
 	}

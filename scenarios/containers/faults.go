@@ -152,15 +152,29 @@ func (t *Target) shape(from, to string, netem ...string) error {
 	return t.netns(from, "tc", "filter", "add", "dev", "eth0", "protocol", "ip", "parent", "1:0", "prio", "1", "u32", "match", "ip", "dst", ip+"/32", "flowid", "1:4")
 }
 
-// Delay slows the link from -> to: latency uniform-ish in [min, max].
+// Delay slows the link from -> to: latency uniform-ish in [min, max]. It
+// needs the kernel's prio and netem queueing disciplines; where they are
+// missing (some sandboxed kernels) it says so rather than pretend.
 func (t *Target) Delay(from, to string, min, max time.Duration) error {
 	mid, jitter := (min+max)/2, (max-min)/2
-	return t.shape(from, to, "delay", ms(mid), ms(jitter))
+	if err := t.shape(from, to, "delay", ms(mid), ms(jitter)); err != nil {
+		if strings.Contains(err.Error(), "unknown") || strings.Contains(err.Error(), "find specified qdisc") {
+			return fmt.Errorf("delay needs tc netem, which this kernel lacks (sch_prio/sch_netem): %w", err)
+		}
+		return err
+	}
+	return nil
 }
 
-// Loss drops a share p of the packets from -> to.
+// Loss drops a share p of the packets from -> to, with iptables' statistic
+// match (available where netem is not).
 func (t *Target) Loss(from, to string, p float64) error {
-	return t.shape(from, to, "loss", strconv.FormatFloat(p*100, 'f', 2, 64)+"%")
+	ip, err := t.ip(to)
+	if err != nil {
+		return err
+	}
+	return t.netns(from, "iptables", "-I", "OUTPUT", "-d", ip, "-m", "statistic", "--mode", "random",
+		"--probability", strconv.FormatFloat(p, 'f', 4, 64), "-j", "DROP")
 }
 
 func ms(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) + "ms" }

@@ -41,6 +41,9 @@ type Config struct {
 	Logger   *slog.Logger
 	// Bench measures throughput and commit-to-store lag (the pgbench scenario).
 	Bench bool
+	// Plan, when set, is the fault plan to run instead of one drawn from
+	// the seed (its Quiet is the fault phase's length).
+	Plan *faults.Plan
 }
 
 func (c *Config) defaults() {
@@ -115,6 +118,8 @@ type run struct {
 	stores []*storeConn
 	hist   *model.History
 	bench  *Bench
+	// initial is the initial load's committed transaction.
+	initial model.Txn
 
 	mu    sync.Mutex
 	keys  []model.Key
@@ -224,20 +229,31 @@ func (r *run) prepare(ctx context.Context) error {
 		}
 	} else if len(initial) > 0 {
 		src := &pgsource.Source{Pool: r.source}
-		if _, err := src.Exec(ctx, func(tx pipeline.Tx) error {
+		load, err := src.Exec(ctx, func(tx pipeline.Tx) error {
 			for _, c := range initial {
 				tx.Put(c.Table, c.PK, c.Row)
 			}
 			return nil
-		}); err != nil {
+		})
+		if err != nil {
 			return fmt.Errorf("containers: initial rows: %w", err)
 		}
 		for _, c := range initial {
 			r.learn(c.Key())
 		}
+		r.initial = load
 	}
 	if err := r.connectStores(ctx); err != nil {
 		return err
+	}
+	if r.cfg.System == scenarios.DualWrite && len(r.initial.Changes) > 0 {
+		// The application loads its initial rows into every store too; the
+		// pipeline gets them from the capture's snapshot instead.
+		for _, s := range r.stores {
+			if err := (labeled{s.store}).Write(ctx, r.initial); err != nil {
+				return fmt.Errorf("containers: initial rows into %s: %w", s.name, err)
+			}
+		}
 	}
 	if r.cfg.System == scenarios.Pipeline {
 		if err := w.StartPipeline(ctx); err != nil {
@@ -388,13 +404,21 @@ func faultable(sc *scenarios.Scenario, n faults.Node) bool {
 func (r *run) drive(ctx context.Context) (faults.Plan, error) {
 	cfg := r.cfg
 	plan := faults.Plan{Quiet: cfg.Faults}
-	if len(cfg.Scenario.Kinds) > 0 {
+	switch {
+	case cfg.Plan != nil:
+		plan = *cfg.Plan
+		cfg.Faults = plan.Quiet
+		r.cfg.Faults = plan.Quiet
+	case len(cfg.Scenario.Kinds) > 0:
 		rng := rand.New(rand.NewPCG(cfg.Seed, 0x5eedfa17))
 		plan = faults.Generate(rng, r.topology(), faults.GenConfig{
 			Kinds: cfg.Scenario.Kinds, Quiet: cfg.Faults, Unclean: cfg.Scenario.Unclean,
 			MeanInterval: 5 * time.Second, MeanOutage: 4 * time.Second, FailoverDowntime: 12 * time.Second,
 			MaxDownBrokers: cfg.Scenario.MaxDownBrokers,
 		})
+	}
+	if err := plan.Validate(); err != nil {
+		return plan, fmt.Errorf("containers: fault plan: %w", err)
 	}
 	r.hist.Faults = plan.Windows()
 	r.hist.QuietAt = cfg.Faults

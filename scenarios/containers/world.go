@@ -133,6 +133,7 @@ func Start(ctx context.Context, opts Options) (*World, error) {
 	if err := os.MkdirAll(w.LogDir, 0o755); err != nil {
 		return nil, fmt.Errorf("containers: log dir: %w", err)
 	}
+	register(w)
 	nw, err := tcnetwork.New(ctx, tcnetwork.WithLabels(w.labels()))
 	if err != nil {
 		return nil, fmt.Errorf("containers: create network: %w", err)
@@ -298,6 +299,28 @@ func (w *World) StartPipeline(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+var (
+	liveMu sync.Mutex
+	live   = map[*World]bool{}
+)
+
+func register(w *World)   { liveMu.Lock(); live[w] = true; liveMu.Unlock() }
+func unregister(w *World) { liveMu.Lock(); delete(live, w); liveMu.Unlock() }
+
+// CloseAll closes every world this process still has open: what a signal
+// handler calls before exiting, so Ctrl-C leaves nothing behind.
+func CloseAll(ctx context.Context) {
+	liveMu.Lock()
+	ws := make([]*World, 0, len(live))
+	for w := range live {
+		ws = append(ws, w)
+	}
+	liveMu.Unlock()
+	for _, w := range ws {
+		_ = w.Close(ctx)
+	}
+}
+
 // Services lists the run's services in start order.
 func (w *World) Services() []*Service {
 	w.mu.Lock()
@@ -331,6 +354,7 @@ func (w *World) Close(ctx context.Context) error {
 		svcs = append(svcs, w.svcs[n])
 	}
 	w.mu.Unlock()
+	defer unregister(w)
 	ctx = context.WithoutCancel(ctx)
 	var errs []error
 	for _, s := range svcs {

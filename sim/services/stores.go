@@ -154,6 +154,15 @@ func (s *Store) checkBase(base *model.Position) error {
 	return nil
 }
 
+// Load writes a transaction's changes directly, as the application's
+// initial load does for naive dual writes (which have no log to replay).
+func (s *Store) Load(t model.Txn) {
+	for _, c := range t.Changes {
+		s.write(c, t.CommitLSN, false)
+	}
+	s.sync()
+}
+
 // applyBatch applies whole transactions and the new position in one step.
 func (s *Store) applyBatch(b pipeline.Batch, guarded bool) error {
 	if err := s.checkBase(b.Base); err != nil {
