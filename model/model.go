@@ -173,6 +173,10 @@ type Txn struct {
 	// Snapshot marks the synthetic transaction that carries the initial
 	// snapshot: every row that existed at CommitLSN, as inserts.
 	Snapshot bool
+	// Chunk and Chunks split a large snapshot over several log records:
+	// this is chunk Chunk (from 0) of Chunks, all at the same CommitLSN.
+	// Chunk 0 resets a store; the others continue it. Zero Chunks means 1.
+	Chunk, Chunks int
 }
 
 func (t Txn) String() string {

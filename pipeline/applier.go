@@ -56,7 +56,7 @@ func (a *Applier) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		a.Logger.Debug("applier: restarting", "store", a.Store.Kind(), "err", err)
+		a.Logger.Warn("applier: restarting", "store", a.Store.Kind(), "err", err)
 		if err := a.Env.Sleep(ctx, a.Backoff); err != nil {
 			return err
 		}
@@ -148,7 +148,8 @@ func (a *Applier) rebuild(ctx context.Context) (model.Position, error) {
 // Plan turns fetched records into store batches, given the store's position:
 // records whose transaction the store already holds are dropped (a duplicate
 // from a producer retry, or a redelivery after a source crash), and a
-// snapshot record starts a batch of its own that resets the store. Every
+// snapshot's first chunk starts a batch of its own that resets the store;
+// its further chunks continue it. Every
 // batch carries the position after its last record, so progress past
 // duplicates is saved too. Pure, so it is tested on its own.
 func Plan(pos model.Position, recs []Record, reapply bool) []Batch {
@@ -158,12 +159,15 @@ func Plan(pos model.Position, recs []Record, reapply bool) []Batch {
 	for _, r := range recs {
 		t := r.Txn
 		switch {
-		case t.Snapshot && (t.CommitLSN > lsn || lsn == 0):
+		case t.Snapshot && t.Chunk == 0 && (t.CommitLSN > lsn || lsn == 0):
 			if len(cur.Txns) > 0 || cur.Position != (model.Position{}) {
 				out = append(out, cur)
 			}
 			cur = Batch{Reset: true, Txns: []model.Txn{t}}
 			lsn = t.CommitLSN
+		case t.Snapshot && t.Chunk > 0 && t.CommitLSN == lsn:
+			// The rest of the snapshot this store is loading.
+			cur.Txns = append(cur.Txns, t)
 		case !t.Snapshot && (t.CommitLSN > lsn || reapply):
 			cur.Txns = append(cur.Txns, t)
 			if t.CommitLSN > lsn {

@@ -108,3 +108,35 @@ func TestFoldKeepsLatestVersionsAndRevs(t *testing.T) {
 		t.Fatalf("folded rows %v, want %v (a: 3 revs from the snapshot + 1)", s, want)
 	}
 }
+
+func TestSnapshotChunksResetThenContinue(t *testing.T) {
+	snap := model.Txn{CommitLSN: 50, Snapshot: true}
+	for i := 0; i < 5; i++ {
+		snap.Changes = append(snap.Changes, model.Change{Table: "t", PK: string(rune('a' + i)), Op: model.OpInsert, Row: model.Row{"v": "1"}})
+	}
+	chunks := SplitSnapshot(snap, 2)
+	if len(chunks) != 3 || chunks[2].Chunk != 2 || chunks[0].Chunks != 3 || len(chunks[2].Changes) != 1 {
+		t.Fatalf("split into %+v; want 3 chunks of 2, 2, 1", chunks)
+	}
+	// A store at an older position takes chunk 0 as a reset and the rest
+	// as its continuation, then the stream.
+	got := Plan(model.Position{Offset: 10, LSN: 5}, recs(chunks[0], chunks[1], chunks[2], txn(60, false)), false)
+	if len(got) != 1 || !got[0].Reset || len(got[0].Txns) != 4 {
+		t.Fatalf("plan %+v; want one reset batch with 3 chunks and the txn at 60", got)
+	}
+	// Resuming inside the snapshot (the store holds chunk 0): the next
+	// chunks continue it, with no reset.
+	got = Plan(model.Position{Offset: 11, LSN: 50}, recs(chunks[1], chunks[2]), false)
+	if len(got) != 1 || got[0].Reset || len(got[0].Txns) != 2 {
+		t.Fatalf("resumed plan %+v; want the two remaining chunks, no reset", got)
+	}
+	// A store past the snapshot skips its chunks.
+	got = Plan(model.Position{Offset: 11, LSN: 70}, recs(chunks[0], chunks[1]), false)
+	if len(got[0].Txns) != 0 {
+		t.Fatalf("a store past the snapshot applied %v", lsns(got[0]))
+	}
+	folded := Fold(Plan(model.Position{}, recs(chunks[0], chunks[1], chunks[2]), false))
+	if len(folded.Txns[0].Changes) != 5 {
+		t.Fatalf("fold of the chunks holds %d rows, want 5", len(folded.Txns[0].Changes))
+	}
+}

@@ -28,6 +28,10 @@ type Capture struct {
 
 	// Backoff is the pause before reconnecting after an error (default 200ms).
 	Backoff time.Duration
+	// ChunkRows is the most rows one snapshot record carries (default
+	// 2000): a large snapshot goes to the log as several records, and a
+	// snapshot whose records did not all reach the log is taken again.
+	ChunkRows int
 	// ConfirmEvery spaces out confirmations to the source, as a standby
 	// status update interval does (default 200ms). Confirming less often is
 	// always safe: it only widens what the source redelivers after a
@@ -106,7 +110,7 @@ func (c *Capture) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		c.logger().Debug("capture: reconnecting", "err", err)
+		c.logger().Warn("capture: reconnecting", "err", err)
 		if err := c.Env.Sleep(ctx, backoff); err != nil {
 			return err
 		}
@@ -166,16 +170,53 @@ func (c *Capture) stream(ctx context.Context) error {
 	}
 }
 
-// snapshotIfNeeded takes the initial snapshot when the log holds nothing yet.
+// snapshotIfNeeded takes the initial snapshot unless the log already
+// starts with a complete one (every chunk of it).
 func (c *Capture) snapshotIfNeeded(ctx context.Context) error {
-	recs, err := c.Log.Fetch(ctx, 0, 1)
+	complete, err := c.snapshotInLog(ctx)
 	if err != nil {
-		return fmt.Errorf("capture: look for the snapshot in the log: %w", err)
+		return err
 	}
-	if len(recs) > 0 {
+	if complete {
 		return nil
 	}
 	return c.snapshot(ctx)
+}
+
+// snapshotInLog reports whether the log begins with every chunk of a
+// snapshot. A capture that crashed half-way through appending one leaves
+// some chunks only; the snapshot is then taken again (its first chunk
+// resets the stores).
+func (c *Capture) snapshotInLog(ctx context.Context) (bool, error) {
+	head, err := c.Log.Fetch(ctx, 0, 1)
+	if err != nil {
+		return false, fmt.Errorf("capture: look for the snapshot in the log: %w", err)
+	}
+	if len(head) == 0 {
+		return false, nil
+	}
+	first := head[0].Txn
+	want := max(first.Chunks, 1)
+	seen := map[int]bool{}
+	for off := int64(0); len(seen) < want; {
+		recs, err := c.Log.Fetch(ctx, off, want)
+		if err != nil {
+			return false, fmt.Errorf("capture: read the snapshot's chunks: %w", err)
+		}
+		if len(recs) == 0 {
+			break
+		}
+		for _, r := range recs {
+			if r.Txn.Snapshot && r.Txn.CommitLSN == first.CommitLSN {
+				seen[r.Txn.Chunk] = true
+			}
+			off = r.Offset + 1
+		}
+		if off >= int64(4*want) { // chunks come first; duplicates are few
+			break
+		}
+	}
+	return len(seen) >= want, nil
 }
 
 func (c *Capture) snapshot(ctx context.Context) error {
@@ -183,9 +224,27 @@ func (c *Capture) snapshot(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("capture: snapshot: %w", err)
 	}
-	if _, err := c.Log.Produce(ctx, []model.Txn{snap}); err != nil {
-		return fmt.Errorf("capture: append snapshot at %s: %w", snap.CommitLSN, err)
+	chunks := SplitSnapshot(snap, c.ChunkRows)
+	if _, err := c.Log.Produce(ctx, chunks); err != nil {
+		return fmt.Errorf("capture: append snapshot at %s (%d rows in %d chunks): %w", snap.CommitLSN, len(snap.Changes), len(chunks), err)
 	}
-	c.logger().Debug("capture: snapshot appended", "lsn", snap.CommitLSN, "rows", len(snap.Changes))
+	c.logger().Info("capture: snapshot appended", "lsn", snap.CommitLSN, "rows", len(snap.Changes), "chunks", len(chunks))
 	return nil
+}
+
+// SplitSnapshot cuts a snapshot into chunks of at most rows changes (2000
+// when rows is 0), numbered from 0, all at the snapshot's LSN.
+func SplitSnapshot(snap model.Txn, rows int) []model.Txn {
+	if rows <= 0 {
+		rows = 2000
+	}
+	n := max(1, (len(snap.Changes)+rows-1)/rows)
+	out := make([]model.Txn, n)
+	for i := range out {
+		c := snap
+		c.Chunk, c.Chunks = i, n
+		c.Changes = snap.Changes[i*rows : min((i+1)*rows, len(snap.Changes))]
+		out[i] = c
+	}
+	return out
 }

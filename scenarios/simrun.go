@@ -213,6 +213,9 @@ func (x *world) buildPipeline() {
 			Log:    &services.LogClient{From: n, Cluster: x.cluster},
 			Bugs:   bugs,
 			Logger: x.logger.With("node", n.Name()),
+			// Small chunks, so simulated snapshots span several records
+			// and appliers resume inside them.
+			ChunkRows: 32,
 		}
 		n.Go("capture", func(ctx context.Context) { _ = c.Run(ctx) })
 		return nil

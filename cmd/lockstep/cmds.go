@@ -234,9 +234,16 @@ are the expected finding.`,
 		parallel := fs.Int("parallel", runtime.GOMAXPROCS(0), "runs in parallel")
 		txns := fs.Int("txns", 0, "application transactions per run (default 1000)")
 		jsonOut := fs.String("json", "", "write the summary as JSON to this file")
+		world := fs.String("world", "sim", "sim, or containers (runs one at a time; needs Docker and make images)")
 		return func(args []string) error {
 			if len(args) > 0 {
 				return usagef("unexpected argument %q", args[0])
+			}
+			if *world == "containers" {
+				return containerCampaign(*scenario, *system, *first, *seeds, *txns, *jsonOut)
+			}
+			if *world != "sim" {
+				return usagef("unknown world %q: want sim or containers", *world)
 			}
 			scs, err := scenarios.Lookup(*scenario)
 			if err != nil {

@@ -66,3 +66,86 @@ func runContainers(name string, sys scenarios.System, seed uint64, rf runFlags) 
 	}
 	return nil
 }
+
+// containerCampaign runs seeds of scenarios in containers, one run at a time
+// (each run owns a whole cluster), and tallies them like a simulated
+// campaign.
+func containerCampaign(names, system, first string, seeds, txns int, jsonPath string) error {
+	if names == "all" {
+		names = "steady,crash-capture,crash-appliers,broker-failover,partitions,cache-restart,pgbench"
+	}
+	var scs []*scenarios.Scenario
+	for _, n := range strings.Split(names, ",") {
+		sc, err := containers.Lookup(strings.TrimSpace(n))
+		if err != nil {
+			return usagef("%v", err)
+		}
+		scs = append(scs, sc)
+	}
+	systems := scenarios.Systems
+	if system != "both" {
+		sys, err := parseSystem(system)
+		if err != nil {
+			return err
+		}
+		systems = []scenarios.System{sys}
+	}
+	firstSeed, err := parseSeed(first)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := containers.Available(ctx); err != nil {
+		return err
+	}
+	type cell struct {
+		Scenario  string           `json:"scenario"`
+		System    scenarios.System `json:"system"`
+		Seeds     int              `json:"seeds"`
+		Violating int              `json:"seeds_violating"`
+		Anomalies map[string]int   `json:"anomalies_by_class"`
+		Failing   []string         `json:"failing,omitempty"`
+	}
+	var cells []*cell
+	total, done := len(scs)*len(systems)*seeds, 0
+	pipelineFails := 0
+	for _, sc := range scs {
+		for _, sys := range systems {
+			c := &cell{Scenario: sc.Name, System: sys, Anomalies: map[string]int{}}
+			cells = append(cells, c)
+			for i := 0; i < seeds; i++ {
+				seed := firstSeed + uint64(i)
+				fmt.Fprintf(stderr, "[%d/%d] %s/%s/%d ...\n", done+1, total, sc.Name, sys, seed)
+				out, err := containers.Run(ctx, containers.Config{Scenario: sc, System: sys, Seed: seed, Txns: txns})
+				done++
+				if err != nil {
+					return fmt.Errorf("%s/%s/%d: %w", sc.Name, sys, seed, err)
+				}
+				c.Seeds++
+				for class, n := range out.Report.Counts {
+					c.Anomalies[string(class)] += n
+				}
+				if out.Violated() {
+					c.Violating++
+					c.Failing = append(c.Failing, scenarios.ReproToken(sc.Name, sys, seed))
+					if sys == scenarios.Pipeline {
+						pipelineFails++
+					}
+				}
+			}
+		}
+	}
+	for _, c := range cells {
+		fmt.Fprintf(stdout, "%-16s %-9s %d/%d violating %v\n", c.Scenario, c.System, c.Violating, c.Seeds, c.Anomalies)
+	}
+	if jsonPath != "" {
+		if err := writeJSON(jsonPath, cells); err != nil {
+			return err
+		}
+	}
+	if pipelineFails > 0 {
+		return errViolation
+	}
+	return nil
+}

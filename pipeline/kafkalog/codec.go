@@ -24,6 +24,8 @@ type wireTxn struct {
 	XID      uint64       `json:"xid"`
 	LSN      uint64       `json:"lsn"`
 	Snapshot bool         `json:"snapshot,omitempty"`
+	Chunk    int          `json:"chunk,omitempty"`
+	Chunks   int          `json:"chunks,omitempty"`
 	Changes  []wireChange `json:"changes"`
 }
 
@@ -38,7 +40,7 @@ type wireChange struct {
 
 // EncodeTxn is a transaction's record value.
 func EncodeTxn(t model.Txn) ([]byte, error) {
-	w := wireTxn{V: CodecVersion, XID: t.XID, LSN: uint64(t.CommitLSN), Snapshot: t.Snapshot}
+	w := wireTxn{V: CodecVersion, XID: t.XID, LSN: uint64(t.CommitLSN), Snapshot: t.Snapshot, Chunk: t.Chunk, Chunks: t.Chunks}
 	if t.Changes != nil {
 		w.Changes = make([]wireChange, len(t.Changes))
 	}
@@ -83,7 +85,7 @@ func DecodeTxn(b []byte) (model.Txn, error) {
 	if w.V != CodecVersion {
 		return model.Txn{}, fmt.Errorf("kafkalog: decode txn: encoding version %d, want %d", w.V, CodecVersion)
 	}
-	t := model.Txn{XID: w.XID, CommitLSN: model.LSN(w.LSN), Snapshot: w.Snapshot}
+	t := model.Txn{XID: w.XID, CommitLSN: model.LSN(w.LSN), Snapshot: w.Snapshot, Chunk: w.Chunk, Chunks: w.Chunks}
 	if w.Changes != nil {
 		t.Changes = make([]model.Change, len(w.Changes))
 	}

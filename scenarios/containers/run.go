@@ -215,6 +215,9 @@ func (r *run) prepare(ctx context.Context) error {
 			return fmt.Errorf("containers: source tables: %w", err)
 		}
 	}
+	if err := pgsource.CreateTables(ctx, r.source, map[string][]string{markerTable: {"v"}}); err != nil {
+		return fmt.Errorf("containers: marker table: %w", err)
+	}
 	audit, err := pgsource.NewStream(pgsource.Config{DSN: w.SourceDSN, Slot: auditSlot})
 	if err != nil {
 		return err
@@ -489,6 +492,7 @@ func (r *run) drive(ctx context.Context) (faults.Plan, error) {
 		snap.Store, snap.At = s.name, r.since()
 		r.hist.Final = append(r.hist.Final, snap)
 	}
+	dropMarker(r.hist)
 	if cfg.System == scenarios.DualWrite {
 		relabel(r.hist)
 	}
@@ -587,7 +591,9 @@ func (r *run) workload(ctx context.Context) error {
 // from the ground truth once it is read.
 type labeled struct{ pipeline.DirectStore }
 
-const xidLabel = model.LSN(1) << 63
+// xidLabel marks an XID in an LSN's place: bit 62, beyond any real LSN and
+// within a signed 64-bit column.
+const xidLabel = model.LSN(1) << 62
 
 func (l labeled) Write(ctx context.Context, t model.Txn) error {
 	t.CommitLSN = xidLabel | model.LSN(t.XID)
@@ -659,9 +665,19 @@ func (r *run) observe(ctx context.Context) {
 	}
 }
 
-// readTruth reads every committed transaction from the audit slot, until it
-// has been idle for a few seconds after the workload stopped.
+// markerTable holds the end-of-run marker: a transaction committed after
+// the workload, so the truth reader knows it has read everything before it.
+// It is part of no history.
+const markerTable = "lockstep_marker"
+
+// readTruth reads every committed transaction from the audit slot, up to
+// the end-of-run marker it commits first (waiting for silence instead would
+// stop early behind a large transaction still being decoded).
 func (r *run) readTruth(ctx context.Context) ([]model.Txn, error) {
+	nonce := fmt.Sprintf("%d-%d", r.cfg.Seed, time.Now().UnixNano())
+	if _, err := r.source.Exec(ctx, `INSERT INTO `+markerTable+` (pk, v) VALUES ('end', $1) ON CONFLICT (pk) DO UPDATE SET v = excluded.v`, nonce); err != nil {
+		return nil, fmt.Errorf("containers: end-of-run marker: %w", err)
+	}
 	audit, err := pgsource.NewStream(pgsource.Config{DSN: r.w.SourceDSN, Slot: auditSlot})
 	if err != nil {
 		return nil, err
@@ -672,22 +688,51 @@ func (r *run) readTruth(ctx context.Context) ([]model.Txn, error) {
 		return nil, fmt.Errorf("containers: audit slot: %w", err)
 	}
 	r.log.Info("reading the ground truth", "slot", auditSlot, "from", from)
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
 	var all []model.Txn
 	for {
-		nctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		txns, err := audit.Next(nctx)
-		cancel()
-		r.log.Debug("audit", "txns", len(txns), "err", err)
-		all = append(all, txns...)
+		txns, err := audit.Next(ctx)
 		if err != nil {
-			if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-				return all, nil
-			}
-			return nil, fmt.Errorf("containers: read the audit slot: %w", err)
+			return nil, fmt.Errorf("containers: read the audit slot (%d transactions so far): %w", len(all), err)
 		}
 		for _, t := range txns {
+			kept := t.Changes[:0:0]
+			end := false
 			for _, c := range t.Changes {
+				if c.Table == markerTable {
+					end = end || c.Row["v"] == nonce
+					continue
+				}
+				kept = append(kept, c)
 				r.learn(c.Key())
+			}
+			if len(kept) > 0 {
+				t.Changes = kept
+				all = append(all, t)
+			}
+			if end {
+				return all, nil
+			}
+		}
+	}
+}
+
+// dropMarker removes the marker's documents from what the stores showed.
+func dropMarker(h *model.History) {
+	reads := h.Reads[:0]
+	for _, rd := range h.Reads {
+		if rd.Key.Table != markerTable {
+			reads = append(reads, rd)
+		}
+	}
+	h.Reads = reads
+	for _, snaps := range [][]model.Snapshot{h.Snapshots, h.Final} {
+		for _, s := range snaps {
+			for k := range s.Docs {
+				if k.Table == markerTable {
+					delete(s.Docs, k)
+				}
 			}
 		}
 	}
