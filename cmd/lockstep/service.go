@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
@@ -146,7 +147,9 @@ func (c *commonFlags) log(ctx context.Context) (*kafkalog.Log, error) {
 func openStore(ctx context.Context, k model.StoreKind, target string, blind bool) (pipeline.Store, func(), error) {
 	switch k {
 	case model.Cache:
-		rdb := redis.NewClient(&redis.Options{Addr: target})
+		// A rebuild is one MULTI/EXEC that may hold a whole snapshot:
+		// give Redis time to answer it.
+		rdb := redis.NewClient(&redis.Options{Addr: target, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second})
 		c, err := redisstore.New(ctx, rdb, redisstore.Options{Blind: blind})
 		if err != nil {
 			rdb.Close()

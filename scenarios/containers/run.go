@@ -262,17 +262,21 @@ func (r *run) prepare(ctx context.Context) error {
 		if err := w.StartPipeline(ctx); err != nil {
 			return err
 		}
-		// Start the workload once the snapshot reached every store, so the
-		// search index's revision counts start from the same rows as the
-		// source's.
-		deadline := time.Now().Add(90 * time.Second)
+		// Start the workload once the snapshot reached every store (a
+		// marker committed after the pipeline started has arrived), so
+		// the search index's revision counts start from the source's rows.
+		if _, err := r.source.Exec(ctx, `INSERT INTO `+markerTable+` (pk, v) VALUES ('ready', 'ready')`); err != nil {
+			return fmt.Errorf("containers: ready marker: %w", err)
+		}
+		ready := model.Key{Table: markerTable, PK: "ready"}
+		deadline := time.Now().Add(3 * time.Minute)
 		for _, s := range r.stores {
 			for {
-				if _, ok, err := s.store.Position(ctx); err == nil && ok {
+				if _, found, err := s.store.Read(ctx, ready); err == nil && found {
 					break
 				}
 				if time.Now().After(deadline) {
-					return fmt.Errorf("containers: %s got no snapshot within 90s; see the logs in %s", s.name, w.LogDir)
+					return fmt.Errorf("containers: %s did not load the snapshot within 3 minutes; see the logs in %s", s.name, w.LogDir)
 				}
 				time.Sleep(200 * time.Millisecond)
 			}
@@ -310,7 +314,7 @@ func (r *run) connectStores(ctx context.Context) error {
 		c := &storeConn{name: s.name, kind: s.kind}
 		switch s.kind {
 		case model.Cache:
-			rdb := redis.NewClient(&redis.Options{Addr: w.RedisAddr, MaxRetries: -1})
+			rdb := redis.NewClient(&redis.Options{Addr: w.RedisAddr, MaxRetries: -1, ReadTimeout: 30 * time.Second})
 			st, err := redisstore.New(ctx, rdb, redisstore.Options{Name: s.name})
 			if err != nil {
 				rdb.Close()

@@ -209,8 +209,13 @@ func (c *Cache) Apply(ctx context.Context, b pipeline.Batch) error {
 	keys := store.Keys(b.Txns)
 	watch := make([]string, 0, 1+len(keys))
 	watch = append(watch, PositionKey)
-	for _, k := range keys {
-		watch = append(watch, DocKey(k))
+	if !b.Reset {
+		// A reset replaces everything, so only the position (which every
+		// applier moves) needs watching; watching each of a large
+		// snapshot's keys made Redis stall on 100,000-key WATCHes.
+		for _, k := range keys {
+			watch = append(watch, DocKey(k))
+		}
 	}
 	for attempt := 0; ; attempt++ {
 		err := c.rdb.Watch(ctx, func(tx *redis.Tx) error { return c.apply(ctx, tx, b, keys) }, watch...)
