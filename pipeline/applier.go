@@ -95,6 +95,9 @@ func (a *Applier) follow(ctx context.Context) error {
 			}
 			continue
 		}
+		if recs, err = a.wholeSnapshot(ctx, pos, recs); err != nil {
+			return err
+		}
 		for _, b := range Plan(pos, recs, a.Bugs.NonIdempotentApply) {
 			if !a.Bugs.CommitOffsetFirst && !b.Reset {
 				base := pos
@@ -119,6 +122,49 @@ func (a *Applier) follow(ctx context.Context) error {
 			lastCommit = now
 		}
 	}
+}
+
+// wholeSnapshot extends recs until a snapshot that starts in them is there
+// with every chunk, so that the store takes the whole snapshot in one batch:
+// a replica must never show half a snapshot (that is no committed state),
+// nor say it is at the snapshot's LSN before it holds all of it. It stops
+// waiting when a newer snapshot starts (the capture gave up on this one).
+func (a *Applier) wholeSnapshot(ctx context.Context, pos model.Position, recs []Record) ([]Record, error) {
+	for {
+		missing := incompleteSnapshot(pos, recs)
+		if missing == 0 {
+			return recs, nil
+		}
+		more, err := a.Log.Fetch(ctx, recs[len(recs)-1].Offset+1, max(missing, a.MaxBatch))
+		if err != nil {
+			return nil, fmt.Errorf("applier %s: fetch the rest of a snapshot: %w", a.Store.Kind(), err)
+		}
+		recs = append(recs, more...)
+	}
+}
+
+// incompleteSnapshot returns how many chunks of the last snapshot that
+// starts in recs (newer than pos) are still to come, or 0.
+func incompleteSnapshot(pos model.Position, recs []Record) int {
+	var snap *model.Txn
+	have := map[int]bool{}
+	for i := range recs {
+		t := &recs[i].Txn
+		if !t.Snapshot {
+			continue
+		}
+		if t.Chunk == 0 && (t.CommitLSN > pos.LSN || pos.LSN == 0) && (snap == nil || t.CommitLSN > snap.CommitLSN) {
+			snap = t
+			clear(have)
+		}
+		if snap != nil && t.CommitLSN == snap.CommitLSN {
+			have[t.Chunk] = true
+		}
+	}
+	if snap == nil {
+		return 0
+	}
+	return max(0, max(snap.Chunks, 1)-len(have))
 }
 
 // rebuild folds the whole log into one batch, so a store that lost its data

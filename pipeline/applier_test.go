@@ -140,3 +140,24 @@ func TestSnapshotChunksResetThenContinue(t *testing.T) {
 		t.Fatalf("fold of the chunks holds %d rows, want 5", len(folded.Txns[0].Changes))
 	}
 }
+
+func TestIncompleteSnapshotCountsMissingChunks(t *testing.T) {
+	snap := model.Txn{CommitLSN: 50, Snapshot: true}
+	for i := 0; i < 6; i++ {
+		snap.Changes = append(snap.Changes, model.Change{Table: "t", PK: string(rune('a' + i)), Op: model.OpInsert, Row: model.Row{"v": "1"}})
+	}
+	c := SplitSnapshot(snap, 2) // 3 chunks
+	if n := incompleteSnapshot(model.Position{LSN: 5}, recs(c[0])); n != 2 {
+		t.Fatalf("missing %d chunks, want 2", n)
+	}
+	if n := incompleteSnapshot(model.Position{LSN: 5}, recs(c[0], c[1], c[2], txn(60, false))); n != 0 {
+		t.Fatalf("missing %d chunks of a whole snapshot", n)
+	}
+	if n := incompleteSnapshot(model.Position{LSN: 70}, recs(c[0])); n != 0 {
+		t.Fatalf("a store past the snapshot waits for %d chunks", n)
+	}
+	newer := SplitSnapshot(model.Txn{CommitLSN: 80, Snapshot: true, Changes: snap.Changes[:1]}, 2)
+	if n := incompleteSnapshot(model.Position{LSN: 5}, recs(c[0], newer[0])); n != 0 {
+		t.Fatalf("a newer whole snapshot replaced the half one, yet %d chunks are awaited", n)
+	}
+}

@@ -188,35 +188,41 @@ func (c *Capture) snapshotIfNeeded(ctx context.Context) error {
 // some chunks only; the snapshot is then taken again (its first chunk
 // resets the stores).
 func (c *Capture) snapshotInLog(ctx context.Context) (bool, error) {
-	head, err := c.Log.Fetch(ctx, 0, 1)
+	// Ask for the end first: a fetch that comes back empty is no proof the
+	// log is (a broker may be failing over), and a needless snapshot resets
+	// every store.
+	end, err := c.Log.End(ctx)
 	if err != nil {
 		return false, fmt.Errorf("capture: look for the snapshot in the log: %w", err)
 	}
-	if len(head) == 0 {
+	if end == 0 {
 		return false, nil
 	}
-	first := head[0].Txn
-	want := max(first.Chunks, 1)
+	var first *model.Txn
 	seen := map[int]bool{}
-	for off := int64(0); len(seen) < want; {
-		recs, err := c.Log.Fetch(ctx, off, want)
+	for off := int64(0); off < end && (first == nil || len(seen) < max(first.Chunks, 1)); {
+		recs, err := c.Log.Fetch(ctx, off, 64)
 		if err != nil {
 			return false, fmt.Errorf("capture: read the snapshot's chunks: %w", err)
 		}
 		if len(recs) == 0 {
-			break
+			return false, fmt.Errorf("capture: the log ends at %d but nothing came back from offset %d", end, off)
 		}
 		for _, r := range recs {
+			if first == nil {
+				t := r.Txn
+				first = &t
+			}
 			if r.Txn.Snapshot && r.Txn.CommitLSN == first.CommitLSN {
 				seen[r.Txn.Chunk] = true
 			}
 			off = r.Offset + 1
 		}
-		if off >= int64(4*want) { // chunks come first; duplicates are few
+		if off >= int64(4*max(first.Chunks, 1)) { // chunks come first; duplicates are few
 			break
 		}
 	}
-	return len(seen) >= want, nil
+	return first != nil && len(seen) >= max(first.Chunks, 1), nil
 }
 
 func (c *Capture) snapshot(ctx context.Context) error {

@@ -65,6 +65,9 @@ type Log interface {
 	Produce(ctx context.Context, txns []model.Txn) (lastOffset int64, err error)
 	// Fetch returns up to max records from offset on, only acknowledged ones.
 	Fetch(ctx context.Context, offset int64, max int) ([]Record, error)
+	// End is the offset after the last acknowledged record (the high
+	// watermark): what tells an empty log from a slow fetch.
+	End(ctx context.Context) (int64, error)
 	// Commit stores a consumer group's next offset; Committed reads it back.
 	Commit(ctx context.Context, group string, offset int64) error
 	Committed(ctx context.Context, group string) (int64, error)

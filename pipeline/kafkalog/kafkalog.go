@@ -347,6 +347,28 @@ func (l *Log) Commit(ctx context.Context, group string, offset int64) error {
 
 // Committed implements pipeline.Log: the group's committed offset, 0 when
 // it has none.
+// End returns the partition's high watermark: the offset after the last
+// acknowledged record.
+func (l *Log) End(ctx context.Context) (int64, error) {
+	var end int64
+	err := retriable(ctx, func() error {
+		offs, err := l.adm.ListEndOffsets(ctx, l.cfg.Topic)
+		if err != nil {
+			return err
+		}
+		o, ok := offs.Lookup(l.cfg.Topic, partition)
+		if !ok {
+			return fmt.Errorf("no partition %d", partition)
+		}
+		end = o.Offset
+		return o.Err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("kafkalog: end offset of %s: %w: %w", l.cfg.Topic, pipeline.ErrUnavailable, err)
+	}
+	return end, nil
+}
+
 func (l *Log) Committed(ctx context.Context, group string) (int64, error) {
 	var r kadm.OffsetResponse
 	var ok bool

@@ -263,6 +263,21 @@ func TestKafka(t *testing.T) {
 		}
 	})
 
+	t.Run("End", func(t *testing.T) {
+		before, err := l.End(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if before != int64(len(produced)) {
+			t.Fatalf("End = %d before producing, want %d", before, len(produced))
+		}
+		last := produce(t, []model.Txn{{XID: 901, CommitLSN: 0x901}, {XID: 902, CommitLSN: 0x902}})
+		end, err := l.End(ctx(t))
+		if err != nil || end != last+1 {
+			t.Fatalf("End = %d, %v after producing up to %d, want %d", end, err, last, last+1)
+		}
+	})
+
 	t.Run("Unavailable", func(t *testing.T) {
 		dead, err := New(Config{Brokers: []string{"127.0.0.1:1"}, Topic: "t", ReplicationFactor: 1, MinInSync: 1, DeliveryTimeout: time.Second})
 		if err != nil {

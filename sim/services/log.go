@@ -459,6 +459,24 @@ func (l *LogClient) Fetch(ctx context.Context, off int64, max int) ([]pipeline.R
 	return recs, err
 }
 
+// End implements pipeline.Log: the leader's log end.
+func (l *LogClient) End(ctx context.Context) (int64, error) {
+	n, err := l.leaderNode(ctx)
+	if err != nil {
+		return 0, err
+	}
+	end, err := sim.Call(ctx, l.From, n, l.timeout(), func(b *broker) (int64, error) {
+		if b.c.leader != b.idx {
+			return 0, ErrNotLeader
+		}
+		return int64(len(b.log)), nil
+	})
+	if err != nil {
+		l.known = false
+	}
+	return end, err
+}
+
 // Commit implements pipeline.Log.
 func (l *LogClient) Commit(ctx context.Context, group string, off int64) error {
 	n, err := l.leaderNode(ctx)
