@@ -43,6 +43,7 @@ func parseSystem(s string) (scenarios.System, error) {
 }
 
 type runFlags struct {
+	plan   string
 	bench  bool
 	logDir string
 	bugs   string
@@ -58,7 +59,8 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.bugs, "bug", "", "break the pipeline on purpose with known CDC bugs (comma-separated): "+bugList())
 	fs.StringVar(&f.json, "json", "", "write the report as JSON to this file")
 	fs.StringVar(&f.world, "world", "sim", "where to run: sim (the deterministic simulator) or containers (real PostgreSQL, Kafka, Redis; needs Docker and make images)")
-	fs.BoolVar(&f.bench, "bench", false, "containers: report throughput and commit-to-store lag")
+	fs.BoolVar(&f.bench, "bench", false, "containers: report throughput and commit-to-store lag (runs without faults unless --plan is given)")
+	fs.StringVar(&f.plan, "plan", "", "containers: run this fault plan (a text file as runs print them) instead of the seed's")
 	fs.StringVar(&f.logDir, "logs", "", "containers: keep the containers' logs in this directory")
 	fs.BoolVar(&f.check, "check-determinism", false, "run the seed twice and compare traces event by event")
 	fs.BoolVar(&f.trace, "log", false, "print the pipeline's debug log (on virtual time) to stderr")

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"lockstep/faults"
 	"lockstep/scenarios"
 	"lockstep/scenarios/containers"
 )
@@ -20,6 +21,23 @@ func runContainers(name string, sys scenarios.System, seed uint64, rf runFlags) 
 	sc, err := containers.Lookup(name)
 	if err != nil {
 		return usagef("%v", err)
+	}
+	var plan *faults.Plan
+	switch {
+	case rf.plan != "":
+		text, err := os.ReadFile(rf.plan)
+		if err != nil {
+			return usagef("read the fault plan: %v", err)
+		}
+		p, err := faults.Parse(string(text))
+		if err != nil {
+			return usagef("%s: %v", rf.plan, err)
+		}
+		plan = &p
+	case rf.bench:
+		// Throughput and lag of a fault-free run: with faults the figures
+		// would measure recovery.
+		plan = &faults.Plan{Quiet: 30 * time.Second}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -32,7 +50,7 @@ func runContainers(name string, sys scenarios.System, seed uint64, rf runFlags) 
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	fmt.Fprintf(stderr, "lockstep: starting containers for %s/%s (about 30s)...\n", sc.Name, sys)
-	out, err := containers.Run(ctx, containers.Config{Scenario: sc, System: sys, Seed: seed, Txns: rf.txns, Bench: rf.bench, Logger: logger, LogDir: rf.logDir})
+	out, err := containers.Run(ctx, containers.Config{Scenario: sc, System: sys, Seed: seed, Txns: rf.txns, Bench: rf.bench, Plan: plan, Logger: logger, LogDir: rf.logDir})
 	if err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("interrupted; containers removed")

@@ -165,7 +165,7 @@ func openStore(ctx context.Context, k model.StoreKind, target string, blind bool
 		if k == model.Replica {
 			st, err = pgstore.NewReplica(ctx, pool, pgstore.Options{Blind: blind})
 		} else {
-			st, err = pgstore.NewSearch(ctx, pool, pgstore.Options{Blind: blind})
+			st, err = pgstore.NewSearch(ctx, pool, pgstore.Options{Blind: blind, BulkDocs: 500})
 		}
 		if err != nil {
 			pool.Close()

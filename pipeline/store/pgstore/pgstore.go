@@ -39,8 +39,9 @@ import (
 	"lockstep/pipeline/store"
 )
 
-// BulkDocs is the most documents the search index takes in one request, as
-// in the simulated one.
+// BulkDocs is the default most documents the search index takes in one
+// request, as in the simulated one; Options.BulkDocs raises it for
+// throughput (the apply command uses 500).
 const BulkDocs = 16
 
 // Options configure a store.
@@ -55,7 +56,10 @@ type Options struct {
 	// the store already holds are applied again: the non-idempotent-apply
 	// bug variant.
 	Blind bool
-	_     struct{}
+	// BulkDocs is the most documents the search index takes in one bulk
+	// request (default BulkDocs).
+	BulkDocs int
+	_        struct{}
 }
 
 var prefixRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,39}$`)
@@ -419,6 +423,14 @@ func (r *Replica) Clear(ctx context.Context) error { return r.t.Clear(ctx) }
 type Search struct {
 	t         *tables
 	checkBase string // the base-check function's quoted name
+	bulkMax   int
+}
+
+func (s *Search) bulkDocs() int {
+	if s.bulkMax > 0 {
+		return s.bulkMax
+	}
+	return BulkDocs
 }
 
 var (
@@ -464,7 +476,7 @@ END $$;`, check, t.pos, errCodeMismatch)
 	if err := t.create(ctx, schema); err != nil {
 		return nil, err
 	}
-	return &Search{t: t, checkBase: check}, nil
+	return &Search{t: t, checkBase: check, bulkMax: opts.BulkDocs}, nil
 }
 
 // Kind implements pipeline.Store.
@@ -521,7 +533,7 @@ func (s *Search) Apply(ctx context.Context, b pipeline.Batch) error {
 			return wrap(err)
 		}
 	}
-	chunks := store.Chunks(b.Txns, BulkDocs)
+	chunks := store.Chunks(b.Txns, s.bulkDocs())
 	if len(chunks) == 0 {
 		chunks = [][]store.Change{nil} // the position alone
 	}
@@ -548,7 +560,7 @@ func (s *Search) Apply(ctx context.Context, b pipeline.Batch) error {
 // bulk requests of at most BulkDocs documents. Blind means no version check:
 // every update counts one more revision, even a repeated one.
 func (s *Search) Write(ctx context.Context, t model.Txn) error {
-	for _, chunk := range store.Chunks([]model.Txn{t}, BulkDocs) {
+	for _, chunk := range store.Chunks([]model.Txn{t}, s.bulkDocs()) {
 		if err := s.bulk(ctx, nil, func(batch *pgx.Batch) error {
 			for _, c := range chunk {
 				if err := s.t.queueChange(batch, c.Change, c.LSN, false); err != nil {
