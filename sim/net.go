@@ -154,33 +154,5 @@ type callResult[R any] struct {
 // pipeline.ErrTimeout and is ambiguous: the handler may or may not have run.
 // A node whose state is not an S ignores the request (the caller times out).
 func Call[S any, R any](ctx context.Context, from, to *Node, timeout time.Duration, handler func(S) (R, error)) (R, error) {
-	var zero R
-	w := from.w
-	t := w.current("Call")
-	if t.node != from {
-		panic(fmt.Sprintf("sim: task %s called from node %s", t.name, from.name))
-	}
-	if err := ctx.Err(); err != nil {
-		return zero, err
-	}
-	park := t.park
-	w.net.Send(from, to, func() {
-		s, ok := to.state.(S)
-		if !ok {
-			return
-		}
-		r, err := handler(s)
-		w.net.Send(to, from, func() {
-			if t.done || t.park != park {
-				return // the caller gave up or died
-			}
-			w.wakeAt(t, w.now, callResult[R]{val: r, err: err})
-		})
-	})
-	w.wakeAt(t, w.now+timeout, nil) // the deadline
-	v := t.parkCurrent()
-	if res, ok := v.(callResult[R]); ok {
-		return res.val, res.err
-	}
-	return zero, pipeline.ErrTimeout
+	return CallAsync(ctx, from, to, timeout, func(s S, reply func(R, error)) { reply(handler(s)) })
 }

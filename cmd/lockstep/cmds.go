@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"lockstep/checker"
+	"lockstep/faults"
 	"lockstep/pipeline"
 	"lockstep/scenarios"
 	"lockstep/sim"
@@ -111,29 +112,6 @@ replays that run bit for bit: the trace hash it prints must equal the original.`
 }
 
 func runOne(name, system, seedText string, rf runFlags) error {
-	if rf.world == "containers" {
-		sys, err := parseSystem(system)
-		if err != nil {
-			return err
-		}
-		seed, err := parseSeed(seedText)
-		if err != nil {
-			return err
-		}
-		if rf.bugs != "" {
-			name += "+" + strings.ReplaceAll(rf.bugs, ",", "+")
-		}
-		return runContainers(name, sys, seed, rf)
-	}
-	sc, err := lookupOne(name)
-	if err != nil {
-		return err
-	}
-	if rf.bugs != "" {
-		if sc, err = lookupOne(name + "+" + strings.ReplaceAll(rf.bugs, ",", "+")); err != nil {
-			return err
-		}
-	}
 	sys, err := parseSystem(system)
 	if err != nil {
 		return err
@@ -142,8 +120,19 @@ func runOne(name, system, seedText string, rf runFlags) error {
 	if err != nil {
 		return err
 	}
-	if rf.world != "sim" {
+	if rf.bugs != "" {
+		name += "+" + strings.ReplaceAll(rf.bugs, ",", "+")
+	}
+	switch rf.world {
+	case "containers":
+		return runContainers(name, sys, seed, rf)
+	case "sim":
+	default:
 		return usagef("unknown world %q: want sim or containers", rf.world)
+	}
+	sc, err := lookupOne(name)
+	if err != nil {
+		return err
 	}
 	opts := scenarios.Options{Txns: rf.txns}
 	if rf.trace {
@@ -169,10 +158,7 @@ func runOne(name, system, seedText string, rf runFlags) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "scenario %s (%s), system %s, seed %d\n", sc.Name, sc.Summary, sys, seed)
-	fmt.Fprintf(stdout, "faults (%s):\n", out.Plan.Mix())
-	for _, line := range strings.Split(strings.TrimSpace(out.Plan.String()), "\n") {
-		fmt.Fprintf(stdout, "  %s\n", line)
-	}
+	printPlan(out.Plan)
 	fmt.Fprintf(stdout, "ran %v virtual in %v wall (%.0fx), %d events, %d messages, %d committed txns\n",
 		out.Virtual.Round(time.Millisecond), out.Wall.Round(time.Millisecond), float64(out.Virtual)/float64(out.Wall),
 		out.Stats.Events, out.Stats.Messages, len(out.History.Committed))
@@ -206,6 +192,15 @@ func bugList() string {
 	}
 	sort.Strings(names)
 	return strings.Join(names, ", ")
+}
+
+// printPlan prints a run's fault plan as text, ready to paste into a bug
+// report or a --plan file.
+func printPlan(p faults.Plan) {
+	fmt.Fprintf(stdout, "faults (%s):\n", p.Mix())
+	for _, line := range strings.Split(strings.TrimSpace(p.String()), "\n") {
+		fmt.Fprintf(stdout, "  %s\n", line)
+	}
 }
 
 func writeJSON(path string, v any) error {

@@ -58,10 +58,7 @@ func runContainers(name string, sys scenarios.System, seed uint64, rf runFlags) 
 		return err
 	}
 	fmt.Fprintf(stdout, "scenario %s (%s), system %s, seed %d, world containers\n", sc.Name, sc.Summary, sys, seed)
-	fmt.Fprintf(stdout, "faults (%s):\n", out.Plan.Mix())
-	for _, line := range strings.Split(strings.TrimSpace(out.Plan.String()), "\n") {
-		fmt.Fprintf(stdout, "  %s\n", line)
-	}
+	printPlan(out.Plan)
 	fmt.Fprintf(stdout, "ran %v wall, %d committed txns (from the audit slot)\n", out.Wall.Round(time.Millisecond), len(out.History.Committed))
 	for _, st := range out.History.Stores {
 		if at, ok := out.History.ConvergedAt[st.Name]; ok {
