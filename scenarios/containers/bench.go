@@ -129,9 +129,15 @@ func (b *benchProbe) result(h *model.History) *Bench {
 			res.LagP50[name] = lags[n/2]
 			res.LagP99[name] = lags[min(n-1, n*99/100)]
 		}
+		// When the store first held the last commit, from the probe's own
+		// samples (the harness's convergence check runs later, after it has
+		// read the truth).
 		end := h.QuietAt
-		if at, ok := h.ConvergedAt[name]; ok && at > end {
-			end = at
+		if n := len(h.Committed); n > 0 {
+			last := h.Committed[n-1].CommitLSN
+			if i := sort.Search(len(samples), func(i int) bool { return samples[i].lsn >= last }); i < len(samples) && samples[i].at > end {
+				end = samples[i].at
+			}
 		}
 		res.CaughtUpLate[name] = end - h.QuietAt
 		res.StoreRate[name] = float64(res.Changes) / end.Seconds()

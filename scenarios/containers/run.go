@@ -630,12 +630,17 @@ func relabel(h *model.History) {
 }
 
 // observe samples stores during the whole run, as the simulator's observer
-// does: one key from one store every 50ms, the whole replica every second.
+// does: one key from one store every 50ms and, on its own goroutine so a
+// large store cannot hold the key reads up, the whole replica every second.
 func (r *run) observe(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); r.snapshots(ctx) }()
+	defer wg.Wait()
 	rng := rand.New(rand.NewPCG(r.cfg.Seed, 0x0b5))
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	for i := 0; ; i++ {
+	for {
 		select {
 		case <-ctx.Done():
 			return
@@ -655,16 +660,19 @@ func (r *run) observe(ctx context.Context) {
 			r.hist.Reads = append(r.hist.Reads, model.Read{Store: s.name, Key: k, Call: call, Return: r.since(), Found: found, Doc: doc})
 			r.mu.Unlock()
 		}
-		if i%20 == 0 {
-			rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			snap, err := r.stores[0].store.ReadAll(rctx)
-			cancel()
-			if err == nil {
-				snap.Store, snap.At = r.stores[0].name, r.since()
-				r.mu.Lock()
-				r.hist.Snapshots = append(r.hist.Snapshots, snap)
-				r.mu.Unlock()
-			}
+	}
+}
+
+func (r *run) snapshots(ctx context.Context) {
+	for sleepUntil(ctx, time.Now().Add(time.Second)) {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		snap, err := r.stores[0].store.ReadAll(rctx)
+		cancel()
+		if err == nil {
+			snap.Store, snap.At = r.stores[0].name, r.since()
+			r.mu.Lock()
+			r.hist.Snapshots = append(r.hist.Snapshots, snap)
+			r.mu.Unlock()
 		}
 	}
 }
