@@ -57,7 +57,8 @@ type Outcome struct {
 	Hash     uint64
 	Stats    sim.Stats
 	Virtual  time.Duration
-	Wall     time.Duration
+	Wall     time.Duration // the whole run: building, simulating, checking
+	SimWall  time.Duration // simulating only (the world's event loop)
 	Blocked  []string
 	Trace    *sim.Trace
 }
@@ -131,9 +132,11 @@ func Run(sc *Scenario, sys System, seed uint64, opts Options) (*Outcome, error) 
 	x.build()
 	plan := x.planFaults()
 	x.hist.Faults = plan.Windows()
+	simStart := time.Now()
 	if err := x.run(plan); err != nil {
 		return nil, fmt.Errorf("%s: %w", ReproToken(sc.Name, sys, seed), err)
 	}
+	simWall := time.Since(simStart)
 	res := x.w.Stop()
 	x.finish()
 	for _, f := range x.hist.Final {
@@ -147,6 +150,7 @@ func Run(sc *Scenario, sys System, seed uint64, opts Options) (*Outcome, error) 
 		Hash:    res.Trace.Hash(),
 		Stats:   res.Stats,
 		Virtual: res.End,
+		SimWall: simWall,
 		Blocked: res.Blocked,
 	}
 	if opts.KeepTrace {
