@@ -59,21 +59,16 @@ func (t *simTarget) Partition(a, b []string, oneWay bool) error {
 func (t *simTarget) Heal() error { t.x.w.Net().Heal(); return nil }
 
 func (t *simTarget) Delay(from, to string, min, max time.Duration) error {
-	f, err := t.node(from)
-	if err != nil {
-		return err
-	}
-	g, err := t.node(to)
-	if err != nil {
-		return err
-	}
-	c := t.x.w.Net().Link(f, g)
-	c.Min, c.Max = min, max
-	t.x.w.Net().SetLink(f, g, c)
-	return nil
+	return t.link(from, to, func(c *sim.LinkConfig) { c.Min, c.Max = min, max })
 }
 
 func (t *simTarget) Loss(from, to string, p float64) error {
+	return t.link(from, to, func(c *sim.LinkConfig) { c.Loss = p })
+}
+
+// link changes one directed link's behaviour, keeping what the change does
+// not touch (a lossy link that is then slowed stays lossy).
+func (t *simTarget) link(from, to string, change func(*sim.LinkConfig)) error {
 	f, err := t.node(from)
 	if err != nil {
 		return err
@@ -83,7 +78,7 @@ func (t *simTarget) Loss(from, to string, p float64) error {
 		return err
 	}
 	c := t.x.w.Net().Link(f, g)
-	c.Loss = p
+	change(&c)
 	t.x.w.Net().SetLink(f, g, c)
 	return nil
 }
