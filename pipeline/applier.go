@@ -143,6 +143,26 @@ func (a *Applier) wholeSnapshot(ctx context.Context, pos model.Position, recs []
 	}
 }
 
+// wholeSnapshots lists the snapshots (by LSN) of which recs hold every chunk.
+func wholeSnapshots(recs []Record) map[model.LSN]bool {
+	chunks := map[model.LSN]map[int]bool{}
+	want := map[model.LSN]int{}
+	for _, r := range recs {
+		if t := r.Txn; t.Snapshot {
+			if chunks[t.CommitLSN] == nil {
+				chunks[t.CommitLSN] = map[int]bool{}
+			}
+			chunks[t.CommitLSN][t.Chunk] = true
+			want[t.CommitLSN] = max(t.Chunks, 1)
+		}
+	}
+	whole := map[model.LSN]bool{}
+	for lsn, cs := range chunks {
+		whole[lsn] = len(cs) >= want[lsn]
+	}
+	return whole
+}
+
 // incompleteSnapshot returns how many chunks of the last snapshot that
 // starts in recs (newer than pos) are still to come, or 0.
 func incompleteSnapshot(pos model.Position, recs []Record) int {
@@ -183,6 +203,13 @@ func (a *Applier) rebuild(ctx context.Context) (model.Position, error) {
 		all = append(all, recs...)
 		off = recs[len(recs)-1].Offset + 1
 	}
+	if len(all) > 0 {
+		// A snapshot still being appended is waited for, not skipped.
+		var err error
+		if all, err = a.wholeSnapshot(ctx, model.Position{}, all); err != nil {
+			return model.Position{}, err
+		}
+	}
 	b := Fold(Plan(model.Position{}, all, false))
 	a.Logger.Debug("applier: rebuilding", "store", a.Store.Kind(), "records", len(all), "to", b.Position)
 	if err := a.Store.Apply(ctx, b); err != nil {
@@ -202,9 +229,13 @@ func Plan(pos model.Position, recs []Record, reapply bool) []Batch {
 	var out []Batch
 	cur := Batch{}
 	lsn := pos.LSN
+	whole := wholeSnapshots(recs)
 	for _, r := range recs {
 		t := r.Txn
 		switch {
+		case t.Snapshot && t.Chunk == 0 && !whole[t.CommitLSN]:
+			// A snapshot the capture never finished appending (a newer one
+			// follows): applying it would show a state never committed.
 		case t.Snapshot && t.Chunk == 0 && (t.CommitLSN > lsn || lsn == 0):
 			if len(cur.Txns) > 0 || cur.Position != (model.Position{}) {
 				out = append(out, cur)

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"reflect"
 	"testing"
 
@@ -159,5 +160,92 @@ func TestIncompleteSnapshotCountsMissingChunks(t *testing.T) {
 	newer := SplitSnapshot(model.Txn{CommitLSN: 80, Snapshot: true, Changes: snap.Changes[:1]}, 2)
 	if n := incompleteSnapshot(model.Position{LSN: 5}, recs(c[0], newer[0])); n != 0 {
 		t.Fatalf("a newer whole snapshot replaced the half one, yet %d chunks are awaited", n)
+	}
+}
+
+// A snapshot the capture never finished appending, replaced by a newer
+// one, is never applied: between the two the store would show half a
+// snapshot, a state that was never committed.
+func TestPlanSkipsAnAbandonedSnapshot(t *testing.T) {
+	rows := func(lsn model.LSN, n int) model.Txn {
+		s := model.Txn{CommitLSN: lsn, Snapshot: true}
+		for i := 0; i < n; i++ {
+			s.Changes = append(s.Changes, model.Change{Table: "t", PK: string(rune('a' + i)), Op: model.OpInsert, Row: model.Row{"v": lsn.String()}})
+		}
+		return s
+	}
+	half := SplitSnapshot(rows(50, 6), 2)[:1] // chunk 0 of 3 only
+	whole := SplitSnapshot(rows(60, 6), 2)
+	got := Plan(model.Position{}, recs(append(append(half, whole...), txn(70, false))...), false)
+	for _, b := range got {
+		for _, tx := range b.Txns {
+			if tx.CommitLSN == 50 {
+				t.Fatalf("applied the abandoned snapshot at 50: %+v", got)
+			}
+		}
+	}
+	last := got[len(got)-1]
+	if !last.Reset || len(last.Txns) != 4 || last.Position.LSN != 70 {
+		t.Fatalf("plan %+v; want it to end with one reset batch: the 3 chunks at 60 and the txn at 70", got)
+	}
+	for _, b := range got[:len(got)-1] {
+		if len(b.Txns) > 0 || b.Reset {
+			t.Fatalf("before the whole snapshot only moving past the half one is allowed: %+v", got)
+		}
+	}
+}
+
+// memLog is an in-memory pipeline.Log for capture tests.
+type memLog struct{ recs []Record }
+
+func (l *memLog) Produce(_ context.Context, txns []model.Txn) (int64, error) {
+	for _, t := range txns {
+		l.recs = append(l.recs, Record{Offset: int64(len(l.recs)), Txn: t})
+	}
+	return int64(len(l.recs) - 1), nil
+}
+
+func (l *memLog) Fetch(_ context.Context, off int64, max int) ([]Record, error) {
+	if off >= int64(len(l.recs)) {
+		return nil, nil
+	}
+	return l.recs[off:min(int(off)+max, len(l.recs))], nil
+}
+
+func (l *memLog) End(context.Context) (int64, error)               { return int64(len(l.recs)), nil }
+func (l *memLog) Commit(context.Context, string, int64) error      { return nil }
+func (l *memLog) Committed(context.Context, string) (int64, error) { return 0, nil }
+
+// The capture judges the last snapshot in the log: a complete first one
+// does not excuse a later one left half-appended.
+func TestSnapshotInLogJudgesTheLastSnapshot(t *testing.T) {
+	snap := func(lsn model.LSN) []model.Txn {
+		s := model.Txn{CommitLSN: lsn, Snapshot: true}
+		for i := 0; i < 5; i++ {
+			s.Changes = append(s.Changes, model.Change{Table: "t", PK: string(rune('a' + i)), Op: model.OpInsert})
+		}
+		return SplitSnapshot(s, 2)
+	}
+	ctx := context.Background()
+	l := &memLog{}
+	c := &Capture{Log: l}
+	if ok, err := c.snapshotInLog(ctx); ok || err != nil {
+		t.Fatalf("empty log: %v, %v; want no snapshot", ok, err)
+	}
+	l.Produce(ctx, snap(10))
+	for i := 0; i < 600; i++ { // a long stream, more than two scan windows
+		l.Produce(ctx, []model.Txn{txn(model.LSN(100+i), false)})
+	}
+	if ok, err := c.snapshotInLog(ctx); !ok || err != nil {
+		t.Fatalf("complete snapshot then a stream: %v, %v; want complete", ok, err)
+	}
+	l.Produce(ctx, snap(900)[:2]) // a re-snapshot that failed half-way
+	l.Produce(ctx, []model.Txn{txn(901, false)})
+	if ok, _ := c.snapshotInLog(ctx); ok {
+		t.Fatal("the last snapshot is missing a chunk, yet the log was judged complete")
+	}
+	l.Produce(ctx, snap(950))
+	if ok, _ := c.snapshotInLog(ctx); !ok {
+		t.Fatal("a complete snapshot after the half one was not seen")
 	}
 }

@@ -183,10 +183,12 @@ func (c *Capture) snapshotIfNeeded(ctx context.Context) error {
 	return c.snapshot(ctx)
 }
 
-// snapshotInLog reports whether the log begins with every chunk of a
-// snapshot. A capture that crashed half-way through appending one leaves
-// some chunks only; the snapshot is then taken again (its first chunk
-// resets the stores).
+// snapshotInLog reports whether the last snapshot in the log has every
+// chunk there. A capture that failed or crashed half-way through appending
+// one leaves some chunks only; streaming must not start before the snapshot
+// is taken again, or the rows of the missing chunks would never reach the
+// stores (appliers wait for a snapshot's chunks, and skip one a newer
+// snapshot replaces).
 func (c *Capture) snapshotInLog(ctx context.Context) (bool, error) {
 	// Ask for the end first: a fetch that comes back empty is no proof the
 	// log is (a broker may be failing over), and a needless snapshot resets
@@ -195,34 +197,54 @@ func (c *Capture) snapshotInLog(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("capture: look for the snapshot in the log: %w", err)
 	}
-	if end == 0 {
-		return false, nil
-	}
-	var first *model.Txn
-	seen := map[int]bool{}
-	for off := int64(0); off < end && (first == nil || len(seen) < max(first.Chunks, 1)); {
-		recs, err := c.Log.Fetch(ctx, off, 64)
+	// Scan back from the end, a window at a time, to the first chunk of the
+	// last snapshot. Snapshots are rare, so on a long log this reads back
+	// to the last one: a cost paid once per capture start.
+	const window = 256
+	var last *model.Txn
+	chunks := map[int]bool{}
+	for hi := end; hi > 0; hi -= window {
+		lo := max(0, hi-window)
+		recs, err := c.fetchRange(ctx, lo, hi)
 		if err != nil {
-			return false, fmt.Errorf("capture: read the snapshot's chunks: %w", err)
+			return false, err
 		}
-		if len(recs) == 0 {
-			return false, fmt.Errorf("capture: the log ends at %d but nothing came back from offset %d", end, off)
-		}
-		for _, r := range recs {
-			if first == nil {
-				t := r.Txn
-				first = &t
+		for i := len(recs) - 1; i >= 0; i-- {
+			t := recs[i].Txn
+			if !t.Snapshot || (last != nil && t.CommitLSN != last.CommitLSN) {
+				continue
 			}
-			if r.Txn.Snapshot && r.Txn.CommitLSN == first.CommitLSN {
-				seen[r.Txn.Chunk] = true
+			if last == nil {
+				last = &t
 			}
-			off = r.Offset + 1
+			chunks[t.Chunk] = true
 		}
-		if off >= int64(4*max(first.Chunks, 1)) { // chunks come first; duplicates are few
+		if last != nil && chunks[0] {
 			break
 		}
 	}
-	return first != nil && len(seen) >= max(first.Chunks, 1), nil
+	return last != nil && len(chunks) >= max(last.Chunks, 1), nil
+}
+
+// fetchRange reads the records at offsets [lo, hi).
+func (c *Capture) fetchRange(ctx context.Context, lo, hi int64) ([]Record, error) {
+	var out []Record
+	for off := lo; off < hi; {
+		recs, err := c.Log.Fetch(ctx, off, int(hi-off))
+		if err != nil {
+			return nil, fmt.Errorf("capture: read the log at %d: %w", off, err)
+		}
+		if len(recs) == 0 {
+			return nil, fmt.Errorf("capture: the log ends at %d but nothing came back from offset %d", hi, off)
+		}
+		for _, r := range recs {
+			if r.Offset < hi {
+				out = append(out, r)
+			}
+		}
+		off = recs[len(recs)-1].Offset + 1
+	}
+	return out, nil
 }
 
 func (c *Capture) snapshot(ctx context.Context) error {

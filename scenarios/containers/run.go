@@ -564,16 +564,21 @@ func (r *run) workload(ctx context.Context) error {
 				if !ok {
 					return
 				}
+				// An operation started in the fault phase finishes after it:
+				// cutting a dual write off half-way would charge the harness's
+				// own interruption to the baseline.
+				opCtx, cancelOp := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 				var txn model.Txn
 				var err error
 				if cfg.System == scenarios.DualWrite {
-					err = dw.Do(ctx, op)
+					err = dw.Do(opCtx, op)
 				} else {
-					txn, err = src.Exec(ctx, op)
+					txn, err = src.Exec(opCtx, op)
 					for retry := 0; retry < 2 && err != nil && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil; retry++ {
-						txn, err = src.Exec(ctx, op)
+						txn, err = src.Exec(opCtx, op)
 					}
 				}
+				cancelOp()
 				for _, c := range txn.Changes {
 					r.learn(c.Key())
 				}
@@ -760,14 +765,19 @@ func (r *run) converge(ctx context.Context) {
 	if r.cfg.System == scenarios.DualWrite {
 		return
 	}
+	// The settle time starts now: healing and reading the truth must not
+	// eat into it, or a slow failover would read as never converging.
+	r.hist.Deadline = r.since() + r.cfg.Settle
 	deadline := r.start.Add(r.hist.Deadline)
-	for time.Now().Before(deadline) {
+	for time.Now().Before(deadline) && ctx.Err() == nil {
 		all := true
 		for _, s := range r.stores {
 			if _, done := r.hist.ConvergedAt[s.name]; done {
 				continue
 			}
-			pos, ok, err := s.store.Position(ctx)
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			pos, ok, err := s.store.Position(pctx)
+			cancel()
 			if err == nil && ok && pos.LSN >= last {
 				r.hist.ConvergedAt[s.name] = r.since()
 			} else {
