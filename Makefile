@@ -26,9 +26,9 @@ test-short:
 images:
 	bash images/build.sh
 
-## bench: scheduler and end-to-end simulator benchmarks.
+## bench: scheduler and end-to-end simulator benchmarks (with the CLI's GC setting).
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./sim/ ./scenarios/
+	GOGC=400 $(GO) test -run '^$$' -bench . -benchmem ./sim/ ./scenarios/
 
 ## lint: gofmt and go vet must be clean.
 lint:

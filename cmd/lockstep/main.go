@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"strings"
 )
 
@@ -39,6 +40,12 @@ func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(fo
 var errViolation = errors.New("the system under test violated a claimed property")
 
 func main() {
+	if os.Getenv("GOGC") == "" {
+		// Simulated runs allocate small, short-lived objects by the million
+		// and each world is a few MB: collecting less often is about 10%
+		// faster and the machine has memory to spare. GOGC overrides it.
+		debug.SetGCPercent(400)
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
