@@ -2,7 +2,6 @@ package pgstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -254,20 +253,7 @@ func testConcurrentAppliers(t *testing.T, pool *pgxpool.Pool) {
 					})
 				}
 				wg.Wait()
-				winner := -1
-				for i, err := range errs {
-					switch {
-					case err == nil && winner < 0:
-						winner = i
-					case err == nil:
-						t.Fatalf("round %d: both appliers' batches applied from base %s", round, base)
-					case !errors.Is(err, pipeline.ErrPositionMismatch):
-						t.Fatalf("round %d: applier %d: %v", round, i, err)
-					}
-				}
-				if winner < 0 {
-					t.Fatalf("round %d: both refused: %v", round, errs)
-				}
+				winner := storetest.OneWinner(t, round, base, errs)
 				snap, err := st.ReadAll(ctx(t))
 				if err != nil {
 					t.Fatal(err)

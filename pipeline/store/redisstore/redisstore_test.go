@@ -2,7 +2,6 @@ package redisstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -190,20 +189,7 @@ func testConcurrent(t *testing.T, a, b *Cache) {
 			})
 		}
 		wg.Wait()
-		winner := -1
-		for i, err := range errs {
-			switch {
-			case err == nil && winner < 0:
-				winner = i
-			case err == nil:
-				t.Fatalf("round %d: both batches applied from base %s", round, base)
-			case !errors.Is(err, pipeline.ErrPositionMismatch):
-				t.Fatalf("round %d: applier %d: %v", round, i, err)
-			}
-		}
-		if winner < 0 {
-			t.Fatalf("round %d: both refused: %v", round, errs)
-		}
+		winner := storetest.OneWinner(t, round, base, errs)
 		snap, err := a.ReadAll(ctx(t))
 		if err != nil {
 			t.Fatal(err)

@@ -570,3 +570,25 @@ func (g *gen) snapshot() model.Txn {
 	g.past = nil
 	return t
 }
+
+// OneWinner judges a race of appliers that all sent a batch from the same
+// base position: exactly one may have applied it, every other must have
+// been refused with pipeline.ErrPositionMismatch. It returns the winner.
+func OneWinner(t *testing.T, round int, base model.Position, errs []error) int {
+	t.Helper()
+	winner := -1
+	for i, err := range errs {
+		switch {
+		case err == nil && winner < 0:
+			winner = i
+		case err == nil:
+			t.Fatalf("round %d: two appliers' batches applied from base %s", round, base)
+		case !errors.Is(err, pipeline.ErrPositionMismatch):
+			t.Fatalf("round %d: applier %d: %v", round, i, err)
+		}
+	}
+	if winner < 0 {
+		t.Fatalf("round %d: every applier was refused: %v", round, errs)
+	}
+	return winner
+}
