@@ -6,7 +6,7 @@
 // order, with as many requests in flight as the broker allows for idempotent
 // producers) and waits for acks=all, so a record is acknowledged only once
 // every in-sync replica has it and the topic's min.insync.replicas holds.
-// Each transaction is one record whose value is EncodeTxn's versioned JSON.
+// Each transaction is one record whose value is logcodec's versioned JSON.
 //
 // Fetching reads only acknowledged records (up to the high watermark) with
 // one long-lived consumer client that is repositioned only when asked for an
@@ -35,6 +35,7 @@ import (
 
 	"lockstep/model"
 	"lockstep/pipeline"
+	"lockstep/pipeline/logcodec"
 )
 
 // Config says where the log lives. Zero fields take the defaults named.
@@ -192,7 +193,7 @@ func (l *Log) Produce(ctx context.Context, txns []model.Txn) (int64, error) {
 	}
 	recs := make([]*kgo.Record, len(txns))
 	for i, t := range txns {
-		v, err := EncodeTxn(t)
+		v, err := logcodec.EncodeTxn(t)
 		if err != nil {
 			return 0, fmt.Errorf("kafkalog: produce: %w: %w", pipeline.ErrUnavailable, err)
 		}
@@ -283,7 +284,7 @@ func (l *Log) Fetch(ctx context.Context, offset int64, max int) ([]pipeline.Reco
 			return // after a failure, or left over from an earlier position
 		}
 		var t model.Txn
-		if t, err = DecodeTxn(r.Value); err != nil {
+		if t, err = logcodec.DecodeTxn(r.Value); err != nil {
 			err = fmt.Errorf("record at offset %d: %w", r.Offset, err)
 			return
 		}

@@ -1,4 +1,9 @@
-package kafkalog
+// Package logcodec is the encoding of a transaction as a log record's value,
+// shared by every log: the Kafka log (pipeline/kafkalog) writes it, and the
+// simulated log (sim/services) and the capture measure records with it, so a
+// size limit means the same in both worlds. It depends on model only, so
+// simulated code can use it without pulling in a Kafka client.
+package logcodec
 
 import (
 	"encoding/json"
@@ -8,9 +13,9 @@ import (
 	"lockstep/model"
 )
 
-// CodecVersion is the version of the record value's encoding, written in
+// Version is the version of the record value's encoding, written in
 // every value as "v"; DecodeTxn refuses any other.
-const CodecVersion = 1
+const Version = 1
 
 // wireTxn is the JSON form of a model.Txn:
 //
@@ -40,7 +45,7 @@ type wireChange struct {
 
 // EncodeTxn is a transaction's record value.
 func EncodeTxn(t model.Txn) ([]byte, error) {
-	w := wireTxn{V: CodecVersion, XID: t.XID, LSN: uint64(t.CommitLSN), Snapshot: t.Snapshot, Chunk: t.Chunk, Chunks: t.Chunks}
+	w := wireTxn{V: Version, XID: t.XID, LSN: uint64(t.CommitLSN), Snapshot: t.Snapshot, Chunk: t.Chunk, Chunks: t.Chunks}
 	if t.Changes != nil {
 		w.Changes = make([]wireChange, len(t.Changes))
 	}
@@ -48,16 +53,16 @@ func EncodeTxn(t model.Txn) ([]byte, error) {
 		switch c.Op {
 		case model.OpInsert, model.OpUpdate, model.OpDelete:
 		default:
-			return nil, fmt.Errorf("kafkalog: encode txn %d: change %d has unknown %s", t.XID, i, c.Op)
+			return nil, fmt.Errorf("logcodec: encode txn %d: change %d has unknown %s", t.XID, i, c.Op)
 		}
 		if !validUTF8(c) {
-			return nil, fmt.Errorf("kafkalog: encode txn %d: change %d (%s) is not valid UTF-8", t.XID, i, c.Key())
+			return nil, fmt.Errorf("logcodec: encode txn %d: change %d (%s) is not valid UTF-8", t.XID, i, c.Key())
 		}
 		w.Changes[i] = wireChange{Table: c.Table, PK: c.PK, Op: c.Op.String(), Row: c.Row, OldPK: c.OldPK, Revs: c.Revs}
 	}
 	b, err := json.Marshal(w)
 	if err != nil {
-		return nil, fmt.Errorf("kafkalog: encode txn %d: %w", t.XID, err)
+		return nil, fmt.Errorf("logcodec: encode txn %d: %w", t.XID, err)
 	}
 	return b, nil
 }
@@ -80,10 +85,10 @@ func validUTF8(c model.Change) bool {
 func DecodeTxn(b []byte) (model.Txn, error) {
 	var w wireTxn
 	if err := json.Unmarshal(b, &w); err != nil {
-		return model.Txn{}, fmt.Errorf("kafkalog: decode txn: %w", err)
+		return model.Txn{}, fmt.Errorf("logcodec: decode txn: %w", err)
 	}
-	if w.V != CodecVersion {
-		return model.Txn{}, fmt.Errorf("kafkalog: decode txn: encoding version %d, want %d", w.V, CodecVersion)
+	if w.V != Version {
+		return model.Txn{}, fmt.Errorf("logcodec: decode txn: encoding version %d, want %d", w.V, Version)
 	}
 	t := model.Txn{XID: w.XID, CommitLSN: model.LSN(w.LSN), Snapshot: w.Snapshot, Chunk: w.Chunk, Chunks: w.Chunks}
 	if w.Changes != nil {
@@ -99,7 +104,7 @@ func DecodeTxn(b []byte) (model.Txn, error) {
 		case "delete":
 			op = model.OpDelete
 		default:
-			return model.Txn{}, fmt.Errorf("kafkalog: decode txn %d: change %d has unknown op %q", w.XID, i, c.Op)
+			return model.Txn{}, fmt.Errorf("logcodec: decode txn %d: change %d has unknown op %q", w.XID, i, c.Op)
 		}
 		t.Changes[i] = model.Change{Table: c.Table, PK: c.PK, Op: op, Row: c.Row, OldPK: c.OldPK, Revs: c.Revs}
 	}
