@@ -3,14 +3,16 @@ package pgsource
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"lockstep/model"
 )
 
 // ErrUnsupported is wrapped by errors about changes lockstep cannot express
-// as row changes (TRUNCATE, tables without a primary key, unchanged TOAST
-// values it was not sent).
+// as row changes (TRUNCATE, tables without a primary key, a key column's
+// value the server did not send). Such an error comes back every time the
+// same WAL is decoded again: retrying cannot get past it.
 var ErrUnsupported = errors.New("unsupported change")
 
 // Assembler turns one replication session's pgoutput messages into whole
@@ -23,6 +25,12 @@ var ErrUnsupported = errors.New("unsupported change")
 // values joined with ","; Row is every other column's text value, NULLs left
 // out; CommitLSN is the Commit message's end LSN, which is what a consumer
 // confirms ("this transaction and all before it").
+//
+// An update does not carry a value that is stored out of line (TOASTed) and
+// that it left unchanged: pgoutput sends the "unchanged" marker 'u' instead.
+// The old row fills it in under REPLICA IDENTITY FULL; otherwise the column
+// is left out of Row and named in Change.Unchanged, and the stores keep the
+// value they hold.
 type Assembler struct {
 	// PrimaryKey names the primary-key columns of rel, or none (nil, nil)
 	// when the table has no primary key. The Assembler asks it for every
@@ -109,7 +117,7 @@ func (a *Assembler) Add(m Message) (txn model.Txn, done bool, err error) {
 			if err != nil {
 				return model.Change{}, err
 			}
-			row, err := rel.row(m.New, nil, pk)
+			row, _, err := rel.row(m.New, nil, pk, false)
 			return model.Change{Table: rel.table, PK: pk, Op: model.OpInsert, Row: row}, err
 		})
 	case *Update:
@@ -139,12 +147,14 @@ func (a *Assembler) Add(m Message) (txn model.Txn, done bool, err error) {
 				}
 			}
 			// Unchanged TOAST values are filled in only from a whole old
-			// row ('O'); a key-only old tuple holds NULLs elsewhere.
+			// row ('O'); a key-only old tuple holds NULLs elsewhere. The
+			// others are listed in Unchanged: the stores keep what they
+			// hold.
 			var full Tuple
 			if m.OldKind == 'O' {
 				full = old
 			}
-			c.Row, err = rel.row(m.New, full, pk)
+			c.Row, c.Unchanged, err = rel.row(m.New, full, pk, true)
 			return c, err
 		})
 	case *Delete:
@@ -255,36 +265,40 @@ func (rel *relation) checkTuple(t Tuple, which string) error {
 }
 
 // value is column i's text: from t, or, when t holds an unchanged TOAST
-// placeholder, from old (a whole old row, or nil). ok is false for NULL.
-func (rel *relation) value(t, old Tuple, i int) (s string, ok bool, err error) {
+// marker, from old (a whole old row, or nil). ok is false for NULL;
+// unchanged is true when the value was not sent and old does not hold it.
+func (rel *relation) value(t, old Tuple, i int) (s string, ok, unchanged bool, err error) {
 	v := t[i]
 	if v.Kind == ValueUnchanged {
 		if old == nil || old[i].Kind == ValueUnchanged {
-			return "", false, fmt.Errorf("column %q is an unchanged TOASTed value whose data the server did not send: %w; set REPLICA IDENTITY FULL on %s so the old row carries it",
-				rel.Columns[i].Name, ErrUnsupported, rel.table)
+			return "", false, true, nil
 		}
 		v = old[i]
 	}
 	switch v.Kind {
 	case ValueNull:
-		return "", false, nil
+		return "", false, false, nil
 	case ValueText:
-		return string(v.Data), true, nil
+		return string(v.Data), true, false, nil
 	case ValueBinary:
-		return "", false, fmt.Errorf("column %q arrived in binary format: %w: stream without the binary option", rel.Columns[i].Name, ErrUnsupported)
+		return "", false, false, fmt.Errorf("column %q arrived in binary format: %w: stream without the binary option", rel.Columns[i].Name, ErrUnsupported)
 	}
-	return "", false, fmt.Errorf("column %q: value kind %q: %w", rel.Columns[i].Name, v.Kind, ErrMalformed)
+	return "", false, false, fmt.Errorf("column %q: value kind %q: %w", rel.Columns[i].Name, v.Kind, ErrMalformed)
 }
 
 // pk joins the key columns' values with ",".
 func (rel *relation) pk(t, old Tuple) (string, error) {
 	var b strings.Builder
 	for j, i := range rel.key {
-		s, ok, err := rel.value(t, old, i)
-		if err != nil {
+		s, ok, unchanged, err := rel.value(t, old, i)
+		switch {
+		case err != nil:
 			return "", fmt.Errorf("key: %w", err)
-		}
-		if !ok {
+		case unchanged:
+			// PostgreSQL sends the old key whenever a key column is stored
+			// out of line, so this is a server that did not.
+			return "", fmt.Errorf("key column %q is an unchanged TOASTed value whose data the server did not send: %w", rel.Columns[i].Name, ErrUnsupported)
+		case !ok:
 			return "", fmt.Errorf("key column %q is NULL: %w", rel.Columns[i].Name, ErrMalformed)
 		}
 		if j > 0 {
@@ -295,22 +309,29 @@ func (rel *relation) pk(t, old Tuple) (string, error) {
 	return b.String(), nil
 }
 
-// row is every non-key column's value, NULLs left out.
-func (rel *relation) row(t, old Tuple, pk string) (model.Row, error) {
-	r := model.Row{}
+// row is every non-key column's value, NULLs left out. Columns whose value
+// was not sent (unchanged TOAST) and that old does not hold are left out
+// too and named, sorted, in unchanged; only an update may have them.
+func (rel *relation) row(t, old Tuple, pk string, update bool) (r model.Row, unchanged []string, err error) {
+	r = model.Row{}
 	k := 0
 	for i, c := range rel.Columns {
 		if k < len(rel.key) && rel.key[k] == i {
 			k++
 			continue
 		}
-		s, ok, err := rel.value(t, old, i)
-		if err != nil {
-			return nil, fmt.Errorf("row %s: %w", pk, err)
-		}
-		if ok {
+		s, ok, notSent, err := rel.value(t, old, i)
+		switch {
+		case err != nil:
+			return nil, nil, fmt.Errorf("row %s: %w", pk, err)
+		case notSent && !update:
+			return nil, nil, fmt.Errorf("row %s: column %q holds the unchanged-TOAST marker, which only an update may: %w", pk, c.Name, ErrMalformed)
+		case notSent:
+			unchanged = append(unchanged, c.Name)
+		case ok:
 			r[c.Name] = s
 		}
 	}
-	return r, nil
+	slices.Sort(unchanged)
+	return r, unchanged, nil
 }

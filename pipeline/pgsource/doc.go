@@ -28,10 +28,11 @@
 // Rows map to lockstep's model the same way in the snapshot and in the
 // stream: Table is the table's name ("schema.table" outside public), PK the
 // primary-key columns' text values joined with ",", Row every other
-// non-NULL column's text value. Tables should have REPLICA IDENTITY FULL
-// (CreateTables sets it): otherwise an update that leaves a TOASTed value
-// unchanged does not carry it, and the stream reports an error rather than
-// writing a placeholder over data. TRUNCATE is reported as an error.
+// non-NULL column's text value. An update that leaves a TOASTed (out of
+// line) value unchanged does not carry it: under REPLICA IDENTITY FULL
+// (CreateTables sets it) the old row fills it in, otherwise the column is
+// named in Change.Unchanged and left out of Row, and the stores keep the
+// value they hold. TRUNCATE is reported as an error.
 //
 // It needs PostgreSQL 15 or later (CREATE_REPLICATION_SLOT's option list,
 // pg_publication_tables.attnames). Package pgtest starts throwaway
