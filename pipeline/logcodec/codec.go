@@ -50,21 +50,30 @@ func EncodeTxn(t model.Txn) ([]byte, error) {
 		w.Changes = make([]wireChange, len(t.Changes))
 	}
 	for i, c := range t.Changes {
-		switch c.Op {
-		case model.OpInsert, model.OpUpdate, model.OpDelete:
-		default:
-			return nil, fmt.Errorf("logcodec: encode txn %d: change %d has unknown %s", t.XID, i, c.Op)
+		wc, err := toWire(c)
+		if err != nil {
+			return nil, fmt.Errorf("logcodec: encode txn %d: change %d: %w", t.XID, i, err)
 		}
-		if !validUTF8(c) {
-			return nil, fmt.Errorf("logcodec: encode txn %d: change %d (%s) is not valid UTF-8", t.XID, i, c.Key())
-		}
-		w.Changes[i] = wireChange{Table: c.Table, PK: c.PK, Op: c.Op.String(), Row: c.Row, OldPK: c.OldPK, Revs: c.Revs}
+		w.Changes[i] = wc
 	}
 	b, err := json.Marshal(w)
 	if err != nil {
 		return nil, fmt.Errorf("logcodec: encode txn %d: %w", t.XID, err)
 	}
 	return b, nil
+}
+
+// toWire is a change's JSON form; it refuses what JSON could not give back.
+func toWire(c model.Change) (wireChange, error) {
+	switch c.Op {
+	case model.OpInsert, model.OpUpdate, model.OpDelete:
+	default:
+		return wireChange{}, fmt.Errorf("unknown %s", c.Op)
+	}
+	if !validUTF8(c) {
+		return wireChange{}, fmt.Errorf("%s is not valid UTF-8", c.Key())
+	}
+	return wireChange{Table: c.Table, PK: c.PK, Op: c.Op.String(), Row: c.Row, OldPK: c.OldPK, Revs: c.Revs}, nil
 }
 
 // validUTF8 reports whether every string of c is valid UTF-8, which JSON
