@@ -149,6 +149,11 @@ type Change struct {
 	Op    Op
 	Row   Row    // the new row; nil for deletes
 	OldPK string // set when an update changed the primary key
+	// Unchanged names the columns an update did not send because their
+	// value did not change and is stored out of line (PostgreSQL's unchanged
+	// TOAST marker): a store keeps the value it holds for them. Sorted; Row
+	// lacks those columns.
+	Unchanged []string
 	// Revs, in a snapshot's changes only, is how many changes the row has
 	// had so far, so a store loaded from a snapshot counts the same
 	// revisions as one that saw every change.

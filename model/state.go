@@ -25,11 +25,13 @@ type State struct {
 // NewState returns an empty state at LSN 0.
 func NewState() *State { return &State{rows: map[Key]Entry{}} }
 
-// Apply applies a transaction's changes in order and moves the state's
+// Apply applies a transaction's net changes (Net) and moves the state's
 // position to its commit LSN. Inserts and updates are upserts (what a sink
-// does), deletes of absent rows are no-ops.
+// does), deletes of absent rows are no-ops, unchanged columns keep the
+// stored row's values. A row's write count grows by one per transaction
+// that writes it, however many statements did.
 func (s *State) Apply(t Txn) {
-	for _, c := range t.Changes {
+	for _, c := range Net(t).Changes {
 		s.applyChange(c, t.CommitLSN)
 	}
 	if t.CommitLSN > s.pos {
@@ -38,6 +40,14 @@ func (s *State) Apply(t Txn) {
 }
 
 func (s *State) applyChange(c Change, lsn LSN) {
+	if len(c.Unchanged) > 0 {
+		src := c.Key()
+		if c.OldPK != "" {
+			src.PK = c.OldPK
+		}
+		e := s.rows[src]
+		c = MergeUnchanged(c, e.Row)
+	}
 	if c.OldPK != "" && c.OldPK != c.PK {
 		s.remove(Key{Table: c.Table, PK: c.OldPK})
 	}
@@ -185,7 +195,7 @@ func ParseStoreKind(s string) (StoreKind, bool) {
 
 // Doc is what a store holds for one source row: its projected value, the
 // commit LSN that wrote it (its version) and, for the search index, how many
-// changes were applied to it.
+// transactions wrote it.
 type Doc struct {
 	Value string
 	LSN   LSN

@@ -1,0 +1,193 @@
+package model
+
+import "slices"
+
+// Net is a transaction's effect per row: at most one change per key, in the
+// order the transaction first touched each key. A store that versions its
+// documents by commit LSN can take each change of a net transaction on its
+// own (guarded by that LSN, in any number of requests) and still end at the
+// transaction's final state, because no key is written twice at one LSN.
+// The raw changes cannot be taken that way: every change of a transaction
+// shares its commit LSN, so a guard that skips "this LSN or older" keeps
+// the first of two updates to a row and drops the second.
+//
+// The rules, per key, over the changes in order:
+//   - an insert, or any write after a delete in the transaction, makes the
+//     net change an insert (the row was (re)created: its revision count
+//     starts again); a write over a row already written in the transaction
+//     keeps that row's op; the last row image wins;
+//   - a delete makes the net change a delete;
+//   - a primary-key change (OldPK) deletes the old key and creates the new
+//     one, so the net transaction has a delete for the old key and an insert
+//     for the new one, with no OldPK;
+//   - unchanged (TOAST) columns are filled from the row the transaction
+//     itself wrote earlier, when it did; the ones it cannot fill stay in
+//     Unchanged for the store to keep. When such columns must come from the
+//     old key of a key change, the new key's change keeps OldPK (the store
+//     reads the old document, then deletes it) and the old key gets no
+//     change of its own: that is still one write per key.
+//
+// A transaction that touches every key once and changes no key is returned
+// as it is. Snapshots are returned as they are.
+func Net(t Txn) Txn {
+	if t.Snapshot || !needsNet(t.Changes) {
+		return t
+	}
+	n := netter{at: map[Key]int{}}
+	for _, c := range t.Changes {
+		n.apply(c)
+	}
+	out := t
+	out.Changes = n.changes()
+	return out
+}
+
+// needsNet reports whether some key is written twice or a key changes.
+func needsNet(cs []Change) bool {
+	if len(cs) <= 16 {
+		for i, c := range cs {
+			if c.OldPK != "" && c.OldPK != c.PK {
+				return true
+			}
+			for _, d := range cs[:i] {
+				if d.PK == c.PK && d.Table == c.Table {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	seen := make(map[Key]struct{}, len(cs))
+	for _, c := range cs {
+		if c.OldPK != "" && c.OldPK != c.PK {
+			return true
+		}
+		if _, dup := seen[c.Key()]; dup {
+			return true
+		}
+		seen[c.Key()] = struct{}{}
+	}
+	return false
+}
+
+// netRow is what the transaction has done to one key so far.
+type netRow struct {
+	key     Key
+	deleted bool
+	fresh   bool // (re)created in this transaction
+	row     Row
+	// unchanged are columns still to come from the stored row of key from
+	// (the key itself when from is "").
+	unchanged []string
+	from      string
+	// movedAway: the key's only effect is being the source of a key change
+	// that still needs its stored row; the moved row's change deletes it.
+	movedAway bool
+}
+
+type netter struct {
+	rows []*netRow
+	at   map[Key]int
+}
+
+func (n *netter) get(k Key) *netRow {
+	if i, ok := n.at[k]; ok {
+		return n.rows[i]
+	}
+	r := &netRow{key: k}
+	n.at[k] = len(n.rows)
+	n.rows = append(n.rows, r)
+	return r
+}
+
+func (n *netter) apply(c Change) {
+	k := c.Key()
+	switch {
+	case c.OldPK != "" && c.OldPK != c.PK:
+		old := n.get(Key{Table: c.Table, PK: c.OldPK})
+		row, unchanged, from := fill(c, old)
+		if len(unchanged) > 0 && from == "" {
+			from = c.OldPK // the old key's stored row
+		}
+		*old = netRow{key: old.key, deleted: true, movedAway: len(unchanged) > 0 && from == c.OldPK}
+		r := n.get(k)
+		*r = netRow{key: k, fresh: true, row: row, unchanged: unchanged, from: from}
+	case c.Op == OpDelete:
+		r := n.get(k)
+		*r = netRow{key: k, deleted: true}
+	default:
+		r := n.get(k)
+		row, unchanged, from := fill(c, r)
+		fresh := c.Op == OpInsert || r.deleted || r.fresh
+		*r = netRow{key: k, fresh: fresh, row: row, unchanged: unchanged, from: from}
+	}
+}
+
+// fill is c's row with its unchanged columns taken from what the
+// transaction already wrote to prev's key, and the columns still unknown
+// with the key whose stored row holds them ("" for c's own key).
+func fill(c Change, prev *netRow) (Row, []string, string) {
+	if len(c.Unchanged) == 0 {
+		return c.Row, nil, ""
+	}
+	if prev.deleted || (prev.row == nil && len(prev.unchanged) == 0) {
+		// Nothing written in this transaction: the stored row has them.
+		return c.Row, c.Unchanged, prev.from
+	}
+	row := make(Row, len(c.Row)+len(c.Unchanged))
+	for col, v := range c.Row {
+		row[col] = v
+	}
+	var still []string
+	for _, col := range c.Unchanged {
+		if v, ok := prev.row[col]; ok {
+			row[col] = v
+		} else {
+			still = append(still, col)
+		}
+	}
+	return row, still, prev.from
+}
+
+func (n *netter) changes() []Change {
+	out := make([]Change, 0, len(n.rows))
+	for _, r := range n.rows {
+		switch {
+		case r.movedAway:
+			// Deleted by the change that moved its row (OldPK).
+		case r.deleted:
+			out = append(out, Change{Table: r.key.Table, PK: r.key.PK, Op: OpDelete})
+		default:
+			op := OpUpdate
+			if r.fresh {
+				op = OpInsert
+			}
+			c := Change{Table: r.key.Table, PK: r.key.PK, Op: op, Row: r.row, OldPK: r.from}
+			if len(r.unchanged) > 0 {
+				c.Unchanged = slices.Clone(r.unchanged)
+			}
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// MergeUnchanged returns c with its unchanged columns filled from src, the
+// row the store holds for them (the old key's on a key change): the rule
+// every store and the ground truth share. Columns src lacks stay absent.
+func MergeUnchanged(c Change, src Row) Change {
+	if len(c.Unchanged) == 0 {
+		return c
+	}
+	row := make(Row, len(c.Row)+len(c.Unchanged))
+	for col, v := range c.Row {
+		row[col] = v
+	}
+	for _, col := range c.Unchanged {
+		if v, ok := src[col]; ok {
+			row[col] = v
+		}
+	}
+	c.Row, c.Unchanged = row, nil
+	return c
+}
