@@ -9,6 +9,9 @@
 //     this key at lsn or newer, as a live document or, in the search index, a
 //     tombstone; unguarded (naive dual writes, the Blind bug variant): apply
 //     it whatever the store holds;
+//   - columns an update did not send (Change.Unchanged: unchanged TOAST)
+//     keep the values the store holds for the row, the old key's on a key
+//     change (model.MergeUnchanged);
 //   - an update that moved the row's primary key first deletes the old key;
 //   - a delete removes the document; the search index keeps a tombstone with
 //     the delete's LSN so a redelivered older write cannot resurrect it;
@@ -29,6 +32,22 @@ type Slot struct {
 	Doc  model.Doc
 	Live bool
 	Tomb bool
+	// Source is the row a search document was built from, encoded (a
+	// search engine's stored source): a partial update merges unchanged
+	// columns into it. Empty for the replica and the cache, whose
+	// documents are their rows.
+	Source string
+}
+
+// Row is the row the slot holds, for merging unchanged columns.
+func (s Slot) Row(kind model.StoreKind) model.Row {
+	if !s.Live {
+		return nil
+	}
+	if kind == model.Search {
+		return model.DecodeRow(s.Source)
+	}
+	return model.DecodeRow(s.Doc.Value)
 }
 
 // Keeps reports whether a tombstone is kept for deleted documents in a store
@@ -82,6 +101,13 @@ func (o *Overlay) ApplyTxn(t model.Txn) {
 
 // Apply applies one change at lsn, as the simulated store's write does.
 func (o *Overlay) Apply(c model.Change, lsn model.LSN) {
+	if len(c.Unchanged) > 0 {
+		src := c.Key()
+		if c.OldPK != "" {
+			src.PK = c.OldPK
+		}
+		c = model.MergeUnchanged(c, o.Get(src).Row(o.kind))
+	}
 	if c.OldPK != "" && c.OldPK != c.PK {
 		o.Apply(model.Change{Table: c.Table, PK: c.OldPK, Op: model.OpDelete}, lsn)
 	}
@@ -98,7 +124,11 @@ func (o *Overlay) Apply(c model.Change, lsn model.LSN) {
 		}
 		return
 	}
-	o.cur[k] = Slot{Doc: model.ProjectChange(o.kind, c, lsn, prev.Doc, prev.Live), Live: true}
+	slot := Slot{Doc: model.ProjectChange(o.kind, c, lsn, prev.Doc, prev.Live), Live: true}
+	if o.kind == model.Search {
+		slot.Source = c.Row.Encode()
+	}
+	o.cur[k] = slot
 }
 
 // Write is a slot to store under a key.

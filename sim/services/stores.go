@@ -16,12 +16,16 @@ import (
 // everything in memory and restarts empty. Only the replica and the cache
 // apply a batch atomically; the search index takes one document per call.
 type Store struct {
-	kind   model.StoreKind
-	n      *sim.Node
-	docs   map[model.Key]model.Doc
-	tombs  map[model.Key]model.LSN // search: deleted documents' versions
-	pos    model.Position
-	hasPos bool
+	kind  model.StoreKind
+	n     *sim.Node
+	docs  map[model.Key]model.Doc
+	tombs map[model.Key]model.LSN // search: deleted documents' versions
+	// sources are the search index's stored rows (a search engine's
+	// _source), which a partial update merges unchanged columns into; the
+	// replica's and the cache's documents are their rows already.
+	sources map[model.Key]model.Row
+	pos     model.Position
+	hasPos  bool
 }
 
 func durable(k model.StoreKind) bool { return k != model.Cache }
@@ -29,7 +33,7 @@ func durable(k model.StoreKind) bool { return k != model.Cache }
 // BootStore returns the boot function of a store node of the given kind.
 func BootStore(kind model.StoreKind) func(n *sim.Node) any {
 	return func(n *sim.Node) any {
-		s := &Store{kind: kind, n: n, docs: map[model.Key]model.Doc{}, tombs: map[model.Key]model.LSN{}}
+		s := &Store{kind: kind, n: n, docs: map[model.Key]model.Doc{}, tombs: map[model.Key]model.LSN{}, sources: map[model.Key]model.Row{}}
 		if !durable(kind) {
 			return s
 		}
@@ -43,6 +47,8 @@ func BootStore(kind model.StoreKind) func(n *sim.Node) any {
 				s.docs[diskKey(k)] = v.(model.Doc)
 			case strings.HasPrefix(k, "tomb\x00"):
 				s.tombs[diskKey(k)] = v.(model.LSN)
+			case strings.HasPrefix(k, "src\x00"):
+				s.sources[diskKey(k)] = v.(model.Row)
 			}
 		}
 		return s
@@ -71,10 +77,25 @@ func (s *Store) Snapshot(name string, at time.Duration) model.Snapshot {
 // Position is the store's saved position.
 func (s *Store) Position() (model.Position, bool) { return s.pos, s.hasPos }
 
-func (s *Store) setDoc(k model.Key, d model.Doc) {
+// row is the row the store holds for k, for merging unchanged columns.
+func (s *Store) row(k model.Key) model.Row {
+	if s.kind == model.Search {
+		return s.sources[k]
+	}
+	if d, ok := s.docs[k]; ok {
+		return model.DecodeRow(d.Value)
+	}
+	return nil
+}
+
+func (s *Store) setDoc(k model.Key, d model.Doc, row model.Row) {
 	s.docs[k] = d
 	if durable(s.kind) {
 		s.n.Disk().Put(docKey("doc", k), d)
+	}
+	if s.kind == model.Search {
+		s.sources[k] = row
+		s.n.Disk().Put(docKey("src", k), row)
 	}
 	if _, ok := s.tombs[k]; ok {
 		delete(s.tombs, k)
@@ -88,6 +109,10 @@ func (s *Store) deleteDoc(k model.Key, lsn model.LSN) {
 	delete(s.docs, k)
 	if durable(s.kind) {
 		s.n.Disk().Delete(docKey("doc", k))
+	}
+	if _, ok := s.sources[k]; ok {
+		delete(s.sources, k)
+		s.n.Disk().Delete(docKey("src", k))
 	}
 	if s.kind == model.Search {
 		s.tombs[k] = lsn
@@ -115,6 +140,10 @@ func (s *Store) reset() {
 			s.n.Disk().Delete(docKey("doc", k))
 		}
 	}
+	for _, k := range model.SortedKeys(s.sources) {
+		delete(s.sources, k)
+		s.n.Disk().Delete(docKey("src", k))
+	}
 	for _, k := range model.SortedKeys(s.tombs) {
 		delete(s.tombs, k)
 		if durable(s.kind) {
@@ -127,6 +156,15 @@ func (s *Store) reset() {
 // this version or a newer one (external versioning); unguarded it is a
 // blind write, as naive dual writes do.
 func (s *Store) write(c model.Change, lsn model.LSN, guarded bool) {
+	if len(c.Unchanged) > 0 {
+		// Unchanged columns keep the values held for the row (the old
+		// key's on a key change), read before that key is deleted.
+		src := c.Key()
+		if c.OldPK != "" {
+			src.PK = c.OldPK
+		}
+		c = model.MergeUnchanged(c, s.row(src))
+	}
 	if c.OldPK != "" && c.OldPK != c.PK {
 		s.write(model.Change{Table: c.Table, PK: c.OldPK, Op: model.OpDelete}, lsn, guarded)
 	}
@@ -144,7 +182,7 @@ func (s *Store) write(c model.Change, lsn model.LSN, guarded bool) {
 		s.deleteDoc(k, lsn)
 		return
 	}
-	s.setDoc(k, model.ProjectChange(s.kind, c, lsn, prev, had))
+	s.setDoc(k, model.ProjectChange(s.kind, c, lsn, prev, had), c.Row)
 }
 
 func (s *Store) checkBase(base *model.Position) error {
