@@ -108,6 +108,9 @@ func (a *Applier) follow(ctx context.Context) error {
 					return fmt.Errorf("applier %s: commit offset: %w", a.Store.Kind(), err)
 				}
 			}
+			if !a.Bugs.LSNOnlyVersion {
+				b.Txns = netTxns(b.Txns)
+			}
 			if a.Bugs.ReorderBatch {
 				b.Txns = reorderDeletesFirst(b.Txns)
 			}
@@ -190,15 +193,27 @@ func incompleteSnapshot(pos model.Position, recs []Record) int {
 // rebuild folds the whole log into one batch, so a store that lost its data
 // goes from empty to current in one atomic step and never shows a key going
 // back through old versions.
+//
+// It reads up to the log's end as of its start, no further: a log that
+// keeps growing (the capture appends while the store is rebuilt) would
+// otherwise keep the store empty until writes pause, and an empty fetch
+// before that end (a failover, a slow broker) is not the end of the log.
 func (a *Applier) rebuild(ctx context.Context) (model.Position, error) {
+	end, err := a.Log.End(ctx)
+	if err != nil {
+		return model.Position{}, fmt.Errorf("applier %s: rebuild: read the log's end: %w", a.Store.Kind(), err)
+	}
 	var all []Record
-	for off := int64(0); ; {
+	for off := int64(0); off < end; {
 		recs, err := a.Log.Fetch(ctx, off, 1024)
 		if err != nil {
 			return model.Position{}, fmt.Errorf("applier %s: rebuild: fetch from %d: %w", a.Store.Kind(), off, err)
 		}
 		if len(recs) == 0 {
-			break
+			if err := a.Env.Sleep(ctx, a.Poll); err != nil {
+				return model.Position{}, err
+			}
+			continue
 		}
 		all = append(all, recs...)
 		off = recs[len(recs)-1].Offset + 1
@@ -304,4 +319,25 @@ func reorderDeletesFirst(txns []model.Txn) []model.Txn {
 		}
 	}
 	return append(deletes, upserts...)
+}
+
+// netTxns replaces each transaction by its net effect per row (model.Net),
+// which is what a store versioned by commit LSN can apply change by change:
+// a transaction that wrote a row twice has one change for it.
+func netTxns(txns []model.Txn) []model.Txn {
+	var out []model.Txn
+	for i, t := range txns {
+		n := model.Net(t)
+		if out == nil && len(n.Changes) == len(t.Changes) && (len(n.Changes) == 0 || &n.Changes[0] == &t.Changes[0]) {
+			continue // unchanged so far: no copy yet
+		}
+		if out == nil {
+			out = append(make([]model.Txn, 0, len(txns)), txns[:i]...)
+		}
+		out = append(out, n)
+	}
+	if out == nil {
+		return txns
+	}
+	return out
 }

@@ -58,6 +58,12 @@ type Bugs struct {
 	CommitOffsetFirst bool
 	// ReorderBatch applies a batch's deletes before its upserts.
 	ReorderBatch bool
+	// LSNOnlyVersion hands stores a transaction's raw changes instead of
+	// its net effect (model.Net): every change shares the commit LSN, so a
+	// store that skips "this version or older" keeps the first of two
+	// changes to one row and loses the rest (seen on real PostgreSQL with
+	// multi-statement transactions).
+	LSNOnlyVersion bool
 }
 
 func (b Bugs) Any() bool { return b != Bugs{} }
@@ -69,6 +75,7 @@ var BugNames = map[string]func(*Bugs){
 	"non-idempotent-apply":  func(b *Bugs) { b.NonIdempotentApply = true },
 	"commit-offset-first":   func(b *Bugs) { b.CommitOffsetFirst = true },
 	"reorder-deletes-first": func(b *Bugs) { b.ReorderBatch = true },
+	"lsn-only-version":      func(b *Bugs) { b.LSNOnlyVersion = true },
 }
 
 // ParseBugs reads a comma-separated list of bug names ("" is none).

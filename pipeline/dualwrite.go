@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"lockstep/model"
 )
 
 // DualWriter is the naive baseline the pipeline is compared with: the
@@ -34,6 +36,9 @@ func (d *DualWriter) Do(ctx context.Context, fn TxnFunc) error {
 	if len(txn.Changes) == 0 {
 		return nil
 	}
+	// One write per row: what the transaction left, as an application
+	// that writes its stores after committing would send.
+	txn = model.Net(txn)
 	for _, s := range d.Stores {
 		err := s.Write(ctx, txn)
 		for i := 0; i < retries && errors.Is(err, ErrTimeout); i++ {
