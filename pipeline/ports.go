@@ -107,14 +107,26 @@ var (
 	ErrUnavailable = errors.New("unavailable")
 	// ErrPositionMismatch: the store is not where the batch expected it.
 	ErrPositionMismatch = errors.New("store position is not the batch's base")
+	// ErrRecordTooLarge: the log refused a record over its maximum size
+	// (Kafka's MESSAGE_TOO_LARGE). Permanent: the same record is refused
+	// again until the limit is raised; nothing of the produce call from
+	// that record on was written.
+	ErrRecordTooLarge = errors.New("record larger than the log's maximum")
 )
 
 // Tx is a source database transaction as application code sees it. Reads
 // see the transaction's own writes.
 type Tx interface {
 	Get(table, pk string) (model.Row, bool)
+	// Put inserts the row or, when pk exists, sets the columns the row
+	// names; the others keep their values (INSERT ... ON CONFLICT DO
+	// UPDATE SET those columns).
 	Put(table, pk string, row model.Row)
 	Delete(table, pk string)
+	// Rekey changes a row's primary key (UPDATE ... SET pk = newPK WHERE
+	// pk = pk); nothing when the row does not exist. A newPK that exists
+	// fails the transaction, as a unique violation does.
+	Rekey(table, pk, newPK string)
 }
 
 // TxnFunc is an application transaction. Returning an error rolls it back.

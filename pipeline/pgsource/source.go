@@ -281,3 +281,31 @@ func CreateTables(ctx context.Context, pool *pgxpool.Pool, tables map[string][]s
 	}
 	return nil
 }
+
+// Rekey moves a row to a new primary key; moving a missing row changes
+// nothing, and a new key that exists fails the transaction (a unique
+// violation). The change recorded carries the row as stored and OldPK.
+func (t *sqlTx) Rekey(table, pk, newPK string) {
+	if t.err != nil || newPK == pk {
+		return
+	}
+	rows, err := t.tx.Query(t.ctx, "UPDATE "+tableIdent(table)+" SET pk = $2 WHERE pk = $1 RETURNING *", textResults, pk, newPK)
+	if err != nil {
+		t.fail("rekey", table, pk, err)
+		return
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			t.fail("rekey", table, pk, err)
+		}
+		return
+	}
+	stored := rowOf(rows.FieldDescriptions(), rows.RawValues(), 0)
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		t.fail("rekey", table, pk, err)
+		return
+	}
+	t.changes = append(t.changes, model.Change{Table: table, PK: newPK, OldPK: pk, Op: model.OpUpdate, Row: stored})
+}

@@ -124,7 +124,11 @@ func (db *SourceDB) State() *model.State { return db.state }
 func (db *SourceDB) Exec(fn pipeline.TxnFunc) (model.Txn, error) {
 	tx := &dbTx{db: db, view: map[model.Key]*model.Row{}}
 	db.xid++
-	if err := fn(tx); err != nil {
+	err := fn(tx)
+	if err == nil {
+		err = tx.err
+	}
+	if err != nil {
 		db.rec.Aborted = append(db.rec.Aborted, model.Txn{XID: db.xid, Changes: tx.changes})
 		return model.Txn{}, fmt.Errorf("%w: %v", ErrAborted, err)
 	}
@@ -141,10 +145,18 @@ func (db *SourceDB) Exec(fn pipeline.TxnFunc) (model.Txn, error) {
 	return t, nil
 }
 
+// ToastThreshold is the value size from which the simulated source stores a
+// column value out of line, as PostgreSQL's TOAST does for a row over about
+// 2 kB (with STORAGE EXTERNAL, no compression first). Workloads keep their
+// values either well under it or well over it, so the exact boundary, which
+// in PostgreSQL depends on the whole row, never decides.
+const ToastThreshold = 2000
+
 type dbTx struct {
 	db      *SourceDB
 	view    map[model.Key]*model.Row // own writes; nil row = deleted
 	changes []model.Change
+	err     error // the first failed statement; the transaction rolls back
 }
 
 func (tx *dbTx) Get(table, pk string) (model.Row, bool) {
@@ -157,12 +169,47 @@ func (tx *dbTx) Get(table, pk string) (model.Row, bool) {
 }
 
 func (tx *dbTx) Put(table, pk string, row model.Row) {
-	op := model.OpUpdate
-	if _, ok := tx.Get(table, pk); !ok {
-		op = model.OpInsert
+	k := model.Key{Table: table, PK: pk}
+	old, exists := tx.Get(table, pk)
+	if !exists {
+		tx.view[k] = &row
+		tx.changes = append(tx.changes, model.Change{Table: table, PK: pk, Op: model.OpInsert, Row: row})
+		return
 	}
-	tx.view[model.Key{Table: table, PK: pk}] = &row
-	tx.changes = append(tx.changes, model.Change{Table: table, PK: pk, Op: op, Row: row})
+	merged := make(model.Row, len(old)+len(row))
+	for c, v := range old {
+		merged[c] = v
+	}
+	for c, v := range row {
+		merged[c] = v
+	}
+	tx.view[k] = &merged
+	sent, unchanged := toastImage(merged, func(c string) bool { _, set := row[c]; return !set })
+	tx.changes = append(tx.changes, model.Change{Table: table, PK: pk, Op: model.OpUpdate, Row: sent, Unchanged: unchanged})
+}
+
+// toastImage is what pgoutput sends of an updated row on a table whose
+// replica identity is its key: every column, except the out-of-line ones
+// the update did not set, which it marks unchanged (their data is not in
+// the WAL record).
+func toastImage(row model.Row, untouched func(col string) bool) (model.Row, []string) {
+	var unchanged []string
+	for _, c := range row.Columns() {
+		if len(row[c]) >= ToastThreshold && untouched(c) {
+			unchanged = append(unchanged, c)
+		}
+	}
+	if unchanged == nil {
+		return row, nil
+	}
+	sent := make(model.Row, len(row))
+	for c, v := range row {
+		sent[c] = v
+	}
+	for _, c := range unchanged {
+		delete(sent, c)
+	}
+	return sent, unchanged
 }
 
 func (tx *dbTx) Delete(table, pk string) {
@@ -172,6 +219,22 @@ func (tx *dbTx) Delete(table, pk string) {
 	var none model.Row
 	tx.view[model.Key{Table: table, PK: pk}] = &none
 	tx.changes = append(tx.changes, model.Change{Table: table, PK: pk, Op: model.OpDelete})
+}
+
+func (tx *dbTx) Rekey(table, pk, newPK string) {
+	row, ok := tx.Get(table, pk)
+	if !ok || tx.err != nil || newPK == pk {
+		return
+	}
+	if _, taken := tx.Get(table, newPK); taken {
+		tx.err = fmt.Errorf("rekey %s/%s: duplicate key %s", table, pk, newPK)
+		return
+	}
+	var none model.Row
+	tx.view[model.Key{Table: table, PK: pk}] = &none
+	tx.view[model.Key{Table: table, PK: newPK}] = &row
+	sent, unchanged := toastImage(row, func(string) bool { return true })
+	tx.changes = append(tx.changes, model.Change{Table: table, PK: newPK, OldPK: pk, Op: model.OpUpdate, Row: sent, Unchanged: unchanged})
 }
 
 // Snapshot (re)creates the slot at the current LSN and returns every row as
