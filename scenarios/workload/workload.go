@@ -48,8 +48,9 @@ var ErrInsufficientFunds = errors.New("insufficient funds")
 // Bank moves money between accounts; the sum of balances never changes, so a
 // replica showing any other sum shows a torn transaction.
 type Bank struct {
-	Accounts int
-	Balance  int
+	Accounts  int
+	Balance   int
+	transfers int
 }
 
 func (b *Bank) Name() string { return "bank" }
@@ -61,6 +62,7 @@ func (b *Bank) Initial() []model.Change {
 	for i := 0; i < b.Accounts; i++ {
 		cs = append(cs, model.Change{Table: "accounts", PK: acct(i), Op: model.OpInsert,
 			Row: model.Row{"balance": strconv.Itoa(b.Balance), "owner": "owner " + acct(i)}})
+		cs = append(cs, model.Change{Table: "ledger", PK: acct(i), Op: model.OpInsert, Row: model.Row{"last": "opened"}})
 	}
 	return cs
 }
@@ -68,29 +70,44 @@ func (b *Bank) Initial() []model.Change {
 func (b *Bank) Next(r *rand.Rand) pipeline.TxnFunc {
 	from := r.IntN(b.Accounts)
 	to := (from + 1 + r.IntN(b.Accounts-1)) % b.Accounts
+	if r.IntN(100) < 5 {
+		// A transfer to the same account: two updates of one row in one
+		// transaction, whose net effect is no change.
+		to = from
+	}
 	amount := 1 + r.IntN(40)
+	b.transfers++
+	memo := fmt.Sprintf("t%d %s>%s %d", b.transfers, acct(from), acct(to), amount)
 	return func(tx pipeline.Tx) error {
 		src, _ := tx.Get("accounts", acct(from))
-		dst, _ := tx.Get("accounts", acct(to))
 		sb, _ := strconv.Atoi(src["balance"])
-		db, _ := strconv.Atoi(dst["balance"])
 		// Debit first, then check: a rolled-back transfer has written a
 		// value that must never be seen downstream.
-		tx.Put("accounts", acct(from), model.Row{"balance": strconv.Itoa(sb - amount), "owner": src["owner"]})
+		tx.Put("accounts", acct(from), model.Row{"balance": strconv.Itoa(sb - amount)})
 		if sb < amount {
 			return ErrInsufficientFunds
 		}
-		tx.Put("accounts", acct(to), model.Row{"balance": strconv.Itoa(db + amount), "owner": dst["owner"]})
+		// Read after the debit: for a self-transfer the credit lands on
+		// the debited row.
+		dst, _ := tx.Get("accounts", acct(to))
+		db, _ := strconv.Atoi(dst["balance"])
+		tx.Put("accounts", acct(to), model.Row{"balance": strconv.Itoa(db + amount)})
+		// A second table in the same transaction: the sender's last
+		// transfer.
+		tx.Put("ledger", acct(from), model.Row{"last": memo})
 		return nil
 	}
 }
 
-// Total sums the balances of a set of rows (for the bank invariant).
+// Total sums the balances of the accounts among a set of rows (for the
+// bank invariant).
 func Total(rows map[model.Key]model.Row) int {
 	sum := 0
-	for _, r := range rows {
-		v, _ := strconv.Atoi(r["balance"])
-		sum += v
+	for k, r := range rows {
+		if k.Table == "accounts" {
+			v, _ := strconv.Atoi(r["balance"])
+			sum += v
+		}
 	}
 	return sum
 }
@@ -106,7 +123,11 @@ func phrase(r *rand.Rand, n int) string {
 }
 
 // Profiles inserts, updates and deletes user profiles, with a Zipf skew so a
-// few hot keys see most of the writes (and most of the races).
+// few hot keys see most of the writes (and most of the races), in the
+// shapes applications produce: a row changed twice in one transaction
+// (update/update, insert/update, update/delete, delete/re-insert), a user
+// renamed (a primary-key change), and avatars past the TOAST threshold that
+// later updates leave alone (unchanged out-of-line values).
 type Profiles struct {
 	Users int
 	next  int
@@ -121,36 +142,73 @@ func (p *Profiles) Initial() []model.Change {
 	var cs []model.Change
 	for i := 0; i < p.Users; i++ {
 		cs = append(cs, model.Change{Table: "users", PK: user(i), Op: model.OpInsert,
-			Row: model.Row{"name": "user " + user(i), "bio": "new", "rev": "0"}})
+			Row: model.Row{"name": "user " + user(i), "bio": "new", "rev": "0", "avatar": "none"}})
 	}
 	p.next = p.Users
 	return cs
 }
 
+// BigValue is a value well past the TOAST threshold: PostgreSQL stores it
+// out of line (the container world's tables use STORAGE EXTERNAL, so it is
+// never compressed back under the threshold).
+func BigValue(r *rand.Rand, size int) string {
+	unit := phrase(r, 4) + " "
+	return strings.Repeat(unit, size/len(unit)+1)[:size]
+}
+
 func (p *Profiles) Next(r *rand.Rand) pipeline.TxnFunc {
-	hot := int(rand.NewZipf(r, 1.3, 1, uint64(p.next-1)).Uint64())
+	hot := user(int(rand.NewZipf(r, 1.3, 1, uint64(p.next-1)).Uint64()))
 	p.rev++
 	rev := strconv.Itoa(p.rev)
+	bio := phrase(r, 2+r.IntN(3))
+	// update sets the profile's small columns; an avatar it does not name
+	// keeps its value (and is sent as unchanged TOAST when it is big).
+	update := func(tx pipeline.Tx, id, bio string) {
+		name := "user " + id
+		if row, ok := tx.Get("users", id); ok {
+			name = row["name"]
+		}
+		tx.Put("users", id, model.Row{"name": name, "bio": bio, "rev": rev})
+	}
+	fresh := func() string { id := user(p.next); p.next++; return id }
 	switch x := r.IntN(100); {
-	case x < 10:
-		id := user(p.next)
-		p.next++
-		row := model.Row{"name": "user " + id, "bio": phrase(r, 3), "rev": rev}
+	case x < 8:
+		id := fresh()
+		row := model.Row{"name": "user " + id, "bio": phrase(r, 3), "rev": rev, "avatar": "none"}
 		return func(tx pipeline.Tx) error { tx.Put("users", id, row); return nil }
-	case x < 20:
-		id := user(hot)
-		return func(tx pipeline.Tx) error { tx.Delete("users", id); return nil }
-	default:
-		id, bio := user(hot), phrase(r, 2+r.IntN(3))
+	case x < 16:
+		return func(tx pipeline.Tx) error { tx.Delete("users", hot); return nil }
+	case x < 20: // update, update
+		bio2 := phrase(r, 2)
+		return func(tx pipeline.Tx) error { update(tx, hot, bio); update(tx, hot, bio2); return nil }
+	case x < 23: // insert, update
+		id := fresh()
+		row := model.Row{"name": "user " + id, "bio": phrase(r, 3), "rev": rev, "avatar": "none"}
+		return func(tx pipeline.Tx) error { tx.Put("users", id, row); update(tx, id, bio); return nil }
+	case x < 26: // update, delete
+		return func(tx pipeline.Tx) error { update(tx, hot, bio); tx.Delete("users", hot); return nil }
+	case x < 29: // delete, re-insert
+		row := model.Row{"name": "user " + hot, "bio": bio, "rev": rev, "avatar": "none"}
+		return func(tx pipeline.Tx) error { tx.Delete("users", hot); tx.Put("users", hot, row); return nil }
+	case x < 33: // rename: a primary-key change, sometimes after an update
+		id, first := fresh(), r.IntN(2) == 0
 		return func(tx pipeline.Tx) error {
-			row, ok := tx.Get("users", id)
-			name := "user " + id
-			if ok {
-				name = row["name"]
+			if first {
+				update(tx, hot, bio)
 			}
-			tx.Put("users", id, model.Row{"name": name, "bio": bio, "rev": rev})
+			tx.Rekey("users", hot, id)
 			return nil
 		}
+	case x < 37: // a new avatar, past the TOAST threshold
+		avatar := BigValue(r, 3000+r.IntN(3000))
+		return func(tx pipeline.Tx) error {
+			if _, ok := tx.Get("users", hot); ok {
+				tx.Put("users", hot, model.Row{"avatar": avatar, "rev": rev})
+			}
+			return nil
+		}
+	default:
+		return func(tx pipeline.Tx) error { update(tx, hot, bio); return nil }
 	}
 }
 
@@ -197,6 +255,12 @@ func (b *Bulk) Next(r *rand.Rand) pipeline.TxnFunc {
 			switch {
 			case qty[i] < 5:
 				tx.Delete("items", item(id))
+			case qty[i] < 8: // delete and re-insert in one go
+				tx.Delete("items", item(id))
+				tx.Put("items", item(id), model.Row{"qty": strconv.Itoa(qty[i]), "tag": tag})
+			case qty[i] < 12: // written twice: a correction
+				tx.Put("items", item(id), model.Row{"qty": strconv.Itoa(qty[i]), "tag": tag})
+				tx.Put("items", item(id), model.Row{"qty": strconv.Itoa(qty[i] + 1)})
 			default:
 				tx.Put("items", item(id), model.Row{"qty": strconv.Itoa(qty[i]), "tag": tag})
 			}
