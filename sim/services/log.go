@@ -3,10 +3,12 @@ package services
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"lockstep/model"
 	"lockstep/pipeline"
+	"lockstep/pipeline/logcodec"
 	"lockstep/sim"
 )
 
@@ -14,12 +16,25 @@ import (
 // hold a record before it is acknowledged: acks=all, min.insync.replicas=2.
 const MinInSync = 2
 
+// DefaultMaxRecordBytes is the largest record the log takes unless
+// SetMaxRecordBytes says otherwise: Kafka's default message.max.bytes.
+const DefaultMaxRecordBytes = 1_048_588
+
 // Cluster is a single-partition topic replicated on three brokers, with
 // Kafka's semantics: a leader per partition, acks=all with a minimum in-sync
 // set, idempotent producers (producer id + sequence, so a retried batch is
 // written once), leader failover to an in-sync replica, consumer-group
 // offsets, and optionally unclean leader election (an out-of-sync replica
 // may lead, losing acknowledged records).
+//
+// It refuses a record larger than its maximum record size as a Kafka broker
+// does (MESSAGE_TOO_LARGE), sizes counted as Kafka counts them on the
+// encoding the Kafka log writes (logcodec.TxnBytes). A Kafka broker checks
+// every record batch of a produce request's partition before appending any
+// of them (UnifiedLog.analyzeAndValidateRecords), so a request with one
+// oversize record appends nothing; a produce here is one request, so it is
+// refused whole, with pipeline.ErrRecordTooLarge, and the producer's
+// sequence does not advance (the broker never recorded the batch).
 //
 // The controller quorum and the group coordinator are modelled as this
 // struct (always available); brokers are sim nodes whose logs live on their
@@ -33,6 +48,7 @@ type Cluster struct {
 	unclean bool
 	groups  map[string]int64
 	nextPID int64
+	maxRec  int // largest record, in logcodec.RecordBytes
 
 	ackedEnd int64 // log end the producers were told about
 	losses   int
@@ -109,7 +125,7 @@ func (b *broker) wakeFetches() {
 // NewCluster adds three broker nodes named prefix1..prefix3 and starts the
 // controller, which checks leadership every tick.
 func NewCluster(w *sim.World, prefix string) *Cluster {
-	c := &Cluster{w: w, leader: 0, groups: map[string]int64{}}
+	c := &Cluster{w: w, leader: 0, groups: map[string]int64{}, maxRec: DefaultMaxRecordBytes}
 	for i := 0; i < 3; i++ {
 		idx := i
 		n := w.AddNode(prefix+string(rune('1'+i)), func(n *sim.Node) any { return c.bootBroker(n, idx) })
@@ -169,6 +185,13 @@ func (c *Cluster) Leader() *sim.Node {
 	}
 	return c.brokers[c.leader]
 }
+
+// SetMaxRecordBytes sets the largest record the log takes, in bytes as
+// logcodec.RecordBytes counts them (the topic's max.message.bytes).
+func (c *Cluster) SetMaxRecordBytes(n int) { c.maxRec = n }
+
+// MaxRecordBytes is the largest record the log takes.
+func (c *Cluster) MaxRecordBytes() int { return c.maxRec }
 
 // SetUnclean enables or disables unclean leader election.
 func (c *Cluster) SetUnclean(on bool) { c.unclean = on }
@@ -313,6 +336,9 @@ func (b *broker) produce(pid, seq int64, txns []model.Txn) (int64, error) {
 	if 1+len(followers) < MinInSync {
 		return 0, ErrNotEnoughISR
 	}
+	if err := c.checkSizes(txns); err != nil {
+		return 0, err
+	}
 	entries := make([]logEntry, len(txns))
 	for i, t := range txns {
 		entries[i] = logEntry{Txn: t, PID: pid, Seq: seq}
@@ -327,6 +353,26 @@ func (b *broker) produce(pid, seq int64, txns []model.Txn) (int64, error) {
 		c.ackedEnd = last + 1
 	}
 	return last, nil
+}
+
+// checkSizes refuses a produce request holding a record over the maximum
+// size, as Kafka does: the request is validated whole before anything is
+// appended.
+func (c *Cluster) checkSizes(txns []model.Txn) error {
+	for i, t := range txns {
+		if logcodec.TxnBytesBound(t) <= c.maxRec {
+			continue
+		}
+		n, err := logcodec.TxnBytes(t)
+		if err != nil {
+			n = logcodec.TxnBytesBound(t) // the real log cannot encode it either
+		}
+		if n > c.maxRec {
+			return fmt.Errorf("%w: record %d of %d (txn %d at %s, %d changes) is %d bytes, over the limit of %d (max.message.bytes)",
+				pipeline.ErrRecordTooLarge, i, len(txns), t.XID, t.CommitLSN, len(t.Changes), n, c.maxRec)
+		}
+	}
+	return nil
 }
 
 func (b *broker) fetch(off int64, max int) ([]pipeline.Record, error) {
@@ -348,7 +394,9 @@ func (b *broker) fetch(off int64, max int) ([]pipeline.Record, error) {
 // (pipeline.Log): it finds the leader through any broker, retries a produce
 // with the same sequence number, and starts a new producer session when it
 // gives up (so later sequences stay valid; the old batch may then be
-// duplicated, which consumers must tolerate).
+// duplicated, which consumers must tolerate). A produce refused for an
+// oversize record (pipeline.ErrRecordTooLarge) is neither retried nor the
+// end of the session.
 type LogClient struct {
 	From    *sim.Node
 	Cluster *Cluster
@@ -435,6 +483,12 @@ func (l *LogClient) Produce(ctx context.Context, txns []model.Txn) (int64, error
 			l.seq = seq
 			return off, nil
 		}
+		if errors.Is(err, pipeline.ErrRecordTooLarge) {
+			// Permanent: retrying cannot help, and the session stays
+			// valid (the broker recorded nothing, so this sequence
+			// number is still the next one).
+			return 0, err
+		}
 		if errors.Is(err, ErrOutOfSequence) {
 			break
 		}
@@ -443,6 +497,10 @@ func (l *LogClient) Produce(ctx context.Context, txns []model.Txn) (int64, error
 	l.pid, l.seq = 0, 0 // a new session: the lost batch's fate is unknown
 	return 0, err
 }
+
+// MaxRecordBytes is the largest record the log takes, so a producer can
+// size its records to fit.
+func (l *LogClient) MaxRecordBytes() int { return l.Cluster.MaxRecordBytes() }
 
 // Fetch implements pipeline.Log.
 func (l *LogClient) Fetch(ctx context.Context, off int64, max int) ([]pipeline.Record, error) {

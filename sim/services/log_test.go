@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
 	"lockstep/model"
 	"lockstep/pipeline"
+	"lockstep/pipeline/logcodec"
 	"lockstep/sim"
 )
 
@@ -522,5 +524,58 @@ func TestLogRecordsWhileOfflineIsTheLongestLog(t *testing.T) {
 	c.leader = 0
 	if got := c.Records(); len(got) != 1 {
 		t.Fatalf("with b1 leading, Records() = %v, want the leader's log (1 record)", got)
+	}
+}
+
+// A record over the maximum size is refused as Kafka refuses it: the whole
+// produce request, with pipeline.ErrRecordTooLarge at once (no retries),
+// nothing of it appended on any broker, and the producer session still
+// valid, so the next produce is written right after the last good one. The
+// limit counts logcodec.TxnBytes: a record of exactly the limit is taken.
+func TestLogRefusesAnOversizeRecord(t *testing.T) {
+	r := newLogRig(t, 3)
+	big := txn(0x30, ins("big", strings.Repeat("x", 4000)))
+	size, err := logcodec.TxnBytes(big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.c.MaxRecordBytes() != DefaultMaxRecordBytes || DefaultMaxRecordBytes != 1_048_588 {
+		t.Fatalf("default maximum %d, want Kafka's 1,048,588", r.c.MaxRecordBytes())
+	}
+	r.c.SetMaxRecordBytes(size - 1)
+	lc := r.client()
+	var refusedErr, firstErr, afterErr, exactErr error
+	var refusedIn time.Duration
+	var after, exact int64
+	r.app.Go("client", func(ctx context.Context) {
+		_, firstErr = lc.Produce(ctx, batch(0x10))
+		start := r.w.Now()
+		_, refusedErr = lc.Produce(ctx, []model.Txn{txn(0x20, upd("k", "a")), big, txn(0x40, upd("k", "b"))})
+		refusedIn = r.w.Now() - start
+		after, afterErr = lc.Produce(ctx, batch(0x50))
+		r.c.SetMaxRecordBytes(size)
+		exact, exactErr = lc.Produce(ctx, []model.Txn{big})
+	})
+	run(t, r.w, 5*time.Second)
+
+	if firstErr != nil || afterErr != nil || exactErr != nil {
+		t.Fatalf("produces around the refused one: %v, %v, %v", firstErr, afterErr, exactErr)
+	}
+	if !errors.Is(refusedErr, pipeline.ErrRecordTooLarge) {
+		t.Fatalf("produce with an oversize record: %v, want ErrRecordTooLarge", refusedErr)
+	}
+	if msg := refusedErr.Error(); !strings.Contains(msg, fmt.Sprint(size)) || !strings.Contains(msg, "record 1 of 3") {
+		t.Fatalf("the refusal %q does not name the record and its size %d", msg, size)
+	}
+	if refusedIn >= 20*time.Millisecond {
+		t.Fatalf("the refusal took %v: it was retried", refusedIn)
+	}
+	if after != 1 || exact != 2 {
+		t.Fatalf("offsets after the refusal %d and %d, want 1 and 2", after, exact)
+	}
+	for _, b := range r.bs {
+		if got := brokerLog(b); !reflect.DeepEqual(got, ls(0x10, 0x50, 0x30)) {
+			t.Fatalf("%s holds %v, want nothing of the refused produce", b, got)
+		}
 	}
 }
