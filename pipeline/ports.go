@@ -112,11 +112,6 @@ var (
 	// again until the limit is raised; nothing of the produce call from
 	// that record on was written.
 	ErrRecordTooLarge = errors.New("record larger than the log's maximum")
-	// ErrRecordTooLarge: the log refused a record over its maximum size
-	// (Kafka's MESSAGE_TOO_LARGE). Permanent: the same record is refused
-	// again until the limit is raised; nothing of the produce call from
-	// that record on was written.
-	ErrRecordTooLarge = errors.New("record larger than the log's maximum")
 )
 
 // Tx is a source database transaction as application code sees it. Reads
