@@ -24,7 +24,11 @@
 // The pure part is tested here; the adapters only move slots in and out.
 package store
 
-import "lockstep/model"
+import (
+	"fmt"
+
+	"lockstep/model"
+)
 
 // Slot is what a store holds under one key: a live document, a tombstone
 // (search index only; Doc.LSN is the delete's LSN) or nothing.
@@ -204,4 +208,67 @@ func Revs(kind model.StoreKind, c model.Change, lsn model.LSN) (fresh model.Doc,
 		return fresh, false, 0
 	}
 	return fresh, true, a
+}
+
+// ResolveUnchanged fills the unchanged columns (model.Change.Unchanged) of
+// the transactions' changes, in order, from the rows the transactions
+// themselves wrote earlier or, for rows they did not, from the rows the
+// store holds, which load returns for the keys asked (a key the store does
+// not hold is left out). It is for adapters that apply changes with
+// statements rather than through an Overlay (pgstore). Transactions with
+// no unchanged columns are returned as they are.
+func ResolveUnchanged(txns []model.Txn, load func(keys []model.Key) (map[model.Key]model.Row, error)) ([]model.Txn, error) {
+	src := func(c model.Change) model.Key {
+		k := c.Key()
+		if c.OldPK != "" {
+			k.PK = c.OldPK
+		}
+		return k
+	}
+	// Which rows must come from the store: those no earlier change in the
+	// batch wrote or deleted.
+	touched := map[model.Key]bool{}
+	var need []model.Key
+	for _, t := range txns {
+		for _, c := range t.Changes {
+			if len(c.Unchanged) > 0 && !touched[src(c)] {
+				need = append(need, src(c))
+				touched[src(c)] = true // asked once
+			}
+			if c.OldPK != "" {
+				touched[model.Key{Table: c.Table, PK: c.OldPK}] = true
+			}
+			touched[c.Key()] = true
+		}
+	}
+	if len(need) == 0 {
+		return txns, nil
+	}
+	rows, err := load(need)
+	if err != nil {
+		return nil, fmt.Errorf("read the stored rows of %d keys for their unchanged columns: %w", len(need), err)
+	}
+	if rows == nil {
+		rows = map[model.Key]model.Row{}
+	}
+	out := make([]model.Txn, len(txns))
+	for i, t := range txns {
+		out[i] = t
+		out[i].Changes = make([]model.Change, len(t.Changes))
+		for j, c := range t.Changes {
+			if len(c.Unchanged) > 0 {
+				c = model.MergeUnchanged(c, rows[src(c)])
+			}
+			if c.OldPK != "" && c.OldPK != c.PK {
+				delete(rows, model.Key{Table: c.Table, PK: c.OldPK})
+			}
+			if c.Op == model.OpDelete {
+				delete(rows, c.Key())
+			} else {
+				rows[c.Key()] = c.Row
+			}
+			out[i].Changes[j] = c
+		}
+	}
+	return out, nil
 }

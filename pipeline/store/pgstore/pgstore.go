@@ -209,14 +209,18 @@ WHERE $4 OR d.lsn < excluded.lsn`, c.Table, c.PK, l, !guarded)
 	if search {
 		live = "NOT d.deleted" // a tombstone counts as no previous document
 	}
+	args := []any{c.Table, c.PK, fresh.Value, l, fresh.Revs, relative, step, !guarded}
 	cols, vals, set := "", "", ""
 	if search {
-		cols, vals, set = ", deleted", ", false", ", deleted = false"
+		// The row itself too (a search engine's stored source), for
+		// merging the unchanged columns of later updates.
+		cols, vals, set = ", deleted, source", ", false, $9", ", deleted = false, source = excluded.source"
+		args = append(args, c.Row.Encode())
 	}
 	b.Queue(`INSERT INTO `+s.docs+` AS d (tbl, pk, value, lsn, revs`+cols+`) VALUES ($1, $2, $3, $4, $5`+vals+`)
 ON CONFLICT (tbl, pk) DO UPDATE SET value = excluded.value, lsn = excluded.lsn,
 	revs = CASE WHEN $6 AND `+live+` THEN d.revs + $7 ELSE excluded.revs END`+set+`
-WHERE $8 OR d.lsn < excluded.lsn`, c.Table, c.PK, fresh.Value, l, fresh.Revs, relative, step, !guarded)
+WHERE $8 OR d.lsn < excluded.lsn`, args...)
 	return nil
 }
 
@@ -366,11 +370,15 @@ func (r *Replica) Apply(ctx context.Context, b pipeline.Batch) error {
 		if b.Base != nil && (!has || at != *b.Base) {
 			return mismatch(at, has, *b.Base)
 		}
+		txns, err := r.t.resolve(ctx, tx, b.Txns, b.Reset)
+		if err != nil {
+			return err
+		}
 		batch := &pgx.Batch{}
 		if b.Reset {
 			batch.Queue(`DELETE FROM ` + r.t.docs)
 		}
-		for _, t := range b.Txns {
+		for _, t := range txns {
 			for _, c := range t.Changes {
 				if err := r.t.queueChange(batch, c, t.CommitLSN, !r.t.blind); err != nil {
 					return err
@@ -391,6 +399,11 @@ func (r *Replica) Apply(ctx context.Context, b pipeline.Batch) error {
 // Write implements pipeline.DirectStore: the transaction's changes as one
 // replica transaction of blind writes.
 func (r *Replica) Write(ctx context.Context, t model.Txn) error {
+	txns, err := r.t.resolve(ctx, nil, []model.Txn{t}, false)
+	if err != nil {
+		return fmt.Errorf("pgstore: replica: write txn %d: %w", t.XID, err)
+	}
+	t = txns[0]
 	batch := &pgx.Batch{}
 	for _, c := range t.Changes {
 		if err := r.t.queueChange(batch, c, t.CommitLSN, false); err != nil {
@@ -462,8 +475,10 @@ CREATE TABLE IF NOT EXISTS %[1]s (
 	lsn bigint NOT NULL,
 	revs integer NOT NULL DEFAULT 0,
 	deleted boolean NOT NULL DEFAULT false,
+	source text NOT NULL DEFAULT '',
 	PRIMARY KEY (tbl, pk)
 );
+ALTER TABLE %[1]s ADD COLUMN IF NOT EXISTS source text NOT NULL DEFAULT '';
 CREATE INDEX IF NOT EXISTS %[2]s ON %[1]s USING gin (tsv);`, t.docs, pgx.Identifier{base + "_docs_tsv"}.Sanitize()) +
 		t.posSchema() + fmt.Sprintf(`
 CREATE OR REPLACE FUNCTION %[1]s(want_off bigint, want_lsn bigint) RETURNS void LANGUAGE plpgsql AS $$
@@ -533,7 +548,11 @@ func (s *Search) Apply(ctx context.Context, b pipeline.Batch) error {
 			return wrap(err)
 		}
 	}
-	chunks := store.Chunks(b.Txns, s.bulkDocs())
+	txns, err := s.t.resolve(ctx, nil, b.Txns, b.Reset)
+	if err != nil {
+		return wrap(err)
+	}
+	chunks := store.Chunks(txns, s.bulkDocs())
 	if len(chunks) == 0 {
 		chunks = [][]store.Change{nil} // the position alone
 	}
@@ -560,7 +579,11 @@ func (s *Search) Apply(ctx context.Context, b pipeline.Batch) error {
 // bulk requests of at most BulkDocs documents. Blind means no version check:
 // every update counts one more revision, even a repeated one.
 func (s *Search) Write(ctx context.Context, t model.Txn) error {
-	for _, chunk := range store.Chunks([]model.Txn{t}, s.bulkDocs()) {
+	txns, err := s.t.resolve(ctx, nil, []model.Txn{t}, false)
+	if err != nil {
+		return fmt.Errorf("pgstore: search: write txn %d: %w", t.XID, err)
+	}
+	for _, chunk := range store.Chunks(txns, s.bulkDocs()) {
 		if err := s.bulk(ctx, nil, func(batch *pgx.Batch) error {
 			for _, c := range chunk {
 				if err := s.t.queueChange(batch, c.Change, c.LSN, false); err != nil {
@@ -605,4 +628,45 @@ WHERE NOT deleted AND tsv @@ plainto_tsquery('simple', $1) ORDER BY tbl, pk`, te
 		return nil, fmt.Errorf("pgstore: search: query %q: %w", terms, err)
 	}
 	return keys, nil
+}
+
+// resolve fills the unchanged columns of txns from the rows the store holds
+// (store.ResolveUnchanged), read through tx when set (the replica's apply
+// transaction), else the pool. After a reset the store holds nothing.
+func (s *tables) resolve(ctx context.Context, tx pgx.Tx, txns []model.Txn, reset bool) ([]model.Txn, error) {
+	return store.ResolveUnchanged(txns, func(keys []model.Key) (map[model.Key]model.Row, error) {
+		if reset {
+			return nil, nil
+		}
+		tbls, pks := make([]string, len(keys)), make([]string, len(keys))
+		for i, k := range keys {
+			tbls[i], pks[i] = k.Table, k.PK
+		}
+		col, live := "value", ""
+		if store.Keeps(s.kind) {
+			col, live = "source", " AND NOT d.deleted"
+		}
+		q := `SELECT d.tbl, d.pk, d.` + col + ` FROM ` + s.docs + ` d JOIN unnest($1::text[], $2::text[]) AS k(tbl, pk) ON d.tbl = k.tbl AND d.pk = k.pk` + live
+		var rows pgx.Rows
+		var err error
+		if tx != nil {
+			rows, err = tx.Query(ctx, q, tbls, pks)
+		} else {
+			rows, err = s.pool.Query(ctx, q, tbls, pks)
+		}
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		out := map[model.Key]model.Row{}
+		for rows.Next() {
+			var k model.Key
+			var v string
+			if err := rows.Scan(&k.Table, &k.PK, &v); err != nil {
+				return nil, err
+			}
+			out[k] = model.DecodeRow(v)
+		}
+		return out, rows.Err()
+	})
 }
