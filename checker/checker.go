@@ -61,6 +61,7 @@ func Check(h *model.History, opts Options) *Report {
 		stores: map[string]model.StoreSpec{},
 		final:  map[string]*model.Snapshot{},
 		dedup:  map[obsKey]*Anomaly{},
+		late:   map[string]lateKeys{},
 	}
 	c.declare()
 	for _, name := range c.names {
@@ -88,6 +89,7 @@ type run struct {
 	anomalies []*Anomaly
 	dedup     map[obsKey]*Anomaly // phantom and duplicate: one per distinct doc
 	groups    []readGroup         // found reads by store and key, see readGroups
+	late      map[string]lateKeys // per store, see checkFinal
 	lin       []Linearizability
 	unknown   []string
 	problems  []string
@@ -181,6 +183,13 @@ func (c *run) add(class Class, store string, key model.Key, w Witness) *Anomaly 
 // lost (missing, older, delete lost) and divergent (same version, other
 // content). Phantoms and duplicates in finals are found with the other
 // observations.
+//
+// A store that keeps a position may simply not have caught up: a change
+// after its final position that it does not reflect yet is late, not lost,
+// and is counted in the store's not-converged anomaly (checkConvergence).
+// A change is lost when the store passed it without reflecting it: the
+// store's position is at or after it, or the document it holds is a later
+// version (revs counting fewer changes than that version made).
 func (c *run) checkFinal(name string) {
 	f := c.final[name]
 	if f == nil {
@@ -195,19 +204,41 @@ func (c *run) checkFinal(name string) {
 		}
 		return wit
 	}
+	// Positions say which changes a store has passed only when commit LSNs
+	// are unambiguous.
+	positioned, pos := f.HasPosition && c.t.sorted, f.Position.LSN
+	// notYet: a document current from lsn until k's next change is what a
+	// store at pos shows that has not reached that change yet.
+	notYet := func(k model.Key, lsn model.LSN) bool {
+		next, ok := c.t.nextChange(k, lsn)
+		return positioned && ok && next > pos
+	}
 	for _, k := range c.t.liveKeys {
 		want, _ := c.t.current(kind, k)
 		got, ok := f.Docs[k]
 		switch {
 		case !ok:
 			detail := fmt.Sprintf("missing, want lsn=%s", want.LSN)
+			if positioned {
+				// Absent at some LSN at or after pos: the store may reflect
+				// that and not have reached the next write.
+				if _, liveAtPos := c.t.version(kind, k, pos); !liveAtPos || c.t.deletedAfter(k, pos) {
+					c.noteLate(name, k, detail)
+					continue
+				}
+			}
 			if ab, ok := c.t.abortedDelete(k); ok {
 				detail += fmt.Sprintf(" (deleted by aborted txn xid=%d)", ab.xid)
 			}
 			c.add(Lost, name, k, w(detail, nil, docPtr(want)))
 		case got.LSN < want.LSN:
 			detail := fmt.Sprintf("has lsn=%s want lsn=%s", got.LSN, want.LSN)
-			c.add(Lost, name, k, w(detail, docPtr(got), docPtr(want)))
+			if notYet(k, got.LSN) {
+				c.noteLate(name, k, detail)
+				c.revsLost(name, kind, k, got, w)
+			} else {
+				c.add(Lost, name, k, w(detail, docPtr(got), docPtr(want)))
+			}
 		case got.LSN > want.LSN && got.Value != want.Value:
 			// Labelled after the newest version but with another value: a
 			// phantom, reported as such by checkObservations.
@@ -237,8 +268,45 @@ func (c *run) checkFinal(name string) {
 		if del, ok := c.t.lastDelete(k); ok {
 			detail = fmt.Sprintf("has lsn=%s, deleted at lsn=%s", got.LSN, del)
 		}
+		if notYet(k, got.LSN) {
+			c.noteLate(name, k, detail)
+			c.revsLost(name, kind, k, got, w)
+			continue
+		}
 		c.add(Lost, name, k, w(detail, docPtr(got), nil))
 	}
+}
+
+// revsLost reports as lost a search document of a store that has not
+// caught up on it yet, but that is a committed version counting fewer revs
+// than that version made: it passed a change without applying it.
+func (c *run) revsLost(name string, kind model.StoreKind, k model.Key, got model.Doc, w func(string, *model.Doc, *model.Doc) Witness) {
+	if kind != model.Search {
+		return
+	}
+	v, ok := c.t.version(kind, k, got.LSN)
+	if !ok || v.Value != got.Value || got.Revs >= v.Revs {
+		return
+	}
+	detail := fmt.Sprintf("lsn=%s has revs=%d want revs=%d: %d committed change(s) never applied", got.LSN, got.Revs, v.Revs, v.Revs-got.Revs)
+	c.add(Lost, name, k, w(detail, docPtr(got), docPtr(v)))
+}
+
+// lateKeys counts the keys a store had not caught up on at its final
+// snapshot (changes after its position), for its not-converged witness.
+type lateKeys struct {
+	n      int
+	first  model.Key // the smallest
+	detail string    // first's
+}
+
+func (c *run) noteLate(name string, k model.Key, detail string) {
+	l := c.late[name]
+	if l.n == 0 || k.Less(l.first) {
+		l.first, l.detail = k, detail
+	}
+	l.n++
+	c.late[name] = l
 }
 
 // docPtr returns a pointer to a copy of d, for witnesses (taking &d of a
@@ -565,7 +633,9 @@ func optDoc(d *model.Doc) string {
 }
 
 // checkConvergence judges every store whose final snapshot keeps a
-// position: it must have reached the final source position by the deadline.
+// position: it must have reached the final source position by the
+// deadline, and its final snapshot must be at it. The keys it had not
+// caught up on (see checkFinal) are counted in the witness, not as lost.
 func (c *run) checkConvergence() {
 	if c.h.Deadline == 0 {
 		for _, name := range c.names {
@@ -575,23 +645,33 @@ func (c *run) checkConvergence() {
 			}
 		}
 	}
+	src := c.t.final.Position()
 	for _, name := range c.names {
 		f := c.final[name]
 		if f == nil || !f.HasPosition {
 			continue
 		}
 		at, ok := c.h.ConvergedAt[name]
-		if ok && at <= c.h.Deadline {
+		behind := f.Position.LSN < src
+		if ok && at <= c.h.Deadline && !behind {
 			continue
 		}
 		p := f.Position
 		w := Witness{Source: FromRun, At: c.h.Deadline, Position: &p}
-		if ok {
+		switch {
+		case ok && at > c.h.Deadline:
 			w.At = at
 			w.Detail = fmt.Sprintf("converged at %s, after the deadline %s", at, c.h.Deadline)
-		} else {
+		case ok:
+			w.At = f.At
+			w.Detail = fmt.Sprintf("recorded converged at %s, but its final position lsn=%s at %s is behind source lsn=%s",
+				at, f.Position.LSN, f.At, src)
+		default:
 			w.Detail = fmt.Sprintf("never reached source lsn=%s by the deadline %s (final position lsn=%s)",
-				c.t.final.Position(), c.h.Deadline, f.Position.LSN)
+				src, c.h.Deadline, f.Position.LSN)
+		}
+		if l := c.late[name]; l.n > 0 {
+			w.Detail += fmt.Sprintf("; %d key(s) not caught up (late, not lost), first %s: %s", l.n, l.first, l.detail)
 		}
 		c.add(NotConverged, name, model.Key{}, w)
 	}

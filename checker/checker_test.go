@@ -555,3 +555,84 @@ final replica at=3s pos=0/10 truth
 		t.Fatalf("%s", rep)
 	}
 }
+
+// A store still catching up at the deadline is not-converged, not lossy:
+// a change after its final position that it does not show yet is late,
+// whether it is an older version, a missing insert, or a delete not yet
+// applied, and even when the store already shows documents past its
+// position (zombie-pause/pipeline/3 reported 150 of them as lost).
+func TestLateChangesAreNotConvergedNotLost(t *testing.T) {
+	rep := Check(mustParseFile(t, "late-not-lost-bad.txt"), Options{})
+	if rep.Counts[Lost] != 0 || rep.Counts[NotConverged] != 1 || len(rep.Anomalies) != 1 {
+		t.Fatalf("want one not-converged and nothing lost:\n%s", rep)
+	}
+	if d := rep.Anomalies[0].Witness.Detail; !strings.Contains(d, "4 key(s) not caught up (late, not lost)") {
+		t.Fatalf("the witness must count the late keys: %s", d)
+	}
+}
+
+// A change at or before the store's position that it does not reflect was
+// passed, not awaited: lost, next to the store's not-converged.
+func TestChangePassedByThePositionIsLost(t *testing.T) {
+	rep := Check(mustParseFile(t, "lost-behind-position-bad.txt"), Options{})
+	lost := rep.Anomalies[0]
+	if rep.Counts[Lost] != 1 || lost.Class != Lost || lost.Key != (model.Key{Table: "k", PK: "1"}) || rep.Counts[NotConverged] != 1 {
+		t.Fatalf("want k/1 lost and the cache not-converged:\n%s", rep)
+	}
+}
+
+// Without a position a store cannot say what it has passed: everything it
+// misses is lost, as before.
+func TestUnpositionedStoreBehindIsLost(t *testing.T) {
+	rep := Check(mustParse(t, `
+store cache cache claims=all
+txn 1 0/10 insert k/1 "v=1"
+txn 2 0/20 update k/1 "v=2"
+deadline 10s
+final cache at=10s prefix=0/10
+`), Options{})
+	if rep.Counts[Lost] != 1 || rep.Counts[NotConverged] != 0 {
+		t.Fatalf("%s", rep)
+	}
+}
+
+// A search document the store has not caught up on is late, but if it
+// counts fewer revs than its own version made, it skipped a change before
+// that version: lost, whatever the position.
+func TestLateSearchDocWithMissingRevsIsLost(t *testing.T) {
+	rep := Check(mustParse(t, `
+store search search claims=all
+txn 1 0/10 insert docs/1 "title=a"
+txn 2 0/20 update docs/1 "title=b"
+txn 3 0/30 update docs/1 "title=c"
+deadline 10s
+final search at=10s pos=0/20 prefix=0/20
+  docs/1 lsn=0/20 "b" revs=1
+`), Options{})
+	if rep.Counts[Lost] != 1 || rep.Counts[NotConverged] != 1 {
+		t.Fatalf("want one lost (revs) and not-converged:\n%s", rep)
+	}
+	if d := rep.Anomalies[0].Witness.Detail; !strings.Contains(d, "has revs=1 want revs=2") {
+		t.Fatalf("lost witness: %s", d)
+	}
+}
+
+// A store recorded as converged in time whose final snapshot is behind the
+// source did not stay converged: not-converged, and its late keys are not
+// lost.
+func TestFinalBehindTheSourceIsNotConverged(t *testing.T) {
+	rep := Check(mustParse(t, `
+store replica replica claims=all
+txn 1 0/10 insert k/1 "v=1"
+txn 2 0/20 update k/1 "v=2"
+deadline 10s
+converged replica 5s
+final replica at=9s pos=0/10 prefix=0/10
+`), Options{})
+	if rep.Counts[NotConverged] != 1 || rep.Counts[Lost] != 0 || len(rep.Anomalies) != 1 {
+		t.Fatalf("%s", rep)
+	}
+	if d := rep.Anomalies[0].Witness.Detail; !strings.Contains(d, "recorded converged at 5s, but its final position lsn=0/10 at 9s is behind source lsn=0/20") {
+		t.Fatalf("witness: %s", d)
+	}
+}

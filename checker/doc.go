@@ -11,13 +11,13 @@
 // one property it violates:
 //
 //	class            property       what it means
-//	lost             no-loss        final store misses a key, holds an older version, kept a deleted key's committed value, or (search) counts fewer revs: a change never applied
+//	lost             no-loss        final store misses a key, holds an older version, kept a deleted key's committed value, or (search) counts fewer revs: a change it passed (its position or the doc's version is at or after it) never applied
 //	phantom          no-phantom     a store showed (key, LSN, value) that no committed version has (aborted values are named)
 //	backwards        per-key-order  a read returned an older version than a read that returned before it was called
 //	duplicate        exactly-once   a search doc's revs exceed the truth's for its version: a change applied twice
 //	torn             atomicity      a replica snapshot equals no prefix state, or not the one at its own position
 //	divergent        convergence    a final doc has the truth's LSN but another value
-//	not-converged    convergence    a positioned store had not reached the final source position by the deadline
+//	not-converged    convergence    a positioned store had not reached the final source position by the deadline; the changes after its position it does not show yet are late, counted here, not lost
 //	nonlinearizable  per-key-order  porcupine found no legal order of a store's reads
 //	log-data-loss    no-loss        the log lost acknowledged records (store "log")
 //
@@ -25,7 +25,8 @@
 // properties: a final doc with the truth's LSN and another value is both
 // divergent (the store did not converge) and phantom (that version never
 // had that value); a final doc older than the truth with a made-up value
-// is lost and phantom; a backwards pair of reads is also nonlinearizable.
+// is lost (or late) and phantom; a backwards pair of reads is also
+// nonlinearizable.
 // Porcupine is the independent cross-check of the backwards scan: with
 // reads only, a store's reads are illegal exactly when some pair goes
 // backwards or some read is not a committed version (a property test holds

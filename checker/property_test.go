@@ -167,6 +167,45 @@ var mutations = []mutation{
 		}
 		return []Class{NotConverged}, true
 	}},
+	{"a sink stops at an earlier commit", func(t *rapid.T, h *model.History, o *oracle) ([]Class, bool) {
+		// The store holds exactly the source state at its position, which
+		// is behind the source: everything it misses is late, not lost.
+		store := rapid.SampledFrom([]string{"replica", "search"}).Draw(t, "store")
+		p := rapid.IntRange(0, len(h.Committed)-1).Draw(t, "prefix")
+		f := finalOf(h, store)
+		f.Docs = o.prefixes[p].Project(kindOf(h, store))
+		f.Position = model.Position{Offset: int64(p), LSN: o.prefixes[p].Position()}
+		delete(h.ConvergedAt, store)
+		return []Class{NotConverged}, true
+	}},
+	{"a sink stops early and misses a change it passed", func(t *rapid.T, h *model.History, o *oracle) ([]Class, bool) {
+		// As above, but the search index also lacks a key it holds at its
+		// position and that no later delete explains.
+		if len(h.Committed) < 2 {
+			return nil, false
+		}
+		p := rapid.IntRange(1, len(h.Committed)-1).Draw(t, "prefix")
+		var keys []model.Key
+		for _, k := range o.prefixes[p].Keys() {
+			kept := true
+			for _, q := range o.prefixes[p:] {
+				_, live := q.Get(k)
+				kept = kept && live
+			}
+			if kept {
+				keys = append(keys, k)
+			}
+		}
+		if len(keys) == 0 {
+			return nil, false
+		}
+		f := finalOf(h, "search")
+		f.Docs = o.prefixes[p].Project(model.Search)
+		f.Position = model.Position{Offset: int64(p), LSN: o.prefixes[p].Position()}
+		delete(f.Docs, rapid.SampledFrom(keys).Draw(t, "key"))
+		delete(h.ConvergedAt, "search")
+		return []Class{Lost, NotConverged}, true
+	}},
 	{"a read goes back", func(t *rapid.T, h *model.History, o *oracle) ([]Class, bool) {
 		// After every other read, read an older version than one already
 		// returned.

@@ -19,7 +19,9 @@ const (
 	// Lost: a final store is missing a key the source holds, holds an older
 	// version of it, still holds a committed value of a key the source
 	// deleted, or (search) counts fewer revs than the source made: a change
-	// that never reached the store, later superseded.
+	// the store passed without reflecting it. A store that keeps a position
+	// has passed the changes at or before it; one behind the source that
+	// misses only later changes is late (NotConverged), not lossy.
 	Lost Class = "lost"
 	// Phantom: a store showed a document (key, LSN, value) that is not the
 	// projection of any committed version of that key.
@@ -37,7 +39,8 @@ const (
 	// value.
 	Divergent Class = "divergent"
 	// NotConverged: a store that tracks its position did not reach the final
-	// source position by the deadline.
+	// source position by the deadline, or its final snapshot is behind it.
+	// The witness counts the keys it had not caught up on (late changes).
 	NotConverged Class = "not-converged"
 	// Nonlinearizable: porcupine found no order of a store's reads, within
 	// their real-time intervals, in which each key's version never goes back.

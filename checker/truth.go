@@ -229,6 +229,31 @@ func (t *truth) current(kind model.StoreKind, k model.Key) (model.Doc, bool) {
 	return model.ProjectEntry(kind, e), true
 }
 
+// nextChange is the commit LSN of the first committed change to k (a write
+// or a delete) after lsn, if any. It needs sorted commit LSNs.
+func (t *truth) nextChange(k model.Key, lsn model.LSN) (model.LSN, bool) {
+	kh := t.keys[k]
+	if kh == nil {
+		return 0, false
+	}
+	var next model.LSN
+	found := false
+	if i := sort.Search(len(kh.versions), func(i int) bool { return kh.versions[i].entry.LSN > lsn }); i < len(kh.versions) {
+		next, found = kh.versions[i].entry.LSN, true
+	}
+	if j := sort.Search(len(kh.deletes), func(j int) bool { return kh.deletes[j] > lsn }); j < len(kh.deletes) && (!found || kh.deletes[j] < next) {
+		next, found = kh.deletes[j], true
+	}
+	return next, found
+}
+
+// deletedAfter reports whether some committed transaction after lsn
+// deleted k.
+func (t *truth) deletedAfter(k model.Key, lsn model.LSN) bool {
+	d, ok := t.lastDelete(k)
+	return ok && d > lsn
+}
+
 // lastDelete is the commit LSN that last deleted k, if any.
 func (t *truth) lastDelete(k model.Key) (model.LSN, bool) {
 	kh := t.keys[k]
