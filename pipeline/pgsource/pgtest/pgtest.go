@@ -37,8 +37,8 @@ var Settings = map[string]string{
 	"listen_addresses":        "'127.0.0.1'",
 	"unix_socket_directories": "''",
 	"wal_level":               "logical",
-	"max_replication_slots":   "10",
-	"max_wal_senders":         "10",
+	"max_replication_slots":   "40", // slots outlive their tests until the cluster stops
+	"max_wal_senders":         "40",
 	"max_connections":         "100",
 	"fsync":                   "off", // throwaway data: speed over durability
 	"full_page_writes":        "off",
