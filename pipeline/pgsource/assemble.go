@@ -10,7 +10,7 @@ import (
 )
 
 // ErrUnsupported is wrapped by errors about changes lockstep cannot express
-// as row changes (TRUNCATE, tables without a primary key, a key column's
+// as row changes (TRUNCATE, tables it cannot name rows of, a key column's
 // value the server did not send). Such an error comes back every time the
 // same WAL is decoded again: retrying cannot get past it.
 var ErrUnsupported = errors.New("unsupported change")
@@ -21,10 +21,17 @@ var ErrUnsupported = errors.New("unsupported change")
 // (a new session resends every Relation).
 //
 // The mapping to lockstep's model: Table is the relation's name, prefixed
-// with "schema." unless the schema is public; PK is the key columns' text
-// values joined with ","; Row is every other column's text value, NULLs left
-// out; CommitLSN is the Commit message's end LSN, which is what a consumer
-// confirms ("this transaction and all before it").
+// with "schema." unless the schema is public; PK is the primary-key
+// columns' text values joined with ","; Row is every other column's text
+// value, NULLs left out; CommitLSN is the Commit message's end LSN, which is
+// what a consumer confirms ("this transaction and all before it").
+//
+// A table without a primary key is named by all its columns when it has
+// REPLICA IDENTITY FULL: PK is the whole row as PostgreSQL writes a row
+// value (rowKey), Row every non-NULL column, and an update that changes any
+// column changes the key (OldPK). Identical rows are one row to lockstep. A
+// change to any other keyless table is a *NoKeyError, unless Skip leaves
+// the table out.
 //
 // An update does not carry a value that is stored out of line (TOASTed) and
 // that it left unchanged: pgoutput sends the "unchanged" marker 'u' instead.
@@ -39,6 +46,12 @@ type Assembler struct {
 	// USING INDEX the index's. Key flags are trusted only for 'd'. A nil
 	// PrimaryKey makes changes to such relations an error.
 	PrimaryKey func(rel *Relation) ([]string, error)
+	// Skip, when set, names the tables (lockstep's names) whose changes are
+	// left out, as if they were not published: no key is looked up or
+	// needed for them, and a TRUNCATE of only such tables is left out too.
+	Skip func(table string) bool
+	// Skipped, when set, hears of every change Skip left out.
+	Skipped func(table string)
 
 	rels  map[uint32]*relation
 	open  bool
@@ -49,9 +62,12 @@ type Assembler struct {
 // relation is a Relation with its key resolved to column indexes.
 type relation struct {
 	*Relation
-	table  string
-	key    []int // indexes into Columns, in column order
-	keyErr error // why the relation has no usable key (reported on its first change)
+	table    string
+	key      []int // indexes into Columns, in column order
+	wholeRow bool  // every column is the key (REPLICA IDENTITY FULL, no primary key)
+	noKey    bool  // no primary key and no REPLICA IDENTITY FULL
+	skip     bool  // Skip leaves the table out
+	keyErr   error // why the relation has no usable key (reported on its first change)
 }
 
 // Reset forgets the open transaction and every relation, as a new session
@@ -166,12 +182,22 @@ func (a *Assembler) Add(m Message) (txn model.Txn, done bool, err error) {
 			return model.Change{Table: rel.table, PK: pk, Op: model.OpDelete}, err
 		})
 	case *Truncate:
-		names := make([]string, len(m.RelationIDs))
-		for i, id := range m.RelationIDs {
-			names[i] = fmt.Sprintf("relation %d", id)
-			if rel, ok := a.rels[id]; ok {
-				names[i] = rel.table
+		var names []string
+		for _, id := range m.RelationIDs {
+			rel, ok := a.rels[id]
+			switch {
+			case !ok:
+				names = append(names, fmt.Sprintf("relation %d", id))
+			case rel.skip:
+				if a.Skipped != nil {
+					a.Skipped(rel.table)
+				}
+			default:
+				names = append(names, rel.table)
 			}
+		}
+		if len(names) == 0 {
+			return model.Txn{}, false, nil
 		}
 		return model.Txn{}, false, fmt.Errorf("pgoutput: TRUNCATE of %s in xid %d: %w: a truncate is not a sequence of row changes; delete the rows instead",
 			strings.Join(names, ", "), a.begin.XID, ErrUnsupported)
@@ -192,7 +218,15 @@ func (a *Assembler) row(relID uint32, op string, build func(*relation) (model.Ch
 	if !ok {
 		return model.Txn{}, false, fmt.Errorf("pgoutput: %s in xid %d of relation %d, which no Relation message described: %w", op, a.begin.XID, relID, ErrMalformed)
 	}
-	if rel.keyErr != nil {
+	switch {
+	case rel.skip:
+		if a.Skipped != nil {
+			a.Skipped(rel.table)
+		}
+		return model.Txn{}, false, nil
+	case rel.noKey:
+		return model.Txn{}, false, fmt.Errorf("pgoutput: %s: %w", op, &NoKeyError{Tables: []string{rel.table}, XID: a.begin.XID})
+	case rel.keyErr != nil:
 		return model.Txn{}, false, fmt.Errorf("pgoutput: %s in xid %d: %w", op, a.begin.XID, rel.keyErr)
 	}
 	c, err := build(rel)
@@ -214,15 +248,17 @@ func TableName(namespace, name string) string {
 
 func (a *Assembler) resolve(m *Relation) (*relation, error) {
 	rel := &relation{Relation: m, table: TableName(m.Namespace, m.Name)}
+	if a.Skip != nil && a.Skip(rel.table) {
+		rel.skip = true
+		return rel, nil
+	}
 	if m.ReplicaIdentity == 'd' {
 		for i, c := range m.Columns {
 			if c.Key {
 				rel.key = append(rel.key, i)
 			}
 		}
-		if len(rel.key) == 0 {
-			rel.keyErr = fmt.Errorf("table %s has no primary key: %w: lockstep names rows by their primary key; add one", rel.table, ErrUnsupported)
-		}
+		rel.noKey = len(rel.key) == 0
 		return rel, nil
 	}
 	if a.PrimaryKey == nil {
@@ -235,7 +271,14 @@ func (a *Assembler) resolve(m *Relation) (*relation, error) {
 		return nil, fmt.Errorf("pgoutput: look up the primary key of %s: %w", rel.table, err)
 	}
 	if len(names) == 0 {
-		rel.keyErr = fmt.Errorf("table %s has no primary key: %w: lockstep names rows by their primary key; add one", rel.table, ErrUnsupported)
+		if m.ReplicaIdentity != 'f' {
+			rel.noKey = true
+			return rel, nil
+		}
+		rel.wholeRow = true
+		for i := range m.Columns {
+			rel.key = append(rel.key, i)
+		}
 		return rel, nil
 	}
 	want := map[string]bool{}
@@ -286,8 +329,24 @@ func (rel *relation) value(t, old Tuple, i int) (s string, ok, unchanged bool, e
 	return "", false, false, fmt.Errorf("column %q: value kind %q: %w", rel.Columns[i].Name, v.Kind, ErrMalformed)
 }
 
-// pk joins the key columns' values with ",".
+// pk joins the key columns' values with ",", or, when every column is the
+// key, is rowKey of them.
 func (rel *relation) pk(t, old Tuple) (string, error) {
+	if rel.wholeRow {
+		vals := make([]string, len(rel.key))
+		null := make([]bool, len(rel.key))
+		for j, i := range rel.key {
+			s, ok, unchanged, err := rel.value(t, old, i)
+			switch {
+			case err != nil:
+				return "", fmt.Errorf("key: %w", err)
+			case unchanged:
+				return "", fmt.Errorf("key column %q is an unchanged TOASTed value whose data the server did not send: %w", rel.Columns[i].Name, ErrUnsupported)
+			}
+			vals[j], null[j] = s, !ok
+		}
+		return rowKey(vals, null), nil
+	}
 	var b strings.Builder
 	for j, i := range rel.key {
 		s, ok, unchanged, err := rel.value(t, old, i)
@@ -309,14 +368,15 @@ func (rel *relation) pk(t, old Tuple) (string, error) {
 	return b.String(), nil
 }
 
-// row is every non-key column's value, NULLs left out. Columns whose value
-// was not sent (unchanged TOAST) and that old does not hold are left out
-// too and named, sorted, in unchanged; only an update may have them.
+// row is every non-key column's value (every column's when all are the
+// key), NULLs left out. Columns whose value was not sent (unchanged TOAST)
+// and that old does not hold are left out too and named, sorted, in
+// unchanged; only an update may have them.
 func (rel *relation) row(t, old Tuple, pk string, update bool) (r model.Row, unchanged []string, err error) {
 	r = model.Row{}
 	k := 0
 	for i, c := range rel.Columns {
-		if k < len(rel.key) && rel.key[k] == i {
+		if !rel.wholeRow && k < len(rel.key) && rel.key[k] == i {
 			k++
 			continue
 		}

@@ -310,10 +310,11 @@ func TestAssemblerKeys(t *testing.T) {
 		a   Assembler
 		rel *Relation
 	}{
-		"full identity, no lookup": {Assembler{}, accounts('f')},
-		"no key flags":             {Assembler{}, &Relation{ID: 16400, Name: "accounts", ReplicaIdentity: 'd', Columns: []Column{{Name: "id"}, {Name: "bal"}, {Name: "note"}}}},
-		"no primary key":           {Assembler{PrimaryKey: func(*Relation) ([]string, error) { return nil, nil }}, accounts('f')},
-		"key not published":        {Assembler{PrimaryKey: func(*Relation) ([]string, error) { return []string{"gone"}, nil }}, accounts('i')},
+		"full identity, no lookup":    {Assembler{}, accounts('f')},
+		"no key flags":                {Assembler{}, &Relation{ID: 16400, Name: "accounts", ReplicaIdentity: 'd', Columns: []Column{{Name: "id"}, {Name: "bal"}, {Name: "note"}}}},
+		"no primary key, USING INDEX": {Assembler{PrimaryKey: func(*Relation) ([]string, error) { return nil, nil }}, accounts('i')},
+		"no primary key, NOTHING":     {Assembler{PrimaryKey: func(*Relation) ([]string, error) { return nil, nil }}, accounts('n')},
+		"key not published":           {Assembler{PrimaryKey: func(*Relation) ([]string, error) { return []string{"gone"}, nil }}, accounts('i')},
 	} {
 		if err := feedErr(&tc.a, begin(1, 1), tc.rel); err != nil {
 			t.Errorf("%s: the relation itself failed: %v", name, err)
@@ -328,6 +329,97 @@ func TestAssemblerKeys(t *testing.T) {
 	a = Assembler{PrimaryKey: func(*Relation) ([]string, error) { return nil, lookupErr }}
 	if err := feedErr(&a, accounts('f')); !errors.Is(err, lookupErr) {
 		t.Errorf("failed lookup: err = %v", err)
+	}
+}
+
+// TestAssemblerWholeRowKey: a table without a primary key under REPLICA
+// IDENTITY FULL is named by all its columns, written as PostgreSQL writes a
+// row value; every change to another column changes the key.
+func TestAssemblerWholeRowKey(t *testing.T) {
+	a := Assembler{PrimaryKey: func(*Relation) ([]string, error) { return nil, nil }}
+	got := feed(t, &a, begin(1, 1), accounts('f'),
+		&Insert{RelationID: 16400, New: tup("a", "1", nil)},
+		&Update{RelationID: 16400, OldKind: 'O', Old: tup("a", "1", nil), New: tup("a", "2", "x, y")},
+		&Update{RelationID: 16400, OldKind: 'O', Old: tup("a", "2", "x, y"), New: tup("a", "2", "x, y")},
+		&Update{RelationID: 16400, OldKind: 'O', Old: tup("a", "2", "BIG"), New: tup("a", "3", unchanged)},
+		&Delete{RelationID: 16400, OldKind: 'O', Old: tup("a", "3", "BIG")},
+		commit(1, 2))
+	want := []model.Change{
+		{Table: "accounts", PK: "(a,1,)", Op: model.OpInsert, Row: model.Row{"id": "a", "bal": "1"}},
+		{Table: "accounts", PK: `(a,2,"x, y")`, Op: model.OpUpdate, Row: model.Row{"id": "a", "bal": "2", "note": "x, y"}, OldPK: "(a,1,)"},
+		{Table: "accounts", PK: `(a,2,"x, y")`, Op: model.OpUpdate, Row: model.Row{"id": "a", "bal": "2", "note": "x, y"}},
+		{Table: "accounts", PK: "(a,3,BIG)", Op: model.OpUpdate, Row: model.Row{"id": "a", "bal": "3", "note": "BIG"}, OldPK: "(a,2,BIG)"},
+		{Table: "accounts", PK: "(a,3,BIG)", Op: model.OpDelete},
+	}
+	if !reflect.DeepEqual(got[0].Changes, want) {
+		t.Errorf("got\n%v\nwant\n%v", got[0].Changes, want)
+	}
+}
+
+// rowKeyCases are row values as PostgreSQL 15 prints them (ROW(...)::text;
+// testWholeRowKey asks the server).
+var rowKeyCases = []struct {
+	vals []any // string or nil
+	want string
+}{
+	{[]any{"1", "abc"}, "(1,abc)"},
+	{[]any{"1", nil, "x"}, "(1,,x)"},
+	{[]any{nil}, "()"},
+	{[]any{""}, `("")`},
+	{[]any{"a,b", "c"}, `("a,b",c)`},
+	{[]any{"a", "b,c"}, `(a,"b,c")`},
+	{[]any{`say "hi"`, `back\slash`}, `("say ""hi""","back\\slash")`},
+	{[]any{"(x)", "tab\there", "new\nline"}, "(\"(x)\",\"tab\there\",\"new\nline\")"},
+	{[]any{"é", "NULL"}, "(é,NULL)"},
+}
+
+func TestRowKey(t *testing.T) {
+	for _, tc := range rowKeyCases {
+		vals := make([]string, len(tc.vals))
+		null := make([]bool, len(tc.vals))
+		for i, v := range tc.vals {
+			if v == nil {
+				null[i] = true
+			} else {
+				vals[i] = v.(string)
+			}
+		}
+		if got := rowKey(vals, null); got != tc.want {
+			t.Errorf("rowKey(%q) = %s, want %s", tc.vals, got, tc.want)
+		}
+	}
+}
+
+// TestAssemblerSkip: a skipped table's changes and truncates are left out
+// and reported to Skipped, whatever its key; a table without a key that is
+// not skipped is a NoKeyError naming it and the transaction.
+func TestAssemblerSkip(t *testing.T) {
+	keyless := &Relation{ID: 9, Name: "events", ReplicaIdentity: 'd', Columns: []Column{{Name: "at"}, {Name: "what"}}}
+	var skipped []string
+	a := Assembler{
+		Skip:    func(table string) bool { return table == "events" },
+		Skipped: func(table string) { skipped = append(skipped, table) },
+	}
+	got := feed(t, &a, begin(1, 7), accounts('d'), keyless,
+		&Insert{RelationID: 9, New: tup("1", "boot")},
+		&Insert{RelationID: 16400, New: tup("a", "1", "x")},
+		&Truncate{RelationIDs: []uint32{9}},
+		commit(1, 2))
+	want := []model.Change{{Table: "accounts", PK: "a", Op: model.OpInsert, Row: model.Row{"bal": "1", "note": "x"}}}
+	if !reflect.DeepEqual(got[0].Changes, want) || !reflect.DeepEqual(skipped, []string{"events", "events"}) {
+		t.Errorf("got %v (skipped %v), want %v", got[0].Changes, skipped, want)
+	}
+	err := feedErr(&a, begin(3, 8), &Truncate{RelationIDs: []uint32{9, 16400}})
+	if err == nil || !strings.Contains(err.Error(), "TRUNCATE of accounts in") {
+		t.Errorf("truncate of a skipped and a captured table: err = %v, want one naming accounts only", err)
+	}
+
+	a = Assembler{}
+	err = feedErr(&a, begin(1, 7), keyless, &Insert{RelationID: 9, New: tup("1", "boot")})
+	var nk *NoKeyError
+	if !errors.As(err, &nk) || !errors.Is(err, ErrUnsupported) || nk.XID != 7 || !reflect.DeepEqual(nk.Tables, []string{"events"}) ||
+		!strings.Contains(err.Error(), "--exclude-tables events") {
+		t.Errorf("change to a keyless table: err = %v, want a NoKeyError for events in xid 7", err)
 	}
 }
 

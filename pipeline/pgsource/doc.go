@@ -34,6 +34,16 @@
 // named in Change.Unchanged and left out of Row, and the stores keep the
 // value they hold. TRUNCATE is reported as an error.
 //
+// A table without a primary key is captured only under REPLICA IDENTITY
+// FULL, and then all its columns form the key: PK is the whole row as
+// PostgreSQL writes a row value, e.g. (1,"a b",), Row every non-NULL
+// column, and identical rows are one row to lockstep. Any other keyless
+// table must be left out (Config.ExcludeTables or Config.Tables):
+// CheckTables names them before anything is created, a snapshot refuses
+// them, and a change to one while streaming is a *NoKeyError. Errors that
+// wrap ErrUnsupported come back every time the same WAL is decoded: a
+// capture should stop on them rather than retry.
+//
 // It needs PostgreSQL 15 or later (CREATE_REPLICATION_SLOT's option list,
 // pg_publication_tables.attnames). Package pgtest starts throwaway
 // PostgreSQL 15 clusters for tests.

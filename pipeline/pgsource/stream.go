@@ -54,7 +54,15 @@ type Config struct {
 	// updates while streaming (default 10s). Keepalives that ask for a
 	// reply are answered at once whatever it is.
 	StatusInterval time.Duration
-	// Logger receives debug logs (default: none).
+	// Tables, when set, are the only tables captured; ExcludeTables are
+	// tables not captured (give one or the other). Names are lockstep's:
+	// "t" for public.t, "schema.t" elsewhere. The snapshot leaves the other
+	// tables out and the stream skips their changes, logging a warning the
+	// first time in a session for each table; their keys are never asked
+	// for, so a table without one can be left out this way. The
+	// publication still holds them.
+	Tables, ExcludeTables []string
+	// Logger receives debug logs and warnings (default: none).
 	Logger *slog.Logger
 }
 
@@ -70,8 +78,10 @@ type Config struct {
 // position last confirmed, never the server's WAL end, so nothing that is
 // not safely downstream is released.
 type Stream struct {
-	cfg Config
-	log *slog.Logger
+	cfg    Config
+	log    *slog.Logger
+	filter filter
+	warned map[string]bool // tables whose skipped changes were logged this session
 
 	repl    *pgconn.PgConn // the replication connection, streaming; nil when not started
 	sql     *pgx.Conn      // primary-key lookups while streaming, opened lazily
@@ -114,8 +124,14 @@ func NewStream(cfg Config) (*Stream, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Stream{cfg: cfg, log: log}
+	f, err := newFilter(cfg.Tables, cfg.ExcludeTables)
+	if err != nil {
+		return nil, fmt.Errorf("pgsource: tables: %w", err)
+	}
+	s := &Stream{cfg: cfg, log: log, filter: f}
 	s.asm.PrimaryKey = s.lookupPrimaryKey
+	s.asm.Skip = func(table string) bool { return !f.captures(table) }
+	s.asm.Skipped = s.skipped
 	return s, nil
 }
 
@@ -225,7 +241,7 @@ func (s *Stream) Snapshot(ctx context.Context) (model.Txn, error) {
 	}
 	s.log.Debug("pgsource: slot created", "slot", s.cfg.Slot, "consistent_point", point, "snapshot", name)
 
-	changes, err := readSnapshot(ctx, db, name, s.cfg.Publication)
+	changes, err := readSnapshot(ctx, db, name, s.cfg.Publication, s.filter)
 	if err != nil {
 		// A slot without its snapshot must not be streamed from: drop it so
 		// that Start says ErrNoSlot and the caller snapshots again.
@@ -269,8 +285,10 @@ func slotCreated(res []*pgconn.Result) (model.LSN, string, error) {
 
 var snapshotName = regexp.MustCompile(`^[0-9A-Fa-f-]+$`)
 
-// readSnapshot reads every table of pub in the exported snapshot name.
-func readSnapshot(ctx context.Context, db *pgx.Conn, name, pub string) ([]model.Change, error) {
+// readSnapshot reads every table of pub that f captures in the exported
+// snapshot name. A *NoKeyError names every one lockstep cannot name the rows
+// of.
+func readSnapshot(ctx context.Context, db *pgx.Conn, name, pub string, f filter) ([]model.Change, error) {
 	tx, err := db.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return nil, fmt.Errorf("begin: %w", err)
@@ -279,9 +297,18 @@ func readSnapshot(ctx context.Context, db *pgx.Conn, name, pub string) ([]model.
 	if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT '"+name+"'", pgx.QueryExecModeSimpleProtocol); err != nil {
 		return nil, fmt.Errorf("set transaction snapshot %s: %w", name, err)
 	}
-	tables, err := publishedTables(ctx, tx, pub)
+	all, err := publishedTables(ctx, tx, pub)
 	if err != nil {
 		return nil, err
+	}
+	var tables []table
+	for _, t := range all {
+		if f.captures(TableName(t.schema, t.name)) {
+			tables = append(tables, t)
+		}
+	}
+	if bad := keyless(tables); len(bad) > 0 {
+		return nil, &NoKeyError{Tables: bad}
 	}
 	var changes []model.Change
 	for _, t := range tables {
@@ -306,11 +333,16 @@ type table struct {
 	oid          uint32
 	schema, name string
 	columns      []string // published, non-generated columns, in column order
-	key          []string // primary-key columns, in column order
+	// key is the columns that name a row, in column order: the primary
+	// key's, or, under REPLICA IDENTITY FULL without one, every column
+	// (wholeRow); none when the table has neither.
+	key      []string
+	wholeRow bool
 }
 
+// publishedTables is the tables of publication pub.
 func publishedTables(ctx context.Context, tx pgx.Tx, pub string) ([]table, error) {
-	rows, err := tx.Query(ctx, `SELECT c.oid, pt.schemaname::text, pt.tablename::text, pt.attnames::text[]
+	tables, err := tablesFor(ctx, tx, `SELECT c.oid, pt.schemaname::text, pt.tablename::text, pt.attnames::text[], c.relreplident::text
 		FROM pg_publication_tables pt
 		JOIN pg_namespace n ON n.nspname = pt.schemaname
 		JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
@@ -318,20 +350,41 @@ func publishedTables(ctx context.Context, tx pgx.Tx, pub string) ([]table, error
 	if err != nil {
 		return nil, fmt.Errorf("list the tables of publication %s: %w", pub, err)
 	}
+	return tables, nil
+}
+
+// allTablesSQL lists the tables a publication FOR ALL TABLES would hold, as
+// PostgreSQL 15 decides it (is_publishable_class): ordinary permanent
+// tables that are not system objects.
+const allTablesSQL = `SELECT c.oid, n.nspname::text, c.relname::text, NULL::text[], c.relreplident::text
+	FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+	WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND c.oid >= 16384 ORDER BY 2, 3`
+
+// tablesFor reads tables from q, whose rows are oid, schema, name,
+// published columns (NULL: all) and replica identity, and finds each
+// one's columns and key.
+func tablesFor(ctx context.Context, tx pgx.Tx, q string, args ...any) ([]table, error) {
+	rows, err := tx.Query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
 	var tables []table
 	var published [][]string
+	var ident []string
 	for rows.Next() {
 		var t table
 		var attnames []string
-		if err := rows.Scan(&t.oid, &t.schema, &t.name, &attnames); err != nil {
+		var id string
+		if err := rows.Scan(&t.oid, &t.schema, &t.name, &attnames, &id); err != nil {
 			rows.Close()
-			return nil, fmt.Errorf("list the tables of publication %s: %w", pub, err)
+			return nil, err
 		}
 		tables = append(tables, t)
 		published = append(published, attnames)
+		ident = append(ident, id)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list the tables of publication %s: %w", pub, err)
+		return nil, err
 	}
 	for i := range tables {
 		t := &tables[i]
@@ -339,7 +392,6 @@ func publishedTables(ctx context.Context, tx pgx.Tx, pub string) ([]table, error
 		if err != nil {
 			return nil, fmt.Errorf("primary key of %s: %w", TableName(t.schema, t.name), err)
 		}
-		t.key = key
 		cols, err := tx.Query(ctx, `SELECT attname::text FROM pg_attribute
 			WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
 			ORDER BY attnum`, t.oid)
@@ -354,6 +406,10 @@ func publishedTables(ctx context.Context, tx pgx.Tx, pub string) ([]table, error
 			if published[i] == nil || slices.Contains(published[i], c) {
 				t.columns = append(t.columns, c)
 			}
+		}
+		t.key = key
+		if len(key) == 0 && ident[i] == "f" {
+			t.key, t.wholeRow = t.columns, true
 		}
 	}
 	return tables, nil
@@ -380,7 +436,7 @@ func primaryKey(ctx context.Context, q querier, oid uint32) ([]string, error) {
 func readTable(ctx context.Context, tx pgx.Tx, t table, out []model.Change) ([]model.Change, error) {
 	name := TableName(t.schema, t.name)
 	if len(t.key) == 0 {
-		return nil, fmt.Errorf("table %s has no primary key: %w: lockstep names rows by their primary key; add one", name, ErrUnsupported)
+		return nil, &NoKeyError{Tables: []string{name}}
 	}
 	isKey := make([]bool, len(t.columns))
 	quoted := make([]string, len(t.columns))
@@ -401,6 +457,10 @@ func readTable(ctx context.Context, tx pgx.Tx, t table, out []model.Change) ([]m
 	defer rows.Close()
 	for rows.Next() {
 		vals := rows.RawValues()
+		if t.wholeRow {
+			out = append(out, wholeRowChange(name, t.columns, vals))
+			continue
+		}
 		var pk strings.Builder
 		row := model.Row{}
 		for i, v := range vals {
@@ -422,6 +482,21 @@ func readTable(ctx context.Context, tx pgx.Tx, t table, out []model.Change) ([]m
 		return nil, fmt.Errorf("read %s: %w", name, err)
 	}
 	return out, nil
+}
+
+// wholeRowChange is a snapshot row of a table whose columns all form the
+// key: the key is rowKey of them, the row every non-NULL one.
+func wholeRowChange(table string, cols []string, vals [][]byte) model.Change {
+	strs := make([]string, len(vals))
+	null := make([]bool, len(vals))
+	row := model.Row{}
+	for i, v := range vals {
+		strs[i], null[i] = string(v), v == nil
+		if v != nil {
+			row[cols[i]] = strs[i]
+		}
+	}
+	return model.Change{Table: table, PK: rowKey(strs, null), Op: model.OpInsert, Row: row}
 }
 
 type execer interface {
@@ -457,6 +532,7 @@ func (s *Stream) Start(ctx context.Context) (model.LSN, error) {
 		if err == nil {
 			s.repl, s.confirmed, s.lastStatus = conn, lsn, time.Now()
 			s.asm.Reset()
+			s.warned = nil
 			s.log.Debug("pgsource: streaming", "slot", s.cfg.Slot, "from", lsn)
 			return lsn, nil
 		}
@@ -689,6 +765,19 @@ func (s *Stream) Confirm(ctx context.Context, lsn model.LSN) error {
 		return fmt.Errorf("pgsource: confirm %s: %w", lsn, err)
 	}
 	return nil
+}
+
+// skipped is the Assembler's Skipped: a warning the first time in a
+// session a table's change is left out.
+func (s *Stream) skipped(table string) {
+	if s.warned[table] {
+		return
+	}
+	if s.warned == nil {
+		s.warned = map[string]bool{}
+	}
+	s.warned[table] = true
+	s.log.Warn("pgsource: skipping the changes of a table left out of the capture", "table", table, "slot", s.cfg.Slot)
 }
 
 // lookupPrimaryKey is the Assembler's PrimaryKey: it asks the catalog over

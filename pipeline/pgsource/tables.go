@@ -1,0 +1,219 @@
+package pgsource
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Which tables a Stream captures, and how it names the rows of each.
+//
+// A row is named by its table's primary key. A table without one is
+// captured only under REPLICA IDENTITY FULL, and then all its columns form
+// the key (see rowKey); any other keyless table is refused: at CheckTables,
+// in a snapshot, and when a change to it arrives, unless the Config's
+// filter leaves it out.
+
+// ErrNoTable is wrapped by CheckTables' error when Config.Tables names a
+// table the publication does not hold.
+var ErrNoTable = errors.New("no such published table")
+
+// NoKeyError is a table lockstep cannot name the rows of: it has neither a
+// primary key nor REPLICA IDENTITY FULL. It wraps ErrUnsupported: decoding
+// the same WAL again gives the same error, so retrying cannot help.
+type NoKeyError struct {
+	Tables []string // lockstep's names, sorted
+	// XID is the transaction of the change that ran into it while
+	// streaming; 0 when a check or a snapshot found the tables.
+	XID uint32
+}
+
+func (e *NoKeyError) Error() string {
+	list := strings.Join(e.Tables, ", ")
+	flag := "--exclude-tables " + strings.Join(e.Tables, ",")
+	if e.XID != 0 {
+		return fmt.Sprintf("a change to %s in xid %d cannot be captured: the table has neither a primary key nor REPLICA IDENTITY FULL, so its rows have no name; "+
+			"skip its changes with %s (a key added now does not help changes already written); to capture the table, "+
+			"add a primary key or set REPLICA IDENTITY FULL, then drop the replication slot so that the capture starts over from a new snapshot",
+			list, e.XID, flag)
+	}
+	subject, their, them := "table "+list+" has", "its", "it"
+	if len(e.Tables) > 1 {
+		subject, their, them = "tables "+list+" have", "their", "them"
+	}
+	return fmt.Sprintf("%s neither a primary key nor REPLICA IDENTITY FULL, so lockstep cannot name %s rows: "+
+		"add a primary key, or ALTER TABLE ... REPLICA IDENTITY FULL (all columns then form the key), or leave %s out with %s",
+		subject, their, them, flag)
+}
+
+func (e *NoKeyError) Unwrap() error { return ErrUnsupported }
+
+// normTable is lockstep's name for a table named on the command line:
+// "public.t" is "t".
+func normTable(name string) string {
+	return strings.TrimPrefix(strings.TrimSpace(name), "public.")
+}
+
+// filter is the Config's table filter, names normalised.
+type filter struct {
+	only    map[string]bool // nil: every table
+	exclude map[string]bool
+}
+
+func newFilter(only, exclude []string) (filter, error) {
+	if len(only) > 0 && len(exclude) > 0 {
+		return filter{}, errors.New("give the tables to capture or the tables to leave out, not both")
+	}
+	set := func(names []string) (map[string]bool, error) {
+		if len(names) == 0 {
+			return nil, nil
+		}
+		m := map[string]bool{}
+		for _, n := range names {
+			n = normTable(n)
+			if n == "" {
+				return nil, errors.New("empty table name")
+			}
+			m[n] = true
+		}
+		return m, nil
+	}
+	var f filter
+	var err error
+	if f.only, err = set(only); err != nil {
+		return filter{}, err
+	}
+	if f.exclude, err = set(exclude); err != nil {
+		return filter{}, err
+	}
+	return f, nil
+}
+
+// captures reports whether the filter lets table's changes through.
+func (f filter) captures(table string) bool {
+	if f.only != nil {
+		return f.only[table]
+	}
+	return !f.exclude[table]
+}
+
+// keyless is the sorted names of the tables whose rows lockstep cannot name.
+func keyless(tables []table) []string {
+	var names []string
+	for _, t := range tables {
+		if len(t.key) == 0 {
+			names = append(names, TableName(t.schema, t.name))
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// rowKey is the key of a row of a table without a primary key under
+// REPLICA IDENTITY FULL: every column, written as PostgreSQL writes a row
+// value (record_out): in parentheses, separated by commas, NULL as nothing,
+// a value that is empty or holds a quote, backslash, parenthesis, comma or
+// white space in double quotes with quotes and backslashes doubled. So
+// (1,"a b",) is 1, 'a b' and NULL, and distinct rows have distinct keys.
+func rowKey(vals []string, null []bool) string {
+	var b strings.Builder
+	b.WriteByte('(')
+	for i, v := range vals {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		if null[i] {
+			continue
+		}
+		quote := v == "" || strings.ContainsAny(v, "\"\\(), \t\n\r\v\f")
+		if !quote {
+			b.WriteString(v)
+			continue
+		}
+		b.WriteByte('"')
+		for j := 0; j < len(v); j++ {
+			if v[j] == '"' || v[j] == '\\' {
+				b.WriteByte(v[j])
+			}
+			b.WriteByte(v[j])
+		}
+		b.WriteByte('"')
+	}
+	b.WriteByte(')')
+	return b.String()
+}
+
+// CheckTables looks at the tables the stream would capture, before it
+// creates anything: the publication's tables, or, while the publication
+// does not exist, the ones FOR ALL TABLES would publish (permanent tables
+// outside the system schemas), less those the filter leaves out. It
+// returns their names, sorted; a *NoKeyError naming every one without a
+// primary key and without REPLICA IDENTITY FULL; or an error wrapping
+// ErrNoTable when Config.Tables names a table that is not published.
+// Names in Config.ExcludeTables that match no table are logged as a
+// warning. Tables created later are checked when their first change
+// arrives.
+func (s *Stream) CheckTables(ctx context.Context) ([]string, error) {
+	db, err := s.connectSQL(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("pgsource: check tables: %w", err)
+	}
+	defer closeQuietly(db)
+	tx, err := db.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return nil, fmt.Errorf("pgsource: check tables: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) // read only
+	var exists bool
+	if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", s.cfg.Publication).Scan(&exists); err != nil {
+		return nil, fmt.Errorf("pgsource: check tables: look for publication %s: %w", s.cfg.Publication, err)
+	}
+	var all []table
+	if exists {
+		all, err = publishedTables(ctx, tx, s.cfg.Publication)
+	} else {
+		all, err = tablesFor(ctx, tx, allTablesSQL)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pgsource: check tables: %w", err)
+	}
+	known := map[string]bool{}
+	var captured []table
+	var names []string
+	for _, t := range all {
+		name := TableName(t.schema, t.name)
+		known[name] = true
+		if s.filter.captures(name) {
+			captured = append(captured, t)
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	var missing []string
+	for n := range s.filter.only {
+		if !known[n] {
+			missing = append(missing, n)
+		}
+	}
+	if len(missing) > 0 {
+		slices.Sort(missing)
+		where := "publication " + s.cfg.Publication
+		if !exists {
+			where = "the database (publication " + s.cfg.Publication + " does not exist yet and would hold every table)"
+		}
+		return nil, fmt.Errorf("pgsource: tables to capture %s are not in %s: %w", strings.Join(missing, ", "), where, ErrNoTable)
+	}
+	for n := range s.filter.exclude {
+		if !known[n] {
+			s.log.Warn("pgsource: a table to leave out is not published", "table", n, "publication", s.cfg.Publication)
+		}
+	}
+	if bad := keyless(captured); len(bad) > 0 {
+		return nil, &NoKeyError{Tables: bad}
+	}
+	return names, nil
+}
