@@ -31,16 +31,28 @@ import (
 
 var captureCmd = &command{
 	name:  "capture",
-	usage: "--source DSN --brokers HOST:PORT,... [--topic lockstep] [--slot lockstep]",
+	usage: "--source DSN --brokers HOST:PORT,... [--topic lockstep] [--slot lockstep] [--publication lockstep] [--tables a,b | --exclude-tables a,b]",
 	short: "run the capture process: PostgreSQL logical decoding -> Kafka",
 	long: `Capture streams the source database's committed transactions (pgoutput) into a
 Kafka topic in commit order, taking a consistent snapshot first when the topic is
 empty, and confirms an LSN to PostgreSQL only after Kafka acknowledged it.
-The source needs wal_level=logical.`,
+The source needs wal_level=logical; the publication is created FOR ALL TABLES
+when missing.
+
+Rows are named by their table's primary key; a table without one is captured
+under REPLICA IDENTITY FULL only, all its columns forming the key. Before it
+starts, capture refuses (exit 2) when a table it would capture has neither:
+add a primary key, set REPLICA IDENTITY FULL, or leave the table out with
+--exclude-tables (or list the tables to capture with --tables). A change that
+can never be captured (such a table created later, a TRUNCATE) stops it with
+exit 2 and what to do; other errors are retried with a pause.`,
 	flags: func(fs *flag.FlagSet) func([]string) error {
 		source := fs.String("source", "", "source PostgreSQL DSN (key=value or URL)")
 		common := serviceFlags(fs)
 		slot := fs.String("slot", "lockstep", "logical replication slot")
+		pub := fs.String("publication", "lockstep", "publication to stream (created FOR ALL TABLES when missing)")
+		tables := fs.String("tables", "", "capture only these tables, comma-separated (schema.table outside public)")
+		exclude := fs.String("exclude-tables", "", "leave these tables out of the snapshot and the stream, comma-separated")
 		return func(args []string) error {
 			if *source == "" || common.brokers == "" {
 				return usagef("--source and --brokers are required")
@@ -52,22 +64,119 @@ The source needs wal_level=logical.`,
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 			defer stop()
 			logger := serviceLogger("capture")
+			stream, err := pgsource.NewStream(pgsource.Config{DSN: *source, Slot: *slot, Publication: *pub,
+				Tables: splitList(*tables), ExcludeTables: splitList(*exclude), Logger: logger})
+			if err != nil {
+				return usagef("%v", err)
+			}
+			defer stream.Close(context.Background())
+			if err := checkTables(ctx, stream, logger); err != nil {
+				return drained(err, logger)
+			}
 			klog, err := common.log(ctx)
 			if err != nil {
 				return err
 			}
 			defer klog.Close()
-			stream, err := pgsource.NewStream(pgsource.Config{DSN: *source, Slot: *slot, Logger: logger})
-			if err != nil {
-				return usagef("%v", err)
-			}
-			defer stream.Close(context.Background())
-			env := &realenv.Env{Base: ctx}
-			c := &pipeline.Capture{Env: env, Source: stream, Log: klog, Logger: logger, Bugs: bugs}
+			c := &pipeline.Capture{Env: &realenv.Env{Base: ctx}, Log: klog, Logger: logger, Bugs: bugs}
 			logger.Info("lockstep: ready", "source", redact(*source), "topic", common.topic)
-			return drained(c.Run(ctx), logger)
+			return drained(runCapture(ctx, c, stream, logger), logger)
 		}
 	},
+}
+
+// splitList reads a comma-separated flag value.
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// checkTables refuses to start (exit 2, one line) when a table the capture
+// would take has no key lockstep can name its rows by, or --tables names a
+// table that is not published; it retries, with a growing pause, while the
+// source cannot be asked.
+func checkTables(ctx context.Context, s *pgsource.Stream, logger *slog.Logger) error {
+	pause := 200 * time.Millisecond
+	for {
+		tables, err := s.CheckTables(ctx)
+		switch {
+		case err == nil:
+			logger.Info("capture: tables checked", "tables", len(tables))
+			logger.Debug("capture: tables", "names", strings.Join(tables, ","))
+			return nil
+		case errors.Is(err, pgsource.ErrUnsupported), errors.Is(err, pgsource.ErrNoTable):
+			return usagef("%v", err)
+		case ctx.Err() != nil:
+			return ctx.Err()
+		}
+		logger.Warn("capture: cannot check the source's tables yet; retrying", "err", err, "in", pause)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 2*time.Second)
+	}
+}
+
+// runCapture runs c on stream until ctx ends, or until the stream reports
+// a change it can never get past (pgsource.ErrUnsupported: decoding the same
+// WAL gives the same error, so reconnecting would retry it for ever and hold
+// up every table): then it stops with that error, one line, exit 2.
+func runCapture(ctx context.Context, c *pipeline.Capture, stream pipeline.ChangeStream, logger *slog.Logger) error {
+	runCtx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	c.Source = stopOnPermanent{ChangeStream: stream, stop: stop}
+	err := c.Run(runCtx)
+	var perm permanentError
+	if errors.As(context.Cause(runCtx), &perm) {
+		logger.Error("capture: stopped: retrying cannot get past this change", "err", perm.err)
+		var nk *pgsource.NoKeyError
+		if errors.As(perm.err, &nk) {
+			return usagef("stopped: %v", nk)
+		}
+		return usagef("stopped: %v", perm.err)
+	}
+	return err
+}
+
+// permanentError is the cause stopOnPermanent cancels the run with.
+type permanentError struct{ err error }
+
+func (e permanentError) Error() string { return e.err.Error() }
+
+// stopOnPermanent passes the stream's calls through and cancels the run
+// when one fails with pgsource.ErrUnsupported.
+type stopOnPermanent struct {
+	pipeline.ChangeStream
+	stop context.CancelCauseFunc
+}
+
+func (s stopOnPermanent) check(err error) error {
+	if errors.Is(err, pgsource.ErrUnsupported) {
+		s.stop(permanentError{err})
+	}
+	return err
+}
+
+func (s stopOnPermanent) Snapshot(ctx context.Context) (model.Txn, error) {
+	txn, err := s.ChangeStream.Snapshot(ctx)
+	return txn, s.check(err)
+}
+
+func (s stopOnPermanent) Start(ctx context.Context) (model.LSN, error) {
+	lsn, err := s.ChangeStream.Start(ctx)
+	return lsn, s.check(err)
+}
+
+func (s stopOnPermanent) Next(ctx context.Context) ([]model.Txn, error) {
+	txns, err := s.ChangeStream.Next(ctx)
+	return txns, s.check(err)
 }
 
 var applyCmd = &command{
