@@ -27,7 +27,14 @@ import (
 //     under the default identity the old key ('K') is sent only when the
 //     key changed, and holds the key columns only;
 //   - an INSERT always carries the value, and values kept inline (short,
-//     or compressed small enough) are always sent.
+//     or compressed small enough) are always sent;
+//   - whether a value is out of line is decided per row, when the row is
+//     stored: once the row is over about 2 KB (TOAST_TUPLE_THRESHOLD, 2,032
+//     bytes with 8 kB pages), its largest values that may go out of line
+//     (STORAGE EXTERNAL, or EXTENDED and still large after compression) go
+//     there until it fits: a 1,600-byte value beside a 1,500-byte one goes
+//     out, a lone 1,900-byte one stays (with a 5-character text key and an
+//     int, a lone value goes out from 1,993 bytes).
 func testToastShapes(t *testing.T, dsn string) {
 	e := newEnv(t, dsn, nil)
 	e.sql(`CREATE TABLE doc (pk text PRIMARY KEY, n int, body text);
@@ -36,6 +43,8 @@ func testToastShapes(t *testing.T, dsn string) {
 		ALTER TABLE docfull ALTER COLUMN body SET STORAGE EXTERNAL;
 		ALTER TABLE docfull REPLICA IDENTITY FULL;
 		CREATE TABLE docz (pk text PRIMARY KEY, n int, body text);
+		CREATE TABLE doc2 (pk text PRIMARY KEY, n int, body text, body2 text);
+		ALTER TABLE doc2 ALTER COLUMN body SET STORAGE EXTERNAL, ALTER COLUMN body2 SET STORAGE EXTERNAL;
 		CREATE PUBLICATION shapes FOR ALL TABLES`)
 	slot := fmt.Sprintf("shapes%d", slotCount.Add(1))
 	e.sql("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", slot)
@@ -50,6 +59,10 @@ func testToastShapes(t *testing.T, dsn string) {
 		"$BIG40K", "'"+randomText(t, 40000)+"'", // too random to compress below 2 KB
 		"$BIG", "'"+randomText(t, 4000)+"'",
 		"$SMALL", "'"+randomText(t, 1000)+"'",
+		"$1900", "'"+randomText(t, 1900)+"'",
+		"$2100", "'"+randomText(t, 2100)+"'",
+		"$1600", "'"+randomText(t, 1600)+"'",
+		"$1500", "'"+randomText(t, 1500)+"'",
 		"$ZIP", "repeat('x', 10000)", // compresses to a few bytes: inline
 	)
 	for _, sh := range []struct {
@@ -103,6 +116,18 @@ func testToastShapes(t *testing.T, dsn string) {
 			[]string{"INSERT INTO doc VALUES ('l', 1, $SMALL)"},
 			[]string{"UPDATE doc SET n = 2 WHERE pk = 'l'"},
 			"update body=t"},
+		{"1,900-byte value: the row stays under 2 KB, inline",
+			[]string{"INSERT INTO doc VALUES ('p', 1, $1900)"},
+			[]string{"UPDATE doc SET n = 2 WHERE pk = 'p'"},
+			"update body=t"},
+		{"2,100-byte value: out of line",
+			[]string{"INSERT INTO doc VALUES ('q', 1, $2100)"},
+			[]string{"UPDATE doc SET n = 2 WHERE pk = 'q'"},
+			"update body=u"},
+		{"1,600 and 1,500 bytes: the row is over 2 KB, the larger goes out of line",
+			[]string{"INSERT INTO doc2 VALUES ('r', 1, $1600, $1500)"},
+			[]string{"UPDATE doc2 SET n = 2 WHERE pk = 'r'"},
+			"update body=u body2=t"},
 		{"default storage, compressible 10 KB: compressed inline",
 			[]string{"INSERT INTO docz VALUES ('m', 1, $ZIP)"},
 			[]string{"UPDATE docz SET n = 2 WHERE pk = 'm'"},
@@ -149,13 +174,20 @@ func shapeMessages(t *testing.T, e *pgEnv, slot string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	body := map[uint32]int{}
+	body := map[uint32][]int{} // the columns named body*
+	names := map[uint32][]Column{}
 	kind := func(rel uint32, tup Tuple) string {
-		i, ok := body[rel]
-		if !ok || i >= len(tup) {
-			t.Fatalf("relation %d: no body column in %v", rel, tup)
+		var out []string
+		for _, i := range body[rel] {
+			if i >= len(tup) {
+				t.Fatalf("relation %d: tuple %v too short", rel, tup)
+			}
+			out = append(out, names[rel][i].Name+"="+string(tup[i].Kind))
 		}
-		return "body=" + string(tup[i].Kind)
+		if len(out) == 0 {
+			t.Fatalf("relation %d: no body column", rel)
+		}
+		return strings.Join(out, " ")
 	}
 	var out []string
 	for _, b := range msgs {
@@ -165,9 +197,10 @@ func shapeMessages(t *testing.T, e *pgEnv, slot string) string {
 		}
 		switch m := m.(type) {
 		case *Relation:
+			body[m.ID], names[m.ID] = nil, m.Columns
 			for i, c := range m.Columns {
-				if c.Name == "body" {
-					body[m.ID] = i
+				if strings.HasPrefix(c.Name, "body") {
+					body[m.ID] = append(body[m.ID], i)
 				}
 			}
 		case *Insert:
