@@ -2,6 +2,9 @@ package model
 
 import (
 	"slices"
+
+	"github.com/cespare/xxhash/v2"
+
 	"sort"
 	"strings"
 )
@@ -126,35 +129,28 @@ func SortedKeys[V any](m map[Key]V) []Key {
 	return keys
 }
 
-// RowHash is a 64-bit FNV-1a hash of a key and a row's canonical encoding
+// RowHash is a 64-bit xxHash of a key and a row's canonical encoding
 // (table, NUL, primary key, NUL, Encode()), computed without building the
-// encoding.
+// encoding. xxHash rather than a byte-at-a-time hash: rows carry values of
+// several kilobytes (past the TOAST threshold) and every state change and
+// checker step hashes them.
 func RowHash(k Key, r Row) uint64 {
-	h := uint64(14695981039346656037)
-	str := func(s string) {
-		for i := 0; i < len(s); i++ {
-			h ^= uint64(s[i])
-			h *= 1099511628211
-		}
-	}
-	b := func(c byte) {
-		h ^= uint64(c)
-		h *= 1099511628211
-	}
-	str(k.Table)
-	b(0)
-	str(k.PK)
-	b(0)
+	var d xxhash.Digest
+	d.Reset()
+	d.WriteString(k.Table)
+	d.WriteString("\x00")
+	d.WriteString(k.PK)
+	d.WriteString("\x00")
 	var buf [8]string
 	for i, c := range r.sortedColumns(buf[:0]) {
 		if i > 0 {
-			b(';')
+			d.WriteString(";")
 		}
-		str(c)
-		b('=')
-		str(r[c])
+		d.WriteString(c)
+		d.WriteString("=")
+		d.WriteString(r[c])
 	}
-	return h
+	return d.Sum64()
 }
 
 // StoreKind is the kind of a downstream store, which fixes its projection of
@@ -234,15 +230,33 @@ func ProjectChange(kind StoreKind, c Change, lsn LSN, prev Doc, hadPrev bool) Do
 func SearchTerms(r Row) string {
 	var buf [32]string
 	terms := buf[:0]
+	var seen map[string]struct{} // for large values, which repeat their words
 	for _, v := range r {
-		terms = appendWords(terms, strings.ToLower(v))
+		if len(v) > 256 && seen == nil {
+			seen = make(map[string]struct{}, 64)
+			for _, t := range terms {
+				seen[t] = struct{}{}
+			}
+		}
+		terms = appendWords(terms, strings.ToLower(v), seen)
 	}
 	slices.Sort(terms)
 	terms = slices.Compact(terms)
 	return strings.Join(terms, " ")
 }
 
-func appendWords(dst []string, s string) []string {
+// appendWords appends the words of s to dst, skipping those in seen (and
+// adding the rest) when seen is not nil.
+func appendWords(dst []string, s string, seen map[string]struct{}) []string {
+	add := func(w string) {
+		if seen != nil {
+			if _, dup := seen[w]; dup {
+				return
+			}
+			seen[w] = struct{}{}
+		}
+		dst = append(dst, w)
+	}
 	start := -1
 	for i := 0; i < len(s); i++ {
 		space := s[i] == ' ' || s[i] == '\t' || s[i] == '\n'
@@ -250,12 +264,12 @@ func appendWords(dst []string, s string) []string {
 		case !space && start < 0:
 			start = i
 		case space && start >= 0:
-			dst = append(dst, s[start:i])
+			add(s[start:i])
 			start = -1
 		}
 	}
 	if start >= 0 {
-		dst = append(dst, s[start:])
+		add(s[start:])
 	}
 	return dst
 }

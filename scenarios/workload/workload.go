@@ -148,12 +148,17 @@ func (p *Profiles) Initial() []model.Change {
 	return cs
 }
 
-// BigValue is a value well past the TOAST threshold: PostgreSQL stores it
-// out of line (the container world's tables use STORAGE EXTERNAL, so it is
-// never compressed back under the threshold).
+// BigValue is a value well past the TOAST threshold, shaped like an
+// encoded image: one long token (a search index holds it as one term).
+// PostgreSQL stores it out of line (the container world's tables use
+// STORAGE EXTERNAL, so it is never compressed back under the threshold).
 func BigValue(r *rand.Rand, size int) string {
-	unit := phrase(r, 4) + " "
-	return strings.Repeat(unit, size/len(unit)+1)[:size]
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789+/"
+	var unit [61]byte
+	for i := range unit {
+		unit[i] = alphabet[r.IntN(len(alphabet))]
+	}
+	return strings.Repeat(string(unit[:]), size/len(unit)+1)[:size]
 }
 
 func (p *Profiles) Next(r *rand.Rand) pipeline.TxnFunc {
@@ -199,8 +204,11 @@ func (p *Profiles) Next(r *rand.Rand) pipeline.TxnFunc {
 			tx.Rekey("users", hot, id)
 			return nil
 		}
-	case x < 37: // a new avatar, past the TOAST threshold
-		avatar := BigValue(r, 3000+r.IntN(3000))
+	case x < 36: // a new avatar, past the TOAST threshold, or none
+		avatar := "none"
+		if x < 35 {
+			avatar = BigValue(r, 2500+r.IntN(1500))
+		}
 		return func(tx pipeline.Tx) error {
 			if _, ok := tx.Get("users", hot); ok {
 				tx.Put("users", hot, model.Row{"avatar": avatar, "rev": rev})
