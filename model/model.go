@@ -178,9 +178,13 @@ type Txn struct {
 	// Snapshot marks the synthetic transaction that carries the initial
 	// snapshot: every row that existed at CommitLSN, as inserts.
 	Snapshot bool
-	// Chunk and Chunks split a large snapshot over several log records:
-	// this is chunk Chunk (from 0) of Chunks, all at the same CommitLSN.
-	// Chunk 0 resets a store; the others continue it. Zero Chunks means 1.
+	// Chunk and Chunks split a transaction too large for one log record
+	// over several: this is part Chunk (from 0) of Chunks, all at the same
+	// CommitLSN and XID, appended in order. A snapshot's chunk 0 resets a
+	// store and the others continue it; an ordinary transaction's parts
+	// are gathered by appliers and handed to a store as the one
+	// transaction they are (Chunk and Chunks zero again), never one part
+	// without the others. Zero Chunks means 1.
 	Chunk, Chunks int
 }
 
@@ -194,4 +198,26 @@ func (t Txn) String() string {
 		kind = "snapshot"
 	}
 	return fmt.Sprintf("%s xid=%d lsn=%s [%s]", kind, t.XID, t.CommitLSN, strings.Join(parts, ", "))
+}
+
+// Clone is a deep copy: its changes, rows and column lists are its own.
+// Simulated services hand the system under test clones, so nothing it does
+// to what it received can alter their state or the ground truth.
+func (t Txn) Clone() Txn {
+	c := t
+	c.Changes = make([]Change, len(t.Changes))
+	for i, ch := range t.Changes {
+		if ch.Row != nil {
+			row := make(Row, len(ch.Row))
+			for k, v := range ch.Row {
+				row[k] = v
+			}
+			ch.Row = row
+		}
+		if ch.Unchanged != nil {
+			ch.Unchanged = append([]string(nil), ch.Unchanged...)
+		}
+		c.Changes[i] = ch
+	}
+	return c
 }

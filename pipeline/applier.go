@@ -95,7 +95,7 @@ func (a *Applier) follow(ctx context.Context) error {
 			}
 			continue
 		}
-		if recs, err = a.wholeSnapshot(ctx, pos, recs); err != nil {
+		if recs, err = a.whole(ctx, pos, recs); err != nil {
 			return err
 		}
 		for _, b := range Plan(pos, recs, a.Bugs.NonIdempotentApply) {
@@ -127,23 +127,42 @@ func (a *Applier) follow(ctx context.Context) error {
 	}
 }
 
-// wholeSnapshot extends recs until a snapshot that starts in them is there
-// with every chunk, so that the store takes the whole snapshot in one batch:
-// a replica must never show half a snapshot (that is no committed state),
-// nor say it is at the snapshot's LSN before it holds all of it. It stops
-// waiting when a newer snapshot starts (the capture gave up on this one).
-func (a *Applier) wholeSnapshot(ctx context.Context, pos model.Position, recs []Record) ([]Record, error) {
+// whole extends recs until a snapshot that starts in them is there with
+// every chunk, and a transaction split into parts that starts in them with
+// every part, so that the store takes each in one batch: a replica must
+// never show half a snapshot or half a transaction (that is no committed
+// state), nor say it is at its LSN before it holds all of it. It stops
+// waiting when a newer snapshot starts (the capture gave up on this one),
+// or when the log moves on from a split transaction without finishing it
+// (a capture that failed half-way appends it again, or something newer).
+func (a *Applier) whole(ctx context.Context, pos model.Position, recs []Record) ([]Record, error) {
 	for {
-		missing := incompleteSnapshot(pos, recs)
+		missing := max(incompleteSnapshot(pos, recs), incompleteTxn(pos, recs))
 		if missing == 0 {
 			return recs, nil
 		}
 		more, err := a.Log.Fetch(ctx, recs[len(recs)-1].Offset+1, max(missing, a.MaxBatch))
 		if err != nil {
-			return nil, fmt.Errorf("applier %s: fetch the rest of a snapshot: %w", a.Store.Kind(), err)
+			return nil, fmt.Errorf("applier %s: fetch the rest of a snapshot or split transaction: %w", a.Store.Kind(), err)
 		}
 		recs = append(recs, more...)
 	}
+}
+
+// isPart tells a part of a split transaction: an ordinary transaction the
+// capture appended as several records (snapshot chunks are not parts).
+func isPart(t model.Txn) bool { return !t.Snapshot && t.Chunks > 1 }
+
+// incompleteTxn returns how many parts of a split transaction that starts
+// in recs (newer than pos) are still to come, or 0.
+func incompleteTxn(pos model.Position, recs []Record) int {
+	for _, r := range recs {
+		if isPart(r.Txn) {
+			_, missing := plan(pos, recs, false)
+			return missing
+		}
+	}
+	return 0
 }
 
 // wholeSnapshots lists the snapshots (by LSN) of which recs hold every chunk.
@@ -221,7 +240,7 @@ func (a *Applier) rebuild(ctx context.Context) (model.Position, error) {
 	if len(all) > 0 {
 		// A snapshot still being appended is waited for, not skipped.
 		var err error
-		if all, err = a.wholeSnapshot(ctx, model.Position{}, all); err != nil {
+		if all, err = a.whole(ctx, model.Position{}, all); err != nil {
 			return model.Position{}, err
 		}
 	}
@@ -237,22 +256,54 @@ func (a *Applier) rebuild(ctx context.Context) (model.Position, error) {
 // records whose transaction the store already holds are dropped (a duplicate
 // from a producer retry, or a redelivery after a source crash), and a
 // snapshot's first chunk starts a batch of its own that resets the store;
-// its further chunks continue it. Every
-// batch carries the position after its last record, so progress past
-// duplicates is saved too. Pure, so it is tested on its own.
+// its further chunks continue it. The parts of a split transaction become
+// that one transaction again, applied where its last part is; parts of an
+// attempt the log moved on from (a capture failed half-way, then appended
+// it again) and copies of parts are dropped. Every batch carries the
+// position after its last record, so progress past duplicates is saved too,
+// and none lands between the parts of a transaction: Plan stops before a
+// split transaction whose parts are not all in recs. Pure, so it is tested
+// on its own.
 func Plan(pos model.Position, recs []Record, reapply bool) []Batch {
+	out, _ := plan(pos, recs, reapply)
+	return out
+}
+
+// plan is Plan; it also returns how many parts the split transaction it
+// stopped before still lacks (0 when it did not stop).
+func plan(pos model.Position, recs []Record, reapply bool) ([]Batch, int) {
 	var out []Batch
-	cur := Batch{}
+	cur := Batch{Position: pos}
 	lsn := pos.LSN
 	whole := wholeSnapshots(recs)
+	var g *gathering // the split transaction whose parts are being gathered
 	for _, r := range recs {
 		t := r.Txn
+		if g != nil {
+			switch g.take(t) {
+			case partTaken:
+				continue
+			case partLast:
+				t, g = g.txn(), nil
+			case partOlder:
+				// A copy of an older transaction: handled below, as
+				// anywhere (the position waits for the parts).
+			case partAbandoned:
+				g = nil
+			}
+		}
 		switch {
+		case isPart(t) && t.Chunk == 0 && t.CommitLSN > lsn:
+			g = &gathering{parts: []model.Txn{t}, applied: len(cur.Txns)}
+		case isPart(t):
+			// A copy of a transaction the store holds, or a part of one
+			// being gathered, or of an abandoned attempt.
+		case t.Snapshot && t.Chunk == 0 && !whole[t.CommitLSN]:
 		case t.Snapshot && t.Chunk == 0 && !whole[t.CommitLSN]:
 			// A snapshot the capture never finished appending (a newer one
 			// follows): applying it would show a state never committed.
 		case t.Snapshot && t.Chunk == 0 && (t.CommitLSN > lsn || lsn == 0):
-			if len(cur.Txns) > 0 || cur.Position != (model.Position{}) {
+			if len(cur.Txns) > 0 || cur.Position != pos {
 				out = append(out, cur)
 			}
 			cur = Batch{Reset: true, Txns: []model.Txn{t}}
@@ -266,9 +317,77 @@ func Plan(pos model.Position, recs []Record, reapply bool) []Batch {
 				lsn = t.CommitLSN
 			}
 		}
-		cur.Position = model.Position{Offset: r.Offset + 1, LSN: lsn}
+		if g == nil {
+			cur.Position = model.Position{Offset: r.Offset + 1, LSN: lsn}
+		}
 	}
-	return append(out, cur)
+	missing := 0
+	if g != nil {
+		// Stop before its first part: what came after it is read again.
+		cur.Txns = cur.Txns[:g.applied]
+		missing = g.parts[0].Chunks - len(g.parts)
+	}
+	if len(cur.Txns) > 0 || cur.Reset || cur.Position != pos {
+		out = append(out, cur)
+	}
+	return out, missing
+}
+
+// gathering collects the parts of one attempt at appending a split
+// transaction, in order, from its first part on.
+type gathering struct {
+	parts   []model.Txn
+	applied int // len(Batch.Txns) when its first part came
+}
+
+// What gathering.take did with a record.
+const (
+	partTaken     = iota // the next part, or a copy of one it has: nothing else to do
+	partLast             // the last part: the transaction is whole
+	partOlder            // an older transaction's record: not its business
+	partAbandoned        // the log moved on: this attempt will never be whole
+)
+
+// take looks at the record after the parts so far. Only a capture that
+// failed half-way leaves an attempt unfinished, and it then appends the
+// same transaction again from its first part (a new attempt), or, with a
+// larger limit, whole; anything newer, or a snapshot, means it gave up.
+// Older records in between are copies from a producer retry or a zombie
+// capture.
+func (g *gathering) take(t model.Txn) int {
+	first := g.parts[0]
+	switch {
+	case t.Snapshot || t.CommitLSN > first.CommitLSN:
+		return partAbandoned
+	case t.CommitLSN < first.CommitLSN:
+		return partOlder
+	case !isPart(t) || t.XID != first.XID:
+		return partAbandoned // appended again whole
+	case t.Chunk == 0:
+		g.parts = append(g.parts[:0], t) // a new attempt: start again
+		return partTaken
+	case t.Chunks == first.Chunks && t.Chunk == len(g.parts):
+		g.parts = append(g.parts, t)
+		if len(g.parts) == first.Chunks {
+			return partLast
+		}
+	}
+	return partTaken // a copy of a part it has (or a stray): skipped
+}
+
+// txn is the whole transaction: its parts' changes, in order, as one.
+func (g *gathering) txn() model.Txn {
+	t := g.parts[0]
+	n := 0
+	for _, p := range g.parts {
+		n += len(p.Changes)
+	}
+	t.Changes = make([]model.Change, 0, n)
+	for _, p := range g.parts {
+		t.Changes = append(t.Changes, p.Changes...)
+	}
+	t.Chunk, t.Chunks = 0, 0
+	return t
 }
 
 // Fold compacts planned batches into one reset batch holding a single

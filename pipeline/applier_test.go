@@ -2,6 +2,8 @@ package pipeline
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"reflect"
 	"testing"
 
@@ -247,5 +249,269 @@ func TestSnapshotInLogJudgesTheLastSnapshot(t *testing.T) {
 	l.Produce(ctx, snap(950))
 	if ok, _ := c.snapshotInLog(ctx); !ok {
 		t.Fatal("a complete snapshot after the half one was not seen")
+	}
+}
+
+// parts is t split into n parts of consecutive changes (n must divide its
+// changes), as the capture appends a transaction too large for a record.
+func parts(t model.Txn, n int) []model.Txn {
+	out := make([]model.Txn, n)
+	per := len(t.Changes) / n
+	for i := range out {
+		p := t
+		p.Chunk, p.Chunks = i, n
+		p.Changes = t.Changes[i*per : (i+1)*per]
+		out[i] = p
+	}
+	return out
+}
+
+// rows is an ordinary transaction at lsn writing n keys.
+func rows(lsn model.LSN, n int) model.Txn {
+	t := model.Txn{XID: uint64(lsn), CommitLSN: lsn}
+	for i := range n {
+		t.Changes = append(t.Changes, model.Change{Table: "t", PK: fmt.Sprintf("k%d", i), Op: model.OpUpdate, Row: model.Row{"v": lsn.String()}})
+	}
+	return t
+}
+
+// cat concatenates transaction lists.
+func cat(lists ...[]model.Txn) []model.Txn {
+	var out []model.Txn
+	for _, l := range lists {
+		out = append(out, l...)
+	}
+	return out
+}
+
+// applied lists the transactions of batches, checking none is a part of a
+// split transaction.
+func applied(t *testing.T, batches []Batch) []model.Txn {
+	t.Helper()
+	var out []model.Txn
+	for _, b := range batches {
+		for _, tx := range b.Txns {
+			if !tx.Snapshot && (tx.Chunk != 0 || tx.Chunks != 0) {
+				t.Fatalf("a store was handed a part: %s chunk %d of %d", tx.CommitLSN, tx.Chunk, tx.Chunks)
+			}
+			out = append(out, tx)
+		}
+	}
+	return out
+}
+
+// A split transaction reaches the store as the one transaction it was, in
+// its place among the others, in one batch.
+func TestPlanAppliesASplitTxnWhole(t *testing.T) {
+	big := rows(30, 6)
+	got := Plan(model.Position{Offset: 10, LSN: 10}, recs(cat([]model.Txn{txn(20, false)}, parts(big, 3), []model.Txn{txn(40, false)})...), false)
+	if len(got) != 1 || got[0].Position != (model.Position{Offset: 15, LSN: 40}) {
+		t.Fatalf("plan %+v; want one batch to offset 15 lsn 40", got)
+	}
+	txns := applied(t, got)
+	if !reflect.DeepEqual(lsns(got[0]), []model.LSN{20, 30, 40}) || !reflect.DeepEqual(txns[1], big) {
+		t.Fatalf("applied %v; want 20, the whole of 30 (%v), 40", txns, big)
+	}
+}
+
+// A split transaction whose parts are not all there yet is not applied,
+// and the position stops before its first part, so the parts are read again
+// with the rest; incompleteTxn says how many are still to come.
+func TestPlanStopsBeforeAnIncompleteSplitTxn(t *testing.T) {
+	p := parts(rows(30, 6), 3)
+	in := recs(txn(20, false), p[0], p[1])
+	got := Plan(model.Position{Offset: 10, LSN: 10}, in, false)
+	if len(got) != 1 || !reflect.DeepEqual(lsns(got[0]), []model.LSN{20}) || got[0].Position != (model.Position{Offset: 11, LSN: 20}) {
+		t.Fatalf("plan %+v; want 20 only, to offset 11", got)
+	}
+	if n := incompleteTxn(model.Position{Offset: 10, LSN: 10}, in); n != 1 {
+		t.Fatalf("%d parts awaited, want 1", n)
+	}
+	if got := Plan(model.Position{Offset: 11, LSN: 20}, in[1:], false); len(got) != 0 {
+		t.Fatalf("plan of the first parts alone %+v; want nothing", got)
+	}
+	// A store that holds the transaction does not wait for a copy's parts.
+	if n := incompleteTxn(model.Position{Offset: 10, LSN: 30}, in); n != 0 {
+		t.Fatalf("a store past 30 awaits %d parts of a copy", n)
+	}
+	if n := incompleteTxn(model.Position{}, recs(cat(p, p[:1])...)); n != 0 {
+		t.Fatalf("after a whole 30, %d parts of its copy are awaited", n)
+	}
+}
+
+// Parts duplicated by a producer retry, an attempt a crashed capture left
+// half-appended and appended again, a zombie capture's parts interleaved
+// with the new one's, and whole copies: the transaction is applied once,
+// exactly as it was, and no half of it ever.
+func TestPlanSkipsDuplicatedAndAbandonedParts(t *testing.T) {
+	big := rows(30, 6)
+	p := parts(big, 3)
+	for name, log := range map[string][]model.Txn{
+		"duplicated parts":          {txn(20, false), p[0], p[1], p[1], p[2], p[2], txn(40, false)},
+		"half-appended then again":  {txn(20, false), p[0], p[1], txn(20, false), p[0], p[1], p[2], txn(40, false)},
+		"abandoned twice":           {txn(20, false), p[0], p[0], p[1], p[0], p[1], p[2], txn(40, false)},
+		"zombie interleaved":        {txn(20, false), p[0], txn(20, false), p[0], p[1], p[1], p[2], p[2], txn(40, false)},
+		"whole copy after":          {txn(20, false), p[0], p[1], p[2], txn(20, false), p[0], p[1], p[2], txn(40, false)},
+		"again whole, not split":    {txn(20, false), p[0], p[1], big, txn(40, false)},
+		"again with other parts":    cat([]model.Txn{txn(20, false), p[0], p[1]}, parts(big, 2), []model.Txn{txn(40, false)}),
+		"stray part of an old copy": {txn(20, false), p[0], p[1], p[2], p[1], txn(40, false)},
+	} {
+		got := Plan(model.Position{Offset: 10, LSN: 10}, recs(log...), false)
+		txns := applied(t, got)
+		if len(txns) != 3 || !reflect.DeepEqual(txns[1], big) || txns[0].CommitLSN != 20 || txns[2].CommitLSN != 40 {
+			t.Fatalf("%s: applied %v; want 20, the whole of 30 once, 40", name, txns)
+		}
+		if last := got[len(got)-1].Position; last.Offset != int64(10+len(log)) || last.LSN != 40 {
+			t.Fatalf("%s: ends at %v, want offset %d lsn 40", name, last, 10+len(log))
+		}
+	}
+	// The log moved on from a half-appended transaction: its parts are
+	// never applied (only a capture that lost its slot does that, and then
+	// a snapshot follows).
+	got := Plan(model.Position{Offset: 10, LSN: 10}, recs(txn(20, false), p[0], p[1], txn(40, false)), false)
+	if !reflect.DeepEqual(lsns(got[0]), []model.LSN{20, 40}) {
+		t.Fatalf("applied %v; want 20 and 40, no part of 30", lsns(got[0]))
+	}
+}
+
+// A rebuild folds a split transaction whole; a half one is not folded.
+func TestFoldOfASplitTxn(t *testing.T) {
+	big := rows(30, 6)
+	folded := Fold(Plan(model.Position{}, recs(cat([]model.Txn{rows(20, 8)}, parts(big, 3))...), false))
+	var got []string
+	for _, c := range folded.Txns[0].Changes {
+		got = append(got, c.PK+"="+c.Row["v"])
+	}
+	want := []string{"k0=0/1E", "k1=0/1E", "k2=0/1E", "k3=0/1E", "k4=0/1E", "k5=0/1E", "k6=0/14", "k7=0/14"}
+	if folded.Position != (model.Position{Offset: 14, LSN: 30}) || !reflect.DeepEqual(got, want) {
+		t.Fatalf("fold at %v holds %v; want %v at offset 14 lsn 30", folded.Position, got, want)
+	}
+	half := Fold(Plan(model.Position{}, recs(cat([]model.Txn{rows(20, 8)}, parts(big, 3)[:2])...), false))
+	if half.Position != (model.Position{Offset: 11, LSN: 20}) {
+		t.Fatalf("fold with half of 30 ends at %v; want offset 11 lsn 20", half.Position)
+	}
+}
+
+// scriptLog is memLog that runs onEnd when a fetch finds nothing, as if a
+// capture appended then.
+type scriptLog struct {
+	memLog
+	onEnd []func(*memLog)
+}
+
+func (l *scriptLog) Fetch(ctx context.Context, off int64, max int) ([]Record, error) {
+	recs, err := l.memLog.Fetch(ctx, off, max)
+	if len(recs) == 0 && len(l.onEnd) > 0 {
+		l.onEnd[0](&l.memLog)
+		l.onEnd = l.onEnd[1:]
+	}
+	return recs, err
+}
+
+// batchStore records the batches it is handed and ends the test's context
+// once it is at offset end.
+type batchStore struct {
+	pos     model.Position
+	batches []Batch
+	end     int64
+	done    context.CancelFunc
+}
+
+func (s *batchStore) Kind() model.StoreKind { return model.Replica }
+
+func (s *batchStore) Apply(_ context.Context, b Batch) error {
+	if b.Base != nil && *b.Base != s.pos {
+		return ErrPositionMismatch
+	}
+	s.batches = append(s.batches, b)
+	s.pos = b.Position
+	if s.pos.Offset >= s.end {
+		s.done()
+	}
+	return nil
+}
+
+func (s *batchStore) Position(context.Context) (model.Position, bool, error) {
+	return s.pos, true, nil
+}
+
+// A transaction over the log's limit goes from the capture to the store as
+// one transaction in one batch; while only some of its parts are in the log
+// (a capture crashed appending it), the store gets none of it and its
+// position stays before them, and once the capture appended it again the
+// store takes it whole.
+func TestSplitTxnReachesTheStoreWhole(t *testing.T) {
+	const limit = 16 << 10
+	big := wide(30, 100, 1000)
+	src := &fakeSource{txns: []model.Txn{wide(20, 1, 10), big, wide(40, 1, 10)}, batch: 3}
+	captured := &limitLog{max: limit}
+	c := &Capture{Env: &testEnv{}, Source: src, Log: captured}
+	if err := c.stream(context.Background()); !errors.Is(err, errDrained) {
+		t.Fatalf("capture: %v", err)
+	}
+	all := captured.recs // snapshot, 20, the parts of 30, 40
+	var firstPart int
+	for firstPart = 0; all[firstPart].Txn.CommitLSN != 30; firstPart++ {
+	}
+	n := all[firstPart].Txn.Chunks
+	if n < 3 {
+		t.Fatalf("30 went in %d parts, want several", n)
+	}
+
+	// The log as a capture that crashed half-way through left it; then
+	// the rest, as the next capture appends it again from the first part.
+	log := &scriptLog{}
+	for _, r := range all[:firstPart+2] {
+		log.recs = append(log.recs, Record{Offset: int64(len(log.recs)), Txn: r.Txn})
+	}
+	var seenHalf []Batch
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	store := &batchStore{pos: model.Position{}, done: cancel}
+	log.onEnd = append(log.onEnd, func(l *memLog) {
+		seenHalf = append(seenHalf, store.batches...)
+		var again []model.Txn
+		for _, r := range all[firstPart-1:] { // 20 again, every part, 40
+			again = append(again, r.Txn)
+		}
+		l.Produce(ctx, again)
+		store.end = int64(len(l.recs))
+	})
+	for range 100 { // a fetch that keeps finding nothing ends the test
+		log.onEnd = append(log.onEnd, func(*memLog) {})
+	}
+	log.onEnd = append(log.onEnd, func(*memLog) { t.Error("the store never reached the end of the log"); cancel() })
+	store.end = 1 << 62
+	a := &Applier{Env: &testEnv{}, Log: log, Store: store, MaxBatch: 2} // the first fetch ends at 30's first part
+	a.defaults()
+	if err := a.follow(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("follow: %v", err)
+	}
+
+	if len(seenHalf) == 0 || seenHalf[len(seenHalf)-1].Position.Offset != int64(firstPart) {
+		t.Fatalf("with half of 30 in the log the store got %+v; want it up to 30's first part, offset %d", seenHalf, firstPart)
+	}
+	for _, b := range store.batches {
+		if off := b.Position.Offset; off > int64(firstPart) && off < int64(firstPart+2+1+n) {
+			t.Fatalf("the store moved to %v, between parts of 30 (offsets %d to %d)", b.Position, firstPart, firstPart+2+n)
+		}
+	}
+	txns := applied(t, store.batches)
+	var got []model.LSN
+	for _, tx := range txns {
+		got = append(got, tx.CommitLSN)
+	}
+	if !reflect.DeepEqual(got, []model.LSN{1, 20, 30, 40}) {
+		t.Fatalf("the store applied %v, want the snapshot, 20, 30, 40 once each", got)
+	}
+	if !reflect.DeepEqual(txns[2], big) {
+		t.Fatal("30 reached the store changed")
+	}
+	for _, b := range store.batches {
+		for _, tx := range b.Txns {
+			if tx.CommitLSN == 30 && b.Position.LSN != 40 && b.Position.LSN != 30 {
+				t.Fatalf("30 came in a batch at %v", b.Position)
+			}
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"lockstep/model"
+	"lockstep/pipeline/logcodec"
 )
 
 // Capture moves committed transactions from the source's replication slot to
@@ -20,6 +21,11 @@ import (
 // atomically with a consistent read of every table, appends it to the log as
 // one record, then streams from the snapshot's LSN: no gap, and any overlap
 // is harmless because stores skip what their position already covers.
+//
+// A transaction too large for one log record goes to the log as several
+// parts (Txn.Chunk of Chunks, at its CommitLSN), in one produce call, and
+// appliers apply it only once they hold every part. A single change too
+// large for a record stops the capture with a ChangeTooLargeError.
 type Capture struct {
 	Env    Env
 	Source ChangeStream
@@ -32,6 +38,12 @@ type Capture struct {
 	// 2000): a large snapshot goes to the log as several records, and a
 	// snapshot whose records did not all reach the log is taken again.
 	ChunkRows int
+	// MaxTxnBytes is the most bytes one record may take in the log,
+	// counted as logcodec.RecordBytes does (default DefaultMaxTxnBytes,
+	// and never more than the log says it takes, when it says: a
+	// MaxRecordBytes method). A larger transaction, or snapshot chunk, is
+	// cut into parts that fit.
+	MaxTxnBytes int
 	// ConfirmEvery spaces out confirmations to the source, as a standby
 	// status update interval does (default 200ms). Confirming less often is
 	// always safe: it only widens what the source redelivers after a
@@ -58,6 +70,11 @@ type Bugs struct {
 	CommitOffsetFirst bool
 	// ReorderBatch applies a batch's deletes before its upserts.
 	ReorderBatch bool
+	// NoSplitLargeTxn appends a transaction too large for the log as one
+	// record anyway, and retries when the log refuses it: the capture
+	// stalls for good behind it (with a Kafka client that writes the
+	// records after a refused one, appending those again at every retry).
+	NoSplitLargeTxn bool
 	// LSNOnlyVersion hands stores a transaction's raw changes instead of
 	// its net effect (model.Net): every change shares the commit LSN, so a
 	// store that skips "this version or older" keeps the first of two
@@ -76,6 +93,7 @@ var BugNames = map[string]func(*Bugs){
 	"commit-offset-first":   func(b *Bugs) { b.CommitOffsetFirst = true },
 	"reorder-deletes-first": func(b *Bugs) { b.ReorderBatch = true },
 	"lsn-only-version":      func(b *Bugs) { b.LSNOnlyVersion = true },
+	"no-split-large-txn":    func(b *Bugs) { b.NoSplitLargeTxn = true },
 }
 
 // ParseBugs reads a comma-separated list of bug names ("" is none).
@@ -106,7 +124,9 @@ func (c *Capture) logger() *slog.Logger {
 	return c.Logger
 }
 
-// Run captures until ctx is done, reconnecting after every error.
+// Run captures until ctx is done, reconnecting after every error but one:
+// a record too large for the log (ErrRecordTooLarge), which would only be
+// refused again, stops it with that error.
 func (c *Capture) Run(ctx context.Context) error {
 	backoff := c.Backoff
 	if backoff == 0 {
@@ -116,6 +136,10 @@ func (c *Capture) Run(ctx context.Context) error {
 		err := c.stream(ctx)
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if errors.Is(err, ErrRecordTooLarge) && !c.Bugs.NoSplitLargeTxn {
+			c.logger().Error("capture: stopped", "err", err)
+			return err
 		}
 		c.logger().Warn("capture: reconnecting", "err", err)
 		if err := c.Env.Sleep(ctx, backoff); err != nil {
@@ -159,13 +183,17 @@ func (c *Capture) stream(ctx context.Context) error {
 			return fmt.Errorf("capture: read stream after %s: %w", from, err)
 		}
 		last := txns[len(txns)-1].CommitLSN
+		recs, err := c.records(txns)
+		if err != nil {
+			return err
+		}
 		if c.Bugs.ConfirmBeforeAck {
 			if err := c.Source.Confirm(ctx, last); err != nil {
 				return fmt.Errorf("capture: confirm %s: %w", last, err)
 			}
 		}
-		if _, err := c.Log.Produce(ctx, txns); err != nil {
-			return fmt.Errorf("capture: append %d txns up to %s: %w", len(txns), last, err)
+		if _, err := c.Log.Produce(ctx, recs); err != nil {
+			return fmt.Errorf("capture: append %d txns (%d records) up to %s: %w", len(txns), len(recs), last, err)
 		}
 		if now := c.Env.Now(); !c.Bugs.ConfirmBeforeAck && now.Sub(lastConfirm) >= every {
 			if err := c.Source.Confirm(ctx, last); err != nil {
@@ -259,7 +287,10 @@ func (c *Capture) snapshot(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("capture: snapshot: %w", err)
 	}
-	chunks := SplitSnapshot(snap, c.ChunkRows)
+	chunks, err := c.snapshotChunks(snap)
+	if err != nil {
+		return err
+	}
 	if _, err := c.Log.Produce(ctx, chunks); err != nil {
 		return fmt.Errorf("capture: append snapshot at %s (%d rows in %d chunks): %w", snap.CommitLSN, len(snap.Changes), len(chunks), err)
 	}
@@ -267,19 +298,163 @@ func (c *Capture) snapshot(ctx context.Context) error {
 	return nil
 }
 
+// DefaultMaxTxnBytes is the capture's default for the most bytes one
+// record may take in the log: under Kafka's default limit (message.max.bytes,
+// 1,048,588) and under franz-go's default batch limit (1,000,012), so it fits
+// a topic nobody configured, with some room to spare.
+const DefaultMaxTxnBytes = 1_000_000
+
+// maxTxnBytes is the record size the capture cuts transactions to.
+func (c *Capture) maxTxnBytes() int {
+	n := c.MaxTxnBytes
+	if n <= 0 {
+		n = DefaultMaxTxnBytes
+	}
+	if l, ok := c.Log.(interface{ MaxRecordBytes() int }); ok && l.MaxRecordBytes() > 0 {
+		n = min(n, l.MaxRecordBytes())
+	}
+	return n
+}
+
+// records is what the capture appends for txns: each transaction as one
+// record, or as parts when it is too large for one.
+func (c *Capture) records(txns []model.Txn) ([]model.Txn, error) {
+	if c.Bugs.NoSplitLargeTxn {
+		// Broken: an oversize transaction goes whole, and the log
+		// refuses it at every retry.
+		return txns, nil
+	}
+	limit := c.maxTxnBytes()
+	var out []model.Txn // a copy only once some transaction is split
+	for i, t := range txns {
+		parts, err := SplitTxn(t, 0, limit)
+		if err != nil {
+			return nil, fmt.Errorf("capture: txn %d at %s: %w", t.XID, t.CommitLSN, err)
+		}
+		if len(parts) == 1 && out == nil {
+			continue
+		}
+		if out == nil {
+			out = append(make([]model.Txn, 0, len(txns)+len(parts)), txns[:i]...)
+		}
+		out = append(out, parts...)
+	}
+	if out == nil {
+		return txns, nil
+	}
+	return out, nil
+}
+
+// snapshotChunks cuts a snapshot into the records the capture appends.
+func (c *Capture) snapshotChunks(snap model.Txn) ([]model.Txn, error) {
+	if c.Bugs.NoSplitLargeTxn {
+		return SplitSnapshot(snap, c.ChunkRows), nil // Broken: rows only, whatever their size.
+	}
+	chunks, err := SplitTxn(snap, chunkRows(c.ChunkRows), c.maxTxnBytes())
+	if err != nil {
+		return nil, fmt.Errorf("capture: snapshot at %s: %w", snap.CommitLSN, err)
+	}
+	return chunks, nil
+}
+
+func chunkRows(rows int) int {
+	if rows <= 0 {
+		return 2000
+	}
+	return rows
+}
+
 // SplitSnapshot cuts a snapshot into chunks of at most rows changes (2000
 // when rows is 0), numbered from 0, all at the snapshot's LSN.
 func SplitSnapshot(snap model.Txn, rows int) []model.Txn {
-	if rows <= 0 {
-		rows = 2000
-	}
-	n := max(1, (len(snap.Changes)+rows-1)/rows)
-	out := make([]model.Txn, n)
-	for i := range out {
-		c := snap
-		c.Chunk, c.Chunks = i, n
-		c.Changes = snap.Changes[i*rows : min((i+1)*rows, len(snap.Changes))]
-		out[i] = c
-	}
-	return out
+	chunks, _ := SplitTxn(snap, chunkRows(rows), 0) // no byte limit: no error
+	return chunks
 }
+
+// SplitTxn cuts t into parts of consecutive changes, each holding at most
+// rows changes (when rows > 0) and taking at most maxBytes in the log (when
+// maxBytes > 0; as logcodec.RecordBytes counts), numbered Chunk 0 to
+// Chunks-1, all with t's CommitLSN and XID. A transaction that fits in one
+// record comes back as it is, unnumbered; a snapshot is always numbered
+// (chunk 0 of 1). A change too large for a record on its own is a
+// *ChangeTooLargeError. Pure, so it is tested on its own.
+func SplitTxn(t model.Txn, rows, maxBytes int) ([]model.Txn, error) {
+	var cuts []int // where each part after the first begins
+	switch {
+	case (rows <= 0 || len(t.Changes) <= rows) && (maxBytes <= 0 || logcodec.TxnBytesBound(t) <= maxBytes):
+		// One part: the cheap bound settles it, as it does for almost
+		// every transaction.
+	case maxBytes <= 0:
+		for i := rows; i < len(t.Changes); i += rows {
+			cuts = append(cuts, i)
+		}
+	default:
+		var err error
+		if cuts, err = cutBytes(t, rows, maxBytes); err != nil {
+			return nil, err
+		}
+	}
+	if len(cuts) == 0 && !t.Snapshot {
+		return []model.Txn{t}, nil
+	}
+	bounds := append(append([]int{0}, cuts...), len(t.Changes))
+	parts := make([]model.Txn, len(bounds)-1)
+	for i := range parts {
+		p := t
+		p.Chunk, p.Chunks = i, len(parts)
+		p.Changes = t.Changes[bounds[i]:bounds[i+1]:bounds[i+1]]
+		parts[i] = p
+	}
+	return parts, nil
+}
+
+// cutBytes finds where SplitTxn cuts t: greedily, each part as full as the
+// limits let it be, each measured exactly (logcodec.EnvelopeBytes and
+// ChangeBytes bound a part's encoding from above for any chunk numbers).
+func cutBytes(t model.Txn, rows, maxBytes int) ([]int, error) {
+	env := logcodec.EnvelopeBytes(t)
+	var cuts []int
+	start, value := 0, env // the part so far: its first change, its value's bytes
+	for i, c := range t.Changes {
+		n, err := logcodec.ChangeBytes(c)
+		if err != nil {
+			return nil, fmt.Errorf("measure change %d: %w", i, err)
+		}
+		if alone := logcodec.RecordBytes(env + n); alone > maxBytes {
+			return nil, &ChangeTooLargeError{Table: c.Table, PK: c.PK, XID: t.XID, LSN: t.CommitLSN, Bytes: alone, Limit: maxBytes}
+		}
+		if i > start && (logcodec.RecordBytes(value+1+n) > maxBytes || (rows > 0 && i-start >= rows)) {
+			cuts = append(cuts, i)
+			start, value = i, env+n
+			continue
+		}
+		if i > start {
+			value++ // the comma
+		}
+		value += n
+	}
+	return cuts, nil
+}
+
+// ChangeTooLargeError is a change that takes more than a record may in the
+// log on its own, so no split of its transaction can carry it. It is
+// ErrRecordTooLarge: permanent until the limits are raised.
+type ChangeTooLargeError struct {
+	Table, PK string
+	XID       uint64
+	LSN       model.LSN
+	Bytes     int // the record it needs
+	Limit     int // the most a record may take
+}
+
+func (e *ChangeTooLargeError) Error() string {
+	pk := e.PK
+	if len(pk) > 64 {
+		pk = pk[:64] + "..."
+	}
+	return fmt.Sprintf("a change to table %s key %q (txn %d at %s) needs a record of %d bytes, over the limit of %d: "+
+		"no split can carry it; raise the topic's max.message.bytes (the broker's message.max.bytes) and the capture's limit "+
+		"(Capture.MaxTxnBytes, and kafkalog's MaxRecordBytes) above %d", e.Table, pk, e.XID, e.LSN, e.Bytes, e.Limit, e.Bytes)
+}
+
+func (e *ChangeTooLargeError) Unwrap() error { return ErrRecordTooLarge }

@@ -1,0 +1,356 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"pgregory.net/rapid"
+
+	"lockstep/model"
+	"lockstep/pipeline/logcodec"
+)
+
+// wide is a transaction at lsn of n inserts whose rows carry size bytes.
+func wide(lsn model.LSN, n, size int) model.Txn {
+	t := model.Txn{XID: uint64(lsn), CommitLSN: lsn}
+	for i := range n {
+		t.Changes = append(t.Changes, model.Change{Table: "t", PK: fmt.Sprintf("k%d-%d", lsn, i), Op: model.OpInsert, Row: model.Row{"v": strings.Repeat("x", size)}})
+	}
+	return t
+}
+
+func recordBytes(t *testing.T, tx model.Txn) int {
+	t.Helper()
+	n, err := logcodec.TxnBytes(tx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// checkParts checks that parts are t cut in order: numbered, at t's LSN and
+// XID, each within limit, their changes t's.
+func checkParts(t *testing.T, tx model.Txn, parts []model.Txn, limit int) {
+	t.Helper()
+	var changes []model.Change
+	for i, p := range parts {
+		if p.Chunk != i || p.Chunks != len(parts) || p.CommitLSN != tx.CommitLSN || p.XID != tx.XID || p.Snapshot != tx.Snapshot {
+			t.Fatalf("part %d is chunk %d of %d at %s xid %d; want %d of %d at %s xid %d", i, p.Chunk, p.Chunks, p.CommitLSN, p.XID, i, len(parts), tx.CommitLSN, tx.XID)
+		}
+		if n := recordBytes(t, p); n > limit {
+			t.Fatalf("part %d takes %d bytes, over the limit of %d", i, n, limit)
+		}
+		if len(p.Changes) == 0 && len(tx.Changes) > 0 {
+			t.Fatalf("part %d is empty", i)
+		}
+		changes = append(changes, p.Changes...)
+	}
+	if !reflect.DeepEqual(changes, tx.Changes) {
+		t.Fatalf("the parts hold %d changes, not the transaction's %d in order", len(changes), len(tx.Changes))
+	}
+}
+
+func TestSplitTxn(t *testing.T) {
+	small := wide(10, 3, 10)
+	if parts, err := SplitTxn(small, 0, 1000); err != nil || len(parts) != 1 || !reflect.DeepEqual(parts[0], small) {
+		t.Fatalf("a transaction that fits came back as %+v, %v; want it unchanged", parts, err)
+	}
+	big := wide(20, 100, 1000) // about 100 KB
+	const limit = 16 << 10
+	parts, err := SplitTxn(big, 0, limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(parts) < 7 || len(parts) > 8 {
+		t.Fatalf("%d parts of a 100 KB transaction under %d bytes each, want 7 (as full as they can be)", len(parts), limit)
+	}
+	checkParts(t, big, parts, limit)
+
+	// A snapshot is always numbered, and cut by rows as well as bytes.
+	snap := wide(30, 10, 10)
+	snap.Snapshot = true
+	if parts, _ := SplitTxn(snap, 2000, limit); len(parts) != 1 || parts[0].Chunks != 1 {
+		t.Fatalf("a small snapshot came back as %+v; want chunk 0 of 1", parts)
+	}
+	parts, err = SplitTxn(snap, 4, limit)
+	if err != nil || len(parts) != 3 || len(parts[2].Changes) != 2 {
+		t.Fatalf("a snapshot of 10 rows in chunks of 4: %d chunks, %v", len(parts), err)
+	}
+	checkParts(t, snap, parts, limit)
+}
+
+func TestSplitTxnProperty(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		tx := model.Txn{XID: rapid.Uint64().Draw(rt, "xid"), CommitLSN: model.LSN(rapid.Uint64().Draw(rt, "lsn")), Snapshot: rapid.Bool().Draw(rt, "snapshot")}
+		for i := range rapid.IntRange(0, 40).Draw(rt, "changes") {
+			tx.Changes = append(tx.Changes, model.Change{Table: "t", PK: fmt.Sprint(i), Op: model.OpInsert,
+				Row: model.Row{"v": strings.Repeat("\"", rapid.IntRange(0, 3000).Draw(rt, "size"))}})
+		}
+		limit := rapid.IntRange(400, 40000).Draw(rt, "limit")
+		rows := rapid.IntRange(0, 8).Draw(rt, "rows")
+		parts, err := SplitTxn(tx, rows, limit)
+		var tooLarge *ChangeTooLargeError
+		if errors.As(err, &tooLarge) {
+			for _, c := range tx.Changes {
+				if c.PK == tooLarge.PK && recordBytes(t, model.Txn{XID: tx.XID, CommitLSN: tx.CommitLSN, Snapshot: tx.Snapshot, Chunk: math.MaxInt, Chunks: math.MaxInt, Changes: []model.Change{c}}) > limit {
+					return
+				}
+			}
+			rt.Fatalf("refused change %q, which fits", tooLarge.PK)
+		}
+		if err != nil {
+			rt.Fatal(err)
+		}
+		if len(parts) == 1 && !tx.Snapshot {
+			if !reflect.DeepEqual(parts[0], tx) || recordBytes(t, tx) > limit || (rows > 0 && len(tx.Changes) > rows) {
+				rt.Fatalf("came back whole but does not fit")
+			}
+			return
+		}
+		for _, p := range parts {
+			if rows > 0 && len(p.Changes) > rows {
+				rt.Fatalf("a part of %d changes, over %d", len(p.Changes), rows)
+			}
+		}
+		checkParts(t, tx, parts, limit)
+	})
+}
+
+// A single change too large for a record cannot be split: the error names
+// the table, the key, the size and what to do, and is ErrRecordTooLarge.
+func TestSplitTxnRefusesAChangeTooLarge(t *testing.T) {
+	tx := wide(40, 3, 100)
+	tx.Changes[1].Row = model.Row{"v": strings.Repeat("x", 20000)}
+	_, err := SplitTxn(tx, 0, 16<<10)
+	var tooLarge *ChangeTooLargeError
+	if !errors.As(err, &tooLarge) || !errors.Is(err, ErrRecordTooLarge) {
+		t.Fatalf("SplitTxn = %v; want a ChangeTooLargeError that is ErrRecordTooLarge", err)
+	}
+	msg := err.Error()
+	for _, want := range []string{"table t", `key "k40-1"`, fmt.Sprint(tooLarge.Bytes), "16384", "max.message.bytes", "MaxTxnBytes"} {
+		if !strings.Contains(msg, want) {
+			t.Fatalf("%q does not say %q", msg, want)
+		}
+	}
+}
+
+// testEnv is an Env for driving the pipeline's loops by hand: a clock that
+// moves a second per reading and sleeps that return at once.
+type testEnv struct{ now time.Time }
+
+func (e *testEnv) Now() time.Time                                   { e.now = e.now.Add(time.Second); return e.now }
+func (e *testEnv) Sleep(ctx context.Context, _ time.Duration) error { return ctx.Err() }
+func (e *testEnv) Go(string, func(context.Context))                 { panic("not in these tests") }
+func (e *testEnv) Rand() *rand.Rand                                 { return rand.New(rand.NewPCG(1, 2)) }
+
+var errDrained = errors.New("no more transactions")
+
+// fakeSource is a replication slot over a fixed list of transactions: a
+// stream starts after the confirmed position, Next hands out batch
+// transactions at a time, then errDrained.
+type fakeSource struct {
+	txns      []model.Txn
+	batch     int
+	confirmed model.LSN
+	next      int
+	starts    int
+	onStart   func(starts int)
+}
+
+func (s *fakeSource) Snapshot(context.Context) (model.Txn, error) {
+	s.confirmed = 1
+	return model.Txn{CommitLSN: 1, Snapshot: true}, nil
+}
+
+func (s *fakeSource) Start(context.Context) (model.LSN, error) {
+	s.starts++
+	if s.onStart != nil {
+		s.onStart(s.starts)
+	}
+	s.next = 0
+	for s.next < len(s.txns) && s.txns[s.next].CommitLSN <= s.confirmed {
+		s.next++
+	}
+	return s.confirmed, nil
+}
+
+func (s *fakeSource) Next(context.Context) ([]model.Txn, error) {
+	if s.next >= len(s.txns) {
+		return nil, errDrained
+	}
+	out := s.txns[s.next:min(s.next+s.batch, len(s.txns))]
+	s.next += len(out)
+	return out, nil
+}
+
+func (s *fakeSource) Confirm(_ context.Context, lsn model.LSN) error {
+	s.confirmed = lsn
+	return nil
+}
+
+// limitLog is memLog with a maximum record size. Refusing as Kafka's broker
+// does (and kafkalog now does), it writes nothing of a produce holding an
+// oversize record; as franz-go does alone (writeOthers), it fails only the
+// oversize record and writes the others, and the produce fails.
+type limitLog struct {
+	memLog
+	max         int
+	writeOthers bool
+}
+
+func (l *limitLog) MaxRecordBytes() int { return l.max }
+
+func (l *limitLog) Produce(ctx context.Context, txns []model.Txn) (int64, error) {
+	var fits []model.Txn
+	var refused error
+	for i, t := range txns {
+		n, err := logcodec.TxnBytes(t)
+		if err != nil {
+			return 0, err
+		}
+		if n > l.max {
+			if refused == nil {
+				refused = fmt.Errorf("record %d of %d is %d bytes: %w", i, len(txns), n, ErrRecordTooLarge)
+			}
+			continue
+		}
+		fits = append(fits, t)
+	}
+	if refused != nil && !l.writeOthers {
+		return 0, refused
+	}
+	last, err := l.memLog.Produce(ctx, fits)
+	if refused != nil {
+		return 0, fmt.Errorf("%d of %d written: %w", len(fits), len(txns), refused)
+	}
+	return last, err
+}
+
+func (l *limitLog) lsns() []model.LSN {
+	var out []model.LSN
+	for _, r := range l.recs {
+		if !r.Txn.Snapshot {
+			out = append(out, r.Txn.CommitLSN)
+		}
+	}
+	return out
+}
+
+// The capture appends a transaction larger than a record as parts, in
+// commit order with the others, each once, and confirms past it.
+func TestCaptureSplitsALargeTxn(t *testing.T) {
+	const limit = 16 << 10
+	big := wide(30, 100, 1000)
+	src := &fakeSource{txns: []model.Txn{wide(20, 1, 10), big, wide(40, 1, 10)}, batch: 3}
+	log := &limitLog{max: limit}
+	c := &Capture{Env: &testEnv{}, Source: src, Log: log}
+	if err := c.stream(context.Background()); !errors.Is(err, errDrained) {
+		t.Fatalf("stream ended with %v, want the source drained", err)
+	}
+	var parts []model.Txn
+	for _, r := range log.recs {
+		if r.Txn.CommitLSN == 30 {
+			parts = append(parts, r.Txn)
+		}
+	}
+	checkParts(t, big, parts, limit)
+	got := log.lsns()
+	if got[0] != 20 || got[len(got)-1] != 40 || len(got) != len(parts)+2 {
+		t.Fatalf("log holds %v; want 20, the parts of 30, 40", got)
+	}
+	if src.confirmed != 40 || src.starts != 1 {
+		t.Fatalf("confirmed %s after %d starts; want 40 after 1", src.confirmed, src.starts)
+	}
+}
+
+// The old rule (a large transaction appended whole) against a Kafka client
+// that, as franz-go does, fails only the oversize record and writes the rest
+// of the produce: every retry re-reads from the confirmed position and
+// appends the next transaction again, and the large one never arrives. The
+// split capture appends everything once, even on that client.
+func TestCaptureOldRuleLoopsAndDuplicates(t *testing.T) {
+	const limit = 16 << 10
+	txns := []model.Txn{wide(20, 1, 10), wide(30, 100, 1000), wide(40, 1, 10)}
+
+	src := &fakeSource{txns: txns, batch: 3}
+	old := &limitLog{max: limit, writeOthers: true}
+	c := &Capture{Env: &testEnv{}, Source: src, Log: old, Bugs: Bugs{NoSplitLargeTxn: true}}
+	for range 5 {
+		if err := c.stream(context.Background()); !errors.Is(err, ErrRecordTooLarge) {
+			t.Fatalf("old rule: stream ended with %v, want the log's refusal", err)
+		}
+	}
+	if got, want := old.lsns(), []model.LSN{20, 40, 20, 40, 20, 40, 20, 40, 20, 40}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("old rule: log holds %v, want %v (30 never, 40 once per retry)", got, want)
+	}
+
+	src = &fakeSource{txns: txns, batch: 3}
+	fixed := &limitLog{max: limit, writeOthers: true}
+	c = &Capture{Env: &testEnv{}, Source: src, Log: fixed}
+	if err := c.stream(context.Background()); !errors.Is(err, errDrained) {
+		t.Fatalf("stream ended with %v, want the source drained", err)
+	}
+	seen := map[model.LSN]int{}
+	for _, r := range fixed.recs {
+		if !r.Txn.Snapshot && r.Txn.Chunk == 0 {
+			seen[r.Txn.CommitLSN]++
+		}
+	}
+	if !reflect.DeepEqual(seen, map[model.LSN]int{20: 1, 30: 1, 40: 1}) {
+		t.Fatalf("log holds %v (first parts by LSN); want each transaction once", fixed.lsns())
+	}
+}
+
+// A change too large for any record stops the capture with the error that
+// says what to do, having appended nothing of its transaction; the old rule
+// retries it for ever.
+func TestCaptureStopsOnAChangeTooLarge(t *testing.T) {
+	huge := wide(30, 2, 10)
+	huge.Changes[1].Row = model.Row{"v": strings.Repeat("x", 20000)}
+	src := &fakeSource{txns: []model.Txn{wide(20, 1, 10), huge, wide(40, 1, 10)}, batch: 1}
+	log := &limitLog{max: 16 << 10}
+	c := &Capture{Env: &testEnv{}, Source: src, Log: log}
+	err := c.Run(context.Background())
+	var tooLarge *ChangeTooLargeError
+	if !errors.As(err, &tooLarge) || tooLarge.Table != "t" || tooLarge.PK != "k30-1" || tooLarge.Limit != 16<<10 {
+		t.Fatalf("Run = %v; want it stopped by a ChangeTooLargeError for t/k30-1", err)
+	}
+	if got := log.lsns(); !reflect.DeepEqual(got, []model.LSN{20}) || src.starts != 1 {
+		t.Fatalf("log holds %v after %d starts; want 20 only, after 1", got, src.starts)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	src = &fakeSource{txns: src.txns, batch: 1, onStart: func(n int) {
+		if n == 10 {
+			cancel()
+		}
+	}}
+	c = &Capture{Env: &testEnv{}, Source: src, Log: &limitLog{max: 16 << 10}, Bugs: Bugs{NoSplitLargeTxn: true}}
+	if err := c.Run(ctx); !errors.Is(err, context.Canceled) || src.starts != 10 {
+		t.Fatalf("old rule: Run = %v after %d starts; want it retrying until cancelled", err, src.starts)
+	}
+}
+
+// The capture cuts to the smaller of its own limit and the log's.
+func TestCaptureLimitIsTheLogsWhenSmaller(t *testing.T) {
+	c := &Capture{Log: &memLog{}}
+	if got := c.maxTxnBytes(); got != DefaultMaxTxnBytes {
+		t.Fatalf("default limit %d, want %d", got, DefaultMaxTxnBytes)
+	}
+	c = &Capture{Log: &limitLog{max: 5000}, MaxTxnBytes: 8000}
+	if got := c.maxTxnBytes(); got != 5000 {
+		t.Fatalf("limit %d with a log of 5000, want 5000", got)
+	}
+	c = &Capture{Log: &limitLog{max: 50000}, MaxTxnBytes: 8000}
+	if got := c.maxTxnBytes(); got != 8000 {
+		t.Fatalf("limit %d with MaxTxnBytes 8000, want 8000", got)
+	}
+}
