@@ -105,9 +105,12 @@ type world struct {
 
 	wl      workload.Workload
 	issued  int
-	active  int
+	busy    int // clients inside an operation: a transaction, its retries, its store writes
 	quietAt time.Duration
 	hist    *model.History
+	// convergedLSN is the source position each store's ConvergedAt was
+	// recorded against (see noteConvergence).
+	convergedLSN map[string]model.LSN
 
 	logger  *slog.Logger
 	keys    []model.Key
@@ -124,7 +127,8 @@ func Run(sc *Scenario, sys System, seed uint64, opts Options) (*Outcome, error) 
 	if err != nil {
 		return nil, fmt.Errorf("scenario %s: %w", sc.Name, err)
 	}
-	x := &world{sc: sc, sys: sys, seed: seed, opts: opts, wl: wl, quietAt: opts.Quiet, keySeen: map[model.Key]bool{}}
+	x := &world{sc: sc, sys: sys, seed: seed, opts: opts, wl: wl, quietAt: opts.Quiet, keySeen: map[model.Key]bool{},
+		convergedLSN: map[string]model.LSN{}}
 	x.w = sim.New(sim.Config{Seed: seed, KeepTrace: opts.KeepTrace})
 	x.logger = newLogger(opts.Log, x.w)
 	x.hist = &model.History{Scenario: sc.Name, System: string(sys), Seed: seed,
@@ -256,19 +260,23 @@ func (x *world) client(n *sim.Node) func(ctx context.Context) {
 			dw.Stores = append(dw.Stores, &services.StoreClient{From: n, To: x.stores[i], StoreKind: s.kind})
 		}
 		think := x.opts.Quiet * time.Duration(x.opts.Clients) / time.Duration(x.opts.Txns)
-		x.active++
-		defer func() { x.active-- }()
+		// No client starts an operation once the fault phase is over or
+		// the workload is spent: see settled.
 		for x.w.Now() < x.quietAt && x.issued < x.opts.Txns {
 			x.issued++
 			op := x.wl.Next(env.Rand())
-			if x.sys == DualWrite {
-				_ = dw.Do(ctx, op)
-			} else {
+			func() {
+				x.busy++
+				defer func() { x.busy-- }() // also when a crash unwinds the task
+				if x.sys == DualWrite {
+					_ = dw.Do(ctx, op)
+					return
+				}
 				_, err := src.Exec(ctx, op)
 				for retry := 0; retry < 2 && err == pipeline.ErrTimeout; retry++ {
 					_, err = src.Exec(ctx, op)
 				}
-			}
+			}()
 			if env.Sleep(ctx, think/2+time.Duration(env.Rand().Int64N(int64(think)+1))) != nil {
 				return
 			}
@@ -385,17 +393,22 @@ func (x *world) run(plan faults.Plan) error {
 		}
 		target.healEverything()
 	})
-	if err := w.Run(plan.Quiet); err != nil {
-		return err
-	}
+	// Step through the whole run, fault phase included, so convergence is
+	// timed to within a step wherever it happens; stepping does not change
+	// what the world does.
 	const step = 50 * time.Millisecond
 	for w.Now() < x.hist.Deadline {
-		if err := w.Run(w.Now() + step); err != nil {
+		next := min(w.Now()+step, x.hist.Deadline)
+		if w.Now() < plan.Quiet {
+			next = min(next, plan.Quiet)
+		}
+		if err := w.Run(next); err != nil {
 			return err
 		}
 		if injErr != nil {
 			return injErr
 		}
+		x.noteConvergence()
 		if x.settled() {
 			break
 		}
@@ -403,38 +416,56 @@ func (x *world) run(plan faults.Plan) error {
 	return injErr
 }
 
-// settled records convergence and says whether the run can stop: the
-// workload is done and, for the pipeline, every store holds the final
-// source position; for dual writes, the clients have finished their writes.
+// noteConvergence keeps History.ConvergedAt: for each store, the first
+// step from which it has been up and at or past the source's last commit,
+// recorded against that commit. A newer commit, or the store falling
+// behind, losing its position or going down, clears the record. So the
+// record left at the end is against the final source position, whether or
+// not clients were still idling or paused then, and its time is when the
+// store was first seen there: at most one step after it got there, never
+// before.
+func (x *world) noteConvergence() {
+	db, ok := x.db.State().(*services.SourceDB)
+	if !ok {
+		return // the source is down: nothing commits, records stand
+	}
+	last := db.LastLSN()
+	for i, n := range x.stores {
+		name := storeKinds[i].name
+		var pos model.Position
+		var has bool
+		if s, up := n.State().(*services.Store); up {
+			pos, has = s.Position()
+		}
+		if !has || pos.LSN < last {
+			delete(x.hist.ConvergedAt, name)
+			continue
+		}
+		if _, seen := x.hist.ConvergedAt[name]; !seen || x.convergedLSN[name] != last {
+			x.hist.ConvergedAt[name] = x.w.Now()
+			x.convergedLSN[name] = last
+		}
+	}
+}
+
+// settled says whether the run can stop. The source is final once no
+// client will issue anything more: the fault phase is over (no client
+// starts an operation after it) and no client is inside one, however long
+// idle or paused clients still sleep. Then dual writes are done, and the
+// pipeline is done when every store has converged on the final position.
 func (x *world) settled() bool {
-	if x.active > 0 {
+	if x.w.Now() < x.quietAt || x.busy > 0 {
 		return false
 	}
 	if x.sys == DualWrite {
 		return true
 	}
-	db, ok := x.db.State().(*services.SourceDB)
-	if !ok {
-		return false
-	}
-	all := true
-	for i, n := range x.stores {
-		name := storeKinds[i].name
-		s, up := n.State().(*services.Store)
-		if !up {
-			all = false
-			continue
-		}
-		if pos, ok := s.Position(); ok && pos.LSN >= db.LastLSN() {
-			if _, seen := x.hist.ConvergedAt[name]; !seen {
-				x.hist.ConvergedAt[name] = x.w.Now()
-			}
-		} else {
-			delete(x.hist.ConvergedAt, name)
-			all = false
+	for _, s := range storeKinds {
+		if _, ok := x.hist.ConvergedAt[s.name]; !ok {
+			return false
 		}
 	}
-	return all
+	return true
 }
 
 // finish reads the ground truth and the final stores from the world.
