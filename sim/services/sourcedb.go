@@ -137,8 +137,11 @@ func (db *SourceDB) Exec(fn pipeline.TxnFunc) (model.Txn, error) {
 	}
 	db.lsn += model.LSN(8 * (1 + db.n.Rand().IntN(64)))
 	t := model.Txn{XID: db.xid, CommitLSN: db.lsn, Changes: tx.changes}
-	db.state.Apply(t)
-	db.wal = append(db.wal, t)
+	// The WAL and the tables keep their own rows: the caller's t and
+	// what readers are handed later (clones) cannot alter the truth.
+	own := t.Clone()
+	db.state.Apply(own)
+	db.wal = append(db.wal, own)
 	db.n.Disk().Put("wal", db.wal)
 	db.n.Disk().Sync()
 	db.wakeStreams()
@@ -247,7 +250,7 @@ func (db *SourceDB) Snapshot() model.Txn {
 		e, _ := db.state.Get(k)
 		snap.Changes = append(snap.Changes, model.Change{Table: k.Table, PK: k.PK, Op: model.OpInsert, Row: e.Row, Revs: e.Writes})
 	}
-	return snap
+	return snap.Clone() // the rows are the source's own: hand out copies
 }
 
 // DropSlot removes the replication slot (a fault: an operator or a WAL
@@ -278,7 +281,11 @@ func (db *SourceDB) next(sess int, after model.LSN, max int) ([]model.Txn, error
 	}
 	i := sort.Search(len(db.wal), func(i int) bool { return db.wal[i].CommitLSN > after })
 	j := min(i+max, len(db.wal))
-	return db.wal[i:j:j], nil
+	out := make([]model.Txn, j-i)
+	for k := range out {
+		out[k] = db.wal[i+k].Clone() // the WAL is the ground truth: hand out copies
+	}
+	return out, nil
 }
 
 func (db *SourceDB) confirm(lsn model.LSN) {

@@ -402,3 +402,37 @@ func TestSourceStreamReadAnswersEmptyAfterStreamWait(t *testing.T) {
 		t.Fatalf("empty answer after %v, want StreamWait (%v) plus the round trip", wait, StreamWait)
 	}
 }
+
+// What the source hands out is a copy: a capture that scribbles over the
+// transactions it read (or an application over its own) cannot change the
+// WAL, which is the ground truth, nor what the next reader gets.
+func TestSourceHandsOutCopies(t *testing.T) {
+	r := newSourceRig(t, 5)
+	src := r.client()
+	var committed model.Txn
+	var firstRead, secondRead []model.Txn
+	r.app.Go("capture", func(ctx context.Context) {
+		_, _ = r.stream().Snapshot(ctx)
+		committed, _ = src.Exec(ctx, put("k", "v"))
+		s := r.stream()
+		_, _ = s.Start(ctx)
+		firstRead, _ = s.Next(ctx)
+		firstRead[0].Changes[0].Row["v"] = "scribbled"
+		firstRead[0].Changes[0].PK = "other"
+		committed.Changes[0].Row["v"] = "scribbled too"
+		s2 := r.stream()
+		_, _ = s2.Start(ctx)
+		secondRead, _ = s2.Next(ctx)
+	})
+	run(t, r.w, time.Second)
+	wal := r.source().WAL()
+	if len(wal) != 1 || wal[0].Changes[0].PK != "k" || wal[0].Changes[0].Row["v"] != "v" {
+		t.Fatalf("the WAL changed under its readers: %v", wal)
+	}
+	if len(secondRead) != 1 || secondRead[0].Changes[0].Row["v"] != "v" {
+		t.Fatalf("a later reader got %v, want the committed row", secondRead)
+	}
+	if e, _ := r.source().State().Get(model.Key{Table: "t", PK: "k"}); e.Row["v"] != "v" {
+		t.Fatalf("the table holds %v, want the committed row", e.Row)
+	}
+}
