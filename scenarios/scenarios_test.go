@@ -3,6 +3,7 @@ package scenarios
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"pgregory.net/rapid"
 
@@ -223,6 +224,15 @@ func TestConvergedWhileClientsIdle(t *testing.T) {
 						out.Repro(), st.Name, at, r.Key, r.Call, r.Doc, r.Found, want.LSN)
 				}
 			}
+		}
+	}
+}
+
+// Sizes that make no sense are refused, not run.
+func TestRunRejectsNegativeOptions(t *testing.T) {
+	for _, o := range []Options{{Txns: -5}, {Clients: -1}, {Quiet: -time.Second}, {Settle: -time.Second}} {
+		if _, err := Run(ByName("steady"), Pipeline, 1, o); err == nil {
+			t.Errorf("Run with %+v: no error", o)
 		}
 	}
 }

@@ -30,6 +30,21 @@ type Options struct {
 	Log io.Writer
 }
 
+// validate rejects sizes that make no sense; zero means the default.
+func (o Options) validate() error {
+	switch {
+	case o.Txns < 0:
+		return fmt.Errorf("options: %d transactions: want a positive number (0 for the default)", o.Txns)
+	case o.Clients < 0:
+		return fmt.Errorf("options: %d clients: want a positive number (0 for the default)", o.Clients)
+	case o.Quiet < 0:
+		return fmt.Errorf("options: fault phase of %v: want a positive duration (0 for the default)", o.Quiet)
+	case o.Settle < 0:
+		return fmt.Errorf("options: quiet phase of %v: want a positive duration (0 for the default)", o.Settle)
+	}
+	return nil
+}
+
 func (o Options) withDefaults() Options {
 	if o.Txns == 0 {
 		o.Txns = 1000
@@ -122,6 +137,9 @@ type world struct {
 // judges it.
 func Run(sc *Scenario, sys System, seed uint64, opts Options) (*Outcome, error) {
 	start := time.Now()
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
 	opts = opts.withDefaults()
 	wl, err := workload.New(sc.Workload)
 	if err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -43,6 +44,34 @@ func parseSystem(s string) (scenarios.System, error) {
 	return sys, nil
 }
 
+// positive is an int flag that must be at least 1: a count of
+// transactions, seeds or workers. The variable keeps its default (0 may
+// mean "the default") unless the flag is given.
+type positive struct{ v *int }
+
+func (p positive) String() string {
+	if p.v == nil {
+		return "0"
+	}
+	return strconv.Itoa(*p.v)
+}
+
+func (p positive) Set(s string) error {
+	n, err := strconv.ParseInt(s, 0, strconv.IntSize)
+	if err != nil || n < 1 {
+		return errors.New("want a positive whole number")
+	}
+	*p.v = int(n)
+	return nil
+}
+
+// positiveFlag defines a positive int flag with a default.
+func positiveFlag(fs *flag.FlagSet, name string, value int, usage string) *int {
+	v := value
+	fs.Var(positive{&v}, name, usage)
+	return &v
+}
+
 type runFlags struct {
 	plan   string
 	bench  bool
@@ -56,7 +85,7 @@ type runFlags struct {
 }
 
 func (f *runFlags) register(fs *flag.FlagSet) {
-	fs.IntVar(&f.txns, "txns", 0, "application transactions per run (default 1000)")
+	fs.Var(positive{&f.txns}, "txns", "`N` application transactions per run (default 1000)")
 	fs.StringVar(&f.bugs, "bug", "", "break the pipeline on purpose with known CDC bugs (comma-separated): "+bugList())
 	fs.StringVar(&f.json, "json", "", "write the report as JSON to this file")
 	fs.StringVar(&f.world, "world", "sim", "where to run: sim (the deterministic simulator) or containers (real PostgreSQL, Kafka, Redis; needs Docker and make images)")
@@ -225,11 +254,11 @@ violated a claimed property (its repro lines are printed); dual writes' failures
 are the expected finding.`,
 	flags: func(fs *flag.FlagSet) func([]string) error {
 		scenario := fs.String("scenario", "all", "scenarios: all, or names separated by commas")
-		seeds := fs.Int("seeds", 50, "seeds per scenario and system")
+		seeds := positiveFlag(fs, "seeds", 50, "`N` seeds per scenario and system")
 		first := fs.String("first-seed", "1", "first seed")
 		system := fs.String("system", "both", "both, pipeline or dualwrite")
-		parallel := fs.Int("parallel", runtime.GOMAXPROCS(0), "runs in parallel")
-		txns := fs.Int("txns", 0, "application transactions per run (default 1000)")
+		parallel := positiveFlag(fs, "parallel", runtime.GOMAXPROCS(0), "`N` runs in parallel")
+		txns := positiveFlag(fs, "txns", 0, "`N` application transactions per run (default 1000)")
 		jsonOut := fs.String("json", "", "write the summary as JSON to this file")
 		world := fs.String("world", "sim", "sim, or containers (runs one at a time; needs Docker and make images)")
 		return func(args []string) error {
@@ -245,9 +274,6 @@ are the expected finding.`,
 			scs, err := scenarios.Lookup(*scenario)
 			if err != nil {
 				return usagef("%v", err)
-			}
-			if *seeds <= 0 {
-				return usagef("--seeds must be positive")
 			}
 			firstSeed, err := parseSeed(*first)
 			if err != nil {
@@ -439,7 +465,7 @@ var benchCmd = &command{
 for --seeds seeds on one core and reports seeds per second and how much faster
 than wall time the simulated time ran, for the pipeline and for dual writes.`,
 	flags: func(fs *flag.FlagSet) func([]string) error {
-		seeds := fs.Int("seeds", 50, "seeds per system")
+		seeds := positiveFlag(fs, "seeds", 50, "`N` seeds per system")
 		scenario := fs.String("scenario", "swarm", "scenario")
 		return func(args []string) error {
 			sc, err := lookupOne(*scenario)
