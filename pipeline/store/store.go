@@ -229,8 +229,10 @@ func ResolveUnchanged(txns []model.Txn, load func(keys []model.Key) (map[model.K
 	// batch wrote or deleted.
 	touched := map[model.Key]bool{}
 	var need []model.Key
+	any := false
 	for _, t := range txns {
 		for _, c := range t.Changes {
+			any = any || len(c.Unchanged) > 0
 			if len(c.Unchanged) > 0 && !touched[src(c)] {
 				need = append(need, src(c))
 				touched[src(c)] = true // asked once
@@ -241,15 +243,18 @@ func ResolveUnchanged(txns []model.Txn, load func(keys []model.Key) (map[model.K
 			touched[c.Key()] = true
 		}
 	}
-	if len(need) == 0 {
+	if !any {
 		return txns, nil
 	}
-	rows, err := load(need)
-	if err != nil {
-		return nil, fmt.Errorf("read the stored rows of %d keys for their unchanged columns: %w", len(need), err)
-	}
-	if rows == nil {
-		rows = map[model.Key]model.Row{}
+	rows := map[model.Key]model.Row{}
+	if len(need) > 0 {
+		loaded, err := load(need)
+		if err != nil {
+			return nil, fmt.Errorf("read the stored rows of %d keys for their unchanged columns: %w", len(need), err)
+		}
+		for k, r := range loaded {
+			rows[k] = r
+		}
 	}
 	out := make([]model.Txn, len(txns))
 	for i, t := range txns {

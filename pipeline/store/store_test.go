@@ -113,3 +113,34 @@ func TestRevsMatchesProjectChange(t *testing.T) {
 		}
 	}
 }
+
+// Unchanged columns come from rows written earlier in the same batch (a
+// snapshot that reset the store, an earlier transaction) before the store's
+// own rows; the store is asked only for the rest, once per key.
+func TestResolveUnchanged(t *testing.T) {
+	big := "BIG"
+	snap := model.Txn{CommitLSN: 10, Snapshot: true, Changes: []model.Change{
+		{Table: "t", PK: "7", Op: model.OpInsert, Row: model.Row{"v": "g", "blob": big}}}}
+	moved := model.Txn{CommitLSN: 20, Changes: []model.Change{
+		{Table: "t", PK: "107", OldPK: "7", Op: model.OpUpdate, Row: model.Row{"v": "g3"}, Unchanged: []string{"blob"}}}}
+	other := model.Txn{CommitLSN: 30, Changes: []model.Change{
+		{Table: "t", PK: "9", Op: model.OpUpdate, Row: model.Row{"v": "i"}, Unchanged: []string{"blob"}}}}
+	var asked []model.Key
+	load := func(keys []model.Key) (map[model.Key]model.Row, error) {
+		asked = append(asked, keys...)
+		return map[model.Key]model.Row{{Table: "t", PK: "9"}: {"v": "h", "blob": "STORED"}}, nil
+	}
+	out, err := ResolveUnchanged([]model.Txn{snap, moved, other}, load)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := out[1].Changes[0]; got.Row["blob"] != big || len(got.Unchanged) != 0 {
+		t.Errorf("moved row = %+v, want the snapshot's blob filled in", got)
+	}
+	if got := out[2].Changes[0]; got.Row["blob"] != "STORED" || got.Row["v"] != "i" {
+		t.Errorf("row 9 = %+v, want the stored blob and the new v", got)
+	}
+	if len(asked) != 1 || asked[0].PK != "9" {
+		t.Errorf("asked the store for %v, want only t/9", asked)
+	}
+}
