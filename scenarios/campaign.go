@@ -34,10 +34,13 @@ type Cell struct {
 	// Failing names every violating run as scenario/system/seed.
 	Failing []string `json:"failing,omitempty"`
 	Inconcl int      `json:"seeds_inconclusive"`
-	wall    time.Duration
-	simWall time.Duration
-	virtual time.Duration
-	_       struct{}
+	// Inconclusive names every run whose verdict was inconclusive (not a
+	// violation, not a pass).
+	Inconclusive []string `json:"inconclusive,omitempty"`
+	wall         time.Duration
+	simWall      time.Duration
+	virtual      time.Duration
+	_            struct{}
 }
 
 // Summary is a campaign's result.
@@ -69,6 +72,17 @@ func (s *Summary) PipelineViolations() int {
 	for _, c := range s.Cells {
 		if c.System == Pipeline {
 			n += c.Violating
+		}
+	}
+	return n
+}
+
+// PipelineInconclusive counts pipeline runs whose verdict was inconclusive.
+func (s *Summary) PipelineInconclusive() int {
+	n := 0
+	for _, c := range s.Cells {
+		if c.System == Pipeline {
+			n += c.Inconcl
 		}
 	}
 	return n
@@ -139,6 +153,7 @@ func Campaign(cfg CampaignConfig) *Summary {
 			c.SeedsPerSecond = float64(c.Seeds) / c.wall.Seconds()
 		}
 		sort.Strings(c.Failing)
+		sort.Strings(c.Inconclusive)
 	}
 	if wall > 0 {
 		sum.Speedup = float64(virtual) / float64(wall)
@@ -163,6 +178,7 @@ func tally(c *Cell, o *Outcome) {
 		c.Failing = append(c.Failing, ReproToken(o.Scenario, o.System, o.Seed))
 	} else if o.Report.Verdict == checker.Inconclusive {
 		c.Inconcl++
+		c.Inconclusive = append(c.Inconclusive, ReproToken(o.Scenario, o.System, o.Seed))
 	}
 }
 

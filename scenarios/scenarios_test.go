@@ -2,6 +2,7 @@ package scenarios
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -9,7 +10,9 @@ import (
 
 	"lockstep/checker"
 	"lockstep/faults"
+	"lockstep/model"
 	"lockstep/pipeline"
+	"lockstep/scenarios/workload"
 	"lockstep/sim"
 )
 
@@ -234,5 +237,29 @@ func TestRunRejectsNegativeOptions(t *testing.T) {
 		if _, err := Run(ByName("steady"), Pipeline, 1, o); err == nil {
 			t.Errorf("Run with %+v: no error", o)
 		}
+	}
+}
+
+// A store still down when the run ends is the harness's failure (the quiet
+// phase restarts everything): an error, not an empty final snapshot that
+// would report every key of the store lost.
+func TestStoreDownAtTheEndIsAHarnessError(t *testing.T) {
+	sc := ByName("steady")
+	wl, err := workload.New(sc.Workload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := &world{sc: sc, sys: Pipeline, seed: 1, opts: Options{}.withDefaults(), wl: wl, quietAt: 20 * time.Second,
+		keySeen: map[model.Key]bool{}, convergedLSN: map[string]model.LSN{}}
+	x.w = sim.New(sim.Config{Seed: 1})
+	x.logger = newLogger(nil, x.w)
+	x.hist = &model.History{ConvergedAt: map[string]time.Duration{}}
+	x.build()
+	if err := x.w.Run(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	x.stores[2].Crash()
+	if err := x.finish(); err == nil || !strings.Contains(err.Error(), "store search is down") {
+		t.Fatalf("finish with the search store down: %v, want a harness error", err)
 	}
 }

@@ -160,7 +160,9 @@ func Run(sc *Scenario, sys System, seed uint64, opts Options) (*Outcome, error) 
 	}
 	simWall := time.Since(simStart)
 	res := x.w.Stop()
-	x.finish()
+	if err := x.finish(); err != nil {
+		return nil, fmt.Errorf("%s: %w", ReproToken(sc.Name, sys, seed), err)
+	}
 	for _, f := range x.hist.Final {
 		res.Trace.Mix(model.DocsHash(f.Docs))
 		res.Trace.Mix(uint64(f.Position.LSN))
@@ -486,21 +488,27 @@ func (x *world) settled() bool {
 	return true
 }
 
-// finish reads the ground truth and the final stores from the world.
-func (x *world) finish() {
-	if db, ok := x.db.State().(*services.SourceDB); ok {
-		x.hist.Committed = db.WAL()
+// finish reads the ground truth and the final stores from the world. The
+// source and every store are up by then (the quiet phase restarted them):
+// one that is not is the harness's failure, not the system's, and judging
+// an empty store would report every key lost.
+func (x *world) finish() error {
+	db, ok := x.db.State().(*services.SourceDB)
+	if !ok {
+		return fmt.Errorf("harness: the source database is down at the end of the run")
 	}
+	x.hist.Committed = db.WAL()
 	x.hist.Aborted = x.rec.Aborted
 	for i, n := range x.stores {
 		name := storeKinds[i].name
-		if s, ok := n.State().(*services.Store); ok {
-			x.hist.Final = append(x.hist.Final, s.Snapshot(name, x.w.Now()))
-		} else {
-			x.hist.Final = append(x.hist.Final, model.Snapshot{Store: name, At: x.w.Now(), Docs: model.Docs{}})
+		s, ok := n.State().(*services.Store)
+		if !ok {
+			return fmt.Errorf("harness: store %s is down at the end of the run", name)
 		}
+		x.hist.Final = append(x.hist.Final, s.Snapshot(name, x.w.Now()))
 	}
 	if x.cluster != nil {
 		x.hist.LogLosses = x.cluster.Losses()
 	}
+	return nil
 }

@@ -102,7 +102,9 @@ var runCmd = &command{
 	short: "run one seed of one scenario and judge it",
 	long: `Run builds the simulated world for one seed, drives the workload through the
 fault phase and the quiet phase, and prints the checker's verdict, the anomalies
-with witnesses, the trace hash and a one-line repro.`,
+with witnesses, the trace hash and a one-line repro. It exits 0 when the pipeline
+held every claimed property, 1 when it violated one, 2 when its verdict is
+inconclusive or the run could not complete.`,
 	flags: func(fs *flag.FlagSet) func([]string) error {
 		var rf runFlags
 		rf.register(fs)
@@ -208,8 +210,19 @@ func runOne(name, system, seedText string, rf runFlags) error {
 			return err
 		}
 	}
-	if sys == scenarios.Pipeline && out.Violated() {
+	return judge(sys, out.Report)
+}
+
+// judge is a run's exit: only the pipeline's verdict counts (dual writes
+// failing is the expected finding). Inconclusive is not a pass.
+func judge(sys scenarios.System, rep *checker.Report) error {
+	switch {
+	case sys != scenarios.Pipeline:
+		return nil
+	case !rep.OK():
 		return errViolation
+	case rep.Verdict == checker.Inconclusive:
+		return errInconclusive
 	}
 	return nil
 }
@@ -251,7 +264,8 @@ var campaignCmd = &command{
 cores, with a live progress line, then prints a table of pipeline vs naive dual
 writes per scenario and the anomalies by class. It exits 1 if any pipeline run
 violated a claimed property (its repro lines are printed); dual writes' failures
-are the expected finding.`,
+are the expected finding. It exits 2 if a run could not complete or a pipeline
+run's verdict was inconclusive (not a pass; their repro lines are printed).`,
 	flags: func(fs *flag.FlagSet) func([]string) error {
 		scenario := fs.String("scenario", "all", "scenarios: all, or names separated by commas")
 		seeds := positiveFlag(fs, "seeds", 50, "`N` seeds per scenario and system")
@@ -329,10 +343,15 @@ func campaign(cfg scenarios.CampaignConfig, jsonPath string) error {
 		}
 	}
 	if len(sum.Errors) > 0 {
-		return fmt.Errorf("%d runs could not complete; first: %s", len(sum.Errors), sum.Errors[0])
+		fmt.Fprintf(stderr, "lockstep campaign: %d runs could not complete (harness errors); first: %s\n", len(sum.Errors), sum.Errors[0])
 	}
-	if sum.PipelineViolations() > 0 {
+	switch {
+	case sum.PipelineViolations() > 0:
 		return errViolation
+	case len(sum.Errors) > 0:
+		return errHarness
+	case sum.PipelineInconclusive() > 0:
+		return errInconclusive
 	}
 	return nil
 }
@@ -381,11 +400,21 @@ func printSummary(cfg scenarios.CampaignConfig, sum *scenarios.Summary) {
 	}
 	fmt.Fprintf(stdout, "\n%d runs in %v on %d workers; %s; simulated time %.0fx faster than wall (%.0fx in the simulator alone)\n",
 		sum.Runs, sum.Wall.Round(time.Millisecond), sum.Parallel, strings.Join(sps, ", "), sum.Speedup, sum.SimSpeedup)
-	var failing []string
+	var failing, inconclusive []string
 	for _, c := range sum.Cells {
 		if c.System == scenarios.Pipeline {
 			failing = append(failing, c.Failing...)
+			inconclusive = append(inconclusive, c.Inconclusive...)
 		}
+	}
+	if len(inconclusive) > 0 {
+		fmt.Fprintf(stdout, "\npipeline: %d runs inconclusive (a check of a claimed property did not finish or the history was defective: not a pass); replay with:\n", len(inconclusive))
+		for _, f := range inconclusive[:min(len(inconclusive), 10)] {
+			fmt.Fprintf(stdout, "  lockstep repro %s\n", f)
+		}
+	}
+	if len(sum.Errors) > 0 {
+		fmt.Fprintf(stdout, "\n%d runs could not complete (harness errors, not judged)\n", len(sum.Errors))
 	}
 	if len(failing) > 0 {
 		fmt.Fprintf(stdout, "\nPIPELINE VIOLATED A CLAIMED PROPERTY in %d runs; replay with:\n", len(failing))
@@ -393,7 +422,11 @@ func printSummary(cfg scenarios.CampaignConfig, sum *scenarios.Summary) {
 			fmt.Fprintf(stdout, "  lockstep repro %s\n", f)
 		}
 	} else {
-		fmt.Fprintf(stdout, "\npipeline: no claimed property violated in any run.\n")
+		judged := "in any run"
+		if len(inconclusive) > 0 || len(sum.Errors) > 0 {
+			judged = "in the runs judged (not all were, above)"
+		}
+		fmt.Fprintf(stdout, "\npipeline: no claimed property violated %s.\n", judged)
 		for _, c := range sum.Cells {
 			if c.System == scenarios.DualWrite && len(c.Failing) > 0 {
 				fmt.Fprintf(stdout, "see a dual-write divergence: lockstep repro %s\n", c.Failing[0])

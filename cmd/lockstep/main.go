@@ -4,7 +4,9 @@
 //
 // Exit codes: 0 when the system under test held every property it claims,
 // 1 when it violated one (naive dual writes' violations are the expected
-// finding and do not count), 2 for bad input.
+// finding and do not count), 2 for bad input or a harness error: a run that
+// could not complete, a report that could not be written, or a verdict
+// that is inconclusive (a check did not finish), which is not a pass.
 package main
 
 import (
@@ -36,8 +38,14 @@ func (e usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
-// errViolation: the system under test broke a claimed property (exit 1).
-var errViolation = errors.New("the system under test violated a claimed property")
+var (
+	// errViolation: the system under test broke a claimed property (exit 1).
+	errViolation = errors.New("the system under test violated a claimed property")
+	// errInconclusive: a claimed property could not be judged (exit 2).
+	errInconclusive = errors.New("inconclusive: a claimed property could not be judged (see the report); not a pass")
+	// errHarness: runs could not complete; already reported (exit 2).
+	errHarness = errors.New("the harness failed")
+)
 
 func main() {
 	if os.Getenv("GOGC") == "" {
@@ -91,9 +99,12 @@ func run(args []string, out, errw io.Writer) int {
 		return 2
 	case errors.Is(err, errViolation):
 		return 1
+	case errors.Is(err, errHarness):
+		return 2
 	default:
+		// Inconclusive, or the harness failed: not the system's failure.
 		fmt.Fprintf(errw, "lockstep %s: %v\n", c.name, err)
-		return 1
+		return 2
 	}
 }
 

@@ -9,6 +9,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"lockstep/checker"
+	"lockstep/scenarios"
 )
 
 // lockstep runs the CLI in-process and returns exit code, stdout, stderr.
@@ -158,6 +161,41 @@ func TestHelp(t *testing.T) {
 	code, out, _ = lockstep("campaign", "-h")
 	if code != 0 || !strings.Contains(out, "--seeds") && !strings.Contains(out, "-seeds") {
 		t.Fatalf("campaign -h: exit %d\n%s", code, out)
+	}
+}
+
+// A failure of the harness itself (here: the report cannot be written) is
+// exit 2 with one line, never 1, which says the pipeline broke a claim.
+func TestHarnessErrorIsExit2(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "missing", "report.json")
+	code, out, errw := lockstep("run", "--scenario", "steady", "--seed", "1", "--txns", "20", "--json", path)
+	if !strings.Contains(out, "PASS:") {
+		t.Fatalf("the run itself must pass:\n%s", out)
+	}
+	if code != 2 || !strings.HasPrefix(errw, "lockstep run: write "+path) || strings.Count(errw, "\n") != 1 {
+		t.Fatalf("exit %d, stderr %q: want 2 and one line about the write", code, errw)
+	}
+}
+
+// Only the pipeline's verdict decides the exit, and inconclusive is not a
+// pass.
+func TestJudge(t *testing.T) {
+	fail := &checker.Report{Verdict: checker.Fail, Anomalies: []checker.Anomaly{{Class: checker.Lost, Violation: true}}}
+	cases := []struct {
+		sys  scenarios.System
+		rep  *checker.Report
+		want error
+	}{
+		{scenarios.Pipeline, &checker.Report{Verdict: checker.Pass}, nil},
+		{scenarios.Pipeline, fail, errViolation},
+		{scenarios.Pipeline, &checker.Report{Verdict: checker.Inconclusive}, errInconclusive},
+		{scenarios.DualWrite, fail, nil},
+		{scenarios.DualWrite, &checker.Report{Verdict: checker.Inconclusive}, nil},
+	}
+	for _, c := range cases {
+		if got := judge(c.sys, c.rep); got != c.want {
+			t.Errorf("%s %s: %v, want %v", c.sys, c.rep.Verdict, got, c.want)
+		}
 	}
 }
 
