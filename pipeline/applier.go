@@ -111,6 +111,9 @@ func (a *Applier) follow(ctx context.Context) error {
 			if !a.Bugs.LSNOnlyVersion {
 				b.Txns = netTxns(b.Txns)
 			}
+			if a.Bugs.DropUnchangedToast {
+				b.Txns = dropUnchanged(b.Txns)
+			}
 			if a.Bugs.ReorderBatch {
 				b.Txns = reorderDeletesFirst(b.Txns)
 			}
@@ -457,6 +460,22 @@ func netTxns(txns []model.Txn) []model.Txn {
 	}
 	if out == nil {
 		return txns
+	}
+	return out
+}
+
+// dropUnchanged is the broken rule behind DropUnchangedToast: the marker
+// for unchanged columns is lost on the way, so a store writes the row
+// without them.
+func dropUnchanged(txns []model.Txn) []model.Txn {
+	out := make([]model.Txn, len(txns))
+	for i, t := range txns {
+		out[i] = t
+		out[i].Changes = make([]model.Change, len(t.Changes))
+		for j, c := range t.Changes {
+			c.Unchanged = nil
+			out[i].Changes[j] = c
+		}
 	}
 	return out
 }

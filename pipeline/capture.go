@@ -81,6 +81,11 @@ type Bugs struct {
 	// changes to one row and loses the rest (seen on real PostgreSQL with
 	// multi-statement transactions).
 	LSNOnlyVersion bool
+	// DropUnchangedToast hands stores rows without their unchanged TOAST
+	// columns and without saying so: a store writes the partial row and
+	// the value is gone (the sink-side form of the placeholder bug seen
+	// in CDC tools).
+	DropUnchangedToast bool
 }
 
 func (b Bugs) Any() bool { return b != Bugs{} }
@@ -93,6 +98,7 @@ var BugNames = map[string]func(*Bugs){
 	"commit-offset-first":   func(b *Bugs) { b.CommitOffsetFirst = true },
 	"reorder-deletes-first": func(b *Bugs) { b.ReorderBatch = true },
 	"lsn-only-version":      func(b *Bugs) { b.LSNOnlyVersion = true },
+	"drop-unchanged-toast":  func(b *Bugs) { b.DropUnchangedToast = true },
 	"no-split-large-txn":    func(b *Bugs) { b.NoSplitLargeTxn = true },
 }
 
