@@ -122,6 +122,7 @@ func TestKnownBugsAreCaught(t *testing.T) {
 		{"commit-offset-first", "crash-appliers", pipeline.Bugs{CommitOffsetFirst: true}, checker.Lost},
 		{"reorder-deletes-first", "crash-appliers", pipeline.Bugs{ReorderBatch: true}, checker.Lost},
 		{"lsn-only-version", "steady", pipeline.Bugs{LSNOnlyVersion: true}, checker.Divergent},
+		{"drop-unchanged-toast", "steady", pipeline.Bugs{DropUnchangedToast: true}, checker.Divergent},
 	}
 	for _, c := range cases {
 		t.Run(c.bug, func(t *testing.T) {
