@@ -634,8 +634,9 @@ func optDoc(d *model.Doc) string {
 
 // checkConvergence judges every store whose final snapshot keeps a
 // position: it must have reached the final source position by the
-// deadline, and its final snapshot must be at it. The keys it had not
-// caught up on (see checkFinal) are counted in the witness, not as lost.
+// deadline (History.ConvergedAt, or its final snapshot if taken by then),
+// and its final snapshot must be at it. The keys it had not caught up on
+// (see checkFinal) are counted in the witness, not as lost.
 func (c *run) checkConvergence() {
 	if c.h.Deadline == 0 {
 		for _, name := range c.names {
@@ -653,6 +654,11 @@ func (c *run) checkConvergence() {
 		}
 		at, ok := c.h.ConvergedAt[name]
 		behind := f.Position.LSN < src
+		if !ok && !behind && f.At <= c.h.Deadline {
+			// Not recorded, but the final snapshot, taken by the
+			// deadline, shows the store there: it had converged.
+			ok, at = true, f.At
+		}
 		if ok && at <= c.h.Deadline && !behind {
 			continue
 		}
@@ -666,6 +672,10 @@ func (c *run) checkConvergence() {
 			w.At = f.At
 			w.Detail = fmt.Sprintf("recorded converged at %s, but its final position lsn=%s at %s is behind source lsn=%s",
 				at, f.Position.LSN, f.At, src)
+		case !behind:
+			w.At = f.At
+			w.Detail = fmt.Sprintf("not seen at source lsn=%s by the deadline %s, only in its final snapshot at %s",
+				src, c.h.Deadline, f.At)
 		default:
 			w.Detail = fmt.Sprintf("never reached source lsn=%s by the deadline %s (final position lsn=%s)",
 				src, c.h.Deadline, f.Position.LSN)

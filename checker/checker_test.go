@@ -2,6 +2,7 @@ package checker
 
 import (
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"reflect"
@@ -342,7 +343,10 @@ func brokenHistory() *model.History {
 			}
 		}
 	}
+	// Not converged by the deadline: no time recorded, and its final
+	// snapshot came after.
 	delete(h.ConvergedAt, h.Stores[2].Name)
+	h.Final[2].At = h.Deadline + time.Second
 	h.LogLosses = 1
 	return h
 }
@@ -633,6 +637,31 @@ final replica at=9s pos=0/10 prefix=0/10
 		t.Fatalf("%s", rep)
 	}
 	if d := rep.Anomalies[0].Witness.Detail; !strings.Contains(d, "recorded converged at 5s, but its final position lsn=0/10 at 9s is behind source lsn=0/20") {
+		t.Fatalf("witness: %s", d)
+	}
+}
+
+// The final snapshot is an observation too: a store it shows at the
+// source's final position, taken by the deadline, had converged even if
+// the history did not record when (steady/pipeline/2 with one
+// transaction was reported "never reached source lsn=0/2D0 ... (final
+// position lsn=0/2D0)"). Taken after the deadline, it proves nothing in
+// time, and the witness says so rather than "never reached".
+func TestFinalSnapshotAtTheSourceByTheDeadlineIsConverged(t *testing.T) {
+	const hist = `
+store replica replica claims=all
+txn 1 0/10 insert k/1 "v=1"
+deadline 10s
+final replica at=%s pos=0/10 truth
+`
+	if rep := Check(mustParse(t, fmt.Sprintf(hist, "10s")), Options{}); len(rep.Anomalies) != 0 || rep.Verdict != Pass {
+		t.Fatalf("%s", rep)
+	}
+	rep := Check(mustParse(t, fmt.Sprintf(hist, "11s")), Options{})
+	if rep.Counts[NotConverged] != 1 || len(rep.Anomalies) != 1 {
+		t.Fatalf("%s", rep)
+	}
+	if d := rep.Anomalies[0].Witness.Detail; d != "not seen at source lsn=0/10 by the deadline 10s, only in its final snapshot at 11s" {
 		t.Fatalf("witness: %s", d)
 	}
 }

@@ -161,7 +161,10 @@ var mutations = []mutation{
 	{"converge late", func(t *rapid.T, h *model.History, o *oracle) ([]Class, bool) {
 		store := rapid.SampledFrom([]string{"replica", "search"}).Draw(t, "store")
 		if rapid.Bool().Draw(t, "never") {
+			// Not by the deadline: its final snapshot, which shows it
+			// there, came after.
 			delete(h.ConvergedAt, store)
+			finalOf(h, store).At = h.Deadline + time.Second
 		} else {
 			h.ConvergedAt[store] = h.Deadline + time.Millisecond
 		}
