@@ -8,6 +8,20 @@
 // every in-sync replica has it and the topic's min.insync.replicas holds.
 // Each transaction is one record whose value is logcodec's versioned JSON.
 //
+// A record larger than Config.MaxRecordBytes (as logcodec.RecordBytes counts,
+// which is how Kafka counts against max.message.bytes) is refused before
+// anything of its produce call is sent, with pipeline.ErrRecordTooLarge. This
+// matters: franz-go alone fails only the oversize record (kerr.MessageTooLarge,
+// client-side, before buffering it) and sends the records after it, so a
+// caller that retries appends those again and again and the log has a gap
+// where the large one belongs. A broker whose limit is lower than ours
+// refuses the batch holding it whole with MESSAGE_TOO_LARGE, and franz-go
+// then fails every record buffered after it for the partition; that is
+// reported as ErrRecordTooLarge too, the records before it possibly written.
+// (The producer compresses with snappy and a broker counts compressed bytes;
+// the limit here, like franz-go's own check, counts uncompressed ones, the
+// stricter.)
+//
 // Fetching reads only acknowledged records (up to the high watermark) with
 // one long-lived consumer client that is repositioned only when asked for an
 // offset other than the one after the last record it returned; a fetch with
@@ -50,9 +64,10 @@ type Config struct {
 	// acks=all, a record is acknowledged only when that many replicas,
 	// the leader included, hold it.
 	MinInSync int
-	// MaxRecordBytes bounds one record (one transaction, a snapshot
-	// included): the topic's max.message.bytes and the producer's batch
-	// limit (default 16 MiB).
+	// MaxRecordBytes bounds one record (one transaction, or one part of a
+	// transaction or snapshot the capture split), counted as
+	// logcodec.RecordBytes does: the topic's max.message.bytes, and the
+	// producer's batch limit (default 16 MiB).
 	MaxRecordBytes int32
 	// FetchWait is how long a fetch waits for records when there are none
 	// (default 250ms).
@@ -131,7 +146,9 @@ func New(cfg Config) (*Log, error) {
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.RequiredAcks(kgo.AllISRAcks()), // idempotence stays on (the default)
 		kgo.ProducerLinger(0),
-		kgo.ProducerBatchMaxBytes(cfg.MaxRecordBytes),
+		// franz-go counts a batch's 4-byte length prefix in the produce
+		// request against this limit too; the broker does not.
+		kgo.ProducerBatchMaxBytes(cfg.MaxRecordBytes+4),
 		kgo.RecordDeliveryTimeout(cfg.DeliveryTimeout),
 	)
 	if err != nil {
@@ -184,9 +201,14 @@ func (l *Log) EnsureTopic(ctx context.Context) error {
 	}
 }
 
+// MaxRecordBytes is the largest record the log takes (Config.MaxRecordBytes),
+// so a producer can size its records to fit.
+func (l *Log) MaxRecordBytes() int { return int(l.cfg.MaxRecordBytes) }
+
 // Produce implements pipeline.Log: one record per transaction, in order,
 // each acknowledged by every in-sync replica. It returns the offset of the
-// last one.
+// last one. A record over MaxRecordBytes fails the call with
+// pipeline.ErrRecordTooLarge before anything is sent.
 func (l *Log) Produce(ctx context.Context, txns []model.Txn) (int64, error) {
 	if len(txns) == 0 {
 		return 0, errors.New("kafkalog: produce: no transactions")
@@ -197,15 +219,22 @@ func (l *Log) Produce(ctx context.Context, txns []model.Txn) (int64, error) {
 		if err != nil {
 			return 0, fmt.Errorf("kafkalog: produce: %w: %w", pipeline.ErrUnavailable, err)
 		}
+		if n := logcodec.RecordBytes(len(v)); n > int(l.cfg.MaxRecordBytes) {
+			return 0, fmt.Errorf("kafkalog: produce: %w: record %d of %d (txn %d at %s, %d changes) is %d bytes, over the limit of %d (MaxRecordBytes, the topic's max.message.bytes); nothing was sent",
+				pipeline.ErrRecordTooLarge, i, len(txns), t.XID, t.CommitLSN, len(t.Changes), n, l.cfg.MaxRecordBytes)
+		}
 		recs[i] = &kgo.Record{Topic: l.cfg.Topic, Partition: partition, Value: v}
 	}
 	results := l.prod.ProduceSync(ctx, recs...)
-	last, written, definite := int64(-1), 0, true
+	last, written, definite, tooLarge := int64(-1), 0, true, false
 	var first error
 	for _, r := range results {
 		if r.Err != nil {
 			if first == nil {
 				first = r.Err
+			}
+			if errors.Is(r.Err, kerr.MessageTooLarge) {
+				tooLarge = true // the broker's limit is under ours
 			}
 			var ke *kerr.Error
 			if !errors.As(r.Err, &ke) || ke.Retriable {
@@ -219,6 +248,9 @@ func (l *Log) Produce(ctx context.Context, txns []model.Txn) (int64, error) {
 	switch {
 	case first == nil:
 		return last, nil
+	case tooLarge:
+		return 0, fmt.Errorf("kafkalog: produce %d txns (%d acknowledged): the topic's max.message.bytes is under MaxRecordBytes (%d): %w: %w",
+			len(txns), written, l.cfg.MaxRecordBytes, pipeline.ErrRecordTooLarge, first)
 	case written == 0 && definite:
 		return 0, fmt.Errorf("kafkalog: produce %d txns: %w: %w", len(txns), pipeline.ErrUnavailable, first)
 	default:

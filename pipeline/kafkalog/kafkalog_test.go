@@ -278,6 +278,8 @@ func TestKafka(t *testing.T) {
 		}
 	})
 
+	t.Run("RecordSize", func(t *testing.T) { testRecordSize(t, broker) })
+
 	t.Run("Unavailable", func(t *testing.T) {
 		dead, err := New(Config{Brokers: []string{"127.0.0.1:1"}, Topic: "t", ReplicationFactor: 1, MinInSync: 1, DeliveryTimeout: time.Second})
 		if err != nil {
