@@ -27,14 +27,16 @@ const DefaultMaxRecordBytes = 1_048_588
 // offsets, and optionally unclean leader election (an out-of-sync replica
 // may lead, losing acknowledged records).
 //
-// It refuses a record larger than its maximum record size as a Kafka broker
-// does (MESSAGE_TOO_LARGE), sizes counted as Kafka counts them on the
-// encoding the Kafka log writes (logcodec.TxnBytes). A Kafka broker checks
-// every record batch of a produce request's partition before appending any
-// of them (UnifiedLog.analyzeAndValidateRecords), so a request with one
-// oversize record appends nothing; a produce here is one request, so it is
-// refused whole, with pipeline.ErrRecordTooLarge, and the producer's
-// sequence does not advance (the broker never recorded the batch).
+// It refuses a record larger than its maximum record size, sizes counted as
+// Kafka counts them on the encoding the Kafka log writes (logcodec.TxnBytes).
+// A Kafka broker takes one record batch per partition in a produce request
+// and refuses a batch over max.message.bytes whole, with MESSAGE_TOO_LARGE
+// (UnifiedLog.analyzeAndValidateRecords); franz-go cuts a produce into
+// batches that fit, so only a record too large for a batch of its own is
+// ever refused, and the Kafka log (pipeline/kafkalog) refuses a produce
+// holding one before sending anything. So here a produce holding an oversize
+// record is refused whole, with pipeline.ErrRecordTooLarge, and the
+// producer's sequence does not advance (the broker never recorded it).
 //
 // The controller quorum and the group coordinator are modelled as this
 // struct (always available); brokers are sim nodes whose logs live on their
@@ -355,9 +357,8 @@ func (b *broker) produce(pid, seq int64, txns []model.Txn) (int64, error) {
 	return last, nil
 }
 
-// checkSizes refuses a produce request holding a record over the maximum
-// size, as Kafka does: the request is validated whole before anything is
-// appended.
+// checkSizes refuses a produce holding a record over the maximum size,
+// before anything of it is appended.
 func (c *Cluster) checkSizes(txns []model.Txn) error {
 	for i, t := range txns {
 		if logcodec.TxnBytesBound(t) <= c.maxRec {
