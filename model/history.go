@@ -78,8 +78,9 @@ type History struct {
 
 	QuietAt  time.Duration // faults healed and workload stopped
 	Deadline time.Duration // stores must have converged by then
-	// ConvergedAt is when each store first reached the final source
-	// position, absent when it never did.
+	// ConvergedAt is since when each store has held the final source
+	// position without falling behind again (the simulator samples it
+	// every 50ms), absent when it did not hold it at the end.
 	ConvergedAt map[string]time.Duration
 	// LogLosses counts acknowledged log records that the log later lost
 	// (unclean leader election): the pipeline cannot survive it, but the

@@ -76,10 +76,7 @@ func runContainers(name string, sys scenarios.System, seed uint64, rf runFlags) 
 			return err
 		}
 	}
-	if sys == scenarios.Pipeline && out.Violated() {
-		return errViolation
-	}
-	return nil
+	return judge(sys, out.Report)
 }
 
 // containerCampaign runs seeds of scenarios in containers, one run at a time
