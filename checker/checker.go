@@ -319,9 +319,9 @@ func sortKeys(ks []model.Key) {
 
 func docString(kind model.StoreKind, d model.Doc) string {
 	if kind == model.Search {
-		return fmt.Sprintf("lsn=%s %q revs=%d", d.LSN, d.Value, d.Revs)
+		return fmt.Sprintf("lsn=%s %q revs=%d", d.LSN, Abbrev(d.Value), d.Revs)
 	}
-	return fmt.Sprintf("lsn=%s %q", d.LSN, d.Value)
+	return fmt.Sprintf("lsn=%s %q", d.LSN, Abbrev(d.Value))
 }
 
 // obsKey identifies a distinct phantom or duplicate document in a store.
@@ -440,9 +440,9 @@ func (c *run) phantomDetail(kind model.StoreKind, k model.Key, d model.Doc, atLS
 	fmt.Fprintf(&b, "shows %s", docString(kind, d))
 	switch {
 	case atLSN != nil && atLSN.LSN == d.LSN:
-		fmt.Fprintf(&b, ", but lsn=%s wrote %q", d.LSN, atLSN.Value)
+		fmt.Fprintf(&b, ", but lsn=%s wrote %q", d.LSN, Abbrev(atLSN.Value))
 	case atLSN != nil:
-		fmt.Fprintf(&b, ", but as of lsn=%s the committed value was %q (written at lsn=%s)", d.LSN, atLSN.Value, atLSN.LSN)
+		fmt.Fprintf(&b, ", but as of lsn=%s the committed value was %q (written at lsn=%s)", d.LSN, Abbrev(atLSN.Value), atLSN.LSN)
 	default:
 		b.WriteString(", a version never committed")
 	}
@@ -843,4 +843,15 @@ func (c *run) fillVersions() {
 			a.Witness.Versions = v
 		}
 	}
+}
+
+// Abbrev shortens a document value for a witness: values of kilobytes
+// (past the TOAST threshold) keep their start and end and say how much was
+// left out, so a witness stays one readable line.
+func Abbrev(v string) string {
+	const head, tail = 48, 24
+	if len(v) <= head+tail+16 {
+		return v
+	}
+	return fmt.Sprintf("%s…(%d bytes)…%s", v[:head], len(v)-head-tail, v[len(v)-tail:])
 }

@@ -665,3 +665,14 @@ final replica at=%s pos=0/10 truth
 		t.Fatalf("witness: %s", d)
 	}
 }
+
+func TestAbbrevKeepsWitnessesReadable(t *testing.T) {
+	if got := Abbrev("bio=short"); got != "bio=short" {
+		t.Fatalf("Abbrev shortened a short value: %q", got)
+	}
+	long := "avatar=" + strings.Repeat("x", 3000) + ";bio=india juliet;rev=292"
+	got := Abbrev(long)
+	if len(got) > 120 || !strings.HasPrefix(got, "avatar=xxx") || !strings.HasSuffix(got, "bio=india juliet;rev=292") || !strings.Contains(got, "bytes)") {
+		t.Fatalf("Abbrev(%d bytes) = %q: want the start, the end and the count left out", len(long), got)
+	}
+}

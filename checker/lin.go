@@ -36,7 +36,7 @@ var readModel = porcupine.Model{
 	Hash: func(state any) uint64 { return uint64(state.(model.LSN)) },
 	DescribeOperation: func(input, output any) string {
 		out := output.(*readOutput)
-		return fmt.Sprintf("read(%s) -> lsn=%s %q", input.(*readInput).key, out.doc.LSN, out.doc.Value)
+		return fmt.Sprintf("read(%s) -> lsn=%s %q", input.(*readInput).key, out.doc.LSN, Abbrev(out.doc.Value))
 	},
 	DescribeState: func(state any) string { return "lsn>=" + state.(model.LSN).String() },
 }
