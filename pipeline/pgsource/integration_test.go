@@ -633,6 +633,7 @@ func randomText(t *testing.T, n int) string {
 // and named in Unchanged, never a placeholder, without it.
 func testKeyChangeAndToast(t *testing.T, dsn string) {
 	e := newEnv(t, dsn, map[string][]string{"docs": {"big", "small"}})
+	e.sql("ALTER TABLE docs REPLICA IDENTITY FULL") // CreateTables keeps the default
 	e.sql("CREATE TABLE plain (a int, b text, big text, small text, PRIMARY KEY (a, b))")
 	big := randomText(t, 40000) // incompressible enough to be stored out of line
 	s := e.stream(Config{})

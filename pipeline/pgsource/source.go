@@ -250,10 +250,13 @@ func (t *sqlTx) Delete(table, pk string) {
 }
 
 // CreateTables creates each table (a text primary key column named pk and
-// the given text columns) unless it exists, sets REPLICA IDENTITY FULL on
-// it, so that updates carry the old row and unchanged TOASTed values can be
-// filled in, and creates the publication DefaultPublication FOR ALL TABLES
-// unless it exists.
+// the given text columns) unless it exists, as applications have them: the
+// default replica identity (the key), so an update that leaves an
+// out-of-line value alone sends it as unchanged TOAST, and every text
+// column STORAGE EXTERNAL, so a value is out of line exactly when it makes
+// the row too long, never compressed back in (the simulated source's rule).
+// It creates the publication DefaultPublication FOR ALL TABLES unless it
+// exists.
 func CreateTables(ctx context.Context, pool *pgxpool.Pool, tables map[string][]string) error {
 	names := make([]string, 0, len(tables))
 	for t := range tables {
@@ -272,8 +275,10 @@ func CreateTables(ctx context.Context, pool *pgxpool.Pool, tables map[string][]s
 		if _, err := pool.Exec(ctx, "CREATE TABLE IF NOT EXISTS "+ident+" ("+strings.Join(defs, ", ")+")"); err != nil {
 			return fmt.Errorf("pgsource: create table %s: %w", t, err)
 		}
-		if _, err := pool.Exec(ctx, "ALTER TABLE "+ident+" REPLICA IDENTITY FULL"); err != nil {
-			return fmt.Errorf("pgsource: set replica identity of %s: %w", t, err)
+		for _, c := range tables[t] { // PostgreSQL 15 takes STORAGE only here
+			if _, err := pool.Exec(ctx, "ALTER TABLE "+ident+" ALTER COLUMN "+pgx.Identifier{c}.Sanitize()+" SET STORAGE EXTERNAL"); err != nil {
+				return fmt.Errorf("pgsource: set storage of %s.%s: %w", t, c, err)
+			}
 		}
 	}
 	if err := ensurePublication(ctx, pool, DefaultPublication); err != nil {
