@@ -340,6 +340,9 @@ func (c *Capture) records(txns []model.Txn) ([]model.Txn, error) {
 		if len(parts) == 1 && out == nil {
 			continue
 		}
+		if len(parts) > 1 {
+			c.logger().Debug("capture: split", "lsn", t.CommitLSN, "changes", len(t.Changes), "parts", len(parts))
+		}
 		if out == nil {
 			out = append(make([]model.Txn, 0, len(txns)+len(parts)), txns[:i]...)
 		}
