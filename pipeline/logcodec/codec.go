@@ -20,10 +20,11 @@ const Version = 1
 // wireTxn is the JSON form of a model.Txn:
 //
 //	{"v":1,"xid":7,"lsn":23456,"snapshot":true,"changes":[
-//	  {"table":"users","pk":"u2","op":"update","row":{"name":"Ann"},"old_pk":"u1","revs":3}]}
+//	  {"table":"users","pk":"u2","op":"update","row":{"name":"Ann"},"old_pk":"u1","revs":3,"unchanged":["bio"]}]}
 //
 // A nil row or change list is null and an empty one {} or []: decoding
-// gives back exactly what was encoded.
+// gives back exactly what was encoded (but an empty unchanged list, which
+// is left out, comes back nil).
 type wireTxn struct {
 	V        int          `json:"v"`
 	XID      uint64       `json:"xid"`
@@ -41,6 +42,8 @@ type wireChange struct {
 	Row   map[string]string `json:"row"`
 	OldPK string            `json:"old_pk,omitempty"`
 	Revs  int               `json:"revs,omitempty"`
+	// Unchanged is model.Change.Unchanged; an empty list comes back nil.
+	Unchanged []string `json:"unchanged,omitempty"`
 }
 
 // EncodeTxn is a transaction's record value.
@@ -73,7 +76,7 @@ func toWire(c model.Change) (wireChange, error) {
 	if !validUTF8(c) {
 		return wireChange{}, fmt.Errorf("%s is not valid UTF-8", c.Key())
 	}
-	return wireChange{Table: c.Table, PK: c.PK, Op: c.Op.String(), Row: c.Row, OldPK: c.OldPK, Revs: c.Revs}, nil
+	return wireChange{Table: c.Table, PK: c.PK, Op: c.Op.String(), Row: c.Row, OldPK: c.OldPK, Revs: c.Revs, Unchanged: c.Unchanged}, nil
 }
 
 // validUTF8 reports whether every string of c is valid UTF-8, which JSON
@@ -84,6 +87,11 @@ func validUTF8(c model.Change) bool {
 	}
 	for k, v := range c.Row {
 		if !utf8.ValidString(k) || !utf8.ValidString(v) {
+			return false
+		}
+	}
+	for _, col := range c.Unchanged {
+		if !utf8.ValidString(col) {
 			return false
 		}
 	}
@@ -115,7 +123,7 @@ func DecodeTxn(b []byte) (model.Txn, error) {
 		default:
 			return model.Txn{}, fmt.Errorf("logcodec: decode txn %d: change %d has unknown op %q", w.XID, i, c.Op)
 		}
-		t.Changes[i] = model.Change{Table: c.Table, PK: c.PK, Op: op, Row: c.Row, OldPK: c.OldPK, Revs: c.Revs}
+		t.Changes[i] = model.Change{Table: c.Table, PK: c.PK, Op: op, Row: c.Row, OldPK: c.OldPK, Revs: c.Revs, Unchanged: c.Unchanged}
 	}
 	return t, nil
 }

@@ -17,7 +17,7 @@ func TestCodecRoundTrip(t *testing.T) {
 		{XID: 1, CommitLSN: 10, Changes: []model.Change{}},
 		{XID: math.MaxUint64, CommitLSN: math.MaxUint64, Changes: []model.Change{
 			{Table: "users", PK: "u1", Op: model.OpInsert, Row: model.Row{"name": "Ann \"Lee\"", "bio": "ünïcode\n;="}},
-			{Table: "users", PK: "u2", Op: model.OpUpdate, Row: model.Row{}, OldPK: "u1"},
+			{Table: "users", PK: "u2", Op: model.OpUpdate, Row: model.Row{}, OldPK: "u1", Unchanged: []string{"bio", "photo"}},
 			{Table: "users", PK: "u3", Op: model.OpDelete},
 		}},
 		{XID: 3, CommitLSN: 30, Snapshot: true, Changes: []model.Change{
@@ -65,6 +65,9 @@ func TestCodecRoundTripGenerated(t *testing.T) {
 			if rapid.Bool().Draw(t, "hasRow") {
 				c.Row = rapid.MapOf(rapid.StringMatching(`[a-z]{1,4}`), rapid.String()).Draw(t, "row")
 			}
+			if rapid.Bool().Draw(t, "hasUnchanged") {
+				c.Unchanged = rapid.SliceOfN(rapid.StringMatching(`[a-z]{1,4}`), 1, 3).Draw(t, "unchanged")
+			}
 			want.Changes[i] = c
 		}
 		b, err := EncodeTxn(want)
@@ -97,5 +100,8 @@ func TestCodecRefuses(t *testing.T) {
 	}
 	if _, err := EncodeTxn(model.Txn{Changes: []model.Change{{Op: model.OpInsert, Row: model.Row{"v": "\xff"}}}}); err == nil {
 		t.Fatal("EncodeTxn of invalid UTF-8 succeeded")
+	}
+	if _, err := EncodeTxn(model.Txn{Changes: []model.Change{{Op: model.OpUpdate, Row: model.Row{}, Unchanged: []string{"\xff"}}}}); err == nil {
+		t.Fatal("EncodeTxn of an invalid UTF-8 unchanged column succeeded")
 	}
 }

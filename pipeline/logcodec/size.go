@@ -81,8 +81,9 @@ func TxnBytesBound(t model.Txn) int {
 const envelopeBound = 72 + 4*20
 
 // changeBound bounds one change's encoding:
-// {"table":S,"pk":S,"op":"update","row":R,"old_pk":S,"revs":N} is 55 bytes
-// besides its strings, its row and a number of at most 20 digits.
+// {"table":S,"pk":S,"op":"update","row":R,"old_pk":S,"revs":N,"unchanged":[S,S]}
+// is 55 bytes besides its strings, its row, a number of at most 20 digits
+// and the unchanged list (15 bytes besides its strings and commas).
 func changeBound(c model.Change) int {
 	n := 55 + 20 + str(c.Table) + str(c.PK) + str(c.OldPK)
 	row := 4 // null
@@ -92,7 +93,11 @@ func changeBound(c model.Change) int {
 			row += str(k) + 1 + str(v) + 1 // "k":"v",
 		}
 	}
-	return n + row
+	unchanged := 15
+	for _, col := range c.Unchanged {
+		unchanged += str(col) + 1
+	}
+	return n + row + unchanged
 }
 
 // str bounds a JSON string's encoding: quotes and six bytes per byte.

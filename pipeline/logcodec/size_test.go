@@ -42,6 +42,9 @@ func genChange(t *rapid.T) model.Change {
 	if rapid.Bool().Draw(t, "hasRow") {
 		c.Row = rapid.MapOf(s, s).Draw(t, "row")
 	}
+	if rapid.Bool().Draw(t, "hasUnchanged") {
+		c.Unchanged = rapid.SliceOfN(s, 1, 4).Draw(t, "unchanged")
+	}
 	return c
 }
 
@@ -102,7 +105,7 @@ func TestBoundsKnowEveryField(t *testing.T) {
 	if got, want := fields(wireTxn{}), "v xid lsn snapshot,omitempty chunk,omitempty chunks,omitempty changes"; got != want {
 		t.Errorf("wireTxn's fields are %q, were %q: update envelopeBound, then this test", got, want)
 	}
-	if got, want := fields(wireChange{}), "table pk op row old_pk,omitempty revs,omitempty"; got != want {
+	if got, want := fields(wireChange{}), "table pk op row old_pk,omitempty revs,omitempty unchanged,omitempty"; got != want {
 		t.Errorf("wireChange's fields are %q, were %q: update changeBound, then this test", got, want)
 	}
 }
