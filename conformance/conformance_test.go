@@ -474,10 +474,10 @@ func showMaybe(r model.Row, ok bool) string {
 	return showRow(r)
 }
 
-// netBugIn reports whether some prefix of txns, applied by model.State,
-// ends with other tables than applied change by change: the shapes of the
-// known simulator bug (see netBugShapes).
-func netBugIn(txns []model.Txn) bool {
+// netDiffers reports whether some prefix of txns, applied by model.State
+// (net transactions), ends with other tables than applied change by change:
+// what the moved-row shapes once showed (see movedRowShapes).
+func netDiffers(txns []model.Txn) bool {
 	for i := 1; i <= len(txns); i++ {
 		if diffRows(applyState(txns[:i]), applyRaw(txns[:i])) != "" {
 			return true
@@ -631,65 +631,31 @@ func testSource(t *testing.T, dsn string) {
 	for _, tc := range shapes() {
 		t.Run(tc.name, func(t *testing.T) { compare(t, pg, tc.prog) })
 	}
-	// A known simulator bug fails its own subtests; while it is there,
-	// random programs of its shapes are left out, here and in the stores'
-	// test, so that Random fails only on a disagreement nobody has named.
-	for _, tc := range netBugShapes() {
+	for _, tc := range movedRowShapes() {
 		t.Run(tc.name, func(t *testing.T) { compare(t, pg, tc.prog) })
 	}
 	t.Run("Random", func(t *testing.T) {
-		open := netBugOpen(t)
 		rapid.Check(t, func(t *rapid.T) {
 			prog := drawProgram(t)
 			got, want := runBoth(t, pg, prog)
-			if open && netBugIn(want.Txns) {
-				t.Skip("a shape of the known model.Net bug (netBugShapes)")
-			}
 			judge(t, prog, got, want)
+			if netDiffers(want.Txns) {
+				t.Fatalf("PostgreSQL's stream applied as net transactions (model.State) differs from applying it change by change\nprogram:\n%s", prog)
+			}
 		})
 	})
 }
 
-// netBugOpen reports whether the known model.Net bug is still there: the
-// simulator's own stream of one of netBugShapes, replayed by model.State,
-// is not what its changes do one by one.
-func netBugOpen(t *testing.T) bool {
-	t.Helper()
-	for _, tc := range netBugShapes() {
-		obs, err := runSim(tc.prog)
-		if err != nil {
-			t.Fatalf("%s: simulator: %v", tc.name, err)
-		}
-		if netBugIn(obs.Txns) {
-			return true
-		}
-	}
-	return false
-}
-
-// netBugShapes are a simulator bug, in model.Net, which the simulated
-// source's tables, the checker's ground truth (model.State) and the
-// appliers all use: a transaction moves a row off a key while leaving a big
-// value unchanged, so Net leaves the old key no change of its own (the
-// moved row's change, which keeps OldPK, reads the old row's value and
-// deletes it), and then writes the old key or the new key again:
-//
-//   - RekeyThenReuseOldKey: Net lists a key's change where the transaction
-//     first touched it, so the re-insert of the old key comes before the
-//     move that reads and deletes it. Applied in order, the new key's big
-//     value is filled from the new row at the old key (which lacks it) and
-//     the new row is deleted. PostgreSQL ends with a {v="s2"} and b
-//     {blob=big1/3000 v="s1"}; the simulator with only b {v="s1"}.
-//   - RekeyThenDeleteNewKey, RekeyThenSetEveryColumn: the later change of
-//     the new key replaces its net change with one without OldPK (a delete,
-//     or an update that sends every column), so nothing deletes the old key
-//     any more and it comes back. PostgreSQL ends without a; the simulator
-//     keeps a {blob=big1/3000 v="s1"}.
-//
-// The appliers net their batches the same way, so pgstore's replica, fed
-// PostgreSQL's own stream of these programs, ends as wrong: b without its
-// blob in the first, a back in the other two.
-func netBugShapes() []shape {
+// movedRowShapes move a row off a key while leaving a big value unchanged,
+// then write the old key or the new key again. They found a bug in
+// model.Net, which the simulated source's tables, the checker's ground
+// truth and the appliers all use: it let the moved row's change (which
+// kept OldPK) read and delete the old key, so a re-insert of the old key
+// listed before it lost the moved row's value, and a later change of the
+// new key left the old key alive. Net now gives the old key a change of its
+// own and names the source row in From, which stores read before the
+// transaction (model.ResolveFrom).
+func movedRowShapes() []shape {
 	big1 := bigValue(1, 3000)
 	put := func(pk string, row model.Row) stmt { return stmt{Op: opPut, Table: "t1", PK: pk, Row: row} }
 	insert := txnProg{Stmts: []stmt{put("a", model.Row{"v": "s1", "blob": big1})}}
@@ -788,15 +754,11 @@ func testStores(t *testing.T, dsn string) {
 		}
 	})
 	t.Run("Random", func(t *testing.T) {
-		open := netBugOpen(t)
 		rapid.Check(t, func(t *rapid.T) {
 			prog := drawProgram(t)
 			obs, err := runSim(prog)
 			if err != nil {
 				t.Fatalf("simulator: %v\nprogram:\n%s", err, prog)
-			}
-			if open && netBugIn(obs.Txns) {
-				t.Skip("a shape of the known model.Net bug (netBugShapes)")
 			}
 			net := make([]model.Txn, len(obs.Txns))
 			truth := model.NewState()

@@ -154,6 +154,11 @@ type Change struct {
 	// TOAST marker): a store keeps the value it holds for them. Sorted; Row
 	// lacks those columns.
 	Unchanged []string
+	// From, in a net transaction only (Net), is the key whose row as
+	// stored before the transaction holds the Unchanged columns: the row's
+	// key before the transaction moved it. Empty: the change's own key.
+	// Unlike OldPK it deletes nothing; the old key has a change of its own.
+	From string
 	// Revs, in a snapshot's changes only, is how many changes the row has
 	// had so far, so a store loaded from a snapshot counts the same
 	// revisions as one that saw every change.

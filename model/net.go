@@ -2,14 +2,15 @@ package model
 
 import "slices"
 
-// Net is a transaction's effect per row: at most one change per key, in the
-// order the transaction first touched each key. A store that versions its
-// documents by commit LSN can take each change of a net transaction on its
-// own (guarded by that LSN, in any number of requests) and still end at the
-// transaction's final state, because no key is written twice at one LSN.
-// The raw changes cannot be taken that way: every change of a transaction
-// shares its commit LSN, so a guard that skips "this LSN or older" keeps
-// the first of two updates to a row and drops the second.
+// Net is a transaction's effect per row: at most one change per key, for
+// every key the transaction touched, in the order it first touched them. A
+// store that versions its documents by commit LSN can take each change of a
+// net transaction on its own (guarded by that LSN, in any number of
+// requests) and still end at the transaction's final state, because no key
+// is written twice at one LSN. The raw changes cannot be taken that way:
+// every change of a transaction shares its commit LSN, so a guard that
+// skips "this LSN or older" keeps the first of two updates to a row and
+// drops the second.
 //
 // The rules, per key, over the changes in order:
 //   - an insert, or any write after a delete in the transaction, makes the
@@ -18,14 +19,15 @@ import "slices"
 //     keeps that row's op; the last row image wins;
 //   - a delete makes the net change a delete;
 //   - a primary-key change (OldPK) deletes the old key and creates the new
-//     one, so the net transaction has a delete for the old key and an insert
-//     for the new one, with no OldPK;
+//     one: the old key's net change is a delete (unless the transaction
+//     writes it again), the new key's an insert, and no net change has an
+//     OldPK;
 //   - unchanged (TOAST) columns are filled from the row the transaction
 //     itself wrote earlier, when it did; the ones it cannot fill stay in
-//     Unchanged for the store to keep. When such columns must come from the
-//     old key of a key change, the new key's change keeps OldPK (the store
-//     reads the old document, then deletes it) and the old key gets no
-//     change of its own: that is still one write per key.
+//     Unchanged, with From naming the key whose row as stored before the
+//     transaction holds them when that is not the change's own key (the
+//     row was moved). ResolveFrom fills those before a store applies the
+//     transaction, so the order of the net changes never matters.
 //
 // A transaction that touches every key once and changes no key is returned
 // as it is. Snapshots are returned as they are.
@@ -73,6 +75,7 @@ func needsNet(cs []Change) bool {
 // netRow is what the transaction has done to one key so far.
 type netRow struct {
 	key     Key
+	written bool // the transaction wrote a row here (row holds it)
 	deleted bool
 	fresh   bool // (re)created in this transaction
 	row     Row
@@ -80,9 +83,6 @@ type netRow struct {
 	// (the key itself when from is "").
 	unchanged []string
 	from      string
-	// movedAway: the key's only effect is being the source of a key change
-	// that still needs its stored row; the moved row's change deletes it.
-	movedAway bool
 }
 
 type netter struct {
@@ -106,12 +106,9 @@ func (n *netter) apply(c Change) {
 	case c.OldPK != "" && c.OldPK != c.PK:
 		old := n.get(Key{Table: c.Table, PK: c.OldPK})
 		row, unchanged, from := fill(c, old)
-		if len(unchanged) > 0 && from == "" {
-			from = c.OldPK // the old key's stored row
-		}
-		*old = netRow{key: old.key, deleted: true, movedAway: len(unchanged) > 0 && from == c.OldPK}
+		*old = netRow{key: old.key, deleted: true}
 		r := n.get(k)
-		*r = netRow{key: k, fresh: true, row: row, unchanged: unchanged, from: from}
+		*r = netRow{key: k, written: true, fresh: true, row: row, unchanged: unchanged, from: from}
 	case c.Op == OpDelete:
 		r := n.get(k)
 		*r = netRow{key: k, deleted: true}
@@ -119,20 +116,20 @@ func (n *netter) apply(c Change) {
 		r := n.get(k)
 		row, unchanged, from := fill(c, r)
 		fresh := c.Op == OpInsert || r.deleted || r.fresh
-		*r = netRow{key: k, fresh: fresh, row: row, unchanged: unchanged, from: from}
+		*r = netRow{key: k, written: true, fresh: fresh, row: row, unchanged: unchanged, from: from}
 	}
 }
 
 // fill is c's row with its unchanged columns taken from what the
 // transaction already wrote to prev's key, and the columns still unknown
-// with the key whose stored row holds them ("" for c's own key).
+// with the key whose row as stored before the transaction holds them.
 func fill(c Change, prev *netRow) (Row, []string, string) {
 	if len(c.Unchanged) == 0 {
 		return c.Row, nil, ""
 	}
-	if prev.deleted || (prev.row == nil && len(prev.unchanged) == 0) {
-		// Nothing written in this transaction: the stored row has them.
-		return c.Row, c.Unchanged, prev.from
+	if !prev.written {
+		// The transaction did not write this row: its stored row has them.
+		return c.Row, c.Unchanged, prev.key.PK
 	}
 	row := make(Row, len(c.Row)+len(c.Unchanged))
 	for col, v := range c.Row {
@@ -146,35 +143,63 @@ func fill(c Change, prev *netRow) (Row, []string, string) {
 			still = append(still, col)
 		}
 	}
+	if still == nil {
+		return row, nil, ""
+	}
 	return row, still, prev.from
 }
 
 func (n *netter) changes() []Change {
 	out := make([]Change, 0, len(n.rows))
 	for _, r := range n.rows {
-		switch {
-		case r.movedAway:
-			// Deleted by the change that moved its row (OldPK).
-		case r.deleted:
+		if r.deleted {
 			out = append(out, Change{Table: r.key.Table, PK: r.key.PK, Op: OpDelete})
-		default:
-			op := OpUpdate
-			if r.fresh {
-				op = OpInsert
-			}
-			c := Change{Table: r.key.Table, PK: r.key.PK, Op: op, Row: r.row, OldPK: r.from}
-			if len(r.unchanged) > 0 {
-				c.Unchanged = slices.Clone(r.unchanged)
-			}
-			out = append(out, c)
+			continue
 		}
+		op := OpUpdate
+		if r.fresh {
+			op = OpInsert
+		}
+		c := Change{Table: r.key.Table, PK: r.key.PK, Op: op, Row: r.row}
+		if len(r.unchanged) > 0 {
+			c.Unchanged = slices.Clone(r.unchanged)
+			if r.from != r.key.PK {
+				c.From = r.from
+			}
+		}
+		out = append(out, c)
 	}
 	return out
 }
 
+// ResolveFrom fills, before a store applies t, the unchanged columns of
+// t's changes that come from another key's row (From) with that row as the
+// store holds it before the transaction (stored; nil when it holds none).
+// Changes without From are returned as they are: their unchanged columns
+// come from their own key, which a net transaction writes once, so the
+// store fills them when it applies the change (MergeUnchanged).
+func ResolveFrom(t Txn, stored func(Key) Row) Txn {
+	var out []Change
+	for i, c := range t.Changes {
+		if c.From == "" {
+			continue
+		}
+		if out == nil {
+			out = slices.Clone(t.Changes)
+		}
+		c = MergeUnchanged(c, stored(Key{Table: c.Table, PK: c.From}))
+		out[i] = c
+	}
+	if out == nil {
+		return t
+	}
+	t.Changes = out
+	return t
+}
+
 // MergeUnchanged returns c with its unchanged columns filled from src, the
-// row the store holds for them (the old key's on a key change): the rule
-// every store and the ground truth share. Columns src lacks stay absent.
+// row the store holds for them: the rule every store and the ground truth
+// share. Columns src lacks stay absent. Unchanged and From are cleared.
 func MergeUnchanged(c Change, src Row) Change {
 	if len(c.Unchanged) == 0 {
 		return c
@@ -188,6 +213,6 @@ func MergeUnchanged(c Change, src Row) Change {
 			row[col] = v
 		}
 	}
-	c.Row, c.Unchanged = row, nil
+	c.Row, c.Unchanged, c.From = row, nil, ""
 	return c
 }

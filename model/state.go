@@ -34,7 +34,8 @@ func NewState() *State { return &State{rows: map[Key]Entry{}} }
 // stored row's values. A row's write count grows by one per transaction
 // that writes it, however many statements did.
 func (s *State) Apply(t Txn) {
-	for _, c := range Net(t).Changes {
+	n := ResolveFrom(Net(t), func(k Key) Row { return s.rows[k].Row })
+	for _, c := range n.Changes {
 		s.applyChange(c, t.CommitLSN)
 	}
 	if t.CommitLSN > s.pos {

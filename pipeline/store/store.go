@@ -58,14 +58,18 @@ func (s Slot) Row(kind model.StoreKind) model.Row {
 // of this kind: only the search index keeps them.
 func Keeps(kind model.StoreKind) bool { return kind == model.Search }
 
-// Keys returns every key the transactions' changes write or delete (the old
-// key of a primary-key update included), sorted and without repeats.
+// Keys returns every key the transactions' changes write or delete or read
+// unchanged columns from (the old key of a primary-key change, From),
+// sorted and without repeats.
 func Keys(txns []model.Txn) []model.Key {
 	seen := map[model.Key]struct{}{}
 	for _, t := range txns {
 		for _, c := range t.Changes {
 			if c.OldPK != "" && c.OldPK != c.PK {
 				seen[model.Key{Table: c.Table, PK: c.OldPK}] = struct{}{}
+			}
+			if c.From != "" {
+				seen[model.Key{Table: c.Table, PK: c.From}] = struct{}{}
 			}
 			seen[c.Key()] = struct{}{}
 		}
@@ -98,6 +102,7 @@ func (o *Overlay) Get(k model.Key) Slot {
 
 // ApplyTxn applies every change of t at its commit LSN, in order.
 func (o *Overlay) ApplyTxn(t model.Txn) {
+	t = model.ResolveFrom(t, func(k model.Key) model.Row { return o.Get(k).Row(o.kind) })
 	for _, c := range t.Changes {
 		o.Apply(c, t.CommitLSN)
 	}
@@ -211,36 +216,54 @@ func Revs(kind model.StoreKind, c model.Change, lsn model.LSN) (fresh model.Doc,
 }
 
 // ResolveUnchanged fills the unchanged columns (model.Change.Unchanged) of
-// the transactions' changes, in order, from the rows the transactions
-// themselves wrote earlier or, for rows they did not, from the rows the
-// store holds, which load returns for the keys asked (a key the store does
+// the transactions' changes, transaction by transaction, as a store that
+// applied them in order would: a change with From from that key's row as it
+// stood before its transaction, any other from its own key's row (the old
+// key's for a raw key change) as it stands when the change is applied.
+// Rows the batch itself wrote earlier come from the batch; the rest from
+// the store, which load returns for the keys asked (a key the store does
 // not hold is left out). It is for adapters that apply changes with
-// statements rather than through an Overlay (pgstore). Transactions with
-// no unchanged columns are returned as they are.
+// statements rather than through an Overlay (pgstore, the simulated search
+// index). Transactions with no unchanged columns are returned as they are.
 func ResolveUnchanged(txns []model.Txn, load func(keys []model.Key) (map[model.Key]model.Row, error)) ([]model.Txn, error) {
 	src := func(c model.Change) model.Key {
 		k := c.Key()
-		if c.OldPK != "" {
+		switch {
+		case c.From != "":
+			k.PK = c.From
+		case c.OldPK != "":
 			k.PK = c.OldPK
 		}
 		return k
 	}
 	// Which rows must come from the store: those no earlier change in the
-	// batch wrote or deleted.
-	touched := map[model.Key]bool{}
+	// batch wrote or deleted (for From: no earlier transaction).
+	written := map[model.Key]bool{}
+	asked := map[model.Key]bool{}
 	var need []model.Key
+	ask := func(k model.Key) {
+		if !written[k] && !asked[k] {
+			asked[k] = true
+			need = append(need, k)
+		}
+	}
 	any := false
 	for _, t := range txns {
 		for _, c := range t.Changes {
-			any = any || len(c.Unchanged) > 0
-			if len(c.Unchanged) > 0 && !touched[src(c)] {
-				need = append(need, src(c))
-				touched[src(c)] = true // asked once
+			if len(c.Unchanged) > 0 && c.From != "" {
+				any = true
+				ask(src(c))
+			}
+		}
+		for _, c := range t.Changes {
+			if len(c.Unchanged) > 0 && c.From == "" {
+				any = true
+				ask(src(c))
 			}
 			if c.OldPK != "" {
-				touched[model.Key{Table: c.Table, PK: c.OldPK}] = true
+				written[model.Key{Table: c.Table, PK: c.OldPK}] = true
 			}
-			touched[c.Key()] = true
+			written[c.Key()] = true
 		}
 	}
 	if !any {
@@ -258,6 +281,7 @@ func ResolveUnchanged(txns []model.Txn, load func(keys []model.Key) (map[model.K
 	}
 	out := make([]model.Txn, len(txns))
 	for i, t := range txns {
+		t = model.ResolveFrom(t, func(k model.Key) model.Row { return rows[k] })
 		out[i] = t
 		out[i].Changes = make([]model.Change, len(t.Changes))
 		for j, c := range t.Changes {

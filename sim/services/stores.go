@@ -7,6 +7,7 @@ import (
 
 	"lockstep/model"
 	"lockstep/pipeline"
+	"lockstep/pipeline/store"
 	"lockstep/sim"
 )
 
@@ -192,12 +193,20 @@ func (s *Store) checkBase(base *model.Position) error {
 	return nil
 }
 
+// writeTxn applies a transaction's changes in order, after filling the
+// unchanged columns that come from another key's row as it stood before
+// the transaction (model.ResolveFrom).
+func (s *Store) writeTxn(t model.Txn, guarded bool) {
+	t = model.ResolveFrom(t, s.row)
+	for _, c := range t.Changes {
+		s.write(c, t.CommitLSN, guarded)
+	}
+}
+
 // Load writes a transaction's changes directly, as the application's
 // initial load does for naive dual writes (which have no log to replay).
 func (s *Store) Load(t model.Txn) {
-	for _, c := range t.Changes {
-		s.write(c, t.CommitLSN, false)
-	}
+	s.writeTxn(t, false)
 	s.sync()
 }
 
@@ -210,9 +219,7 @@ func (s *Store) applyBatch(b pipeline.Batch, guarded bool) error {
 		s.reset()
 	}
 	for _, t := range b.Txns {
-		for _, c := range t.Changes {
-			s.write(c, t.CommitLSN, guarded)
-		}
+		s.writeTxn(t, guarded)
 	}
 	s.setPos(b.Position)
 	s.sync()
@@ -266,6 +273,23 @@ func (c *StoreClient) Apply(ctx context.Context, b pipeline.Batch) error {
 			return err
 		}
 	}
+	// Unchanged columns across bulk requests: read the stored rows they
+	// come from first (a search engine's multi-get), as the real adapter
+	// does, since no one request sees the whole transaction.
+	txns, err := store.ResolveUnchanged(b.Txns, func(keys []model.Key) (map[model.Key]model.Row, error) {
+		return sim.Call(ctx, c.From, c.To, c.timeout(), func(s *Store) (map[model.Key]model.Row, error) {
+			out := map[model.Key]model.Row{}
+			for _, k := range keys {
+				if r := s.row(k); r != nil {
+					out[k] = r
+				}
+			}
+			return out, nil
+		})
+	})
+	if err != nil {
+		return err
+	}
 	// Bulk requests of at most BulkDocs documents, each applied on its own:
 	// a crash between two leaves the batch half done.
 	type docWrite struct {
@@ -285,7 +309,7 @@ func (c *StoreClient) Apply(ctx context.Context, b pipeline.Batch) error {
 			}
 		})
 	}
-	for _, t := range b.Txns {
+	for _, t := range txns {
 		for _, ch := range t.Changes {
 			bulk = append(bulk, docWrite{ch, t.CommitLSN})
 			if len(bulk) == BulkDocs {
@@ -317,9 +341,7 @@ func (c *StoreClient) Position(ctx context.Context) (model.Position, bool, error
 // Write implements pipeline.DirectStore: one blind request.
 func (c *StoreClient) Write(ctx context.Context, t model.Txn) error {
 	_, err := sim.Call(ctx, c.From, c.To, c.timeout(), func(s *Store) (struct{}, error) {
-		for _, ch := range t.Changes {
-			s.write(ch, t.CommitLSN, false)
-		}
+		s.writeTxn(t, false)
 		s.sync()
 		return struct{}{}, nil
 	})
