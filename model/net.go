@@ -35,7 +35,12 @@ func Net(t Txn) Txn {
 	if t.Snapshot || !needsNet(t.Changes) {
 		return t
 	}
-	n := netter{at: map[Key]int{}}
+	// Rows are at most one per change plus one per key change: allocate
+	// them once, so that pointers into the slice stay valid.
+	n := netter{rows: make([]netRow, 0, 2*len(t.Changes))}
+	if len(t.Changes) > smallTxn {
+		n.at = make(map[Key]int, len(t.Changes))
+	}
 	for _, c := range t.Changes {
 		n.apply(c)
 	}
@@ -46,7 +51,7 @@ func Net(t Txn) Txn {
 
 // needsNet reports whether some key is written twice or a key changes.
 func needsNet(cs []Change) bool {
-	if len(cs) <= 16 {
+	if len(cs) <= smallTxn {
 		for i, c := range cs {
 			if c.OldPK != "" && c.OldPK != c.PK {
 				return true
@@ -72,6 +77,10 @@ func needsNet(cs []Change) bool {
 	return false
 }
 
+// smallTxn is the most changes for which a linear scan beats a map (the
+// bulk workloads' transactions are 20 to 60 changes).
+const smallTxn = 64
+
 // netRow is what the transaction has done to one key so far.
 type netRow struct {
 	key     Key
@@ -86,18 +95,25 @@ type netRow struct {
 }
 
 type netter struct {
-	rows []*netRow
-	at   map[Key]int
+	rows []netRow
+	at   map[Key]int // for transactions of more than smallTxn changes
 }
 
 func (n *netter) get(k Key) *netRow {
-	if i, ok := n.at[k]; ok {
-		return n.rows[i]
+	if n.at == nil {
+		for i := range n.rows {
+			if n.rows[i].key == k {
+				return &n.rows[i]
+			}
+		}
+	} else if i, ok := n.at[k]; ok {
+		return &n.rows[i]
 	}
-	r := &netRow{key: k}
-	n.at[k] = len(n.rows)
-	n.rows = append(n.rows, r)
-	return r
+	if n.at != nil {
+		n.at[k] = len(n.rows)
+	}
+	n.rows = append(n.rows, netRow{key: k})
+	return &n.rows[len(n.rows)-1]
 }
 
 func (n *netter) apply(c Change) {
@@ -151,7 +167,8 @@ func fill(c Change, prev *netRow) (Row, []string, string) {
 
 func (n *netter) changes() []Change {
 	out := make([]Change, 0, len(n.rows))
-	for _, r := range n.rows {
+	for i := range n.rows {
+		r := &n.rows[i]
 		if r.deleted {
 			out = append(out, Change{Table: r.key.Table, PK: r.key.PK, Op: OpDelete})
 			continue

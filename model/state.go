@@ -23,6 +23,9 @@ type State struct {
 	rows map[Key]Entry
 	pos  LSN
 	hash uint64 // XOR of RowHash over live rows: order-free, updated per change
+	// hashing is set by the first Hash call: a state nobody asks for its
+	// hash (the simulated source's tables, a fold) never hashes a row.
+	hashing bool
 }
 
 // NewState returns an empty state at LSN 0.
@@ -62,7 +65,7 @@ func (s *State) applyChange(c Change, lsn LSN) {
 	}
 	old, had := s.rows[k]
 	if had {
-		s.hash ^= RowHash(k, old.Row)
+		s.unhash(k, old.Row)
 	}
 	writes := 1
 	switch {
@@ -72,12 +75,14 @@ func (s *State) applyChange(c Change, lsn LSN) {
 		writes = old.Writes + 1
 	}
 	s.rows[k] = Entry{Row: c.Row, LSN: lsn, Writes: writes}
-	s.hash ^= RowHash(k, c.Row)
+	if s.hashing {
+		s.hash ^= RowHash(k, c.Row)
+	}
 }
 
 func (s *State) remove(k Key) {
 	if old, had := s.rows[k]; had {
-		s.hash ^= RowHash(k, old.Row)
+		s.unhash(k, old.Row)
 		delete(s.rows, k)
 	}
 }
@@ -99,11 +104,26 @@ func (s *State) Keys() []Key { return SortedKeys(s.rows) }
 
 // Hash identifies the state's rows (not their LSNs): two states with the same
 // rows have the same hash whatever order they were built in.
-func (s *State) Hash() uint64 { return s.hash }
+func (s *State) Hash() uint64 {
+	if !s.hashing {
+		s.hashing = true
+		s.hash = 0
+		for k, e := range s.rows {
+			s.hash ^= RowHash(k, e.Row)
+		}
+	}
+	return s.hash
+}
+
+func (s *State) unhash(k Key, r Row) {
+	if s.hashing {
+		s.hash ^= RowHash(k, r)
+	}
+}
 
 // Clone returns an independent copy.
 func (s *State) Clone() *State {
-	c := &State{rows: make(map[Key]Entry, len(s.rows)), pos: s.pos, hash: s.hash}
+	c := &State{rows: make(map[Key]Entry, len(s.rows)), pos: s.pos, hash: s.hash, hashing: s.hashing}
 	for k, e := range s.rows {
 		c.rows[k] = e
 	}
@@ -249,6 +269,16 @@ func SearchTerms(r Row) string {
 // appendWords appends the words of s to dst, skipping those in seen (and
 // adding the rest) when seen is not nil.
 func appendWords(dst []string, s string, seen map[string]struct{}) []string {
+	if len(s) > 64 && strings.IndexByte(s, ' ') < 0 && strings.IndexByte(s, '\t') < 0 && strings.IndexByte(s, '\n') < 0 {
+		// One long token (an encoded image, a spec): no byte-by-byte scan.
+		if seen != nil {
+			if _, dup := seen[s]; dup {
+				return dst
+			}
+			seen[s] = struct{}{}
+		}
+		return append(dst, s)
+	}
 	add := func(w string) {
 		if seen != nil {
 			if _, dup := seen[w]; dup {

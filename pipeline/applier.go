@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"lockstep/model"
@@ -170,6 +171,9 @@ func incompleteTxn(pos model.Position, recs []Record) int {
 
 // wholeSnapshots lists the snapshots (by LSN) of which recs hold every chunk.
 func wholeSnapshots(recs []Record) map[model.LSN]bool {
+	if !slices.ContainsFunc(recs, func(r Record) bool { return r.Txn.Snapshot }) {
+		return nil // the usual fetch: no maps to build
+	}
 	chunks := map[model.LSN]map[int]bool{}
 	want := map[model.LSN]int{}
 	for _, r := range recs {
@@ -301,7 +305,6 @@ func plan(pos model.Position, recs []Record, reapply bool) ([]Batch, int) {
 		case isPart(t):
 			// A copy of a transaction the store holds, or a part of one
 			// being gathered, or of an abandoned attempt.
-		case t.Snapshot && t.Chunk == 0 && !whole[t.CommitLSN]:
 		case t.Snapshot && t.Chunk == 0 && !whole[t.CommitLSN]:
 			// A snapshot the capture never finished appending (a newer one
 			// follows): applying it would show a state never committed.

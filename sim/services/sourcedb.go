@@ -179,12 +179,21 @@ func (tx *dbTx) Put(table, pk string, row model.Row) {
 		tx.changes = append(tx.changes, model.Change{Table: table, PK: pk, Op: model.OpInsert, Row: row})
 		return
 	}
-	merged := make(model.Row, len(old)+len(row))
-	for c, v := range old {
-		merged[c] = v
+	merged := row
+	for c := range old {
+		if _, set := row[c]; !set {
+			merged = nil // some column keeps its value: merge
+			break
+		}
 	}
-	for c, v := range row {
-		merged[c] = v
+	if merged == nil {
+		merged = make(model.Row, len(old)+len(row))
+		for c, v := range old {
+			merged[c] = v
+		}
+		for c, v := range row {
+			merged[c] = v
+		}
 	}
 	tx.view[k] = &merged
 	sent, unchanged := toastImage(merged, func(c string) bool { _, set := row[c]; return !set })
@@ -196,6 +205,13 @@ func (tx *dbTx) Put(table, pk string, row model.Row) {
 // the update did not set, which it marks unchanged (their data is not in
 // the WAL record).
 func toastImage(row model.Row, untouched func(col string) bool) (model.Row, []string) {
+	big := false
+	for c, v := range row {
+		big = big || (len(v) >= ToastThreshold && untouched(c))
+	}
+	if !big {
+		return row, nil
+	}
 	var unchanged []string
 	for _, c := range row.Columns() {
 		if len(row[c]) >= ToastThreshold && untouched(c) {

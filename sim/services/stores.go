@@ -21,9 +21,11 @@ type Store struct {
 	n     *sim.Node
 	docs  map[model.Key]model.Doc
 	tombs map[model.Key]model.LSN // search: deleted documents' versions
-	// sources are the search index's stored rows (a search engine's
-	// _source), which a partial update merges unchanged columns into; the
-	// replica's and the cache's documents are their rows already.
+	// sources are the rows the documents were built from: the search
+	// index's stored source (a search engine's _source), which a partial
+	// update merges unchanged columns into. The replica's and the cache's
+	// documents are their rows already; they are kept here too so merging
+	// never decodes a document (volatile: rebuilt from the documents).
 	sources map[model.Key]model.Row
 	pos     model.Position
 	hasPos  bool
@@ -80,11 +82,11 @@ func (s *Store) Position() (model.Position, bool) { return s.pos, s.hasPos }
 
 // row is the row the store holds for k, for merging unchanged columns.
 func (s *Store) row(k model.Key) model.Row {
-	if s.kind == model.Search {
-		return s.sources[k]
+	if r, ok := s.sources[k]; ok {
+		return r
 	}
-	if d, ok := s.docs[k]; ok {
-		return model.DecodeRow(d.Value)
+	if d, ok := s.docs[k]; ok && s.kind != model.Search {
+		return model.DecodeRow(d.Value) // loaded from disk after a restart
 	}
 	return nil
 }
@@ -94,8 +96,8 @@ func (s *Store) setDoc(k model.Key, d model.Doc, row model.Row) {
 	if durable(s.kind) {
 		s.n.Disk().Put(docKey("doc", k), d)
 	}
+	s.sources[k] = row
 	if s.kind == model.Search {
-		s.sources[k] = row
 		s.n.Disk().Put(docKey("src", k), row)
 	}
 	if _, ok := s.tombs[k]; ok {
@@ -113,7 +115,9 @@ func (s *Store) deleteDoc(k model.Key, lsn model.LSN) {
 	}
 	if _, ok := s.sources[k]; ok {
 		delete(s.sources, k)
-		s.n.Disk().Delete(docKey("src", k))
+		if s.kind == model.Search {
+			s.n.Disk().Delete(docKey("src", k))
+		}
 	}
 	if s.kind == model.Search {
 		s.tombs[k] = lsn
@@ -143,7 +147,9 @@ func (s *Store) reset() {
 	}
 	for _, k := range model.SortedKeys(s.sources) {
 		delete(s.sources, k)
-		s.n.Disk().Delete(docKey("src", k))
+		if s.kind == model.Search {
+			s.n.Disk().Delete(docKey("src", k))
+		}
 	}
 	for _, k := range model.SortedKeys(s.tombs) {
 		delete(s.tombs, k)
