@@ -221,7 +221,10 @@ func (p *Profiles) Next(r *rand.Rand) pipeline.TxnFunc {
 }
 
 // Bulk runs large multi-row transactions over an inventory table: each
-// touches tens of rows, and some delete and re-insert rows in one go.
+// touches tens of rows, and some delete and re-insert rows in one go or
+// write them twice; one in a hundred replaces a catalog whose specs (big
+// values, out of line) make the transaction larger than a log record may
+// be.
 type Bulk struct {
 	Items            int
 	MinRows, MaxRows int
@@ -238,11 +241,26 @@ func (b *Bulk) Initial() []model.Change {
 		cs = append(cs, model.Change{Table: "items", PK: item(i), Op: model.OpInsert,
 			Row: model.Row{"qty": "10", "tag": "initial"}})
 	}
+	for i := 0; i < ImportRows; i++ {
+		cs = append(cs, model.Change{Table: "catalog", PK: catalogRow(i), Op: model.OpInsert,
+			Row: model.Row{"spec": "none", "tag": "initial"}})
+	}
 	return cs
 }
 
+// ImportRows and ImportSpecBytes size a catalog import: a transaction past
+// the log's maximum record size (Kafka's default message.max.bytes is
+// about 1 MB), which the capture must split and the stores take whole.
+const (
+	ImportRows      = 48
+	ImportSpecBytes = 24_000
+)
+
 func (b *Bulk) Next(r *rand.Rand) pipeline.TxnFunc {
 	b.batch++
+	if r.IntN(100) == 0 {
+		return b.catalogImport(r)
+	}
 	tag := fmt.Sprintf("batch%d %s", b.batch, words[r.IntN(len(words))])
 	n := b.MinRows + r.IntN(b.MaxRows-b.MinRows+1)
 	picked := map[int]bool{}
@@ -272,6 +290,24 @@ func (b *Bulk) Next(r *rand.Rand) pipeline.TxnFunc {
 			default:
 				tx.Put("items", item(id), model.Row{"qty": strconv.Itoa(qty[i]), "tag": tag})
 			}
+		}
+		return nil
+	}
+}
+
+func catalogRow(i int) string { return fmt.Sprintf("c%02d", i) }
+
+// catalogImport replaces the catalog: ImportRows rows of ImportSpecBytes
+// each, about 1.15 MB in one transaction. The catalog is a table of its own
+// so that the items' frequent updates stay small.
+func (b *Bulk) catalogImport(r *rand.Rand) pipeline.TxnFunc {
+	spec := BigValue(r, ImportSpecBytes)
+	tag := fmt.Sprintf("import%d", b.batch)
+	return func(tx pipeline.Tx) error {
+		for i := 0; i < ImportRows; i++ {
+			id := catalogRow(i)
+			// Each row's spec differs in its first bytes, as real ones do.
+			tx.Put("catalog", id, model.Row{"spec": id + spec[len(id):], "tag": tag})
 		}
 		return nil
 	}
