@@ -123,6 +123,7 @@ func TestKnownBugsAreCaught(t *testing.T) {
 		{"reorder-deletes-first", "crash-appliers", pipeline.Bugs{ReorderBatch: true}, checker.Lost},
 		{"lsn-only-version", "steady", pipeline.Bugs{LSNOnlyVersion: true}, checker.Divergent},
 		{"drop-unchanged-toast", "steady", pipeline.Bugs{DropUnchangedToast: true}, checker.Divergent},
+		{"no-split-large-txn", "zombie-pause", pipeline.Bugs{NoSplitLargeTxn: true}, checker.NotConverged},
 	}
 	for _, c := range cases {
 		t.Run(c.bug, func(t *testing.T) {
