@@ -78,7 +78,7 @@ exit 2 and what to do; other errors are retried with a pause.`,
 				return err
 			}
 			defer klog.Close()
-			c := &pipeline.Capture{Env: &realenv.Env{Base: ctx}, Log: klog, Logger: logger, Bugs: bugs}
+			c := &pipeline.Capture{Env: &realenv.Env{Base: ctx}, Log: klog, Logger: logger, Bugs: bugs, MaxTxnBytes: common.maxRecord}
 			logger.Info("lockstep: ready", "source", redact(*source), "topic", common.topic)
 			return drained(runCapture(ctx, c, stream, logger), logger)
 		}
@@ -141,6 +141,10 @@ func runCapture(ctx context.Context, c *pipeline.Capture, stream pipeline.Change
 			return usagef("stopped: %v", nk)
 		}
 		return usagef("stopped: %v", perm.err)
+	}
+	if errors.Is(err, pipeline.ErrRecordTooLarge) {
+		// One change larger than any log record: retrying cannot help.
+		return usagef("stopped: %v", err)
 	}
 	return err
 }
@@ -230,6 +234,7 @@ from the position saved in the store itself.`,
 
 type commonFlags struct {
 	brokers, topic, bugs string
+	maxRecord            int
 }
 
 func serviceFlags(fs *flag.FlagSet) *commonFlags {
@@ -237,11 +242,15 @@ func serviceFlags(fs *flag.FlagSet) *commonFlags {
 	fs.StringVar(&c.brokers, "brokers", "", "Kafka bootstrap brokers, comma-separated HOST:PORT")
 	fs.StringVar(&c.topic, "topic", "lockstep", "Kafka topic")
 	fs.StringVar(&c.bugs, "bug", "", "break the pipeline on purpose (for harness tests): "+bugList())
+	fs.IntVar(&c.maxRecord, "max-record-bytes", 0, "largest log record, as Kafka counts it: the capture splits larger transactions into parts (default 1000000, under Kafka's default message.max.bytes); raise it together with the topic's max.message.bytes")
 	return c
 }
 
 func (c *commonFlags) log(ctx context.Context) (*kafkalog.Log, error) {
-	l, err := kafkalog.New(kafkalog.Config{Brokers: strings.Split(c.brokers, ","), Topic: c.topic})
+	if c.maxRecord < 0 || c.maxRecord > 100<<20 {
+		return nil, fmt.Errorf("--max-record-bytes %d: want a size from 1 to %d (franz-go's largest write)", c.maxRecord, 100<<20)
+	}
+	l, err := kafkalog.New(kafkalog.Config{Brokers: strings.Split(c.brokers, ","), Topic: c.topic, MaxRecordBytes: int32(c.maxRecord)})
 	if err != nil {
 		return nil, fmt.Errorf("kafka: %w", err)
 	}
