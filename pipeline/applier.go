@@ -100,6 +100,14 @@ func (a *Applier) follow(ctx context.Context) error {
 			return err
 		}
 		for _, b := range Plan(pos, recs, a.Bugs.NonIdempotentApply) {
+			if b.Reset && len(b.Txns) > 1 {
+				// A new snapshot and what followed it: fold them, as a
+				// rebuild does, so that a store which takes the batch in
+				// several requests and has to take it again after a
+				// failure never shows a key going back to the
+				// snapshot's version.
+				b = Fold([]Batch{b})
+			}
 			if !a.Bugs.CommitOffsetFirst && !b.Reset {
 				base := pos
 				b.Base = &base
