@@ -10,10 +10,11 @@ import (
 )
 
 // This file is the pure part of the adapter: the pgoutput (protocol version
-// 1) message decoder and the streaming replication protocol's CopyData
-// wrappers. It does no I/O. Formats follow PostgreSQL's documentation
-// chapters "Logical Replication Message Formats" and "Streaming Replication
-// Protocol". All integers are big-endian; strings are NUL-terminated.
+// 1) message decoder. It does no I/O. The format follows PostgreSQL's
+// documentation chapter "Logical Replication Message Formats". All integers
+// are big-endian; strings are NUL-terminated. The CopyData messages around
+// it (XLogData, keepalives, status updates) are pglogrepl's; README.md says
+// why the messages themselves are not.
 
 // ErrMalformed is wrapped by every decoding error: the bytes are not a
 // well-formed message.
@@ -24,8 +25,6 @@ var ErrMalformed = errors.New("malformed replication message")
 const pgEpochMicros = 946_684_800_000_000
 
 func pgTime(us int64) time.Time { return time.UnixMicro(pgEpochMicros + us).UTC() }
-
-func pgMicros(t time.Time) int64 { return t.UnixMicro() - pgEpochMicros }
 
 // Message is one decoded pgoutput message: *Begin, *Commit, *Origin,
 // *Relation, *Type, *Insert, *Update, *Delete, *Truncate or *LogicalMessage.
@@ -356,86 +355,4 @@ func (r *reader) checkCount(n, min int, what string) int {
 		return 0
 	}
 	return n
-}
-
-// XLogData is a CopyData 'w' message of the replication stream: WAL data
-// (here one pgoutput message) from WALStart.
-type XLogData struct {
-	WALStart   model.LSN
-	WALEnd     model.LSN // the server's current end of WAL
-	ServerTime time.Time
-	Data       []byte
-}
-
-// Keepalive is a CopyData 'k' message: the primary's heartbeat.
-type Keepalive struct {
-	WALEnd     model.LSN
-	ServerTime time.Time
-	// ReplyRequested asks for a standby status update right away; the
-	// server ends the connection after wal_sender_timeout without one.
-	ReplyRequested bool
-}
-
-// ParseXLogData parses a CopyData payload that starts with 'w'. Data
-// aliases b.
-func ParseXLogData(b []byte) (XLogData, error) {
-	if len(b) < 25 || b[0] != 'w' {
-		return XLogData{}, fmt.Errorf("replication: XLogData needs 'w' and 24 header bytes, got %d bytes: %w", len(b), ErrMalformed)
-	}
-	return XLogData{
-		WALStart:   model.LSN(binary.BigEndian.Uint64(b[1:])),
-		WALEnd:     model.LSN(binary.BigEndian.Uint64(b[9:])),
-		ServerTime: pgTime(int64(binary.BigEndian.Uint64(b[17:]))),
-		Data:       b[25:],
-	}, nil
-}
-
-// ParseKeepalive parses a CopyData payload that starts with 'k'.
-func ParseKeepalive(b []byte) (Keepalive, error) {
-	if len(b) != 18 || b[0] != 'k' {
-		return Keepalive{}, fmt.Errorf("replication: primary keepalive needs 'k' and 17 bytes, got %d bytes: %w", len(b), ErrMalformed)
-	}
-	return Keepalive{
-		WALEnd:         model.LSN(binary.BigEndian.Uint64(b[1:])),
-		ServerTime:     pgTime(int64(binary.BigEndian.Uint64(b[9:]))),
-		ReplyRequested: b[17] == 1,
-	}, nil
-}
-
-// StandbyStatus is a standby status update ('r'): the positions the client
-// has written, flushed and applied (each the last byte + 1). For a logical
-// slot, flush is what the server records as confirmed_flush_lsn.
-type StandbyStatus struct {
-	Write, Flush, Apply model.LSN
-	ClientTime          time.Time
-	ReplyRequested      bool
-}
-
-// Encode builds the CopyData payload of the status update (34 bytes).
-func (s StandbyStatus) Encode() []byte {
-	b := make([]byte, 0, 34)
-	b = append(b, 'r')
-	b = binary.BigEndian.AppendUint64(b, uint64(s.Write))
-	b = binary.BigEndian.AppendUint64(b, uint64(s.Flush))
-	b = binary.BigEndian.AppendUint64(b, uint64(s.Apply))
-	b = binary.BigEndian.AppendUint64(b, uint64(pgMicros(s.ClientTime)))
-	reply := byte(0)
-	if s.ReplyRequested {
-		reply = 1
-	}
-	return append(b, reply)
-}
-
-// ParseStandbyStatus is Encode's inverse (what the server reads).
-func ParseStandbyStatus(b []byte) (StandbyStatus, error) {
-	if len(b) != 34 || b[0] != 'r' {
-		return StandbyStatus{}, fmt.Errorf("replication: standby status update needs 'r' and 33 bytes, got %d bytes: %w", len(b), ErrMalformed)
-	}
-	return StandbyStatus{
-		Write:          model.LSN(binary.BigEndian.Uint64(b[1:])),
-		Flush:          model.LSN(binary.BigEndian.Uint64(b[9:])),
-		Apply:          model.LSN(binary.BigEndian.Uint64(b[17:])),
-		ClientTime:     pgTime(int64(binary.BigEndian.Uint64(b[25:]))),
-		ReplyRequested: b[33] == 1,
-	}, nil
 }

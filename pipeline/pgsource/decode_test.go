@@ -151,62 +151,6 @@ func TestDecodeRejectsMalformed(t *testing.T) {
 	}
 }
 
-func TestCopyDataWrappers(t *testing.T) {
-	// XLogData: 'w', walStart 0/10, walEnd 0/20, time 2 s after the epoch, data "B..."
-	w, _ := hex.DecodeString("77" + "0000000000000010" + "0000000000000020" + "00000000001e8480" + "4201")
-	x, err := ParseXLogData(w)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := XLogData{WALStart: 0x10, WALEnd: 0x20, ServerTime: time.Date(2000, 1, 1, 0, 0, 2, 0, time.UTC), Data: []byte{'B', 1}}
-	if !reflect.DeepEqual(x, want) {
-		t.Errorf("ParseXLogData = %+v, want %+v", x, want)
-	}
-	// Keepalive: 'k', walEnd 1/0, time 0, reply requested.
-	k, _ := hex.DecodeString("6b" + "0000000100000000" + "0000000000000000" + "01")
-	ka, err := ParseKeepalive(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ka.WALEnd != 1<<32 || !ka.ReplyRequested || !ka.ServerTime.Equal(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)) {
-		t.Errorf("ParseKeepalive = %+v", ka)
-	}
-	k[17] = 0
-	if ka, _ := ParseKeepalive(k); ka.ReplyRequested {
-		t.Error("reply flag 0 read as requested")
-	}
-	for _, bad := range [][]byte{nil, {'w'}, w[:24], {'k'}, k[:17], append(k, 0), []byte("x234567890123456789012345")} {
-		_, errW := ParseXLogData(bad)
-		_, errK := ParseKeepalive(bad)
-		if !errors.Is(errW, ErrMalformed) || !errors.Is(errK, ErrMalformed) {
-			t.Errorf("%x: ParseXLogData err %v, ParseKeepalive err %v, want ErrMalformed", bad, errW, errK)
-		}
-	}
-}
-
-func TestStandbyStatusEncoding(t *testing.T) {
-	s := StandbyStatus{Write: 0x16B3770, Flush: 0x16B3770, Apply: 0x16B3770,
-		ClientTime: time.Date(2000, 1, 1, 0, 0, 3, 500, time.UTC), ReplyRequested: false}
-	got := hex.EncodeToString(s.Encode())
-	want := "72" + "00000000016b3770" + "00000000016b3770" + "00000000016b3770" + "00000000002dc6c0" + "00"
-	if got != want {
-		t.Errorf("Encode = %s\nwant     %s", got, want)
-	}
-	s.ReplyRequested = true
-	b := s.Encode()
-	if len(b) != 34 || b[33] != 1 {
-		t.Errorf("reply flag not set: %x", b)
-	}
-	back, err := ParseStandbyStatus(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.ClientTime = s.ClientTime.Truncate(time.Microsecond)
-	if !reflect.DeepEqual(back, s) {
-		t.Errorf("ParseStandbyStatus(Encode(s)) = %+v, want %+v", back, s)
-	}
-}
-
 // feed adds msgs to a and returns the transactions they complete, failing
 // on an error.
 func feed(t *testing.T, a *Assembler, msgs ...Message) []model.Txn {

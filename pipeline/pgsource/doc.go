@@ -3,11 +3,10 @@
 //
 // It has three layers:
 //
-//   - a pure decoder (Decode, ParseXLogData, ParseKeepalive,
-//     StandbyStatus) of pgoutput protocol version 1 and the streaming
-//     replication protocol's CopyData messages, written from PostgreSQL's
-//     "Logical Replication Message Formats" and "Streaming Replication
-//     Protocol" chapters;
+//   - a pure decoder (Decode) of pgoutput protocol version 1, written from
+//     PostgreSQL's "Logical Replication Message Formats" chapter; the
+//     streaming replication protocol's CopyData messages around it
+//     (XLogData, keepalives, standby status updates) are pglogrepl's;
 //   - the Assembler, also pure, which turns a session's messages into whole
 //     committed model.Txns (XID from Begin, CommitLSN the commit's end LSN,
 //     changes in WAL order);

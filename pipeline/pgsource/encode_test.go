@@ -18,7 +18,7 @@ func (e enc) u32(v uint32) enc { return binary.BigEndian.AppendUint32(e, v) }
 func (e enc) u64(v uint64) enc { return binary.BigEndian.AppendUint64(e, v) }
 func (e enc) str(s string) enc { return append(append(e, s...), 0) }
 func (e enc) ts(t time.Time) enc {
-	return e.u64(uint64(pgMicros(t)))
+	return e.u64(uint64(t.UnixMicro() - pgEpochMicros))
 }
 
 // encode is the inverse of Decode (Column.Key and LogicalMessage flags

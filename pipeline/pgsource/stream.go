@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -662,12 +663,12 @@ func (s *Stream) Next(ctx context.Context) ([]model.Txn, error) {
 				return s.fail(out, fmt.Errorf("empty CopyData: %w", ErrMalformed))
 			}
 			switch msg.Data[0] {
-			case 'w':
-				x, err := ParseXLogData(msg.Data)
+			case pglogrepl.XLogDataByteID:
+				x, err := pglogrepl.ParseXLogData(msg.Data[1:])
 				if err != nil {
-					return s.fail(out, err)
+					return s.fail(out, fmt.Errorf("%w: %w", err, ErrMalformed))
 				}
-				txn, done, err := s.asm.Feed(x.Data)
+				txn, done, err := s.asm.Feed(x.WALData)
 				if err != nil {
 					return s.fail(out, err)
 				}
@@ -677,10 +678,10 @@ func (s *Stream) Next(ctx context.Context) ([]model.Txn, error) {
 						lingerUntil = time.Now().Add(linger)
 					}
 				}
-			case 'k':
-				k, err := ParseKeepalive(msg.Data)
+			case pglogrepl.PrimaryKeepaliveMessageByteID:
+				k, err := pglogrepl.ParsePrimaryKeepaliveMessage(msg.Data[1:])
 				if err != nil {
-					return s.fail(out, err)
+					return s.fail(out, fmt.Errorf("%w: %w", err, ErrMalformed))
 				}
 				if k.ReplyRequested {
 					s.keepalives++
@@ -730,12 +731,14 @@ func (s *Stream) fail(out []model.Txn, err error) ([]model.Txn, error) {
 }
 
 // sendStatus sends a standby status update with the confirmed position as
-// written, flushed and applied.
+// written, flushed and applied: all three are set, so pglogrepl fills in
+// nothing (it would copy the write position into a zero flush or apply).
 func (s *Stream) sendStatus(now time.Time) error {
-	b := StandbyStatus{Write: s.confirmed, Flush: s.confirmed, Apply: s.confirmed, ClientTime: now}.Encode()
+	at := pglogrepl.LSN(s.confirmed)
 	s.repl.Conn().SetWriteDeadline(now.Add(writeTimeout))
-	s.repl.Frontend().Send(&pgproto3.CopyData{Data: b})
-	if err := s.repl.Frontend().Flush(); err != nil {
+	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), s.repl, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: at, WALFlushPosition: at, WALApplyPosition: at, ClientTime: now})
+	if err != nil {
 		return fmt.Errorf("send status update at %s: %w", s.confirmed, err)
 	}
 	s.lastStatus = now
