@@ -191,6 +191,13 @@ type Txn struct {
 	// transaction they are (Chunk and Chunks zero again), never one part
 	// without the others. Zero Chunks means 1.
 	Chunk, Chunks int
+	// PrevLSN, on a captured transaction in the log, is the commit LSN of
+	// the transaction (or snapshot) the capture appended before it: a
+	// chain through the log, so that an applier which holds less than
+	// PrevLSN knows records between are missing (a log that lost
+	// acknowledged records) instead of applying past the hole. Zero: no
+	// chain (snapshots, older records).
+	PrevLSN LSN
 }
 
 func (t Txn) String() string {

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -99,7 +100,8 @@ func (a *Applier) follow(ctx context.Context) error {
 		if recs, err = a.whole(ctx, pos, recs); err != nil {
 			return err
 		}
-		for _, b := range Plan(pos, recs, a.Bugs.NonIdempotentApply) {
+		batches, _, gap := plan(pos, recs, a.Bugs.NonIdempotentApply)
+		for _, b := range batches {
 			if b.Reset && len(b.Txns) > 1 {
 				// A new snapshot and what followed it: fold them, as a
 				// rebuild does, so that a store which takes the batch in
@@ -130,6 +132,12 @@ func (a *Applier) follow(ctx context.Context) error {
 				return fmt.Errorf("applier %s: apply up to %s: %w", a.Store.Kind(), b.Position, err)
 			}
 			pos = b.Position
+		}
+		if gap != nil {
+			// Stay before the hole: applying past it would show states
+			// never committed (an update's unchanged columns merged into
+			// a row that missed earlier changes).
+			return fmt.Errorf("applier %s: %w", a.Store.Kind(), gap)
 		}
 		if now := a.Env.Now(); !a.Bugs.CommitOffsetFirst && now.Sub(lastCommit) >= a.CommitEvery {
 			// Informational only: the store's own position is what resumes.
@@ -170,7 +178,7 @@ func isPart(t model.Txn) bool { return !t.Snapshot && t.Chunks > 1 }
 func incompleteTxn(pos model.Position, recs []Record) int {
 	for _, r := range recs {
 		if isPart(r.Txn) {
-			_, missing := plan(pos, recs, false)
+			_, missing, _ := plan(pos, recs, false)
 			return missing
 		}
 	}
@@ -259,7 +267,11 @@ func (a *Applier) rebuild(ctx context.Context) (model.Position, error) {
 			return model.Position{}, err
 		}
 	}
-	b := Fold(Plan(model.Position{}, all, false))
+	batches, _, gap := plan(model.Position{}, all, false)
+	if gap != nil {
+		return model.Position{}, fmt.Errorf("applier %s: rebuild: %w", a.Store.Kind(), gap)
+	}
+	b := Fold(batches)
 	a.Logger.Debug("applier: rebuilding", "store", a.Store.Kind(), "records", len(all), "to", b.Position)
 	if err := a.Store.Apply(ctx, b); err != nil {
 		return model.Position{}, fmt.Errorf("applier %s: rebuild: %w", a.Store.Kind(), err)
@@ -280,20 +292,49 @@ func (a *Applier) rebuild(ctx context.Context) (model.Position, error) {
 // split transaction whose parts are not all in recs. Pure, so it is tested
 // on its own.
 func Plan(pos model.Position, recs []Record, reapply bool) []Batch {
-	out, _ := plan(pos, recs, reapply)
+	out, _, _ := plan(pos, recs, reapply)
 	return out
 }
 
+// ErrLogGap: a record's transaction follows one the store never got (its
+// PrevLSN is past the store's position): the log lost acknowledged records,
+// or a capture skipped some. An applier stops before it; only a new
+// snapshot in the log gets the store going again.
+var ErrLogGap = errors.New("the log has a hole")
+
+// GapError is ErrLogGap with where: the first record past the hole.
+type GapError struct {
+	Offset  int64
+	LSN     model.LSN // the record's transaction
+	PrevLSN model.LSN // the transaction it says came before it
+	Have    model.LSN // the last transaction the store holds
+}
+
+func (e *GapError) Error() string {
+	return fmt.Sprintf("%v: the record at offset %d (lsn %s) follows lsn %s, but the store holds only up to %s; records between were lost (an unclean leader election, a capture bug); stopping before it until a new snapshot is in the log",
+		ErrLogGap, e.Offset, e.LSN, e.PrevLSN, e.Have)
+}
+
+func (e *GapError) Unwrap() error { return ErrLogGap }
+
 // plan is Plan; it also returns how many parts the split transaction it
-// stopped before still lacks (0 when it did not stop).
-func plan(pos model.Position, recs []Record, reapply bool) ([]Batch, int) {
+// stopped before still lacks (0 when it did not stop), and the hole it
+// stopped before, if any (the batches end before it).
+func plan(pos model.Position, recs []Record, reapply bool) ([]Batch, int, *GapError) {
 	var out []Batch
 	cur := Batch{Position: pos}
 	lsn := pos.LSN
 	whole := wholeSnapshots(recs)
 	var g *gathering // the split transaction whose parts are being gathered
+	var gap *GapError
 	for _, r := range recs {
 		t := r.Txn
+		if t.PrevLSN > lsn && !t.Snapshot && t.CommitLSN > lsn && g == nil && !reapply {
+			// A chained transaction whose predecessor the store never
+			// got: stop here (a newer snapshot would have reset lsn).
+			gap = &GapError{Offset: r.Offset, LSN: t.CommitLSN, PrevLSN: t.PrevLSN, Have: lsn}
+			break
+		}
 		if g != nil {
 			switch g.take(t) {
 			case partTaken:
@@ -344,7 +385,7 @@ func plan(pos model.Position, recs []Record, reapply bool) ([]Batch, int) {
 	if len(cur.Txns) > 0 || cur.Reset || cur.Position != pos {
 		out = append(out, cur)
 	}
-	return out, missing
+	return out, missing, gap
 }
 
 // gathering collects the parts of one attempt at appending a split

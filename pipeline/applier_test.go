@@ -506,7 +506,9 @@ func TestSplitTxnReachesTheStoreWhole(t *testing.T) {
 	if !reflect.DeepEqual(got, []model.LSN{20, 30, 40}) {
 		t.Fatalf("the store applied %v, want the snapshot folded with 20, then 30 and 40 once each", got)
 	}
-	if !reflect.DeepEqual(txns[1], big) {
+	want := big
+	want.PrevLSN = 20 // the capture chains it to the transaction before
+	if !reflect.DeepEqual(txns[1], want) {
 		t.Fatal("30 reached the store changed")
 	}
 	for _, b := range store.batches {
@@ -515,5 +517,39 @@ func TestSplitTxnReachesTheStoreWhole(t *testing.T) {
 				t.Fatalf("30 came in a batch at %v", b.Position)
 			}
 		}
+	}
+}
+
+// Each captured transaction names the one appended before it. A record
+// whose predecessor the store never got marks a hole in the log: the plan
+// ends before it and says where; a duplicate or an overlap is no hole.
+func TestPlanStopsAtAHoleInTheLog(t *testing.T) {
+	snap := model.Txn{CommitLSN: 10, Snapshot: true}
+	txn := func(lsn, prev model.LSN) model.Txn {
+		return model.Txn{CommitLSN: lsn, PrevLSN: prev, Changes: []model.Change{{Table: "t", PK: "k", Op: model.OpInsert, Row: model.Row{"v": fmt.Sprint(lsn)}}}}
+	}
+	recs := func(ts ...model.Txn) []Record {
+		var out []Record
+		for i, t := range ts {
+			out = append(out, Record{Offset: int64(i), Txn: t})
+		}
+		return out
+	}
+	// 30 was acknowledged and lost: 40 follows it.
+	batches, _, gap := plan(model.Position{}, recs(snap, txn(20, 10), txn(40, 30), txn(50, 40)), false)
+	if gap == nil || gap.Offset != 2 || gap.Have != 20 || gap.PrevLSN != 30 || !errors.Is(gap, ErrLogGap) {
+		t.Fatalf("gap = %+v, want the record at offset 2, after 30, with the store at 20", gap)
+	}
+	if last := batches[len(batches)-1].Position; last != (model.Position{Offset: 2, LSN: 20}) {
+		t.Fatalf("the batches end at %v, want before the hole (offset 2, lsn 20)", last)
+	}
+	// A capture that restarted from an older confirmed position appends
+	// 20 again after 40: an overlap, skipped, no hole.
+	if _, _, gap := plan(model.Position{}, recs(snap, txn(20, 10), txn(40, 20), txn(20, 10), txn(50, 40)), false); gap != nil {
+		t.Fatalf("an overlap was taken for a hole: %v", gap)
+	}
+	// A new snapshot after the hole gets the store going again.
+	if _, _, gap := plan(model.Position{Offset: 2, LSN: 20}, recs(txn(40, 30), model.Txn{CommitLSN: 60, Snapshot: true}, txn(70, 60))[1:], false); gap != nil {
+		t.Fatalf("a snapshot did not heal the hole: %v", gap)
 	}
 }

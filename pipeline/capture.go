@@ -189,6 +189,12 @@ func (c *Capture) stream(ctx context.Context) error {
 			return fmt.Errorf("capture: read stream after %s: %w", from, err)
 		}
 		last := txns[len(txns)-1].CommitLSN
+		// Chain each transaction to the one appended before it, so
+		// appliers can tell a hole in the log from a quiet source.
+		prev := from
+		for i := range txns {
+			txns[i].PrevLSN, prev = prev, txns[i].CommitLSN
+		}
 		recs, err := c.records(txns)
 		if err != nil {
 			return err

@@ -19,7 +19,7 @@ const Version = 1
 
 // wireTxn is the JSON form of a model.Txn:
 //
-//	{"v":1,"xid":7,"lsn":23456,"snapshot":true,"changes":[
+//	{"v":1,"xid":7,"lsn":23456,"prev":23400,"snapshot":true,"changes":[
 //	  {"table":"users","pk":"u2","op":"update","row":{"name":"Ann"},"old_pk":"u1","revs":3,"unchanged":["bio"]}]}
 //
 // A nil row or change list is null and an empty one {} or []: decoding
@@ -32,6 +32,7 @@ type wireTxn struct {
 	Snapshot bool         `json:"snapshot,omitempty"`
 	Chunk    int          `json:"chunk,omitempty"`
 	Chunks   int          `json:"chunks,omitempty"`
+	Prev     uint64       `json:"prev,omitempty"`
 	Changes  []wireChange `json:"changes"`
 }
 
@@ -48,7 +49,7 @@ type wireChange struct {
 
 // EncodeTxn is a transaction's record value.
 func EncodeTxn(t model.Txn) ([]byte, error) {
-	w := wireTxn{V: Version, XID: t.XID, LSN: uint64(t.CommitLSN), Snapshot: t.Snapshot, Chunk: t.Chunk, Chunks: t.Chunks}
+	w := wireTxn{V: Version, XID: t.XID, LSN: uint64(t.CommitLSN), Snapshot: t.Snapshot, Chunk: t.Chunk, Chunks: t.Chunks, Prev: uint64(t.PrevLSN)}
 	if t.Changes != nil {
 		w.Changes = make([]wireChange, len(t.Changes))
 	}
@@ -79,6 +80,19 @@ func toWire(c model.Change) (wireChange, error) {
 	return wireChange{Table: c.Table, PK: c.PK, Op: c.Op.String(), Row: c.Row, OldPK: c.OldPK, Revs: c.Revs, Unchanged: c.Unchanged}, nil
 }
 
+// Check reports whether t can be encoded, as EncodeTxn would find, without
+// encoding it: every op known and every string valid UTF-8. A log that
+// measures records without encoding them (the simulated one) refuses what
+// the Kafka log could not write.
+func Check(t model.Txn) error {
+	for i, c := range t.Changes {
+		if _, err := toWire(c); err != nil {
+			return fmt.Errorf("logcodec: encode txn %d: change %d: %w", t.XID, i, err)
+		}
+	}
+	return nil
+}
+
 // validUTF8 reports whether every string of c is valid UTF-8, which JSON
 // needs to give it back unchanged (PostgreSQL text in a UTF8 database is).
 func validUTF8(c model.Change) bool {
@@ -107,7 +121,7 @@ func DecodeTxn(b []byte) (model.Txn, error) {
 	if w.V != Version {
 		return model.Txn{}, fmt.Errorf("logcodec: decode txn: encoding version %d, want %d", w.V, Version)
 	}
-	t := model.Txn{XID: w.XID, CommitLSN: model.LSN(w.LSN), Snapshot: w.Snapshot, Chunk: w.Chunk, Chunks: w.Chunks}
+	t := model.Txn{XID: w.XID, CommitLSN: model.LSN(w.LSN), Snapshot: w.Snapshot, Chunk: w.Chunk, Chunks: w.Chunks, PrevLSN: model.LSN(w.Prev)}
 	if w.Changes != nil {
 		t.Changes = make([]model.Change, len(w.Changes))
 	}

@@ -50,6 +50,7 @@ func TestCodecRoundTripGenerated(t *testing.T) {
 			XID:       rapid.Uint64().Draw(t, "xid"),
 			CommitLSN: model.LSN(rapid.Uint64().Draw(t, "lsn")),
 			Snapshot:  rapid.Bool().Draw(t, "snapshot"),
+			PrevLSN:   model.LSN(rapid.Uint64().Draw(t, "prev")),
 		}
 		if n := rapid.IntRange(-1, 5).Draw(t, "changes"); n >= 0 {
 			want.Changes = make([]model.Change, n)

@@ -76,9 +76,9 @@ func TxnBytesBound(t model.Txn) int {
 }
 
 // envelopeBound bounds a transaction's encoding without its changes:
-// {"v":1,"xid":N,"lsn":N,"snapshot":true,"chunk":N,"chunks":N,"changes":[]}
-// is 72 bytes besides its four numbers of at most 20 digits.
-const envelopeBound = 72 + 4*20
+// {"v":1,"xid":N,"lsn":N,"snapshot":true,"chunk":N,"chunks":N,"prev":N,"changes":[]}
+// is 80 bytes besides its five numbers of at most 20 digits.
+const envelopeBound = 80 + 5*20
 
 // changeBound bounds one change's encoding:
 // {"table":S,"pk":S,"op":"update","row":R,"old_pk":S,"revs":N,"unchanged":[S,S]}

@@ -102,7 +102,7 @@ func TestBoundsKnowEveryField(t *testing.T) {
 		}
 		return strings.Join(out, " ")
 	}
-	if got, want := fields(wireTxn{}), "v xid lsn snapshot,omitempty chunk,omitempty chunks,omitempty changes"; got != want {
+	if got, want := fields(wireTxn{}), "v xid lsn snapshot,omitempty chunk,omitempty chunks,omitempty prev,omitempty changes"; got != want {
 		t.Errorf("wireTxn's fields are %q, were %q: update envelopeBound, then this test", got, want)
 	}
 	if got, want := fields(wireChange{}), "table pk op row old_pk,omitempty revs,omitempty unchanged,omitempty"; got != want {
