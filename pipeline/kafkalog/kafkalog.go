@@ -363,6 +363,9 @@ func retriable(ctx context.Context, fn func() error) error {
 // Commit implements pipeline.Log: it stores the group's next offset, as a
 // manual commit outside any group membership.
 func (l *Log) Commit(ctx context.Context, group string, offset int64) error {
+	if offset < 0 {
+		return fmt.Errorf("kafkalog: commit offset %d for group %s: no such offset", offset, group)
+	}
 	var offs kadm.Offsets
 	offs.AddOffset(l.cfg.Topic, partition, offset, -1)
 	err := retriable(ctx, func() error {

@@ -457,6 +457,15 @@ func (l *LogClient) initProducer(ctx context.Context) error {
 
 // Produce implements pipeline.Log.
 func (l *LogClient) Produce(ctx context.Context, txns []model.Txn) (int64, error) {
+	if len(txns) == 0 {
+		return 0, errors.New("produce: no transactions") // as the Kafka log says
+	}
+	for _, t := range txns {
+		if err := logcodec.Check(t); err != nil {
+			// The Kafka log cannot encode it either, and sends nothing.
+			return 0, fmt.Errorf("produce: %w: %w", pipeline.ErrUnavailable, err)
+		}
+	}
 	retries := l.Retries
 	if retries == 0 {
 		retries = 5
@@ -505,6 +514,9 @@ func (l *LogClient) MaxRecordBytes() int { return l.Cluster.MaxRecordBytes() }
 
 // Fetch implements pipeline.Log.
 func (l *LogClient) Fetch(ctx context.Context, off int64, max int) ([]pipeline.Record, error) {
+	if max < 1 || off < 0 {
+		return nil, fmt.Errorf("fetch %d records from offset %d: %w", max, off, pipeline.ErrUnavailable)
+	}
 	n, err := l.leaderNode(ctx)
 	if err != nil {
 		return nil, err
@@ -538,6 +550,9 @@ func (l *LogClient) End(ctx context.Context) (int64, error) {
 
 // Commit implements pipeline.Log.
 func (l *LogClient) Commit(ctx context.Context, group string, off int64) error {
+	if off < 0 {
+		return fmt.Errorf("commit offset %d for group %s: no such offset", off, group) // as the Kafka log says
+	}
 	n, err := l.leaderNode(ctx)
 	if err != nil {
 		return err
