@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"lockstep/internal/needs"
 	mrand "math/rand/v2"
 	"net"
 	"os"
@@ -760,11 +761,11 @@ func startKafkaWorld(t *testing.T) *kafkaWorld {
 	libs := kafkaLibs()
 	jars, _ := filepath.Glob(filepath.Join(libs, "kafka_2.13-*.jar"))
 	if len(jars) == 0 {
-		t.Skipf("skipping: Kafka jars not found in %s (set LOCKSTEP_KAFKA_LIBS)", libs)
+		needs.Missing(t, "Kafka jars not found in %s (set LOCKSTEP_KAFKA_LIBS)", libs)
 	}
 	java, err := exec.LookPath("java")
 	if err != nil {
-		t.Skip("skipping: java not installed")
+		needs.Missing(t, "java not installed")
 	}
 	version := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(jars[0]), "kafka_2.13-"), ".jar")
 	dir := t.TempDir()

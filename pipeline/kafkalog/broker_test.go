@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"lockstep/internal/needs"
 	"net"
 	"os"
 	"os/exec"
@@ -28,11 +29,11 @@ func startBroker(t testing.TB) string {
 	t.Helper()
 	libs := kafkaLibs()
 	if m, _ := filepath.Glob(filepath.Join(libs, "kafka_2.13-*.jar")); len(m) == 0 {
-		t.Skipf("Kafka jars not found in %s (set LOCKSTEP_KAFKA_LIBS)", libs)
+		needs.Missing(t, "Kafka jars not found in %s (set LOCKSTEP_KAFKA_LIBS)", libs)
 	}
 	java, err := exec.LookPath("java")
 	if err != nil {
-		t.Skip("java not installed")
+		needs.Missing(t, "java not installed")
 	}
 	dir := t.TempDir()
 	port, cport := freePort(t), freePort(t)

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"lockstep/internal/needs"
 	"net"
 	"net/url"
 	"os"
@@ -62,18 +63,18 @@ func Start(t testing.TB) (dsn string) {
 	t.Helper()
 	bin := binDir()
 	if _, err := os.Stat(filepath.Join(bin, "initdb")); err != nil {
-		t.Skipf("skipping: PostgreSQL 15 binaries not found at %s", bin)
+		needs.Missing(t, "PostgreSQL 15 binaries not found at %s", bin)
 	}
 	var prefix []string
 	base := t.TempDir()
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup("postgres")
 		if err != nil {
-			t.Skipf("skipping: running as root and there is no postgres user to run PostgreSQL as")
+			needs.Missing(t, "running as root and there is no postgres user to run PostgreSQL as")
 		}
 		runuser, err := exec.LookPath("runuser")
 		if err != nil {
-			t.Skipf("skipping: running as root and runuser is not installed")
+			needs.Missing(t, "running as root and runuser is not installed")
 		}
 		prefix = []string{runuser, "-u", "postgres", "--"}
 		uid, _ := strconv.Atoi(u.Uid)

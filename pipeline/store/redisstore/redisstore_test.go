@@ -3,6 +3,7 @@ package redisstore
 import (
 	"context"
 	"fmt"
+	"lockstep/internal/needs"
 	"net"
 	"os"
 	"os/exec"
@@ -31,7 +32,7 @@ type server struct {
 func startServer(t testing.TB) *server {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Skip("redis-server not installed")
+		needs.Missing(t, "redis-server not installed")
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
