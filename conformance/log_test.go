@@ -2,21 +2,13 @@ package conformance
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
-	"lockstep/internal/needs"
 	mrand "math/rand/v2"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -27,6 +19,7 @@ import (
 	"lockstep/model"
 	"lockstep/pipeline"
 	"lockstep/pipeline/kafkalog"
+	"lockstep/pipeline/kafkalog/kafkatest"
 	"lockstep/pipeline/logcodec"
 	"lockstep/sim"
 	"lockstep/sim/services"
@@ -738,112 +731,15 @@ func logEdges() []logShape {
 	}
 }
 
-// kafkaLibs is the directory of Kafka's jars: $LOCKSTEP_KAFKA_LIBS, else the
-// Makefile's /var/cache/lockstep/kafka-libs-*, else /tmp/kafkajars/libs.
-func kafkaLibs() string {
-	if d := os.Getenv("LOCKSTEP_KAFKA_LIBS"); d != "" {
-		return d
-	}
-	if m, _ := filepath.Glob("/var/cache/lockstep/kafka-libs-*"); len(m) > 0 {
-		return m[0]
-	}
-	return "/tmp/kafkajars/libs"
-}
-
-// startKafkaWorld runs a single-node KRaft Kafka (broker and controller in
-// one JVM, as pipeline/kafkalog's tests do) on free loopback ports, checks
+// startKafkaWorld runs a throwaway single-node Kafka (kafkatest), checks
 // that a topic made as the programs' are has max.message.bytes at the
 // limit, and waits until consumer-group offsets can be committed (the
 // first commit creates __consumer_offsets). It skips without the jars or
 // Java.
 func startKafkaWorld(t *testing.T) *kafkaWorld {
 	t.Helper()
-	libs := kafkaLibs()
-	jars, _ := filepath.Glob(filepath.Join(libs, "kafka_2.13-*.jar"))
-	if len(jars) == 0 {
-		needs.Missing(t, "Kafka jars not found in %s (set LOCKSTEP_KAFKA_LIBS)", libs)
-	}
-	java, err := exec.LookPath("java")
-	if err != nil {
-		needs.Missing(t, "java not installed")
-	}
-	version := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(jars[0]), "kafka_2.13-"), ".jar")
-	dir := t.TempDir()
-	port, cport := kafkaFreePort(t), kafkaFreePort(t)
-	props := fmt.Sprintf(`process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:%[2]d
-listeners=PLAINTEXT://127.0.0.1:%[1]d,CONTROLLER://127.0.0.1:%[2]d
-advertised.listeners=PLAINTEXT://127.0.0.1:%[1]d
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-log.dirs=%[3]s
-num.partitions=1
-auto.create.topics.enable=false
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-group.initial.rebalance.delay.ms=0
-`, port, cport, filepath.Join(dir, "data"))
-	cfg, log4j := filepath.Join(dir, "server.properties"), filepath.Join(dir, "log4j.properties")
-	if err := os.WriteFile(cfg, []byte(props), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(log4j, []byte("log4j.rootLogger=WARN, stdout\nlog4j.appender.stdout=org.apache.log4j.ConsoleAppender\nlog4j.appender.stdout.layout=org.apache.log4j.PatternLayout\nlog4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	jvm := []string{"-Xms256m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Dlog4j.configuration=file:" + log4j, "-cp", filepath.Join(libs, "*")}
-	id := make([]byte, 16)
-	rand.Read(id)
-	format := exec.Command(java, append(jvm, "kafka.tools.StorageTool", "format", "-t", base64.RawURLEncoding.EncodeToString(id), "-c", cfg)...)
-	if out, err := format.CombinedOutput(); err != nil {
-		t.Fatalf("kafka storage format: %v\n%s", err, out)
-	}
-	logf, err := os.Create(filepath.Join(dir, "kafka.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := exec.Command(java, append(jvm, "kafka.Kafka", cfg)...)
-	srv.Stdout, srv.Stderr = logf, logf
-	srv.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // no orphan if the test binary dies
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { srv.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		srv.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(15 * time.Second):
-			srv.Process.Kill()
-			<-exited
-		}
-		logf.Close()
-	})
-	k := &kafkaWorld{broker: fmt.Sprintf("127.0.0.1:%d", port), version: version}
-
-	// Up: the port listens (checked every 100ms, for a minute, or until
-	// the JVM exits).
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for deadline := time.Now().Add(time.Minute); ; {
-		if c, err := net.DialTimeout("tcp", k.broker, time.Second); err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("kafka did not listen within a minute")
-		}
-		select {
-		case <-exited:
-			out, _ := os.ReadFile(filepath.Join(dir, "kafka.log"))
-			t.Fatalf("kafka exited:\n%s", out)
-		case <-tick.C:
-		}
-	}
+	broker := kafkatest.Start(t)
+	k := &kafkaWorld{broker: broker.Addr, version: broker.Version}
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -883,16 +779,6 @@ group.initial.rebalance.delay.ms=0
 		}
 	}
 	return k
-}
-
-func kafkaFreePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // transientAt reports whether the first line where Kafka's transcript

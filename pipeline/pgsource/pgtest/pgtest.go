@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"lockstep/internal/needs"
 	"net"
 	"net/url"
 	"os"
@@ -27,6 +26,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"lockstep/internal/needs"
 )
 
 // DefaultBinDir is where Debian and Ubuntu install PostgreSQL 15's

@@ -3,7 +3,6 @@ package redisstore
 import (
 	"context"
 	"fmt"
-	"lockstep/internal/needs"
 	"net"
 	"os"
 	"os/exec"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"lockstep/internal/needs"
 	"lockstep/model"
 	"lockstep/pipeline"
 	"lockstep/pipeline/store/storetest"
