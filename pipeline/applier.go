@@ -58,8 +58,16 @@ func (a *Applier) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		a.Logger.Warn("applier: restarting", "store", a.Store.Kind(), "err", err)
-		if err := a.Env.Sleep(ctx, a.Backoff); err != nil {
+		wait := a.Backoff
+		if errors.Is(err, ErrLogGap) {
+			// Only a new snapshot in the log ends this: look again now
+			// and then, without flooding the log with the same line.
+			a.Logger.Error("applier: stopped at a hole in the log", "store", a.Store.Kind(), "err", err)
+			wait = max(wait, GapRecheck)
+		} else {
+			a.Logger.Warn("applier: restarting", "store", a.Store.Kind(), "err", err)
+		}
+		if err := a.Env.Sleep(ctx, wait); err != nil {
 			return err
 		}
 	}
@@ -295,6 +303,10 @@ func Plan(pos model.Position, recs []Record, reapply bool) []Batch {
 	out, _, _ := plan(pos, recs, reapply)
 	return out
 }
+
+// GapRecheck is how often an applier stopped at a hole in the log looks
+// for a new snapshot.
+const GapRecheck = 5 * time.Second
 
 // ErrLogGap: a record's transaction follows one the store never got (its
 // PrevLSN is past the store's position): the log lost acknowledged records,
