@@ -168,6 +168,20 @@ type Change struct {
 // Key is the row the change writes.
 func (c Change) Key() Key { return Key{Table: c.Table, PK: c.PK} }
 
+// UnchangedFrom is the row whose stored values fill c's unchanged columns:
+// From's in a net transaction, the old key's on a raw key change, else the
+// row c writes.
+func (c Change) UnchangedFrom() Key {
+	k := c.Key()
+	switch {
+	case c.From != "":
+		k.PK = c.From
+	case c.OldPK != "":
+		k.PK = c.OldPK
+	}
+	return k
+}
+
 func (c Change) String() string {
 	if c.Op == OpDelete {
 		return fmt.Sprintf("%s %s", c.Op, c.Key())

@@ -48,12 +48,7 @@ func (s *State) Apply(t Txn) {
 
 func (s *State) applyChange(c Change, lsn LSN) {
 	if len(c.Unchanged) > 0 {
-		src := c.Key()
-		if c.OldPK != "" {
-			src.PK = c.OldPK
-		}
-		e := s.rows[src]
-		c = MergeUnchanged(c, e.Row)
+		c = MergeUnchanged(c, s.rows[c.UnchangedFrom()].Row)
 	}
 	if c.OldPK != "" && c.OldPK != c.PK {
 		s.remove(Key{Table: c.Table, PK: c.OldPK})

@@ -111,11 +111,7 @@ func (o *Overlay) ApplyTxn(t model.Txn) {
 // Apply applies one change at lsn, as the simulated store's write does.
 func (o *Overlay) Apply(c model.Change, lsn model.LSN) {
 	if len(c.Unchanged) > 0 {
-		src := c.Key()
-		if c.OldPK != "" {
-			src.PK = c.OldPK
-		}
-		c = model.MergeUnchanged(c, o.Get(src).Row(o.kind))
+		c = model.MergeUnchanged(c, o.Get(c.UnchangedFrom()).Row(o.kind))
 	}
 	if c.OldPK != "" && c.OldPK != c.PK {
 		o.Apply(model.Change{Table: c.Table, PK: c.OldPK, Op: model.OpDelete}, lsn)
@@ -226,16 +222,6 @@ func Revs(kind model.StoreKind, c model.Change, lsn model.LSN) (fresh model.Doc,
 // statements rather than through an Overlay (pgstore, the simulated search
 // index). Transactions with no unchanged columns are returned as they are.
 func ResolveUnchanged(txns []model.Txn, load func(keys []model.Key) (map[model.Key]model.Row, error)) ([]model.Txn, error) {
-	src := func(c model.Change) model.Key {
-		k := c.Key()
-		switch {
-		case c.From != "":
-			k.PK = c.From
-		case c.OldPK != "":
-			k.PK = c.OldPK
-		}
-		return k
-	}
 	// Which rows must come from the store: those no earlier change in the
 	// batch wrote or deleted (for From: no earlier transaction).
 	written := map[model.Key]bool{}
@@ -252,13 +238,13 @@ func ResolveUnchanged(txns []model.Txn, load func(keys []model.Key) (map[model.K
 		for _, c := range t.Changes {
 			if len(c.Unchanged) > 0 && c.From != "" {
 				any = true
-				ask(src(c))
+				ask(c.UnchangedFrom())
 			}
 		}
 		for _, c := range t.Changes {
 			if len(c.Unchanged) > 0 && c.From == "" {
 				any = true
-				ask(src(c))
+				ask(c.UnchangedFrom())
 			}
 			if c.OldPK != "" {
 				written[model.Key{Table: c.Table, PK: c.OldPK}] = true
@@ -286,7 +272,7 @@ func ResolveUnchanged(txns []model.Txn, load func(keys []model.Key) (map[model.K
 		out[i].Changes = make([]model.Change, len(t.Changes))
 		for j, c := range t.Changes {
 			if len(c.Unchanged) > 0 {
-				c = model.MergeUnchanged(c, rows[src(c)])
+				c = model.MergeUnchanged(c, rows[c.UnchangedFrom()])
 			}
 			if c.OldPK != "" && c.OldPK != c.PK {
 				delete(rows, model.Key{Table: c.Table, PK: c.OldPK})

@@ -166,11 +166,7 @@ func (s *Store) write(c model.Change, lsn model.LSN, guarded bool) {
 	if len(c.Unchanged) > 0 {
 		// Unchanged columns keep the values held for the row (the old
 		// key's on a key change), read before that key is deleted.
-		src := c.Key()
-		if c.OldPK != "" {
-			src.PK = c.OldPK
-		}
-		c = model.MergeUnchanged(c, s.row(src))
+		c = model.MergeUnchanged(c, s.row(c.UnchangedFrom()))
 	}
 	if c.OldPK != "" && c.OldPK != c.PK {
 		s.write(model.Change{Table: c.Table, PK: c.OldPK, Op: model.OpDelete}, lsn, guarded)
