@@ -330,24 +330,10 @@ func (rel *relation) value(t, old Tuple, i int) (s string, ok, unchanged bool, e
 }
 
 // pk joins the key columns' values with ",", or, when every column is the
-// key, is rowKey of them.
+// key, is rowKey of them (where a NULL is a value too).
 func (rel *relation) pk(t, old Tuple) (string, error) {
-	if rel.wholeRow {
-		vals := make([]string, len(rel.key))
-		null := make([]bool, len(rel.key))
-		for j, i := range rel.key {
-			s, ok, unchanged, err := rel.value(t, old, i)
-			switch {
-			case err != nil:
-				return "", fmt.Errorf("key: %w", err)
-			case unchanged:
-				return "", fmt.Errorf("key column %q is an unchanged TOASTed value whose data the server did not send: %w", rel.Columns[i].Name, ErrUnsupported)
-			}
-			vals[j], null[j] = s, !ok
-		}
-		return rowKey(vals, null), nil
-	}
-	var b strings.Builder
+	vals := make([]string, len(rel.key))
+	null := make([]bool, len(rel.key))
 	for j, i := range rel.key {
 		s, ok, unchanged, err := rel.value(t, old, i)
 		switch {
@@ -357,15 +343,15 @@ func (rel *relation) pk(t, old Tuple) (string, error) {
 			// PostgreSQL sends the old key whenever a key column is stored
 			// out of line, so this is a server that did not.
 			return "", fmt.Errorf("key column %q is an unchanged TOASTed value whose data the server did not send: %w", rel.Columns[i].Name, ErrUnsupported)
-		case !ok:
+		case !ok && !rel.wholeRow:
 			return "", fmt.Errorf("key column %q is NULL: %w", rel.Columns[i].Name, ErrMalformed)
 		}
-		if j > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(s)
+		vals[j], null[j] = s, !ok
 	}
-	return b.String(), nil
+	if rel.wholeRow {
+		return rowKey(vals, null), nil
+	}
+	return strings.Join(vals, ","), nil
 }
 
 // row is every non-key column's value (every column's when all are the
