@@ -23,57 +23,81 @@ type event struct {
 	park uint64 // evWake: the park this wake belongs to; stale when the task moved on
 	val  any    // evWake: value handed to the woken task
 
-	node *Node  // evDeliver: destination; evFunc: optional owner
-	from *Node  // evDeliver: sender, for tracing and partitions
+	node *Node     // evDeliver: destination; evFunc: optional owner
+	from *Node     // evDeliver: sender, for tracing and partitions
 	fn   func() // evDeliver, evFunc
-	tag  int64  // evFunc: a caller-chosen number folded into the trace
+	tag  int64     // evFunc: a caller-chosen number folded into the trace
 }
 
 func (a *event) before(b *event) bool {
 	return a.at < b.at || a.at == b.at && a.order < b.order
 }
 
-// eventQueue is a binary min-heap of events by (at, tie, seq). Hand-written
-// rather than container/heap to avoid boxing every event in an interface.
-type eventQueue struct{ items []*event }
+// eventQueue is a min-heap of events by (at, order), four children per
+// node: half as deep as a binary heap. Each slot holds its event's sort
+// key, so sifting compares without following pointers. Hand-written rather
+// than container/heap to avoid boxing every event in an interface.
+type eventQueue struct{ items []queued }
+
+type queued struct {
+	at    time.Duration
+	order uint64
+	e     *event
+}
+
+func (a queued) before(b queued) bool {
+	return a.at < b.at || a.at == b.at && a.order < b.order
+}
 
 func (q *eventQueue) len() int { return len(q.items) }
 
-func (q *eventQueue) peek() *event { return q.items[0] }
+func (q *eventQueue) peek() *event { return q.items[0].e }
 
 func (q *eventQueue) push(e *event) {
-	q.items = append(q.items, e)
-	i := len(q.items) - 1
+	x := queued{e.at, e.order, e}
+	q.items = append(q.items, x)
+	items := q.items
+	i := len(items) - 1
 	for i > 0 {
-		p := (i - 1) / 2
-		if !q.items[i].before(q.items[p]) {
+		p := (i - 1) / 4
+		if !x.before(items[p]) {
 			break
 		}
-		q.items[i], q.items[p] = q.items[p], q.items[i]
+		items[i] = items[p]
 		i = p
 	}
+	items[i] = x
 }
 
 func (q *eventQueue) pop() *event {
-	top := q.items[0]
-	last := len(q.items) - 1
-	q.items[0] = q.items[last]
-	q.items[last] = nil
-	q.items = q.items[:last]
+	items := q.items
+	top := items[0].e
+	last := len(items) - 1
+	x := items[last]
+	items[last] = queued{}
+	items = items[:last]
+	q.items = items
+	if last == 0 {
+		return top
+	}
 	i := 0
 	for {
-		l, r, m := 2*i+1, 2*i+2, i
-		if l < last && q.items[l].before(q.items[m]) {
-			m = l
-		}
-		if r < last && q.items[r].before(q.items[m]) {
-			m = r
-		}
-		if m == i {
+		first := 4*i + 1
+		if first >= last {
 			break
 		}
-		q.items[i], q.items[m] = q.items[m], q.items[i]
+		m := first
+		for c := first + 1; c < first+4 && c < last; c++ {
+			if items[c].before(items[m]) {
+				m = c
+			}
+		}
+		if !items[m].before(x) {
+			break
+		}
+		items[i] = items[m]
 		i = m
 	}
+	items[i] = x
 	return top
 }
