@@ -85,67 +85,49 @@ func (nw *Network) blocked(from, to *Node) bool {
 // Send schedules fn to run at node to, after the link's latency, unless the
 // message is dropped. fn runs against whatever incarnation of to is up then.
 func (nw *Network) Send(from, to *Node, fn func()) {
+	if e := nw.message(from, to); e != nil {
+		e.fn = fn
+		nw.w.queue.push(e)
+	}
+}
+
+// send is Send for a message that is a deliverer, so that a call's request
+// and answer need no closure each.
+func (nw *Network) send(from, to *Node, d deliverer) {
+	if e := nw.message(from, to); e != nil {
+		e.d = d
+		nw.w.queue.push(e)
+	}
+}
+
+// message draws the fate of a message from -> to: nil when it is dropped,
+// else its delivery event, not yet queued.
+func (nw *Network) message(from, to *Node) *event {
 	w := nw.w
 	c := nw.Link(from, to)
 	if nw.blocked(from, to) || (c.Loss > 0 && w.rng.Float64() < c.Loss) {
 		w.stats.Dropped++
 		w.trace.add(w.now, TraceLost, int32(to.id), int64(from.id))
-		return
+		return nil
 	}
 	lat := c.Min
 	if c.Max > c.Min {
 		lat += time.Duration(w.rng.Int64N(int64(c.Max - c.Min + 1)))
 	}
 	e := w.newEvent(w.now+lat, evDeliver)
-	e.node, e.from, e.fn = to, from, fn
-	w.queue.push(e)
+	e.node, e.from = to, from
+	return e
 }
+
+// deliverer is a message that runs itself when it arrives.
+type deliverer interface{ deliver() }
 
 // CallAsync is Call for a handler that answers later: it gets a reply
 // function to call once, now or from a later event on the same node (a
 // long poll that waits for data). A reply from a node that crashed or
 // restarted since the request arrived is dropped, as its connection died.
 func CallAsync[S any, R any](ctx context.Context, from, to *Node, timeout time.Duration, handler func(s S, reply func(R, error))) (R, error) {
-	var zero R
-	w := from.w
-	t := w.current("CallAsync")
-	if t.node != from {
-		panic(fmt.Sprintf("sim: task %s called from node %s", t.name, from.name))
-	}
-	if err := ctx.Err(); err != nil {
-		return zero, err
-	}
-	park := t.park
-	w.net.Send(from, to, func() {
-		s, ok := to.state.(S)
-		if !ok {
-			return
-		}
-		inc, replied := to.incarnation, false
-		handler(s, func(r R, err error) {
-			if replied || !to.up || to.incarnation != inc {
-				return
-			}
-			replied = true
-			w.net.Send(to, from, func() {
-				if t.done || t.park != park {
-					return
-				}
-				w.wakeAt(t, w.now, callResult[R]{val: r, err: err})
-			})
-		})
-	})
-	w.wakeAt(t, w.now+timeout, nil)
-	v := t.parkCurrent()
-	if res, ok := v.(callResult[R]); ok {
-		return res.val, res.err
-	}
-	return zero, pipeline.ErrTimeout
-}
-
-type callResult[R any] struct {
-	val R
-	err error
+	return start(ctx, &call[S, R]{from: from, to: to, async: handler}, timeout)
 }
 
 // Call sends a request from the running task on node from to node to, runs
@@ -154,5 +136,73 @@ type callResult[R any] struct {
 // pipeline.ErrTimeout and is ambiguous: the handler may or may not have run.
 // A node whose state is not an S ignores the request (the caller times out).
 func Call[S any, R any](ctx context.Context, from, to *Node, timeout time.Duration, handler func(S) (R, error)) (R, error) {
-	return CallAsync(ctx, from, to, timeout, func(s S, reply func(R, error)) { reply(handler(s)) })
+	return start(ctx, &call[S, R]{from: from, to: to, sync: handler}, timeout)
+}
+
+// call is one request and its answer: both messages deliver it, the
+// request to the handler at to, the answer back to the parked caller (one
+// allocation per call, where closures took six).
+type call[S any, R any] struct {
+	from, to *Node
+	sync     func(S) (R, error)
+	async    func(S, func(R, error))
+
+	t        *Task
+	park     uint64 // the caller's park the answer is for
+	inc      int    // to's incarnation that took the request
+	replied  bool
+	answered bool // the answer is on its way (the request was delivered)
+	val      R
+	err      error
+}
+
+func start[S any, R any](ctx context.Context, c *call[S, R], timeout time.Duration) (R, error) {
+	w := c.from.w
+	t := w.current("Call")
+	if t.node != c.from {
+		panic(fmt.Sprintf("sim: task %s called from node %s", t.name, c.from.name))
+	}
+	if err := ctx.Err(); err != nil {
+		var zero R
+		return zero, err
+	}
+	c.t, c.park = t, t.park
+	w.net.send(c.from, c.to, c)
+	w.wakeAt(t, w.now+timeout, nil)
+	if v := t.parkCurrent(); v == deliverer(c) {
+		return c.val, c.err
+	}
+	var zero R
+	return zero, pipeline.ErrTimeout
+}
+
+func (c *call[S, R]) deliver() {
+	w := c.from.w
+	if c.answered { // the answer reaches the caller
+		if !c.t.done && c.t.park == c.park {
+			w.wakeAt(c.t, w.now, deliverer(c))
+		}
+		return
+	}
+	s, ok := c.to.state.(S)
+	if !ok {
+		return
+	}
+	c.inc = c.to.incarnation
+	if c.sync != nil {
+		c.reply(c.sync(s))
+		return
+	}
+	c.async(s, c.reply)
+}
+
+// reply sends the answer once, unless to crashed or restarted since it took
+// the request (its connection died with it).
+func (c *call[S, R]) reply(r R, err error) {
+	if c.replied || !c.to.up || c.to.incarnation != c.inc {
+		return
+	}
+	c.replied, c.answered = true, true
+	c.val, c.err = r, err
+	c.from.w.net.send(c.to, c.from, c)
 }

@@ -25,7 +25,8 @@ type event struct {
 
 	node *Node     // evDeliver: destination; evFunc: optional owner
 	from *Node     // evDeliver: sender, for tracing and partitions
-	fn   func() // evDeliver, evFunc
+	fn   func()    // evDeliver, evFunc
+	d    deliverer // evDeliver: a message that runs itself instead of fn
 	tag  int64     // evFunc: a caller-chosen number folded into the trace
 }
 

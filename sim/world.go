@@ -116,7 +116,7 @@ func (w *World) newEvent(at time.Duration, kind eventKind) *event {
 func (w *World) recycle(e *event) {
 	// Drop references so recycled events keep nothing alive; scalar fields
 	// are overwritten by newEvent.
-	e.task, e.val, e.node, e.from, e.fn = nil, nil, nil, nil, nil
+	e.task, e.val, e.node, e.from, e.fn, e.d = nil, nil, nil, nil, nil, nil
 	w.free = append(w.free, e)
 }
 
@@ -186,9 +186,13 @@ func (w *World) dispatch(e *event) {
 		}
 		w.stats.Messages++
 		w.trace.add(e.at, TraceDeliver, int32(n.id), int64(e.from.id))
-		fn := e.fn
+		fn, d := e.fn, e.d
 		w.recycle(e)
-		fn()
+		if d != nil {
+			d.deliver()
+		} else {
+			fn()
+		}
 	case evFunc:
 		if n := e.node; n != nil {
 			if n.paused {
