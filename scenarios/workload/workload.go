@@ -132,6 +132,11 @@ type Profiles struct {
 	Users int
 	next  int
 	rev   int
+	// zipf draws hot users from r over [0, zipfMax]; it is made again only
+	// when either changes (setting one up costs more than a draw).
+	zipf    *rand.Zipf
+	zipfR   *rand.Rand
+	zipfMax uint64
 }
 
 func (p *Profiles) Name() string { return "profiles" }
@@ -162,7 +167,10 @@ func BigValue(r *rand.Rand, size int) string {
 }
 
 func (p *Profiles) Next(r *rand.Rand) pipeline.TxnFunc {
-	hot := user(int(rand.NewZipf(r, 1.3, 1, uint64(p.next-1)).Uint64()))
+	if max := uint64(p.next - 1); p.zipf == nil || p.zipfR != r || p.zipfMax != max {
+		p.zipf, p.zipfR, p.zipfMax = rand.NewZipf(r, 1.3, 1, max), r, max
+	}
+	hot := user(int(p.zipf.Uint64()))
 	p.rev++
 	rev := strconv.Itoa(p.rev)
 	bio := phrase(r, 2+r.IntN(3))
