@@ -95,11 +95,11 @@ func (r Row) Encode() string {
 	if len(r) == 0 {
 		return ""
 	}
-	var buf [8]string
-	cols := r.sortedColumns(buf[:0])
+	var buf [8]column
+	cols := r.sortedPairs(buf[:0])
 	n := len(cols) * 2
 	for _, c := range cols {
-		n += len(c) + len(r[c])
+		n += len(c.name) + len(c.value)
 	}
 	var b strings.Builder
 	b.Grow(n)
@@ -107,11 +107,30 @@ func (r Row) Encode() string {
 		if i > 0 {
 			b.WriteByte(';')
 		}
-		b.WriteString(c)
+		b.WriteString(c.name)
 		b.WriteByte('=')
-		b.WriteString(r[c])
+		b.WriteString(c.value)
 	}
 	return b.String()
+}
+
+// column is one column of a row, name and value.
+type column struct{ name, value string }
+
+// sortedPairs appends the row's columns, sorted by name, to buf: one pass
+// over the map, where sorting names and then looking each one up hashed
+// every name again.
+func (r Row) sortedPairs(buf []column) []column {
+	for name, value := range r {
+		buf = append(buf, column{name, value})
+	}
+	// Insertion sort: rows have a handful of columns.
+	for i := 1; i < len(buf); i++ {
+		for j := i; j > 0 && buf[j].name < buf[j-1].name; j-- {
+			buf[j], buf[j-1] = buf[j-1], buf[j]
+		}
+	}
+	return buf
 }
 
 // DecodeRow is the inverse of Encode.

@@ -157,14 +157,14 @@ func RowHash(k Key, r Row) uint64 {
 	d.WriteString("\x00")
 	d.WriteString(k.PK)
 	d.WriteString("\x00")
-	var buf [8]string
-	for i, c := range r.sortedColumns(buf[:0]) {
+	var buf [8]column
+	for i, c := range r.sortedPairs(buf[:0]) {
 		if i > 0 {
 			d.WriteString(";")
 		}
-		d.WriteString(c)
+		d.WriteString(c.name)
 		d.WriteString("=")
-		d.WriteString(r[c])
+		d.WriteString(c.value)
 	}
 	return d.Sum64()
 }
@@ -246,8 +246,13 @@ func ProjectChange(kind StoreKind, c Change, lsn LSN, prev Doc, hadPrev bool) Do
 func SearchTerms(r Row) string {
 	var buf [32]string
 	terms := buf[:0]
-	var seen map[string]struct{} // for large values, which repeat their words
+	var seen map[string]struct{} // for long texts, which repeat their words
 	for _, v := range r {
+		if isToken(v) {
+			// One long token (an encoded image, a spec): no byte-by-byte scan.
+			terms = append(terms, strings.ToLower(v))
+			continue
+		}
 		if len(v) > 256 && seen == nil {
 			seen = make(map[string]struct{}, 64)
 			for _, t := range terms {
@@ -261,19 +266,14 @@ func SearchTerms(r Row) string {
 	return strings.Join(terms, " ")
 }
 
+// isToken tells a long value without any word separator.
+func isToken(s string) bool {
+	return len(s) > 64 && strings.IndexByte(s, ' ') < 0 && strings.IndexByte(s, '\t') < 0 && strings.IndexByte(s, '\n') < 0
+}
+
 // appendWords appends the words of s to dst, skipping those in seen (and
 // adding the rest) when seen is not nil.
 func appendWords(dst []string, s string, seen map[string]struct{}) []string {
-	if len(s) > 64 && strings.IndexByte(s, ' ') < 0 && strings.IndexByte(s, '\t') < 0 && strings.IndexByte(s, '\n') < 0 {
-		// One long token (an encoded image, a spec): no byte-by-byte scan.
-		if seen != nil {
-			if _, dup := seen[s]; dup {
-				return dst
-			}
-			seen[s] = struct{}{}
-		}
-		return append(dst, s)
-	}
 	add := func(w string) {
 		if seen != nil {
 			if _, dup := seen[w]; dup {

@@ -1,0 +1,39 @@
+package model
+
+import (
+	"strings"
+	"testing"
+)
+
+// Rows shaped like the profiles workload's: small columns, and one with an
+// avatar past the TOAST threshold.
+var (
+	benchSmall  = Row{"name": "user u012", "bio": "quiet river stone", "rev": "1234", "avatar": "none"}
+	benchAvatar = Row{"name": "user u012", "bio": "quiet river stone", "rev": "1234", "avatar": strings.Repeat("abcdefghijklmnopqrstuvwxyz0123456789+/", 90)}
+	benchKey    = Key{Table: "users", PK: "u012"}
+	sinkString  string
+	sinkHash    uint64
+)
+
+func BenchmarkProjection(b *testing.B) {
+	for _, row := range []struct {
+		name string
+		r    Row
+	}{{"small", benchSmall}, {"avatar", benchAvatar}} {
+		b.Run("Encode/"+row.name, func(b *testing.B) {
+			for b.Loop() {
+				sinkString = row.r.Encode()
+			}
+		})
+		b.Run("SearchTerms/"+row.name, func(b *testing.B) {
+			for b.Loop() {
+				sinkString = SearchTerms(row.r)
+			}
+		})
+		b.Run("RowHash/"+row.name, func(b *testing.B) {
+			for b.Loop() {
+				sinkHash = RowHash(benchKey, row.r)
+			}
+		})
+	}
+}
