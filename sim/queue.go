@@ -34,71 +34,47 @@ func (a *event) before(b *event) bool {
 	return a.at < b.at || a.at == b.at && a.order < b.order
 }
 
-// eventQueue is a min-heap of events by (at, order), four children per
-// node: half as deep as a binary heap. Each slot holds its event's sort
-// key, so sifting compares without following pointers. Hand-written rather
-// than container/heap to avoid boxing every event in an interface.
-type eventQueue struct{ items []queued }
-
-type queued struct {
-	at    time.Duration
-	order uint64
-	e     *event
-}
-
-func (a queued) before(b queued) bool {
-	return a.at < b.at || a.at == b.at && a.order < b.order
-}
+// eventQueue is a binary min-heap of events by (at, tie, seq). Hand-written
+// rather than container/heap to avoid boxing every event in an interface.
+type eventQueue struct{ items []*event }
 
 func (q *eventQueue) len() int { return len(q.items) }
 
-func (q *eventQueue) peek() *event { return q.items[0].e }
+func (q *eventQueue) peek() *event { return q.items[0] }
 
 func (q *eventQueue) push(e *event) {
-	x := queued{e.at, e.order, e}
-	q.items = append(q.items, x)
-	items := q.items
-	i := len(items) - 1
+	q.items = append(q.items, e)
+	i := len(q.items) - 1
 	for i > 0 {
-		p := (i - 1) / 4
-		if !x.before(items[p]) {
+		p := (i - 1) / 2
+		if !q.items[i].before(q.items[p]) {
 			break
 		}
-		items[i] = items[p]
+		q.items[i], q.items[p] = q.items[p], q.items[i]
 		i = p
 	}
-	items[i] = x
 }
 
 func (q *eventQueue) pop() *event {
-	items := q.items
-	top := items[0].e
-	last := len(items) - 1
-	x := items[last]
-	items[last] = queued{}
-	items = items[:last]
-	q.items = items
-	if last == 0 {
-		return top
-	}
+	top := q.items[0]
+	last := len(q.items) - 1
+	q.items[0] = q.items[last]
+	q.items[last] = nil
+	q.items = q.items[:last]
 	i := 0
 	for {
-		first := 4*i + 1
-		if first >= last {
+		l, r, m := 2*i+1, 2*i+2, i
+		if l < last && q.items[l].before(q.items[m]) {
+			m = l
+		}
+		if r < last && q.items[r].before(q.items[m]) {
+			m = r
+		}
+		if m == i {
 			break
 		}
-		m := first
-		for c := first + 1; c < first+4 && c < last; c++ {
-			if items[c].before(items[m]) {
-				m = c
-			}
-		}
-		if !items[m].before(x) {
-			break
-		}
-		items[i] = items[m]
+		q.items[i], q.items[m] = q.items[m], q.items[i]
 		i = m
 	}
-	items[i] = x
 	return top
 }
