@@ -37,3 +37,17 @@ func BenchmarkProjection(b *testing.B) {
 		})
 	}
 }
+
+// TestLower: lower agrees with strings.ToLower on ASCII with and without
+// capitals at every position, on non-ASCII text and on every single byte.
+func TestLower(t *testing.T) {
+	cases := []string{"", "a", "Z", "abcdefgh", "abcdefgH", "Habcdefg", "abcdefghijklmnoP", "@[`{", "ÄÖÜ straße", "ascii then É"}
+	for b := 0; b < 256; b++ {
+		cases = append(cases, string([]byte{byte(b)}), strings.Repeat("x", 8)+string([]byte{byte(b)})+"yyyyyyy")
+	}
+	for _, c := range cases {
+		if got, want := lower(c), strings.ToLower(c); got != want {
+			t.Errorf("lower(%q) = %q, want %q", c, got, want)
+		}
+	}
+}

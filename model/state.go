@@ -250,7 +250,7 @@ func SearchTerms(r Row) string {
 	for _, v := range r {
 		if isToken(v) {
 			// One long token (an encoded image, a spec): no byte-by-byte scan.
-			terms = append(terms, strings.ToLower(v))
+			terms = append(terms, lower(v))
 			continue
 		}
 		if len(v) > 256 && seen == nil {
@@ -259,11 +259,35 @@ func SearchTerms(r Row) string {
 				seen[t] = struct{}{}
 			}
 		}
-		terms = appendWords(terms, strings.ToLower(v), seen)
+		terms = appendWords(terms, lower(v), seen)
 	}
 	slices.Sort(terms)
 	terms = slices.Compact(terms)
 	return strings.Join(terms, " ")
+}
+
+// lower is strings.ToLower, with a check eight bytes at a time for the
+// common case it leaves alone (ASCII without capitals): values of several
+// kilobytes pass through here on every search write.
+func lower(s string) string {
+	const ones, high = 0x0101010101010101, 0x8080808080808080
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		w := uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
+			uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+		// Bit 7 of a byte: set when it is not ASCII; or, adding 0x80-'A',
+		// when it is at least 'A' and, adding 0x80-'Z'-1, not above 'Z'.
+		// ASCII bytes cannot carry into their neighbours here.
+		if w&high != 0 || (w+(0x80-'A')*ones)&^(w+(0x80-'Z'-1)*ones)&high != 0 {
+			return strings.ToLower(s)
+		}
+	}
+	for ; i < len(s); i++ {
+		if c := s[i]; c >= 0x80 || 'A' <= c && c <= 'Z' {
+			return strings.ToLower(s)
+		}
+	}
+	return s
 }
 
 // isToken tells a long value without any word separator.
