@@ -204,7 +204,7 @@ func (t *truth) rowHash(k model.Key, d model.Doc) uint64 {
 	if v := t.byLSN[lsnKey{k, d.LSN}]; v != nil && v.project(model.Replica).Value == d.Value {
 		return v.rowHash(k)
 	}
-	return model.RowHash(k, model.DecodeRow(d.Value))
+	return model.EncodedRowHash(k, d.Value)
 }
 
 // docsHash is model.DocsHash of a replica's content, comparable with
