@@ -333,8 +333,8 @@ func (e *GapError) Unwrap() error { return ErrLogGap }
 // stopped before still lacks (0 when it did not stop), and the hole it
 // stopped before, if any (the batches end before it).
 func plan(pos model.Position, recs []Record, reapply bool) ([]Batch, int, *GapError) {
-	var out []Batch
-	cur := Batch{Position: pos}
+	out := make([]Batch, 0, 1)
+	cur := Batch{Position: pos, Txns: make([]model.Txn, 0, len(recs))}
 	lsn := pos.LSN
 	whole := wholeSnapshots(recs)
 	var g *gathering // the split transaction whose parts are being gathered
