@@ -211,6 +211,19 @@ func Revs(kind model.StoreKind, c model.Change, lsn model.LSN) (fresh model.Doc,
 	return fresh, true, a
 }
 
+// hasUnchanged tells whether any change of txns has unchanged columns: most
+// batches have none, and then nothing needs indexing.
+func hasUnchanged(txns []model.Txn) bool {
+	for _, t := range txns {
+		for _, c := range t.Changes {
+			if len(c.Unchanged) > 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // ResolveUnchanged fills the unchanged columns (model.Change.Unchanged) of
 // the transactions' changes, transaction by transaction, as a store that
 // applied them in order would: a change with From from that key's row as it
@@ -222,6 +235,9 @@ func Revs(kind model.StoreKind, c model.Change, lsn model.LSN) (fresh model.Doc,
 // statements rather than through an Overlay (pgstore, the simulated search
 // index). Transactions with no unchanged columns are returned as they are.
 func ResolveUnchanged(txns []model.Txn, load func(keys []model.Key) (map[model.Key]model.Row, error)) ([]model.Txn, error) {
+	if !hasUnchanged(txns) {
+		return txns, nil
+	}
 	// Which rows must come from the store: those no earlier change in the
 	// batch wrote or deleted (for From: no earlier transaction).
 	written := map[model.Key]bool{}
