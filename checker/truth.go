@@ -36,7 +36,7 @@ func (v *version) project(kind model.StoreKind) model.Doc {
 // rowHash is the version's term in a state hash.
 func (v *version) rowHash(k model.Key) uint64 {
 	if !v.hashed {
-		v.hash, v.hashed = model.RowHash(k, v.entry.Row), true
+		v.hash, v.hashed = v.entry.Hash(k), true
 	}
 	return v.hash
 }

@@ -15,6 +15,21 @@ type Entry struct {
 	Row    Row
 	LSN    LSN
 	Writes int
+
+	// hash is RowHash of the entry's key and row, when hashed: a hashing
+	// State fills it in as it writes the row, to take it out again
+	// without hashing the row twice.
+	hash   uint64
+	hashed bool
+}
+
+// Hash is RowHash(k, e.Row), the entry's term in a state hash (k must be
+// the entry's key).
+func (e Entry) Hash(k Key) uint64 {
+	if e.hashed {
+		return e.hash
+	}
+	return RowHash(k, e.Row)
 }
 
 // State is the content of the source tables after applying transactions in
@@ -60,7 +75,7 @@ func (s *State) applyChange(c Change, lsn LSN) {
 	}
 	old, had := s.rows[k]
 	if had {
-		s.unhash(k, old.Row)
+		s.unhash(k, old)
 	}
 	writes := 1
 	switch {
@@ -69,15 +84,17 @@ func (s *State) applyChange(c Change, lsn LSN) {
 	case had && c.Op != OpInsert:
 		writes = old.Writes + 1
 	}
-	s.rows[k] = Entry{Row: c.Row, LSN: lsn, Writes: writes}
+	e := Entry{Row: c.Row, LSN: lsn, Writes: writes}
 	if s.hashing {
-		s.hash ^= RowHash(k, c.Row)
+		e.hash, e.hashed = RowHash(k, c.Row), true
+		s.hash ^= e.hash
 	}
+	s.rows[k] = e
 }
 
 func (s *State) remove(k Key) {
 	if old, had := s.rows[k]; had {
-		s.unhash(k, old.Row)
+		s.unhash(k, old)
 		delete(s.rows, k)
 	}
 }
@@ -104,15 +121,17 @@ func (s *State) Hash() uint64 {
 		s.hashing = true
 		s.hash = 0
 		for k, e := range s.rows {
-			s.hash ^= RowHash(k, e.Row)
+			e.hash, e.hashed = RowHash(k, e.Row), true
+			s.rows[k] = e
+			s.hash ^= e.hash
 		}
 	}
 	return s.hash
 }
 
-func (s *State) unhash(k Key, r Row) {
+func (s *State) unhash(k Key, e Entry) {
 	if s.hashing {
-		s.hash ^= RowHash(k, r)
+		s.hash ^= e.Hash(k)
 	}
 }
 
