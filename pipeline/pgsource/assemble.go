@@ -226,7 +226,7 @@ func (a *Assembler) row(relID uint32, op string, build func(*relation) (model.Ch
 		}
 		return model.Txn{}, false, nil
 	case rel.noKey:
-		return model.Txn{}, false, fmt.Errorf("pgoutput: %s: %w", op, &NoKeyError{Tables: []string{rel.table}, XID: a.begin.XID})
+		return model.Txn{}, false, fmt.Errorf("pgoutput: %s: %w", op, &NoKeyError{Tables: []string{rel.table}, XID: uint64(a.begin.XID)})
 	case rel.keyErr != nil:
 		return model.Txn{}, false, fmt.Errorf("pgoutput: %s in xid %d: %w", op, a.begin.XID, rel.keyErr)
 	}
