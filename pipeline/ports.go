@@ -140,6 +140,18 @@ type Tx interface {
 	// pk = pk); nothing when the row does not exist. A newPK that exists
 	// fails the transaction, as a unique violation does.
 	Rekey(table, pk, newPK string)
+	// InsertRow appends row to a table without a primary key (INSERT; a
+	// column row does not name is NULL). Such a table is named by whole
+	// rows (KeylessTable), so applications write it as an append-only
+	// log: insert rows, delete old ones, no updates. Two identical rows
+	// are one row to lockstep, and DeleteRow removes both.
+	InsertRow(table string, row model.Row)
+	// DeleteRow deletes every row of a table without a primary key that
+	// equals row (DELETE ... WHERE each column IS NOT DISTINCT FROM row's
+	// value, NULL for a column row does not name); none is no change.
+	// Without REPLICA IDENTITY FULL the source refuses it, as PostgreSQL
+	// does once a publication holds the table: the transaction fails.
+	DeleteRow(table string, row model.Row)
 }
 
 // TxnFunc is an application transaction. Returning an error rolls it back.

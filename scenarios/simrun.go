@@ -190,7 +190,13 @@ func (x *world) build() {
 	x.db = w.AddNode("db", services.BootSourceDB(x.rec))
 	x.roles = append(x.roles, faults.Node{Name: "db", Role: faults.RoleDB})
 	initial := x.wl.Initial()
-	load, err := x.db.State().(*services.SourceDB).Exec(func(tx pipeline.Tx) error {
+	src := x.db.State().(*services.SourceDB)
+	for _, t := range x.wl.Keyless() {
+		if err := src.CreateTable(t); err != nil {
+			panic(err) // a fresh database holds no tables
+		}
+	}
+	load, err := src.Exec(func(tx pipeline.Tx) error {
 		for _, c := range initial {
 			tx.Put(c.Table, c.PK, c.Row)
 		}

@@ -214,6 +214,11 @@ func (r *run) prepare(ctx context.Context) error {
 		if err := pgsource.CreateTables(ctx, r.source, tablesOf(initial)); err != nil {
 			return fmt.Errorf("containers: source tables: %w", err)
 		}
+		for _, t := range wl.Keyless() {
+			if err := pgsource.CreateKeylessTable(ctx, r.source, t); err != nil {
+				return fmt.Errorf("containers: source tables: %w", err)
+			}
+		}
 	}
 	if err := pgsource.CreateTables(ctx, r.source, map[string][]string{markerTable: {"v"}}); err != nil {
 		return fmt.Errorf("containers: marker table: %w", err)
