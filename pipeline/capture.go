@@ -86,6 +86,12 @@ type Bugs struct {
 	// the value is gone (the sink-side form of the placeholder bug seen
 	// in CDC tools).
 	DropUnchangedToast bool
+	// KeylessWedge treats a change the source can never deliver
+	// (ErrUnsupported: a table without a key, a TRUNCATE) as a passing
+	// fault and reconnects at the same position for ever: every table's
+	// stream stalls behind it, and a key added later does not help (the
+	// change was written without one).
+	KeylessWedge bool
 }
 
 func (b Bugs) Any() bool { return b != Bugs{} }
@@ -100,6 +106,7 @@ var BugNames = map[string]func(*Bugs){
 	"lsn-only-version":      func(b *Bugs) { b.LSNOnlyVersion = true },
 	"drop-unchanged-toast":  func(b *Bugs) { b.DropUnchangedToast = true },
 	"no-split-large-txn":    func(b *Bugs) { b.NoSplitLargeTxn = true },
+	"keyless-wedge":         func(b *Bugs) { b.KeylessWedge = true },
 }
 
 // ParseBugs reads a comma-separated list of bug names ("" is none).
@@ -130,9 +137,10 @@ func (c *Capture) logger() *slog.Logger {
 	return c.Logger
 }
 
-// Run captures until ctx is done, reconnecting after every error but one:
-// a record too large for the log (ErrRecordTooLarge), which would only be
-// refused again, stops it with that error.
+// Run captures until ctx is done, reconnecting after every error but the
+// permanent ones, which would only come back at every retry: a record too
+// large for the log (ErrRecordTooLarge) and a change the source can never
+// deliver (ErrUnsupported). Those stop it with that error.
 func (c *Capture) Run(ctx context.Context) error {
 	backoff := c.Backoff
 	if backoff == 0 {
@@ -143,8 +151,8 @@ func (c *Capture) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if errors.Is(err, ErrRecordTooLarge) && !c.Bugs.NoSplitLargeTxn {
-			c.logger().Error("capture: stopped", "err", err)
+		if c.permanent(err) {
+			c.logger().Error("capture: stopped: retrying cannot get past this", "err", err)
 			return err
 		}
 		c.logger().Warn("capture: reconnecting", "err", err)
@@ -152,6 +160,18 @@ func (c *Capture) Run(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// permanent reports whether err is one the capture stops on: the same
+// input gives it again however often it reconnects.
+func (c *Capture) permanent(err error) bool {
+	switch {
+	case errors.Is(err, ErrRecordTooLarge):
+		return !c.Bugs.NoSplitLargeTxn
+	case errors.Is(err, ErrUnsupported):
+		return !c.Bugs.KeylessWedge // Broken: retried at the same position for ever.
+	}
+	return false
 }
 
 // stream runs one replication session: (snapshot if needed,) start, then

@@ -162,9 +162,18 @@ type fakeSource struct {
 	next      int
 	starts    int
 	onStart   func(starts int)
+	// refuse is a transaction the source can never deliver: Next hands
+	// out the ones before it, then fails on it with ErrUnsupported, at
+	// every read after every Start.
+	refuse model.LSN
+	// refuseSnapshot makes Snapshot fail with ErrUnsupported.
+	refuseSnapshot bool
 }
 
 func (s *fakeSource) Snapshot(context.Context) (model.Txn, error) {
+	if s.refuseSnapshot {
+		return model.Txn{}, fmt.Errorf("snapshot: table x has no key: %w", ErrUnsupported)
+	}
 	s.confirmed = 1
 	return model.Txn{CommitLSN: 1, Snapshot: true}, nil
 }
@@ -186,6 +195,15 @@ func (s *fakeSource) Next(context.Context) ([]model.Txn, error) {
 		return nil, errDrained
 	}
 	out := s.txns[s.next:min(s.next+s.batch, len(s.txns))]
+	for i, t := range out {
+		if s.refuse != 0 && t.CommitLSN == s.refuse {
+			if i == 0 {
+				return nil, fmt.Errorf("txn at %s: a change to a table without a key: %w", t.CommitLSN, ErrUnsupported)
+			}
+			out = out[:i]
+			break
+		}
+	}
 	s.next += len(out)
 	return out, nil
 }
@@ -336,6 +354,46 @@ func TestCaptureStopsOnAChangeTooLarge(t *testing.T) {
 	c = &Capture{Env: &testEnv{}, Source: src, Log: &limitLog{max: 16 << 10}, Bugs: Bugs{NoSplitLargeTxn: true}}
 	if err := c.Run(ctx); !errors.Is(err, context.Canceled) || src.starts != 10 {
 		t.Fatalf("old rule: Run = %v after %d starts; want it retrying until cancelled", err, src.starts)
+	}
+}
+
+// A change the source can never deliver stops the capture with the
+// source's error, after everything before it reached the log and was
+// confirmed; a snapshot the source refuses stops it too. The old rule
+// (keyless-wedge) reconnects at the same position for ever, and nothing
+// after the change, in any table, moves.
+func TestCaptureStopsOnAnUnsupportedChange(t *testing.T) {
+	txns := []model.Txn{wide(20, 1, 10), wide(30, 1, 10), wide(40, 1, 10)}
+	src := &fakeSource{txns: txns, batch: 3, refuse: 30}
+	log := &limitLog{max: 1 << 20}
+	c := &Capture{Env: &testEnv{}, Source: src, Log: log}
+	err := c.Run(context.Background())
+	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "at 0/1E") {
+		t.Fatalf("Run = %v; want it stopped by the source's ErrUnsupported at 0/1E", err)
+	}
+	if got := log.lsns(); !reflect.DeepEqual(got, []model.LSN{20}) || src.starts != 1 || src.confirmed != 20 {
+		t.Fatalf("log holds %v, confirmed %s after %d starts; want 20 only, confirmed, after 1 start", got, src.confirmed, src.starts)
+	}
+
+	src = &fakeSource{txns: txns, batch: 3, refuseSnapshot: true}
+	if err := (&Capture{Env: &testEnv{}, Source: src, Log: &memLog{}}).Run(context.Background()); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("refused snapshot: Run = %v; want it stopped with ErrUnsupported", err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	src = &fakeSource{txns: txns, batch: 3, refuse: 30, onStart: func(n int) {
+		if n == 10 {
+			cancel()
+		}
+	}}
+	log = &limitLog{max: 1 << 20}
+	c = &Capture{Env: &testEnv{}, Source: src, Log: log, Bugs: Bugs{KeylessWedge: true}}
+	if err := c.Run(ctx); !errors.Is(err, context.Canceled) || src.starts != 10 {
+		t.Fatalf("old rule: Run = %v after %d starts; want it retrying until cancelled", err, src.starts)
+	}
+	if got := log.lsns(); !reflect.DeepEqual(got, []model.LSN{20}) {
+		t.Fatalf("old rule: log holds %v; want 20 only (40 never gets past the wedge)", got)
 	}
 }
 

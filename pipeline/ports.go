@@ -33,6 +33,13 @@ type Env interface {
 
 // ChangeStream is a logical replication stream of committed transactions
 // in commit order.
+//
+// Its errors are transient (the capture reconnects and reads again) except
+// those that wrap ErrUnsupported: a change, or a table, that the adapter can
+// never express as row changes (a change to a table whose rows have no name,
+// a TRUNCATE). Reading the same WAL again gives the same error at the same
+// position, so an adapter wraps it only for what no retry can get past, and
+// the capture stops on it rather than hold up every table behind it.
 type ChangeStream interface {
 	// Snapshot (re)creates the replication slot together with a consistent
 	// snapshot of every table: the rows as of the returned transaction's
@@ -43,7 +50,9 @@ type ChangeStream interface {
 	// slot does not exist.
 	Start(ctx context.Context) (model.LSN, error)
 	// Next returns the next committed transactions (at least one) of the open
-	// stream, in commit order.
+	// stream, in commit order. A transaction it can never deliver is an
+	// error wrapping ErrUnsupported, every time the stream reaches it; the
+	// whole transactions before it come back first.
 	Next(ctx context.Context) ([]model.Txn, error)
 	// Confirm tells the source that everything up to lsn is safely stored
 	// downstream, so the slot may release it.
@@ -112,6 +121,10 @@ var (
 	// again until the limit is raised; nothing of the produce call from
 	// that record on was written.
 	ErrRecordTooLarge = errors.New("record larger than the log's maximum")
+	// ErrUnsupported: the source holds a change lockstep cannot express as
+	// row changes (see ChangeStream). Permanent: decoding the same WAL
+	// gives it again, so the capture stops instead of retrying.
+	ErrUnsupported = errors.New("unsupported change")
 )
 
 // Tx is a source database transaction as application code sees it. Reads
@@ -127,6 +140,18 @@ type Tx interface {
 	// pk = pk); nothing when the row does not exist. A newPK that exists
 	// fails the transaction, as a unique violation does.
 	Rekey(table, pk, newPK string)
+	// InsertRow appends row to a table without a primary key (INSERT; a
+	// column row does not name is NULL). Such a table is named by whole
+	// rows (KeylessTable), so applications write it as an append-only
+	// log: insert rows, delete old ones, no updates. Two identical rows
+	// are one row to lockstep, and DeleteRow removes both.
+	InsertRow(table string, row model.Row)
+	// DeleteRow deletes every row of a table without a primary key that
+	// equals row (DELETE ... WHERE each column IS NOT DISTINCT FROM row's
+	// value, NULL for a column row does not name); none is no change.
+	// Without REPLICA IDENTITY FULL the source refuses it, as PostgreSQL
+	// does once a publication holds the table: the transaction fails.
+	DeleteRow(table string, row model.Row)
 }
 
 // TxnFunc is an application transaction. Returning an error rolls it back.

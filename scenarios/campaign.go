@@ -34,9 +34,16 @@ type Cell struct {
 	// Failing names every violating run as scenario/system/seed.
 	Failing []string `json:"failing,omitempty"`
 	Inconcl int      `json:"seeds_inconclusive"`
+	// Refused counts the runs whose pipeline stopped on input it cannot
+	// capture (Outcome.Stopped) without a violation before it; RefusedRuns
+	// names them, and Stopped says why the first of them stopped.
+	Refused     int      `json:"seeds_refused"`
+	RefusedRuns []string `json:"refused,omitempty"`
+	Stopped     string   `json:"stopped,omitempty"`
 	// Inconclusive names every run whose verdict was inconclusive (not a
 	// violation, not a pass).
 	Inconclusive []string `json:"inconclusive,omitempty"`
+	firstRefused uint64
 	wall         time.Duration
 	simWall      time.Duration
 	virtual      time.Duration
@@ -83,6 +90,18 @@ func (s *Summary) PipelineInconclusive() int {
 	for _, c := range s.Cells {
 		if c.System == Pipeline {
 			n += c.Inconcl
+		}
+	}
+	return n
+}
+
+// PipelineRefused counts pipeline runs that stopped on input the pipeline
+// cannot capture.
+func (s *Summary) PipelineRefused() int {
+	n := 0
+	for _, c := range s.Cells {
+		if c.System == Pipeline {
+			n += c.Refused
 		}
 	}
 	return n
@@ -154,6 +173,7 @@ func Campaign(cfg CampaignConfig) *Summary {
 		}
 		sort.Strings(c.Failing)
 		sort.Strings(c.Inconclusive)
+		sort.Strings(c.RefusedRuns)
 	}
 	if wall > 0 {
 		sum.Speedup = float64(virtual) / float64(wall)
@@ -173,10 +193,17 @@ func tally(c *Cell, o *Outcome) {
 	for class, n := range o.Report.Counts {
 		c.Anomalies[class] += n
 	}
-	if o.Violated() {
+	switch {
+	case o.Violated():
 		c.Violating++
 		c.Failing = append(c.Failing, ReproToken(o.Scenario, o.System, o.Seed))
-	} else if o.Report.Verdict == checker.Inconclusive {
+	case o.Refused():
+		c.Refused++
+		c.RefusedRuns = append(c.RefusedRuns, ReproToken(o.Scenario, o.System, o.Seed))
+		if c.Stopped == "" || o.Seed < c.firstRefused {
+			c.Stopped, c.firstRefused = o.Stopped, o.Seed
+		}
+	case o.Report.Verdict == checker.Inconclusive:
 		c.Inconcl++
 		c.Inconclusive = append(c.Inconclusive, ReproToken(o.Scenario, o.System, o.Seed))
 	}

@@ -2,6 +2,7 @@ package scenarios
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -76,10 +77,19 @@ type Outcome struct {
 	SimWall  time.Duration // simulating only (the world's event loop)
 	Blocked  []string
 	Trace    *sim.Trace
+	// Stopped, when set, says in one line that the capture refused input
+	// it can never capture (it stopped with pipeline.ErrUnsupported or
+	// ErrRecordTooLarge) and why. The history is then judged up to the
+	// transaction it refused: the run is neither a pass nor, unless the
+	// report found a violation before that point, a failure.
+	Stopped string
 }
 
 // Violated reports whether the system under test broke a property it claims.
 func (o *Outcome) Violated() bool { return !o.Report.OK() }
+
+// Refused reports whether the pipeline stopped on input it cannot capture.
+func (o *Outcome) Refused() bool { return o.Stopped != "" }
 
 // Repro is the command that replays this run exactly.
 func (o *Outcome) Repro() string {
@@ -127,6 +137,16 @@ type world struct {
 	// recorded against (see noteConvergence).
 	convergedLSN map[string]model.LSN
 
+	// stopped is the error the capture stopped on, for good (nil while it
+	// runs); cut is the index in the WAL of the transaction it refused,
+	// where the judged history ends (-1 until known).
+	stopped error
+	cut     int
+	// added is set once the scenario's AddsTable exists; rawRows counts
+	// the rows written to it.
+	added   bool
+	rawRows int
+
 	logger  *slog.Logger
 	keys    []model.Key
 	keySeen map[model.Key]bool
@@ -146,7 +166,7 @@ func Run(sc *Scenario, sys System, seed uint64, opts Options) (*Outcome, error) 
 		return nil, fmt.Errorf("scenario %s: %w", sc.Name, err)
 	}
 	x := &world{sc: sc, sys: sys, seed: seed, opts: opts, wl: wl, quietAt: opts.Quiet, keySeen: map[model.Key]bool{},
-		convergedLSN: map[string]model.LSN{}}
+		convergedLSN: map[string]model.LSN{}, cut: -1}
 	x.w = sim.New(sim.Config{Seed: seed, KeepTrace: opts.KeepTrace})
 	x.logger = newLogger(opts.Log, x.w)
 	x.hist = &model.History{Scenario: sc.Name, System: string(sys), Seed: seed,
@@ -177,6 +197,9 @@ func Run(sc *Scenario, sys System, seed uint64, opts Options) (*Outcome, error) 
 		SimWall: simWall,
 		Blocked: res.Blocked,
 	}
+	if x.stopped != nil {
+		out.Stopped = fmt.Sprintf("the pipeline refused input it cannot capture, judged up to the transaction before it: %v", x.stopped)
+	}
 	if opts.KeepTrace {
 		out.Trace = res.Trace
 	}
@@ -190,7 +213,13 @@ func (x *world) build() {
 	x.db = w.AddNode("db", services.BootSourceDB(x.rec))
 	x.roles = append(x.roles, faults.Node{Name: "db", Role: faults.RoleDB})
 	initial := x.wl.Initial()
-	load, err := x.db.State().(*services.SourceDB).Exec(func(tx pipeline.Tx) error {
+	src := x.db.State().(*services.SourceDB)
+	for _, t := range x.wl.Keyless() {
+		if err := src.CreateTable(t); err != nil {
+			panic(err) // a fresh database holds no tables
+		}
+	}
+	load, err := src.Exec(func(tx pipeline.Tx) error {
 		for _, c := range initial {
 			tx.Put(c.Table, c.PK, c.Row)
 		}
@@ -221,6 +250,9 @@ func (x *world) build() {
 		})
 		x.roles = append(x.roles, faults.Node{Name: name, Role: faults.RoleApp})
 	}
+	if t := x.sc.AddsTable; t != nil {
+		x.migrate(*t)
+	}
 	x.observer = w.AddNode("observer", func(n *sim.Node) any {
 		n.Go("sampler", x.observe)
 		return nil
@@ -245,7 +277,12 @@ func (x *world) buildPipeline() {
 			// and appliers resume inside them.
 			ChunkRows: 32,
 		}
-		n.Go("capture", func(ctx context.Context) { _ = c.Run(ctx) })
+		n.Go("capture", func(ctx context.Context) {
+			// Run ends on its own only on input no retry gets past.
+			if err := c.Run(ctx); err != nil && ctx.Err() == nil && x.stopped == nil {
+				x.stopped = err
+			}
+		})
 		return nil
 	})
 	x.roles = append(x.roles, faults.Node{Name: "capture", Role: faults.RoleCapture})
@@ -269,6 +306,45 @@ func (x *world) buildPipeline() {
 	}
 }
 
+// migrate creates t during the fault phase, between a quarter and a half
+// of it, at a time drawn from the seed's own stream (so it does not shift
+// any other draw); while the source is down it tries again shortly after.
+func (x *world) migrate(t pipeline.KeylessTable) {
+	rng := rand.New(rand.NewPCG(x.seed, 0x7ab1e))
+	at := x.opts.Quiet/4 + time.Duration(rng.Int64N(int64(x.opts.Quiet/4)))
+	var try func()
+	try = func() {
+		db, up := x.db.State().(*services.SourceDB)
+		if !up {
+			x.w.At(x.w.Now()+100*time.Millisecond, 0, try)
+			return
+		}
+		if err := db.CreateTable(t); err != nil {
+			panic(err) // only the migration creates it, once
+		}
+		x.added = true
+		x.logger.Info("migration: created a table without a primary key", "table", t.Name, "full_identity", t.Full)
+	}
+	x.w.At(at, 0, try)
+}
+
+// withRawRow is op, then a row appended to the migration's table in one
+// transaction of four once it exists.
+func (x *world) withRawRow(op pipeline.TxnFunc, r *rand.Rand) pipeline.TxnFunc {
+	if !x.added || r.IntN(4) != 0 {
+		return op
+	}
+	x.rawRows++
+	table, row := x.sc.AddsTable.Name, model.Row{"at": fmt.Sprint(x.rawRows), "what": "audit " + fmt.Sprint(x.rawRows)}
+	return func(tx pipeline.Tx) error {
+		if err := op(tx); err != nil {
+			return err
+		}
+		tx.InsertRow(table, row)
+		return nil
+	}
+}
+
 // client is an application client: it issues its share of the workload
 // through the fault phase, retrying timeouts as applications do.
 func (x *world) client(n *sim.Node) func(ctx context.Context) {
@@ -284,7 +360,7 @@ func (x *world) client(n *sim.Node) func(ctx context.Context) {
 		// the workload is spent: see settled.
 		for x.w.Now() < x.quietAt && x.issued < x.opts.Txns {
 			x.issued++
-			op := x.wl.Next(env.Rand())
+			op := x.withRawRow(x.wl.Next(env.Rand()), env.Rand())
 			func() {
 				x.busy++
 				defer func() { x.busy-- }() // also when a crash unwinds the task
@@ -450,6 +526,9 @@ func (x *world) noteConvergence() {
 		return // the source is down: nothing commits, records stand
 	}
 	last := db.LastLSN()
+	if i := x.cutAt(db); i >= 0 && i < len(db.WAL()) {
+		last = db.WAL()[i-1].CommitLSN
+	}
 	for i, n := range x.stores {
 		name := storeKinds[i].name
 		var pos model.Position
@@ -488,6 +567,28 @@ func (x *world) settled() bool {
 	return true
 }
 
+// cutAt is where the judged history ends once the capture has stopped on
+// input it cannot capture: the index in the WAL of the transaction it
+// refused (the one the NoKeyError names, or else the first the source
+// refuses to stream), so that the stores are judged on what the pipeline
+// could deliver. -1 while the capture runs; len(WAL) when nothing is cut.
+func (x *world) cutAt(db *services.SourceDB) int {
+	if x.stopped == nil || x.cut >= 0 {
+		return x.cut
+	}
+	wal := db.WAL()
+	var nk *pipeline.NoKeyError
+	byXID := errors.As(x.stopped, &nk) && nk.XID != 0
+	x.cut = len(wal)
+	for i, t := range wal {
+		if (byXID && t.XID == nk.XID) || (!byXID && db.Refuses(t)) {
+			x.cut = max(i, 1) // the initial load is never refused
+			break
+		}
+	}
+	return x.cut
+}
+
 // finish reads the ground truth and the final stores from the world. The
 // source and every store are up by then (the quiet phase restarted them):
 // one that is not is the harness's failure, not the system's, and judging
@@ -498,6 +599,9 @@ func (x *world) finish() error {
 		return fmt.Errorf("harness: the source database is down at the end of the run")
 	}
 	x.hist.Committed = db.WAL()
+	if i := x.cutAt(db); i >= 0 {
+		x.hist.Committed = x.hist.Committed[:i]
+	}
 	x.hist.Aborted = x.rec.Aborted
 	for i, n := range x.stores {
 		name := storeKinds[i].name

@@ -203,6 +203,9 @@ func runOne(name, system, seedText string, rf runFlags) error {
 		fmt.Fprintf(stdout, "blocked tasks at the end: %s\n", strings.Join(out.Blocked, ", "))
 	}
 	fmt.Fprint(stdout, out.Report.String())
+	if out.Refused() {
+		fmt.Fprintf(stdout, "STOPPED: %s\n", out.Stopped)
+	}
 	fmt.Fprintf(stdout, "trace hash %016x\n", out.Hash)
 	fmt.Fprintf(stdout, "repro: %s\n", out.Repro())
 	if rf.json != "" {
@@ -210,17 +213,20 @@ func runOne(name, system, seedText string, rf runFlags) error {
 			return err
 		}
 	}
-	return judge(sys, out.Report)
+	return judge(sys, out.Report, out.Refused())
 }
 
 // judge is a run's exit: only the pipeline's verdict counts (dual writes
-// failing is the expected finding). Inconclusive is not a pass.
-func judge(sys scenarios.System, rep *checker.Report) error {
+// failing is the expected finding). A violation before a refusal still
+// fails; a refusal and an inconclusive verdict are not a pass.
+func judge(sys scenarios.System, rep *checker.Report, refused bool) error {
 	switch {
 	case sys != scenarios.Pipeline:
 		return nil
 	case !rep.OK():
 		return errViolation
+	case refused:
+		return errRefused
 	case rep.Verdict == checker.Inconclusive:
 		return errInconclusive
 	}
@@ -350,6 +356,8 @@ func campaign(cfg scenarios.CampaignConfig, jsonPath string) error {
 		return errViolation
 	case len(sum.Errors) > 0:
 		return errHarness
+	case sum.PipelineRefused() > 0:
+		return errRefused
 	case sum.PipelineInconclusive() > 0:
 		return errInconclusive
 	}
@@ -405,6 +413,10 @@ func printSummary(cfg scenarios.CampaignConfig, sum *scenarios.Summary) {
 		if c.System == scenarios.Pipeline {
 			failing = append(failing, c.Failing...)
 			inconclusive = append(inconclusive, c.Inconclusive...)
+			if c.Refused > 0 {
+				fmt.Fprintf(stdout, "\npipeline: %d runs of %s stopped on input the pipeline cannot capture (not a pass), first %s: %s\n",
+					c.Refused, c.Scenario, c.RefusedRuns[0], c.Stopped)
+			}
 		}
 	}
 	if len(inconclusive) > 0 {
@@ -423,7 +435,7 @@ func printSummary(cfg scenarios.CampaignConfig, sum *scenarios.Summary) {
 		}
 	} else {
 		judged := "in any run"
-		if len(inconclusive) > 0 || len(sum.Errors) > 0 {
+		if len(inconclusive) > 0 || len(sum.Errors) > 0 || sum.PipelineRefused() > 0 {
 			judged = "in the runs judged (not all were, above)"
 		}
 		fmt.Fprintf(stdout, "\npipeline: no claimed property violated %s.\n", judged)
@@ -475,7 +487,7 @@ var listCmd = &command{
 			fmt.Fprintf(w, "scenario\tworkload\tfaults\tsummary\n")
 			names := scenarios.Names()
 			sort.Strings(names)
-			for _, sc := range scenarios.All {
+			for _, sc := range append(scenarios.All[:len(scenarios.All):len(scenarios.All)], scenarios.Unsupported...) {
 				var kinds []string
 				for _, k := range sc.Kinds {
 					kinds = append(kinds, string(k))

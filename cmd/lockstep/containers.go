@@ -76,7 +76,7 @@ func runContainers(name string, sys scenarios.System, seed uint64, rf runFlags) 
 			return err
 		}
 	}
-	return judge(sys, out.Report)
+	return judge(sys, out.Report, false)
 }
 
 // containerCampaign runs seeds of scenarios in containers, one run at a time

@@ -5,8 +5,9 @@
 // Exit codes: 0 when the system under test held every property it claims,
 // 1 when it violated one (naive dual writes' violations are the expected
 // finding and do not count), 2 for bad input or a harness error: a run that
-// could not complete, a report that could not be written, or a verdict
-// that is inconclusive (a check did not finish), which is not a pass.
+// could not complete, a report that could not be written, a verdict that is
+// inconclusive (a check did not finish), or a pipeline that stopped on
+// input it cannot capture (a table without a key), none of which is a pass.
 package main
 
 import (
@@ -43,6 +44,9 @@ var (
 	errViolation = errors.New("the system under test violated a claimed property")
 	// errInconclusive: a claimed property could not be judged (exit 2).
 	errInconclusive = errors.New("inconclusive: a claimed property could not be judged (see the report); not a pass")
+	// errRefused: the pipeline stopped on input it cannot capture, as it
+	// must; already reported (exit 2).
+	errRefused = errors.New("the pipeline refused input it cannot capture: not a pass")
 	// errHarness: runs could not complete; already reported (exit 2).
 	errHarness = errors.New("the harness failed")
 )
@@ -99,7 +103,7 @@ func run(args []string, out, errw io.Writer) int {
 		return 2
 	case errors.Is(err, errViolation):
 		return 1
-	case errors.Is(err, errHarness):
+	case errors.Is(err, errHarness), errors.Is(err, errRefused):
 		return 2
 	default:
 		// Inconclusive, or the harness failed: not the system's failure.

@@ -182,20 +182,39 @@ func TestHarnessErrorIsExit2(t *testing.T) {
 func TestJudge(t *testing.T) {
 	fail := &checker.Report{Verdict: checker.Fail, Anomalies: []checker.Anomaly{{Class: checker.Lost, Violation: true}}}
 	cases := []struct {
-		sys  scenarios.System
-		rep  *checker.Report
-		want error
+		sys     scenarios.System
+		rep     *checker.Report
+		refused bool
+		want    error
 	}{
-		{scenarios.Pipeline, &checker.Report{Verdict: checker.Pass}, nil},
-		{scenarios.Pipeline, fail, errViolation},
-		{scenarios.Pipeline, &checker.Report{Verdict: checker.Inconclusive}, errInconclusive},
-		{scenarios.DualWrite, fail, nil},
-		{scenarios.DualWrite, &checker.Report{Verdict: checker.Inconclusive}, nil},
+		{scenarios.Pipeline, &checker.Report{Verdict: checker.Pass}, false, nil},
+		{scenarios.Pipeline, fail, false, errViolation},
+		{scenarios.Pipeline, &checker.Report{Verdict: checker.Inconclusive}, false, errInconclusive},
+		{scenarios.Pipeline, &checker.Report{Verdict: checker.Pass}, true, errRefused},
+		{scenarios.Pipeline, fail, true, errViolation},
+		{scenarios.DualWrite, fail, false, nil},
+		{scenarios.DualWrite, &checker.Report{Verdict: checker.Inconclusive}, false, nil},
 	}
 	for _, c := range cases {
-		if got := judge(c.sys, c.rep); got != c.want {
-			t.Errorf("%s %s: %v, want %v", c.sys, c.rep.Verdict, got, c.want)
+		if got := judge(c.sys, c.rep, c.refused); got != c.want {
+			t.Errorf("%s %s refused=%v: %v, want %v", c.sys, c.rep.Verdict, c.refused, got, c.want)
 		}
+	}
+}
+
+// A table without a key or FULL identity created mid-run: the capture
+// stops, and the run says so in one line and exits 2, neither a pass nor a
+// violation; with the old rule (keyless-wedge) the same seed is a
+// violation: the stores never catch up.
+func TestKeylessTableStopsTheRun(t *testing.T) {
+	code, out, errw := lockstep("run", "--scenario", "keyless-table", "--seed", "1", "--txns", "300")
+	stopped := regexp.MustCompile(`(?m)^STOPPED: the pipeline refused input it cannot capture.*a change to raw_events in xid \d+ cannot be captured.*--exclude-tables raw_events.*$`)
+	if code != 2 || !strings.Contains(out, "PASS:") || !stopped.MatchString(out) {
+		t.Fatalf("exit %d; want 2 with a PASS of the judged history and one STOPPED line naming raw_events\n%s%s", code, out, errw)
+	}
+	code, out, errw = lockstep("run", "--scenario", "keyless-table", "--seed", "1", "--txns", "300", "--bug", "keyless-wedge")
+	if code != 1 || !strings.Contains(out, "not-converged") || strings.Contains(out, "STOPPED") {
+		t.Fatalf("keyless-wedge: exit %d; want 1, not-converged, no STOPPED line\n%s%s", code, out, errw)
 	}
 }
 

@@ -80,7 +80,7 @@ exit 2 and what to do; other errors are retried with a pause.`,
 			defer klog.Close()
 			c := &pipeline.Capture{Env: &realenv.Env{Base: ctx}, Log: klog, Logger: logger, Bugs: bugs, MaxTxnBytes: common.maxRecord}
 			logger.Info("lockstep: ready", "source", redact(*source), "topic", common.topic)
-			return drained(runCapture(ctx, c, stream, logger), logger)
+			return drained(runCapture(ctx, c, stream), logger)
 		}
 	},
 }
@@ -124,63 +124,23 @@ func checkTables(ctx context.Context, s *pgsource.Stream, logger *slog.Logger) e
 	}
 }
 
-// runCapture runs c on stream until ctx ends, or until the stream reports
-// a change it can never get past (pgsource.ErrUnsupported: decoding the same
-// WAL gives the same error, so reconnecting would retry it for ever and hold
-// up every table): then it stops with that error, one line, exit 2.
-func runCapture(ctx context.Context, c *pipeline.Capture, stream pipeline.ChangeStream, logger *slog.Logger) error {
-	runCtx, stop := context.WithCancelCause(ctx)
-	defer stop(nil)
-	c.Source = stopOnPermanent{ChangeStream: stream, stop: stop}
-	err := c.Run(runCtx)
-	var perm permanentError
-	if errors.As(context.Cause(runCtx), &perm) {
-		logger.Error("capture: stopped: retrying cannot get past this change", "err", perm.err)
-		var nk *pgsource.NoKeyError
-		if errors.As(perm.err, &nk) {
-			return usagef("stopped: %v", nk)
-		}
-		return usagef("stopped: %v", perm.err)
-	}
-	if errors.Is(err, pipeline.ErrRecordTooLarge) {
-		// One change larger than any log record: retrying cannot help.
+// runCapture runs c on stream until ctx ends, or until the capture stops on
+// input it can never get past (pipeline.ErrUnsupported, such as a change to
+// a table without a key, or pipeline.ErrRecordTooLarge): then it says what
+// stopped it and what to do, one line, exit 2.
+func runCapture(ctx context.Context, c *pipeline.Capture, stream pipeline.ChangeStream) error {
+	c.Source = stream
+	err := c.Run(ctx)
+	var nk *pgsource.NoKeyError
+	switch {
+	case errors.As(err, &nk):
+		// The table and the flag that gets past it, without the layers
+		// of context the stream wrapped around it.
+		return usagef("stopped: %v", nk)
+	case errors.Is(err, pipeline.ErrUnsupported), errors.Is(err, pipeline.ErrRecordTooLarge):
 		return usagef("stopped: %v", err)
 	}
 	return err
-}
-
-// permanentError is the cause stopOnPermanent cancels the run with.
-type permanentError struct{ err error }
-
-func (e permanentError) Error() string { return e.err.Error() }
-
-// stopOnPermanent passes the stream's calls through and cancels the run
-// when one fails with pgsource.ErrUnsupported.
-type stopOnPermanent struct {
-	pipeline.ChangeStream
-	stop context.CancelCauseFunc
-}
-
-func (s stopOnPermanent) check(err error) error {
-	if errors.Is(err, pgsource.ErrUnsupported) {
-		s.stop(permanentError{err})
-	}
-	return err
-}
-
-func (s stopOnPermanent) Snapshot(ctx context.Context) (model.Txn, error) {
-	txn, err := s.ChangeStream.Snapshot(ctx)
-	return txn, s.check(err)
-}
-
-func (s stopOnPermanent) Start(ctx context.Context) (model.LSN, error) {
-	lsn, err := s.ChangeStream.Start(ctx)
-	return lsn, s.check(err)
-}
-
-func (s stopOnPermanent) Next(ctx context.Context) ([]model.Txn, error) {
-	txns, err := s.ChangeStream.Next(ctx)
-	return txns, s.check(err)
 }
 
 var applyCmd = &command{

@@ -175,7 +175,7 @@ func testStopsOnKeyless(t *testing.T, dsn string) {
 	log := &memLog{}
 	capture := func(ctx context.Context, s *pgsource.Stream) error {
 		c := &pipeline.Capture{Env: &realenv.Env{Base: ctx}, Log: log, Logger: logger, Backoff: 10 * time.Millisecond}
-		return runCapture(ctx, c, s, logger)
+		return runCapture(ctx, c, s)
 	}
 
 	// The snapshot comes first; the keyless table and its change after it.

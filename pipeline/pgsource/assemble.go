@@ -1,19 +1,20 @@
 package pgsource
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
 	"lockstep/model"
+	"lockstep/pipeline"
 )
 
 // ErrUnsupported is wrapped by errors about changes lockstep cannot express
 // as row changes (TRUNCATE, tables it cannot name rows of, a key column's
 // value the server did not send). Such an error comes back every time the
-// same WAL is decoded again: retrying cannot get past it.
-var ErrUnsupported = errors.New("unsupported change")
+// same WAL is decoded again: retrying cannot get past it. It is
+// pipeline.ErrUnsupported, on which the capture stops.
+var ErrUnsupported = pipeline.ErrUnsupported
 
 // Assembler turns one replication session's pgoutput messages into whole
 // committed transactions. It is pure: feed it messages in order, collect the
@@ -225,7 +226,7 @@ func (a *Assembler) row(relID uint32, op string, build func(*relation) (model.Ch
 		}
 		return model.Txn{}, false, nil
 	case rel.noKey:
-		return model.Txn{}, false, fmt.Errorf("pgoutput: %s: %w", op, &NoKeyError{Tables: []string{rel.table}, XID: a.begin.XID})
+		return model.Txn{}, false, fmt.Errorf("pgoutput: %s: %w", op, &NoKeyError{Tables: []string{rel.table}, XID: uint64(a.begin.XID)})
 	case rel.keyErr != nil:
 		return model.Txn{}, false, fmt.Errorf("pgoutput: %s in xid %d: %w", op, a.begin.XID, rel.keyErr)
 	}

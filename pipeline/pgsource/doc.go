@@ -40,8 +40,9 @@
 // table must be left out (Config.ExcludeTables or Config.Tables):
 // CheckTables names them before anything is created, a snapshot refuses
 // them, and a change to one while streaming is a *NoKeyError. Errors that
-// wrap ErrUnsupported come back every time the same WAL is decoded: a
-// capture should stop on them rather than retry.
+// wrap ErrUnsupported (which is pipeline.ErrUnsupported) come back every
+// time the same WAL is decoded: pipeline.Capture stops on them rather than
+// retry.
 //
 // It needs PostgreSQL 15 or later (CREATE_REPLICATION_SLOT's option list,
 // pg_publication_tables.attnames). Package pgtest starts throwaway

@@ -2,6 +2,7 @@ package pgsource
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -247,6 +248,115 @@ func (t *sqlTx) Delete(table, pk string) {
 	if tag.RowsAffected() > 0 {
 		t.changes = append(t.changes, model.Change{Table: table, PK: pk, Op: model.OpDelete})
 	}
+}
+
+// InsertRow appends row to a table without a primary key; the change
+// recorded carries the row as stored and its whole-row key (rowKey, every
+// column in the table's order).
+func (t *sqlTx) InsertRow(table string, row model.Row) {
+	if t.err != nil {
+		return
+	}
+	cols := row.Columns()
+	names := make([]string, len(cols))
+	params := make([]string, len(cols))
+	args := []any{textResults}
+	for i, c := range cols {
+		names[i] = pgx.Identifier{c}.Sanitize()
+		params[i] = "$" + strconv.Itoa(i+1)
+		args = append(args, row[c])
+	}
+	sql := "INSERT INTO " + tableIdent(table) + " (" + strings.Join(names, ", ") + ") VALUES (" + strings.Join(params, ", ") + ") RETURNING *"
+	if len(cols) == 0 {
+		sql = "INSERT INTO " + tableIdent(table) + " DEFAULT VALUES RETURNING *"
+	}
+	changes, err := t.wholeRows(table, model.OpInsert, sql, args...)
+	if err != nil {
+		t.fail("insert row", table, "", err)
+		return
+	}
+	t.changes = append(t.changes, changes...)
+}
+
+// DeleteRow deletes every row of a table without a primary key that equals
+// row, NULL where row names no column: one change per row deleted, as the
+// stream has them.
+func (t *sqlTx) DeleteRow(table string, row model.Row) {
+	if t.err != nil {
+		return
+	}
+	want, err := json.Marshal(row)
+	if err != nil {
+		t.fail("delete row", table, "", err)
+		return
+	}
+	// The table's columns are not known here: compare the row as JSON,
+	// NULL columns left out, with the wanted one.
+	sql := "DELETE FROM " + tableIdent(table) + " AS r WHERE jsonb_strip_nulls(to_jsonb(r)) = $1::jsonb RETURNING *"
+	changes, err := t.wholeRows(table, model.OpDelete, sql, textResults, string(want))
+	if err != nil {
+		t.fail("delete row", table, "", err)
+		return
+	}
+	t.changes = append(t.changes, changes...)
+}
+
+// wholeRows runs sql, which returns whole rows of a keyless table, and
+// makes a change of op for each: its key is rowKey of every column.
+func (t *sqlTx) wholeRows(table string, op model.Op, sql string, args ...any) ([]model.Change, error) {
+	rows, err := t.tx.Query(t.ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []model.Change
+	for rows.Next() {
+		fields, raw := rows.FieldDescriptions(), rows.RawValues()
+		vals := make([]string, len(raw))
+		null := make([]bool, len(raw))
+		stored := model.Row{}
+		for i, v := range raw {
+			vals[i], null[i] = string(v), v == nil
+			if v != nil {
+				stored[fields[i].Name] = string(v)
+			}
+		}
+		c := model.Change{Table: table, PK: rowKey(vals, null), Op: op}
+		if op != model.OpDelete {
+			c.Row = stored
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// CreateKeylessTable creates a table without a primary key, its text
+// columns in the given order, unless it exists: under REPLICA IDENTITY FULL
+// when t.Full (its rows are then named by all their columns), with the
+// default identity otherwise (a capture refuses such a table). Its columns
+// are STORAGE EXTERNAL, as CreateTables makes them.
+func CreateKeylessTable(ctx context.Context, pool *pgxpool.Pool, t pipeline.KeylessTable) error {
+	if len(t.Columns) == 0 {
+		return fmt.Errorf("pgsource: create table %s: no columns", t.Name)
+	}
+	defs := make([]string, len(t.Columns))
+	for i, c := range t.Columns {
+		defs[i] = pgx.Identifier{c}.Sanitize() + " text"
+	}
+	ident := tableIdent(t.Name)
+	stmts := []string{"CREATE TABLE IF NOT EXISTS " + ident + " (" + strings.Join(defs, ", ") + ")"}
+	for _, c := range t.Columns { // PostgreSQL 15 takes STORAGE only in ALTER TABLE
+		stmts = append(stmts, "ALTER TABLE "+ident+" ALTER COLUMN "+pgx.Identifier{c}.Sanitize()+" SET STORAGE EXTERNAL")
+	}
+	if t.Full {
+		stmts = append(stmts, "ALTER TABLE "+ident+" REPLICA IDENTITY FULL")
+	}
+	for _, q := range stmts {
+		if _, err := pool.Exec(ctx, q); err != nil {
+			return fmt.Errorf("pgsource: create keyless table %s: %w", t.Name, err)
+		}
+	}
+	return nil
 }
 
 // CreateTables creates each table (a text primary key column named pk and

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"lockstep/pipeline"
 )
 
 // Which tables a Stream captures, and how it names the rows of each.
@@ -23,34 +25,9 @@ import (
 var ErrNoTable = errors.New("no such published table")
 
 // NoKeyError is a table lockstep cannot name the rows of: it has neither a
-// primary key nor REPLICA IDENTITY FULL. It wraps ErrUnsupported: decoding
-// the same WAL again gives the same error, so retrying cannot help.
-type NoKeyError struct {
-	Tables []string // lockstep's names, sorted
-	// XID is the transaction of the change that ran into it while
-	// streaming; 0 when a check or a snapshot found the tables.
-	XID uint32
-}
-
-func (e *NoKeyError) Error() string {
-	list := strings.Join(e.Tables, ", ")
-	flag := "--exclude-tables " + strings.Join(e.Tables, ",")
-	if e.XID != 0 {
-		return fmt.Sprintf("a change to %s in xid %d cannot be captured: the table has neither a primary key nor REPLICA IDENTITY FULL, so its rows have no name; "+
-			"skip its changes with %s (a key added now does not help changes already written); to capture the table, "+
-			"add a primary key or set REPLICA IDENTITY FULL, then drop the replication slot so that the capture starts over from a new snapshot",
-			list, e.XID, flag)
-	}
-	subject, their, them := "table "+list+" has", "its", "it"
-	if len(e.Tables) > 1 {
-		subject, their, them = "tables "+list+" have", "their", "them"
-	}
-	return fmt.Sprintf("%s neither a primary key nor REPLICA IDENTITY FULL, so lockstep cannot name %s rows: "+
-		"add a primary key, or ALTER TABLE ... REPLICA IDENTITY FULL (all columns then form the key), or leave %s out with %s",
-		subject, their, them, flag)
-}
-
-func (e *NoKeyError) Unwrap() error { return ErrUnsupported }
+// primary key nor REPLICA IDENTITY FULL. It is the pipeline's, so the
+// simulated source refuses such tables in the same words.
+type NoKeyError = pipeline.NoKeyError
 
 // normTable is lockstep's name for a table named on the command line:
 // "public.t" is "t".
@@ -114,38 +91,9 @@ func keyless(tables []table) []string {
 }
 
 // rowKey is the key of a row of a table without a primary key under
-// REPLICA IDENTITY FULL: every column, written as PostgreSQL writes a row
-// value (record_out): in parentheses, separated by commas, NULL as nothing,
-// a value that is empty or holds a quote, backslash, parenthesis, comma or
-// white space in double quotes with quotes and backslashes doubled. So
-// (1,"a b",) is 1, 'a b' and NULL, and distinct rows have distinct keys.
-func rowKey(vals []string, null []bool) string {
-	var b strings.Builder
-	b.WriteByte('(')
-	for i, v := range vals {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		if null[i] {
-			continue
-		}
-		quote := v == "" || strings.ContainsAny(v, "\"\\(), \t\n\r\v\f")
-		if !quote {
-			b.WriteString(v)
-			continue
-		}
-		b.WriteByte('"')
-		for j := 0; j < len(v); j++ {
-			if v[j] == '"' || v[j] == '\\' {
-				b.WriteByte(v[j])
-			}
-			b.WriteByte(v[j])
-		}
-		b.WriteByte('"')
-	}
-	b.WriteByte(')')
-	return b.String()
-}
+// REPLICA IDENTITY FULL: the row as PostgreSQL writes a row value
+// (pipeline.RowKey, shared with the simulated source).
+func rowKey(vals []string, null []bool) string { return pipeline.RowKey(vals, null) }
 
 // CheckTables looks at the tables the stream would capture, before it
 // creates anything: the publication's tables, or, while the publication

@@ -22,6 +22,10 @@ type Workload interface {
 	Name() string
 	// Initial is the rows loaded before the run, as one transaction.
 	Initial() []model.Change
+	// Keyless is the tables without a primary key the workload writes
+	// (with Tx.InsertRow and Tx.DeleteRow): a world creates them before
+	// it loads Initial.
+	Keyless() []pipeline.KeylessTable
 	// Next draws the next operation.
 	Next(r *rand.Rand) pipeline.TxnFunc
 }
@@ -42,6 +46,45 @@ func New(name string) (Workload, error) {
 // Names lists the workloads.
 func Names() []string { return []string{"bank", "bulk", "profiles"} }
 
+// Events is the applications' event log: a table without a primary key,
+// under REPLICA IDENTITY FULL, so every row is named by all its columns
+// (in this order; a note is often NULL). The bank and profile workloads
+// append to it inside their own transactions and now and then delete an
+// old event, as a retention job does; nothing updates it.
+var Events = pipeline.KeylessTable{Name: "events", Columns: []string{"seq", "actor", "action", "note"}, Full: true}
+
+// eventLog draws the events a workload writes.
+type eventLog struct {
+	n    int
+	live []model.Row // issued (committed or not), oldest first, not yet expired
+}
+
+// event is the next event's row. Its sequence number makes it distinct
+// from every other event, as applications make them; its action and note
+// hold spaces and punctuation, which a whole-row key must quote.
+func (l *eventLog) event(r *rand.Rand, actor, action string) model.Row {
+	l.n++
+	row := model.Row{"seq": strconv.Itoa(l.n), "actor": actor, "action": action}
+	if r.IntN(4) == 0 {
+		row["note"] = phrase(r, 2) + ", (noted)"
+	}
+	l.live = append(l.live, row)
+	return row
+}
+
+// expire is, pct times in a hundred, an old event to delete (never one of
+// the last 20, which may still be in flight); nil otherwise.
+func (l *eventLog) expire(r *rand.Rand, pct int) model.Row {
+	const recent = 20
+	if r.IntN(100) >= pct || len(l.live) <= recent {
+		return nil
+	}
+	i := r.IntN(len(l.live) - recent)
+	row := l.live[i]
+	l.live = append(l.live[:i], l.live[i+1:]...)
+	return row
+}
+
 // ErrInsufficientFunds rolls a transfer back.
 var ErrInsufficientFunds = errors.New("insufficient funds")
 
@@ -51,9 +94,13 @@ type Bank struct {
 	Accounts  int
 	Balance   int
 	transfers int
+	events    eventLog
 }
 
 func (b *Bank) Name() string { return "bank" }
+
+// Keyless is the event log: every transfer appends to it.
+func (b *Bank) Keyless() []pipeline.KeylessTable { return []pipeline.KeylessTable{Events} }
 
 func acct(i int) string { return fmt.Sprintf("a%02d", i) }
 
@@ -78,6 +125,8 @@ func (b *Bank) Next(r *rand.Rand) pipeline.TxnFunc {
 	amount := 1 + r.IntN(40)
 	b.transfers++
 	memo := fmt.Sprintf("t%d %s>%s %d", b.transfers, acct(from), acct(to), amount)
+	event := b.events.event(r, acct(from), "transfer "+memo)
+	expired := b.events.expire(r, 5)
 	return func(tx pipeline.Tx) error {
 		src, _ := tx.Get("accounts", acct(from))
 		sb, _ := strconv.Atoi(src["balance"])
@@ -95,6 +144,11 @@ func (b *Bank) Next(r *rand.Rand) pipeline.TxnFunc {
 		// A second table in the same transaction: the sender's last
 		// transfer.
 		tx.Put("ledger", acct(from), model.Row{"last": memo})
+		// A third table, without a key: the event log.
+		tx.InsertRow(Events.Name, event)
+		if expired != nil {
+			tx.DeleteRow(Events.Name, expired)
+		}
 		return nil
 	}
 }
@@ -129,9 +183,10 @@ func phrase(r *rand.Rand, n int) string {
 // renamed (a primary-key change), and avatars past the TOAST threshold that
 // later updates leave alone (unchanged out-of-line values).
 type Profiles struct {
-	Users int
-	next  int
-	rev   int
+	Users  int
+	next   int
+	rev    int
+	events eventLog
 	// zipf draws hot users from r over [0, zipfMax]; it is made again only
 	// when either changes (setting one up costs more than a draw).
 	zipf    *rand.Zipf
@@ -140,6 +195,24 @@ type Profiles struct {
 }
 
 func (p *Profiles) Name() string { return "profiles" }
+
+// Keyless is the event log: sign-ups, deletions and renames append to it.
+func (p *Profiles) Keyless() []pipeline.KeylessTable { return []pipeline.KeylessTable{Events} }
+
+// logged runs op, then appends event and deletes expired (when set) in the
+// same transaction.
+func logged(op pipeline.TxnFunc, event, expired model.Row) pipeline.TxnFunc {
+	return func(tx pipeline.Tx) error {
+		if err := op(tx); err != nil {
+			return err
+		}
+		tx.InsertRow(Events.Name, event)
+		if expired != nil {
+			tx.DeleteRow(Events.Name, expired)
+		}
+		return nil
+	}
+}
 
 func user(i int) string { return fmt.Sprintf("u%03d", i) }
 
@@ -188,9 +261,11 @@ func (p *Profiles) Next(r *rand.Rand) pipeline.TxnFunc {
 	case x < 8:
 		id := fresh()
 		row := model.Row{"name": "user " + id, "bio": phrase(r, 3), "rev": rev, "avatar": "none"}
-		return func(tx pipeline.Tx) error { tx.Put("users", id, row); return nil }
+		return logged(func(tx pipeline.Tx) error { tx.Put("users", id, row); return nil },
+			p.events.event(r, id, "signed up"), p.events.expire(r, 20))
 	case x < 16:
-		return func(tx pipeline.Tx) error { tx.Delete("users", hot); return nil }
+		return logged(func(tx pipeline.Tx) error { tx.Delete("users", hot); return nil },
+			p.events.event(r, hot, "deleted (by request)"), p.events.expire(r, 20))
 	case x < 20: // update, update
 		bio2 := phrase(r, 2)
 		return func(tx pipeline.Tx) error { update(tx, hot, bio); update(tx, hot, bio2); return nil }
@@ -205,13 +280,13 @@ func (p *Profiles) Next(r *rand.Rand) pipeline.TxnFunc {
 		return func(tx pipeline.Tx) error { tx.Delete("users", hot); tx.Put("users", hot, row); return nil }
 	case x < 33: // rename: a primary-key change, sometimes after an update
 		id, first := fresh(), r.IntN(2) == 0
-		return func(tx pipeline.Tx) error {
+		return logged(func(tx pipeline.Tx) error {
 			if first {
 				update(tx, hot, bio)
 			}
 			tx.Rekey("users", hot, id)
 			return nil
-		}
+		}, p.events.event(r, hot, `renamed "`+hot+`" to `+id), nil)
 	case x < 36: // a new avatar, past the TOAST threshold, or none
 		avatar := "none"
 		if x < 35 {
@@ -240,6 +315,9 @@ type Bulk struct {
 }
 
 func (b *Bulk) Name() string { return "bulk" }
+
+// Keyless is none: bulk writes keyed tables only.
+func (b *Bulk) Keyless() []pipeline.KeylessTable { return nil }
 
 func item(i int) string { return fmt.Sprintf("i%03d", i) }
 

@@ -2,6 +2,7 @@ package workload
 
 import (
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"lockstep/model"
@@ -54,6 +55,16 @@ func (tx *memTx) Rekey(table, pk, newPK string) {
 	}
 }
 
+// InsertRow and DeleteRow write the event log, named by whole rows;
+// identical rows are one (the workloads never write two).
+func (tx *memTx) InsertRow(table string, row model.Row) {
+	k := model.Key{Table: table, PK: Events.Key(row)}
+	tx.rows[k] = row
+	tx.changes = append(tx.changes, model.Change{Table: table, PK: k.PK, Op: model.OpInsert, Row: row})
+}
+
+func (tx *memTx) DeleteRow(table string, row model.Row) { tx.Delete(table, Events.Key(row)) }
+
 // run executes n operations of w, each in its own transaction (rolled back
 // on error), and returns the committed transactions.
 func run(t *testing.T, w Workload, n int) (map[model.Key]model.Row, []model.Txn) {
@@ -102,6 +113,52 @@ func TestBankKeepsTheSumOfBalances(t *testing.T) {
 	}
 	if self == 0 || ledger == 0 {
 		t.Fatalf("%d self-transfers and %d transfers touching the ledger in %d transactions: want both", self, ledger, len(committed))
+	}
+}
+
+// The bank and profile workloads keep an event log without a key: rows
+// appended inside their transactions, all distinct, some deleted later, and
+// whole-row keys that need quoting (spaces, commas, quotes) and NULLs.
+func TestWorkloadsKeepAnEventLog(t *testing.T) {
+	for _, w := range []Workload{&Bank{Accounts: 10, Balance: 100}, &Profiles{Users: 40}} {
+		t.Run(w.Name(), func(t *testing.T) {
+			if got := w.Keyless(); len(got) != 1 || got[0].Name != Events.Name || !got[0].Full {
+				t.Fatalf("Keyless() = %v, want the events table under FULL identity", got)
+			}
+			_, committed := run(t, w, 2000)
+			inserted := map[string]int{}
+			deletes, quoted, null := 0, 0, 0
+			for _, txn := range committed {
+				for _, c := range txn.Changes {
+					if c.Table != Events.Name {
+						continue
+					}
+					switch c.Op {
+					case model.OpInsert:
+						inserted[c.PK]++
+						if strings.Contains(c.PK, `"`) {
+							quoted++
+						}
+						if strings.HasSuffix(c.PK, ",)") {
+							null++
+						}
+					case model.OpDelete:
+						if inserted[c.PK] == 0 {
+							t.Fatalf("delete of %s, which was never inserted", c.PK)
+						}
+						deletes++
+					}
+				}
+			}
+			for k, n := range inserted {
+				if n > 1 {
+					t.Fatalf("event %s inserted %d times: events must be distinct", k, n)
+				}
+			}
+			if len(inserted) < 100 || deletes == 0 || quoted == 0 || null == 0 {
+				t.Fatalf("%d events, %d deleted, %d keys quoted, %d with a NULL note: want many, some, some, some", len(inserted), deletes, quoted, null)
+			}
+		})
 	}
 }
 

@@ -3,6 +3,8 @@ package services
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"time"
 
@@ -22,14 +24,30 @@ type Recorder struct {
 // WAL synced at every commit, and one logical replication slot whose
 // confirmed position is saved only at checkpoints, so after a crash it moves
 // back a little, as PostgreSQL's does.
+//
+// Tables have a primary key unless declared keyless (CreateTable), as
+// pgsource names them: under REPLICA IDENTITY FULL every row is named by
+// all its columns (pipeline.KeylessTable.Key, in the declared order) in the
+// tables, the snapshot and the stream; two identical rows are one key and
+// are counted, so that deleting them gives one delete per row, as
+// PostgreSQL's stream does. A keyless table with the default identity has
+// no name for its rows: a snapshot refuses it, and the stream fails on the
+// first transaction that wrote to it, with a *pipeline.NoKeyError, every
+// time it gets there (the change is in the WAL: nothing added later helps).
 type SourceDB struct {
-	n     *sim.Node
-	rec   *Recorder
-	state *model.State
-	wal   []model.Txn
-	lsn   model.LSN
-	xid   uint64
-	slot  slot
+	n      *sim.Node
+	rec    *Recorder
+	state  *model.State
+	wal    []model.Txn
+	lsn    model.LSN
+	xid    uint64
+	slot   slot
+	tables map[string]pipeline.KeylessTable // the keyless ones, by name
+	// copies counts the rows of a keyless key beyond the first (identical
+	// rows); absent is one row, or none when the state has no such key.
+	copies map[model.Key]int
+	// refusing is set once some keyless table has no FULL identity.
+	refusing bool
 	// streams are walsenders waiting for the next commit.
 	streams []*streamWaiter
 }
@@ -85,11 +103,17 @@ const CheckpointEvery = time.Second
 // BootSourceDB returns the boot function of a source database node.
 func BootSourceDB(rec *Recorder) func(n *sim.Node) any {
 	return func(n *sim.Node) any {
-		db := &SourceDB{n: n, rec: rec, state: model.NewState()}
+		db := &SourceDB{n: n, rec: rec, state: model.NewState(), tables: map[string]pipeline.KeylessTable{}, copies: map[model.Key]int{}}
+		if v, ok := n.Disk().Get("tables"); ok {
+			for _, t := range v.([]pipeline.KeylessTable) {
+				db.declare(t)
+			}
+		}
 		if v, ok := n.Disk().Get("wal"); ok {
 			db.wal = v.([]model.Txn)
 		}
 		for _, t := range db.wal {
+			db.countCopies(t)
 			db.state.Apply(t)
 			db.lsn, db.xid = t.CommitLSN, t.XID
 		}
@@ -110,6 +134,106 @@ func (db *SourceDB) checkpoint() {
 	db.n.Disk().Sync()
 }
 
+// CreateTable declares a table without a primary key (DDL, durable at
+// once, as PostgreSQL's catalog is). It writes nothing to the stream: the
+// table shows there with its first change. A name already declared, or
+// written as a keyed table, is refused.
+func (db *SourceDB) CreateTable(t pipeline.KeylessTable) error {
+	if _, ok := db.tables[t.Name]; ok {
+		return fmt.Errorf("create table %s: it exists", t.Name)
+	}
+	for _, k := range db.state.Keys() {
+		if k.Table == t.Name {
+			return fmt.Errorf("create table %s: it exists, with a primary key", t.Name)
+		}
+	}
+	if len(t.Columns) == 0 {
+		return fmt.Errorf("create table %s: no columns", t.Name)
+	}
+	t.Columns = append([]string(nil), t.Columns...)
+	db.declare(t)
+	all := make([]pipeline.KeylessTable, 0, len(db.tables))
+	for _, name := range db.tableNames(false) {
+		all = append(all, db.tables[name])
+	}
+	db.n.Disk().Put("tables", all)
+	db.n.Disk().Sync()
+	return nil
+}
+
+func (db *SourceDB) declare(t pipeline.KeylessTable) {
+	db.tables[t.Name] = t
+	db.refusing = db.refusing || !t.Full
+}
+
+// tableNames is the sorted names of the keyless tables, or only of those
+// without FULL identity (whose rows have no name).
+func (db *SourceDB) tableNames(nameless bool) []string {
+	var names []string
+	for name, t := range db.tables {
+		if !nameless || !t.Full {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	return names
+}
+
+// countCopies keeps the count of identical keyless rows as t commits:
+// an insert of a key that exists adds a copy, a delete removes one.
+func (db *SourceDB) countCopies(t model.Txn) {
+	if len(db.tables) == 0 {
+		return
+	}
+	var present map[model.Key]bool // as of the changes so far
+	for _, c := range t.Changes {
+		if _, keyless := db.tables[c.Table]; !keyless {
+			continue
+		}
+		if present == nil {
+			present = map[model.Key]bool{}
+		}
+		k := c.Key()
+		here, seen := present[k]
+		if !seen {
+			_, here = db.state.Get(k)
+		}
+		switch {
+		case c.Op == model.OpDelete:
+			here = db.copies[k] > 0
+			if here {
+				db.copies[k]--
+			}
+		case here:
+			db.copies[k]++
+		default:
+			here = true
+		}
+		present[k] = here
+		if db.copies[k] == 0 {
+			delete(db.copies, k)
+		}
+	}
+}
+
+// refused is the error a stream meets at t: a *pipeline.NoKeyError when t
+// wrote to a keyless table without FULL identity.
+func (db *SourceDB) refused(t model.Txn) error {
+	if !db.refusing {
+		return nil
+	}
+	for _, c := range t.Changes {
+		if kt, ok := db.tables[c.Table]; ok && !kt.Full {
+			return fmt.Errorf("%s at %s: %w", c.Op, t.CommitLSN, &pipeline.NoKeyError{Tables: []string{c.Table}, XID: t.XID})
+		}
+	}
+	return nil
+}
+
+// Refuses reports whether a stream refuses t: it wrote to a keyless table
+// without FULL identity.
+func (db *SourceDB) Refuses(t model.Txn) bool { return db.refused(t) != nil }
+
 // WAL is every committed transaction in commit order (the ground truth).
 func (db *SourceDB) WAL() []model.Txn { return db.wal }
 
@@ -122,7 +246,7 @@ func (db *SourceDB) State() *model.State { return db.state }
 // Exec runs fn as one transaction: on error it rolls back (and the attempt
 // is recorded as aborted), otherwise it commits durably.
 func (db *SourceDB) Exec(fn pipeline.TxnFunc) (model.Txn, error) {
-	tx := &dbTx{db: db, view: map[model.Key]*model.Row{}}
+	tx := &dbTx{db: db, view: map[model.Key]*model.Row{}, copies: map[model.Key]int{}}
 	db.xid++
 	err := fn(tx)
 	if err == nil {
@@ -140,6 +264,7 @@ func (db *SourceDB) Exec(fn pipeline.TxnFunc) (model.Txn, error) {
 	// The WAL and the tables keep their own rows: the caller's t and
 	// what readers are handed later (clones) cannot alter the truth.
 	own := t.Clone()
+	db.countCopies(own)
 	db.state.Apply(own)
 	db.wal = append(db.wal, own)
 	db.n.Disk().Put("wal", db.wal)
@@ -158,11 +283,28 @@ const ToastThreshold = 2000
 type dbTx struct {
 	db      *SourceDB
 	view    map[model.Key]*model.Row // own writes; nil row = deleted
+	copies  map[model.Key]int        // own writes' identical keyless rows beyond the first
 	changes []model.Change
 	err     error // the first failed statement; the transaction rolls back
 }
 
+// keyed fails the transaction when table is keyless: it has no key column
+// to look a row up by or to conflict on (pgsource's statements name pk).
+func (tx *dbTx) keyed(op, table string) bool {
+	if _, keyless := tx.db.tables[table]; keyless && tx.err == nil {
+		tx.err = fmt.Errorf("%s %s: the table has no primary key (write it with InsertRow and DeleteRow)", op, table)
+	}
+	return tx.err == nil
+}
+
 func (tx *dbTx) Get(table, pk string) (model.Row, bool) {
+	if !tx.keyed("get", table) {
+		return nil, false
+	}
+	return tx.get(table, pk)
+}
+
+func (tx *dbTx) get(table, pk string) (model.Row, bool) {
 	k := model.Key{Table: table, PK: pk}
 	if r, ok := tx.view[k]; ok {
 		return *r, *r != nil
@@ -172,8 +314,11 @@ func (tx *dbTx) Get(table, pk string) (model.Row, bool) {
 }
 
 func (tx *dbTx) Put(table, pk string, row model.Row) {
+	if !tx.keyed("put", table) {
+		return
+	}
 	k := model.Key{Table: table, PK: pk}
-	old, exists := tx.Get(table, pk)
+	old, exists := tx.get(table, pk)
 	if !exists {
 		tx.view[k] = &row
 		tx.changes = append(tx.changes, model.Change{Table: table, PK: pk, Op: model.OpInsert, Row: row})
@@ -232,7 +377,10 @@ func toastImage(row model.Row, untouched func(col string) bool) (model.Row, []st
 }
 
 func (tx *dbTx) Delete(table, pk string) {
-	if _, ok := tx.Get(table, pk); !ok {
+	if !tx.keyed("delete", table) {
+		return
+	}
+	if _, ok := tx.get(table, pk); !ok {
 		return
 	}
 	var none model.Row
@@ -241,11 +389,14 @@ func (tx *dbTx) Delete(table, pk string) {
 }
 
 func (tx *dbTx) Rekey(table, pk, newPK string) {
-	row, ok := tx.Get(table, pk)
+	if !tx.keyed("rekey", table) {
+		return
+	}
+	row, ok := tx.get(table, pk)
 	if !ok || tx.err != nil || newPK == pk {
 		return
 	}
-	if _, taken := tx.Get(table, newPK); taken {
+	if _, taken := tx.get(table, newPK); taken {
 		tx.err = fmt.Errorf("rekey %s/%s: duplicate key %s", table, pk, newPK)
 		return
 	}
@@ -256,17 +407,98 @@ func (tx *dbTx) Rekey(table, pk, newPK string) {
 	tx.changes = append(tx.changes, model.Change{Table: table, PK: newPK, OldPK: pk, Op: model.OpUpdate, Row: sent, Unchanged: unchanged})
 }
 
+// keyless is table's declaration, or a failed transaction when it has
+// none (a keyed table, or no table: PostgreSQL's "relation does not
+// exist").
+func (tx *dbTx) keyless(op, table string, row model.Row) (pipeline.KeylessTable, bool) {
+	t, ok := tx.db.tables[table]
+	if tx.err != nil {
+		return t, false
+	}
+	if !ok {
+		tx.err = fmt.Errorf("%s %s: no keyless table of that name (CreateTable declares one)", op, table)
+		return t, false
+	}
+	for c := range row {
+		if !slices.Contains(t.Columns, c) {
+			tx.err = fmt.Errorf("%s %s: column %q does not exist", op, table, c)
+			return t, false
+		}
+	}
+	return t, true
+}
+
+// count is how many identical rows hold k as the transaction sees them.
+func (tx *dbTx) count(k model.Key) int {
+	if _, ok := tx.get(k.Table, k.PK); !ok {
+		return 0
+	}
+	if n, ok := tx.copies[k]; ok {
+		return n + 1
+	}
+	return tx.db.copies[k] + 1
+}
+
+func (tx *dbTx) InsertRow(table string, row model.Row) {
+	t, ok := tx.keyless("insert row", table, row)
+	if !ok {
+		return
+	}
+	k := model.Key{Table: table, PK: t.Key(row)}
+	if n := tx.count(k); n > 0 {
+		tx.copies[k] = n // one more beyond the first
+	}
+	stored := maps.Clone(row)
+	tx.view[k] = &stored
+	tx.changes = append(tx.changes, model.Change{Table: table, PK: k.PK, Op: model.OpInsert, Row: stored})
+}
+
+func (tx *dbTx) DeleteRow(table string, row model.Row) {
+	t, ok := tx.keyless("delete row", table, row)
+	if !ok {
+		return
+	}
+	if !t.Full {
+		// PostgreSQL refuses it, since the publication publishes deletes
+		// and the table has no identity to send with one.
+		tx.err = fmt.Errorf("delete row %s: cannot delete from table %q because it does not have a replica identity and publishes deletes", table, table)
+		return
+	}
+	k := model.Key{Table: table, PK: t.Key(row)}
+	n := tx.count(k)
+	if n == 0 {
+		return
+	}
+	var none model.Row
+	tx.view[k] = &none
+	tx.copies[k] = 0
+	for range n {
+		tx.changes = append(tx.changes, model.Change{Table: table, PK: k.PK, Op: model.OpDelete})
+	}
+}
+
 // Snapshot (re)creates the slot at the current LSN and returns every row as
-// of that LSN, in key order, in one atomic step.
-func (db *SourceDB) Snapshot() model.Txn {
+// of that LSN, in key order, in one atomic step. With a keyless table that
+// has no FULL identity it refuses, naming every such table, and leaves no
+// slot (as pgsource drops a slot whose snapshot it could not read).
+func (db *SourceDB) Snapshot() (model.Txn, error) {
+	if db.refusing {
+		db.slot = slot{}
+		db.checkpoint()
+		return model.Txn{}, &pipeline.NoKeyError{Tables: db.tableNames(true)}
+	}
 	db.slot = slot{Exists: true, Confirmed: db.lsn}
 	db.checkpoint()
 	snap := model.Txn{CommitLSN: db.lsn, Snapshot: true}
 	for _, k := range db.state.Keys() {
 		e, _ := db.state.Get(k)
-		snap.Changes = append(snap.Changes, model.Change{Table: k.Table, PK: k.PK, Op: model.OpInsert, Row: e.Row, Revs: e.Writes})
+		// Identical keyless rows are read one by one, as PostgreSQL's
+		// snapshot reads them.
+		for range 1 + db.copies[k] {
+			snap.Changes = append(snap.Changes, model.Change{Table: k.Table, PK: k.PK, Op: model.OpInsert, Row: e.Row, Revs: e.Writes})
+		}
 	}
-	return snap.Clone() // the rows are the source's own: hand out copies
+	return snap.Clone(), nil // the rows are the source's own: hand out copies
 }
 
 // DropSlot removes the replication slot (a fault: an operator or a WAL
@@ -297,6 +529,15 @@ func (db *SourceDB) next(sess int, after model.LSN, max int) ([]model.Txn, error
 	}
 	i := sort.Search(len(db.wal), func(i int) bool { return db.wal[i].CommitLSN > after })
 	j := min(i+max, len(db.wal))
+	for k := i; k < j; k++ {
+		if err := db.refused(db.wal[k]); err != nil {
+			if k == i {
+				return nil, err
+			}
+			j = k // the whole transactions before it first, as pgsource does
+			break
+		}
+	}
 	out := make([]model.Txn, j-i)
 	for k := range out {
 		out[k] = db.wal[i+k].Clone() // the WAL is the ground truth: hand out copies
@@ -347,7 +588,7 @@ func (c *StreamClient) timeout() time.Duration {
 
 // Snapshot implements pipeline.ChangeStream.
 func (c *StreamClient) Snapshot(ctx context.Context) (model.Txn, error) {
-	return sim.Call(ctx, c.From, c.DB, c.timeout(), func(db *SourceDB) (model.Txn, error) { return db.Snapshot(), nil })
+	return sim.Call(ctx, c.From, c.DB, c.timeout(), func(db *SourceDB) (model.Txn, error) { return db.Snapshot() })
 }
 
 // Start implements pipeline.ChangeStream.

@@ -436,3 +436,167 @@ func TestSourceHandsOutCopies(t *testing.T) {
 		t.Fatalf("the table holds %v, want the committed row", e.Row)
 	}
 }
+
+// events is a keyless table under REPLICA IDENTITY FULL; bare one with the
+// default identity, whose rows have no name.
+var (
+	eventsTable = pipeline.KeylessTable{Name: "events", Columns: []string{"seq", "what", "note"}, Full: true}
+	bareTable   = pipeline.KeylessTable{Name: "bare", Columns: []string{"at", "what"}}
+)
+
+// A keyless table under FULL identity is named by whole rows, as pgsource
+// names it (pipeline.RowKey over the declared column order, NULL for a
+// column the row leaves out) in the snapshot and the stream; two identical
+// rows are two inserts and, deleted, two deletes, and the snapshot reads
+// them one by one; keyed statements on it fail the transaction.
+func TestSourceKeylessFullTableIsNamedByWholeRows(t *testing.T) {
+	r := newSourceRig(t, 8)
+	src, stream := r.client(), r.stream()
+	boot := model.Row{"seq": "1", "what": "boot, (cold)"}
+	twin := model.Row{"seq": "2", "what": "tick", "note": `say "hi"`}
+	var snap model.Txn
+	var streamed []model.Txn
+	var putErr, createAgain error
+	r.app.Go("capture", func(ctx context.Context) {
+		createAgain = r.source().CreateTable(eventsTable)
+		_, _ = src.Exec(ctx, func(tx pipeline.Tx) error { tx.InsertRow("events", boot); tx.InsertRow("events", twin); return nil })
+		_, _ = src.Exec(ctx, func(tx pipeline.Tx) error { tx.InsertRow("events", twin); return nil })
+		snap, _ = stream.Snapshot(ctx)
+		_, _ = stream.Start(ctx)
+		_, _ = src.Exec(ctx, func(tx pipeline.Tx) error {
+			tx.DeleteRow("events", twin)
+			tx.DeleteRow("events", model.Row{"seq": "9"})
+			return nil
+		})
+		_, _ = src.Exec(ctx, func(tx pipeline.Tx) error { tx.DeleteRow("events", boot); tx.InsertRow("events", boot); return nil })
+		_, putErr = src.Exec(ctx, func(tx pipeline.Tx) error { tx.Put("events", "(1,x,)", row("v")); return nil })
+		for len(streamed) < 2 {
+			txns, err := stream.Next(ctx)
+			if err != nil {
+				return
+			}
+			streamed = append(streamed, txns...)
+		}
+	})
+	if err := r.source().CreateTable(eventsTable); err != nil {
+		t.Fatal(err)
+	}
+	run(t, r.w, time.Second)
+
+	if createAgain == nil {
+		t.Error("creating events twice succeeded")
+	}
+	bootKey, twinKey := `(1,"boot, (cold)",)`, `(2,tick,"say ""hi""")`
+	ev := func(pk string, op model.Op, row model.Row) model.Change {
+		return model.Change{Table: "events", PK: pk, Op: op, Row: row}
+	}
+	var got []model.Change
+	for _, c := range snap.Changes {
+		c.Revs = 0
+		got = append(got, c)
+	}
+	if want := []model.Change{ev(bootKey, model.OpInsert, boot), ev(twinKey, model.OpInsert, twin), ev(twinKey, model.OpInsert, twin)}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("snapshot\n got %v\nwant %v", got, want)
+	}
+	if len(streamed) != 2 {
+		t.Fatalf("streamed %v, want two transactions", streamed)
+	}
+	if want := []model.Change{ev(twinKey, model.OpDelete, nil), ev(twinKey, model.OpDelete, nil)}; !reflect.DeepEqual(streamed[0].Changes, want) {
+		t.Errorf("deleting two identical rows (and a missing one) streamed %v, want %v", streamed[0].Changes, want)
+	}
+	if want := []model.Change{ev(bootKey, model.OpDelete, nil), ev(bootKey, model.OpInsert, boot)}; !reflect.DeepEqual(streamed[1].Changes, want) {
+		t.Errorf("delete and re-insert streamed %v, want %v", streamed[1].Changes, want)
+	}
+	if !errors.Is(putErr, ErrAborted) || !strings.Contains(putErr.Error(), "no primary key") {
+		t.Errorf("Put on a keyless table: %v, want the transaction to fail", putErr)
+	}
+	if _, ok := r.source().State().Get(model.Key{Table: "events", PK: twinKey}); ok {
+		t.Error("the identical rows are still in the table after their delete")
+	}
+}
+
+// A keyless table with the default identity: a snapshot refuses it (naming
+// every such table, and leaving no slot to stream from), a delete from it
+// fails, and when it is created while the stream runs, the stream hands out
+// the transactions before the first one that wrote it and then fails there
+// with a NoKeyError for that transaction, every time it reads it again, in
+// this session or a new one, after a crash of the database too.
+func TestSourceKeylessDefaultTableIsRefused(t *testing.T) {
+	r := newSourceRig(t, 9)
+	src, stream := r.client(), r.stream()
+	var before, blocked, after model.Txn
+	var first, again, restarted []error
+	var firstTxns []model.Txn
+	var delErr, snapErr, startErr error
+	r.app.Go("capture", func(ctx context.Context) {
+		_, _ = stream.Snapshot(ctx)
+		_, _ = stream.Start(ctx)
+		before, _ = src.Exec(ctx, put("a", "1"))
+		if err := r.source().CreateTable(bareTable); err != nil {
+			t.Error(err)
+		}
+		blocked, _ = src.Exec(ctx, func(tx pipeline.Tx) error {
+			tx.Put("t", "b", row("1"))
+			tx.InsertRow("bare", model.Row{"at": "1", "what": "boot"})
+			return nil
+		})
+		after, _ = src.Exec(ctx, put("c", "1"))
+		_, delErr = src.Exec(ctx, func(tx pipeline.Tx) error { tx.DeleteRow("bare", model.Row{"at": "1", "what": "boot"}); return nil })
+		var err error
+		firstTxns, err = stream.Next(ctx)
+		first = append(first, err)
+		for range 2 {
+			_, err = stream.Next(ctx)
+			again = append(again, err)
+		}
+		sleepUntil(ctx, r.app, 300*time.Millisecond) // the database crashed and restarted
+		fresh := r.stream()
+		_, _ = fresh.Start(ctx)
+		for {
+			txns, err := fresh.Next(ctx)
+			if err != nil {
+				restarted = append(restarted, err)
+				break
+			}
+			if txns[len(txns)-1].CommitLSN >= blocked.CommitLSN {
+				restarted = append(restarted, errors.New("the stream went past the refused transaction"))
+				break
+			}
+		}
+		_, snapErr = fresh.Snapshot(ctx)
+		_, startErr = fresh.Start(ctx)
+	})
+	r.w.At(100*time.Millisecond, 1, r.db.Crash)
+	r.w.At(200*time.Millisecond, 2, r.db.Restart)
+	run(t, r.w, time.Second)
+
+	if len(firstTxns) != 0 && (len(firstTxns) != 1 || !reflect.DeepEqual(firstTxns[0], before)) {
+		t.Fatalf("first read = %v, want only the transaction before the refused one", firstTxns)
+	}
+	all := append(append(append([]error(nil), first...), again...), restarted...)
+	if len(firstTxns) == 1 {
+		all = all[1:] // the first read handed out the transaction before
+	}
+	if len(all) < 3 {
+		t.Fatalf("errors %v: want the refusal at least three times", all)
+	}
+	for i, err := range all {
+		var nk *pipeline.NoKeyError
+		if !errors.As(err, &nk) || !errors.Is(err, pipeline.ErrUnsupported) || nk.XID != blocked.XID || !reflect.DeepEqual(nk.Tables, []string{"bare"}) {
+			t.Fatalf("read %d: %v; want a NoKeyError naming bare and xid %d", i, err, blocked.XID)
+		}
+	}
+	if after.CommitLSN == 0 {
+		t.Fatal("the transaction after the refused one did not commit: the source refuses streaming it, not writing it")
+	}
+	if !errors.Is(delErr, ErrAborted) || !strings.Contains(delErr.Error(), "does not have a replica identity") {
+		t.Errorf("delete from bare: %v, want PostgreSQL's refusal", delErr)
+	}
+	var nk *pipeline.NoKeyError
+	if !errors.As(snapErr, &nk) || nk.XID != 0 || !reflect.DeepEqual(nk.Tables, []string{"bare"}) || !strings.Contains(snapErr.Error(), "--exclude-tables bare") {
+		t.Errorf("snapshot with bare: %v, want a NoKeyError naming it", snapErr)
+	}
+	if !errors.Is(startErr, pipeline.ErrNoSlot) {
+		t.Errorf("Start after the refused snapshot: %v, want ErrNoSlot", startErr)
+	}
+}
