@@ -210,13 +210,39 @@ func (t *Target) admin() (*kadm.Client, error) {
 	return kadm.NewClient(cl), nil
 }
 
+// leader finds the broker that leads the topic's partition. A broker that
+// is still coming back from an earlier failover may close the connection or
+// report no leader yet: that is transient, so it asks again, with a growing
+// pause, for up to leaderLookup, and names the last answer if none came.
 func (t *Target) leader() (int32, error) {
 	adm, err := t.admin()
 	if err != nil {
 		return 0, err
 	}
 	defer adm.Close()
-	ctx, cancel := context.WithTimeout(t.ctx, 10*time.Second)
+	deadline := time.Now().Add(leaderLookup)
+	pause := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		leader, err := t.askLeader(adm)
+		if err == nil {
+			return leader, nil
+		}
+		if t.ctx.Err() != nil || time.Now().Add(pause).After(deadline) {
+			return 0, fmt.Errorf("after %d attempts in %v: %w", attempt, leaderLookup, err)
+		}
+		select {
+		case <-t.ctx.Done():
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, time.Second)
+	}
+}
+
+// leaderLookup bounds how long leader keeps asking.
+const leaderLookup = 20 * time.Second
+
+func (t *Target) askLeader(adm *kadm.Client) (int32, error) {
+	ctx, cancel := context.WithTimeout(t.ctx, 5*time.Second)
 	defer cancel()
 	td, err := adm.ListTopics(ctx, Topic)
 	if err != nil {
