@@ -11,7 +11,10 @@ import (
 // Values must be treated as immutable once written.
 type Disk struct {
 	durable map[string]any
-	view    map[string]any
+	// pending are the writes since the last Sync, in order. What the
+	// running process sees is durable overlaid with pending; only a boot
+	// reads it, so it is worked out then rather than kept in a second map
+	// on every write.
 	pending []diskWrite
 	syncs   uint64
 }
@@ -22,23 +25,26 @@ type diskWrite struct {
 	del bool
 }
 
-func newDisk() *Disk { return &Disk{durable: map[string]any{}, view: map[string]any{}} }
+func newDisk() *Disk { return &Disk{durable: map[string]any{}} }
 
 // Get reads a key as the running process sees it.
 func (d *Disk) Get(key string) (any, bool) {
-	v, ok := d.view[key]
+	for i := len(d.pending) - 1; i >= 0; i-- {
+		if wr := d.pending[i]; wr.key == key {
+			return wr.val, !wr.del
+		}
+	}
+	v, ok := d.durable[key]
 	return v, ok
 }
 
 // Put writes a key; it is durable only after Sync.
 func (d *Disk) Put(key string, val any) {
-	d.view[key] = val
 	d.pending = append(d.pending, diskWrite{key: key, val: val})
 }
 
 // Delete removes a key; durable only after Sync.
 func (d *Disk) Delete(key string) {
-	delete(d.view, key)
 	d.pending = append(d.pending, diskWrite{key: key, del: true})
 }
 
@@ -53,9 +59,18 @@ func (d *Disk) Unsynced() int { return len(d.pending) }
 
 // Keys lists the visible keys in order.
 func (d *Disk) Keys() []string {
-	keys := make([]string, 0, len(d.view))
-	for k := range d.view {
-		keys = append(keys, k)
+	visible := make(map[string]bool, len(d.durable)+len(d.pending))
+	for k := range d.durable {
+		visible[k] = true
+	}
+	for _, wr := range d.pending {
+		visible[wr.key] = !wr.del
+	}
+	keys := make([]string, 0, len(visible))
+	for k, ok := range visible {
+		if ok {
+			keys = append(keys, k)
+		}
 	}
 	sort.Strings(keys)
 	return keys
@@ -75,9 +90,5 @@ func (d *Disk) flush(n int) {
 func (d *Disk) crash(rng *rand.Rand) {
 	if len(d.pending) > 0 {
 		d.flush(rng.IntN(len(d.pending) + 1))
-	}
-	d.view = make(map[string]any, len(d.durable))
-	for k, v := range d.durable {
-		d.view[k] = v
 	}
 }
