@@ -202,10 +202,13 @@ func runOne(name, system, seedText string, rf runFlags) error {
 	if len(out.Blocked) > 0 {
 		fmt.Fprintf(stdout, "blocked tasks at the end: %s\n", strings.Join(out.Blocked, ", "))
 	}
-	fmt.Fprint(stdout, out.Report.String())
 	if out.Refused() {
+		// The refusal first: the verdict below is about the history
+		// before it only, and is no pass of the run.
 		fmt.Fprintf(stdout, "STOPPED: %s\n", out.Stopped)
+		fmt.Fprintln(stdout, "the history before the refusal, judged:")
 	}
+	fmt.Fprint(stdout, out.Report.String())
 	fmt.Fprintf(stdout, "trace hash %016x\n", out.Hash)
 	fmt.Fprintf(stdout, "repro: %s\n", out.Repro())
 	if rf.json != "" {
