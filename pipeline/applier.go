@@ -28,7 +28,12 @@ type Applier struct {
 	CommitEvery time.Duration
 	Poll        time.Duration // wait when caught up (default 20ms)
 	Backoff     time.Duration // wait after an error (default 200ms)
-	Bugs        Bugs
+	// IdleCheck is how long the applier may go without a word from the
+	// store while the log has nothing new before it asks the store for
+	// its position (default 1s): a store that restarted empty in a quiet
+	// period is rebuilt then, not when traffic comes back.
+	IdleCheck time.Duration
+	Bugs      Bugs
 }
 
 func (a *Applier) defaults() {
@@ -43,6 +48,9 @@ func (a *Applier) defaults() {
 	}
 	if a.CommitEvery == 0 {
 		a.CommitEvery = 500 * time.Millisecond
+	}
+	if a.IdleCheck == 0 {
+		a.IdleCheck = time.Second
 	}
 	if a.Logger == nil {
 		a.Logger = slog.New(slog.DiscardHandler)
@@ -94,12 +102,19 @@ func (a *Applier) follow(ctx context.Context) error {
 		}
 	}
 	var lastCommit time.Time
+	lastWord := a.Env.Now() // when the store last confirmed where it is
 	for {
 		recs, err := a.Log.Fetch(ctx, pos.Offset, a.MaxBatch)
 		if err != nil {
 			return fmt.Errorf("applier %s: fetch from offset %d: %w", a.Store.Kind(), pos.Offset, err)
 		}
 		if len(recs) == 0 {
+			if now := a.Env.Now(); !a.Bugs.NoIdleCheck && now.Sub(lastWord) >= a.IdleCheck {
+				if err := a.checkIdle(ctx, pos); err != nil {
+					return err
+				}
+				lastWord = now
+			}
 			if err := a.Env.Sleep(ctx, a.Poll); err != nil {
 				return err
 			}
@@ -140,6 +155,7 @@ func (a *Applier) follow(ctx context.Context) error {
 				return fmt.Errorf("applier %s: apply up to %s: %w", a.Store.Kind(), b.Position, err)
 			}
 			pos = b.Position
+			lastWord = a.Env.Now()
 		}
 		if gap != nil {
 			// Stay before the hole: applying past it would show states
@@ -153,6 +169,24 @@ func (a *Applier) follow(ctx context.Context) error {
 			lastCommit = now
 		}
 	}
+}
+
+// checkIdle asks a store the applier has not heard from for a while where
+// it is. A store that lost its data (it restarted empty) or that is not
+// where the applier left it (another writer moved it) is an error: follow
+// starts over from the store's own position, and rebuilds one that has
+// none.
+func (a *Applier) checkIdle(ctx context.Context, pos model.Position) error {
+	got, ok, err := a.Store.Position(ctx)
+	switch {
+	case err != nil:
+		return fmt.Errorf("applier %s: read position while idle: %w", a.Store.Kind(), err)
+	case !ok:
+		return fmt.Errorf("applier %s: the store lost its data while no changes came (at %s): %w", a.Store.Kind(), pos, ErrStoreLost)
+	case got != pos && !a.Bugs.CommitOffsetFirst:
+		return fmt.Errorf("applier %s: the store is at %s, not %s where this applier left it: %w", a.Store.Kind(), got, pos, ErrPositionMismatch)
+	}
+	return nil
 }
 
 // whole extends recs until a snapshot that starts in them is there with

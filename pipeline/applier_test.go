@@ -553,3 +553,59 @@ func TestPlanStopsAtAHoleInTheLog(t *testing.T) {
 		t.Fatalf("a snapshot did not heal the hole: %v", gap)
 	}
 }
+
+// lostStore is a store at pos that loses everything (no position) once
+// lost is set, as a cache restarted empty does.
+type lostStore struct {
+	pos   model.Position
+	lost  bool
+	asked int // Position calls after the loss
+}
+
+func (s *lostStore) Kind() model.StoreKind { return model.Cache }
+
+func (s *lostStore) Apply(_ context.Context, b Batch) error {
+	if b.Base != nil && (s.lost || *b.Base != s.pos) {
+		return ErrPositionMismatch
+	}
+	s.pos, s.lost = b.Position, false
+	return nil
+}
+
+func (s *lostStore) Position(context.Context) (model.Position, bool, error) {
+	if s.lost {
+		s.asked++
+		return model.Position{}, false, nil
+	}
+	return s.pos, true, nil
+}
+
+// A store that loses its data while the log has nothing new for it (a
+// cache restarted empty once all is quiet) is noticed by its idle applier,
+// which stops following so that Run rebuilds it; under no-idle-check the
+// applier goes on polling the log and the store stays empty.
+func TestIdleApplierNoticesALostStore(t *testing.T) {
+	for _, bug := range []bool{false, true} {
+		ctx, cancel := context.WithCancel(context.Background())
+		log := &scriptLog{}
+		log.Produce(ctx, []model.Txn{{XID: 1, CommitLSN: 10, Changes: []model.Change{{Table: "t", PK: "1", Op: model.OpInsert, Row: model.Row{"v": "a"}}}}})
+		store := &lostStore{pos: model.Position{Offset: 1, LSN: 10}}
+		log.onEnd = append(log.onEnd, func(*memLog) { store.lost = true })
+		for range 20 {
+			log.onEnd = append(log.onEnd, func(*memLog) {})
+		}
+		log.onEnd = append(log.onEnd, func(*memLog) { cancel() })
+		a := &Applier{Env: &testEnv{}, Log: log, Store: store, Bugs: Bugs{NoIdleCheck: bug}}
+		a.defaults()
+		err := a.follow(ctx)
+		cancel()
+		switch {
+		case !bug && !errors.Is(err, ErrStoreLost):
+			t.Fatalf("follow: %v; want the lost store noticed while idle (ErrStoreLost)", err)
+		case !bug && len(log.onEnd) < 15:
+			t.Fatalf("noticed after %d idle fetches; want within a couple (IdleCheck)", 22-len(log.onEnd))
+		case bug && (!errors.Is(err, context.Canceled) || store.asked > 0):
+			t.Fatalf("no-idle-check: follow %v, store asked %d times; want it never asked until cancelled", err, store.asked)
+		}
+	}
+}

@@ -92,6 +92,10 @@ type Bugs struct {
 	// stream stalls behind it, and a key added later does not help (the
 	// change was written without one).
 	KeylessWedge bool
+	// NoIdleCheck leaves a store alone while the log has nothing new: one
+	// that restarted empty in a quiet period (a cache) stays empty until
+	// traffic returns and its next write is refused (seen with Redis).
+	NoIdleCheck bool
 }
 
 func (b Bugs) Any() bool { return b != Bugs{} }
@@ -107,6 +111,7 @@ var BugNames = map[string]func(*Bugs){
 	"drop-unchanged-toast":  func(b *Bugs) { b.DropUnchangedToast = true },
 	"no-split-large-txn":    func(b *Bugs) { b.NoSplitLargeTxn = true },
 	"keyless-wedge":         func(b *Bugs) { b.KeylessWedge = true },
+	"no-idle-check":         func(b *Bugs) { b.NoIdleCheck = true },
 }
 
 // ParseBugs reads a comma-separated list of bug names ("" is none).

@@ -116,6 +116,9 @@ var (
 	ErrUnavailable = errors.New("unavailable")
 	// ErrPositionMismatch: the store is not where the batch expected it.
 	ErrPositionMismatch = errors.New("store position is not the batch's base")
+	// ErrStoreLost: the store holds no position any more (it restarted
+	// empty, or its data was dropped); it must be rebuilt from the log.
+	ErrStoreLost = errors.New("store lost its data")
 	// ErrRecordTooLarge: the log refused a record over its maximum size
 	// (Kafka's MESSAGE_TOO_LARGE). Permanent: the same record is refused
 	// again until the limit is raised; nothing of the produce call from
