@@ -65,6 +65,11 @@ type Scenario struct {
 	// from then on the application also writes a row to it in about one
 	// transaction in four.
 	AddsTable *pipeline.KeylessTable
+	// QuietRestart names nodes that crash and restart once more after the
+	// workload stopped and every store caught up: a loss in a quiet
+	// period, when no new change comes to reveal it. The run is judged
+	// after it.
+	QuietRestart []string
 }
 
 // Claims is what a system claims of a store of the given kind in this
@@ -104,8 +109,8 @@ var All = []*Scenario{
 		Kinds: []faults.Kind{faults.LeaderFailover, faults.Crash}, Roles: []faults.Role{faults.RoleBroker, faults.RoleApp}},
 	{Name: "partitions", Summary: "symmetric and one-way partitions, slow and lossy links", Workload: "profiles",
 		Kinds: []faults.Kind{faults.Partition, faults.Delay, faults.Loss}, Roles: allRoles},
-	{Name: "cache-restart", Summary: "the cache restarts empty; app clients crash", Workload: "profiles",
-		Kinds: []faults.Kind{faults.Crash}, Nodes: []string{"cache", "app1", "app2", "app3"}},
+	{Name: "cache-restart", Summary: "the cache restarts empty, also once all is quiet; app clients crash", Workload: "profiles",
+		Kinds: []faults.Kind{faults.Crash}, Nodes: []string{"cache", "app1", "app2", "app3"}, QuietRestart: []string{"cache"}},
 	{Name: "zombie-pause", Summary: "stop-the-world pauses of processes and brokers, woken as zombies", Workload: "bulk",
 		Kinds: []faults.Kind{faults.Pause}, Roles: []faults.Role{faults.RoleCapture, faults.RoleApplier, faults.RoleApp, faults.RoleBroker}},
 	{Name: "slot-reconnect", Summary: "crash the source database (its slot moves back) and the capture", Workload: "bank",

@@ -167,6 +167,9 @@ func TestKnownBugsAreCaught(t *testing.T) {
 		// The capture retries the keyless change for ever: nothing after
 		// it, in any table, reaches a store.
 		{"keyless-wedge", "keyless-table", pipeline.Bugs{KeylessWedge: true}, checker.NotConverged},
+		// The cache restarts empty once all is quiet and its applier
+		// never looks: its documents are gone for good.
+		{"no-idle-check", "cache-restart", pipeline.Bugs{NoIdleCheck: true}, checker.Lost},
 	}
 	for _, c := range cases {
 		t.Run(c.bug, func(t *testing.T) {

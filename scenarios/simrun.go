@@ -493,6 +493,7 @@ func (x *world) run(plan faults.Plan) error {
 	// timed to within a step wherever it happens; stepping does not change
 	// what the world does.
 	const step = 50 * time.Millisecond
+	quietRestarted := false
 	for w.Now() < x.hist.Deadline {
 		next := min(w.Now()+step, x.hist.Deadline)
 		if w.Now() < plan.Quiet {
@@ -506,6 +507,24 @@ func (x *world) run(plan faults.Plan) error {
 		}
 		x.noteConvergence()
 		if x.settled() {
+			if !quietRestarted && len(x.sc.QuietRestart) > 0 {
+				// Everything caught up and nothing new is coming: the
+				// moment a lost store goes unnoticed unless its applier
+				// looks.
+				quietRestarted = true
+				for _, name := range x.sc.QuietRestart {
+					if err := target.Crash(name); err != nil {
+						return err
+					}
+					if err := target.Restart(name); err != nil {
+						return err
+					}
+				}
+				for _, name := range x.sc.QuietRestart {
+					x.hist.Faults = append(x.hist.Faults, model.FaultWindow{Start: w.Now(), End: w.Now(), What: "restart " + name + " (all quiet)"})
+				}
+				continue
+			}
 			break
 		}
 	}

@@ -190,6 +190,11 @@ func runOne(name, system, seedText string, rf runFlags) error {
 	}
 	fmt.Fprintf(stdout, "scenario %s (%s), system %s, seed %d\n", sc.Name, sc.Summary, sys, seed)
 	printPlan(out.Plan)
+	for _, fw := range out.History.Faults {
+		if fw.Start >= out.Plan.Quiet && fw.Start > 0 {
+			fmt.Fprintf(stdout, "  @%v %s\n", fw.Start.Round(time.Millisecond), fw.What)
+		}
+	}
 	fmt.Fprintf(stdout, "ran %v virtual in %v wall (%.0fx), %d events, %d messages, %d committed txns\n",
 		out.Virtual.Round(time.Millisecond), out.Wall.Round(time.Millisecond), float64(out.Virtual)/float64(out.Wall),
 		out.Stats.Events, out.Stats.Messages, len(out.History.Committed))
