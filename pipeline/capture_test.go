@@ -412,3 +412,155 @@ func TestCaptureLimitIsTheLogsWhenSmaller(t *testing.T) {
 		t.Fatalf("limit %d with MaxTxnBytes 8000, want 8000", got)
 	}
 }
+
+// countingLog is memLog counting the records its fetches hand back, and
+// optionally coming back empty from the first fetch at each new offset, as a
+// Kafka consumer just moved there may.
+type countingLog struct {
+	memLog
+	read    int
+	fetches int
+	slow    bool
+	last    int64 // the offset the previous fetch asked for
+}
+
+func (l *countingLog) Fetch(ctx context.Context, off int64, max int) ([]Record, error) {
+	l.fetches++
+	if l.slow && off != l.last {
+		l.last = off
+		return nil, nil
+	}
+	recs, err := l.memLog.Fetch(ctx, off, max)
+	l.read += len(recs)
+	return recs, err
+}
+
+// longLog is a log of a complete snapshot of rows rows (in chunks of 2)
+// followed by n streamed transactions.
+func longLog(rows, n int) *countingLog {
+	l := &countingLog{}
+	snap := model.Txn{CommitLSN: 1, Snapshot: true}
+	for i := range rows {
+		snap.Changes = append(snap.Changes, model.Change{Table: "t", PK: fmt.Sprint(i), Op: model.OpInsert})
+	}
+	l.Produce(context.Background(), SplitSnapshot(snap, 2))
+	batch := make([]model.Txn, 0, 1000)
+	for i := range n {
+		batch = append(batch, txn(model.LSN(10+i), false))
+		if len(batch) == cap(batch) || i == n-1 {
+			l.Produce(context.Background(), batch)
+			batch = batch[:0]
+		}
+	}
+	return l
+}
+
+// A capture start reads the log's tail, not the log: the records it reads
+// do not grow with the log's length (the old scan read back to the last
+// snapshot, all 100,000 records here), and a snapshot at the end costs
+// about its chunks.
+func TestSnapshotInLogReadsTheTailOnly(t *testing.T) {
+	ctx := context.Background()
+	for _, n := range []int{1000, 100_000} {
+		l := longLog(10, n)
+		c := &Capture{Log: l}
+		if ok, err := c.snapshotInLog(ctx); !ok || err != nil {
+			t.Fatalf("%d records: %v, %v; want the snapshot complete", n, ok, err)
+		}
+		if l.read > tailRecords {
+			t.Fatalf("%d records: the start read %d of them, want at most %d", n, l.read, tailRecords)
+		}
+	}
+
+	// A log ending in a complete snapshot of 1,000 chunks, after a long
+	// stream: read back to its first chunk, not to the log's start.
+	l := longLog(10, 100_000)
+	big := model.Txn{CommitLSN: 200_000, Snapshot: true}
+	for i := range 2000 {
+		big.Changes = append(big.Changes, model.Change{Table: "t", PK: fmt.Sprint(i), Op: model.OpInsert})
+	}
+	l.Produce(ctx, SplitSnapshot(big, 2))
+	c := &Capture{Log: l}
+	if ok, err := c.snapshotInLog(ctx); !ok || err != nil {
+		t.Fatalf("ends in a big snapshot: %v, %v; want it complete", ok, err)
+	}
+	if l.read > 1000+2*tailRecords {
+		t.Fatalf("ends in a snapshot of 1000 chunks: the start read %d records, want about 1000", l.read)
+	}
+	// The same snapshot missing its last chunk is retaken.
+	l.recs = l.recs[:len(l.recs)-1]
+	l.read = 0
+	if ok, err := c.snapshotInLog(ctx); ok || err != nil {
+		t.Fatalf("big snapshot missing its last chunk: %v, %v; want it judged incomplete", ok, err)
+	}
+	if l.read > 1000+4*tailRecords {
+		t.Fatalf("big snapshot missing its last chunk: the start read %d records, want about 1000", l.read)
+	}
+}
+
+// A fetch that comes back empty below the log's end (a consumer just moved)
+// is asked again; the old scan gave up the start at the first one, and on
+// a long log started its whole scan over.
+func TestSnapshotInLogAsksAgainAfterAnEmptyFetch(t *testing.T) {
+	l := longLog(10, 1000)
+	l.slow = true
+	c := &Capture{Log: l}
+	if ok, err := c.snapshotInLog(context.Background()); !ok || err != nil {
+		t.Fatalf("slow log: %v, %v; want the snapshot complete", ok, err)
+	}
+}
+
+// judgeSnapshot's verdicts, on the heads of a log's records: s(lsn, chunk,
+// chunks) is a snapshot chunk, x(lsn) a streamed transaction.
+func TestJudgeSnapshot(t *testing.T) {
+	s := func(lsn model.LSN, chunk, chunks int) recordHead {
+		return recordHead{Snapshot: true, LSN: lsn, Chunk: chunk, Chunks: chunks}
+	}
+	x := func(lsn model.LSN) recordHead { return recordHead{LSN: lsn} }
+	for _, tc := range []struct {
+		name string
+		lo   int64
+		recs []recordHead
+		want snapshotVerdict
+	}{
+		{"empty log", 0, nil, snapshotMissing},
+		{"no snapshot in the whole log", 0, []recordHead{x(5), x(6)}, snapshotMissing},
+		{"a tail of streamed records", 5000, []recordHead{x(5), x(6)}, snapshotComplete},
+		{"complete", 0, []recordHead{s(1, 0, 3), s(1, 1, 3), s(1, 2, 3), x(5)}, snapshotComplete},
+		{"complete at the end", 0, []recordHead{x(0), s(9, 0, 2), s(9, 1, 2)}, snapshotComplete},
+		{"last chunk missing", 0, []recordHead{x(0), s(9, 0, 3), s(9, 1, 3)}, snapshotMissing},
+		{"a middle chunk missing", 0, []recordHead{x(0), s(9, 0, 3), s(9, 2, 3)}, snapshotMissing},
+		{"half then a streamed record", 0, []recordHead{s(1, 0, 1), x(5), s(9, 0, 3), s(9, 1, 3), x(10)}, snapshotMissing},
+		{"half then whole again", 0, []recordHead{s(9, 0, 3), s(9, 1, 3), s(12, 0, 3), s(12, 1, 3), s(12, 2, 3)}, snapshotComplete},
+		{"whole then half a retry", 0, []recordHead{x(0), s(9, 0, 3), s(9, 1, 3), s(9, 2, 3), s(9, 0, 3)}, snapshotComplete},
+		{"half, then the rest in a retry", 0, []recordHead{x(0), s(9, 0, 3), s(9, 1, 3), s(9, 2, 3), s(9, 1, 3)}, snapshotComplete},
+		{"older whole snapshot does not count", 0, []recordHead{s(1, 0, 2), s(1, 1, 2), s(9, 1, 2)}, snapshotMissing},
+		{"first chunks before the tail", 1000, []recordHead{s(9, 2, 3), x(10)}, snapshotUnknown},
+	} {
+		recs := append([]recordHead(nil), tc.recs...)
+		for i := range recs {
+			recs[i].Offset = tc.lo + int64(i)
+		}
+		if got, _ := judgeSnapshot(tc.lo, recs); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+
+	// A snapshot whose first chunk lies further back than twice its
+	// chunks and a tail beyond its last is judged missing, whatever
+	// else the log holds: the check never reads the whole log.
+	recs := []recordHead{s(9, 0, 2)}
+	for range 2*2 + tailRecords + 1 {
+		recs = append(recs, x(5))
+	}
+	recs = append(recs, s(9, 1, 2))
+	for i := range recs {
+		recs[i].Offset = int64(i)
+	}
+	if got, _ := judgeSnapshot(0, recs); got != snapshotMissing {
+		t.Errorf("chunks out of reach: %v, want missing", got)
+	}
+	if got, need := judgeSnapshot(1, recs[1:]); got != snapshotMissing || need != 0 {
+		t.Errorf("chunks out of reach, read from 1: %v (wants %d more), want missing", got, need)
+	}
+}
