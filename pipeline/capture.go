@@ -49,6 +49,10 @@ type Capture struct {
 	// always safe: it only widens what the source redelivers after a
 	// reconnect, which stores skip.
 	ConfirmEvery time.Duration
+	// StopTimeout bounds the confirmation a capture sends when it is
+	// stopped (its context ends) with acknowledged transactions not yet
+	// confirmed (default 2s).
+	StopTimeout time.Duration
 	// Bugs switches on deliberately broken behaviour, for proving the
 	// checker catches it. Zero in production.
 	Bugs Bugs
@@ -198,20 +202,49 @@ func (c *Capture) stream(ctx context.Context) error {
 		return fmt.Errorf("capture: start stream: %w", err)
 	}
 	c.logger().Debug("capture: streaming", "from", from)
+	f := forwarder{c: c, from: from, acked: from, confirmed: from}
+	err = f.run(ctx)
+	if ctx.Err() != nil && f.acked > f.confirmed {
+		c.confirmOnStop(ctx, f.acked)
+	}
+	return err
+}
+
+// forwarder is one replication session's loop: it appends what the source
+// streams to the log and confirms to the source what the log acknowledged.
+type forwarder struct {
+	c           *Capture
+	from        model.LSN // the last transaction appended (or where the stream began)
+	acked       model.LSN // the log holds this transaction and every one before it
+	confirmed   model.LSN // the last position confirmed to the source
+	lastConfirm time.Time
+}
+
+func (f *forwarder) run(ctx context.Context) error {
+	c := f.c
 	every := c.ConfirmEvery
 	if every == 0 {
 		every = 200 * time.Millisecond
 	}
-	var lastConfirm time.Time
 	for {
 		txns, err := c.Source.Next(ctx)
 		if err != nil {
-			return fmt.Errorf("capture: read stream after %s: %w", from, err)
+			return fmt.Errorf("capture: read stream after %s: %w", f.from, err)
+		}
+		if len(txns) == 0 {
+			// The source is quiet: confirm what the log acknowledged
+			// since the last confirmation, or the slot stays behind
+			// (holding WAL, and redelivering it after a restart) for as
+			// long as no new transaction comes.
+			if err := f.confirm(ctx); err != nil {
+				return err
+			}
+			continue
 		}
 		last := txns[len(txns)-1].CommitLSN
 		// Chain each transaction to the one appended before it, so
 		// appliers can tell a hole in the log from a quiet source.
-		prev := from
+		prev := f.from
 		for i := range txns {
 			txns[i].PrevLSN, prev = prev, txns[i].CommitLSN
 		}
@@ -220,21 +253,60 @@ func (c *Capture) stream(ctx context.Context) error {
 			return err
 		}
 		if c.Bugs.ConfirmBeforeAck {
+			// Broken: the log has not acknowledged last yet.
 			if err := c.Source.Confirm(ctx, last); err != nil {
 				return fmt.Errorf("capture: confirm %s: %w", last, err)
 			}
+			f.confirmed = last
 		}
 		if _, err := c.Log.Produce(ctx, recs); err != nil {
 			return fmt.Errorf("capture: append %d txns (%d records) up to %s: %w", len(txns), len(recs), last, err)
 		}
-		if now := c.Env.Now(); !c.Bugs.ConfirmBeforeAck && now.Sub(lastConfirm) >= every {
-			if err := c.Source.Confirm(ctx, last); err != nil {
-				return fmt.Errorf("capture: confirm %s: %w", last, err)
+		f.acked, f.from = last, last
+		if c.Env.Now().Sub(f.lastConfirm) >= every {
+			if err := f.confirm(ctx); err != nil {
+				return err
 			}
-			lastConfirm = now
 		}
-		from = last
 	}
+}
+
+// confirm confirms to the source what the log acknowledged, if that is
+// more than it confirmed last.
+func (f *forwarder) confirm(ctx context.Context) error {
+	if f.acked <= f.confirmed {
+		return nil
+	}
+	if err := f.c.Source.Confirm(ctx, f.acked); err != nil {
+		return fmt.Errorf("capture: confirm %s: %w", f.acked, err)
+	}
+	f.confirmed, f.lastConfirm = f.acked, f.c.Env.Now()
+	return nil
+}
+
+// confirmOnStop confirms lsn, which the log acknowledged, when the capture
+// is stopped (ctx ended) with it not yet confirmed, so that the next start
+// does not stream it again. It tries for at most StopTimeout: a stop must
+// not hang on a source that does not answer, and confirming less is safe.
+func (c *Capture) confirmOnStop(ctx context.Context, lsn model.LSN) {
+	timeout := c.StopTimeout
+	if timeout == 0 {
+		timeout = 2 * time.Second
+	}
+	stopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	// The time limit is a task of the Env's, not a context deadline: time
+	// comes from the Env only.
+	c.Env.Go("capture: stop timeout", func(context.Context) {
+		if c.Env.Sleep(stopCtx, timeout) == nil {
+			cancel()
+		}
+	})
+	if err := c.Source.Confirm(stopCtx, lsn); err != nil {
+		c.logger().Warn("capture: stopping without confirming what the log holds; the next start streams it again", "lsn", lsn, "err", err)
+		return
+	}
+	c.logger().Info("capture: stopping, confirmed what the log holds", "lsn", lsn)
 }
 
 // snapshotIfNeeded takes the initial snapshot unless the log already

@@ -15,6 +15,7 @@ import (
 
 	"lockstep/model"
 	"lockstep/pipeline/logcodec"
+	"lockstep/pipeline/realenv"
 )
 
 // wide is a transaction at lsn of n inserts whose rows carry size bytes.
@@ -147,7 +148,7 @@ type testEnv struct{ now time.Time }
 
 func (e *testEnv) Now() time.Time                                   { e.now = e.now.Add(time.Second); return e.now }
 func (e *testEnv) Sleep(ctx context.Context, _ time.Duration) error { return ctx.Err() }
-func (e *testEnv) Go(string, func(context.Context))                 { panic("not in these tests") }
+func (e *testEnv) Go(string, func(context.Context))                 {} // never runs: a stop's time limit never passes
 func (e *testEnv) Rand() *rand.Rand                                 { return rand.New(rand.NewPCG(1, 2)) }
 
 var errDrained = errors.New("no more transactions")
@@ -168,6 +169,12 @@ type fakeSource struct {
 	refuse model.LSN
 	// refuseSnapshot makes Snapshot fail with ErrUnsupported.
 	refuseSnapshot bool
+	// drained, when set, is what Next does once every transaction is
+	// handed out (errDrained otherwise).
+	drained func(ctx context.Context) error
+	// confirmCtx, when set, is what Confirm does first; an error fails
+	// the confirmation.
+	confirmCtx func(ctx context.Context) error
 }
 
 func (s *fakeSource) Snapshot(context.Context) (model.Txn, error) {
@@ -190,8 +197,11 @@ func (s *fakeSource) Start(context.Context) (model.LSN, error) {
 	return s.confirmed, nil
 }
 
-func (s *fakeSource) Next(context.Context) ([]model.Txn, error) {
+func (s *fakeSource) Next(ctx context.Context) ([]model.Txn, error) {
 	if s.next >= len(s.txns) {
+		if s.drained != nil {
+			return nil, s.drained(ctx)
+		}
 		return nil, errDrained
 	}
 	out := s.txns[s.next:min(s.next+s.batch, len(s.txns))]
@@ -208,7 +218,12 @@ func (s *fakeSource) Next(context.Context) ([]model.Txn, error) {
 	return out, nil
 }
 
-func (s *fakeSource) Confirm(_ context.Context, lsn model.LSN) error {
+func (s *fakeSource) Confirm(ctx context.Context, lsn model.LSN) error {
+	if s.confirmCtx != nil {
+		if err := s.confirmCtx(ctx); err != nil {
+			return err
+		}
+	}
 	s.confirmed = lsn
 	return nil
 }
@@ -562,5 +577,79 @@ func TestJudgeSnapshot(t *testing.T) {
 	}
 	if got, need := judgeSnapshot(1, recs[1:]); got != snapshotMissing || need != 0 {
 		t.Errorf("chunks out of reach, read from 1: %v (wants %d more), want missing", got, need)
+	}
+}
+
+// stopLog is memLog that is stopped (stop is called) as it is asked to
+// append the transaction at stopAt, and fails that append as a produce cut
+// short by a stop does: its outcome unknown, nothing acknowledged.
+type stopLog struct {
+	memLog
+	stopAt model.LSN
+	stop   func()
+}
+
+func (l *stopLog) Produce(ctx context.Context, txns []model.Txn) (int64, error) {
+	for _, t := range txns {
+		if t.CommitLSN == l.stopAt {
+			l.stop()
+			return 0, fmt.Errorf("produce: %w: %w", ErrTimeout, ctx.Err())
+		}
+	}
+	return l.memLog.Produce(ctx, txns)
+}
+
+// A capture stopped (its context cancelled) while the source is quiet
+// confirms everything the log acknowledged, so the next start does not
+// stream it again: the old capture left the batches appended since its last
+// confirmation (at most every ConfirmEvery) unconfirmed. Nothing the log did
+// not acknowledge is confirmed, and a source that does not answer does not
+// hold the stop up for longer than StopTimeout.
+func TestCaptureConfirmsOnACleanStop(t *testing.T) {
+	txns := []model.Txn{wide(20, 1, 10), wide(30, 1, 10), wide(40, 1, 10)}
+	ctx, cancel := context.WithCancel(context.Background())
+	src := &fakeSource{txns: txns, batch: 1, drained: func(ctx context.Context) error {
+		cancel() // SIGTERM while Next waits
+		return fmt.Errorf("next: %w", ctx.Err())
+	}}
+	c := &Capture{Env: &testEnv{}, Source: src, Log: &memLog{}, ConfirmEvery: time.Hour}
+	if err := c.Run(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run = %v, want it stopped", err)
+	}
+	if src.confirmed != 40 {
+		t.Fatalf("stopped with 20, 30, 40 in the log and confirmed %s, want 40", src.confirmed)
+	}
+
+	// Stopped while 40 is being appended: 30 is the most the log
+	// acknowledged.
+	ctx, cancel = context.WithCancel(context.Background())
+	src = &fakeSource{txns: txns, batch: 1}
+	c = &Capture{Env: &testEnv{}, Source: src, Log: &stopLog{stopAt: 40, stop: cancel}, ConfirmEvery: time.Hour}
+	if err := c.Run(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("stopped mid-append: Run = %v, want it stopped", err)
+	}
+	if src.confirmed != 30 {
+		t.Fatalf("stopped while appending 40: confirmed %s, want 30 (the log acknowledged 20 and 30 only)", src.confirmed)
+	}
+
+	// A source that does not answer the stop's confirmation: the stop
+	// waits StopTimeout for it, then gives up.
+	ctx, cancel = context.WithCancel(context.Background())
+	var stopErr error
+	src = &fakeSource{txns: txns, batch: 1, drained: func(ctx context.Context) error {
+		cancel()
+		return ctx.Err()
+	}}
+	src.confirmCtx = func(cctx context.Context) error {
+		if ctx.Err() == nil {
+			return nil // streaming: answered
+		}
+		<-cctx.Done() // stopping: no answer
+		stopErr = cctx.Err()
+		return stopErr
+	}
+	c = &Capture{Env: &realenv.Env{}, Source: src, Log: &memLog{}, ConfirmEvery: time.Hour, StopTimeout: 20 * time.Millisecond}
+	if err := c.Run(ctx); !errors.Is(err, context.Canceled) || !errors.Is(stopErr, context.Canceled) || src.confirmed != 20 {
+		t.Fatalf("unanswered stop: Run = %v, the stop's confirmation ended with %v, confirmed %s; want both cancelled, 20 confirmed", err, stopErr, src.confirmed)
 	}
 }

@@ -141,3 +141,67 @@ func TestCaptureRestartReadsATail(t *testing.T) {
 		}
 	}
 }
+
+// captureRig is a source, a log and a capture streaming between them, with
+// a writer node committing to the source.
+type captureRig struct {
+	w       *sim.World
+	db      *sim.Node
+	cluster *Cluster
+	writer  *sim.Node
+}
+
+func newCaptureRig(t *testing.T, seed uint64) *captureRig {
+	t.Helper()
+	w := newWorld(t, seed)
+	r := &captureRig{w: w, cluster: NewCluster(w, "broker")}
+	r.db = w.AddNode("db", BootSourceDB(&Recorder{}))
+	r.writer = w.AddNode("writer", nil)
+	w.AddNode("capture", func(n *sim.Node) any {
+		c := &pipeline.Capture{Env: n.Env(), Source: &StreamClient{From: n, DB: r.db}, Log: &LogClient{From: n, Cluster: r.cluster}}
+		n.Go("capture", func(ctx context.Context) { _ = c.Run(ctx) })
+		return nil
+	})
+	return r
+}
+
+// commitAt commits one transaction per time given, from the writer.
+func (r *captureRig) commitAt(times ...time.Duration) {
+	r.writer.Go("app", func(ctx context.Context) {
+		for i, at := range times {
+			sleepUntil(ctx, r.writer, at)
+			_, _ = (&SourceClient{From: r.writer, DB: r.db}).Exec(ctx, put(fmt.Sprint("k", i), "v"))
+		}
+	})
+}
+
+// lastInLog is the commit LSN of the log's last streamed transaction.
+func (r *captureRig) lastInLog() model.LSN {
+	var last model.LSN
+	for _, rec := range r.cluster.Records() {
+		if !rec.Txn.Snapshot {
+			last = rec.Txn.CommitLSN
+		}
+	}
+	return last
+}
+
+// When the source goes quiet, the capture confirms what the log holds: the
+// slot reaches the last transaction appended. The old capture confirmed
+// only when a new transaction arrived, at most every ConfirmEvery, so a
+// last one appended within ConfirmEvery of the confirmation before it
+// stayed unconfirmed for as long as the source was quiet.
+func TestCaptureConfirmsWhenTheSourceGoesQuiet(t *testing.T) {
+	r := newCaptureRig(t, 11)
+	r.commitAt(time.Second, time.Second+50*time.Millisecond, time.Second+100*time.Millisecond)
+	run(t, r.w, 3*time.Second)
+
+	db := r.db.State().(*SourceDB)
+	last := db.LastLSN()
+	if got := r.lastInLog(); got != last {
+		t.Fatalf("the log ends at %s, want the last commit %s", got, last)
+	}
+	if got := db.Confirmed(); got != last {
+		t.Fatalf("after 2s quiet the slot is confirmed at %s, want the last transaction appended, %s", got, last)
+	}
+}
