@@ -49,6 +49,10 @@ type Capture struct {
 	// always safe: it only widens what the source redelivers after a
 	// reconnect, which stores skip.
 	ConfirmEvery time.Duration
+	// StopTimeout bounds the confirmation a capture sends when it is
+	// stopped (its context ends) with acknowledged transactions not yet
+	// confirmed (default 2s).
+	StopTimeout time.Duration
 	// Bugs switches on deliberately broken behaviour, for proving the
 	// checker catches it. Zero in production.
 	Bugs Bugs
@@ -203,20 +207,49 @@ func (c *Capture) stream(ctx context.Context) error {
 		return fmt.Errorf("capture: start stream: %w", err)
 	}
 	c.logger().Debug("capture: streaming", "from", from)
+	f := forwarder{c: c, from: from, acked: from, confirmed: from}
+	err = f.run(ctx)
+	if ctx.Err() != nil && f.acked > f.confirmed {
+		c.confirmOnStop(ctx, f.acked)
+	}
+	return err
+}
+
+// forwarder is one replication session's loop: it appends what the source
+// streams to the log and confirms to the source what the log acknowledged.
+type forwarder struct {
+	c           *Capture
+	from        model.LSN // the last transaction appended (or where the stream began)
+	acked       model.LSN // the log holds this transaction and every one before it
+	confirmed   model.LSN // the last position confirmed to the source
+	lastConfirm time.Time
+}
+
+func (f *forwarder) run(ctx context.Context) error {
+	c := f.c
 	every := c.ConfirmEvery
 	if every == 0 {
 		every = 200 * time.Millisecond
 	}
-	var lastConfirm time.Time
 	for {
 		txns, err := c.Source.Next(ctx)
 		if err != nil {
-			return fmt.Errorf("capture: read stream after %s: %w", from, err)
+			return fmt.Errorf("capture: read stream after %s: %w", f.from, err)
+		}
+		if len(txns) == 0 {
+			// The source is quiet: confirm what the log acknowledged
+			// since the last confirmation, or the slot stays behind
+			// (holding WAL, and redelivering it after a restart) for as
+			// long as no new transaction comes.
+			if err := f.confirm(ctx); err != nil {
+				return err
+			}
+			continue
 		}
 		last := txns[len(txns)-1].CommitLSN
 		// Chain each transaction to the one appended before it, so
 		// appliers can tell a hole in the log from a quiet source.
-		prev := from
+		prev := f.from
 		for i := range txns {
 			txns[i].PrevLSN, prev = prev, txns[i].CommitLSN
 		}
@@ -225,25 +258,64 @@ func (c *Capture) stream(ctx context.Context) error {
 			return err
 		}
 		if c.Bugs.ConfirmBeforeAck {
+			// Broken: the log has not acknowledged last yet.
 			if err := c.Source.Confirm(ctx, last); err != nil {
 				return fmt.Errorf("capture: confirm %s: %w", last, err)
 			}
+			f.confirmed = last
 		}
 		if _, err := c.Log.Produce(ctx, recs); err != nil {
 			return fmt.Errorf("capture: append %d txns (%d records) up to %s: %w", len(txns), len(recs), last, err)
 		}
-		if now := c.Env.Now(); !c.Bugs.ConfirmBeforeAck && now.Sub(lastConfirm) >= every {
-			if err := c.Source.Confirm(ctx, last); err != nil {
-				return fmt.Errorf("capture: confirm %s: %w", last, err)
+		f.acked, f.from = last, last
+		if c.Env.Now().Sub(f.lastConfirm) >= every {
+			if err := f.confirm(ctx); err != nil {
+				return err
 			}
-			lastConfirm = now
 		}
-		from = last
 	}
 }
 
+// confirm confirms to the source what the log acknowledged, if that is
+// more than it confirmed last.
+func (f *forwarder) confirm(ctx context.Context) error {
+	if f.acked <= f.confirmed {
+		return nil
+	}
+	if err := f.c.Source.Confirm(ctx, f.acked); err != nil {
+		return fmt.Errorf("capture: confirm %s: %w", f.acked, err)
+	}
+	f.confirmed, f.lastConfirm = f.acked, f.c.Env.Now()
+	return nil
+}
+
+// confirmOnStop confirms lsn, which the log acknowledged, when the capture
+// is stopped (ctx ended) with it not yet confirmed, so that the next start
+// does not stream it again. It tries for at most StopTimeout: a stop must
+// not hang on a source that does not answer, and confirming less is safe.
+func (c *Capture) confirmOnStop(ctx context.Context, lsn model.LSN) {
+	timeout := c.StopTimeout
+	if timeout == 0 {
+		timeout = 2 * time.Second
+	}
+	stopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	// The time limit is a task of the Env's, not a context deadline: time
+	// comes from the Env only.
+	c.Env.Go("capture: stop timeout", func(context.Context) {
+		if c.Env.Sleep(stopCtx, timeout) == nil {
+			cancel()
+		}
+	})
+	if err := c.Source.Confirm(stopCtx, lsn); err != nil {
+		c.logger().Warn("capture: stopping without confirming what the log holds; the next start streams it again", "lsn", lsn, "err", err)
+		return
+	}
+	c.logger().Info("capture: stopping, confirmed what the log holds", "lsn", lsn)
+}
+
 // snapshotIfNeeded takes the initial snapshot unless the log already
-// starts with a complete one (every chunk of it).
+// holds a complete one (every chunk of its last snapshot).
 func (c *Capture) snapshotIfNeeded(ctx context.Context) error {
 	complete, err := c.snapshotInLog(ctx)
 	if err != nil {
@@ -255,12 +327,26 @@ func (c *Capture) snapshotIfNeeded(ctx context.Context) error {
 	return c.snapshot(ctx)
 }
 
+// tailRecords is how many records at the log's end the capture reads, at
+// every start, to find the last snapshot. Any number works for a log the
+// capture wrote (see snapshotInLog); more only judges a damaged log more
+// carefully, at a cost that does not grow with the log.
+const tailRecords = 256
+
 // snapshotInLog reports whether the last snapshot in the log has every
 // chunk there. A capture that failed or crashed half-way through appending
 // one leaves some chunks only; streaming must not start before the snapshot
 // is taken again, or the rows of the missing chunks would never reach the
 // stores (appliers wait for a snapshot's chunks, and skip one a newer
 // snapshot replaces).
+//
+// It reads only the log's tail, so a restart costs the same on a log of a
+// thousand records as on one of a billion. That is enough because the
+// capture streams only after snapshotIfNeeded found, or appended, a
+// complete snapshot: every streamed record has a complete snapshot before
+// it. So a tail of streamed records alone means the last snapshot is
+// complete, and only a tail holding snapshot chunks needs judging, by
+// looking back over about that snapshot's chunks (see judgeSnapshot).
 func (c *Capture) snapshotInLog(ctx context.Context) (bool, error) {
 	// Ask for the end first: a fetch that comes back empty is no proof the
 	// log is (a broker may be failing over), and a needless snapshot resets
@@ -269,55 +355,137 @@ func (c *Capture) snapshotInLog(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("capture: look for the snapshot in the log: %w", err)
 	}
-	// Scan back from the end, a window at a time, to the first chunk of the
-	// last snapshot. Snapshots are rare, so on a long log this reads back
-	// to the last one: a cost paid once per capture start.
-	const window = 256
-	var last *model.Txn
-	chunks := map[int]bool{}
-	for hi := end; hi > 0; hi -= window {
-		lo := max(0, hi-window)
-		recs, err := c.fetchRange(ctx, lo, hi)
+	lo := max(0, end-tailRecords)
+	tail, err := c.heads(ctx, lo, end)
+	if err != nil {
+		return false, err
+	}
+	verdict, need := judgeSnapshot(lo, tail)
+	for verdict == snapshotUnknown {
+		// The tail ends inside a snapshot whose first chunks are further
+		// back: read back as far as judgeSnapshot asks, which that
+		// snapshot's chunk count bounds.
+		from := max(0, lo-need)
+		more, err := c.heads(ctx, from, lo)
 		if err != nil {
 			return false, err
 		}
-		for i := len(recs) - 1; i >= 0; i-- {
-			t := recs[i].Txn
-			if !t.Snapshot || (last != nil && t.CommitLSN != last.CommitLSN) {
-				continue
-			}
-			if last == nil {
-				last = &t
-			}
-			chunks[t.Chunk] = true
-		}
-		if last != nil && chunks[0] {
+		lo, tail = from, append(more, tail...)
+		verdict, need = judgeSnapshot(lo, tail)
+	}
+	return verdict == snapshotComplete, nil
+}
+
+// recordHead is what the restart check keeps of a record: where it is and
+// which snapshot chunk it is, not its rows, so the memory it takes does not
+// grow with a snapshot's size.
+type recordHead struct {
+	Offset   int64
+	Snapshot bool
+	LSN      model.LSN
+	Chunk    int
+	Chunks   int
+}
+
+func headOf(r Record) recordHead {
+	return recordHead{Offset: r.Offset, Snapshot: r.Txn.Snapshot, LSN: r.Txn.CommitLSN, Chunk: r.Txn.Chunk, Chunks: r.Txn.Chunks}
+}
+
+type snapshotVerdict int
+
+const (
+	snapshotUnknown  snapshotVerdict = iota // read further back
+	snapshotComplete                        // streaming may start
+	snapshotMissing                         // take a snapshot (again)
+)
+
+// judgeSnapshot judges the last snapshot in the log from recs, the heads of
+// the log's records from offset lo to its end. It looks back from the last
+// snapshot chunk, collecting the chunks of that snapshot (its parts may
+// have been appended more than once, by a retry that lost its
+// acknowledgement, or in part, by an append that failed half-way), and
+// stops at the first record before that snapshot's chunks once it has seen
+// a chunk 0. When recs do not reach back far enough it says
+// snapshotUnknown and how many more records it wants; it never wants more,
+// in all, than about twice the snapshot's chunk count plus tailRecords, and
+// past that the snapshot counts as missing (taking it again is always
+// safe). With no snapshot chunk in recs the last snapshot is complete
+// (the capture streams only after one), unless recs are the whole log.
+// Pure, so it is tested on its own.
+func judgeSnapshot(lo int64, recs []recordHead) (snapshotVerdict, int64) {
+	last := -1
+	for i := len(recs) - 1; i >= 0; i-- {
+		if recs[i].Snapshot {
+			last = i
 			break
 		}
 	}
-	return last != nil && len(chunks) >= max(last.Chunks, 1), nil
+	if last < 0 {
+		if lo == 0 {
+			return snapshotMissing, 0 // the whole log, and no snapshot in it
+		}
+		return snapshotComplete, 0
+	}
+	snap := recs[last]
+	chunks := max(snap.Chunks, 1)
+	// A retried append doubles a snapshot at most once per retry; leave
+	// room for one, and for what streamed records sit among the chunks.
+	reach := snap.Offset - int64(2*chunks+tailRecords)
+	seen := map[int]bool{}
+	for i := last; i >= 0; i-- {
+		r := recs[i]
+		if r.Offset < reach {
+			return snapshotMissing, 0
+		}
+		if !r.Snapshot || r.LSN != snap.LSN {
+			if seen[0] {
+				return snapshotMissing, 0 // past the chunks, some missing
+			}
+			continue
+		}
+		seen[r.Chunk] = true
+		if len(seen) >= chunks {
+			return snapshotComplete, 0
+		}
+	}
+	if lo <= max(0, reach) {
+		return snapshotMissing, 0 // all of the reach read, or the whole log
+	}
+	return snapshotUnknown, min(lo-max(0, reach), int64(max(chunks, tailRecords)))
 }
 
-// fetchRange reads the records at offsets [lo, hi).
-func (c *Capture) fetchRange(ctx context.Context, lo, hi int64) ([]Record, error) {
-	var out []Record
+// heads reads the heads of the records at offsets [lo, hi).
+func (c *Capture) heads(ctx context.Context, lo, hi int64) ([]recordHead, error) {
+	out := make([]recordHead, 0, hi-lo)
+	empty := 0
 	for off := lo; off < hi; {
 		recs, err := c.Log.Fetch(ctx, off, int(hi-off))
 		if err != nil {
 			return nil, fmt.Errorf("capture: read the log at %d: %w", off, err)
 		}
 		if len(recs) == 0 {
-			return nil, fmt.Errorf("capture: the log ends at %d but nothing came back from offset %d", hi, off)
+			// A consumer moved to a new offset may take longer than
+			// one long poll to bring records back: ask again a few
+			// times before giving up on this start.
+			if empty++; empty == emptyFetches {
+				return nil, fmt.Errorf("capture: the log ends at %d but nothing came back from offset %d in %d fetches", hi, off, empty)
+			}
+			continue
 		}
+		empty = 0
 		for _, r := range recs {
-			if r.Offset < hi {
-				out = append(out, r)
+			if r.Offset >= off && r.Offset < hi {
+				out = append(out, headOf(r))
 			}
 		}
 		off = recs[len(recs)-1].Offset + 1
 	}
 	return out, nil
 }
+
+// emptyFetches is how many fetches in a row may come back empty, from an
+// offset below the log's end, before the capture gives up a start.
+const emptyFetches = 5
 
 func (c *Capture) snapshot(ctx context.Context) error {
 	snap, err := c.Source.Snapshot(ctx)

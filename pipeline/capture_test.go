@@ -15,6 +15,7 @@ import (
 
 	"lockstep/model"
 	"lockstep/pipeline/logcodec"
+	"lockstep/pipeline/realenv"
 )
 
 // wide is a transaction at lsn of n inserts whose rows carry size bytes.
@@ -147,7 +148,7 @@ type testEnv struct{ now time.Time }
 
 func (e *testEnv) Now() time.Time                                   { e.now = e.now.Add(time.Second); return e.now }
 func (e *testEnv) Sleep(ctx context.Context, _ time.Duration) error { return ctx.Err() }
-func (e *testEnv) Go(string, func(context.Context))                 { panic("not in these tests") }
+func (e *testEnv) Go(string, func(context.Context))                 {} // never runs: a stop's time limit never passes
 func (e *testEnv) Rand() *rand.Rand                                 { return rand.New(rand.NewPCG(1, 2)) }
 
 var errDrained = errors.New("no more transactions")
@@ -168,6 +169,12 @@ type fakeSource struct {
 	refuse model.LSN
 	// refuseSnapshot makes Snapshot fail with ErrUnsupported.
 	refuseSnapshot bool
+	// drained, when set, is what Next does once every transaction is
+	// handed out (errDrained otherwise).
+	drained func(ctx context.Context) error
+	// confirmCtx, when set, is what Confirm does first; an error fails
+	// the confirmation.
+	confirmCtx func(ctx context.Context) error
 }
 
 func (s *fakeSource) Snapshot(context.Context) (model.Txn, error) {
@@ -190,8 +197,11 @@ func (s *fakeSource) Start(context.Context) (model.LSN, error) {
 	return s.confirmed, nil
 }
 
-func (s *fakeSource) Next(context.Context) ([]model.Txn, error) {
+func (s *fakeSource) Next(ctx context.Context) ([]model.Txn, error) {
 	if s.next >= len(s.txns) {
+		if s.drained != nil {
+			return nil, s.drained(ctx)
+		}
 		return nil, errDrained
 	}
 	out := s.txns[s.next:min(s.next+s.batch, len(s.txns))]
@@ -208,7 +218,12 @@ func (s *fakeSource) Next(context.Context) ([]model.Txn, error) {
 	return out, nil
 }
 
-func (s *fakeSource) Confirm(_ context.Context, lsn model.LSN) error {
+func (s *fakeSource) Confirm(ctx context.Context, lsn model.LSN) error {
+	if s.confirmCtx != nil {
+		if err := s.confirmCtx(ctx); err != nil {
+			return err
+		}
+	}
 	s.confirmed = lsn
 	return nil
 }
@@ -410,5 +425,231 @@ func TestCaptureLimitIsTheLogsWhenSmaller(t *testing.T) {
 	c = &Capture{Log: &limitLog{max: 50000}, MaxTxnBytes: 8000}
 	if got := c.maxTxnBytes(); got != 8000 {
 		t.Fatalf("limit %d with MaxTxnBytes 8000, want 8000", got)
+	}
+}
+
+// countingLog is memLog counting the records its fetches hand back, and
+// optionally coming back empty from the first fetch at each new offset, as a
+// Kafka consumer just moved there may.
+type countingLog struct {
+	memLog
+	read    int
+	fetches int
+	slow    bool
+	last    int64 // the offset the previous fetch asked for
+}
+
+func (l *countingLog) Fetch(ctx context.Context, off int64, max int) ([]Record, error) {
+	l.fetches++
+	if l.slow && off != l.last {
+		l.last = off
+		return nil, nil
+	}
+	recs, err := l.memLog.Fetch(ctx, off, max)
+	l.read += len(recs)
+	return recs, err
+}
+
+// longLog is a log of a complete snapshot of rows rows (in chunks of 2)
+// followed by n streamed transactions.
+func longLog(rows, n int) *countingLog {
+	l := &countingLog{}
+	snap := model.Txn{CommitLSN: 1, Snapshot: true}
+	for i := range rows {
+		snap.Changes = append(snap.Changes, model.Change{Table: "t", PK: fmt.Sprint(i), Op: model.OpInsert})
+	}
+	l.Produce(context.Background(), SplitSnapshot(snap, 2))
+	batch := make([]model.Txn, 0, 1000)
+	for i := range n {
+		batch = append(batch, txn(model.LSN(10+i), false))
+		if len(batch) == cap(batch) || i == n-1 {
+			l.Produce(context.Background(), batch)
+			batch = batch[:0]
+		}
+	}
+	return l
+}
+
+// A capture start reads the log's tail, not the log: the records it reads
+// do not grow with the log's length (the old scan read back to the last
+// snapshot, all 100,000 records here), and a snapshot at the end costs
+// about its chunks.
+func TestSnapshotInLogReadsTheTailOnly(t *testing.T) {
+	ctx := context.Background()
+	for _, n := range []int{1000, 100_000} {
+		l := longLog(10, n)
+		c := &Capture{Log: l}
+		if ok, err := c.snapshotInLog(ctx); !ok || err != nil {
+			t.Fatalf("%d records: %v, %v; want the snapshot complete", n, ok, err)
+		}
+		if l.read > tailRecords {
+			t.Fatalf("%d records: the start read %d of them, want at most %d", n, l.read, tailRecords)
+		}
+	}
+
+	// A log ending in a complete snapshot of 1,000 chunks, after a long
+	// stream: read back to its first chunk, not to the log's start.
+	l := longLog(10, 100_000)
+	big := model.Txn{CommitLSN: 200_000, Snapshot: true}
+	for i := range 2000 {
+		big.Changes = append(big.Changes, model.Change{Table: "t", PK: fmt.Sprint(i), Op: model.OpInsert})
+	}
+	l.Produce(ctx, SplitSnapshot(big, 2))
+	c := &Capture{Log: l}
+	if ok, err := c.snapshotInLog(ctx); !ok || err != nil {
+		t.Fatalf("ends in a big snapshot: %v, %v; want it complete", ok, err)
+	}
+	if l.read > 1000+2*tailRecords {
+		t.Fatalf("ends in a snapshot of 1000 chunks: the start read %d records, want about 1000", l.read)
+	}
+	// The same snapshot missing its last chunk is retaken.
+	l.recs = l.recs[:len(l.recs)-1]
+	l.read = 0
+	if ok, err := c.snapshotInLog(ctx); ok || err != nil {
+		t.Fatalf("big snapshot missing its last chunk: %v, %v; want it judged incomplete", ok, err)
+	}
+	if l.read > 1000+4*tailRecords {
+		t.Fatalf("big snapshot missing its last chunk: the start read %d records, want about 1000", l.read)
+	}
+}
+
+// A fetch that comes back empty below the log's end (a consumer just moved)
+// is asked again; the old scan gave up the start at the first one, and on
+// a long log started its whole scan over.
+func TestSnapshotInLogAsksAgainAfterAnEmptyFetch(t *testing.T) {
+	l := longLog(10, 1000)
+	l.slow = true
+	c := &Capture{Log: l}
+	if ok, err := c.snapshotInLog(context.Background()); !ok || err != nil {
+		t.Fatalf("slow log: %v, %v; want the snapshot complete", ok, err)
+	}
+}
+
+// judgeSnapshot's verdicts, on the heads of a log's records: s(lsn, chunk,
+// chunks) is a snapshot chunk, x(lsn) a streamed transaction.
+func TestJudgeSnapshot(t *testing.T) {
+	s := func(lsn model.LSN, chunk, chunks int) recordHead {
+		return recordHead{Snapshot: true, LSN: lsn, Chunk: chunk, Chunks: chunks}
+	}
+	x := func(lsn model.LSN) recordHead { return recordHead{LSN: lsn} }
+	for _, tc := range []struct {
+		name string
+		lo   int64
+		recs []recordHead
+		want snapshotVerdict
+	}{
+		{"empty log", 0, nil, snapshotMissing},
+		{"no snapshot in the whole log", 0, []recordHead{x(5), x(6)}, snapshotMissing},
+		{"a tail of streamed records", 5000, []recordHead{x(5), x(6)}, snapshotComplete},
+		{"complete", 0, []recordHead{s(1, 0, 3), s(1, 1, 3), s(1, 2, 3), x(5)}, snapshotComplete},
+		{"complete at the end", 0, []recordHead{x(0), s(9, 0, 2), s(9, 1, 2)}, snapshotComplete},
+		{"last chunk missing", 0, []recordHead{x(0), s(9, 0, 3), s(9, 1, 3)}, snapshotMissing},
+		{"a middle chunk missing", 0, []recordHead{x(0), s(9, 0, 3), s(9, 2, 3)}, snapshotMissing},
+		{"half then a streamed record", 0, []recordHead{s(1, 0, 1), x(5), s(9, 0, 3), s(9, 1, 3), x(10)}, snapshotMissing},
+		{"half then whole again", 0, []recordHead{s(9, 0, 3), s(9, 1, 3), s(12, 0, 3), s(12, 1, 3), s(12, 2, 3)}, snapshotComplete},
+		{"whole then half a retry", 0, []recordHead{x(0), s(9, 0, 3), s(9, 1, 3), s(9, 2, 3), s(9, 0, 3)}, snapshotComplete},
+		{"half, then the rest in a retry", 0, []recordHead{x(0), s(9, 0, 3), s(9, 1, 3), s(9, 2, 3), s(9, 1, 3)}, snapshotComplete},
+		{"older whole snapshot does not count", 0, []recordHead{s(1, 0, 2), s(1, 1, 2), s(9, 1, 2)}, snapshotMissing},
+		{"first chunks before the tail", 1000, []recordHead{s(9, 2, 3), x(10)}, snapshotUnknown},
+	} {
+		recs := append([]recordHead(nil), tc.recs...)
+		for i := range recs {
+			recs[i].Offset = tc.lo + int64(i)
+		}
+		if got, _ := judgeSnapshot(tc.lo, recs); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+
+	// A snapshot whose first chunk lies further back than twice its
+	// chunks and a tail beyond its last is judged missing, whatever
+	// else the log holds: the check never reads the whole log.
+	recs := []recordHead{s(9, 0, 2)}
+	for range 2*2 + tailRecords + 1 {
+		recs = append(recs, x(5))
+	}
+	recs = append(recs, s(9, 1, 2))
+	for i := range recs {
+		recs[i].Offset = int64(i)
+	}
+	if got, _ := judgeSnapshot(0, recs); got != snapshotMissing {
+		t.Errorf("chunks out of reach: %v, want missing", got)
+	}
+	if got, need := judgeSnapshot(1, recs[1:]); got != snapshotMissing || need != 0 {
+		t.Errorf("chunks out of reach, read from 1: %v (wants %d more), want missing", got, need)
+	}
+}
+
+// stopLog is memLog that is stopped (stop is called) as it is asked to
+// append the transaction at stopAt, and fails that append as a produce cut
+// short by a stop does: its outcome unknown, nothing acknowledged.
+type stopLog struct {
+	memLog
+	stopAt model.LSN
+	stop   func()
+}
+
+func (l *stopLog) Produce(ctx context.Context, txns []model.Txn) (int64, error) {
+	for _, t := range txns {
+		if t.CommitLSN == l.stopAt {
+			l.stop()
+			return 0, fmt.Errorf("produce: %w: %w", ErrTimeout, ctx.Err())
+		}
+	}
+	return l.memLog.Produce(ctx, txns)
+}
+
+// A capture stopped (its context cancelled) while the source is quiet
+// confirms everything the log acknowledged, so the next start does not
+// stream it again: the old capture left the batches appended since its last
+// confirmation (at most every ConfirmEvery) unconfirmed. Nothing the log did
+// not acknowledge is confirmed, and a source that does not answer does not
+// hold the stop up for longer than StopTimeout.
+func TestCaptureConfirmsOnACleanStop(t *testing.T) {
+	txns := []model.Txn{wide(20, 1, 10), wide(30, 1, 10), wide(40, 1, 10)}
+	ctx, cancel := context.WithCancel(context.Background())
+	src := &fakeSource{txns: txns, batch: 1, drained: func(ctx context.Context) error {
+		cancel() // SIGTERM while Next waits
+		return fmt.Errorf("next: %w", ctx.Err())
+	}}
+	c := &Capture{Env: &testEnv{}, Source: src, Log: &memLog{}, ConfirmEvery: time.Hour}
+	if err := c.Run(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run = %v, want it stopped", err)
+	}
+	if src.confirmed != 40 {
+		t.Fatalf("stopped with 20, 30, 40 in the log and confirmed %s, want 40", src.confirmed)
+	}
+
+	// Stopped while 40 is being appended: 30 is the most the log
+	// acknowledged.
+	ctx, cancel = context.WithCancel(context.Background())
+	src = &fakeSource{txns: txns, batch: 1}
+	c = &Capture{Env: &testEnv{}, Source: src, Log: &stopLog{stopAt: 40, stop: cancel}, ConfirmEvery: time.Hour}
+	if err := c.Run(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("stopped mid-append: Run = %v, want it stopped", err)
+	}
+	if src.confirmed != 30 {
+		t.Fatalf("stopped while appending 40: confirmed %s, want 30 (the log acknowledged 20 and 30 only)", src.confirmed)
+	}
+
+	// A source that does not answer the stop's confirmation: the stop
+	// waits StopTimeout for it, then gives up.
+	ctx, cancel = context.WithCancel(context.Background())
+	var stopErr error
+	src = &fakeSource{txns: txns, batch: 1, drained: func(ctx context.Context) error {
+		cancel()
+		return ctx.Err()
+	}}
+	src.confirmCtx = func(cctx context.Context) error {
+		if ctx.Err() == nil {
+			return nil // streaming: answered
+		}
+		<-cctx.Done() // stopping: no answer
+		stopErr = cctx.Err()
+		return stopErr
+	}
+	c = &Capture{Env: &realenv.Env{}, Source: src, Log: &memLog{}, ConfirmEvery: time.Hour, StopTimeout: 20 * time.Millisecond}
+	if err := c.Run(ctx); !errors.Is(err, context.Canceled) || !errors.Is(stopErr, context.Canceled) || src.confirmed != 20 {
+		t.Fatalf("unanswered stop: Run = %v, the stop's confirmation ended with %v, confirmed %s; want both cancelled, 20 confirmed", err, stopErr, src.confirmed)
 	}
 }

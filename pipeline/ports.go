@@ -49,13 +49,15 @@ type ChangeStream interface {
 	// that position; transactions after it will follow. ErrNoSlot when the
 	// slot does not exist.
 	Start(ctx context.Context) (model.LSN, error)
-	// Next returns the next committed transactions (at least one) of the open
-	// stream, in commit order. A transaction it can never deliver is an
-	// error wrapping ErrUnsupported, every time the stream reaches it; the
-	// whole transactions before it come back first.
+	// Next returns the next committed transactions of the open stream, in
+	// commit order, or none (and no error) once it has waited a while, a
+	// second or so, without a whole one: a quiet source must not keep the
+	// caller from confirming what it stored meanwhile. A transaction it can
+	// never deliver is an error wrapping ErrUnsupported, every time the
+	// stream reaches it; the whole transactions before it come back first.
 	Next(ctx context.Context) ([]model.Txn, error)
 	// Confirm tells the source that everything up to lsn is safely stored
-	// downstream, so the slot may release it.
+	// downstream, so the slot may release it. It gives up when ctx ends.
 	Confirm(ctx context.Context, lsn model.LSN) error
 }
 

@@ -18,10 +18,14 @@
 //	s, _ := pgsource.NewStream(pgsource.Config{DSN: dsn})
 //	snap, _ := s.Snapshot(ctx) // drops and recreates the slot with a consistent read
 //	from, _ := s.Start(ctx)    // == snap.CommitLSN right after a snapshot
+//	var stored model.LSN
 //	for {
-//		txns, err := s.Next(ctx) // whole transactions after from, in commit order
-//		// ... store txns durably downstream ...
-//		s.Confirm(ctx, txns[len(txns)-1].CommitLSN)
+//		txns, err := s.Next(ctx) // whole transactions after from, in commit order; none when quiet
+//		if len(txns) > 0 {
+//			// ... store txns durably downstream ...
+//			stored = txns[len(txns)-1].CommitLSN
+//		}
+//		s.Confirm(ctx, stored) // also while quiet, so the slot does not stay behind
 //	}
 //
 // Rows map to lockstep's model the same way in the snapshot and in the

@@ -49,6 +49,7 @@ func TestPostgres(t *testing.T) {
 		{"Truncate", testTruncate},
 		{"SnapshotMapping", testSnapshotMapping},
 		{"SlotLifecycle", testSlotLifecycle},
+		{"CaptureConfirms", testCaptureConfirms},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -149,6 +150,36 @@ func (e *pgEnv) collect(s *Stream, n int) []model.Txn {
 		e.t.Fatalf("want %d transactions, got %d: %v", n, len(got), got)
 	}
 	return got
+}
+
+// next is Next, asked again while it returns nothing (the source is quiet).
+func (e *pgEnv) next(s *Stream) ([]model.Txn, error) {
+	for {
+		txns, err := s.Next(e.ctx)
+		if err != nil || len(txns) > 0 {
+			return txns, err
+		}
+	}
+}
+
+// idle reads s for d, expecting nothing: it returns what came and the
+// error that ended the reading (context.DeadlineExceeded when nothing
+// did), and how many times Next returned empty meanwhile.
+func (e *pgEnv) idle(s *Stream, d time.Duration) ([]model.Txn, int, error) {
+	ctx, cancel := context.WithTimeout(e.ctx, d)
+	defer cancel()
+	var got []model.Txn
+	empty := 0
+	for {
+		txns, err := s.Next(ctx)
+		if err != nil {
+			return got, empty, err
+		}
+		if len(txns) == 0 {
+			empty++
+		}
+		got = append(got, txns...)
+	}
 }
 
 // slotLSN is the slot's confirmed_flush_lsn as the server reports it.
@@ -534,11 +565,14 @@ func testKeepalive(t *testing.T, dsn string) {
 	snap := e.start(s)
 	pid := s.repl.PID()
 
-	ctx, cancel := context.WithTimeout(e.ctx, 5*time.Second)
-	txns, err := s.Next(ctx)
-	cancel()
+	txns, empty, err := e.idle(s, 5*time.Second)
 	if len(txns) > 0 || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("idle Next = %v, %v; want nothing until the deadline", txns, err)
+	}
+	// Next returned empty about once per IdleInterval (1s), so that a
+	// capture can confirm meanwhile.
+	if empty < 3 || empty > 5 {
+		t.Errorf("in 5s idle Next returned empty %d times, want about 5 (once a second)", empty)
 	}
 	if s.keepalives == 0 {
 		t.Error("no keepalive asked for a reply in 5s with wal_sender_timeout=2s")
@@ -555,10 +589,7 @@ func testKeepalive(t *testing.T, dsn string) {
 	sameChanges(t, "after idle", got[0], want)
 	// Replies carried the confirmed position, not the server's WAL end:
 	// nothing was confirmed, so the slot has not moved.
-	ctx, cancel = context.WithTimeout(e.ctx, 2500*time.Millisecond)
-	_, err = s.Next(ctx)
-	cancel()
-	if !errors.Is(err, context.DeadlineExceeded) {
+	if _, _, err := e.idle(s, 2500*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("idle Next: %v", err)
 	}
 	if lsn := e.slotLSN(s.cfg.Slot); lsn != snap.CommitLSN.String() {
@@ -670,7 +701,7 @@ func testTruncate(t *testing.T, dsn string) {
 	s := e.stream(Config{})
 	e.start(s)
 	e.sql("TRUNCATE t")
-	_, err := s.Next(e.ctx)
+	_, err := e.next(s)
 	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "TRUNCATE of t") {
 		t.Errorf("TRUNCATE: err = %v", err)
 	}
@@ -730,7 +761,7 @@ func testSlotLifecycle(t *testing.T, dsn string) {
 		t.Errorf("second snapshot: %v", snap)
 	}
 	e.exec(put("t", "b", model.Row{"v": "2"}))
-	if txns, err := s.Next(e.ctx); err == nil {
+	if txns, err := e.next(s); err == nil {
 		t.Errorf("the old session still streams after its slot was recreated: %v", txns)
 	}
 	got := e.collect(s2, 1)

@@ -172,7 +172,7 @@ func testKeylessAtRuntime(t *testing.T, dsn string) {
 	}
 
 	var nk *NoKeyError
-	txns, err := s.Next(e.ctx)
+	txns, err := e.next(s)
 	if !errors.As(err, &nk) || nk.XID == 0 || !reflect.DeepEqual(nk.Tables, []string{"events"}) ||
 		!strings.Contains(err.Error(), "--exclude-tables events") {
 		t.Fatalf("change to a keyless table: %v, %v; want a NoKeyError naming events and its xid", txns, err)
@@ -185,7 +185,7 @@ func testKeylessAtRuntime(t *testing.T, dsn string) {
 	if _, err := again.Start(e.ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := again.Next(e.ctx); !errors.As(err, &nk) {
+	if _, err := e.next(again); !errors.As(err, &nk) {
 		t.Fatalf("after a key was added: err = %v, want the same NoKeyError (the change was written without one)", err)
 	}
 	again.Close(e.ctx)

@@ -1,6 +1,7 @@
 package pgsource
 
 import (
+	"context"
 	"errors"
 	"io"
 	"reflect"
@@ -296,7 +297,7 @@ func BenchmarkStandbyStatus(b *testing.B) {
 	s := &Stream{repl: conn, confirmed: 0x16B3770}
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := s.sendStatus(time.Now()); err != nil {
+		if err := s.sendStatus(context.Background(), time.Now()); err != nil {
 			b.Fatal(err)
 		}
 	}

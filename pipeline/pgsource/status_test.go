@@ -3,6 +3,7 @@ package pgsource
 import (
 	"context"
 	"encoding/binary"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -71,7 +72,7 @@ func TestStatusUpdatesCarryTheConfirmedPosition(t *testing.T) {
 			t.Errorf("%s: asks the server for a reply", what)
 		}
 	}
-	if err := s.sendStatus(time.Now()); err != nil {
+	if err := s.sendStatus(context.Background(), time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	check("due update", 0x16B3700)
@@ -83,4 +84,45 @@ func TestStatusUpdatesCarryTheConfirmedPosition(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("confirm of an older position", 0x16B3770)
+}
+
+// TestNextReturnsNoneWhenIdle: on a quiet stream Next returns no
+// transactions, and no error, once IdleInterval has passed (it used to wait
+// for a transaction or the end of ctx), and the stream goes on.
+func TestNextReturnsNoneWhenIdle(t *testing.T) {
+	conn, server := pipeConn(t)
+	go io.Copy(io.Discard, server)
+	s, err := NewStream(Config{DSN: "postgres://test@127.0.0.1/test", IdleInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.repl, s.lastStatus = conn, time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i := range 2 {
+		start := time.Now()
+		txns, err := s.Next(ctx)
+		if took := time.Since(start); err != nil || len(txns) > 0 || took < 50*time.Millisecond {
+			t.Fatalf("idle Next %d = %v, %v after %s; want none, no error, after IdleInterval (50ms)", i, txns, err, took)
+		}
+	}
+}
+
+// TestConfirmGivesUpWhenCtxEnds: a status update the server does not read
+// (a dead network) holds Confirm only until ctx ends, not for writeTimeout,
+// so a capture's stop is bounded.
+func TestConfirmGivesUpWhenCtxEnds(t *testing.T) {
+	conn, _ := pipeConn(t) // nobody reads the server end
+	s, err := NewStream(Config{DSN: "postgres://test@127.0.0.1/test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.repl = conn
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err = s.Confirm(ctx, 0x16B3770)
+	if took := time.Since(start); err == nil || took > writeTimeout/2 {
+		t.Fatalf("Confirm with nobody reading = %v after %s; want an error once ctx ends (50ms)", err, took)
+	}
 }

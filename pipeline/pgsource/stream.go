@@ -25,6 +25,7 @@ const (
 	DefaultSlot           = "lockstep"
 	DefaultPublication    = "lockstep"
 	DefaultStatusInterval = 10 * time.Second
+	DefaultIdleInterval   = time.Second
 )
 
 const (
@@ -55,6 +56,11 @@ type Config struct {
 	// updates while streaming (default 10s). Keepalives that ask for a
 	// reply are answered at once whatever it is.
 	StatusInterval time.Duration
+	// IdleInterval is how long Next waits without a whole transaction
+	// before it returns none (default 1s), so that a capture can confirm
+	// what it stored while the source is quiet. A transaction still
+	// arriving is kept, and Next goes on with it at the next call.
+	IdleInterval time.Duration
 	// Tables, when set, are the only tables captured; ExcludeTables are
 	// tables not captured (give one or the other). Names are lockstep's:
 	// "t" for public.t, "schema.t" elsewhere. The snapshot leaves the other
@@ -111,6 +117,9 @@ func NewStream(cfg Config) (*Stream, error) {
 	}
 	if cfg.StatusInterval <= 0 {
 		cfg.StatusInterval = DefaultStatusInterval
+	}
+	if cfg.IdleInterval <= 0 {
+		cfg.IdleInterval = DefaultIdleInterval
 	}
 	if !simpleName.MatchString(cfg.Slot) {
 		return nil, fmt.Errorf("pgsource: slot name %q: want lower-case letters, digits and _ (at most 63)", cfg.Slot)
@@ -602,9 +611,11 @@ func (s *Stream) start(ctx context.Context) (*pgconn.PgConn, model.LSN, error) {
 	}
 }
 
-// Next returns the next committed transactions, in commit order: at least
-// one, and as many more as arrive within a few milliseconds (up to 1000).
-// Transactions that touched no published table are left out. While it
+// Next returns the next committed transactions, in commit order: as many
+// as arrive within a few milliseconds of the first (up to 1000), or none
+// once IdleInterval has passed without one (a transaction half received
+// then stays in hand for the next call). Transactions that touched no
+// published table are left out. While it
 // waits it answers every keepalive that asks for a reply and sends a status
 // update at least every StatusInterval, always with the confirmed position.
 // When ctx ends while whole transactions are in hand, they are returned;
@@ -628,10 +639,11 @@ func (s *Stream) Next(ctx context.Context) ([]model.Txn, error) {
 
 	var out []model.Txn
 	var lingerUntil time.Time
+	idleUntil := time.Now().Add(s.cfg.IdleInterval)
 	for {
 		now := time.Now()
 		if now.Sub(s.lastStatus) >= s.cfg.StatusInterval {
-			if err := s.sendStatus(now); err != nil {
+			if err := s.sendStatus(context.Background(), now); err != nil {
 				return s.fail(out, err)
 			}
 		}
@@ -642,6 +654,13 @@ func (s *Stream) Next(ctx context.Context) ([]model.Txn, error) {
 			}
 			if lingerUntil.Before(deadline) {
 				deadline = lingerUntil
+			}
+		} else {
+			if !now.Before(idleUntil) {
+				return nil, nil
+			}
+			if idleUntil.Before(deadline) {
+				deadline = idleUntil
 			}
 		}
 		msg, err := s.receive(ctx, conn, deadline)
@@ -685,7 +704,7 @@ func (s *Stream) Next(ctx context.Context) ([]model.Txn, error) {
 				}
 				if k.ReplyRequested {
 					s.keepalives++
-					if err := s.sendStatus(time.Now()); err != nil {
+					if err := s.sendStatus(context.Background(), time.Now()); err != nil {
 						return s.fail(out, err)
 					}
 				}
@@ -733,10 +752,24 @@ func (s *Stream) fail(out []model.Txn, err error) ([]model.Txn, error) {
 // sendStatus sends a standby status update with the confirmed position as
 // written, flushed and applied: all three are set, so pglogrepl fills in
 // nothing (it would copy the write position into a zero flush or apply).
-func (s *Stream) sendStatus(now time.Time) error {
+// It gives up after writeTimeout, or when ctx ends.
+func (s *Stream) sendStatus(ctx context.Context, now time.Time) error {
 	at := pglogrepl.LSN(s.confirmed)
-	s.repl.Conn().SetWriteDeadline(now.Add(writeTimeout))
-	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), s.repl, pglogrepl.StandbyStatusUpdate{
+	conn := s.repl
+	stop := context.AfterFunc(ctx, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		conn.Conn().SetWriteDeadline(time.Now()) // wake the write below
+	})
+	defer stop()
+	s.mu.Lock()
+	if err := ctx.Err(); err != nil {
+		s.mu.Unlock()
+		return fmt.Errorf("send status update at %s: %w", s.confirmed, err)
+	}
+	conn.Conn().SetWriteDeadline(now.Add(writeTimeout))
+	s.mu.Unlock()
+	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), conn, pglogrepl.StandbyStatusUpdate{
 		WALWritePosition: at, WALFlushPosition: at, WALApplyPosition: at, ClientTime: now})
 	if err != nil {
 		return fmt.Errorf("send status update at %s: %w", s.confirmed, err)
@@ -746,9 +779,10 @@ func (s *Stream) sendStatus(now time.Time) error {
 }
 
 // Confirm records that everything up to lsn is safely stored downstream and
-// tells the server at once with a status update. Positions only move
-// forward: a smaller lsn is ignored. A stream that is not open records
-// nothing (Start reads the slot's position afresh).
+// tells the server at once with a status update, giving up when ctx ends
+// (the stream is then broken: the update may be half written). Positions
+// only move forward: a smaller lsn is ignored. A stream that is not open
+// records nothing (Start reads the slot's position afresh).
 func (s *Stream) Confirm(ctx context.Context, lsn model.LSN) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("pgsource: confirm %s: %w", lsn, err)
@@ -762,7 +796,7 @@ func (s *Stream) Confirm(ctx context.Context, lsn model.LSN) error {
 	if lsn > s.confirmed {
 		s.confirmed = lsn
 	}
-	if err := s.sendStatus(time.Now()); err != nil {
+	if err := s.sendStatus(ctx, time.Now()); err != nil {
 		s.broken = err
 		s.closeRepl()
 		return fmt.Errorf("pgsource: confirm %s: %w", lsn, err)

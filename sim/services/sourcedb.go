@@ -602,26 +602,25 @@ func (c *StreamClient) Start(ctx context.Context) (model.LSN, error) {
 }
 
 // Next implements pipeline.ChangeStream: the source holds each read open
-// until a commit arrives (or answers empty after StreamWait, and it asks
-// again), as a walsender streams WAL.
+// until a commit arrives, or answers with nothing after StreamWait (a
+// keepalive), as a walsender streams WAL; Next then returns no
+// transactions, so a capture can confirm while the source is quiet.
 func (c *StreamClient) Next(ctx context.Context) ([]model.Txn, error) {
 	max := c.Max
 	if max == 0 {
 		max = 64
 	}
-	for {
-		sess, after := c.session, c.after
-		txns, err := sim.CallAsync(ctx, c.From, c.DB, StreamWait+c.timeout(), func(db *SourceDB, reply func([]model.Txn, error)) {
-			db.nextWait(sess, after, max, reply)
-		})
-		if err != nil {
-			return nil, err
-		}
-		if len(txns) > 0 {
-			c.after = txns[len(txns)-1].CommitLSN
-			return txns, nil
-		}
+	sess, after := c.session, c.after
+	txns, err := sim.CallAsync(ctx, c.From, c.DB, StreamWait+c.timeout(), func(db *SourceDB, reply func([]model.Txn, error)) {
+		db.nextWait(sess, after, max, reply)
+	})
+	if err != nil {
+		return nil, err
 	}
+	if len(txns) > 0 {
+		c.after = txns[len(txns)-1].CommitLSN
+	}
+	return txns, nil
 }
 
 // Confirm implements pipeline.ChangeStream.

@@ -340,8 +340,9 @@ func TestSourceSlotMovesBackToLastCheckpointAfterCrash(t *testing.T) {
 }
 
 // A walsender read is held open: a commit answers it at once, well before
-// StreamWait, even when StreamClient.Next has already been answered empty a
-// few times and asked again.
+// StreamWait, even when StreamClient.Next has already returned empty (once
+// per StreamWait, so a capture can confirm while the source is quiet) a few
+// times and was asked again.
 func TestSourceNextLongPollsUntilACommit(t *testing.T) {
 	for _, commitAt := range []time.Duration{100 * time.Millisecond, 3*StreamWait + 50*time.Millisecond} {
 		t.Run(fmt.Sprint("commit at ", commitAt), func(t *testing.T) {
@@ -351,10 +352,17 @@ func TestSourceNextLongPollsUntilACommit(t *testing.T) {
 			var got []model.Txn
 			var nextErr error
 			var answeredAt time.Duration
+			empty := 0
 			r.app.Go("capture", func(ctx context.Context) {
 				_, _ = stream.Snapshot(ctx)
 				_, _ = stream.Start(ctx)
-				got, nextErr = stream.Next(ctx)
+				for {
+					got, nextErr = stream.Next(ctx)
+					if nextErr != nil || len(got) > 0 {
+						break
+					}
+					empty++
+				}
 				answeredAt = r.w.Now()
 			})
 			writer.Go("app", func(ctx context.Context) {
@@ -365,6 +373,9 @@ func TestSourceNextLongPollsUntilACommit(t *testing.T) {
 
 			if nextErr != nil || len(got) != 1 {
 				t.Fatalf("Next = %v, %v; want the one commit", got, nextErr)
+			}
+			if want := int(commitAt / StreamWait); empty != want {
+				t.Fatalf("Next returned empty %d times before a commit at %v, want %d (once per StreamWait)", empty, commitAt, want)
 			}
 			// The commit reaches the database within 5ms and the answer
 			// comes back within 5ms more.
