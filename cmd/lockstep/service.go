@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kerr"
 
 	"lockstep/model"
 	"lockstep/pipeline"
@@ -154,7 +156,7 @@ MULTI/EXEC; a Redis restarted empty is detected and rebuilt) or the search index
 from the position saved in the store itself.`,
 	flags: func(fs *flag.FlagSet) func([]string) error {
 		kind := fs.String("store", "", "replica, cache or search")
-		target := fs.String("target", "", "the store: a PostgreSQL DSN (replica, search) or a Redis HOST:PORT (cache)")
+		target := fs.String("target", "", "the store: a PostgreSQL DSN (replica, search), or for the cache a Redis HOST:PORT or redis://[:PASSWORD@]HOST:PORT[/DB]")
 		group := fs.String("group", "", "consumer group for monitoring offsets (default lockstep-<store>)")
 		common := serviceFlags(fs)
 		return func(args []string) error {
@@ -195,6 +197,7 @@ from the position saved in the store itself.`,
 type commonFlags struct {
 	brokers, topic, bugs string
 	maxRecord            int
+	replicas, minInSync  int
 }
 
 func serviceFlags(fs *flag.FlagSet) *commonFlags {
@@ -202,6 +205,8 @@ func serviceFlags(fs *flag.FlagSet) *commonFlags {
 	fs.StringVar(&c.brokers, "brokers", "", "Kafka bootstrap brokers, comma-separated HOST:PORT")
 	fs.StringVar(&c.topic, "topic", "lockstep", "Kafka topic")
 	fs.StringVar(&c.bugs, "bug", "", "break the pipeline on purpose (for harness tests): "+bugList())
+	fs.IntVar(&c.replicas, "replication-factor", 3, "replicas of the topic, when lockstep creates it (1 for a one-broker development Kafka)")
+	fs.IntVar(&c.minInSync, "min-insync", 2, "the topic's min.insync.replicas, when lockstep creates it: an append is acknowledged once this many replicas hold it (1 for one broker)")
 	fs.IntVar(&c.maxRecord, "max-record-bytes", 0, "largest log record, as Kafka counts it: the capture splits larger transactions into parts (default 1000000, under Kafka's default message.max.bytes); raise it together with the topic's max.message.bytes")
 	return c
 }
@@ -210,24 +215,52 @@ func (c *commonFlags) log(ctx context.Context) (*kafkalog.Log, error) {
 	if c.maxRecord < 0 || c.maxRecord > 100<<20 {
 		return nil, fmt.Errorf("--max-record-bytes %d: want a size from 1 to %d (franz-go's largest write)", c.maxRecord, 100<<20)
 	}
-	l, err := kafkalog.New(kafkalog.Config{Brokers: strings.Split(c.brokers, ","), Topic: c.topic, MaxRecordBytes: int32(c.maxRecord)})
+	if c.replicas < 1 || c.replicas > 32767 || c.minInSync < 1 || c.minInSync > c.replicas {
+		return nil, usagef("--replication-factor %d --min-insync %d: want 1 <= min-insync <= replication-factor (1 and 1 for a one-broker Kafka)", c.replicas, c.minInSync)
+	}
+	l, err := kafkalog.New(kafkalog.Config{Brokers: strings.Split(c.brokers, ","), Topic: c.topic, MaxRecordBytes: int32(c.maxRecord),
+		ReplicationFactor: int16(c.replicas), MinInSync: c.minInSync})
 	if err != nil {
 		return nil, fmt.Errorf("kafka: %w", err)
 	}
 	if err := l.EnsureTopic(ctx); err != nil {
 		l.Close()
+		if errors.Is(err, kerr.InvalidReplicationFactor) {
+			// Permanent: the cluster has fewer brokers than asked for.
+			return nil, usagef("kafka: topic %s: the cluster at %s has fewer brokers than --replication-factor %d: %v; for a one-broker Kafka use --replication-factor 1 --min-insync 1",
+				c.topic, c.brokers, c.replicas, err)
+		}
 		return nil, fmt.Errorf("kafka: topic %s: %w (are the brokers at %s reachable?)", c.topic, err, c.brokers)
 	}
 	return l, nil
+}
+
+// redisOptions reads a cache target: HOST:PORT, or a redis:// (rediss://
+// for TLS) URL, which carries a password and a database number, e.g.
+// redis://:secret@host:6379/2.
+func redisOptions(target string) (*redis.Options, error) {
+	opts := &redis.Options{Addr: target}
+	if strings.HasPrefix(target, "redis://") || strings.HasPrefix(target, "rediss://") {
+		var err error
+		if opts, err = redis.ParseURL(target); err != nil {
+			return nil, usagef("--target %s: %v; want HOST:PORT or redis://[:PASSWORD@]HOST:PORT[/DB]", redact(target), err)
+		}
+	}
+	// A rebuild is one MULTI/EXEC that may hold a whole snapshot: give
+	// Redis time to answer it.
+	opts.ReadTimeout, opts.WriteTimeout = 30*time.Second, 30*time.Second
+	return opts, nil
 }
 
 // openStore connects to the target store of the given kind.
 func openStore(ctx context.Context, k model.StoreKind, target string, blind bool) (pipeline.Store, func(), error) {
 	switch k {
 	case model.Cache:
-		// A rebuild is one MULTI/EXEC that may hold a whole snapshot:
-		// give Redis time to answer it.
-		rdb := redis.NewClient(&redis.Options{Addr: target, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second})
+		opts, err := redisOptions(target)
+		if err != nil {
+			return nil, nil, err
+		}
+		rdb := redis.NewClient(opts)
 		c, err := redisstore.New(ctx, rdb, redisstore.Options{Blind: blind})
 		if err != nil {
 			rdb.Close()
@@ -273,6 +306,9 @@ func drained(err error, logger *slog.Logger) error {
 
 // redact hides a password in a DSN before it is logged.
 func redact(dsn string) string {
+	if u, err := url.Parse(dsn); err == nil && u.Scheme != "" && u.Host != "" {
+		return u.Redacted() // postgres://user:xxxxx@host/db, redis://:xxxxx@host
+	}
 	var out []string
 	for _, f := range strings.Fields(dsn) {
 		if strings.HasPrefix(f, "password=") {

@@ -14,6 +14,7 @@ import (
 
 	"lockstep/model"
 	"lockstep/pipeline"
+	"lockstep/pipeline/kafkalog/kafkatest"
 	"lockstep/pipeline/pgsource"
 	"lockstep/pipeline/pgsource/pgtest"
 	"lockstep/pipeline/realenv"
@@ -216,4 +217,62 @@ func testStopsOnKeyless(t *testing.T, dsn string) {
 	if log.has("events", "") {
 		t.Error("a change to the excluded table reached the log")
 	}
+}
+
+// A cache target is HOST:PORT or a redis:// URL with a password and a
+// database; a malformed URL is bad input; logs never show the password.
+func TestRedisTarget(t *testing.T) {
+	o, err := redisOptions("127.0.0.1:6379")
+	if err != nil || o.Addr != "127.0.0.1:6379" || o.Password != "" || o.DB != 0 {
+		t.Fatalf("HOST:PORT: %+v, %v", o, err)
+	}
+	o, err = redisOptions("redis://:s3cret@cache.internal:6380/2")
+	if err != nil || o.Addr != "cache.internal:6380" || o.Password != "s3cret" || o.DB != 2 || o.ReadTimeout != 30*time.Second {
+		t.Fatalf("URL: %+v, %v", o, err)
+	}
+	if _, err := redisOptions("redis://host:6379/notanumber"); err == nil || !isUsage(err) {
+		t.Fatalf("malformed URL: %v, want a usage error", err)
+	}
+	for _, target := range []string{"redis://:s3cret@cache.internal:6380/2", "postgres://app:s3cret@db/app", "host=db password=s3cret"} {
+		if strings.Contains(redact(target), "s3cret") {
+			t.Errorf("redact(%q) = %q shows the password", target, redact(target))
+		}
+	}
+}
+
+// The topic's replication is a flag: a one-broker Kafka works with
+// --replication-factor 1 --min-insync 1, and the default of 3 is refused
+// there with one line that says so, not "are the brokers reachable?".
+func TestTopicReplicationFlags(t *testing.T) {
+	bad := &commonFlags{brokers: "127.0.0.1:1", topic: "t", replicas: 1, minInSync: 2}
+	if _, err := bad.log(context.Background()); err == nil || !isUsage(err) || !strings.Contains(err.Error(), "--min-insync") {
+		t.Fatalf("min-insync above the replication factor: %v, want a usage error naming the flags", err)
+	}
+	if testing.Short() {
+		t.Skip("skipping: needs a Kafka broker (-short)")
+	}
+	b := kafkatest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	three := &commonFlags{brokers: b.Addr, topic: "three", replicas: 3, minInSync: 2}
+	if l, err := three.log(ctx); err == nil {
+		l.Close()
+		t.Fatal("a replication factor of 3 on one broker was accepted")
+	} else if !isUsage(err) || !strings.Contains(err.Error(), "--replication-factor 1 --min-insync 1") || strings.Contains(err.Error(), "reachable") {
+		t.Fatalf("replication factor 3 on one broker: %v; want one usage line with the one-broker flags", err)
+	}
+	one := &commonFlags{brokers: b.Addr, topic: "one", replicas: 1, minInSync: 1}
+	l, err := one.log(ctx)
+	if err != nil {
+		t.Fatalf("one broker, --replication-factor 1 --min-insync 1: %v", err)
+	}
+	defer l.Close()
+	if _, err := l.Produce(ctx, []model.Txn{{XID: 1, CommitLSN: 8, Changes: []model.Change{{Table: "t", PK: "1", Op: model.OpInsert, Row: model.Row{"v": "a"}}}}}); err != nil {
+		t.Fatalf("append on a one-broker topic: %v", err)
+	}
+}
+
+func isUsage(err error) bool {
+	var u usageError
+	return errors.As(err, &u)
 }
