@@ -73,6 +73,10 @@ type tables struct {
 	pool  *pgxpool.Pool
 	docs  string // quoted table names
 	pos   string
+	// docsSchema creates the documents' table (and its index) when
+	// missing: at start, and before a rebuild fills a table that was
+	// dropped under a running store.
+	docsSchema string
 }
 
 func newTables(pool *pgxpool.Pool, kind model.StoreKind, opts Options) (*tables, string, error) {
@@ -105,8 +109,22 @@ func (s *tables) create(ctx context.Context, schema string) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(7406263)`); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, schema)
-		return err
+		var docsMissing bool
+		if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NULL`, s.docs).Scan(&docsMissing); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, schema); err != nil {
+			return err
+		}
+		if docsMissing {
+			// A new, empty documents table holds nothing a saved
+			// position could vouch for (someone dropped it): the store
+			// has lost its data, and the applier must rebuild it rather
+			// than carry on from the position as if caught up.
+			_, err := tx.Exec(ctx, `UPDATE `+s.pos+` SET has_pos = false, off = 0, lsn = 0 WHERE id = 1`)
+			return err
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("pgstore: %s: create tables: %w", s.kind, err)
@@ -141,11 +159,12 @@ func (s *tables) position(ctx context.Context, q pgx.Tx, lock string) (model.Pos
 	var has bool
 	var off, lsn int64
 	var row pgx.Row
-	query := `SELECT has_pos, off, lsn FROM ` + s.pos + ` WHERE id = 1 ` + lock
+	// No documents table, no position: the data is gone with it.
+	query := `SELECT has_pos AND to_regclass($1) IS NOT NULL, off, lsn FROM ` + s.pos + ` WHERE id = 1 ` + lock
 	if q != nil {
-		row = q.QueryRow(ctx, query)
+		row = q.QueryRow(ctx, query, s.docs)
 	} else {
-		row = s.pool.QueryRow(ctx, query)
+		row = s.pool.QueryRow(ctx, query, s.docs)
 	}
 	err := row.Scan(&has, &off, &lsn)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -334,7 +353,7 @@ func NewReplica(ctx context.Context, pool *pgxpool.Pool, opts Options) (*Replica
 	if err != nil {
 		return nil, err
 	}
-	schema := fmt.Sprintf(`
+	t.docsSchema = fmt.Sprintf(`
 CREATE TABLE IF NOT EXISTS %s (
 	tbl text NOT NULL,
 	pk text NOT NULL,
@@ -342,8 +361,8 @@ CREATE TABLE IF NOT EXISTS %s (
 	lsn bigint NOT NULL,
 	revs integer NOT NULL DEFAULT 0,
 	PRIMARY KEY (tbl, pk)
-);`, t.docs) + t.posSchema()
-	if err := t.create(ctx, schema); err != nil {
+);`, t.docs)
+	if err := t.create(ctx, t.docsSchema+t.posSchema()); err != nil {
 		return nil, err
 	}
 	return &Replica{t: t}, nil
@@ -376,6 +395,9 @@ func (r *Replica) Apply(ctx context.Context, b pipeline.Batch) error {
 		}
 		batch := &pgx.Batch{}
 		if b.Reset {
+			if _, err := tx.Exec(ctx, r.t.docsSchema); err != nil {
+				return fmt.Errorf("recreate the documents table: %w", err)
+			}
 			batch.Queue(`DELETE FROM ` + r.t.docs)
 		}
 		for _, t := range txns {
@@ -466,7 +488,7 @@ func NewSearch(ctx context.Context, pool *pgxpool.Pool, opts Options) (*Search, 
 		return nil, err
 	}
 	check := pgx.Identifier{base + "_check_base"}.Sanitize()
-	schema := fmt.Sprintf(`
+	t.docsSchema = fmt.Sprintf(`
 CREATE TABLE IF NOT EXISTS %[1]s (
 	tbl text NOT NULL,
 	pk text NOT NULL,
@@ -479,8 +501,8 @@ CREATE TABLE IF NOT EXISTS %[1]s (
 	PRIMARY KEY (tbl, pk)
 );
 ALTER TABLE %[1]s ADD COLUMN IF NOT EXISTS source text NOT NULL DEFAULT '';
-CREATE INDEX IF NOT EXISTS %[2]s ON %[1]s USING gin (tsv);`, t.docs, pgx.Identifier{base + "_docs_tsv"}.Sanitize()) +
-		t.posSchema() + fmt.Sprintf(`
+CREATE INDEX IF NOT EXISTS %[2]s ON %[1]s USING gin (tsv);`, t.docs, pgx.Identifier{base + "_docs_tsv"}.Sanitize())
+	schema := t.docsSchema + t.posSchema() + fmt.Sprintf(`
 CREATE OR REPLACE FUNCTION %[1]s(want_off bigint, want_lsn bigint) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
 	PERFORM 1 FROM %[2]s WHERE id = 1 AND has_pos AND off = want_off AND lsn = want_lsn FOR UPDATE;
@@ -541,6 +563,9 @@ func (s *Search) Apply(ctx context.Context, b pipeline.Batch) error {
 		return fmt.Errorf("pgstore: search: apply up to %s: %w", b.Position, err)
 	}
 	if b.Reset {
+		if _, err := s.t.pool.Exec(ctx, s.t.docsSchema); err != nil {
+			return wrap(fmt.Errorf("recreate the documents table: %w", err))
+		}
 		if err := s.bulk(ctx, b.Base, func(batch *pgx.Batch) error {
 			batch.Queue(`DELETE FROM ` + s.t.docs)
 			return nil
