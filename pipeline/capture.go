@@ -148,8 +148,9 @@ func (c *Capture) logger() *slog.Logger {
 
 // Run captures until ctx is done, reconnecting after every error but the
 // permanent ones, which would only come back at every retry: a record too
-// large for the log (ErrRecordTooLarge) and a change the source can never
-// deliver (ErrUnsupported). Those stop it with that error.
+// large for the log (ErrRecordTooLarge), a change the source can never
+// deliver (ErrUnsupported) and a source that turns the capture away
+// (ErrSourceRefused). Those stop it with that error.
 func (c *Capture) Run(ctx context.Context) error {
 	backoff := c.Backoff
 	if backoff == 0 {
@@ -179,6 +180,8 @@ func (c *Capture) permanent(err error) bool {
 		return !c.Bugs.NoSplitLargeTxn
 	case errors.Is(err, ErrUnsupported):
 		return !c.Bugs.KeylessWedge // Broken: retried at the same position for ever.
+	case errors.Is(err, ErrSourceRefused):
+		return true
 	}
 	return false
 }

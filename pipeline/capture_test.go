@@ -653,3 +653,33 @@ func TestCaptureConfirmsOnACleanStop(t *testing.T) {
 		t.Fatalf("unanswered stop: Run = %v, the stop's confirmation ended with %v, confirmed %s; want both cancelled, 20 confirmed", err, stopErr, src.confirmed)
 	}
 }
+
+// refusingSource turns every start away, as PostgreSQL does a wrong
+// password or a server without logical decoding.
+type refusingSource struct {
+	fakeSource
+	stop func()
+}
+
+func (s *refusingSource) Start(context.Context) (model.LSN, error) {
+	s.starts++
+	if s.starts > 3 {
+		s.stop() // the capture kept asking: end the test
+	}
+	return 0, fmt.Errorf("pgsource: start: login refused: %w", ErrSourceRefused)
+}
+
+// A source that turns the capture away stops it at the first answer, with
+// that answer; retrying would only log it again five times a second.
+func TestCaptureStopsWhenTheSourceRefuses(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	src := &refusingSource{stop: cancel}
+	log := &memLog{}
+	log.Produce(ctx, []model.Txn{{CommitLSN: 1, Snapshot: true, Chunks: 1}}) // a complete snapshot: go straight to Start
+	c := &Capture{Env: &testEnv{}, Source: src, Log: log}
+	err := c.Run(ctx)
+	if !errors.Is(err, ErrSourceRefused) || src.starts != 1 {
+		t.Fatalf("Run = %v after %d starts; want the refusal after one", err, src.starts)
+	}
+}

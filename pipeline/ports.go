@@ -130,6 +130,10 @@ var (
 	// row changes (see ChangeStream). Permanent: decoding the same WAL
 	// gives it again, so the capture stops instead of retrying.
 	ErrUnsupported = errors.New("unsupported change")
+	// ErrSourceRefused: the source turns the capture away for a reason
+	// only its operator can fix (the login, a privilege, its settings).
+	// Permanent: the capture stops instead of asking again.
+	ErrSourceRefused = errors.New("the source refuses the capture")
 )
 
 // Tx is a source database transaction as application code sees it. Reads

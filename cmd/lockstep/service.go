@@ -111,7 +111,7 @@ func checkTables(ctx context.Context, s *pgsource.Stream, logger *slog.Logger) e
 			logger.Info("capture: tables checked", "tables", len(tables))
 			logger.Debug("capture: tables", "names", strings.Join(tables, ","))
 			return nil
-		case errors.Is(err, pgsource.ErrUnsupported), errors.Is(err, pgsource.ErrNoTable):
+		case errors.Is(err, pgsource.ErrUnsupported), errors.Is(err, pgsource.ErrNoTable), errors.Is(err, pipeline.ErrSourceRefused):
 			return usagef("%v", err)
 		case ctx.Err() != nil:
 			return ctx.Err()
@@ -140,6 +140,12 @@ func runCapture(ctx context.Context, c *pipeline.Capture, stream pipeline.Change
 		// of context the stream wrapped around it.
 		return usagef("stopped: %v", nk)
 	case errors.Is(err, pipeline.ErrUnsupported), errors.Is(err, pipeline.ErrRecordTooLarge):
+		return usagef("stopped: %v", err)
+	case errors.Is(err, pipeline.ErrSourceRefused):
+		var r *pgsource.RefusedError
+		if errors.As(err, &r) {
+			return usagef("stopped: %v", r)
+		}
 		return usagef("stopped: %v", err)
 	}
 	return err

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -29,6 +30,52 @@ func TestCaptureTables(t *testing.T) {
 	dsn := pgtest.Start(t)
 	t.Run("RefusesKeylessAtStart", func(t *testing.T) { testRefusesKeyless(t, pgtest.NewDatabase(t, dsn)) })
 	t.Run("StopsOnKeylessChange", func(t *testing.T) { testStopsOnKeyless(t, pgtest.NewDatabase(t, dsn)) })
+	t.Run("StopsWhenRefused", func(t *testing.T) { testStopsWhenRefused(t, pgtest.NewDatabase(t, dsn)) })
+}
+
+// A source that turns the capture away (a database that does not exist, a
+// user who may not create the publication) stops it at once with one line
+// saying what to do, exit 2: it used to retry five times a second for ever.
+func testStopsWhenRefused(t *testing.T, dsn string) {
+	sqlExec(t, dsn, `CREATE TABLE ok (id int PRIMARY KEY, v text);
+		CREATE ROLE capturer LOGIN REPLICATION;
+		GRANT SELECT ON ok TO capturer`)
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	missing := *u
+	missing.Path = "/no_such_db"
+	plain := *u
+	plain.User = url.User("capturer")
+	for _, c := range []struct {
+		name, source string
+		want         []string
+	}{
+		{"missing database", missing.String(), []string{`database "no_such_db" does not exist`, "the database in --source does not exist"}},
+		{"no right to create the publication", plain.String(), []string{"FOR ALL TABLES", "needs a superuser", "--publication"}},
+	} {
+		done := make(chan struct{})
+		var code int
+		var errw string
+		go func() {
+			defer close(done)
+			code, _, errw = lockstep("capture", "--source", c.source, "--brokers", "127.0.0.1:1")
+		}()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: the capture still runs after 30 s; want it stopped at the first refusal", c.name)
+		}
+		if code != 2 || strings.Count(errw, "\n") != 1 {
+			t.Errorf("%s: exit %d, stderr %q; want exit 2 and one line", c.name, code, errw)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(errw, w) {
+				t.Errorf("%s: stderr %q; want it to say %q", c.name, errw, w)
+			}
+		}
+	}
 }
 
 // TestCaptureCheckRetries: while the source cannot be reached, the table

@@ -216,7 +216,8 @@ func (s *Stream) Close(ctx context.Context) error {
 // creates the publication FOR ALL TABLES when it is missing, and closes any
 // open stream first. The snapshot's XID and its changes' Revs are 0:
 // PostgreSQL does not count a row's past changes.
-func (s *Stream) Snapshot(ctx context.Context) (model.Txn, error) {
+func (s *Stream) Snapshot(ctx context.Context) (_ model.Txn, err error) {
+	defer func() { err = refused(err) }()
 	s.closeRepl()
 	db, err := s.connectSQL(ctx)
 	if err != nil {
@@ -533,7 +534,8 @@ func ensurePublication(ctx context.Context, db execer, pub string) error {
 // Start opens the stream at the slot's confirmed position and returns it.
 // It closes any stream already open. pipeline.ErrNoSlot when the slot does
 // not exist.
-func (s *Stream) Start(ctx context.Context) (model.LSN, error) {
+func (s *Stream) Start(ctx context.Context) (_ model.LSN, err error) {
+	defer func() { err = refused(err) }()
 	s.closeRepl()
 	s.broken = nil
 	busyUntil := time.Now().Add(slotBusyWait)
@@ -620,7 +622,8 @@ func (s *Stream) start(ctx context.Context) (*pgconn.PgConn, model.LSN, error) {
 // update at least every StatusInterval, always with the confirmed position.
 // When ctx ends while whole transactions are in hand, they are returned;
 // the stream stays usable after a ctx error.
-func (s *Stream) Next(ctx context.Context) ([]model.Txn, error) {
+func (s *Stream) Next(ctx context.Context) (_ []model.Txn, err error) {
+	defer func() { err = refused(err) }()
 	if s.broken != nil {
 		return nil, fmt.Errorf("pgsource: stream from slot %s broke; Start it again: %w", s.cfg.Slot, s.broken)
 	}

@@ -105,7 +105,8 @@ func rowKey(vals []string, null []bool) string { return pipeline.RowKey(vals, nu
 // Names in Config.ExcludeTables that match no table are logged as a
 // warning. Tables created later are checked when their first change
 // arrives.
-func (s *Stream) CheckTables(ctx context.Context) ([]string, error) {
+func (s *Stream) CheckTables(ctx context.Context) (_ []string, err error) {
+	defer func() { err = refused(err) }()
 	db, err := s.connectSQL(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("pgsource: check tables: %w", err)
@@ -119,6 +120,18 @@ func (s *Stream) CheckTables(ctx context.Context) ([]string, error) {
 	var exists bool
 	if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", s.cfg.Publication).Scan(&exists); err != nil {
 		return nil, fmt.Errorf("pgsource: check tables: look for publication %s: %w", s.cfg.Publication, err)
+	}
+	if !exists {
+		// Snapshot would create it FOR ALL TABLES, which PostgreSQL 15
+		// allows a superuser only: say so now, before anything else is
+		// set up, rather than fail at the snapshot.
+		var super bool
+		if err := tx.QueryRow(ctx, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user").Scan(&super); err != nil {
+			return nil, fmt.Errorf("pgsource: check tables: may the user create the publication: %w", err)
+		}
+		if !super {
+			return nil, &RefusedError{Err: fmt.Errorf("pgsource: publication %s does not exist", s.cfg.Publication), Hint: publicationHint}
+		}
 	}
 	var all []table
 	if exists {
