@@ -170,12 +170,7 @@ func SortedKeys[V any](m map[Key]V) []Key {
 // several kilobytes (past the TOAST threshold) and every state change and
 // checker step hashes them.
 func RowHash(k Key, r Row) uint64 {
-	var d xxhash.Digest
-	d.Reset()
-	d.WriteString(k.Table)
-	d.WriteString("\x00")
-	d.WriteString(k.PK)
-	d.WriteString("\x00")
+	d := keyDigest(k)
 	var buf [8]column
 	for i, c := range r.sortedPairs(buf[:0]) {
 		if i > 0 {
@@ -361,14 +356,19 @@ func EncodedRowHash(k Key, v string) uint64 {
 	if !canonical(v) {
 		return RowHash(k, DecodeRow(v))
 	}
-	var d xxhash.Digest
+	d := keyDigest(k)
+	d.WriteString(v)
+	return d.Sum64()
+}
+
+// keyDigest is a row hash's start: table, NUL, primary key, NUL.
+func keyDigest(k Key) (d xxhash.Digest) {
 	d.Reset()
 	d.WriteString(k.Table)
 	d.WriteString("\x00")
 	d.WriteString(k.PK)
 	d.WriteString("\x00")
-	d.WriteString(v)
-	return d.Sum64()
+	return d
 }
 
 // canonical reports whether Encode(DecodeRow(v)) == v.
