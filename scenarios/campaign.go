@@ -75,33 +75,23 @@ func (s *Summary) Cell(scenario string, sys System) *Cell {
 
 // PipelineViolations counts violating pipeline runs: the campaign's verdict.
 func (s *Summary) PipelineViolations() int {
-	n := 0
-	for _, c := range s.Cells {
-		if c.System == Pipeline {
-			n += c.Violating
-		}
-	}
-	return n
+	return s.pipelineSum(func(c *Cell) int { return c.Violating })
 }
 
 // PipelineInconclusive counts pipeline runs whose verdict was inconclusive.
 func (s *Summary) PipelineInconclusive() int {
-	n := 0
-	for _, c := range s.Cells {
-		if c.System == Pipeline {
-			n += c.Inconcl
-		}
-	}
-	return n
+	return s.pipelineSum(func(c *Cell) int { return c.Inconcl })
 }
 
 // PipelineRefused counts pipeline runs that stopped on input the pipeline
 // cannot capture.
-func (s *Summary) PipelineRefused() int {
+func (s *Summary) PipelineRefused() int { return s.pipelineSum(func(c *Cell) int { return c.Refused }) }
+
+func (s *Summary) pipelineSum(count func(*Cell) int) int {
 	n := 0
 	for _, c := range s.Cells {
 		if c.System == Pipeline {
-			n += c.Refused
+			n += count(c)
 		}
 	}
 	return n
