@@ -45,11 +45,6 @@ type Repro struct {
 // WorldContainers is Repro.World for a run against real services.
 const WorldContainers = "containers"
 
-// ReproToken is the token of a run with every parameter at its default.
-func ReproToken(scenario string, sys System, seed uint64) string {
-	return Repro{Scenario: scenario, System: sys, Seed: seed}.String()
-}
-
 // String is the repro token.
 func (r Repro) String() string {
 	var b strings.Builder
