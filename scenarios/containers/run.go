@@ -472,8 +472,13 @@ func (r *run) drive(ctx context.Context) (faults.Plan, error) {
 				return
 			}
 			r.log.Info("fault", "at", r.since().Round(time.Millisecond), "fault", f.What())
-			if err := inj.Apply(f); err != nil && faultErr == nil {
-				faultErr = err
+			if err := inj.Apply(f); err != nil {
+				// Said now, not only when the run ends in this error a
+				// minute later: the phase goes on without the fault.
+				r.log.Warn("fault not applied; the run will end in this error", "fault", f.What(), "err", err)
+				if faultErr == nil {
+					faultErr = err
+				}
 			}
 		}
 	}()
