@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -151,4 +152,24 @@ func sortedKeys(m map[string]bool) []string {
 	}
 	slices.Sort(ks)
 	return ks
+}
+
+// CheckNodes says whether every node p names is a node of topo that may be
+// faulted (not an observer): what a world needs before it runs a
+// hand-written plan, so that a misspelt node is refused before anything
+// starts rather than when the fault comes due. The error names the first
+// such fault and the nodes there are.
+func (p Plan) CheckNodes(topo Topology) error {
+	for i, f := range p.Faults {
+		for _, n := range nodesOf(f) {
+			r, ok := topo.role(n)
+			switch {
+			case !ok:
+				return fmt.Errorf("fault %d (%s): unknown node %s (want one of: %s)", i, f, n, strings.Join(topo.Faultable(), ", "))
+			case r == RoleObserver:
+				return fmt.Errorf("fault %d (%s): %s is an observer, which is never faulted", i, f, n)
+			}
+		}
+	}
+	return nil
 }

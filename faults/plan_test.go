@@ -296,3 +296,30 @@ func TestMix(t *testing.T) {
 		t.Errorf("Mix of an empty plan = %q", got)
 	}
 }
+
+// A hand-written plan naming a node the world lacks (or its observer) is
+// refused with the fault and the nodes there are; every node of the
+// design notes' plan is known.
+func TestCheckNodes(t *testing.T) {
+	p, err := Parse(example)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.CheckNodes(pipelineTopo); err != nil {
+		t.Fatalf("the example plan on its own topology: %v", err)
+	}
+	cases := map[string]string{
+		"@1s crash capturer\n@2s restart capturer\nquiet @5s": "fault 0 (@1s crash capturer): unknown node capturer (want one of: db, capture, broker1,",
+		"@1s partition db | observer\n@2s heal\nquiet @5s":    "fault 0 (@1s partition db | observer): observer is an observer",
+		"@1s delay capture->brokerX 1ms..2ms\nquiet @5s":      "unknown node brokerX",
+	}
+	for text, want := range cases {
+		p, err := Parse(text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.CheckNodes(pipelineTopo); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v; want an error containing %q", text, err, want)
+		}
+	}
+}

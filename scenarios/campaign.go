@@ -31,7 +31,7 @@ type Cell struct {
 	Anomalies map[checker.Class]int `json:"anomalies_by_class"`
 	// SeedsPerSecond is runs per wall second of one worker.
 	SeedsPerSecond float64 `json:"seeds_per_second"`
-	// Failing names every violating run as scenario/system/seed.
+	// Failing names every violating run by its repro token (Repro).
 	Failing []string `json:"failing,omitempty"`
 	Inconcl int      `json:"seeds_inconclusive"`
 	// Refused counts the runs whose pipeline stopped on input it cannot
@@ -186,16 +186,16 @@ func tally(c *Cell, o *Outcome) {
 	switch {
 	case o.Violated():
 		c.Violating++
-		c.Failing = append(c.Failing, ReproToken(o.Scenario, o.System, o.Seed))
+		c.Failing = append(c.Failing, o.Token().String())
 	case o.Refused():
 		c.Refused++
-		c.RefusedRuns = append(c.RefusedRuns, ReproToken(o.Scenario, o.System, o.Seed))
+		c.RefusedRuns = append(c.RefusedRuns, o.Token().String())
 		if c.Stopped == "" || o.Seed < c.firstRefused {
 			c.Stopped, c.firstRefused = o.Stopped, o.Seed
 		}
 	case o.Report.Verdict == checker.Inconclusive:
 		c.Inconcl++
-		c.Inconclusive = append(c.Inconclusive, ReproToken(o.Scenario, o.System, o.Seed))
+		c.Inconclusive = append(c.Inconclusive, o.Token().String())
 	}
 }
 

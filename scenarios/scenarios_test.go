@@ -224,21 +224,86 @@ func TestLookup(t *testing.T) {
 	}
 }
 
-// A repro token names exactly one run: replaying it gives the same hash.
+// A repro token names exactly one run: the token of a run with options off
+// their defaults carries them, and running what it parses back to gives the
+// same hash. (The token used to be scenario/system/seed alone, which replays
+// a 1,000-transaction run.)
 func TestReproTokenReplays(t *testing.T) {
-	a, err := Run(ByName("crash-capture"), DualWrite, 7, smallRun)
+	opts := Options{Txns: 120, Clients: 2, Quiet: 7 * time.Second, Settle: 25 * time.Second}
+	a, err := Run(ByName("crash-capture"), DualWrite, 7, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := fmt.Sprintf("lockstep repro crash-capture/dualwrite/7"); a.Repro() != want {
+	if want := "lockstep repro crash-capture/dualwrite/7,txns=120,clients=2,quiet=7s,settle=25s"; a.Repro() != want {
 		t.Fatalf("repro %q, want %q", a.Repro(), want)
 	}
-	b, err := Run(ByName("crash-capture"), DualWrite, 7, smallRun)
+	r, err := ParseRepro(a.Repro())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := Resolve(r.Scenario)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Run(sc, r.System, r.Seed, r.Options())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if a.Hash != b.Hash || len(a.Report.Anomalies) != len(b.Report.Anomalies) {
 		t.Fatalf("replay differs: %016x/%d vs %016x/%d", a.Hash, len(a.Report.Anomalies), b.Hash, len(b.Report.Anomalies))
+	}
+	// Options at their defaults stay out of the token, given or not.
+	c, err := Run(ByName("steady"), Pipeline, 1, Options{Txns: 1000, Quiet: 20 * time.Second, Clients: 1, Settle: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "steady/pipeline/1,clients=1,settle=5s"; c.Token().String() != want {
+		t.Fatalf("token %q, want %q", c.Token(), want)
+	}
+}
+
+// Tokens print and parse back to the same Repro; malformed ones are refused
+// with a reason.
+func TestParseRepro(t *testing.T) {
+	good := []Repro{
+		{Scenario: "steady", System: Pipeline, Seed: 1},
+		{Scenario: "crash-capture+confirm-before-ack+skip-snapshot", System: DualWrite, Seed: 1<<64 - 1, Txns: 50, Clients: 7, Quiet: 1500 * time.Millisecond, Settle: time.Minute},
+		{Scenario: "partitions", System: Pipeline, Seed: 3, World: WorldContainers, Bench: true, Plan: "/tmp/my plans,v2/100%.txt", PlanSum: "0123456789abcdef"},
+	}
+	for _, r := range good {
+		got, err := ParseRepro(r.String())
+		if err != nil || got != r {
+			t.Errorf("ParseRepro(%q) = %+v, %v; want %+v", r.String(), got, err, r)
+		}
+		if strings.ContainsAny(r.String(), " \t'\"$&;|<>*?()[]\\`") {
+			t.Errorf("%q: want a token a shell passes as one word, unquoted", r.String())
+		}
+	}
+	if got, err := ParseRepro("lockstep repro steady/pipeline/0x10,world=sim"); err != nil || got != (Repro{Scenario: "steady", System: Pipeline, Seed: 16}) {
+		t.Errorf("hex seed, explicit world=sim: %+v, %v", got, err)
+	}
+	bad := map[string]string{
+		"steady-pipeline-1":                                           "want SCENARIO/SYSTEM/SEED",
+		"steady/pipeline":                                             "want SCENARIO/SYSTEM/SEED",
+		"/pipeline/1":                                                 "want SCENARIO/SYSTEM/SEED",
+		"steady/kafka/1":                                              `unknown system "kafka"`,
+		"steady/pipeline/x1":                                          `seed "x1"`,
+		"steady/pipeline/1,txns":                                      `parameter "txns": want KEY=VALUE`,
+		"steady/pipeline/1,txns=0":                                    "txns=0: want a positive whole number",
+		"steady/pipeline/1,txns=5,txns=6":                             "txns given twice",
+		"steady/pipeline/1,quiet=-1s":                                 "quiet=-1s: want a positive duration",
+		"steady/pipeline/1,speed=11":                                  "speed=11: unknown parameter",
+		"steady/pipeline/1,world=moon":                                "world=moon: want sim or containers",
+		"steady/pipeline/1,plan=/tmp/p":                               "plan needs world=containers",
+		"steady/pipeline/1,bench=true":                                "bench needs world=containers",
+		"steady/pipeline/1,world=containers,plan=%4":                  "a % must be followed by two hex digits",
+		"steady/pipeline/1,world=containers,plansum=0123456789abcdef": "plansum without plan",
+	}
+	for token, want := range bad {
+		_, err := ParseRepro(token)
+		if err == nil || !strings.HasPrefix(err.Error(), fmt.Sprintf("malformed repro token %q: ", token)) || !strings.Contains(err.Error(), want) {
+			t.Errorf("ParseRepro(%q) = %v; want an error containing %q", token, err, want)
+		}
 	}
 }
 

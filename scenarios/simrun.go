@@ -67,16 +67,18 @@ type Outcome struct {
 	Scenario string
 	System   System
 	Seed     uint64
-	Plan     faults.Plan
-	History  *model.History
-	Report   *checker.Report
-	Hash     uint64
-	Stats    sim.Stats
-	Virtual  time.Duration
-	Wall     time.Duration // the whole run: building, simulating, checking
-	SimWall  time.Duration // simulating only (the world's event loop)
-	Blocked  []string
-	Trace    *sim.Trace
+	// Options are the run's options with the defaults filled in.
+	Options Options
+	Plan    faults.Plan
+	History *model.History
+	Report  *checker.Report
+	Hash    uint64
+	Stats   sim.Stats
+	Virtual time.Duration
+	Wall    time.Duration // the whole run: building, simulating, checking
+	SimWall time.Duration // simulating only (the world's event loop)
+	Blocked []string
+	Trace   *sim.Trace
 	// Stopped, when set, says in one line that the capture refused input
 	// it can never capture (it stopped with pipeline.ErrUnsupported or
 	// ErrRecordTooLarge) and why. The history is then judged up to the
@@ -92,13 +94,31 @@ func (o *Outcome) Violated() bool { return !o.Report.OK() }
 func (o *Outcome) Refused() bool { return o.Stopped != "" }
 
 // Repro is the command that replays this run exactly.
-func (o *Outcome) Repro() string {
-	return fmt.Sprintf("lockstep repro %s", ReproToken(o.Scenario, o.System, o.Seed))
+func (o *Outcome) Repro() string { return "lockstep repro " + o.Token().String() }
+
+// Token is everything that shaped this run; options at their defaults are
+// left out, so a default run's token stays scenario/system/seed.
+func (o *Outcome) Token() Repro {
+	return reproOf(o.Scenario, o.System, o.Seed, o.Options)
 }
 
-// ReproToken is the compact name of a run: scenario/system/seed.
-func ReproToken(scenario string, sys System, seed uint64) string {
-	return fmt.Sprintf("%s/%s/%d", scenario, sys, seed)
+// reproOf is the token of a simulated run with options opts.
+func reproOf(scenario string, sys System, seed uint64, opts Options) Repro {
+	opts, def := opts.withDefaults(), Options{}.withDefaults()
+	r := Repro{Scenario: scenario, System: sys, Seed: seed}
+	if opts.Txns != def.Txns {
+		r.Txns = opts.Txns
+	}
+	if opts.Clients != def.Clients {
+		r.Clients = opts.Clients
+	}
+	if opts.Quiet != def.Quiet {
+		r.Quiet = opts.Quiet
+	}
+	if opts.Settle != def.Settle {
+		r.Settle = opts.Settle
+	}
+	return r
 }
 
 // Store names in every world.
@@ -176,12 +196,12 @@ func Run(sc *Scenario, sys System, seed uint64, opts Options) (*Outcome, error) 
 	x.hist.Faults = plan.Windows()
 	simStart := time.Now()
 	if err := x.run(plan); err != nil {
-		return nil, fmt.Errorf("%s: %w", ReproToken(sc.Name, sys, seed), err)
+		return nil, fmt.Errorf("%s: %w", reproOf(sc.Name, sys, seed, opts), err)
 	}
 	simWall := time.Since(simStart)
 	res := x.w.Stop()
 	if err := x.finish(); err != nil {
-		return nil, fmt.Errorf("%s: %w", ReproToken(sc.Name, sys, seed), err)
+		return nil, fmt.Errorf("%s: %w", reproOf(sc.Name, sys, seed, opts), err)
 	}
 	for _, f := range x.hist.Final {
 		res.Trace.Mix(model.DocsHash(f.Docs))
@@ -189,7 +209,7 @@ func Run(sc *Scenario, sys System, seed uint64, opts Options) (*Outcome, error) 
 	}
 	res.Trace.Mix(uint64(len(x.hist.Reads)))
 	out := &Outcome{
-		Scenario: sc.Name, System: sys, Seed: seed, Plan: plan, History: x.hist,
+		Scenario: sc.Name, System: sys, Seed: seed, Options: opts, Plan: plan, History: x.hist,
 		Report:  checker.Check(x.hist, opts.Checker),
 		Hash:    res.Trace.Hash(),
 		Stats:   res.Stats,

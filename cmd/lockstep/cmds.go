@@ -6,7 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -72,20 +74,28 @@ func positiveFlag(fs *flag.FlagSet, name string, value int, usage string) *int {
 	return &v
 }
 
+// runFlags are run's flags past --scenario, --system and --seed. The first
+// group shapes the run and rides in its repro token (shaping lists them);
+// the second only says what to print or keep.
 type runFlags struct {
-	plan   string
-	bench  bool
-	logDir string
-	bugs   string
-	txns   int
+	bugs  string
+	txns  int
+	world string
+	bench bool
+	plan  string
+
 	json   string
-	world  string
+	logDir string
 	trace  bool
 	check  bool
 }
 
+// shaping names the flags that shape a run (with --scenario, --system and
+// --seed): repro takes them from the token, never as flags.
+var shaping = []string{"bug", "txns", "world", "bench", "plan"}
+
 func (f *runFlags) register(fs *flag.FlagSet) {
-	fs.Var(positive{&f.txns}, "txns", "`N` application transactions per run (default 1000)")
+	fs.Var(positive{&f.txns}, "txns", "`N` application transactions per run (default 1000; containers: 300)")
 	fs.StringVar(&f.bugs, "bug", "", "break the pipeline on purpose with known CDC bugs (comma-separated): "+bugList())
 	fs.StringVar(&f.json, "json", "", "write the report as JSON to this file")
 	fs.StringVar(&f.world, "world", "sim", "where to run: sim (the deterministic simulator) or containers (real PostgreSQL, Kafka, Redis; needs Docker and make images)")
@@ -96,15 +106,68 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.trace, "log", false, "print the pipeline's debug log (on virtual time) to stderr")
 }
 
+// repro is the run the flags ask for, as its token: the bugs ride in the
+// scenario's name, a plan file as its absolute path and checksum. Flags
+// the chosen world would ignore are refused, so none is dropped silently.
+func (f *runFlags) repro(scenario, system, seedText string) (scenarios.Repro, error) {
+	sys, err := parseSystem(system)
+	if err != nil {
+		return scenarios.Repro{}, err
+	}
+	seed, err := parseSeed(seedText)
+	if err != nil {
+		return scenarios.Repro{}, err
+	}
+	r := scenarios.Repro{Scenario: scenario, System: sys, Seed: seed, Txns: f.txns}
+	if f.bugs != "" {
+		r.Scenario += "+" + strings.ReplaceAll(f.bugs, ",", "+")
+	}
+	switch f.world {
+	case "sim":
+		for _, c := range []struct {
+			set       bool
+			flag, why string
+		}{
+			{f.plan != "", "--plan", "the simulator draws each seed's faults from the seed"},
+			{f.bench, "--bench", "for the simulator's speed, run 'lockstep bench'"},
+			{f.logDir != "", "--logs", "the simulator runs no containers; --log prints the pipeline's log"},
+		} {
+			if c.set {
+				return scenarios.Repro{}, usagef("%s needs --world containers (%s)", c.flag, c.why)
+			}
+		}
+		return r, nil
+	case scenarios.WorldContainers:
+		if f.check {
+			return scenarios.Repro{}, usagef("--check-determinism needs the simulator: a run in containers cannot be replayed event by event")
+		}
+		r.World, r.Bench = scenarios.WorldContainers, f.bench
+		if f.plan != "" {
+			abs, err := filepath.Abs(f.plan)
+			if err != nil {
+				return scenarios.Repro{}, usagef("--plan %s: %v", f.plan, err)
+			}
+			_, sum, err := readPlan(abs)
+			if err != nil {
+				return scenarios.Repro{}, err
+			}
+			r.Plan, r.PlanSum = abs, sum
+		}
+		return r, nil
+	}
+	return scenarios.Repro{}, usagef("unknown world %q: want sim or containers", f.world)
+}
+
 var runCmd = &command{
 	name:  "run",
-	usage: "--scenario NAME [--system pipeline|dualwrite] --seed N [--json FILE]",
+	usage: "--scenario NAME [--system pipeline|dualwrite] --seed N [--txns N] [--bug NAME] [--json FILE]",
 	short: "run one seed of one scenario and judge it",
 	long: `Run builds the simulated world for one seed, drives the workload through the
 fault phase and the quiet phase, and prints the checker's verdict, the anomalies
-with witnesses, the trace hash and a one-line repro. It exits 0 when the pipeline
+with witnesses, the trace hash and a one-line repro that replays the same run
+(every flag that shapes it rides in the token). It exits 0 when the pipeline
 held every claimed property, 1 when it violated one, 2 when its verdict is
-inconclusive or the run could not complete.`,
+inconclusive, the run could not complete or the input is bad.`,
 	flags: func(fs *flag.FlagSet) func([]string) error {
 		var rf runFlags
 		rf.register(fs)
@@ -112,60 +175,74 @@ inconclusive or the run could not complete.`,
 		system := fs.String("system", "pipeline", "system under test: pipeline or dualwrite")
 		seed := fs.String("seed", "", "seed (decimal or 0x-hex)")
 		return func(args []string) error {
+			if len(args) > 0 {
+				return usagef("unexpected argument %q", args[0])
+			}
 			if *scenario == "" || *seed == "" {
 				return usagef("--scenario and --seed are required")
 			}
-			return runOne(*scenario, *system, *seed, rf)
+			r, err := rf.repro(*scenario, *system, *seed)
+			if err != nil {
+				return err
+			}
+			return runRepro(r, rf)
 		}
 	},
 }
 
 var reproCmd = &command{
 	name:  "repro",
-	usage: "SCENARIO/SYSTEM/SEED",
+	usage: "SCENARIO[+BUG...]/SYSTEM/SEED[,KEY=VALUE...] [--json FILE] [--log] [--check-determinism] [--logs DIR]",
 	short: "replay a printed run exactly (same trace hash)",
-	long: `Repro takes the token a run or campaign printed (scenario/system/seed) and
-replays that run bit for bit: the trace hash it prints must equal the original.`,
+	long: `Repro takes the token a run or campaign printed and replays that run bit for
+bit: the trace hash it prints must equal the original. The token carries
+everything that shapes the run: SCENARIO (with +BUG for each --bug),
+SYSTEM and SEED, then a comma and KEY=VALUE for each parameter off its
+default: txns, clients, quiet, settle (durations such as 20s), world=containers,
+bench=true, plan=PATH and plansum (the plan file's checksum: a file changed
+since the run is refused). For example: steady/pipeline/1,txns=50.`,
 	flags: func(fs *flag.FlagSet) func([]string) error {
 		var rf runFlags
 		rf.register(fs)
 		return func(args []string) error {
+			given := ""
+			fs.Visit(func(f *flag.Flag) {
+				if given == "" && slices.Contains(shaping, f.Name) {
+					given = f.Name
+				}
+			})
+			if given != "" {
+				return usagef("--%s shapes the run, so it rides in the token (e.g. steady+skip-snapshot/pipeline/1,txns=50,world=containers), not in a flag", given)
+			}
 			if len(args) != 1 {
-				return usagef("want exactly one SCENARIO/SYSTEM/SEED token, e.g. crash-capture/pipeline/42")
+				return usagef("want exactly one repro token, e.g. crash-capture/pipeline/42,txns=200")
 			}
-			parts := strings.Split(strings.TrimPrefix(args[0], "lockstep repro "), "/")
-			if len(parts) != 3 {
-				return usagef("malformed repro token %q: want SCENARIO/SYSTEM/SEED", args[0])
+			r, err := scenarios.ParseRepro(args[0])
+			if err != nil {
+				return usagef("%v", err)
 			}
-			return runOne(parts[0], parts[1], parts[2], rf)
+			if r.World == scenarios.WorldContainers && rf.check {
+				return usagef("--check-determinism needs the simulator: a run in containers cannot be replayed event by event")
+			}
+			if r.World == "" && rf.logDir != "" {
+				return usagef("--logs needs a token with world=containers (the simulator keeps no logs)")
+			}
+			return runRepro(r, rf)
 		}
 	},
 }
 
-func runOne(name, system, seedText string, rf runFlags) error {
-	sys, err := parseSystem(system)
+// runRepro runs what a token names; rf says only what to print and keep.
+func runRepro(r scenarios.Repro, rf runFlags) error {
+	if r.World == scenarios.WorldContainers {
+		return runContainers(r, rf)
+	}
+	sc, err := lookupOne(r.Scenario)
 	if err != nil {
 		return err
 	}
-	seed, err := parseSeed(seedText)
-	if err != nil {
-		return err
-	}
-	if rf.bugs != "" {
-		name += "+" + strings.ReplaceAll(rf.bugs, ",", "+")
-	}
-	switch rf.world {
-	case "containers":
-		return runContainers(name, sys, seed, rf)
-	case "sim":
-	default:
-		return usagef("unknown world %q: want sim or containers", rf.world)
-	}
-	sc, err := lookupOne(name)
-	if err != nil {
-		return err
-	}
-	opts := scenarios.Options{Txns: rf.txns}
+	sys, seed := r.System, r.Seed
+	opts := r.Options()
 	if rf.trace {
 		opts.Log = stderr
 	}

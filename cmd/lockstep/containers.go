@@ -1,7 +1,10 @@
 package main
 
 import (
+	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"os"
@@ -10,35 +13,67 @@ import (
 	"syscall"
 	"time"
 
+	"lockstep/checker"
 	"lockstep/faults"
 	"lockstep/scenarios"
 	"lockstep/scenarios/containers"
 )
 
-// runContainers runs one scenario against real services in containers. Ctrl-C
-// or SIGTERM stops it and still removes every container and network.
-func runContainers(name string, sys scenarios.System, seed uint64, rf runFlags) error {
-	sc, err := containers.Lookup(name)
+// readPlan reads a fault plan file and the first 8 bytes of its SHA-256 in
+// hex, which a repro token carries so that a changed file is not taken for
+// the one that ran.
+func readPlan(path string) (faults.Plan, string, error) {
+	text, err := os.ReadFile(path)
 	if err != nil {
-		return usagef("%v", err)
+		return faults.Plan{}, "", usagef("read the fault plan: %v", err)
 	}
-	var plan *faults.Plan
+	p, err := faults.Parse(string(text))
+	if err != nil {
+		return faults.Plan{}, "", usagef("%s: %v", path, err)
+	}
+	sum := sha256.Sum256(text)
+	return p, hex.EncodeToString(sum[:8]), nil
+}
+
+// containerConfig is the container run a token names: every error here is
+// bad input, found before any container starts.
+func containerConfig(r scenarios.Repro) (containers.Config, error) {
+	sc, err := containers.Lookup(r.Scenario)
+	if err != nil {
+		return containers.Config{}, usagef("%v", err)
+	}
+	cfg := containers.Config{Scenario: sc, System: r.System, Seed: r.Seed, Txns: r.Txns, Clients: r.Clients,
+		Faults: r.Quiet, Settle: r.Settle, Bench: r.Bench}
 	switch {
-	case rf.plan != "":
-		text, err := os.ReadFile(rf.plan)
+	case r.Plan != "":
+		p, sum, err := readPlan(r.Plan)
 		if err != nil {
-			return usagef("read the fault plan: %v", err)
+			return containers.Config{}, err
 		}
-		p, err := faults.Parse(string(text))
-		if err != nil {
-			return usagef("%s: %v", rf.plan, err)
+		if r.PlanSum != "" && sum != r.PlanSum {
+			return containers.Config{}, usagef("plan file %s changed since the run (checksum %s, the token's %s): the token replays only the plan that ran", r.Plan, sum, r.PlanSum)
 		}
-		plan = &p
-	case rf.bench:
+		if err := containers.CheckPlan(r.System, p); err != nil {
+			return containers.Config{}, usagef("%s: %v", r.Plan, err)
+		}
+		cfg.Plan = &p
+	case r.Bench:
 		// Throughput and lag of a fault-free run: with faults the figures
 		// would measure recovery.
-		plan = &faults.Plan{Quiet: 30 * time.Second}
+		cfg.Plan = &faults.Plan{Quiet: cmp.Or(r.Quiet, 30*time.Second)}
 	}
+	return cfg, nil
+}
+
+// runContainers runs what a token with world=containers names, against
+// real services. Ctrl-C or SIGTERM stops it and still removes every
+// container and network.
+func runContainers(r scenarios.Repro, rf runFlags) error {
+	cfg, err := containerConfig(r)
+	if err != nil {
+		return err
+	}
+	sc, sys, seed := cfg.Scenario, cfg.System, cfg.Seed
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := containers.Available(ctx); err != nil {
@@ -50,7 +85,8 @@ func runContainers(name string, sys scenarios.System, seed uint64, rf runFlags) 
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	fmt.Fprintf(stderr, "lockstep: starting containers for %s/%s (about 30s)...\n", sc.Name, sys)
-	out, err := containers.Run(ctx, containers.Config{Scenario: sc, System: sys, Seed: seed, Txns: rf.txns, Bench: rf.bench, Plan: plan, Logger: logger, LogDir: rf.logDir})
+	cfg.Logger, cfg.LogDir = logger, rf.logDir
+	out, err := containers.Run(ctx, cfg)
 	if err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("interrupted; containers removed")
@@ -70,7 +106,7 @@ func runContainers(name string, sys scenarios.System, seed uint64, rf runFlags) 
 		fmt.Fprint(stdout, out.Bench.String())
 	}
 	fmt.Fprintf(stdout, "container logs: %s\n", out.LogDir)
-	fmt.Fprintf(stdout, "repro: lockstep repro --world containers %s\n", scenarios.ReproToken(sc.Name, sys, seed))
+	fmt.Fprintf(stdout, "repro: lockstep repro %s\n", r)
 	if rf.json != "" {
 		if err := writeJSON(rf.json, out.Report); err != nil {
 			return err
@@ -118,31 +154,43 @@ func containerCampaign(names, system, first string, seeds, txns int, jsonPath st
 		Violating int              `json:"seeds_violating"`
 		Anomalies map[string]int   `json:"anomalies_by_class"`
 		Failing   []string         `json:"failing,omitempty"`
+		// Inconclusive names the runs whose verdict was inconclusive.
+		Inconclusive []string `json:"inconclusive,omitempty"`
 	}
 	var cells []*cell
 	total, done := len(scs)*len(systems)*seeds, 0
-	pipelineFails := 0
+	pipelineFails, pipelineInconclusive := 0, 0
 	for _, sc := range scs {
 		for _, sys := range systems {
 			c := &cell{Scenario: sc.Name, System: sys, Anomalies: map[string]int{}}
 			cells = append(cells, c)
 			for i := 0; i < seeds; i++ {
 				seed := firstSeed + uint64(i)
-				fmt.Fprintf(stderr, "[%d/%d] %s/%s/%d ...\n", done+1, total, sc.Name, sys, seed)
+				token := scenarios.Repro{Scenario: sc.Name, System: sys, Seed: seed, World: scenarios.WorldContainers, Txns: txns}
+				fmt.Fprintf(stderr, "[%d/%d] %s ...\n", done+1, total, token)
 				out, err := containers.Run(ctx, containers.Config{Scenario: sc, System: sys, Seed: seed, Txns: txns})
 				done++
 				if err != nil {
-					return fmt.Errorf("%s/%s/%d: %w", sc.Name, sys, seed, err)
+					if ctx.Err() != nil {
+						return fmt.Errorf("interrupted at %s; containers removed", token)
+					}
+					return fmt.Errorf("%s: %w", token, err)
 				}
 				c.Seeds++
 				for class, n := range out.Report.Counts {
 					c.Anomalies[string(class)] += n
 				}
-				if out.Violated() {
+				switch {
+				case out.Violated():
 					c.Violating++
-					c.Failing = append(c.Failing, scenarios.ReproToken(sc.Name, sys, seed))
+					c.Failing = append(c.Failing, token.String())
 					if sys == scenarios.Pipeline {
 						pipelineFails++
+					}
+				case out.Report.Verdict == checker.Inconclusive:
+					c.Inconclusive = append(c.Inconclusive, token.String())
+					if sys == scenarios.Pipeline {
+						pipelineInconclusive++
 					}
 				}
 			}
@@ -156,8 +204,21 @@ func containerCampaign(names, system, first string, seeds, txns int, jsonPath st
 			return err
 		}
 	}
-	if pipelineFails > 0 {
+	for _, c := range cells {
+		if c.System == scenarios.Pipeline {
+			for _, f := range c.Failing {
+				fmt.Fprintf(stdout, "pipeline violated a claimed property: lockstep repro %s\n", f)
+			}
+			for _, f := range c.Inconclusive {
+				fmt.Fprintf(stdout, "pipeline inconclusive (not a pass): lockstep repro %s\n", f)
+			}
+		}
+	}
+	switch {
+	case pipelineFails > 0:
 		return errViolation
+	case pipelineInconclusive > 0:
+		return errInconclusive
 	}
 	return nil
 }

@@ -66,13 +66,22 @@ var stdout, stderr io.Writer = os.Stdout, os.Stderr
 func run(args []string, out, errw io.Writer) int {
 	stdout, stderr = out, errw
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		if len(args) > 1 {
-			if c := find(args[1]); c != nil {
-				fmt.Fprintf(out, "usage: lockstep %s %s\n\n%s\n", c.name, c.usage, strings.TrimSpace(c.long))
-				return 0
-			}
+		switch {
+		case len(args) < 2:
+			printUsage(out)
+			return 0
+		case len(args) > 2:
+			fmt.Fprintf(errw, "lockstep help: want one command, not %d; run 'lockstep help' for the list\n", len(args)-1)
+			return 2
 		}
-		printUsage(out)
+		c := find(args[1])
+		if c == nil {
+			fmt.Fprintf(errw, "lockstep help: unknown command %q; run 'lockstep help' for the list\n", args[1])
+			return 2
+		}
+		fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
+		c.flags(fs)
+		printHelp(out, c, fs)
 		return 0
 	}
 	c := find(args[0])
@@ -85,12 +94,10 @@ func run(args []string, out, errw io.Writer) int {
 	runFn := c.flags(fs)
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(out, "usage: lockstep %s %s\n\n%s\n\nflags:\n", c.name, c.usage, strings.TrimSpace(c.long))
-			fs.SetOutput(out)
-			fs.PrintDefaults()
+			printHelp(out, c, fs)
 			return 0
 		}
-		fmt.Fprintf(errw, "lockstep %s: %v; run 'lockstep %s -h' for usage\n", c.name, err, c.name)
+		fmt.Fprintf(errw, "lockstep %s: %s; run 'lockstep %s -h' for usage\n", c.name, oneLine(err.Error()), c.name)
 		return 2
 	}
 	err := runFn(fs.Args())
@@ -99,16 +106,37 @@ func run(args []string, out, errw io.Writer) int {
 	case err == nil:
 		return 0
 	case errors.As(err, &ue):
-		fmt.Fprintf(errw, "lockstep %s: %s\n", c.name, ue.msg)
+		fmt.Fprintf(errw, "lockstep %s: %s\n", c.name, oneLine(ue.msg))
 		return 2
 	case errors.Is(err, errViolation):
 		return 1
 	case errors.Is(err, errHarness), errors.Is(err, errRefused):
 		return 2
 	default:
-		// Inconclusive, or the harness failed: not the system's failure.
-		fmt.Fprintf(errw, "lockstep %s: %v\n", c.name, err)
+		// Inconclusive, or the harness or its environment failed (no
+		// Docker, Ctrl-C, a report that cannot be written, a fault the
+		// kernel cannot make): not the system's failure.
+		fmt.Fprintf(errw, "lockstep %s: %s\n", c.name, oneLine(err.Error()))
 		return 2
+	}
+}
+
+// oneLine folds a multi-line error (docker's and tc's stderr, joined
+// errors) into the one line the CLI promises.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(strings.TrimSpace(s), "\n", " | ")), " ")
+}
+
+// printHelp is a command's usage, its long help and its flags: what both
+// 'lockstep help CMD' and 'lockstep CMD -h' print.
+func printHelp(w io.Writer, c *command, fs *flag.FlagSet) {
+	fmt.Fprintf(w, "usage: lockstep %s %s\n\n%s\n", c.name, c.usage, strings.TrimSpace(c.long))
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	if n > 0 {
+		fmt.Fprintf(w, "\nflags:\n")
+		fs.SetOutput(w)
+		fs.PrintDefaults()
 	}
 }
 

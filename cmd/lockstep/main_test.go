@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"flag"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -39,6 +41,22 @@ func TestBadInputIsOneLineAndExit2(t *testing.T) {
 		{[]string{"run", "--scenario", "steady", "--seed", "1", "--txns", "0"}, `lockstep run: invalid value "0" for flag -txns: want a positive whole number`},
 		{[]string{"run", "--scenario", "steady", "--seed", "1", "--txns", "many"}, `lockstep run: invalid value "many" for flag -txns: want a positive whole number`},
 		{[]string{"repro", "--txns", "-5", "steady/pipeline/1"}, `lockstep repro: invalid value "-5" for flag -txns: want a positive whole number`},
+		{[]string{"repro", "--txns", "50", "steady/pipeline/1"}, `lockstep repro: --txns shapes the run, so it rides in the token`},
+		{[]string{"repro", "--world", "containers", "steady/pipeline/1"}, `lockstep repro: --world shapes the run, so it rides in the token`},
+		{[]string{"repro", "steady/pipeline/1,txns=0"}, `lockstep repro: malformed repro token "steady/pipeline/1,txns=0": txns=0: want a positive whole number`},
+		{[]string{"repro", "steady/pipeline/1,speed=9"}, `lockstep repro: malformed repro token "steady/pipeline/1,speed=9": speed=9: unknown parameter`},
+		{[]string{"repro", "steady/pipeline/1,plan=/tmp/p"}, `lockstep repro: malformed repro token "steady/pipeline/1,plan=/tmp/p": plan needs world=containers`},
+		{[]string{"repro", "steady/pipeline/1", "steady/pipeline/2"}, `lockstep repro: want exactly one repro token`},
+		{[]string{"repro", "--logs", "/tmp", "steady/pipeline/1"}, `lockstep repro: --logs needs a token with world=containers`},
+		{[]string{"repro", "--check-determinism", "steady/pipeline/1,world=containers"}, `lockstep repro: --check-determinism needs the simulator`},
+		{[]string{"run", "--scenario", "steady", "--seed", "1", "--plan", "/nonexistent"}, `lockstep run: --plan needs --world containers`},
+		{[]string{"run", "--scenario", "steady", "--seed", "1", "--bench"}, `lockstep run: --bench needs --world containers`},
+		{[]string{"run", "--scenario", "steady", "--seed", "1", "--logs", "/tmp"}, `lockstep run: --logs needs --world containers`},
+		{[]string{"run", "--scenario", "steady", "--seed", "1", "--world", "moon"}, `lockstep run: unknown world "moon"`},
+		{[]string{"run", "--scenario", "steady", "--seed", "1", "--world", "containers", "--check-determinism"}, `lockstep run: --check-determinism needs the simulator`},
+		{[]string{"run", "--scenario", "steady", "--seed", "1", "extra"}, `lockstep run: unexpected argument "extra"`},
+		{[]string{"help", "nosuch"}, `lockstep help: unknown command "nosuch"`},
+		{[]string{"help", "run", "repro"}, `lockstep help: want one command, not 2`},
 		{[]string{"bench", "--seeds", "0"}, `lockstep bench: invalid value "0" for flag -seeds: want a positive whole number`},
 		{[]string{"repro", "steady-pipeline-1"}, `lockstep repro: malformed repro token "steady-pipeline-1"`},
 		{[]string{"frobnicate"}, `lockstep: unknown command "frobnicate"`},
@@ -69,7 +87,7 @@ func TestRunPrintsVerdictHashAndReproThatReplays(t *testing.T) {
 			t.Fatalf("dual writes failing is the expected finding, not a failure: exit %d\n%s", code, out)
 		}
 	}
-	for _, want := range []string{"FAIL:", "faults (", "repro: lockstep repro crash-capture/dualwrite/" + seed} {
+	for _, want := range []string{"FAIL:", "faults (", "repro: lockstep repro crash-capture/dualwrite/" + seed + ",txns=200\n"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("output lacks %q:\n%s", want, out)
 		}
@@ -78,7 +96,7 @@ func TestRunPrintsVerdictHashAndReproThatReplays(t *testing.T) {
 	if m == nil {
 		t.Fatalf("no trace hash in:\n%s", out)
 	}
-	_, again, _ := lockstep("repro", "--txns", "200", "crash-capture/dualwrite/"+seed)
+	_, again, _ := lockstep("repro", "crash-capture/dualwrite/"+seed+",txns=200")
 	if m2 := hashRE.FindStringSubmatch(again); m2 == nil || m2[1] != m[1] {
 		t.Fatalf("repro printed another hash: %v vs %s", m2, m[1])
 	}
@@ -140,10 +158,10 @@ func TestBrokenPipelineExits1AndReproKeepsTheBug(t *testing.T) {
 	if code != 1 {
 		t.Fatalf("a pipeline with a known bug: exit %d, want 1\n%s", code, out)
 	}
-	if !strings.Contains(out, "repro: lockstep repro steady+skip-snapshot/pipeline/1") {
-		t.Fatalf("the repro line must carry the bug:\n%s", out)
+	if !strings.Contains(out, "repro: lockstep repro steady+skip-snapshot/pipeline/1,txns=100\n") {
+		t.Fatalf("the repro line must carry the bug and the transactions:\n%s", out)
 	}
-	code, again, _ := lockstep("repro", "--txns", "100", "steady+skip-snapshot/pipeline/1")
+	code, again, _ := lockstep("repro", "steady+skip-snapshot/pipeline/1,txns=100")
 	if code != 1 || hashRE.FindString(again) != hashRE.FindString(out) {
 		t.Fatalf("repro of a bug run: exit %d, hash %q vs %q", code, hashRE.FindString(again), hashRE.FindString(out))
 	}
@@ -153,14 +171,248 @@ func TestBrokenPipelineExits1AndReproKeepsTheBug(t *testing.T) {
 	}
 }
 
+// 'lockstep help CMD' prints what 'lockstep CMD -h' does, flags included
+// (it used to print the long help alone).
 func TestHelp(t *testing.T) {
 	code, out, _ := lockstep("help")
 	if code != 0 || !strings.Contains(out, "campaign") || !strings.Contains(out, "repro") {
 		t.Fatalf("help: exit %d\n%s", code, out)
 	}
-	code, out, _ = lockstep("campaign", "-h")
-	if code != 0 || !strings.Contains(out, "--seeds") && !strings.Contains(out, "-seeds") {
-		t.Fatalf("campaign -h: exit %d\n%s", code, out)
+	for _, c := range commands {
+		code, help, _ := lockstep("help", c.name)
+		_, dashH, _ := lockstep(c.name, "-h")
+		if code != 0 || help != dashH {
+			t.Errorf("help %s: exit %d, and it differs from %s -h:\n%s\n---\n%s", c.name, code, c.name, help, dashH)
+		}
+		fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
+		c.flags(fs)
+		fs.VisitAll(func(f *flag.Flag) {
+			if !strings.Contains(help, "  -"+f.Name+" ") && !strings.Contains(help, "  -"+f.Name+"\n") {
+				t.Errorf("help %s lacks flag -%s:\n%s", c.name, f.Name, help)
+			}
+		})
+	}
+}
+
+var reproRE = regexp.MustCompile(`(?m)^repro: lockstep repro (\S+)$`)
+
+// runFlagRole says what each of run's flags does to a run: shaping flags
+// must ride in the repro token, sim-only ones must not change the run,
+// containers-only ones must be refused by the simulator. A flag added to run
+// without a line here fails TestReproReplaysEveryRunShapingFlag.
+var runFlagRole = map[string]string{
+	"scenario": "shapes", "system": "shapes", "seed": "shapes", "txns": "shapes", "bug": "shapes",
+	"json": "output", "log": "output", "check-determinism": "output",
+	"world": "containers", "plan": "containers", "bench": "containers", "logs": "containers",
+}
+
+// Every flag of run that shapes a simulated run changes the trace hash, and
+// the repro line run prints replays it with the same hash. The old token
+// (scenario/system/seed) dropped --txns: its replay ran 1,000 transactions.
+// Flags that only print change nothing; containers-only flags are refused
+// (they were ignored: --plan /nonexistent exited 0); the container token is
+// TestContainerReproToken's.
+func TestReproReplaysEveryRunShapingFlag(t *testing.T) {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	runCmd.flags(fs)
+	var shapes []string
+	fs.VisitAll(func(f *flag.Flag) {
+		switch runFlagRole[f.Name] {
+		case "shapes":
+			shapes = append(shapes, f.Name)
+		case "":
+			t.Errorf("run has flag --%s that runFlagRole does not classify: say whether it shapes a run", f.Name)
+		}
+	})
+	base := map[string]string{"scenario": "crash-capture", "system": "pipeline", "seed": "3", "txns": "80"}
+	other := map[string]string{"scenario": "partitions", "system": "dualwrite", "seed": "4", "txns": "90", "bug": "confirm-before-ack"}
+	args := func(m map[string]string, extra ...string) []string {
+		a := []string{"run"}
+		for _, k := range []string{"scenario", "system", "seed", "txns", "bug"} {
+			if v, ok := m[k]; ok {
+				a = append(a, "--"+k, v)
+			}
+		}
+		return append(a, extra...)
+	}
+	hashOf := func(a []string) (string, string) {
+		t.Helper()
+		code, out, errw := lockstep(a...)
+		h, r := hashRE.FindStringSubmatch(out), reproRE.FindStringSubmatch(out)
+		if code == 2 || h == nil || r == nil {
+			t.Fatalf("%v: exit %d, no hash or repro line:\n%s%s", a, code, out, errw)
+		}
+		return h[1], r[1]
+	}
+	baseHash, _ := hashOf(args(base))
+	for _, name := range shapes {
+		m := map[string]string{}
+		for k, v := range base {
+			m[k] = v
+		}
+		m[name] = other[name]
+		if other[name] == "" {
+			t.Fatalf("no other value for --%s", name)
+		}
+		hash, token := hashOf(args(m))
+		if hash == baseHash {
+			t.Errorf("--%s %s: same hash as without it, so the test proves nothing for it", name, m[name])
+		}
+		code, again, errw := lockstep("repro", token)
+		if h := hashRE.FindStringSubmatch(again); code == 2 || h == nil || h[1] != hash {
+			t.Errorf("--%s %s: repro %s: exit %d, hash %v, want %s\n%s", name, m[name], token, code, h, hash, errw)
+		}
+	}
+	// The default --txns stays out of the token and replays too.
+	m := map[string]string{"scenario": "steady", "seed": "1"}
+	hash, token := hashOf(args(m))
+	if token != "steady/pipeline/1" {
+		t.Errorf("default run: token %q, want steady/pipeline/1", token)
+	}
+	if _, again, _ := lockstep("repro", token); hashRE.FindString(again) != "trace hash "+hash {
+		t.Errorf("default run: repro printed %q, want %s", hashRE.FindString(again), hash)
+	}
+	for name, extra := range map[string][]string{
+		"json":              {"--json", filepath.Join(t.TempDir(), "r.json")},
+		"log":               {"--log"},
+		"check-determinism": {"--check-determinism"},
+	} {
+		if h, _ := hashOf(args(base, extra...)); h != baseHash {
+			t.Errorf("--%s changed the run: hash %s, want %s", name, h, baseHash)
+		}
+	}
+	for name, extra := range map[string][]string{
+		"plan":  {"--plan", "/nonexistent"},
+		"bench": {"--bench"},
+		"logs":  {"--logs", t.TempDir()},
+	} {
+		code, out, errw := lockstep(args(base, extra...)...)
+		if code != 2 || out != "" || !strings.HasPrefix(errw, "lockstep run: --"+name+" needs --world containers") || strings.Count(errw, "\n") != 1 {
+			t.Errorf("--%s in the simulator: exit %d, stderr %q; want 2 and one line refusing it", name, code, errw)
+		}
+	}
+}
+
+// A campaign lists its failing runs by tokens that carry --txns, and each
+// replays the run that failed. Campaigns used to list scenario/system/seed.
+func TestCampaignTokensReplay(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "summary.json")
+	code, out, errw := lockstep("campaign", "--scenario", "crash-capture", "--system", "dualwrite", "--seeds", "4", "--txns", "120", "--json", path)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, out, errw)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum struct {
+		Cells []struct {
+			Failing []string `json:"failing"`
+		} `json:"cells"`
+	}
+	if err := json.Unmarshal(b, &sum); err != nil {
+		t.Fatal(err)
+	}
+	if len(sum.Cells) != 1 || len(sum.Cells[0].Failing) == 0 {
+		t.Fatalf("want dual writes failing in some of 4 crash-capture seeds: %s", b)
+	}
+	if first := sum.Cells[0].Failing[0]; !strings.Contains(out, "see a dual-write divergence: lockstep repro "+first+"\n") {
+		t.Errorf("the summary does not print the first failing token %s:\n%s", first, out)
+	}
+	for _, token := range sum.Cells[0].Failing {
+		if !strings.HasSuffix(token, ",txns=120") {
+			t.Errorf("token %q: want it to end in ,txns=120", token)
+		}
+		_, again, _ := lockstep("repro", token)
+		seed := strings.TrimSuffix(strings.TrimPrefix(token, "crash-capture/dualwrite/"), ",txns=120")
+		_, direct, _ := lockstep("run", "--scenario", "crash-capture", "--system", "dualwrite", "--seed", seed, "--txns", "120")
+		if !strings.Contains(again, "FAIL:") || hashRE.FindString(again) != hashRE.FindString(direct) {
+			t.Errorf("repro %s: want the failing run (hash %q), got %q:\n%s", token, hashRE.FindString(direct), hashRE.FindString(again), again)
+		}
+	}
+}
+
+// A container run's token carries the world, --txns, --bench and --plan
+// (as the file's absolute path and checksum), and what it parses back to is
+// the same container run as the flags: no Docker needed to check that. A
+// plan file changed since the run, a plan naming a container the run lacks
+// and a missing file are refused, with one line and exit 2, before Docker
+// is asked anything.
+func TestContainerReproToken(t *testing.T) {
+	dir := t.TempDir()
+	plan := filepath.Join(dir, "my plan,1.txt")
+	if err := os.WriteFile(plan, []byte("@2s crash capture\n@5s restart capture\nquiet @12s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	rf := runFlags{world: "containers", txns: 50, bench: true, plan: "my plan,1.txt", bugs: "skip-snapshot"}
+	r, err := rf.repro("crash-capture", "pipeline", "7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := r.String()
+	if want := "crash-capture+skip-snapshot/pipeline/7,world=containers,txns=50,bench=true,plan=" + strings.ReplaceAll(dir, " ", "%20") + "/my%20plan%2C1.txt,plansum="; !strings.HasPrefix(token, want) {
+		t.Fatalf("token %q, want it to start %q", token, want)
+	}
+	parsed, err := scenarios.ParseRepro(token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromFlags, err := containerConfig(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromToken, err := containerConfig(parsed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(fromFlags, fromToken) || fromToken.Plan == nil || len(fromToken.Plan.Faults) != 2 || fromToken.Txns != 50 || !fromToken.Bench || fromToken.Scenario.Name != "crash-capture+skip-snapshot" {
+		t.Fatalf("the token names another run:\nflags %+v\ntoken %+v", fromFlags, fromToken)
+	}
+	// Without a plan, bench runs fault-free; a plain token stays plain.
+	r2, err := (&runFlags{world: "containers"}).repro("steady", "dualwrite", "0x10")
+	if err != nil || r2.String() != "steady/dualwrite/16,world=containers" {
+		t.Fatalf("plain container token: %q, %v", r2.String(), err)
+	}
+
+	t.Setenv("DOCKER_HOST", "unix:///nonexistent") // any Docker call fails: the refusals must come first
+	if err := os.WriteFile(plan, []byte("@2s crash capture\n@6s restart capture\nquiet @12s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "bad.txt")
+	if err := os.WriteFile(bad, []byte("@2s crash capturer\n@6s restart capturer\nquiet @12s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"repro", token}, "lockstep repro: plan file " + filepath.Join(dir, "my plan,1.txt") + " changed since the run"},
+		{[]string{"run", "--world", "containers", "--scenario", "steady", "--seed", "1", "--plan", bad}, "lockstep run: " + bad + ": fault 0 (@2s crash capturer): unknown node capturer"},
+		{[]string{"run", "--world", "containers", "--scenario", "steady", "--system", "dualwrite", "--seed", "1", "--plan", plan}, "lockstep run: " + plan + ": fault 0 (@2s crash capture): unknown node capture"},
+		{[]string{"run", "--world", "containers", "--scenario", "steady", "--seed", "1", "--plan", "missing.txt"}, "lockstep run: read the fault plan: open " + filepath.Join(dir, "missing.txt")},
+		{[]string{"run", "--world", "containers", "--scenario", "clock-jump", "--seed", "1"}, "lockstep run: scenario clock-jump draws clock jumps"},
+	} {
+		code, out, errw := lockstep(c.args...)
+		if code != 2 || out != "" || !strings.HasPrefix(errw, c.want) || strings.Count(errw, "\n") != 1 {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want 2 and one line starting %q", c.args, code, out, errw, c.want)
+		}
+	}
+}
+
+// Docker that cannot be reached is the environment's failure, not the
+// pipeline's: exit 2 with one line saying what to do.
+func TestNoDockerIsExit2(t *testing.T) {
+	t.Setenv("DOCKER_HOST", "unix:///nonexistent")
+	for _, args := range [][]string{
+		{"run", "--world", "containers", "--scenario", "steady", "--seed", "1"},
+		{"repro", "steady/pipeline/1,world=containers"},
+		{"campaign", "--world", "containers", "--scenario", "steady", "--seeds", "1"},
+	} {
+		code, out, errw := lockstep(args...)
+		if code != 2 || out != "" || !strings.Contains(errw, "Docker is not available: cannot reach the daemon (start dockerd)") || strings.Count(errw, "\n") != 1 {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want 2 and one line", args, code, out, errw)
+		}
 	}
 }
 

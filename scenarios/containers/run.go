@@ -152,6 +152,13 @@ func Run(ctx context.Context, cfg Config) (out *Outcome, err error) {
 	if err := Supported(cfg.Scenario); err != nil {
 		return nil, err
 	}
+	if cfg.Plan != nil {
+		// Before starting anything: a misspelt node would otherwise
+		// fail the run when its fault comes due, half a minute in.
+		if err := CheckPlan(cfg.System, *cfg.Plan); err != nil {
+			return nil, fmt.Errorf("containers: fault plan: %w", err)
+		}
+	}
 	began := time.Now()
 	w, err := Start(ctx, Options{LogDir: cfg.LogDir, Pipeline: cfg.System == scenarios.Pipeline, Bugs: bugNames(cfg.Scenario), Logger: cfg.Logger})
 	if err != nil {
@@ -166,6 +173,9 @@ func Run(ctx context.Context, cfg Config) (out *Outcome, err error) {
 		Scenario: cfg.Scenario.Name, System: string(cfg.System), Seed: cfg.Seed, ConvergedAt: map[string]time.Duration{}}}
 	defer r.closeConns()
 	if err := r.prepare(ctx); err != nil {
+		return nil, err
+	}
+	if err := checkTopology(w, cfg.System); err != nil {
 		return nil, err
 	}
 	r.start = time.Now()
@@ -387,14 +397,11 @@ func (r *run) randomKey(rng *rand.Rand) (model.Key, bool) {
 // topology names the run's containers with their roles, limited to those
 // the scenario may fault.
 func (r *run) topology() faults.Topology {
-	var t faults.Topology
-	sc := r.cfg.Scenario
-	for _, s := range r.w.Services() {
-		n := faults.Node{Name: s.Name, Role: s.Role}
-		if !faultable(sc, n) {
-			n.Role = faults.RoleObserver
+	t := Topology(r.cfg.System)
+	for i, n := range t.Nodes {
+		if !faultable(r.cfg.Scenario, n) {
+			t.Nodes[i].Role = faults.RoleObserver
 		}
-		t.Nodes = append(t.Nodes, n)
 	}
 	return t
 }
@@ -465,8 +472,13 @@ func (r *run) drive(ctx context.Context) (faults.Plan, error) {
 				return
 			}
 			r.log.Info("fault", "at", r.since().Round(time.Millisecond), "fault", f.What())
-			if err := inj.Apply(f); err != nil && faultErr == nil {
-				faultErr = err
+			if err := inj.Apply(f); err != nil {
+				// Said now, not only when the run ends in this error a
+				// minute later: the phase goes on without the fault.
+				r.log.Warn("fault not applied; the run will end in this error", "fault", f.What(), "err", err)
+				if faultErr == nil {
+					faultErr = err
+				}
 			}
 		}
 	}()
