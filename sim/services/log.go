@@ -533,6 +533,7 @@ func (l *LogClient) Produce(ctx context.Context, txns []model.Txn) (int64, error
 		retries = 5
 	}
 	var err error
+	maybe := false // some try timed out: the batch may be in the log
 	for attempt := 0; attempt < retries; attempt++ {
 		if attempt > 0 {
 			if e := l.From.Env().Sleep(ctx, 20*time.Millisecond<<attempt); e != nil {
@@ -566,9 +567,17 @@ func (l *LogClient) Produce(ctx context.Context, txns []model.Txn) (int64, error
 		if errors.Is(err, ErrOutOfSequence) {
 			break
 		}
+		maybe = maybe || errors.Is(err, pipeline.ErrTimeout)
 		l.known = false
 	}
 	l.pid, l.seq = 0, 0 // a new session: the lost batch's fate is unknown
+	if maybe && !errors.Is(err, pipeline.ErrTimeout) {
+		// The last try failed for a plain reason (no leader, too few
+		// in-sync replicas), but an earlier one may have been written:
+		// the outcome is unknown, as the Kafka log says of a produce it
+		// retried.
+		return 0, fmt.Errorf("produce: %w: a try timed out, the last one failed: %w", pipeline.ErrTimeout, err)
+	}
 	return 0, err
 }
 

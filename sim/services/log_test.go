@@ -698,3 +698,37 @@ func TestLogLostAckSometimes(t *testing.T) {
 	}
 	t.Logf("%d of 40 produces failed, %d succeeded at a retry", failed, retried)
 }
+
+// A produce whose first try timed out and whose later tries failed for a
+// plain reason (every broker down: no leader to ask) may be in the log, and
+// here it is: the produce must say the outcome is unknown (ErrTimeout), as
+// the Kafka log does, not report the last try's error alone.
+func TestLogProduceAfterATimeoutIsAmbiguous(t *testing.T) {
+	r := newLogRig(t, 8)
+	lc := r.client()
+	var err error
+	r.app.Go("producer", func(ctx context.Context) {
+		_, err = lc.Produce(ctx, batch(0x10))
+	})
+	r.c.LoseAcks(r.app.Name(), 1)
+	// The first try is taken at once and its answer lost; before the
+	// second, every broker goes down, until the produce has given up.
+	r.w.At(DefaultTimeout/2, 1, func() {
+		for _, b := range r.bs {
+			b.Crash()
+		}
+	})
+	r.w.At(4*time.Second, 2, func() {
+		for _, b := range r.bs {
+			b.Restart()
+		}
+	})
+	run(t, r.w, 5*time.Second)
+
+	if !errors.Is(err, pipeline.ErrTimeout) || !errors.Is(err, ErrOffline) {
+		t.Fatalf("produce = %v, want ErrTimeout naming the last try's ErrOffline", err)
+	}
+	if got := recordLSNs(t, r.c.Records(), 0); !reflect.DeepEqual(got, ls(0x10)) {
+		t.Fatalf("the log holds %v, want the batch the first try wrote", got)
+	}
+}
