@@ -263,10 +263,11 @@ func pool(topo Topology, cfg GenConfig) []Kind {
 //
 // Swarm: the seed first enables a random non-empty subset of the kinds cfg
 // allows and topo can host (a fair coin each, one at random if all came up
-// tails; all of them with cfg.EveryKind), each with its own random weight. Faults then arrive with
-// exponential gaps of mean cfg.MeanInterval, each of a kind drawn by weight;
-// an arrival whose kind has no eligible target at that moment (every node
-// already down, the broker limit reached) is dropped.
+// tails; all of them with cfg.EveryKind), each with its own random weight.
+// Faults then arrive with exponential gaps of mean cfg.MeanInterval, each of
+// a kind drawn by weight; an arrival whose kind has no eligible target at
+// that moment (every node already down, the broker limit reached) is
+// dropped.
 //
 // The plan is well-formed (Plan.Check passes): a crash or pause only hits a
 // node that is up, and its restart or resume follows before Quiet; every
