@@ -12,7 +12,8 @@ import (
 // cfg (with cfg's defaults filled in):
 //
 //   - the plan is valid (Validate) and every node it names is a
-//     non-observer node of topo, every link one topo allows;
+//     non-observer node of topo, every link one topo allows, and the node
+//     of a lost-ack or lost-append is a capture (the log's producer);
 //   - it starts only kinds cfg allows, and only kinds in Swarm when it has one;
 //   - a node is crashed or paused only when up; restarted only when crashed;
 //     resumed only when paused;
@@ -21,7 +22,7 @@ import (
 //     downtime ends by Quiet;
 //   - unclean-election occurs at most once;
 //   - by Quiet every crash has been restarted, every pause resumed and every
-//     partition, delay and loss healed.
+//     partition, delay, loss, lost-ack and lost-append healed.
 //
 // A hand-written plan need not pass Check to be run (the world undoes what
 // is left at Quiet), but one that does is as gentle as a generated one.
@@ -60,6 +61,11 @@ func (p Plan) Check(topo Topology, cfg GenConfig) error {
 				return fail("%s is an observer, which is never faulted", n)
 			}
 		}
+		if f.Kind == LostAck || f.Kind == LostAppend {
+			if r, _ := topo.role(f.Node); r != RoleCapture {
+				return fail("%s is not a capture (its role is %s): only the capture appends to the log", f.Node, r)
+			}
+		}
 		if f.Kind == Delay || f.Kind == Loss {
 			if !slices.Contains(links, Link{From: f.From, To: f.To}) {
 				return fail("link %s->%s is not one the topology allows", f.From, f.To)
@@ -85,7 +91,7 @@ func (p Plan) Check(topo Topology, cfg GenConfig) error {
 				return fail("%s is not paused", f.Node)
 			}
 			delete(paused, f.Node)
-		case Partition, Delay, Loss:
+		case Partition, Delay, Loss, LostAck, LostAppend:
 			net = true
 		case Heal:
 			net = false

@@ -1,8 +1,8 @@
 // Package faults is lockstep's fault vocabulary: what can go wrong in a run
 // (crash, pause, partition, slow or lossy links, clock jumps, a Kafka leader
-// failover, unclean leader election), written down as plain data so that a
-// run's faults can be generated from a seed, printed into a bug report, pasted
-// back and replayed.
+// failover, unclean leader election, appends whose acknowledgement or request
+// the log loses), written down as plain data so that a run's faults can be
+// generated from a seed, printed into a bug report, pasted back and replayed.
 //
 // A Plan is a time-ordered list of Faults followed by a quiet phase. Faults
 // happen before Plan.Quiet; at Quiet the world undoes everything still in
@@ -17,6 +17,7 @@
 //	@4s partition capture,db | broker1,broker2
 //	@4.2s partition app1 -> db
 //	@5s delay applier-cache->cache 20ms..80ms
+//	@6s lost-append capture 0.9
 //	@8s heal
 //	quiet @20s
 //

@@ -26,8 +26,9 @@ const (
 	// group B; when OneWay, only messages from A to B are dropped.
 	// Partitions stack until the next Heal.
 	Partition Kind = "partition"
-	// Heal removes every partition and restores every link's latency and loss
-	// to the world's defaults. It does not restart or resume nodes.
+	// Heal removes every partition, restores every link's latency and loss
+	// to the world's defaults and ends lost-ack and lost-append. It does not
+	// restart or resume nodes.
 	Heal Kind = "heal"
 	// Delay makes the link From->To slow: each message takes Min..Max.
 	Delay Kind = "delay"
@@ -44,18 +45,28 @@ const (
 	// quiet phase: a lagging replica may become leader, and acknowledged
 	// records may be lost.
 	UncleanElection Kind = "unclean-election"
+	// LostAck makes the log lose the acknowledgement of each append of
+	// Node's (a producer: the capture) with probability P, after the append
+	// took effect, until the next Heal. The producer sees a timeout; its
+	// retry, in the same session, is deduplicated by the log.
+	LostAck Kind = "lost-ack"
+	// LostAppend makes the log lose each append request of Node's with
+	// probability P before any broker takes it: the append did not happen,
+	// though to the producer it looks exactly like LostAck, a timeout.
+	// Until the next Heal.
+	LostAppend Kind = "lost-append"
 )
 
 // Kinds lists every kind in a fixed order, the order used wherever a set of
 // kinds is printed.
-var Kinds = []Kind{Crash, Restart, Pause, Resume, Partition, Heal, Delay, Loss, ClockJump, LeaderFailover, UncleanElection}
+var Kinds = []Kind{Crash, Restart, Pause, Resume, Partition, Heal, Delay, Loss, ClockJump, LeaderFailover, UncleanElection, LostAck, LostAppend}
 
 // DefaultKinds are the kinds Generate starts by default: every kind that
 // begins a fault, except UncleanElection, which loses acknowledged data and so
 // must be asked for (GenConfig.Unclean). Restart, Resume and Heal are not
 // started on their own: the generator emits them to end crashes, pauses and
 // network faults.
-var DefaultKinds = []Kind{Crash, Pause, Partition, Delay, Loss, ClockJump, LeaderFailover}
+var DefaultKinds = []Kind{Crash, Pause, Partition, Delay, Loss, ClockJump, LeaderFailover, LostAck, LostAppend}
 
 // Known reports whether k is one of Kinds.
 func (k Kind) Known() bool { return kindIndex(k) >= 0 }
@@ -82,6 +93,7 @@ func kindIndex(k Kind) int {
 //	delay                           From, To, Min, Max
 //	loss                            From, To, P
 //	clock-jump                      Node, Jump
+//	lost-ack, lost-append           Node, P
 //
 // Fields a kind does not use must be zero (Validate says so), so a valid
 // fault has exactly one text form.
@@ -89,14 +101,14 @@ type Fault struct {
 	At   time.Duration // since the run started
 	Kind Kind
 
-	Node string // crash, restart, pause, resume, clock-jump
+	Node string // crash, restart, pause, resume, clock-jump, lost-ack, lost-append
 
 	A, B   []string // partition: the two groups, disjoint and non-empty
 	OneWay bool     // partition: drop only A->B messages
 
 	From, To string        // delay, loss: the directed link
 	Min, Max time.Duration // delay: each message takes Min..Max
-	P        float64       // loss: drop probability, in (0, 1]
+	P        float64       // loss, lost-ack, lost-append: drop probability, in (0, 1]
 
 	Jump time.Duration // clock-jump: how far the clock moves, non-zero
 }
@@ -122,6 +134,8 @@ func (f Fault) What() string {
 		return fmt.Sprintf("%s %s->%s %s", f.Kind, f.From, f.To, strconv.FormatFloat(f.P, 'g', -1, 64))
 	case ClockJump:
 		return string(f.Kind) + " " + f.Node + " " + signed(f.Jump)
+	case LostAck, LostAppend:
+		return fmt.Sprintf("%s %s %s", f.Kind, f.Node, strconv.FormatFloat(f.P, 'g', -1, 64))
 	}
 	return string(f.Kind)
 }
@@ -157,6 +171,8 @@ func (f Fault) Validate() error {
 		link, prob = true, true
 	case ClockJump:
 		node, jump = true, true
+	case LostAck, LostAppend:
+		node, prob = true, true
 	}
 	var errs []error
 	if node {
@@ -195,7 +211,7 @@ func (f Fault) Validate() error {
 	}
 	if prob {
 		if !(f.P > 0 && f.P <= 1) || math.IsNaN(f.P) {
-			errs = append(errs, fmt.Errorf("loss probability %v: want 0 < p <= 1", f.P))
+			errs = append(errs, fmt.Errorf("%s probability %v: want 0 < p <= 1", f.Kind, f.P))
 		}
 	} else if f.P != 0 {
 		errs = append(errs, fmt.Errorf("%s takes no probability", f.Kind))

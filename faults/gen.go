@@ -86,6 +86,18 @@ func (t Topology) Faultable() []string {
 	return names
 }
 
+// Captures returns the names of the capture nodes, the log's producers
+// (what lost-ack and lost-append hit), in topology order.
+func (t Topology) Captures() []string {
+	var names []string
+	for _, n := range t.Nodes {
+		if n.Role == RoleCapture {
+			names = append(names, n.Name)
+		}
+	}
+	return names
+}
+
 // Brokers returns the names of the broker nodes, in topology order.
 func (t Topology) Brokers() []string {
 	var names []string
@@ -142,6 +154,12 @@ type GenConfig struct {
 	// Unclean adds UncleanElection to Kinds. Off by default, because a run
 	// with it may lose acknowledged records whatever the pipeline does.
 	Unclean bool
+	// EveryKind enables every allowed kind in every seed, each at its own
+	// random rate, instead of a random subset: for a fault mix whose kinds
+	// only tell something together (lost-ack and lost-append: the same
+	// timeout to the producer, appended or not), where a swarm would leave
+	// one of them out of half the seeds.
+	EveryKind bool
 	// Quiet is the length of the fault phase: every fault, and its end,
 	// falls before it. Default 20s.
 	Quiet time.Duration
@@ -226,6 +244,8 @@ func pool(topo Topology, cfg GenConfig) []Kind {
 			ok = len(nodes) > 1
 		case Delay, Loss:
 			ok = len(topo.links()) > 0
+		case LostAck, LostAppend:
+			ok = len(topo.Captures()) > 0
 		case LeaderFailover:
 			ok = len(brokers) > 0 && cfg.MaxDownBrokers > 0 && cfg.FailoverDowntime < cfg.Quiet
 		case UncleanElection:
@@ -243,19 +263,21 @@ func pool(topo Topology, cfg GenConfig) []Kind {
 //
 // Swarm: the seed first enables a random non-empty subset of the kinds cfg
 // allows and topo can host (a fair coin each, one at random if all came up
-// tails), each with its own random weight. Faults then arrive with
-// exponential gaps of mean cfg.MeanInterval, each of a kind drawn by weight;
-// an arrival whose kind has no eligible target at that moment (every node
-// already down, the broker limit reached) is dropped.
+// tails; all of them with cfg.EveryKind), each with its own random weight.
+// Faults then arrive with exponential gaps of mean cfg.MeanInterval, each of
+// a kind drawn by weight; an arrival whose kind has no eligible target at
+// that moment (every node already down, the broker limit reached) is
+// dropped.
 //
 // The plan is well-formed (Plan.Check passes): a crash or pause only hits a
 // node that is up, and its restart or resume follows before Quiet; every
-// partition, delay and loss is lifted by a heal before Quiet; at most
-// cfg.MaxDownBrokers brokers are down at once, counting each leader-failover
-// for cfg.FailoverDowntime; unclean-election occurs at most once and stays
-// on until Quiet; observers are never touched. So for a generated plan, all
-// HealAll does at Quiet is turn unclean leader election off. Times are whole
-// milliseconds.
+// partition, delay, loss, lost-ack and lost-append is lifted by a heal
+// before Quiet; lost-ack and lost-append hit a capture, with a probability
+// of 0.5 to 1; at most cfg.MaxDownBrokers brokers are down at once,
+// counting each leader-failover for cfg.FailoverDowntime; unclean-election
+// occurs at most once and stays on until Quiet; observers are never
+// touched. So for a generated plan, all HealAll does at Quiet is turn
+// unclean leader election off. Times are whole milliseconds.
 //
 // Generate panics on an invalid topology or config: that is a bug in the
 // caller, not a property of the seed.
@@ -330,7 +352,7 @@ func (g *gen) drawSwarm() {
 		return
 	}
 	for _, k := range p {
-		if g.rng.IntN(2) == 0 {
+		if g.cfg.EveryKind || g.rng.IntN(2) == 0 {
 			g.kinds = append(g.kinds, k)
 		}
 	}
@@ -477,7 +499,7 @@ func (g *gen) start(k Kind, t time.Duration) {
 			jump = -jump
 		}
 		g.emit(Fault{At: t, Kind: k, Node: node, Jump: jump})
-	case Partition, Delay, Loss:
+	case Partition, Delay, Loss, LostAck, LostAppend:
 		end, ok := g.end(t)
 		if !ok {
 			return
@@ -496,6 +518,14 @@ func (g *gen) start(k Kind, t time.Duration) {
 			l := g.link()
 			f.From, f.To = l.From, l.To
 			f.P = float64(1+g.rng.IntN(50)) / 100
+		case LostAck, LostAppend:
+			cs := g.topo.Captures()
+			f.Node = cs[g.rng.IntN(len(cs))]
+			// Likely, not certain: a producer retries a few times in its
+			// session before it gives up, so an append fails (and its
+			// timeout is ambiguous) only when every try is lost, and
+			// some retries that get through exercise the log's dedupe.
+			f.P = float64(50+g.rng.IntN(51)) / 100
 		}
 		g.emit(f)
 		if g.heal == nil {

@@ -47,6 +47,7 @@ func drawConfig(t *rapid.T) GenConfig {
 		cfg.Kinds = rapid.SliceOfDistinct(rapid.SampledFrom(Kinds), rapid.ID[Kind]).Draw(t, "kinds")
 	}
 	cfg.Unclean = rapid.Bool().Draw(t, "unclean")
+	cfg.EveryKind = rapid.Bool().Draw(t, "every kind")
 	ms := func(lo, hi int64, label string) time.Duration {
 		return time.Duration(rapid.Int64Range(lo, hi).Draw(t, label)) * time.Millisecond
 	}
@@ -117,6 +118,11 @@ func TestGenerateWellFormed(t *testing.T) {
 			if i > 0 && f.At < p.Faults[i-1].At {
 				t.Fatalf("fault %d (%s) is out of order", i, f)
 			}
+			// Likely enough that a producer's retries are all lost now
+			// and then: the point of the fault is an append that fails.
+			if (f.Kind == LostAck || f.Kind == LostAppend) && !(f.P >= 0.5 && f.P <= 1) {
+				t.Fatalf("fault %d (%s): want a probability of 0.5 to 1", i, f)
+			}
 		}
 		if got := maxBrokersDown(p, topo, cfg); got > full.MaxDownBrokers {
 			t.Fatalf("%d brokers down at once, limit %d\n%s", got, full.MaxDownBrokers, p)
@@ -132,6 +138,9 @@ func TestGenerateWellFormed(t *testing.T) {
 			if !slices.Contains(possible, k) {
 				t.Fatalf("swarm has %s, not among the possible %v", k, possible)
 			}
+		}
+		if cfg.EveryKind && len(possible) > 0 && !slices.Equal(p.Swarm, possible) {
+			t.Fatalf("EveryKind: swarm %v, want every possible kind %v", p.Swarm, possible)
 		}
 		q, err := Parse(p.String())
 		if err != nil || !reflect.DeepEqual(p, q) {
@@ -248,7 +257,7 @@ func TestGeneratePanicsOnBadInput(t *testing.T) {
 }
 
 func TestCheckCatchesBadPlans(t *testing.T) {
-	topo := Topology{Nodes: []Node{{"a", RoleApp}, {"b1", RoleBroker}, {"b2", RoleBroker}, {"obs", RoleObserver}}}
+	topo := Topology{Nodes: []Node{{"a", RoleApp}, {"cap", RoleCapture}, {"b1", RoleBroker}, {"b2", RoleBroker}, {"obs", RoleObserver}}}
 	cfg := GenConfig{Unclean: true}
 	for _, tc := range []struct{ plan, want string }{
 		{"@1s crash a\n@2s crash a\n@3s restart a\nquiet @9s", "a is already down"},
@@ -264,6 +273,9 @@ func TestCheckCatchesBadPlans(t *testing.T) {
 		{"@1s crash zz\n@2s restart zz\nquiet @9s", "unknown node zz"},
 		{"@1s unclean-election\n@2s unclean-election\nquiet @9s", "unclean-election twice"},
 		{"swarm crash\n@1s pause a\n@2s resume a\nquiet @9s", "not in the plan's swarm crash"},
+		{"@1s lost-ack a 0.5\n@2s heal\nquiet @9s", "a is not a capture (its role is app)"},
+		{"@1s lost-append b1 1\n@2s heal\nquiet @9s", "b1 is not a capture (its role is broker)"},
+		{"@1s lost-append cap 1\nquiet @9s", "no heal"},
 	} {
 		p, err := Parse(tc.plan)
 		if err != nil {

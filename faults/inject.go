@@ -18,11 +18,17 @@ type Target interface {
 	// Partition drops messages between groups a and b (only a->b when
 	// oneWay). Partitions stack until Heal.
 	Partition(a, b []string, oneWay bool) error
-	// Heal removes every partition and restores every link's latency and
-	// loss to the defaults.
+	// Heal removes every partition, restores every link's latency and
+	// loss to the defaults, and ends lost-ack and lost-append.
 	Heal() error
 	Delay(from, to string, min, max time.Duration) error
 	Loss(from, to string, p float64) error
+	// LostAck loses the log's acknowledgement of node's appends with
+	// probability p, after the append took effect; LostAppend loses the
+	// append request itself, before the log takes it. Both until Heal. A
+	// world without a log does nothing.
+	LostAck(node string, p float64) error
+	LostAppend(node string, p float64) error
 	ClockJump(node string, d time.Duration) error
 	// LeaderFailover kills the log's current leader broker; the world picks
 	// it and restarts it by itself later.
@@ -54,6 +60,10 @@ func Apply(t Target, f Fault) error {
 		err = t.Delay(f.From, f.To, f.Min, f.Max)
 	case Loss:
 		err = t.Loss(f.From, f.To, f.P)
+	case LostAck:
+		err = t.LostAck(f.Node, f.P)
+	case LostAppend:
+		err = t.LostAppend(f.Node, f.P)
 	case ClockJump:
 		err = t.ClockJump(f.Node, f.Jump)
 	case LeaderFailover:
@@ -73,7 +83,7 @@ func Apply(t Target, f Fault) error {
 type State struct {
 	Crashed []string // in the order they crashed
 	Paused  []string // in the order they paused; a crashed node is not paused
-	Network bool     // some partition, delay or loss is in force
+	Network bool     // some partition, delay, loss, lost-ack or lost-append is in force
 	Unclean bool     // unclean leader election is on
 }
 
@@ -120,7 +130,7 @@ func (s State) after(f Fault) State {
 		}
 	case Resume:
 		s.Paused = slices.DeleteFunc(s.Paused, func(n string) bool { return n == f.Node })
-	case Partition, Delay, Loss:
+	case Partition, Delay, Loss, LostAck, LostAppend:
 		s.Network = true
 	case Heal:
 		s.Network = false

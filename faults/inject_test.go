@@ -37,6 +37,12 @@ func (r *recorder) Delay(from, to string, min, max time.Duration) error {
 func (r *recorder) Loss(from, to string, p float64) error {
 	return r.do(fmt.Sprintf("loss %s %s %v", from, to, p))
 }
+func (r *recorder) LostAck(n string, p float64) error {
+	return r.do(fmt.Sprintf("lost-ack %s %v", n, p))
+}
+func (r *recorder) LostAppend(n string, p float64) error {
+	return r.do(fmt.Sprintf("lost-append %s %v", n, p))
+}
 func (r *recorder) ClockJump(n string, d time.Duration) error {
 	return r.do(fmt.Sprintf("clock-jump %s %s", n, d))
 }
@@ -78,6 +84,8 @@ func TestApplyDispatches(t *testing.T) {
 		"clock-jump applier-search 2s",
 		"leader-failover",
 		"unclean-election true",
+		"lost-ack capture 0.9",
+		"lost-append capture 1",
 		"heal",
 	}
 	if !reflect.DeepEqual(r.calls, want) {
@@ -158,6 +166,23 @@ quiet @20s`)
 	if want := []string{"heal", "unclean-election false"}; !reflect.DeepEqual(r.take(), want) {
 		t.Fatalf("HealAll calls: want %q", want)
 	}
+	// A lost-ack or lost-append left in force is the network's: HealAll
+	// heals it.
+	for _, f := range mustParse(t, "@1s lost-append capture 0.7\nquiet @9s").Faults {
+		if err := in.Apply(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.take()
+	if !in.State().Network {
+		t.Fatalf("State after lost-append = %+v, want the network faulted", in.State())
+	}
+	if err := in.HealAll(); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"heal"}; !reflect.DeepEqual(r.take(), want) {
+		t.Fatalf("HealAll calls: want %q", want)
+	}
 }
 
 func TestInjectorFailures(t *testing.T) {
@@ -225,8 +250,10 @@ func TestGeneratedPlanThroughInjector(t *testing.T) {
 			t.Fatal(err)
 		}
 		var want []string
-		if strings.Contains(p.String(), "unclean-election\n") {
-			want = []string{"unclean-election false"}
+		for _, f := range p.Faults {
+			if f.Kind == UncleanElection {
+				want = []string{"unclean-election false"}
+			}
 		}
 		if got := r.take(); !reflect.DeepEqual(got, want) {
 			t.Fatalf("seed %d: HealAll calls %q, want %q", seed, got, want)

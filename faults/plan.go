@@ -150,6 +150,8 @@ var usage = map[Kind]string{
 	ClockJump:       "@<time> clock-jump <node> <+/-duration>",
 	LeaderFailover:  "@<time> leader-failover",
 	UncleanElection: "@<time> unclean-election",
+	LostAck:         "@<time> lost-ack <node> <p>",
+	LostAppend:      "@<time> lost-append <node> <p>",
 }
 
 // Parse reads a plan's text as String prints it. Blank lines and '#'
@@ -313,8 +315,16 @@ func parseFault(fields []string) (Fault, error) {
 		if f.From, f.To, err = parseLink(args[0]); err != nil {
 			return f, want(err.Error())
 		}
-		if f.P, err = strconv.ParseFloat(args[1], 64); err != nil {
-			return f, fmt.Errorf("malformed loss probability %q: expected a number p with 0 < p <= 1, such as 0.3", args[1])
+		if f.P, err = parseProb(f.Kind, args[1]); err != nil {
+			return f, err
+		}
+	case LostAck, LostAppend:
+		if len(args) != 2 {
+			return f, want(argProblem(len(args), "a node and a probability"))
+		}
+		f.Node = args[0]
+		if f.P, err = parseProb(f.Kind, args[1]); err != nil {
+			return f, err
 		}
 	case ClockJump:
 		if len(args) != 2 {
@@ -326,6 +336,14 @@ func parseFault(fields []string) (Fault, error) {
 		}
 	}
 	return f, nil
+}
+
+func parseProb(k Kind, s string) (float64, error) {
+	p, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return 0, fmt.Errorf("malformed %s probability %q: expected a number p with 0 < p <= 1, such as 0.3", k, s)
+	}
+	return p, nil
 }
 
 func argProblem(got int, need string) string {
@@ -368,7 +386,8 @@ func parseLink(s string) (from, to string, err error) {
 //
 //   - crash and pause: from the fault to the node's next restart or resume,
 //     or to Quiet when the plan leaves that to the quiet phase;
-//   - partition, delay and loss: to the next heal, or to Quiet;
+//   - partition, delay, loss, lost-ack and lost-append: to the next heal,
+//     or to Quiet;
 //   - unclean-election: to Quiet, when the world turns it off;
 //   - clock-jump and leader-failover: a point (End == Start);
 //   - restart, resume and heal end other windows and have none of their own.
@@ -396,7 +415,7 @@ func (p Plan) Windows() []model.FaultWindow {
 					break
 				}
 			}
-		case Partition, Delay, Loss:
+		case Partition, Delay, Loss, LostAck, LostAppend:
 			for _, g := range p.Faults[i+1:] {
 				if g.Kind == Heal {
 					end = g.At

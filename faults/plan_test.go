@@ -14,7 +14,7 @@ import (
 )
 
 const example = `# the plan from the design notes
-swarm crash,partition,delay,loss,clock-jump,leader-failover,unclean-election
+swarm crash,partition,delay,loss,clock-jump,leader-failover,unclean-election,lost-ack,lost-append
 
 @1.5s crash capture
 @3s restart capture
@@ -25,6 +25,8 @@ swarm crash,partition,delay,loss,clock-jump,leader-failover,unclean-election
 @6s clock-jump applier-search +2s
 @7s leader-failover
 @7s unclean-election
+@7.5s lost-ack capture 0.9      # the append takes effect, its answer is lost
+@7.5s lost-append capture 1     # the append request is lost
 @8s heal
 quiet @20s
 `
@@ -35,7 +37,7 @@ func TestParseExample(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Plan{
-		Swarm: []Kind{Crash, Partition, Delay, Loss, ClockJump, LeaderFailover, UncleanElection},
+		Swarm: []Kind{Crash, Partition, Delay, Loss, ClockJump, LeaderFailover, UncleanElection, LostAck, LostAppend},
 		Faults: []Fault{
 			{At: 1500 * time.Millisecond, Kind: Crash, Node: "capture"},
 			{At: 3 * time.Second, Kind: Restart, Node: "capture"},
@@ -46,6 +48,8 @@ func TestParseExample(t *testing.T) {
 			{At: 6 * time.Second, Kind: ClockJump, Node: "applier-search", Jump: 2 * time.Second},
 			{At: 7 * time.Second, Kind: LeaderFailover},
 			{At: 7 * time.Second, Kind: UncleanElection},
+			{At: 7500 * time.Millisecond, Kind: LostAck, Node: "capture", P: 0.9},
+			{At: 7500 * time.Millisecond, Kind: LostAppend, Node: "capture", P: 1},
 			{At: 8 * time.Second, Kind: Heal},
 		},
 		Quiet: 20 * time.Second,
@@ -53,7 +57,7 @@ func TestParseExample(t *testing.T) {
 	if !reflect.DeepEqual(p, want) {
 		t.Fatalf("Parse:\n got %#v\nwant %#v", p, want)
 	}
-	wantText := `swarm crash,partition,delay,loss,clock-jump,leader-failover,unclean-election
+	wantText := `swarm crash,partition,delay,loss,clock-jump,leader-failover,unclean-election,lost-ack,lost-append
 @1.5s crash capture
 @3s restart capture
 @4s partition capture,db | broker1,broker2
@@ -63,6 +67,8 @@ func TestParseExample(t *testing.T) {
 @6s clock-jump applier-search +2s
 @7s leader-failover
 @7s unclean-election
+@7.5s lost-ack capture 0.9
+@7.5s lost-append capture 1
 @8s heal
 quiet @20s
 `
@@ -101,6 +107,10 @@ func TestParseErrors(t *testing.T) {
 		{"probability above 1", "@1s loss a->b 1.5\nquiet @2s", 1, "loss probability 1.5: want 0 < p <= 1"},
 		{"zero probability", "@1s loss a->b 0\nquiet @2s", 1, "want 0 < p <= 1"},
 		{"malformed probability", "@1s loss a->b lots\nquiet @2s", 1, `malformed loss probability "lots"`},
+		{"lost-ack without probability", "@1s lost-ack capture\nquiet @2s", 1, "lost-ack needs a node and a probability, got 1 arguments: expected '@<time> lost-ack <node> <p>'"},
+		{"lost-append as a link", "@1s lost-append capture->broker1 0.5\nquiet @2s", 1, `node name "capture->broker1"`},
+		{"lost-append probability", "@1s lost-append capture 2\nquiet @2s", 1, "lost-append probability 2: want 0 < p <= 1"},
+		{"malformed lost-ack probability", "@1s lost-ack capture most\nquiet @2s", 1, `malformed lost-ack probability "most"`},
 		{"link without arrow", "@1s delay a-b 1ms..2ms\nquiet @2s", 1, `link "a-b" lacks '->'`},
 		{"self link", "@1s loss a->a 0.1\nquiet @2s", 1, "goes nowhere"},
 		{"inverted delay", "@1s delay a->b 80ms..20ms\nquiet @2s", 1, "delay range 80ms..20ms"},
@@ -161,6 +171,9 @@ func TestFaultValidate(t *testing.T) {
 		{Fault{Kind: Partition, A: []string{"a", "a"}, B: []string{"b"}}, "a listed twice in group A"},
 		{Fault{Kind: Heal, Jump: time.Second}, "heal takes no clock jump"},
 		{Fault{At: -1, Kind: Heal}, "negative time"},
+		{Fault{Kind: LostAck, P: 0.5}, "lost-ack needs a node"},
+		{Fault{Kind: LostAppend, Node: "capture"}, "lost-append probability 0: want 0 < p <= 1"},
+		{Fault{Kind: LostAck, Node: "capture", P: 1, To: "broker1"}, "lost-ack takes no link"},
 	} {
 		err := tc.f.Validate()
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -201,6 +214,9 @@ func drawFault(t *rapid.T, at time.Duration) Fault {
 	case ClockJump:
 		f.Node = names.Draw(t, "node")
 		f.Jump = time.Duration(rapid.Int64Range(-1e11, 1e11).Filter(func(d int64) bool { return d != 0 }).Draw(t, "jump"))
+	case LostAck, LostAppend:
+		f.Node = names.Draw(t, "node")
+		f.P = rapid.Float64Range(1e-9, 1).Draw(t, "p")
 	}
 	return f
 }
@@ -255,6 +271,9 @@ func TestWindows(t *testing.T) {
 @9s crash db
 @10s crash capture
 @11s restart capture
+@12s lost-append capture 0.8
+@13s heal
+@14s lost-ack capture 1
 quiet @20s`)
 	if err != nil {
 		t.Fatal(err)
@@ -266,11 +285,13 @@ quiet @20s`)
 		{Start: 3 * s, End: 6 * s, What: "partition a | b"},
 		{Start: 3500 * time.Millisecond, End: 3500 * time.Millisecond, What: "clock-jump db +2s"},
 		{Start: 5 * s, End: 6 * s, What: "delay a->b 1ms..2ms"},
-		{Start: 7 * s, End: 20 * s, What: "loss a->b 0.5"},
+		{Start: 7 * s, End: 13 * s, What: "loss a->b 0.5"},
 		{Start: 7 * s, End: 7 * s, What: "leader-failover"},
 		{Start: 8 * s, End: 20 * s, What: "unclean-election"},
 		{Start: 9 * s, End: 20 * s, What: "crash db"},
 		{Start: 10 * s, End: 11 * s, What: "crash capture"},
+		{Start: 12 * s, End: 13 * s, What: "lost-append capture 0.8"},
+		{Start: 14 * s, End: 20 * s, What: "lost-ack capture 1"},
 	}
 	if got := p.Windows(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("Windows:\n got %v\nwant %v", got, want)

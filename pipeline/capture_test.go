@@ -412,6 +412,72 @@ func TestCaptureStopsOnAnUnsupportedChange(t *testing.T) {
 	}
 }
 
+// lossyLog is limitLog whose produce of a batch holding the transaction at
+// lose times out once, as a produce whose request, or acknowledgement, was
+// lost does: the append did not happen (or, with took, it did).
+type lossyLog struct {
+	limitLog
+	lose model.LSN
+	took bool
+}
+
+func (l *lossyLog) Produce(ctx context.Context, txns []model.Txn) (int64, error) {
+	for _, t := range txns {
+		if l.lose == 0 || t.CommitLSN != l.lose {
+			continue
+		}
+		l.lose = 0
+		if l.took {
+			_, _ = l.limitLog.Produce(ctx, txns)
+		}
+		return 0, fmt.Errorf("produce: %w", ErrTimeout)
+	}
+	return l.limitLog.Produce(ctx, txns)
+}
+
+// An append that timed out may not have happened: the capture confirms
+// nothing past it and streams it again in its next session, so the log
+// ends up holding it (twice, when the first append did take effect), and
+// the source's slot never moves past what the log lacks. The old rule
+// (confirm-on-append-timeout) takes the timeout for done: it confirms past
+// 30, which the log never got, and 40 arrives chained to it (PrevLSN 30),
+// the hole appliers stop at.
+func TestCaptureNeverConfirmsATimedOutAppend(t *testing.T) {
+	txns := []model.Txn{wide(20, 1, 10), wide(30, 1, 10), wide(40, 1, 10)}
+	for _, took := range []bool{false, true} {
+		src := &fakeSource{txns: txns, batch: 1}
+		log := &lossyLog{limitLog: limitLog{max: 1 << 20}, lose: 30, took: took}
+		c := &Capture{Env: &testEnv{}, Source: src, Log: log}
+		err := c.stream(context.Background())
+		if !errors.Is(err, ErrTimeout) || src.confirmed != 20 {
+			t.Fatalf("took=%t: first session ended with %v, confirmed %s; want the timeout, 20 confirmed", took, err, src.confirmed)
+		}
+		if err := c.stream(context.Background()); !errors.Is(err, errDrained) || src.confirmed != 40 {
+			t.Fatalf("took=%t: second session ended with %v, confirmed %s; want the source drained, 40 confirmed", took, err, src.confirmed)
+		}
+		want := []model.LSN{20, 30, 40}
+		if took {
+			want = []model.LSN{20, 30, 30, 40}
+		}
+		if got := log.lsns(); !reflect.DeepEqual(got, want) {
+			t.Fatalf("took=%t: log holds %v, want %v", took, got, want)
+		}
+	}
+
+	src := &fakeSource{txns: txns, batch: 1}
+	log := &lossyLog{limitLog: limitLog{max: 1 << 20}, lose: 30}
+	c := &Capture{Env: &testEnv{}, Source: src, Log: log, Bugs: Bugs{ConfirmOnAppendTimeout: true}}
+	if err := c.stream(context.Background()); !errors.Is(err, errDrained) || src.confirmed != 40 || src.starts != 1 {
+		t.Fatalf("old rule: stream ended with %v, confirmed %s after %d starts; want it to carry on and confirm 40 in one session", err, src.confirmed, src.starts)
+	}
+	if got := log.lsns(); !reflect.DeepEqual(got, []model.LSN{20, 40}) {
+		t.Fatalf("old rule: log holds %v, want 20 and 40 only: 30 lost", got)
+	}
+	if last := log.recs[len(log.recs)-1].Txn; last.PrevLSN != 30 {
+		t.Fatalf("old rule: 40 follows %s in the chain, want 30 (the hole)", last.PrevLSN)
+	}
+}
+
 // The capture cuts to the smaller of its own limit and the log's.
 func TestCaptureLimitIsTheLogsWhenSmaller(t *testing.T) {
 	c := &Capture{Log: &memLog{}}

@@ -55,6 +55,9 @@ type Scenario struct {
 	// records may be lost, which no pipeline survives. The pipeline claims
 	// only no-phantom there; the checker must still notice the loss.
 	Unclean bool
+	// EveryKind has every seed draw from all of Kinds, instead of a random
+	// subset (see faults.GenConfig.EveryKind).
+	EveryKind bool
 	// MaxDownBrokers is how many brokers faults may take down at once
 	// (default 1, so two replicas stay in sync).
 	MaxDownBrokers int
@@ -119,6 +122,8 @@ var All = []*Scenario{
 		Kinds: []faults.Kind{faults.ClockJump, faults.Pause, faults.Delay}, Roles: processRoles},
 	{Name: "swarm", Summary: "every fault kind, a random mix per seed", Workload: "profiles",
 		Kinds: []faults.Kind{faults.Crash, faults.Pause, faults.Partition, faults.Delay, faults.Loss, faults.ClockJump, faults.LeaderFailover}, Roles: allRoles},
+	{Name: "ambiguous-append", Summary: "the log loses the capture's appends, or their acknowledgements: appends time out, done or not", Workload: "bank",
+		Kinds: []faults.Kind{faults.LostAck, faults.LostAppend}, EveryKind: true, Roles: []faults.Role{faults.RoleCapture}},
 	{Name: "unclean-election", Summary: "leader failover with unclean election: the log may lose acknowledged records", Workload: "profiles",
 		Kinds: []faults.Kind{faults.LeaderFailover, faults.Crash, faults.Partition, faults.UncleanElection}, Roles: []faults.Role{faults.RoleBroker, faults.RoleCapture},
 		Unclean: true, MaxDownBrokers: 2},

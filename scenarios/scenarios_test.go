@@ -170,6 +170,9 @@ func TestKnownBugsAreCaught(t *testing.T) {
 		// The cache restarts empty once all is quiet and its applier
 		// never looks: its documents are gone for good.
 		{"no-idle-check", "cache-restart", pipeline.Bugs{NoIdleCheck: true}, checker.Lost},
+		// An append lost before the log took it, confirmed all the same:
+		// the next transaction is chained to one the log never got.
+		{"confirm-on-append-timeout", "ambiguous-append", pipeline.Bugs{ConfirmOnAppendTimeout: true}, checker.NotConverged},
 	}
 	for _, c := range cases {
 		t.Run(c.bug, func(t *testing.T) {
@@ -191,6 +194,45 @@ func TestKnownBugsAreCaught(t *testing.T) {
 			}
 			t.Fatalf("the %s bug was not caught as %s in 30 seeds of %s", c.bug, c.want, c.scenario)
 		})
+	}
+}
+
+// A capture that takes an append's timeout for done is caught in most seeds
+// of ambiguous-append, not in a few: every seed draws both lost-append (the
+// append did not happen, and the bug loses it) and lost-ack (it did, and
+// the bug is harmless), at rates high enough that some append fails every
+// try. The same seeds with the correct capture hold every claim.
+func TestAmbiguousAppendCatchesConfirmOnTimeoutOften(t *testing.T) {
+	const seeds = 40
+	sc := *ByName("ambiguous-append")
+	sc.Name += "+confirm-on-append-timeout"
+	sc.Bugs = pipeline.Bugs{ConfirmOnAppendTimeout: true}
+	caught := 0
+	for seed := uint64(1); seed <= seeds; seed++ {
+		out, err := Run(&sc, Pipeline, seed, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range out.Report.Violations() {
+			if a.Class == checker.NotConverged {
+				caught++
+				break
+			}
+		}
+		if seed%4 != 0 {
+			continue // the correct capture on every fourth seed: enough to show the faults alone break nothing
+		}
+		ok, err := Run(ByName("ambiguous-append"), Pipeline, seed, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok.Violated() {
+			t.Fatalf("%s: the correct capture violated a claim:\n%s", ok.Repro(), ok.Report)
+		}
+	}
+	t.Logf("caught in %d of %d seeds", caught, seeds)
+	if caught*2 < seeds {
+		t.Fatalf("confirm-on-append-timeout caught in %d of %d seeds of ambiguous-append, want at least half", caught, seeds)
 	}
 }
 

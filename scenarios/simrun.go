@@ -488,7 +488,8 @@ func (x *world) planFaults() faults.Plan {
 		return faults.Plan{Quiet: x.opts.Quiet}
 	}
 	rng := rand.New(rand.NewPCG(x.seed, 0x5eedfa17))
-	return faults.Generate(rng, x.topology(), faults.GenConfig{Kinds: x.sc.Kinds, Unclean: x.sc.Unclean, Quiet: x.opts.Quiet, MaxDownBrokers: x.sc.MaxDownBrokers})
+	return faults.Generate(rng, x.topology(), faults.GenConfig{Kinds: x.sc.Kinds, Unclean: x.sc.Unclean, EveryKind: x.sc.EveryKind,
+		Quiet: x.opts.Quiet, MaxDownBrokers: x.sc.MaxDownBrokers})
 }
 
 func (x *world) run(plan faults.Plan) error {

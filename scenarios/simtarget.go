@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"lockstep/sim"
+	"lockstep/sim/services"
 )
 
 // simTarget applies faults to the simulated world (faults.Target).
@@ -56,7 +57,34 @@ func (t *simTarget) Partition(a, b []string, oneWay bool) error {
 	return nil
 }
 
-func (t *simTarget) Heal() error { t.x.w.Net().Heal(); return nil }
+func (t *simTarget) Heal() error {
+	t.x.w.Net().Heal()
+	if t.x.cluster != nil {
+		t.x.cluster.HealAppends()
+	}
+	return nil
+}
+
+// LostAck and LostAppend are the log's: its brokers lose the answers to, or
+// the requests of, node's appends. A world without a log (dual writes) has
+// nothing to lose.
+func (t *simTarget) LostAck(node string, p float64) error {
+	return t.appends(node, func(c *services.Cluster) { c.LoseAcks(node, p) })
+}
+
+func (t *simTarget) LostAppend(node string, p float64) error {
+	return t.appends(node, func(c *services.Cluster) { c.LoseAppends(node, p) })
+}
+
+func (t *simTarget) appends(node string, set func(*services.Cluster)) error {
+	if _, err := t.node(node); err != nil {
+		return err
+	}
+	if t.x.cluster != nil {
+		set(t.x.cluster)
+	}
+	return nil
+}
 
 func (t *simTarget) Delay(from, to string, min, max time.Duration) error {
 	return t.link(from, to, func(c *sim.LinkConfig) { c.Min, c.Max = min, max })
@@ -115,7 +143,7 @@ func (t *simTarget) UncleanElection(on bool) error {
 // healEverything is the quiet phase's safety net: whatever is still down or
 // paused comes back, so convergence can be judged.
 func (t *simTarget) healEverything() {
-	t.x.w.Net().Heal()
+	_ = t.Heal()
 	for _, n := range t.x.w.Nodes() {
 		if !n.Up() {
 			n.Restart()

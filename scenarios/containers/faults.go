@@ -11,6 +11,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"lockstep/faults"
 )
 
 // Target applies faults to a container world (faults.Target): kill -9 and
@@ -118,7 +120,8 @@ func (t *Target) Partition(a, b []string, oneWay bool) error {
 	return errors.Join(errs...)
 }
 
-// Heal removes every partition, delay and loss.
+// Heal removes every partition, delay and loss (lost-ack and lost-append
+// included: they are losses).
 func (t *Target) Heal() error {
 	t.mu.Lock()
 	var names []string
@@ -175,6 +178,46 @@ func (t *Target) Loss(from, to string, p float64) error {
 	}
 	return t.netns(from, "iptables", "-I", "OUTPUT", "-d", ip, "-m", "statistic", "--mode", "random",
 		"--probability", strconv.FormatFloat(p, 'f', 4, 64), "-j", "DROP")
+}
+
+// LostAck drops a share p of the packets every broker sends to node (the
+// capture), with LostAppend's rule in the other direction. TCP makes the
+// difference a network can make: the brokers still receive node's produce
+// requests and append them, and the answers do not come back, so the Kafka
+// client's request times out on an append that took effect (it then
+// retries, and the broker deduplicates the idempotent producer's batch).
+// Under 1, TCP retransmits what was dropped and the fault only slows the
+// link: appends time out, ambiguously, only while p is near 1 for longer
+// than the client's request timeout. Unlike the simulator's, which loses
+// produce requests and their answers only, this drops all of node's traffic
+// with the brokers (during streaming, the capture sends them little else).
+func (t *Target) LostAck(node string, p float64) error {
+	return t.eachBroker(func(b string) error { return t.Loss(b, node, p) })
+}
+
+// LostAppend drops a share p of the packets node sends to every broker, so
+// its produce requests do not reach them and nothing is appended; to node
+// it looks the same as LostAck. See LostAck for what TCP makes of it.
+func (t *Target) LostAppend(node string, p float64) error {
+	return t.eachBroker(func(b string) error { return t.Loss(node, b, p) })
+}
+
+func (t *Target) eachBroker(fn func(broker string) error) error {
+	var errs []error
+	n := 0
+	for _, s := range t.w.Services() {
+		if s.Role != faults.RoleBroker {
+			continue
+		}
+		n++
+		if err := fn(s.Name); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", s.Name, err))
+		}
+	}
+	if n == 0 {
+		return errors.New("no broker in this run")
+	}
+	return errors.Join(errs...)
 }
 
 func ms(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) + "ms" }

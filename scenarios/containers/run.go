@@ -436,7 +436,7 @@ func (r *run) drive(ctx context.Context) (faults.Plan, error) {
 	case len(cfg.Scenario.Kinds) > 0:
 		rng := rand.New(rand.NewPCG(cfg.Seed, 0x5eedfa17))
 		plan = faults.Generate(rng, r.topology(), faults.GenConfig{
-			Kinds: cfg.Scenario.Kinds, Quiet: cfg.Faults, Unclean: cfg.Scenario.Unclean,
+			Kinds: cfg.Scenario.Kinds, Quiet: cfg.Faults, Unclean: cfg.Scenario.Unclean, EveryKind: cfg.Scenario.EveryKind,
 			MeanInterval: 5 * time.Second, MeanOutage: 4 * time.Second, FailoverDowntime: 12 * time.Second,
 			MaxDownBrokers: cfg.Scenario.MaxDownBrokers,
 		})

@@ -54,7 +54,16 @@ type Cluster struct {
 
 	ackedEnd int64 // log end the producers were told about
 	losses   int
+
+	// lost is the append faults in force, by producer node name (see
+	// LoseAppends and LoseAcks).
+	lost map[string]lostAppends
 }
+
+// lostAppends is what the log loses of one producer's appends: each request
+// with probability request before a broker takes it, each answer with
+// probability ack after the leader handled the request.
+type lostAppends struct{ request, ack float64 }
 
 type logEntry struct {
 	Txn model.Txn
@@ -195,6 +204,43 @@ func (c *Cluster) SetMaxRecordBytes(n int) { c.maxRec = n }
 // MaxRecordBytes is the largest record the log takes.
 func (c *Cluster) MaxRecordBytes() int { return c.maxRec }
 
+// LoseAppends makes the log lose each produce request of the client on node
+// with probability p, before any broker takes it: the append does not
+// happen, and the producer sees a timeout (faults.LostAppend). 0 ends it.
+//
+// It is a fault hook on the broker's produce handler, keyed by request type
+// as kfake's are, not a lossy link: the producer's other requests (metadata,
+// fetches) go through, so the only thing that fails is the append, as when
+// the connection a Kafka client keeps for produce requests breaks.
+func (c *Cluster) LoseAppends(node string, p float64) {
+	c.setLost(node, func(l *lostAppends) { l.request = p })
+}
+
+// LoseAcks makes the log lose the answer to each produce request of the
+// client on node with probability p, after the leader handled it: the
+// append took effect, the producer sees a timeout and retries, and its
+// retry, in the same session, is recognised by its sequence number and
+// written once (faults.LostAck). 0 ends it.
+func (c *Cluster) LoseAcks(node string, p float64) {
+	c.setLost(node, func(l *lostAppends) { l.ack = p })
+}
+
+// HealAppends ends LoseAppends and LoseAcks for every producer.
+func (c *Cluster) HealAppends() { c.lost = nil }
+
+func (c *Cluster) setLost(node string, set func(*lostAppends)) {
+	if c.lost == nil {
+		c.lost = map[string]lostAppends{}
+	}
+	l := c.lost[node]
+	set(&l)
+	if l == (lostAppends{}) {
+		delete(c.lost, node)
+		return
+	}
+	c.lost[node] = l
+}
+
 // SetUnclean enables or disables unclean leader election.
 func (c *Cluster) SetUnclean(on bool) { c.unclean = on }
 
@@ -309,6 +355,22 @@ func (c *Cluster) elect() {
 	for i := range c.isr {
 		c.isr[i] = i == best
 	}
+}
+
+// takeProduce handles a produce request from the client on node from,
+// with the append faults in force for it: the request may be lost before
+// the broker takes it, the answer after. Where none is in force, nothing
+// is drawn from the world's PRNG, so runs without them replay as before.
+func (b *broker) takeProduce(from string, pid, seq int64, txns []model.Txn, reply func(int64, error)) {
+	lost := b.c.lost[from]
+	if lost.request > 0 && b.n.Rand().Float64() < lost.request {
+		return // never taken: nothing appended, no answer
+	}
+	off, err := b.produce(pid, seq, txns)
+	if lost.ack > 0 && b.n.Rand().Float64() < lost.ack {
+		return // handled (appended, unless refused), and the answer lost
+	}
+	reply(off, err)
 }
 
 func (b *broker) produce(pid, seq int64, txns []model.Txn) (int64, error) {
@@ -471,6 +533,7 @@ func (l *LogClient) Produce(ctx context.Context, txns []model.Txn) (int64, error
 		retries = 5
 	}
 	var err error
+	maybe := false // some try timed out: the batch may be in the log
 	for attempt := 0; attempt < retries; attempt++ {
 		if attempt > 0 {
 			if e := l.From.Env().Sleep(ctx, 20*time.Millisecond<<attempt); e != nil {
@@ -486,9 +549,11 @@ func (l *LogClient) Produce(ctx context.Context, txns []model.Txn) (int64, error
 		if n, err = l.leaderNode(ctx); err != nil {
 			continue
 		}
-		pid, seq := l.pid, l.seq+1
+		pid, seq, from := l.pid, l.seq+1, l.From.Name()
 		var off int64
-		off, err = sim.Call(ctx, l.From, n, l.timeout(), func(b *broker) (int64, error) { return b.produce(pid, seq, txns) })
+		off, err = sim.CallAsync(ctx, l.From, n, l.timeout(), func(b *broker, reply func(int64, error)) {
+			b.takeProduce(from, pid, seq, txns, reply)
+		})
 		if err == nil {
 			l.seq = seq
 			return off, nil
@@ -502,9 +567,17 @@ func (l *LogClient) Produce(ctx context.Context, txns []model.Txn) (int64, error
 		if errors.Is(err, ErrOutOfSequence) {
 			break
 		}
+		maybe = maybe || errors.Is(err, pipeline.ErrTimeout)
 		l.known = false
 	}
 	l.pid, l.seq = 0, 0 // a new session: the lost batch's fate is unknown
+	if maybe && !errors.Is(err, pipeline.ErrTimeout) {
+		// The last try failed for a plain reason (no leader, too few
+		// in-sync replicas), but an earlier one may have been written:
+		// the outcome is unknown, as the Kafka log says of a produce it
+		// retried.
+		return 0, fmt.Errorf("produce: %w: a try timed out, the last one failed: %w", pipeline.ErrTimeout, err)
+	}
 	return 0, err
 }
 

@@ -579,3 +579,156 @@ func TestLogRefusesAnOversizeRecord(t *testing.T) {
 		}
 	}
 }
+
+// lost-append: every produce request of the client is lost before a broker
+// takes it. The produce fails with ErrTimeout after all its tries, no broker
+// holds anything of it, and the client's fetches still work (only appends
+// are hit). Once healed, the next produce is the log's first record.
+func TestLogLostAppendWritesNothing(t *testing.T) {
+	r := newLogRig(t, 5)
+	lc := r.client()
+	var lostErr, fetchErr, laterErr error
+	var fetched []pipeline.Record
+	var later int64
+	r.app.Go("producer", func(ctx context.Context) {
+		_, lostErr = lc.Produce(ctx, batch(0x10, 0x20))
+		fetched, fetchErr = lc.Fetch(ctx, 0, 10)
+		r.c.HealAppends()
+		later, laterErr = lc.Produce(ctx, batch(0x30))
+	})
+	r.c.LoseAppends(r.app.Name(), 1)
+	run(t, r.w, 5*time.Second)
+
+	if !errors.Is(lostErr, pipeline.ErrTimeout) {
+		t.Fatalf("produce under lost-append: %v, want ErrTimeout", lostErr)
+	}
+	if fetchErr != nil || len(fetched) != 0 {
+		t.Fatalf("fetch under lost-append = %v, %v; want an empty log and no error", fetched, fetchErr)
+	}
+	if laterErr != nil || later != 0 {
+		t.Fatalf("produce after the heal = %d, %v; want offset 0", later, laterErr)
+	}
+	for _, b := range r.bs {
+		if got := brokerLog(b); !reflect.DeepEqual(got, ls(0x30)) {
+			t.Fatalf("%s holds %v, want only the produce after the heal", b, got)
+		}
+	}
+}
+
+// lost-ack: every answer to the client's produce requests is lost after
+// the leader appended. The produce fails with ErrTimeout, yet the batch is
+// in the log, once: each retry of the session was recognised by its
+// sequence number. Looked at from the producer, lost-ack and lost-append
+// are the same failure.
+func TestLogLostAckWritesOnce(t *testing.T) {
+	r := newLogRig(t, 6)
+	lc := r.client()
+	var lostErr, laterErr error
+	var later int64
+	r.app.Go("producer", func(ctx context.Context) {
+		_, lostErr = lc.Produce(ctx, batch(0x10, 0x20))
+		r.c.LoseAcks(r.app.Name(), 0)
+		later, laterErr = lc.Produce(ctx, batch(0x30))
+	})
+	r.c.LoseAcks(r.app.Name(), 1)
+	run(t, r.w, 5*time.Second)
+
+	if !errors.Is(lostErr, pipeline.ErrTimeout) {
+		t.Fatalf("produce under lost-ack: %v, want ErrTimeout", lostErr)
+	}
+	if laterErr != nil || later != 2 {
+		t.Fatalf("produce after lost-ack ended = %d, %v; want offset 2", later, laterErr)
+	}
+	for _, b := range r.bs {
+		if got := brokerLog(b); !reflect.DeepEqual(got, ls(0x10, 0x20, 0x30)) {
+			t.Fatalf("%s holds %v, want the unacknowledged batch once, then the next", b, got)
+		}
+	}
+}
+
+// lost-ack that loses some answers, not all: across many produces some
+// succeed at a retry and some fail, and every batch is in the log exactly
+// once, in order, whether its producer saw it acknowledged or not. The
+// faults hit only the node they name: another producer is untouched.
+func TestLogLostAckSometimes(t *testing.T) {
+	r := newLogRig(t, 7)
+	lc := r.client()
+	other := r.w.AddNode("other", nil)
+	oc := &LogClient{From: other, Cluster: r.c}
+	var want []model.LSN
+	var failed, retried int
+	var otherErrs []error
+	r.app.Go("producer", func(ctx context.Context) {
+		for i := range 40 {
+			lsn := model.LSN(0x100 + i)
+			start := r.w.Now()
+			_, err := lc.Produce(ctx, batch(lsn))
+			switch {
+			case errors.Is(err, pipeline.ErrTimeout):
+				failed++
+			case err != nil:
+				t.Errorf("produce %d: %v, want success or ErrTimeout", i, err)
+			case r.w.Now()-start >= DefaultTimeout:
+				retried++
+			}
+			want = append(want, lsn)
+		}
+	})
+	r.c.LoseAcks(r.app.Name(), 0.6)
+	run(t, r.w, 60*time.Second)
+	other.Go("other", func(ctx context.Context) {
+		for range 5 {
+			_, err := oc.Produce(ctx, batch(0x900))
+			otherErrs = append(otherErrs, err)
+		}
+	})
+	run(t, r.w, 61*time.Second)
+
+	if failed == 0 || retried == 0 {
+		t.Fatalf("%d produces failed and %d succeeded at a retry; want some of each (pick another seed)", failed, retried)
+	}
+	for i, err := range otherErrs {
+		if err != nil {
+			t.Fatalf("another node's produce %d: %v, want no fault", i, err)
+		}
+	}
+	want = append(want, 0x900, 0x900, 0x900, 0x900, 0x900)
+	if got := recordLSNs(t, r.c.Records(), 0); !reflect.DeepEqual(got, want) {
+		t.Fatalf("log %v\nwant %v: every batch once, acknowledged or not", got, want)
+	}
+	t.Logf("%d of 40 produces failed, %d succeeded at a retry", failed, retried)
+}
+
+// A produce whose first try timed out and whose later tries failed for a
+// plain reason (every broker down: no leader to ask) may be in the log, and
+// here it is: the produce must say the outcome is unknown (ErrTimeout), as
+// the Kafka log does, not report the last try's error alone.
+func TestLogProduceAfterATimeoutIsAmbiguous(t *testing.T) {
+	r := newLogRig(t, 8)
+	lc := r.client()
+	var err error
+	r.app.Go("producer", func(ctx context.Context) {
+		_, err = lc.Produce(ctx, batch(0x10))
+	})
+	r.c.LoseAcks(r.app.Name(), 1)
+	// The first try is taken at once and its answer lost; before the
+	// second, every broker goes down, until the produce has given up.
+	r.w.At(DefaultTimeout/2, 1, func() {
+		for _, b := range r.bs {
+			b.Crash()
+		}
+	})
+	r.w.At(4*time.Second, 2, func() {
+		for _, b := range r.bs {
+			b.Restart()
+		}
+	})
+	run(t, r.w, 5*time.Second)
+
+	if !errors.Is(err, pipeline.ErrTimeout) || !errors.Is(err, ErrOffline) {
+		t.Fatalf("produce = %v, want ErrTimeout naming the last try's ErrOffline", err)
+	}
+	if got := recordLSNs(t, r.c.Records(), 0); !reflect.DeepEqual(got, ls(0x10)) {
+		t.Fatalf("the log holds %v, want the batch the first try wrote", got)
+	}
+}
