@@ -105,6 +105,12 @@ type Bugs struct {
 	// the source in turn: when the append did not happen, those
 	// transactions are gone for good (the slot released them).
 	ConfirmOnAppendTimeout bool
+	// TrustSlotPosition starts streaming from wherever the replication
+	// slot is, even past the last transaction the log holds: a snapshot
+	// request that timed out and ran late recreates the slot after the
+	// snapshot the log holds, and the changes between are never captured
+	// (found by the simulator: a source paused during the snapshot).
+	TrustSlotPosition bool
 }
 
 func (b Bugs) Any() bool { return b != Bugs{} }
@@ -122,6 +128,7 @@ var BugNames = map[string]func(*Bugs){
 	"keyless-wedge":             func(b *Bugs) { b.KeylessWedge = true },
 	"no-idle-check":             func(b *Bugs) { b.NoIdleCheck = true },
 	"confirm-on-append-timeout": func(b *Bugs) { b.ConfirmOnAppendTimeout = true },
+	"trust-slot-position":       func(b *Bugs) { b.TrustSlotPosition = true },
 }
 
 // ParseBugs reads a comma-separated list of bug names ("" is none).
@@ -214,6 +221,21 @@ func (c *Capture) stream(ctx context.Context) error {
 	}
 	if err != nil {
 		return fmt.Errorf("capture: start stream: %w", err)
+	}
+	if !c.trustsSlot() {
+		last, err := c.lastLoggedLSN(ctx)
+		if err != nil {
+			return err
+		}
+		if from > last {
+			// The slot starts past everything the log holds: WAL between
+			// is gone for this slot (a snapshot request that timed out
+			// ran late and made the slot again, after the one whose
+			// snapshot is in the log). Streaming would leave a hole; only
+			// a new snapshot makes the history whole.
+			c.logger().Warn("capture: the slot starts past the log's last transaction; taking a new snapshot", "slot", from, "log", last)
+			return c.snapshot(ctx)
+		}
 	}
 	c.logger().Debug("capture: streaming", "from", from)
 	f := forwarder{c: c, from: from, acked: from, confirmed: from}
@@ -336,6 +358,30 @@ func (c *Capture) confirmOnStop(ctx context.Context, lsn model.LSN) {
 		return
 	}
 	c.logger().Info("capture: stopping, confirmed what the log holds", "lsn", lsn)
+}
+
+// trustsSlot is the broken rule of --bug trust-slot-position, and of the
+// captures that confirm what the log may not hold: they stream from
+// wherever the slot is.
+func (c *Capture) trustsSlot() bool {
+	return c.Bugs.TrustSlotPosition || c.Bugs.ConfirmBeforeAck || c.Bugs.ConfirmOnAppendTimeout || c.Bugs.SkipSnapshot
+}
+
+// lastLoggedLSN is the commit LSN of the log's last record (0 for an empty
+// log): the most the capture can have confirmed to the slot.
+func (c *Capture) lastLoggedLSN(ctx context.Context) (model.LSN, error) {
+	end, err := c.Log.End(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("capture: read the log's end: %w", err)
+	}
+	if end == 0 {
+		return 0, nil
+	}
+	heads, err := c.heads(ctx, end-1, end)
+	if err != nil {
+		return 0, err
+	}
+	return heads[len(heads)-1].LSN, nil
 }
 
 // snapshotIfNeeded takes the initial snapshot unless the log already

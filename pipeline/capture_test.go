@@ -749,3 +749,25 @@ func TestCaptureStopsWhenTheSourceRefuses(t *testing.T) {
 		t.Fatalf("Run = %v after %d starts; want the refusal after one", err, src.starts)
 	}
 }
+
+// A slot that starts past the last transaction the log holds (a snapshot
+// request that timed out ran late and made the slot again) would leave a
+// hole: the capture takes a new snapshot instead of streaming. Under
+// trust-slot-position it streams from the slot.
+func TestCaptureRetakesASnapshotWhenTheSlotIsPastTheLog(t *testing.T) {
+	for _, trust := range []bool{false, true} {
+		ctx := context.Background()
+		log := &memLog{}
+		log.Produce(ctx, []model.Txn{{CommitLSN: 10, Snapshot: true, Chunks: 1}})
+		src := &fakeSource{txns: []model.Txn{{CommitLSN: 40, Changes: []model.Change{{Table: "t", PK: "1", Op: model.OpInsert}}}}, batch: 1, confirmed: 30}
+		c := &Capture{Env: &testEnv{}, Source: src, Log: log, Bugs: Bugs{TrustSlotPosition: trust}}
+		err := c.stream(ctx)
+		last := log.recs[len(log.recs)-1].Txn
+		switch {
+		case !trust && (err != nil || !last.Snapshot || last.CommitLSN != 1 || src.starts != 1):
+			t.Fatalf("slot at 30, log at 10: stream %v, last record %+v; want a new snapshot appended and nothing streamed", err, last)
+		case trust && (last.Snapshot || last.CommitLSN != 40 || last.PrevLSN != 30):
+			t.Fatalf("trust-slot-position: last record %+v; want 40 streamed, chained to the slot's 30 (a hole after 10)", last)
+		}
+	}
+}

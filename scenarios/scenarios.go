@@ -73,6 +73,10 @@ type Scenario struct {
 	// period, when no new change comes to reveal it. The run is judged
 	// after it.
 	QuietRestart []string
+	// StallSourceAtStart pauses the source database from the run's first
+	// millisecond for 1.5 to 4.5 s (the seed draws it): the capture's
+	// first snapshot requests time out and run late, in any order.
+	StallSourceAtStart bool
 }
 
 // Claims is what a system claims of a store of the given kind in this
@@ -116,12 +120,14 @@ var All = []*Scenario{
 		Kinds: []faults.Kind{faults.Crash}, Nodes: []string{"cache", "app1", "app2", "app3"}, QuietRestart: []string{"cache"}},
 	{Name: "zombie-pause", Summary: "stop-the-world pauses of processes and brokers, woken as zombies", Workload: "bulk",
 		Kinds: []faults.Kind{faults.Pause}, Roles: []faults.Role{faults.RoleCapture, faults.RoleApplier, faults.RoleApp, faults.RoleBroker}},
+	{Name: "source-stall", Summary: "the source stalls while the capture takes its first snapshot; requests that timed out run late", Workload: "bank",
+		StallSourceAtStart: true},
 	{Name: "slot-reconnect", Summary: "crash the source database (its slot moves back) and the capture", Workload: "bank",
 		Kinds: []faults.Kind{faults.Crash}, Roles: []faults.Role{faults.RoleDB, faults.RoleCapture, faults.RoleApp}},
 	{Name: "clock-jump", Summary: "wall clocks jump while processes pause and links slow down", Workload: "bulk",
 		Kinds: []faults.Kind{faults.ClockJump, faults.Pause, faults.Delay}, Roles: processRoles},
 	{Name: "swarm", Summary: "every fault kind, a random mix per seed", Workload: "profiles",
-		Kinds: []faults.Kind{faults.Crash, faults.Pause, faults.Partition, faults.Delay, faults.Loss, faults.ClockJump, faults.LeaderFailover}, Roles: allRoles},
+		Kinds: []faults.Kind{faults.Crash, faults.Pause, faults.Partition, faults.Delay, faults.Loss, faults.ClockJump, faults.LeaderFailover, faults.LostAck, faults.LostAppend}, Roles: allRoles},
 	{Name: "ambiguous-append", Summary: "the log loses the capture's appends, or their acknowledgements: appends time out, done or not", Workload: "bank",
 		Kinds: []faults.Kind{faults.LostAck, faults.LostAppend}, EveryKind: true, Roles: []faults.Role{faults.RoleCapture}},
 	{Name: "unclean-election", Summary: "leader failover with unclean election: the log may lose acknowledged records", Workload: "profiles",
