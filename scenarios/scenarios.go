@@ -7,8 +7,10 @@ package scenarios
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"sort"
 	"strings"
+	"time"
 
 	"lockstep/faults"
 	"lockstep/model"
@@ -77,6 +79,18 @@ type Scenario struct {
 	// millisecond for 1.5 to 4.5 s (the seed draws it): the capture's
 	// first snapshot requests time out and run late, in any order.
 	StallSourceAtStart bool
+}
+
+// StallPlan is the plan of a StallSourceAtStart scenario: the source
+// database (node db) paused from the first millisecond for 1.5 to 4.5 s,
+// drawn from the seed; the same in both worlds.
+func (s *Scenario) StallPlan(seed uint64, quiet time.Duration, db string) faults.Plan {
+	rng := rand.New(rand.NewPCG(seed, 0x57a11))
+	stall := 1500*time.Millisecond + time.Duration(rng.Int64N(int64(3*time.Second)))
+	return faults.Plan{Quiet: quiet, Faults: []faults.Fault{
+		{At: time.Millisecond, Kind: faults.Pause, Node: db},
+		{At: time.Millisecond + stall, Kind: faults.Resume, Node: db},
+	}}
 }
 
 // Claims is what a system claims of a store of the given kind in this

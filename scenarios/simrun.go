@@ -488,12 +488,7 @@ func (x *world) planFaults() faults.Plan {
 		// The source stops answering as the capture asks for its first
 		// snapshot, for longer than a request waits: the capture asks
 		// again, and the requests that timed out run late, in any order.
-		rng := rand.New(rand.NewPCG(x.seed, 0x57a11))
-		stall := 1500*time.Millisecond + time.Duration(rng.Int64N(int64(3*time.Second)))
-		return faults.Plan{Quiet: x.opts.Quiet, Faults: []faults.Fault{
-			{At: time.Millisecond, Kind: faults.Pause, Node: "db"},
-			{At: time.Millisecond + stall, Kind: faults.Resume, Node: "db"},
-		}}
+		return x.sc.StallPlan(x.seed, x.opts.Quiet, "db")
 	}
 	if len(x.sc.Kinds) == 0 {
 		return faults.Plan{Quiet: x.opts.Quiet}

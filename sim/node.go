@@ -118,8 +118,12 @@ func (n *Node) Pause() {
 	n.paused = true
 }
 
-// Resume wakes a paused node; what waited is processed now, in order, as a
-// zombie that does not know time has passed.
+// Resume wakes a paused node; what waited is processed now, as a zombie
+// that does not know time has passed. The held events keep their random
+// ties, so they run in an order the seed draws, not the order they came in:
+// requests that piled up behind a stalled process are not bound to be
+// served in the order they were sent (this is how the simulator found a
+// late snapshot request remaking the slot; see trust-slot-position).
 func (n *Node) Resume() {
 	if !n.paused {
 		return

@@ -433,6 +433,8 @@ func (r *run) drive(ctx context.Context) (faults.Plan, error) {
 		plan = *cfg.Plan
 		cfg.Faults = plan.Quiet
 		r.cfg.Faults = plan.Quiet
+	case cfg.Scenario.StallSourceAtStart:
+		plan = cfg.Scenario.StallPlan(cfg.Seed, cfg.Faults, sourceNode)
 	case len(cfg.Scenario.Kinds) > 0:
 		rng := rand.New(rand.NewPCG(cfg.Seed, 0x5eedfa17))
 		plan = faults.Generate(rng, r.topology(), faults.GenConfig{

@@ -17,7 +17,7 @@ import (
 // start exactly these (checkTopology).
 func Topology(sys scenarios.System) faults.Topology {
 	t := faults.Topology{Nodes: []faults.Node{
-		{Name: "pg-source", Role: faults.RoleDB},
+		{Name: sourceNode, Role: faults.RoleDB},
 		{Name: "pg-replica", Role: faults.RoleStore},
 		{Name: "pg-search", Role: faults.RoleStore},
 		{Name: "redis", Role: faults.RoleStore},
@@ -75,3 +75,6 @@ func checkTopology(w *World, sys scenarios.System) error {
 	}
 	return nil
 }
+
+// sourceNode is the source database's container.
+const sourceNode = "pg-source"
