@@ -231,23 +231,23 @@ func TestSnapshotInLogJudgesTheLastSnapshot(t *testing.T) {
 	ctx := context.Background()
 	l := &memLog{}
 	c := &Capture{Log: l}
-	if ok, err := c.snapshotInLog(ctx); ok || err != nil {
+	if ok, _, err := c.snapshotInLog(ctx); ok || err != nil {
 		t.Fatalf("empty log: %v, %v; want no snapshot", ok, err)
 	}
 	l.Produce(ctx, snap(10))
 	for i := 0; i < 600; i++ { // a long stream, more than two scan windows
 		l.Produce(ctx, []model.Txn{txn(model.LSN(100+i), false)})
 	}
-	if ok, err := c.snapshotInLog(ctx); !ok || err != nil {
+	if ok, _, err := c.snapshotInLog(ctx); !ok || err != nil {
 		t.Fatalf("complete snapshot then a stream: %v, %v; want complete", ok, err)
 	}
 	l.Produce(ctx, snap(900)[:2]) // a re-snapshot that failed half-way
 	l.Produce(ctx, []model.Txn{txn(901, false)})
-	if ok, _ := c.snapshotInLog(ctx); ok {
+	if ok, _, _ := c.snapshotInLog(ctx); ok {
 		t.Fatal("the last snapshot is missing a chunk, yet the log was judged complete")
 	}
 	l.Produce(ctx, snap(950))
-	if ok, _ := c.snapshotInLog(ctx); !ok {
+	if ok, _, _ := c.snapshotInLog(ctx); !ok {
 		t.Fatal("a complete snapshot after the half one was not seen")
 	}
 }

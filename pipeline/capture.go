@@ -202,8 +202,10 @@ func (c *Capture) permanent(err error) bool {
 // stream runs one replication session: (snapshot if needed,) start, then
 // forward batches until an error.
 func (c *Capture) stream(ctx context.Context) error {
+	var last model.LSN // the log's last transaction, once it holds a complete snapshot
 	if !c.Bugs.SkipSnapshot {
-		if err := c.snapshotIfNeeded(ctx); err != nil {
+		var err error
+		if last, err = c.snapshotIfNeeded(ctx); err != nil {
 			return err
 		}
 	}
@@ -217,25 +219,21 @@ func (c *Capture) stream(ctx context.Context) error {
 		}
 		// The slot was dropped under us: WAL after the log's last record may
 		// be gone, so only a fresh snapshot can restore a complete history.
-		return c.snapshot(ctx)
+		_, err := c.snapshot(ctx)
+		return err
 	}
 	if err != nil {
 		return fmt.Errorf("capture: start stream: %w", err)
 	}
-	if !c.trustsSlot() {
-		last, err := c.lastLoggedLSN(ctx)
-		if err != nil {
-			return err
-		}
-		if from > last {
-			// The slot starts past everything the log holds: WAL between
-			// is gone for this slot (a snapshot request that timed out
-			// ran late and made the slot again, after the one whose
-			// snapshot is in the log). Streaming would leave a hole; only
-			// a new snapshot makes the history whole.
-			c.logger().Warn("capture: the slot starts past the log's last transaction; taking a new snapshot", "slot", from, "log", last)
-			return c.snapshot(ctx)
-		}
+	if !c.trustsSlot() && from > last {
+		// The slot starts past everything the log holds: WAL between is
+		// gone for this slot (a snapshot request that timed out ran late
+		// and made the slot again, after the one whose snapshot is in the
+		// log). Streaming would leave a hole; only a new snapshot makes
+		// the history whole.
+		c.logger().Warn("capture: the slot starts past the log's last transaction; taking a new snapshot", "slot", from, "log", last)
+		_, err := c.snapshot(ctx)
+		return err
 	}
 	c.logger().Debug("capture: streaming", "from", from)
 	f := forwarder{c: c, from: from, acked: from, confirmed: from}
@@ -367,32 +365,14 @@ func (c *Capture) trustsSlot() bool {
 	return c.Bugs.TrustSlotPosition || c.Bugs.ConfirmBeforeAck || c.Bugs.ConfirmOnAppendTimeout || c.Bugs.SkipSnapshot
 }
 
-// lastLoggedLSN is the commit LSN of the log's last record (0 for an empty
-// log): the most the capture can have confirmed to the slot.
-func (c *Capture) lastLoggedLSN(ctx context.Context) (model.LSN, error) {
-	end, err := c.Log.End(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("capture: read the log's end: %w", err)
-	}
-	if end == 0 {
-		return 0, nil
-	}
-	heads, err := c.heads(ctx, end-1, end)
-	if err != nil {
-		return 0, err
-	}
-	return heads[len(heads)-1].LSN, nil
-}
-
 // snapshotIfNeeded takes the initial snapshot unless the log already
-// holds a complete one (every chunk of its last snapshot).
-func (c *Capture) snapshotIfNeeded(ctx context.Context) error {
-	complete, err := c.snapshotInLog(ctx)
-	if err != nil {
-		return err
-	}
-	if complete {
-		return nil
+// holds a complete one (every chunk of its last snapshot), and returns the
+// commit LSN of the log's last transaction then: the most the capture can
+// have confirmed to the slot.
+func (c *Capture) snapshotIfNeeded(ctx context.Context) (model.LSN, error) {
+	complete, last, err := c.snapshotInLog(ctx)
+	if err != nil || complete {
+		return last, err
 	}
 	return c.snapshot(ctx)
 }
@@ -417,18 +397,23 @@ const tailRecords = 256
 // it. So a tail of streamed records alone means the last snapshot is
 // complete, and only a tail holding snapshot chunks needs judging, by
 // looking back over about that snapshot's chunks (see judgeSnapshot).
-func (c *Capture) snapshotInLog(ctx context.Context) (bool, error) {
+//
+// It also returns the commit LSN of the log's last record (0 when empty).
+func (c *Capture) snapshotInLog(ctx context.Context) (complete bool, last model.LSN, err error) {
 	// Ask for the end first: a fetch that comes back empty is no proof the
 	// log is (a broker may be failing over), and a needless snapshot resets
 	// every store.
 	end, err := c.Log.End(ctx)
 	if err != nil {
-		return false, fmt.Errorf("capture: look for the snapshot in the log: %w", err)
+		return false, 0, fmt.Errorf("capture: look for the snapshot in the log: %w", err)
 	}
 	lo := max(0, end-tailRecords)
 	tail, err := c.heads(ctx, lo, end)
 	if err != nil {
-		return false, err
+		return false, 0, err
+	}
+	if len(tail) > 0 {
+		last = tail[len(tail)-1].LSN
 	}
 	verdict, need := judgeSnapshot(lo, tail)
 	for verdict == snapshotUnknown {
@@ -438,12 +423,12 @@ func (c *Capture) snapshotInLog(ctx context.Context) (bool, error) {
 		from := max(0, lo-need)
 		more, err := c.heads(ctx, from, lo)
 		if err != nil {
-			return false, err
+			return false, 0, err
 		}
 		lo, tail = from, append(more, tail...)
 		verdict, need = judgeSnapshot(lo, tail)
 	}
-	return verdict == snapshotComplete, nil
+	return verdict == snapshotComplete, last, nil
 }
 
 // recordHead is what the restart check keeps of a record: where it is and
@@ -557,20 +542,22 @@ func (c *Capture) heads(ctx context.Context, lo, hi int64) ([]recordHead, error)
 // offset below the log's end, before the capture gives up a start.
 const emptyFetches = 5
 
-func (c *Capture) snapshot(ctx context.Context) error {
+// snapshot takes a new snapshot, which also makes the slot again, and
+// appends it; it returns the snapshot's LSN, the log's last transaction.
+func (c *Capture) snapshot(ctx context.Context) (model.LSN, error) {
 	snap, err := c.Source.Snapshot(ctx)
 	if err != nil {
-		return fmt.Errorf("capture: snapshot: %w", err)
+		return 0, fmt.Errorf("capture: snapshot: %w", err)
 	}
 	chunks, err := c.snapshotChunks(snap)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if _, err := c.Log.Produce(ctx, chunks); err != nil {
-		return fmt.Errorf("capture: append snapshot at %s (%d rows in %d chunks): %w", snap.CommitLSN, len(snap.Changes), len(chunks), err)
+		return 0, fmt.Errorf("capture: append snapshot at %s (%d rows in %d chunks): %w", snap.CommitLSN, len(snap.Changes), len(chunks), err)
 	}
 	c.logger().Info("capture: snapshot appended", "lsn", snap.CommitLSN, "rows", len(snap.Changes), "chunks", len(chunks))
-	return nil
+	return snap.CommitLSN, nil
 }
 
 // DefaultMaxTxnBytes is the capture's default for the most bytes one

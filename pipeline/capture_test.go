@@ -545,7 +545,7 @@ func TestSnapshotInLogReadsTheTailOnly(t *testing.T) {
 	for _, n := range []int{1000, 100_000} {
 		l := longLog(10, n)
 		c := &Capture{Log: l}
-		if ok, err := c.snapshotInLog(ctx); !ok || err != nil {
+		if ok, _, err := c.snapshotInLog(ctx); !ok || err != nil {
 			t.Fatalf("%d records: %v, %v; want the snapshot complete", n, ok, err)
 		}
 		if l.read > tailRecords {
@@ -562,7 +562,7 @@ func TestSnapshotInLogReadsTheTailOnly(t *testing.T) {
 	}
 	l.Produce(ctx, SplitSnapshot(big, 2))
 	c := &Capture{Log: l}
-	if ok, err := c.snapshotInLog(ctx); !ok || err != nil {
+	if ok, _, err := c.snapshotInLog(ctx); !ok || err != nil {
 		t.Fatalf("ends in a big snapshot: %v, %v; want it complete", ok, err)
 	}
 	if l.read > 1000+2*tailRecords {
@@ -571,7 +571,7 @@ func TestSnapshotInLogReadsTheTailOnly(t *testing.T) {
 	// The same snapshot missing its last chunk is retaken.
 	l.recs = l.recs[:len(l.recs)-1]
 	l.read = 0
-	if ok, err := c.snapshotInLog(ctx); ok || err != nil {
+	if ok, _, err := c.snapshotInLog(ctx); ok || err != nil {
 		t.Fatalf("big snapshot missing its last chunk: %v, %v; want it judged incomplete", ok, err)
 	}
 	if l.read > 1000+4*tailRecords {
@@ -586,7 +586,7 @@ func TestSnapshotInLogAsksAgainAfterAnEmptyFetch(t *testing.T) {
 	l := longLog(10, 1000)
 	l.slow = true
 	c := &Capture{Log: l}
-	if ok, err := c.snapshotInLog(context.Background()); !ok || err != nil {
+	if ok, _, err := c.snapshotInLog(context.Background()); !ok || err != nil {
 		t.Fatalf("slow log: %v, %v; want the snapshot complete", ok, err)
 	}
 }
