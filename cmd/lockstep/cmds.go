@@ -19,6 +19,7 @@ import (
 	"lockstep/faults"
 	"lockstep/pipeline"
 	"lockstep/scenarios"
+	"lockstep/scenarios/report"
 	"lockstep/sim"
 )
 
@@ -85,6 +86,7 @@ type runFlags struct {
 	plan  string
 
 	json   string
+	report string
 	logDir string
 	trace  bool
 	check  bool
@@ -98,6 +100,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.Var(positive{&f.txns}, "txns", "`N` application transactions per run (default 1000; containers: 300)")
 	fs.StringVar(&f.bugs, "bug", "", "break the pipeline on purpose with known CDC bugs (comma-separated): "+bugList())
 	fs.StringVar(&f.json, "json", "", "write the report as JSON to this file")
+	fs.StringVar(&f.report, "report", "", "write the run's report as one self-contained HTML page to this `FILE`")
 	fs.StringVar(&f.world, "world", "sim", "where to run: sim (the deterministic simulator) or containers (real PostgreSQL, Kafka, Redis; needs Docker and make images)")
 	fs.BoolVar(&f.bench, "bench", false, "containers: report throughput and commit-to-store lag (runs without faults unless --plan is given)")
 	fs.StringVar(&f.plan, "plan", "", "containers: run this fault plan (a text file as runs print them) instead of the seed's")
@@ -297,6 +300,12 @@ func runRepro(r scenarios.Repro, rf runFlags) error {
 		if err := writeJSON(rf.json, out.Report); err != nil {
 			return err
 		}
+	}
+	if rf.report != "" {
+		if err := report.WriteFile(rf.report, report.FromOutcome(out)); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "report: %s\n", rf.report)
 	}
 	return judge(sys, out.Report, out.Refused())
 }
