@@ -130,7 +130,6 @@ func (a axis) ticks() []tick {
 func newView(r Run) (*view, error) {
 	h, rep := r.History, r.Report
 	end := r.Duration
-	end = max(end, h.Deadline)
 	for _, f := range h.Final {
 		end = max(end, f.At)
 	}
@@ -206,6 +205,9 @@ func newRow(i int, a checker.Anomaly) anomalyRow {
 	}
 	if d := a.Witness.Want; d != nil {
 		row.Want = "lsn=" + d.LSN.String()
+		if row.Got == "" {
+			row.Got = "missing"
+		}
 	}
 	if p := a.Witness.Position; p != nil {
 		row.Position = p.String()
@@ -319,9 +321,16 @@ func newTimeline(ax axis, h *model.History, rep *checker.Report) timelineSVG {
 		x0, x1 := ax.x(f.Start), ax.x(e)
 		t.Windows = append(t.Windows, window{X: x0, W: max(x1-x0, 2), Title: fmt.Sprintf("%s, %s–%s", f.What, fmtDur(f.Start), fmtDur(e))})
 	}
-	t.Marks = append(t.Marks, vline{X: ax.x(h.QuietAt), Label: "quiet", Anchor: "start"})
-	if h.Deadline > h.QuietAt {
-		t.Marks = append(t.Marks, vline{X: ax.x(h.Deadline), Label: "deadline", Anchor: "end"})
+	mark := func(at time.Duration, label string) {
+		x, anchor := ax.x(at), "start"
+		if x > chartWidth-rightMargin-60 {
+			anchor = "end" // keep the label inside the chart
+		}
+		t.Marks = append(t.Marks, vline{X: x, Label: label, Anchor: anchor})
+	}
+	mark(h.QuietAt, "quiet")
+	if h.Deadline > h.QuietAt && h.Deadline <= ax.end {
+		mark(h.Deadline, "deadline")
 	}
 	t.Markers = markers(ax, rep, func(a checker.Anomaly) (float64, bool) {
 		y, ok := storeLane[a.Store]
