@@ -374,12 +374,17 @@ run's verdict was inconclusive (not a pass; their repro lines are printed).`,
 		parallel := positiveFlag(fs, "parallel", runtime.GOMAXPROCS(0), "`N` runs in parallel")
 		txns := positiveFlag(fs, "txns", 0, "`N` application transactions per run (default 1000)")
 		jsonOut := fs.String("json", "", "write the summary as JSON to this file")
+		reportDir := fs.String("report", "", "write an HTML index page and the failing runs' reports into this `DIR`")
+		reportRuns := positiveFlag(fs, "report-runs", 5, "`N` failing runs of each scenario and system get a report in --report's DIR")
 		world := fs.String("world", "sim", "sim, or containers (runs one at a time; needs Docker and make images)")
 		return func(args []string) error {
 			if len(args) > 0 {
 				return usagef("unexpected argument %q", args[0])
 			}
 			if *world == "containers" {
+				if *reportDir != "" {
+					return usagef("--report needs the simulator for a campaign; report a container run with run --report")
+				}
 				return containerCampaign(*scenario, *system, *first, *seeds, *txns, *jsonOut)
 			}
 			if *world != "sim" {
@@ -404,12 +409,18 @@ run's verdict was inconclusive (not a pass; their repro lines are printed).`,
 			return campaign(scenarios.CampaignConfig{
 				Scenarios: scs, Systems: systems, Seeds: *seeds, FirstSeed: firstSeed,
 				Parallel: *parallel, Options: scenarios.Options{Txns: *txns},
-			}, *jsonOut)
+			}, *jsonOut, campaignReport{dir: *reportDir, perCell: *reportRuns})
 		}
 	},
 }
 
-func campaign(cfg scenarios.CampaignConfig, jsonPath string) error {
+// campaignReport is where campaign --report writes its pages.
+type campaignReport struct {
+	dir     string
+	perCell int
+}
+
+func campaign(cfg scenarios.CampaignConfig, jsonPath string, rep campaignReport) error {
 	tty := isTerminal(os.Stderr)
 	start := time.Now()
 	lastPrint := time.Time{}
@@ -441,6 +452,12 @@ func campaign(cfg scenarios.CampaignConfig, jsonPath string) error {
 		if err := writeJSON(jsonPath, sum); err != nil {
 			return err
 		}
+	}
+	if rep.dir != "" {
+		if err := report.WriteCampaign(rep.dir, cfg, sum, report.CampaignOptions{PerCell: rep.perCell}); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "report: %s\n", filepath.Join(rep.dir, "index.html"))
 	}
 	if len(sum.Errors) > 0 {
 		fmt.Fprintf(stderr, "lockstep campaign: %d runs could not complete (harness errors); first: %s\n", len(sum.Errors), sum.Errors[0])

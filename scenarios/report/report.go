@@ -23,6 +23,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"lockstep/checker"
@@ -79,10 +80,11 @@ func FromOutcome(o *scenarios.Outcome) Run {
 var templates embed.FS
 
 var pages = template.Must(template.New("").Funcs(template.FuncMap{
-	"dur": fmtDur,
-	"f":   func(x float64) string { return strconv.FormatFloat(x, 'f', 1, 64) },
-	"add": func(a, b float64) float64 { return a + b },
-	"neg": func(a float64) float64 { return -a },
+	"dur":  fmtDur,
+	"join": strings.Join,
+	"f":    func(x float64) string { return strconv.FormatFloat(x, 'f', 1, 64) },
+	"add":  func(a, b float64) float64 { return a + b },
+	"neg":  func(a float64) float64 { return -a },
 	"anchorShift": func(anchor string) float64 {
 		if anchor == "end" {
 			return -3
