@@ -134,6 +134,7 @@ func newView(r Run) (*view, error) {
 		end = max(end, f.At)
 	}
 	ax := axis{end: end}
+	r.Duration = end // a container run's length is when its last store was read
 	v := &view{Run: r, Verdict: string(rep.Verdict), TimeKind: "virtual time"}
 	if r.WallClock {
 		v.TimeKind = "wall time"
@@ -429,6 +430,7 @@ type chartSVG struct {
 
 type series struct {
 	Name, Colour string
+	Width        float64  // stroke width: wider for earlier stores, so equal lines stay visible
 	Lines        []string // polyline point lists; a gap between them
 	Dash         bool
 }
@@ -481,11 +483,12 @@ func newCharts(ax axis, h *model.History, rep *checker.Report) (*chartSVG, *char
 	}
 	posChart := newChart(ax, h, "transactions applied", max(1, len(commits)))
 	lagChart := newChart(ax, h, "transactions behind the source", maxLag)
-	posChart.Series = append(posChart.Series, series{Name: "source (committed)", Colour: "#333", Dash: true,
+	posChart.Series = append(posChart.Series, series{Name: "source (committed)", Colour: "#333", Dash: true, Width: 1.4,
 		Lines: posChart.lines(ax, times, src)})
 	for s, st := range h.Stores {
 		c := storeColours[s%len(storeColours)]
-		posChart.Series = append(posChart.Series, series{Name: st.Name, Colour: c, Lines: posChart.lines(ax, times, pos[s])})
+		w := 1.6 + 1.6*float64(n-1-s)
+		posChart.Series = append(posChart.Series, series{Name: st.Name, Colour: c, Width: w, Lines: posChart.lines(ax, times, pos[s])})
 		lag := make([]int, len(times))
 		for i := range lag {
 			lag[i] = -1
@@ -493,7 +496,7 @@ func newCharts(ax axis, h *model.History, rep *checker.Report) (*chartSVG, *char
 				lag[i] = max(0, src[i]-pos[s][i])
 			}
 		}
-		lagChart.Series = append(lagChart.Series, series{Name: st.Name, Colour: c, Lines: lagChart.lines(ax, times, lag)})
+		lagChart.Series = append(lagChart.Series, series{Name: st.Name, Colour: c, Width: w, Lines: lagChart.lines(ax, times, lag)})
 	}
 	// Witnesses that carry a store position are marked at it.
 	posChart.Markers = markers(ax, rep, func(a checker.Anomaly) (float64, bool) {
