@@ -168,7 +168,10 @@ var runCmd = &command{
 	long: `Run builds the simulated world for one seed, drives the workload through the
 fault phase and the quiet phase, and prints the checker's verdict, the anomalies
 with witnesses, the trace hash and a one-line repro that replays the same run
-(every flag that shapes it rides in the token). It exits 0 when the pipeline
+(every flag that shapes it rides in the token). --report FILE writes the run
+as one self-contained HTML page: node states and fault windows over time,
+store positions and lag, the anomalies' witnesses, the plan and the repro
+line. It exits 0 when the pipeline
 held every claimed property, 1 when it violated one, 2 when its verdict is
 inconclusive, the run could not complete or the input is bad.`,
 	flags: func(fs *flag.FlagSet) func([]string) error {
@@ -365,7 +368,10 @@ cores, with a live progress line, then prints a table of pipeline vs naive dual
 writes per scenario and the anomalies by class. It exits 1 if any pipeline run
 violated a claimed property (its repro lines are printed); dual writes' failures
 are the expected finding. It exits 2 if a run could not complete or a pipeline
-run's verdict was inconclusive (not a pass; their repro lines are printed).`,
+run's verdict was inconclusive (not a pass; their repro lines are printed).
+--report DIR writes DIR/index.html (the table, anomalies by class, seeds/s,
+the failing runs) and, replayed from their tokens, the reports of the first
+--report-runs failing runs of each scenario and system in DIR/runs.`,
 	flags: func(fs *flag.FlagSet) func([]string) error {
 		scenario := fs.String("scenario", "all", "scenarios: all, or names separated by commas")
 		seeds := positiveFlag(fs, "seeds", 50, "`N` seeds per scenario and system")
