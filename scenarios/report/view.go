@@ -350,7 +350,7 @@ func markers(ax axis, rep *checker.Report, yOf func(checker.Anomaly) (float64, b
 	at := map[spot]int{}
 	var ms []marker
 	var lines [][]string
-	for _, i := range witnessOrder(rep.Anomalies) {
+	for rank, i := range witnessOrder(rep.Anomalies) {
 		a := rep.Anomalies[i]
 		if !a.Witness.Timed {
 			continue
@@ -368,7 +368,11 @@ func markers(ax axis, rep *checker.Report, yOf func(checker.Anomaly) (float64, b
 			}
 			j = len(ms)
 			at[s] = j
-			ms = append(ms, marker{X: x, Y: y, Violation: a.Violation, Href: "#" + anchor(i)})
+			m := marker{X: x, Y: y, Violation: a.Violation}
+			if rank < maxRows { // listed in the table: link to its row
+				m.Href = "#" + anchor(i)
+			}
+			ms = append(ms, m)
 			lines = append(lines, nil)
 		}
 		if len(lines[j]) < 8 {
