@@ -527,6 +527,7 @@ func (r *run) drive(ctx context.Context) (faults.Plan, error) {
 		snap.Store, snap.At = s.name, r.since()
 		r.hist.Final = append(r.hist.Final, snap)
 	}
+	r.samplePositions(ctx, tl) // where the run ended, after the sampler stopped
 	tl.Finish(r.since())
 	dropMarker(r.hist)
 	if cfg.System == scenarios.DualWrite {
@@ -866,28 +867,33 @@ func (r *run) pgbenchTables(ctx context.Context) error {
 }
 
 // positions samples the source's WAL position and every store's own
-// position twice a second, for the report's position and lag charts. A
-// store that does not answer in time counts as down for that sample.
+// position twice a second, for the report's position and lag charts.
 func (r *run) positions(ctx context.Context, tl *model.Timeline) {
 	for sleepUntil(ctx, time.Now().Add(500*time.Millisecond)) {
-		qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		var lsn string
-		var source model.LSN
-		if err := r.source.QueryRow(qctx, `SELECT pg_current_wal_lsn()::text`).Scan(&lsn); err == nil {
-			source, _ = model.ParseLSN(lsn)
-		} else if k := len(tl.Positions); k > 0 {
-			source = tl.Positions[k-1].Source
-		}
-		pos := make([]model.StorePosition, len(r.stores))
-		for i, s := range r.stores {
-			if p, has, err := s.store.Position(qctx); err == nil {
-				pos[i] = model.StorePosition{Up: true, Has: has, LSN: p.LSN}
-			}
-		}
-		cancel()
-		if ctx.Err() != nil {
-			return
-		}
-		tl.Sample(r.since(), source, pos)
+		r.samplePositions(ctx, tl)
 	}
+}
+
+// samplePositions takes one sample. A store that does not answer in time
+// counts as down for it; a source that does not, as where it last was.
+func (r *run) samplePositions(ctx context.Context, tl *model.Timeline) {
+	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var lsn string
+	var source model.LSN
+	if err := r.source.QueryRow(qctx, `SELECT pg_current_wal_lsn()::text`).Scan(&lsn); err == nil {
+		source, _ = model.ParseLSN(lsn)
+	} else if k := len(tl.Positions); k > 0 {
+		source = tl.Positions[k-1].Source
+	}
+	pos := make([]model.StorePosition, len(r.stores))
+	for i, s := range r.stores {
+		if p, has, err := s.store.Position(qctx); err == nil {
+			pos[i] = model.StorePosition{Up: true, Has: has, LSN: p.LSN}
+		}
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	tl.Sample(r.since(), source, pos)
 }
