@@ -172,6 +172,13 @@ type world struct {
 	// follows (see noteTimeline).
 	tl      *model.Timeline
 	tlNodes []*sim.Node
+	// cutFrom is, per followed node, whom a partition cuts it off from,
+	// as of the last fault (see noteTimeline); tlPos is scratch.
+	cutFrom []string
+	tlPos   []model.StorePosition
+	// tlLast is each followed node's last noted state and detail, so a
+	// step only calls Note on a change.
+	tlLast [][2]string
 
 	logger  *slog.Logger
 	keys    []model.Key
@@ -516,6 +523,7 @@ func (x *world) run(plan faults.Plan) error {
 			if err := inj.Apply(f); err != nil && injErr == nil {
 				injErr = err
 			}
+			x.noteCuts()
 			x.noteTimeline()
 		})
 	}
@@ -524,6 +532,7 @@ func (x *world) run(plan faults.Plan) error {
 			injErr = err
 		}
 		target.healEverything()
+		x.noteCuts()
 		x.noteTimeline()
 	})
 	// Step through the whole run, fault phase included, so convergence is
@@ -690,6 +699,9 @@ func (x *world) followNodes() {
 			x.tl.Nodes = append(x.tl.Nodes, r.Name)
 		}
 	}
+	x.cutFrom = make([]string, len(x.tlNodes))
+	x.tlLast = make([][2]string, len(x.tlNodes))
+	x.tlPos = make([]model.StorePosition, len(x.stores))
 }
 
 // noteTimeline records every followed node's state and every store's
@@ -698,21 +710,24 @@ func (x *world) followNodes() {
 // without it. It runs after every fault and every step of the run loop,
 // so a node state that lasts less than a step and comes from outside the
 // plan (a failed-over leader's restart) is placed within a step.
+// Partitions change only with faults, so the cut-offs are read then
+// (noteCuts), not at every step.
 func (x *world) noteTimeline() {
 	now := x.w.Now()
-	for _, n := range x.tlNodes {
+	for i, n := range x.tlNodes {
 		state, detail := model.NodeUp, ""
 		switch {
 		case !n.Up():
 			state = model.NodeCrashed
 		case n.Paused():
 			state = model.NodePaused
-		default:
-			if from := x.cutOffFrom(n); from != "" {
-				state, detail = model.NodeCutOff, "from "+from
-			}
+		case x.cutFrom[i] != "":
+			state, detail = model.NodeCutOff, "from "+x.cutFrom[i]
 		}
-		x.tl.Note(n.Name(), now, state, detail)
+		if last := [2]string{string(state), detail}; last != x.tlLast[i] {
+			x.tlLast[i] = last
+			x.tl.Note(n.Name(), now, state, detail)
+		}
 	}
 	var source model.LSN
 	if db, ok := x.db.State().(*services.SourceDB); ok {
@@ -720,14 +735,22 @@ func (x *world) noteTimeline() {
 	} else if k := len(x.tl.Positions); k > 0 {
 		source = x.tl.Positions[k-1].Source // down: nothing commits
 	}
-	pos := make([]model.StorePosition, len(x.stores))
+	pos := x.tlPos // Sample copies what it keeps
 	for i, n := range x.stores {
+		pos[i] = model.StorePosition{}
 		if s, up := n.State().(*services.Store); up {
 			p, has := s.Position()
 			pos[i] = model.StorePosition{Up: true, Has: has, LSN: p.LSN}
 		}
 	}
 	x.tl.Sample(now, source, pos)
+}
+
+// noteCuts reads whom a partition cuts each followed node off from.
+func (x *world) noteCuts() {
+	for i, n := range x.tlNodes {
+		x.cutFrom[i] = x.cutOffFrom(n)
+	}
 }
 
 // cutOffFrom names the followed nodes a partition cuts n off from, in
