@@ -204,7 +204,7 @@ var reproRE = regexp.MustCompile(`(?m)^repro: lockstep repro (\S+)$`)
 // without a line here fails TestReproReplaysEveryRunShapingFlag.
 var runFlagRole = map[string]string{
 	"scenario": "shapes", "system": "shapes", "seed": "shapes", "txns": "shapes", "bug": "shapes",
-	"json": "output", "log": "output", "check-determinism": "output",
+	"json": "output", "log": "output", "check-determinism": "output", "report": "output",
 	"world": "containers", "plan": "containers", "bench": "containers", "logs": "containers",
 }
 
@@ -278,6 +278,7 @@ func TestReproReplaysEveryRunShapingFlag(t *testing.T) {
 		"json":              {"--json", filepath.Join(t.TempDir(), "r.json")},
 		"log":               {"--log"},
 		"check-determinism": {"--check-determinism"},
+		"report":            {"--report", filepath.Join(t.TempDir(), "r.html")},
 	} {
 		if h, _ := hashOf(args(base, extra...)); h != baseHash {
 			t.Errorf("--%s changed the run: hash %s, want %s", name, h, baseHash)
