@@ -129,4 +129,31 @@ func TestReportRendersInChromium(t *testing.T) {
 	if ops == 0 {
 		t.Error("porcupine drew nothing in its iframe")
 	}
+
+	// A campaign's index, and a run report it links to.
+	sc, err := scenarios.Resolve("crash-capture")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := scenarios.CampaignConfig{Scenarios: []*scenarios.Scenario{sc}, Systems: scenarios.Systems, Seeds: 2, FirstSeed: 1,
+		Options: scenarios.Options{Txns: 200}}
+	camp := filepath.Join(dir, "campaign")
+	if err := WriteCampaign(camp, cfg, scenarios.Campaign(cfg), CampaignOptions{PerCell: 1}); err != nil {
+		t.Fatal(err)
+	}
+	var linked string
+	problems = browse(t, filepath.Join(camp, "index.html"), "#systems", func(ctx context.Context) error {
+		var err error
+		linked, err = chromedp.Run(ctx, chromedp.Evaluate[string](`(document.querySelector('#runs a') || {}).href || ''`))
+		return err
+	})
+	if len(problems) > 0 {
+		t.Errorf("console errors in the index:\n%s", strings.Join(problems, "\n"))
+	}
+	if !strings.HasPrefix(linked, "file://") {
+		t.Fatalf("the index links no run report (%q)", linked)
+	}
+	if problems := browse(t, strings.TrimPrefix(linked, "file://"), "#timeline", func(context.Context) error { return nil }); len(problems) > 0 {
+		t.Errorf("console errors in %s:\n%s", linked, strings.Join(problems, "\n"))
+	}
 }
