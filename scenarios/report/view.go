@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -305,7 +306,7 @@ func newTimeline(ax axis, h *model.History, rep *checker.Report) timelineSVG {
 		names = append(names, s.Name)
 	}
 	for _, a := range rep.Anomalies {
-		if !contains(names, a.Store) {
+		if !slices.Contains(names, a.Store) {
 			names = append(names, a.Store)
 		}
 	}
@@ -408,15 +409,6 @@ func describe(a checker.Anomaly) string {
 	}
 	fmt.Fprintf(&b, "; %s", a.Witness.Detail)
 	return b.String()
-}
-
-func contains(xs []string, s string) bool {
-	for _, x := range xs {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // chartSVG is a line chart over the run's time.
