@@ -86,6 +86,10 @@ type History struct {
 	// (unclean leader election): the pipeline cannot survive it, but the
 	// report must say it happened.
 	LogLosses int
+	// Timeline is each node's state and each store's position over the
+	// run, for the HTML report; nil when the world recorded none. The
+	// checker does not read it.
+	Timeline *Timeline
 }
 
 // Truth replays Committed and returns the final source state.

@@ -29,6 +29,9 @@ type Cell struct {
 	Seeds     int                   `json:"seeds"`
 	Violating int                   `json:"seeds_violating"`
 	Anomalies map[checker.Class]int `json:"anomalies_by_class"`
+	// Unclaimed counts the anomalies of Anomalies that broke no property
+	// their store claims.
+	Unclaimed map[checker.Class]int `json:"unclaimed_by_class,omitempty"`
 	// SeedsPerSecond is runs per wall second of one worker.
 	SeedsPerSecond float64 `json:"seeds_per_second"`
 	// Failing names every violating run by its repro token (Repro).
@@ -114,7 +117,7 @@ func Campaign(cfg CampaignConfig) *Summary {
 	var jobs []job
 	for _, sc := range cfg.Scenarios {
 		for _, sys := range cfg.Systems {
-			cell := &Cell{Scenario: sc.Name, System: sys, Anomalies: map[checker.Class]int{}}
+			cell := &Cell{Scenario: sc.Name, System: sys, Anomalies: map[checker.Class]int{}, Unclaimed: map[checker.Class]int{}}
 			sum.Cells = append(sum.Cells, cell)
 			for i := 0; i < cfg.Seeds; i++ {
 				jobs = append(jobs, job{sc, sys, cfg.FirstSeed + uint64(i), cell})
@@ -182,6 +185,11 @@ func tally(c *Cell, o *Outcome) {
 	c.virtual += o.Virtual
 	for class, n := range o.Report.Counts {
 		c.Anomalies[class] += n
+	}
+	for _, a := range o.Report.Anomalies {
+		if !a.Violation {
+			c.Unclaimed[a.Class]++
+		}
 	}
 	switch {
 	case o.Violated():

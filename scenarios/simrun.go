@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"lockstep/checker"
@@ -167,6 +168,18 @@ type world struct {
 	added   bool
 	rawRows int
 
+	// tl is the run's timeline for its report; tlNodes the nodes it
+	// follows (see noteTimeline).
+	tl      *model.Timeline
+	tlNodes []*sim.Node
+	// cutFrom is, per followed node, whom a partition cuts it off from,
+	// as of the last fault (see noteTimeline); tlPos is scratch.
+	cutFrom []string
+	tlPos   []model.StorePosition
+	// tlLast is each followed node's last noted state and detail, so a
+	// step only calls Note on a change.
+	tlLast [][2]string
+
 	logger  *slog.Logger
 	keys    []model.Key
 	keySeen map[model.Key]bool
@@ -192,6 +205,7 @@ func Run(sc *Scenario, sys System, seed uint64, opts Options) (*Outcome, error) 
 	x.hist = &model.History{Scenario: sc.Name, System: string(sys), Seed: seed,
 		QuietAt: opts.Quiet, Deadline: opts.Quiet + opts.Settle, ConvergedAt: map[string]time.Duration{}}
 	x.build()
+	x.followNodes()
 	plan := x.planFaults()
 	x.hist.Faults = plan.Windows()
 	simStart := time.Now()
@@ -199,6 +213,7 @@ func Run(sc *Scenario, sys System, seed uint64, opts Options) (*Outcome, error) 
 		return nil, fmt.Errorf("%s: %w", reproOf(sc.Name, sys, seed, opts), err)
 	}
 	simWall := time.Since(simStart)
+	x.tl.Finish(x.w.Now())
 	res := x.w.Stop()
 	if err := x.finish(); err != nil {
 		return nil, fmt.Errorf("%s: %w", reproOf(sc.Name, sys, seed, opts), err)
@@ -508,6 +523,8 @@ func (x *world) run(plan faults.Plan) error {
 			if err := inj.Apply(f); err != nil && injErr == nil {
 				injErr = err
 			}
+			x.noteCuts()
+			x.noteTimeline()
 		})
 	}
 	w.At(plan.Quiet, -2, func() {
@@ -515,12 +532,15 @@ func (x *world) run(plan faults.Plan) error {
 			injErr = err
 		}
 		target.healEverything()
+		x.noteCuts()
+		x.noteTimeline()
 	})
 	// Step through the whole run, fault phase included, so convergence is
 	// timed to within a step wherever it happens; stepping does not change
 	// what the world does.
 	const step = 50 * time.Millisecond
 	quietRestarted := false
+	x.noteTimeline()
 	for w.Now() < x.hist.Deadline {
 		next := min(w.Now()+step, x.hist.Deadline)
 		if w.Now() < plan.Quiet {
@@ -532,6 +552,7 @@ func (x *world) run(plan faults.Plan) error {
 		if injErr != nil {
 			return injErr
 		}
+		x.noteTimeline()
 		x.noteConvergence()
 		if x.settled() {
 			if !quietRestarted && len(x.sc.QuietRestart) > 0 {
@@ -547,6 +568,7 @@ func (x *world) run(plan faults.Plan) error {
 						return err
 					}
 				}
+				x.noteTimeline()
 				for _, name := range x.sc.QuietRestart {
 					x.hist.Faults = append(x.hist.Faults, model.FaultWindow{Start: w.Now(), End: w.Now(), What: "restart " + name + " (all quiet)"})
 				}
@@ -661,4 +683,85 @@ func (x *world) finish() error {
 		x.hist.LogLosses = x.cluster.Losses()
 	}
 	return nil
+}
+
+// followNodes starts the run's timeline: the nodes a fault can touch, in
+// the order they were built.
+func (x *world) followNodes() {
+	x.tl = &model.Timeline{}
+	x.hist.Timeline = x.tl
+	for _, r := range x.roles {
+		if r.Role == faults.RoleObserver {
+			continue
+		}
+		if n, ok := x.w.Node(r.Name); ok {
+			x.tlNodes = append(x.tlNodes, n)
+			x.tl.Nodes = append(x.tl.Nodes, r.Name)
+		}
+	}
+	x.cutFrom = make([]string, len(x.tlNodes))
+	x.tlLast = make([][2]string, len(x.tlNodes))
+	x.tlPos = make([]model.StorePosition, len(x.stores))
+}
+
+// noteTimeline records every followed node's state and every store's
+// position now, for the report. It only reads the world (no event, no
+// random draw), so a run and its trace hash are the same with it or
+// without it. It runs after every fault and every step of the run loop,
+// so a node state that lasts less than a step and comes from outside the
+// plan (a failed-over leader's restart) is placed within a step.
+// Partitions change only with faults, so the cut-offs are read then
+// (noteCuts), not at every step.
+func (x *world) noteTimeline() {
+	now := x.w.Now()
+	for i, n := range x.tlNodes {
+		state, detail := model.NodeUp, ""
+		switch {
+		case !n.Up():
+			state = model.NodeCrashed
+		case n.Paused():
+			state = model.NodePaused
+		case x.cutFrom[i] != "":
+			state, detail = model.NodeCutOff, "from "+x.cutFrom[i]
+		}
+		if last := [2]string{string(state), detail}; last != x.tlLast[i] {
+			x.tlLast[i] = last
+			x.tl.Note(n.Name(), now, state, detail)
+		}
+	}
+	var source model.LSN
+	if db, ok := x.db.State().(*services.SourceDB); ok {
+		source = db.LastLSN()
+	} else if k := len(x.tl.Positions); k > 0 {
+		source = x.tl.Positions[k-1].Source // down: nothing commits
+	}
+	pos := x.tlPos // Sample copies what it keeps
+	for i, n := range x.stores {
+		pos[i] = model.StorePosition{}
+		if s, up := n.State().(*services.Store); up {
+			p, has := s.Position()
+			pos[i] = model.StorePosition{Up: true, Has: has, LSN: p.LSN}
+		}
+	}
+	x.tl.Sample(now, source, pos)
+}
+
+// noteCuts reads whom a partition cuts each followed node off from.
+func (x *world) noteCuts() {
+	for i, n := range x.tlNodes {
+		x.cutFrom[i] = x.cutOffFrom(n)
+	}
+}
+
+// cutOffFrom names the followed nodes a partition cuts n off from, in
+// either direction, comma-separated; "" when none.
+func (x *world) cutOffFrom(n *sim.Node) string {
+	net := x.w.Net()
+	var from []string
+	for _, m := range x.tlNodes {
+		if m != n && (net.Blocked(n, m) || net.Blocked(m, n)) {
+			from = append(from, m.Name())
+		}
+	}
+	return strings.Join(from, ",")
 }

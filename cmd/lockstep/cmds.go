@@ -19,6 +19,7 @@ import (
 	"lockstep/faults"
 	"lockstep/pipeline"
 	"lockstep/scenarios"
+	"lockstep/scenarios/report"
 	"lockstep/sim"
 )
 
@@ -85,6 +86,7 @@ type runFlags struct {
 	plan  string
 
 	json   string
+	report string
 	logDir string
 	trace  bool
 	check  bool
@@ -98,6 +100,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.Var(positive{&f.txns}, "txns", "`N` application transactions per run (default 1000; containers: 300)")
 	fs.StringVar(&f.bugs, "bug", "", "break the pipeline on purpose with known CDC bugs (comma-separated): "+bugList())
 	fs.StringVar(&f.json, "json", "", "write the report as JSON to this file")
+	fs.StringVar(&f.report, "report", "", "write the run's report as one self-contained HTML page to this `FILE`")
 	fs.StringVar(&f.world, "world", "sim", "where to run: sim (the deterministic simulator) or containers (real PostgreSQL, Kafka, Redis; needs Docker and make images)")
 	fs.BoolVar(&f.bench, "bench", false, "containers: report throughput and commit-to-store lag (runs without faults unless --plan is given)")
 	fs.StringVar(&f.plan, "plan", "", "containers: run this fault plan (a text file as runs print them) instead of the seed's")
@@ -165,7 +168,10 @@ var runCmd = &command{
 	long: `Run builds the simulated world for one seed, drives the workload through the
 fault phase and the quiet phase, and prints the checker's verdict, the anomalies
 with witnesses, the trace hash and a one-line repro that replays the same run
-(every flag that shapes it rides in the token). It exits 0 when the pipeline
+(every flag that shapes it rides in the token). --report FILE writes the run
+as one self-contained HTML page: node states and fault windows over time,
+store positions and lag, the anomalies' witnesses, the plan and the repro
+line. It exits 0 when the pipeline
 held every claimed property, 1 when it violated one, 2 when its verdict is
 inconclusive, the run could not complete or the input is bad.`,
 	flags: func(fs *flag.FlagSet) func([]string) error {
@@ -298,6 +304,12 @@ func runRepro(r scenarios.Repro, rf runFlags) error {
 			return err
 		}
 	}
+	if rf.report != "" {
+		if err := report.WriteFile(rf.report, report.FromOutcome(out)); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "report: %s\n", rf.report)
+	}
 	return judge(sys, out.Report, out.Refused())
 }
 
@@ -356,7 +368,10 @@ cores, with a live progress line, then prints a table of pipeline vs naive dual
 writes per scenario and the anomalies by class. It exits 1 if any pipeline run
 violated a claimed property (its repro lines are printed); dual writes' failures
 are the expected finding. It exits 2 if a run could not complete or a pipeline
-run's verdict was inconclusive (not a pass; their repro lines are printed).`,
+run's verdict was inconclusive (not a pass; their repro lines are printed).
+--report DIR writes DIR/index.html (the table, anomalies by class, seeds/s,
+the failing runs) and, replayed from their tokens, the reports of the first
+--report-runs failing runs of each scenario and system in DIR/runs.`,
 	flags: func(fs *flag.FlagSet) func([]string) error {
 		scenario := fs.String("scenario", "all", "scenarios: all, or names separated by commas")
 		seeds := positiveFlag(fs, "seeds", 50, "`N` seeds per scenario and system")
@@ -365,12 +380,17 @@ run's verdict was inconclusive (not a pass; their repro lines are printed).`,
 		parallel := positiveFlag(fs, "parallel", runtime.GOMAXPROCS(0), "`N` runs in parallel")
 		txns := positiveFlag(fs, "txns", 0, "`N` application transactions per run (default 1000)")
 		jsonOut := fs.String("json", "", "write the summary as JSON to this file")
+		reportDir := fs.String("report", "", "write an HTML index page and the failing runs' reports into this `DIR`")
+		reportRuns := positiveFlag(fs, "report-runs", 5, "`N` failing runs of each scenario and system get a report in --report's DIR")
 		world := fs.String("world", "sim", "sim, or containers (runs one at a time; needs Docker and make images)")
 		return func(args []string) error {
 			if len(args) > 0 {
 				return usagef("unexpected argument %q", args[0])
 			}
 			if *world == "containers" {
+				if *reportDir != "" {
+					return usagef("--report needs the simulator for a campaign; report a container run with run --report")
+				}
 				return containerCampaign(*scenario, *system, *first, *seeds, *txns, *jsonOut)
 			}
 			if *world != "sim" {
@@ -395,12 +415,18 @@ run's verdict was inconclusive (not a pass; their repro lines are printed).`,
 			return campaign(scenarios.CampaignConfig{
 				Scenarios: scs, Systems: systems, Seeds: *seeds, FirstSeed: firstSeed,
 				Parallel: *parallel, Options: scenarios.Options{Txns: *txns},
-			}, *jsonOut)
+			}, *jsonOut, campaignReport{dir: *reportDir, perCell: *reportRuns})
 		}
 	},
 }
 
-func campaign(cfg scenarios.CampaignConfig, jsonPath string) error {
+// campaignReport is where campaign --report writes its pages.
+type campaignReport struct {
+	dir     string
+	perCell int
+}
+
+func campaign(cfg scenarios.CampaignConfig, jsonPath string, rep campaignReport) error {
 	tty := isTerminal(os.Stderr)
 	start := time.Now()
 	lastPrint := time.Time{}
@@ -432,6 +458,12 @@ func campaign(cfg scenarios.CampaignConfig, jsonPath string) error {
 		if err := writeJSON(jsonPath, sum); err != nil {
 			return err
 		}
+	}
+	if rep.dir != "" {
+		if err := report.WriteCampaign(rep.dir, cfg, sum, report.CampaignOptions{PerCell: rep.perCell}); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "report: %s\n", filepath.Join(rep.dir, "index.html"))
 	}
 	if len(sum.Errors) > 0 {
 		fmt.Fprintf(stderr, "lockstep campaign: %d runs could not complete (harness errors); first: %s\n", len(sum.Errors), sum.Errors[0])

@@ -17,6 +17,7 @@ import (
 	"lockstep/faults"
 	"lockstep/scenarios"
 	"lockstep/scenarios/containers"
+	"lockstep/scenarios/report"
 )
 
 // readPlan reads a fault plan file and the first 8 bytes of its SHA-256 in
@@ -111,6 +112,18 @@ func runContainers(r scenarios.Repro, rf runFlags) error {
 		if err := writeJSON(rf.json, out.Report); err != nil {
 			return err
 		}
+	}
+	if rf.report != "" {
+		err := report.WriteFile(rf.report, report.Run{
+			Title: fmt.Sprintf("%s / %s / seed %d", sc.Name, sys, seed), World: "containers",
+			History: out.History, Report: out.Report, Plan: out.Plan.String(), Mix: out.Plan.Mix(),
+			Repro: "lockstep repro " + r.String(), WallClock: true,
+			Notes: []string{"Times are wall time since the containers were up. Container logs: " + out.LogDir},
+		})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "report: %s\n", rf.report)
 	}
 	return judge(sys, out.Report, false)
 }

@@ -61,6 +61,8 @@ func TestBadInputIsOneLineAndExit2(t *testing.T) {
 		{[]string{"repro", "steady-pipeline-1"}, `lockstep repro: malformed repro token "steady-pipeline-1"`},
 		{[]string{"frobnicate"}, `lockstep: unknown command "frobnicate"`},
 		{[]string{"run", "--bogus"}, "lockstep run: flag provided but not defined: -bogus"},
+		{[]string{"campaign", "--world", "containers", "--report", "/tmp/x"}, "lockstep campaign: --report needs the simulator for a campaign"},
+		{[]string{"run", "--scenario", "steady", "--seed", "1", "--txns", "20", "--report", "/nonexistent/dir/r.html"}, "lockstep run: report: open /nonexistent/dir/r.html"},
 	}
 	for _, c := range cases {
 		code, _, errw := lockstep(c.args...)
@@ -202,7 +204,7 @@ var reproRE = regexp.MustCompile(`(?m)^repro: lockstep repro (\S+)$`)
 // without a line here fails TestReproReplaysEveryRunShapingFlag.
 var runFlagRole = map[string]string{
 	"scenario": "shapes", "system": "shapes", "seed": "shapes", "txns": "shapes", "bug": "shapes",
-	"json": "output", "log": "output", "check-determinism": "output",
+	"json": "output", "log": "output", "check-determinism": "output", "report": "output",
 	"world": "containers", "plan": "containers", "bench": "containers", "logs": "containers",
 }
 
@@ -276,6 +278,7 @@ func TestReproReplaysEveryRunShapingFlag(t *testing.T) {
 		"json":              {"--json", filepath.Join(t.TempDir(), "r.json")},
 		"log":               {"--log"},
 		"check-determinism": {"--check-determinism"},
+		"report":            {"--report", filepath.Join(t.TempDir(), "r.html")},
 	} {
 		if h, _ := hashOf(args(base, extra...)); h != baseHash {
 			t.Errorf("--%s changed the run: hash %s, want %s", name, h, baseHash)
@@ -482,5 +485,74 @@ func TestOneTransactionConverges(t *testing.T) {
 		if !regexp.MustCompile(`(?m)^  ` + store + ` +converged at \d+ms$`).MatchString(out) {
 			t.Fatalf("%s: want converged within the first second:\n%s", store, out)
 		}
+	}
+}
+
+// run --report and repro --report of the same run write the same page
+// (a report holds nothing but the run), and the exit code is the run's.
+func TestReportOfRunAndRepro(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "run.html"), filepath.Join(dir, "repro.html")
+	code, out, errw := lockstep("run", "--scenario", "crash-capture", "--bug", "confirm-before-ack", "--seed", "1", "--report", a)
+	if code != 1 || !strings.Contains(out, "report: "+a) {
+		t.Fatalf("run: exit %d, want 1 and the report's path:\n%s%s", code, out, errw)
+	}
+	code, _, errw = lockstep("repro", "--report", b, "crash-capture+confirm-before-ack/pipeline/1")
+	if code != 1 {
+		t.Fatalf("repro: exit %d, want 1: %s", code, errw)
+	}
+	pa, err := os.ReadFile(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pb, err := os.ReadFile(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(pa, pb) {
+		t.Error("run and repro of one run wrote different reports")
+	}
+	if !bytes.Contains(pa, []byte(`<svg id="timeline"`)) || !bytes.Contains(pa, []byte("not-converged")) {
+		t.Error("the report lacks its timeline or the run's anomaly")
+	}
+}
+
+// campaign --report DIR writes an index that lists every failing run and
+// links the reports it wrote.
+func TestCampaignReport(t *testing.T) {
+	dir := t.TempDir()
+	js := filepath.Join(dir, "sum.json")
+	code, out, errw := lockstep("campaign", "--scenario", "crash-capture", "--seeds", "3", "--txns", "200", "--json", js,
+		"--report", dir, "--report-runs", "1")
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s%s", code, out, errw)
+	}
+	var sum scenarios.Summary
+	b, err := os.ReadFile(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &sum); err != nil {
+		t.Fatal(err)
+	}
+	index, err := os.ReadFile(filepath.Join(dir, "index.html"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	failing := 0
+	for _, c := range sum.Cells {
+		for _, tok := range c.Failing {
+			failing++
+			if !bytes.Contains(index, []byte("lockstep repro "+tok)) {
+				t.Errorf("index does not list %s", tok)
+			}
+		}
+	}
+	if failing == 0 {
+		t.Fatal("no failing run in the campaign: the test checks nothing")
+	}
+	reports, _ := filepath.Glob(filepath.Join(dir, "runs", "*.html"))
+	if len(reports) != 1 {
+		t.Errorf("want 1 report (--report-runs 1, one failing cell), got %v", reports)
 	}
 }

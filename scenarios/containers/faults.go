@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"lockstep/faults"
+	"lockstep/model"
 )
 
 // Target applies faults to a container world (faults.Target): kill -9 and
@@ -30,6 +31,10 @@ type Target struct {
 	mu      sync.Mutex
 	timers  []*time.Timer
 	touched map[string]bool // containers whose netns carries rules
+	// tl, since and states record what the target did (see Follow).
+	tl     *model.Timeline
+	since  func() time.Duration
+	states map[string]*nodeState
 }
 
 // NewTarget returns the fault target of w; ctx bounds every docker call.
@@ -55,18 +60,41 @@ func (t *Target) docker(name string, args ...string) error {
 }
 
 // Crash kills the container's processes with SIGKILL.
-func (t *Target) Crash(name string) error { return t.docker(name, "kill", "--signal", "KILL") }
+func (t *Target) Crash(name string) error {
+	err := t.docker(name, "kill", "--signal", "KILL")
+	if err == nil {
+		t.note(name, func(s *nodeState) { s.crashed, s.paused = true, false })
+	}
+	return err
+}
 
 // Restart starts a killed container again, from its own filesystem.
 func (t *Target) Restart(name string) error {
 	t.mu.Lock()
 	delete(t.touched, name) // a new network namespace: no rules
 	t.mu.Unlock()
-	return t.docker(name, "start")
+	err := t.docker(name, "start")
+	if err == nil {
+		t.note(name, func(s *nodeState) { s.crashed = false; clear(s.cutFrom) })
+	}
+	return err
 }
 
-func (t *Target) Pause(name string) error  { return t.docker(name, "pause") }
-func (t *Target) Resume(name string) error { return t.docker(name, "unpause") }
+func (t *Target) Pause(name string) error {
+	err := t.docker(name, "pause")
+	if err == nil {
+		t.note(name, func(s *nodeState) { s.paused = true })
+	}
+	return err
+}
+
+func (t *Target) Resume(name string) error {
+	err := t.docker(name, "unpause")
+	if err == nil {
+		t.note(name, func(s *nodeState) { s.paused = false })
+	}
+	return err
+}
 
 // netns runs a command (iptables, tc) inside a container's network namespace.
 func (t *Target) netns(name string, cmd ...string) error {
@@ -117,6 +145,7 @@ func (t *Target) Partition(a, b []string, oneWay bool) error {
 			}
 		}
 	}
+	t.noteCut(a, b)
 	return errors.Join(errs...)
 }
 
@@ -137,6 +166,7 @@ func (t *Target) Heal() error {
 	t.mu.Lock()
 	t.touched = map[string]bool{}
 	t.mu.Unlock()
+	t.noteHealed()
 	return nil
 }
 

@@ -450,14 +450,21 @@ func (r *run) drive(ctx context.Context) (faults.Plan, error) {
 	r.hist.QuietAt = cfg.Faults
 	r.hist.Deadline = cfg.Faults + cfg.Settle
 	target := NewTarget(ctx, r.w)
+	tl := &model.Timeline{}
+	for _, n := range Topology(cfg.System).Nodes {
+		tl.Nodes = append(tl.Nodes, n.Name)
+	}
+	r.hist.Timeline = tl
+	target.Follow(tl, r.since)
 	inj := faults.NewInjector(target)
 
 	phase, stopPhase := context.WithTimeout(ctx, cfg.Faults)
 	defer stopPhase()
 	observe, stopObserve := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); r.observe(observe) }()
+	go func() { defer wg.Done(); r.positions(observe, tl) }()
 	var bench *benchProbe
 	if cfg.Bench {
 		bench = newBenchProbe(r)
@@ -520,6 +527,8 @@ func (r *run) drive(ctx context.Context) (faults.Plan, error) {
 		snap.Store, snap.At = s.name, r.since()
 		r.hist.Final = append(r.hist.Final, snap)
 	}
+	r.samplePositions(ctx, tl) // where the run ended, after the sampler stopped
+	tl.Finish(r.since())
 	dropMarker(r.hist)
 	if cfg.System == scenarios.DualWrite {
 		relabel(r.hist)
@@ -855,4 +864,36 @@ func (r *run) pgbenchTables(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// positions samples the source's WAL position and every store's own
+// position twice a second, for the report's position and lag charts.
+func (r *run) positions(ctx context.Context, tl *model.Timeline) {
+	for sleepUntil(ctx, time.Now().Add(500*time.Millisecond)) {
+		r.samplePositions(ctx, tl)
+	}
+}
+
+// samplePositions takes one sample. A store that does not answer in time
+// counts as down for it; a source that does not, as where it last was.
+func (r *run) samplePositions(ctx context.Context, tl *model.Timeline) {
+	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var lsn string
+	var source model.LSN
+	if err := r.source.QueryRow(qctx, `SELECT pg_current_wal_lsn()::text`).Scan(&lsn); err == nil {
+		source, _ = model.ParseLSN(lsn)
+	} else if k := len(tl.Positions); k > 0 {
+		source = tl.Positions[k-1].Source
+	}
+	pos := make([]model.StorePosition, len(r.stores))
+	for i, s := range r.stores {
+		if p, has, err := s.store.Position(qctx); err == nil {
+			pos[i] = model.StorePosition{Up: true, Has: has, LSN: p.LSN}
+		}
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	tl.Sample(r.since(), source, pos)
 }

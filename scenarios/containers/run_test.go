@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"lockstep/faults"
+	"lockstep/model"
 	"lockstep/scenarios"
 )
 
@@ -95,7 +96,55 @@ quiet @22s`},
 					t.Fatalf("%s never converged:\n%s", st.Name, out.Report)
 				}
 			}
+			checkTimeline(t, out)
 		})
+	}
+}
+
+// checkTimeline asserts that the report's timeline has a span of the
+// right state for every crash, pause and partition of the plan, starting
+// once the fault was made (docker takes a moment, and a partition of many
+// links several on a loaded machine), and position samples
+// that end with every store at the source's last commit.
+func checkTimeline(t *testing.T, out *Outcome) {
+	t.Helper()
+	tl := out.History.Timeline
+	if tl == nil || len(tl.Positions) == 0 {
+		t.Fatalf("no timeline recorded: %+v", tl)
+	}
+	has := func(node string, state model.NodeState, at time.Duration) bool {
+		for _, s := range tl.Spans {
+			if s.Node == node && s.State == state && s.Start >= at && s.Start <= at+30*time.Second && s.End > s.Start {
+				return true
+			}
+		}
+		return false
+	}
+	for _, f := range out.Plan.Faults {
+		var nodes []string
+		var state model.NodeState
+		switch f.Kind {
+		case faults.Crash:
+			nodes, state = []string{f.Node}, model.NodeCrashed
+		case faults.Pause:
+			nodes, state = []string{f.Node}, model.NodePaused
+		case faults.Partition:
+			nodes, state = append(append([]string(nil), f.A...), f.B...), model.NodeCutOff
+		default:
+			continue
+		}
+		for _, n := range nodes {
+			if !has(n, state, f.At) {
+				t.Errorf("fault %s: no %s span of %s starting within 30s of it in %+v", f, state, n, tl.Spans)
+			}
+		}
+	}
+	last := tl.Positions[len(tl.Positions)-1]
+	final := out.History.Committed[len(out.History.Committed)-1].CommitLSN
+	for i, p := range last.Stores {
+		if !p.Up || !p.Has || p.LSN < final {
+			t.Errorf("%s's last sampled position %+v, want at or past %s", out.History.Stores[i].Name, p, final)
+		}
 	}
 }
 
