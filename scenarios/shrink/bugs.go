@@ -113,16 +113,16 @@ func MedianElapsed(rows []BugRow) time.Duration {
 
 // WriteTable prints the rows as the README's table.
 func WriteTable(w io.Writer, rows []BugRow) {
-	fmt.Fprintf(w, "| bug | scenario, seed | class, store | faults | txns | clients | keys | runs | seconds |\n|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(w, "| bug | scenario, seed | class, store | faults | txns | clients | keys | fault phase | runs | seconds |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
 		if r.Result == nil {
-			fmt.Fprintf(w, "| %s | %s | %s | not shrunk: %s | | | | | |\n", r.Bug, r.Scenario, r.Class, r.Err)
+			fmt.Fprintf(w, "| %s | %s | %s | not shrunk: %s | | | | | | |\n", r.Bug, r.Scenario, r.Class, r.Err)
 			continue
 		}
 		o, s := r.Result.Original, r.Result.Shrunk
-		fmt.Fprintf(w, "| %s | %s, %d | %s, %s | %d -> %d | %d -> %d | %d -> %d | %d -> %d | %d | %.1f |\n",
+		fmt.Fprintf(w, "| %s | %s, %d | %s, %s | %d -> %d | %d -> %d | %d -> %d | %d -> %d | %v -> %v | %d | %.1f |\n",
 			r.Bug, r.Scenario, r.Seed, r.Result.Class, r.Result.Store, o.Faults, s.Faults, o.Txns, s.Txns,
-			o.Clients, s.Clients, o.Keys, s.Keys, r.Result.Runs, r.Result.Elapsed.Seconds())
+			o.Clients, s.Clients, o.Keys, s.Keys, o.FaultPhase, s.FaultPhase, r.Result.Runs, r.Result.Elapsed.Seconds())
 	}
-	fmt.Fprintf(w, "\nmedian %.1f s\n", MedianElapsed(rows).Seconds())
+	fmt.Fprintf(w, "\nmedian %.1f s per shrink\n", MedianElapsed(rows).Seconds())
 }
