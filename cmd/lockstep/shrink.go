@@ -1,17 +1,24 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
+	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"lockstep/checker"
+	"lockstep/faults"
 	"lockstep/scenarios"
+	"lockstep/scenarios/containers"
 	"lockstep/scenarios/shrink"
 )
 
@@ -34,8 +41,11 @@ when given.
 scenario that catches it, and prints a table: faults, transactions and
 seconds per bug, and the median.
 
-Simulator only: a container run takes a minute and is not deterministic, so
-a container run's plan cannot be shrunk this way. Exit 1 when the shrunk run
+A token with world=containers gets a plan-only shrink: ddmin over the plan's
+lines alone, each candidate one container run of about a minute, at most 8
+runs unless --max-runs says more, --out FILE required for the shrunk plan.
+Container runs do not replay bit for bit, so the result is a smaller plan that
+failed once as wanted, not a minimal one nor a deterministic repro. Exit 1 when the shrunk run
 is a pipeline violation, 0 for dual writes (their failing is the expected
 finding), 2 when the run holds (nothing to shrink) or cannot be run.`,
 	flags: func(fs *flag.FlagSet) func([]string) error {
@@ -70,6 +80,14 @@ finding), 2 when the run holds (nothing to shrink) or cannot be run.`,
 			}
 			if len(args) != 1 {
 				return usagef("want exactly one repro token or repro file, e.g. crash-capture+confirm-before-ack/pipeline/1")
+			}
+			if r, err := scenarios.ParseRepro(args[0]); err == nil && r.World == scenarios.WorldContainers {
+				runsSet := false
+				fs.Visit(func(f *flag.Flag) { runsSet = runsSet || f.Name == "max-runs" })
+				if !runsSet {
+					cfg.MaxRuns = shrink.DefaultPlanRuns
+				}
+				return shrinkContainers(r, cfg, *out, *jsonOut)
 			}
 			sc, sys, seed, opts, err := shrinkInput(args[0])
 			if err != nil {
@@ -119,9 +137,6 @@ func shrinkInput(arg string) (*scenarios.Scenario, scenarios.System, uint64, sce
 	if !isFile {
 		if r, err = scenarios.ParseRepro(arg); err != nil {
 			return nil, "", 0, scenarios.Options{}, usagef("%v", err)
-		}
-		if r.World == scenarios.WorldContainers {
-			return nil, "", 0, scenarios.Options{}, usagef("shrink runs in the simulator only: a container run takes a minute and does not replay bit for bit (run the same scenario in the simulator, or hand-edit the plan and use run --world containers --plan)")
 		}
 		opts = r.Options()
 	}
@@ -300,4 +315,85 @@ func (ff *firstFails) shrinkAll(cfg scenarios.CampaignConfig) {
 		}
 		printShrunk(results[i])
 	}
+}
+
+// shrinkContainers is the plan-only shrink of a container run: what it
+// prints says that it is one, and why its result is weaker.
+func shrinkContainers(r scenarios.Repro, cfg shrink.Config, out, jsonPath string) error {
+	if out == "" {
+		return usagef("a container shrink needs --out FILE: the shrunk plan is replayed as run --world containers --plan FILE")
+	}
+	base, err := containerConfig(r)
+	if err != nil {
+		return err
+	}
+	abs, err := filepath.Abs(out)
+	if err != nil {
+		return usagef("--out %s: %v", out, err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := containers.Available(ctx); err != nil {
+		return err
+	}
+	base.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	fmt.Fprintf(stderr, "lockstep shrink: containers: plan only, each candidate one run of about a minute, at most %d runs\n", cfg.MaxRuns)
+	res, err := shrink.ShrinkPlan(func(p *faults.Plan) (faults.Plan, *checker.Report, error) {
+		c := base
+		if p != nil {
+			c.Plan = p
+		}
+		o, err := containers.Run(ctx, c)
+		if err != nil {
+			if ctx.Err() != nil {
+				return faults.Plan{}, nil, fmt.Errorf("interrupted; containers removed")
+			}
+			return faults.Plan{}, nil, err
+		}
+		return o.Plan, o.Report, nil
+	}, cfg)
+	switch {
+	case errors.Is(err, shrink.ErrNoViolation):
+		return usagef("%s: this run %v", r, err)
+	case err != nil:
+		return err
+	}
+	text := "# lockstep: a plan-only shrink in containers of " + r.String() + "\n" +
+		"# it failed once with " + string(res.Class) + " on " + res.Store + "; container runs do not replay bit for bit\n" + res.Plan.String()
+	if err := os.WriteFile(abs, []byte(text), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", abs, err)
+	}
+	_, sum, err := readPlan(abs)
+	if err != nil {
+		return err
+	}
+	tok := r
+	tok.Plan, tok.PlanSum = abs, sum
+	fmt.Fprintf(stdout, "shrunk %s: %s on %s (containers, plan only: this plan failed once; runs do not replay bit for bit)\n", r, res.Class, res.Store)
+	fmt.Fprintf(stdout, "  from %d faults to %d (%d runs, %v)\n", len(res.Original.Faults), len(res.Plan.Faults), res.Runs, res.Elapsed.Round(time.Second))
+	if res.Stopped != "" {
+		fmt.Fprintf(stdout, "  stopped early by %s: smaller may exist\n", res.Stopped)
+	}
+	printPlan(res.Plan)
+	fmt.Fprintf(stdout, "plan file: %s\nrun it again: lockstep repro %s\n", abs, tok)
+	if jsonPath != "" {
+		if err := writeJSON(jsonPath, struct {
+			World     string        `json:"world"`
+			Token     string        `json:"token"`
+			Class     checker.Class `json:"class"`
+			Store     string        `json:"store"`
+			Original  int           `json:"original_faults"`
+			Faults    int           `json:"faults"`
+			Txns      int           `json:"transactions"` // committed, as the audit slot saw them
+			Seconds   float64       `json:"seconds"`
+			Runs      int           `json:"runs"`
+			Stopped   string        `json:"stopped,omitempty"`
+			Plan      string        `json:"plan"`
+			Reproduce string        `json:"note"`
+		}{scenarios.WorldContainers, tok.String(), res.Class, res.Store, len(res.Original.Faults), len(res.Plan.Faults), res.Report.Committed,
+			res.Elapsed.Seconds(), res.Runs, res.Stopped, res.Plan.String(), "plan only; failed once; container runs do not replay bit for bit"}); err != nil {
+			return err
+		}
+	}
+	return judge(r.System, res.Report, false)
 }

@@ -72,7 +72,7 @@ func TestShrinkBadInputIsExit2(t *testing.T) {
 		want string
 	}{
 		{[]string{"shrink", "crash-capture/pipeline/1,txns=50"}, "lockstep shrink: crash-capture/pipeline/1,txns=50: the run violates no claimed property"},
-		{[]string{"shrink", "steady/pipeline/1,world=containers"}, "lockstep shrink: shrink runs in the simulator only"},
+		{[]string{"shrink", "steady/pipeline/1,world=containers"}, "lockstep shrink: a container shrink needs --out FILE"},
 		{[]string{"shrink", "--class", "gone", "steady/pipeline/1"}, `lockstep shrink: unknown class "gone"`},
 		{[]string{"shrink"}, "lockstep shrink: want exactly one repro token or repro file"},
 		{[]string{"shrink", "--all-bugs", "steady/pipeline/1"}, "lockstep shrink: --all-bugs takes no token"},

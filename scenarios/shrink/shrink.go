@@ -282,56 +282,71 @@ func (s *shrinker) fails(st *state) bool {
 	return false
 }
 
-// dropFaults is ddmin over the plan's lines: try halves, then complements,
-// then finer splits, keeping any subset that still fails.
+// dropFaults is ddmin over the plan's lines, then one line at a time.
 func (s *shrinker) dropFaults(st *state) *state {
-	if len(st.faults) == 0 {
-		return st
+	best := st
+	ddmin(st.faults, true, func(fs []faults.Fault) bool {
+		c := st.with(fs)
+		if s.fails(c) {
+			best = c
+			return true
+		}
+		return false
+	}, s.say)
+	return best
+}
+
+// ddmin is delta debugging over a plan's lines: the empty plan, then
+// halves, then complements, then finer splits, keeping any subset that
+// still fails; with oneByOne, then each remaining line on its own. fails
+// gets candidates already normalized, each smaller than the last kept, and
+// says whether that one still fails; the last it said yes to is the result.
+func ddmin(all []faults.Fault, oneByOne bool, fails func([]faults.Fault) bool, say func(string, ...any)) []faults.Fault {
+	cur := normalize(all)
+	try := func(fs []faults.Fault, how string) bool {
+		c := normalize(fs)
+		if len(c) >= len(cur) || !fails(c) {
+			return false
+		}
+		say("  faults %d -> %d (%s)", len(cur), len(c), how)
+		cur = c
+		return true
 	}
-	if c := st.with(nil); s.fails(c) {
-		s.say("  faults %d -> 0", len(st.faults))
-		return c
+	if len(cur) == 0 || try(nil, "none") {
+		return cur
 	}
-	items := slices.Clone(st.faults)
 	n := 2
-	for len(items) >= 2 && s.stopped == "" {
-		chunks := split(items, n)
+	for len(cur) >= 2 {
+		chunks := split(cur, n)
 		reduced := false
 		for i := range chunks {
-			if c := st.with(chunks[i]); len(c.faults) < len(st.faults) && s.fails(c) {
-				s.say("  faults %d -> %d (a %d-way split)", len(st.faults), len(c.faults), n)
-				st, items, n, reduced = c, c.faults, 2, true
+			if try(chunks[i], fmt.Sprintf("a %d-way split", n)) {
+				n, reduced = 2, true
 				break
 			}
 		}
 		if !reduced && n > 2 {
 			for i := range chunks {
-				comp := complement(chunks, i)
-				if c := st.with(comp); len(c.faults) < len(st.faults) && s.fails(c) {
-					s.say("  faults %d -> %d (all but 1/%d)", len(st.faults), len(c.faults), n)
-					st, items, n, reduced = c, c.faults, max(n-1, 2), true
+				if try(complement(chunks, i), fmt.Sprintf("all but 1/%d", n)) {
+					n, reduced = max(n-1, 2), true
 					break
 				}
 			}
 		}
 		if !reduced {
-			if n >= len(items) {
+			if n >= len(cur) {
 				break
 			}
-			n = min(2*n, len(items))
+			n = min(2*n, len(cur))
 		}
 	}
-	// One by one, for what the splits left: each line the run fails without.
-	for i := 0; i < len(st.faults) && s.stopped == ""; {
-		c := st.with(slices.Delete(slices.Clone(st.faults), i, i+1))
-		if len(c.faults) < len(st.faults) && s.fails(c) {
-			s.say("  faults %d -> %d (without %s)", len(st.faults), len(c.faults), st.faults[i])
-			st = c
-			continue
+	for i := 0; oneByOne && i < len(cur); {
+		f := cur[i]
+		if !try(slices.Delete(slices.Clone(cur), i, i+1), "without "+f.String()) {
+			i++
 		}
-		i++
 	}
-	return st
+	return cur
 }
 
 func split(fs []faults.Fault, n int) [][]faults.Fault {

@@ -165,3 +165,54 @@ func TestShrinkEveryBug(t *testing.T) {
 		t.Errorf("median shrink %v, want under a minute", m)
 	}
 }
+
+// ShrinkPlan keeps the lines a run needs to fail, stops at its budget, and
+// hands back a runner's error; here the runner is a rule over the plan.
+func TestShrinkPlan(t *testing.T) {
+	orig, err := faults.Parse("@1s crash app1\n@2s pause db\n@3s crash capture\n@4s restart app1\n@5s resume db\n@6s loss db->capture 0.5\n@7s heal\n@8s restart capture\nquiet @20s\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs := 0
+	run := func(p *faults.Plan) (faults.Plan, *checker.Report, error) {
+		runs++
+		if p == nil {
+			p = &orig
+		}
+		text := p.String()
+		rep := &checker.Report{}
+		if strings.Contains(text, "crash capture") && strings.Contains(text, "pause db") {
+			rep.Anomalies = []checker.Anomaly{{Class: checker.Lost, Store: "replica", Violation: true}}
+		}
+		return *p, rep, nil
+	}
+	res, err := ShrinkPlan(run, Config{MaxRuns: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "@2s pause db\n@3s crash capture\nquiet @20s\n"
+	if res.Plan.String() != want || res.Class != checker.Lost || res.Store != "replica" || res.Runs != runs || res.Stopped != "" {
+		t.Fatalf("shrunk to\n%s(class %s on %s, %d runs of %d, stopped %q); want\n%s", res.Plan, res.Class, res.Store, res.Runs, runs, res.Stopped, want)
+	}
+	runs = 0
+	res, err = ShrinkPlan(run, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Runs != DefaultPlanRuns || runs != DefaultPlanRuns || !strings.Contains(res.Stopped, "runs") {
+		t.Fatalf("default budget: %d runs (%d made), stopped %q; want %d", res.Runs, runs, res.Stopped, DefaultPlanRuns)
+	}
+	boom := errors.New("no docker")
+	_, err = ShrinkPlan(func(p *faults.Plan) (faults.Plan, *checker.Report, error) {
+		if p != nil {
+			return faults.Plan{}, nil, boom
+		}
+		return run(p)
+	}, Config{})
+	if !errors.Is(err, boom) {
+		t.Fatalf("a runner error: %v, want it handed back", err)
+	}
+	if _, err := ShrinkPlan(func(*faults.Plan) (faults.Plan, *checker.Report, error) { return orig, &checker.Report{}, nil }, Config{}); !errors.Is(err, ErrNoViolation) {
+		t.Fatalf("a passing original: %v, want ErrNoViolation", err)
+	}
+}
