@@ -97,9 +97,7 @@ func (r *Result) Plan() faults.Plan { return *r.Options.Plan }
 
 // File is the repro file that replays the shrunk run, hash included.
 func (r *Result) File() scenarios.ReproFile {
-	tok := r.Outcome.Token()
-	tok.Txns, tok.Clients, tok.Keys = r.Options.Txns, r.Options.Clients, r.Options.Keys
-	return scenarios.ReproFile{Repro: tok, Plan: r.Plan(), Hash: r.Outcome.Hash, Class: r.Class, Store: r.Store}
+	return scenarios.ReproFile{Repro: r.Outcome.Token(), Plan: r.Plan(), Hash: r.Outcome.Hash, Class: r.Class, Store: r.Store}
 }
 
 // Summary is the result as --json writes it.
