@@ -99,3 +99,13 @@ func TestCampaignShrinks(t *testing.T) {
 		t.Fatalf("no shrunk run of seed 1 in:\n%s", out)
 	}
 }
+
+// A container shrink without Docker is the environment's failure: exit 2,
+// one line, nothing on stdout.
+func TestShrinkContainersWithoutDockerIsExit2(t *testing.T) {
+	t.Setenv("DOCKER_HOST", "unix:///nonexistent")
+	code, out, errw := lockstep("shrink", "steady/pipeline/1,world=containers", "--out", filepath.Join(t.TempDir(), "p"))
+	if code != 2 || out != "" || !strings.Contains(errw, "Docker is not available") || strings.Count(errw, "\n") != 1 {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want 2 and one line", code, out, errw)
+	}
+}
