@@ -538,9 +538,9 @@ const grid = 50
 // scan transactions, for a fault phase of the same length, a quarter and a
 // tenth of it (denser, and cheaper to run), each fault that starts a
 // window is tried at grid times across the phase, its window moving with
-// it and the other faults scaled to the phase. Only for plans of at most
-// three such faults, where that is a few hundred runs of a few
-// milliseconds.
+// it and the other faults scaled to the phase; a plan without faults is
+// tried at the phase's length halved again and again. Only for plans of at most three such faults,
+// where that is a few hundred runs of a few milliseconds.
 func (s *shrinker) retime(st *state) *state {
 	var openers []int
 	for i, f := range st.faults {
@@ -548,7 +548,19 @@ func (s *shrinker) retime(st *state) *state {
 			openers = append(openers, i)
 		}
 	}
-	if len(openers) == 0 || len(openers) > 3 {
+	if len(openers) > 3 {
+		return st
+	}
+	if len(openers) == 0 {
+		// Nothing to move: only the phase's length, halved down to a
+		// tenth of a second.
+		for q := st.quiet; q >= 100*time.Millisecond && s.stopped == ""; q = (q / 2).Round(time.Millisecond) {
+			c := &state{faults: st.faults, quiet: q, txns: scan, clients: st.clients, keys: st.keys}
+			if s.fails(c) {
+				s.say("  retimed for %d txns: fault phase %v -> %v", scan, st.quiet, q)
+				return c
+			}
+		}
 		return st
 	}
 	for _, q := range []time.Duration{st.quiet, st.quiet / 4, st.quiet / 10} {
