@@ -116,7 +116,9 @@ func (o *Outcome) Refused() bool { return o.Stopped != "" }
 func (o *Outcome) Repro() string { return "lockstep repro " + o.Token().String() }
 
 // Token is everything that shaped this run; options at their defaults are
-// left out, so a default run's token stays scenario/system/seed.
+// left out, so a default run's token stays scenario/system/seed. A run
+// given an explicit plan (Options.Plan) is not named by its token alone:
+// a ReproFile holds the token and the plan.
 func (o *Outcome) Token() Repro {
 	return reproOf(o.Scenario, o.System, o.Seed, o.Options)
 }

@@ -25,7 +25,7 @@ import (
 var shrinkCmd = &command{
 	name:  "shrink",
 	usage: "TOKEN|FILE [--class C] [--store S] [--out FILE] [--json FILE] [--max-runs N] [--timeout D] | --all-bugs [--seeds N] [--json FILE]",
-	short: "minimise a failing simulated run: fewer faults, transactions, clients, keys",
+	short: "minimise a failing run: fewer faults, transactions, clients, keys",
 	long: `Shrink replays the run a repro token or repro file names and looks for a
 smaller one that still fails the same way: the same anomaly class on the same
 store (the run's first violation unless --class and --store say which), the
@@ -44,10 +44,12 @@ seconds per bug, and the median.
 A token with world=containers gets a plan-only shrink: ddmin over the plan's
 lines alone, each candidate one container run of about a minute, at most 8
 runs unless --max-runs says more, --out FILE required for the shrunk plan.
-Container runs do not replay bit for bit, so the result is a smaller plan that
-failed once as wanted, not a minimal one nor a deterministic repro. Exit 1 when the shrunk run
-is a pipeline violation, 0 for dual writes (their failing is the expected
-finding), 2 when the run holds (nothing to shrink) or cannot be run.`,
+Container runs do not replay bit for bit, so the result is a smaller plan
+that failed once as wanted, not a minimal one nor a deterministic repro.
+
+Exit 1 when the shrunk run is a pipeline violation, 0 for dual writes (their
+failing is the expected finding), 2 when the run holds (nothing to shrink) or
+cannot be run.`,
 	flags: func(fs *flag.FlagSet) func([]string) error {
 		class := fs.String("class", "", "the anomaly class to keep (default: the run's first violation's)")
 		store := fs.String("store", "", "the store to keep it on (default: that violation's)")
