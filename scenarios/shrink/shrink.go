@@ -150,23 +150,32 @@ func Shrink(sc *scenarios.Scenario, sys scenarios.System, seed uint64, opts scen
 	orig := st.size()
 	s.say("shrink %s: keep %s on %s; start at %s", s.best.Token(), s.class, s.store, orig)
 
+	retimed := false
 	for round := 1; round <= maxRounds && s.stopped == ""; round++ {
 		before := st.size()
 		st = s.dropFaults(st)
 		st = s.compress(st)
 		st = s.shrinkInt(st, "txns", 1, func(st *state) *int { return &st.txns })
-		if st.txns > scan {
-			st = s.retime(st)
-			st = s.shrinkInt(st, "txns", 1, func(st *state) *int { return &st.txns })
-		}
 		st = s.shrinkInt(st, "clients", 1, func(st *state) *int { return &st.clients })
 		st = s.shrinkInt(st, "keys", workload.MinKeys, func(st *state) *int { return &st.keys })
 		st = s.roundTimes(st)
 		st = s.shortenWindows(st)
 		st = s.moveEarlier(st)
-		if st.size() == before {
+		if st.size() != before && round < maxRounds {
+			continue
+		}
+		// The last resort, once: the workload is still large because the
+		// faults need it to be; move them to where a small one fails.
+		if retimed || st.txns <= scan {
 			break
 		}
+		retimed = true
+		if r := s.retime(st); r != st {
+			st = s.shrinkInt(r, "txns", 1, func(st *state) *int { return &st.txns })
+			round = maxRounds - 1 // one more round on the small workload
+			continue
+		}
+		break
 	}
 	res := &Result{
 		Scenario: sc, System: sys, Seed: seed, Options: s.options(st), Class: s.class, Store: s.store,
