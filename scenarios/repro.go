@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"lockstep/scenarios/workload"
 )
 
 // Repro is everything that shapes a run: the same Repro gives the same run
@@ -39,7 +41,9 @@ type Repro struct {
 	// SHA-256 in hex, so that a replay refuses a file changed since the run.
 	Plan    string
 	PlanSum string
-	_       struct{}
+	// Keys sizes the workload's key space; 0 is the workload's own.
+	Keys int
+	_    struct{}
 }
 
 // WorldContainers is Repro.World for a run against real services.
@@ -74,12 +78,15 @@ func (r Repro) String() string {
 	if r.PlanSum != "" {
 		param("plansum", r.PlanSum)
 	}
+	if r.Keys != 0 {
+		param("keys", strconv.Itoa(r.Keys))
+	}
 	return b.String()
 }
 
 // Options are the simulator options the token sets (the rest default).
 func (r Repro) Options() Options {
-	return Options{Txns: r.Txns, Clients: r.Clients, Quiet: r.Quiet, Settle: r.Settle}
+	return Options{Txns: r.Txns, Clients: r.Clients, Quiet: r.Quiet, Settle: r.Settle, Keys: r.Keys}
 }
 
 // ParseRepro reads a repro token, with or without the "lockstep repro "
@@ -133,6 +140,8 @@ func parseRepro(s string) (Repro, error) {
 		return Repro{}, errors.New("plan needs world=containers")
 	case r.PlanSum != "" && r.Plan == "":
 		return Repro{}, errors.New("plansum without plan")
+	case r.World == WorldContainers && r.Keys != 0:
+		return Repro{}, errors.New("keys needs the simulator (world=sim)")
 	}
 	return r, nil
 }
@@ -161,13 +170,18 @@ func (r *Repro) set(k, v string) error {
 		r.Bench, err = strconv.ParseBool(v)
 	case "plan":
 		r.Plan, err = unescapePath(v)
+	case "keys":
+		r.Keys, err = positiveInt(v)
+		if err == nil && r.Keys < workload.MinKeys {
+			err = fmt.Errorf("want at least %d", workload.MinKeys)
+		}
 	case "plansum":
 		if len(v) != 16 || strings.Trim(v, "0123456789abcdef") != "" {
 			err = errors.New("want 16 lower-case hex digits")
 		}
 		r.PlanSum = v
 	default:
-		err = errors.New("unknown parameter (want txns, clients, quiet, settle, world, bench, plan or plansum)")
+		err = errors.New("unknown parameter (want txns, clients, quiet, settle, world, bench, plan, plansum or keys)")
 	}
 	return err
 }

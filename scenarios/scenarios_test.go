@@ -314,6 +314,7 @@ func TestParseRepro(t *testing.T) {
 		{Scenario: "steady", System: Pipeline, Seed: 1},
 		{Scenario: "crash-capture+confirm-before-ack+skip-snapshot", System: DualWrite, Seed: 1<<64 - 1, Txns: 50, Clients: 7, Quiet: 1500 * time.Millisecond, Settle: time.Minute},
 		{Scenario: "partitions", System: Pipeline, Seed: 3, World: WorldContainers, Bench: true, Plan: "/tmp/my plans,v2/100%.txt", PlanSum: "0123456789abcdef"},
+		{Scenario: "crash-capture", System: Pipeline, Seed: 4, Txns: 20, Clients: 1, Keys: 2},
 	}
 	for _, r := range good {
 		got, err := ParseRepro(r.String())
@@ -343,6 +344,8 @@ func TestParseRepro(t *testing.T) {
 		"steady/pipeline/1,bench=true":                                "bench needs world=containers",
 		"steady/pipeline/1,world=containers,plan=%4":                  "a % must be followed by two hex digits",
 		"steady/pipeline/1,world=containers,plansum=0123456789abcdef": "plansum without plan",
+		"steady/pipeline/1,keys=1":                                    "keys=1: want at least 2",
+		"steady/pipeline/1,world=containers,keys=4":                   "keys needs the simulator",
 	}
 	for token, want := range bad {
 		_, err := ParseRepro(token)

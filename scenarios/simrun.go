@@ -30,6 +30,15 @@ type Options struct {
 	Checker   checker.Options
 	// Log, when set, receives the pipeline's debug log on virtual time.
 	Log io.Writer
+	// Keys sizes the workload's key space (accounts, users or items; see
+	// workload.NewSized); 0 keeps the workload's own.
+	Keys int
+	// Plan, when set, is run instead of the plan the seed draws (and
+	// instead of a StallSourceAtStart scenario's stall): the shrinker's
+	// candidates and repro files. Its Quiet must equal the fault phase.
+	// The seed still draws everything else, from streams of its own, so
+	// the seed's own plan given here gives the seed's own run.
+	Plan *faults.Plan
 }
 
 // validate rejects sizes that make no sense; zero means the default.
@@ -43,6 +52,16 @@ func (o Options) validate() error {
 		return fmt.Errorf("options: fault phase of %v: want a positive duration (0 for the default)", o.Quiet)
 	case o.Settle < 0:
 		return fmt.Errorf("options: quiet phase of %v: want a positive duration (0 for the default)", o.Settle)
+	case o.Keys < 0 || o.Keys > 0 && o.Keys < workload.MinKeys:
+		return fmt.Errorf("options: %d keys: want at least %d (0 for the workload's own)", o.Keys, workload.MinKeys)
+	}
+	if o.Plan != nil {
+		if err := o.Plan.Validate(); err != nil {
+			return fmt.Errorf("options: plan: %w", err)
+		}
+		if q := o.withDefaults().Quiet; o.Plan.Quiet != q {
+			return fmt.Errorf("options: the plan's quiet @%v is not the fault phase's end @%v", o.Plan.Quiet, q)
+		}
 	}
 	return nil
 }
@@ -98,7 +117,9 @@ func (o *Outcome) Refused() bool { return o.Stopped != "" }
 func (o *Outcome) Repro() string { return "lockstep repro " + o.Token().String() }
 
 // Token is everything that shaped this run; options at their defaults are
-// left out, so a default run's token stays scenario/system/seed.
+// left out, so a default run's token stays scenario/system/seed. A run
+// given an explicit plan (Options.Plan) is not named by its token alone:
+// a ReproFile holds the token and the plan.
 func (o *Outcome) Token() Repro {
 	return reproOf(o.Scenario, o.System, o.Seed, o.Options)
 }
@@ -119,6 +140,7 @@ func reproOf(scenario string, sys System, seed uint64, opts Options) Repro {
 	if opts.Settle != def.Settle {
 		r.Settle = opts.Settle
 	}
+	r.Keys = opts.Keys
 	return r
 }
 
@@ -194,7 +216,7 @@ func Run(sc *Scenario, sys System, seed uint64, opts Options) (*Outcome, error) 
 		return nil, err
 	}
 	opts = opts.withDefaults()
-	wl, err := workload.New(sc.Workload)
+	wl, err := workload.NewSized(sc.Workload, opts.Keys)
 	if err != nil {
 		return nil, fmt.Errorf("scenario %s: %w", sc.Name, err)
 	}
@@ -499,6 +521,9 @@ func (x *world) faultable(n faults.Node) bool {
 // planFaults draws the seed's fault plan from its own PRNG stream, so the
 // plan depends on the seed alone and can be printed before the run.
 func (x *world) planFaults() faults.Plan {
+	if x.opts.Plan != nil {
+		return *x.opts.Plan
+	}
 	if x.sc.StallSourceAtStart {
 		// The source stops answering as the capture asks for its first
 		// snapshot, for longer than a request waits: the capture asks

@@ -198,7 +198,7 @@ inconclusive, the run could not complete or the input is bad.`,
 
 var reproCmd = &command{
 	name:  "repro",
-	usage: "SCENARIO[+BUG...]/SYSTEM/SEED[,KEY=VALUE...] [--json FILE] [--log] [--check-determinism] [--logs DIR]",
+	usage: "SCENARIO[+BUG...]/SYSTEM/SEED[,KEY=VALUE...]|FILE [--json FILE] [--log] [--check-determinism] [--logs DIR]",
 	short: "replay a printed run exactly (same trace hash)",
 	long: `Repro takes the token a run or campaign printed and replays that run bit for
 bit: the trace hash it prints must equal the original. The token carries
@@ -206,7 +206,9 @@ everything that shapes the run: SCENARIO (with +BUG for each --bug),
 SYSTEM and SEED, then a comma and KEY=VALUE for each parameter off its
 default: txns, clients, quiet, settle (durations such as 20s), world=containers,
 bench=true, plan=PATH and plansum (the plan file's checksum: a file changed
-since the run is refused). For example: steady/pipeline/1,txns=50.`,
+since the run is refused), keys (the workload's key space). For example:
+steady/pipeline/1,txns=50. A repro FILE, as shrink writes, holds a token and
+an explicit fault plan; its replay must give the trace hash it records.`,
 	flags: func(fs *flag.FlagSet) func([]string) error {
 		var rf runFlags
 		rf.register(fs)
@@ -222,6 +224,15 @@ since the run is refused). For example: steady/pipeline/1,txns=50.`,
 			}
 			if len(args) != 1 {
 				return usagef("want exactly one repro token, e.g. crash-capture/pipeline/42,txns=200")
+			}
+			if f, ok, err := readReproFile(args[0]); ok || err != nil {
+				if err != nil {
+					return err
+				}
+				if rf.logDir != "" {
+					return usagef("--logs needs a token with world=containers (a repro file is a simulated run)")
+				}
+				return runSim(f.Repro, &f, args[0], rf)
 			}
 			r, err := scenarios.ParseRepro(args[0])
 			if err != nil {
@@ -243,12 +254,21 @@ func runRepro(r scenarios.Repro, rf runFlags) error {
 	if r.World == scenarios.WorldContainers {
 		return runContainers(r, rf)
 	}
+	return runSim(r, nil, "", rf)
+}
+
+// runSim runs a simulated run: the token's, or with file set the repro
+// file's (read from path), whose hash the replay must give again.
+func runSim(r scenarios.Repro, file *scenarios.ReproFile, path string, rf runFlags) error {
 	sc, err := lookupOne(r.Scenario)
 	if err != nil {
 		return err
 	}
 	sys, seed := r.System, r.Seed
 	opts := r.Options()
+	if file != nil {
+		opts = file.Options()
+	}
 	if rf.trace {
 		opts.Log = stderr
 	}
@@ -298,7 +318,14 @@ func runRepro(r scenarios.Repro, rf runFlags) error {
 	}
 	fmt.Fprint(stdout, out.Report.String())
 	fmt.Fprintf(stdout, "trace hash %016x\n", out.Hash)
-	fmt.Fprintf(stdout, "repro: %s\n", out.Repro())
+	if file != nil {
+		fmt.Fprintf(stdout, "repro: lockstep repro %s\n", path)
+		if err := checkFileHash(*file, path, out); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(stdout, "repro: %s\n", out.Repro())
+	}
 	if rf.json != "" {
 		if err := writeJSON(rf.json, out.Report); err != nil {
 			return err
@@ -383,6 +410,7 @@ the failing runs) and, replayed from their tokens, the reports of the first
 		reportDir := fs.String("report", "", "write an HTML index page and the failing runs' reports into this `DIR`")
 		reportRuns := positiveFlag(fs, "report-runs", 5, "`N` failing runs of each scenario and system get a report in --report's DIR")
 		world := fs.String("world", "sim", "sim, or containers (runs one at a time; needs Docker and make images)")
+		shrinkFirst := fs.Bool("shrink", false, "shrink the first failing pipeline run of each scenario and anomaly class, and print its plan and repro file (simulator only)")
 		return func(args []string) error {
 			if len(args) > 0 {
 				return usagef("unexpected argument %q", args[0])
@@ -390,6 +418,9 @@ the failing runs) and, replayed from their tokens, the reports of the first
 			if *world == "containers" {
 				if *reportDir != "" {
 					return usagef("--report needs the simulator for a campaign; report a container run with run --report")
+				}
+				if *shrinkFirst {
+					return usagef("--shrink needs the simulator: a container run does not replay bit for bit")
 				}
 				return containerCampaign(*scenario, *system, *first, *seeds, *txns, *jsonOut)
 			}
@@ -415,7 +446,7 @@ the failing runs) and, replayed from their tokens, the reports of the first
 			return campaign(scenarios.CampaignConfig{
 				Scenarios: scs, Systems: systems, Seeds: *seeds, FirstSeed: firstSeed,
 				Parallel: *parallel, Options: scenarios.Options{Txns: *txns},
-			}, *jsonOut, campaignReport{dir: *reportDir, perCell: *reportRuns})
+			}, *jsonOut, campaignReport{dir: *reportDir, perCell: *reportRuns}, *shrinkFirst)
 		}
 	},
 }
@@ -426,7 +457,7 @@ type campaignReport struct {
 	perCell int
 }
 
-func campaign(cfg scenarios.CampaignConfig, jsonPath string, rep campaignReport) error {
+func campaign(cfg scenarios.CampaignConfig, jsonPath string, rep campaignReport, shrinkFirst bool) error {
 	tty := isTerminal(os.Stderr)
 	start := time.Now()
 	lastPrint := time.Time{}
@@ -449,11 +480,19 @@ func campaign(cfg scenarios.CampaignConfig, jsonPath string, rep campaignReport)
 			fmt.Fprintln(stderr, line)
 		}
 	}
+	var ff *firstFails
+	if shrinkFirst {
+		ff = &firstFails{}
+		ff.collect(&cfg)
+	}
 	sum := scenarios.Campaign(cfg)
 	if tty {
 		fmt.Fprintln(stderr)
 	}
 	printSummary(cfg, sum)
+	if ff != nil {
+		ff.shrinkAll(cfg)
+	}
 	if jsonPath != "" {
 		if err := writeJSON(jsonPath, sum); err != nil {
 			return err

@@ -43,6 +43,48 @@ func New(name string) (Workload, error) {
 	return nil, fmt.Errorf("unknown workload %q (want one of: %s)", name, strings.Join(Names(), ", "))
 }
 
+// MinKeys is the fewest keys a sized workload takes: a transfer needs two
+// accounts.
+const MinKeys = 2
+
+// NewSized is New with the key space set to keys rows (accounts, users or
+// items; 0 keeps the workload's own size). A bulk transaction then writes at
+// most keys rows. Shrinking uses it: fewer keys, fewer rows to read in a
+// witness.
+func NewSized(name string, keys int) (Workload, error) {
+	w, err := New(name)
+	if err != nil || keys == 0 {
+		return w, err
+	}
+	if keys < MinKeys {
+		return nil, fmt.Errorf("workload %s: %d keys: want at least %d", name, keys, MinKeys)
+	}
+	switch w := w.(type) {
+	case *Bank:
+		w.Accounts = keys
+	case *Profiles:
+		w.Users = keys
+	case *Bulk:
+		w.Items = keys
+		w.MaxRows = min(w.MaxRows, keys)
+		w.MinRows = min(w.MinRows, keys)
+	}
+	return w, nil
+}
+
+// Keys is the size of a workload's key space (accounts, users or items).
+func Keys(w Workload) int {
+	switch w := w.(type) {
+	case *Bank:
+		return w.Accounts
+	case *Profiles:
+		return w.Users
+	case *Bulk:
+		return w.Items
+	}
+	return 0
+}
+
 // Names lists the workloads.
 func Names() []string { return []string{"bank", "bulk", "profiles"} }
 

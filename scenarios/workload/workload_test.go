@@ -1,6 +1,7 @@
 package workload
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -190,6 +191,49 @@ func TestWorkloadsDrawTheFieldsShapes(t *testing.T) {
 	for _, want := range []string{"update/update", "insert/update", "update/delete", "delete/insert", "key change", "value past the TOAST threshold"} {
 		if shapes[want] == 0 {
 			t.Errorf("no %s in 2000 transactions of each workload (saw %v)", want, shapes)
+		}
+	}
+}
+
+// A sized workload writes only its first keys rows of the keyed table (and
+// new users past them, for profiles), and refuses a key space too small.
+func TestNewSizedLimitsTheKeySpace(t *testing.T) {
+	for _, name := range Names() {
+		for _, keys := range []int{MinKeys, 5} {
+			w, err := NewSized(name, keys)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if Keys(w) != keys {
+				t.Fatalf("%s: Keys = %d, want %d", name, Keys(w), keys)
+			}
+			initial := 0
+			for _, c := range w.Initial() {
+				if c.Table == "accounts" || c.Table == "users" || c.Table == "items" {
+					initial++
+				}
+			}
+			if initial != keys {
+				t.Fatalf("%s sized %d: %d initial rows, want %d", name, keys, initial, keys)
+			}
+			rows, committed := run(t, w, 200)
+			if len(committed) == 0 {
+				t.Fatalf("%s sized %d: nothing committed in 200 operations", name, keys)
+			}
+			for k := range rows {
+				switch k.Table {
+				case "accounts", "items":
+					if want := fmt.Sprintf("%c%0*d", k.PK[0], len(k.PK)-1, keys-1); k.PK > want {
+						t.Fatalf("%s sized %d: row %s past the key space (last %s)", name, keys, k.PK, want)
+					}
+				}
+			}
+		}
+		if _, err := NewSized(name, MinKeys-1); err == nil {
+			t.Fatalf("%s: %d keys accepted", name, MinKeys-1)
+		}
+		if w, err := NewSized(name, 0); err != nil || Keys(w) == 0 {
+			t.Fatalf("%s: NewSized(0) = %v, %v; want the default size", name, w, err)
 		}
 	}
 }

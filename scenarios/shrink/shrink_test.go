@@ -1,0 +1,218 @@
+package shrink
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	"lockstep/checker"
+	"lockstep/faults"
+	"lockstep/pipeline"
+	"lockstep/scenarios"
+)
+
+func mustParse(t *testing.T, text string) []faults.Fault {
+	t.Helper()
+	p, err := faults.Parse(text + "\nquiet @20s\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.Faults
+}
+
+// A restart, resume or heal that ends nothing is dropped; one that ends a
+// fault in the plan stays.
+func TestNormalize(t *testing.T) {
+	for in, want := range map[string]string{
+		"@1s crash capture\n@2s restart capture":                    "@1s crash capture\n@2s restart capture",
+		"@2s restart capture":                                       "",
+		"@1s crash app1\n@2s restart capture\n@3s restart app1":     "@1s crash app1\n@3s restart app1",
+		"@1s resume db\n@2s pause db\n@3s resume db\n@4s resume db": "@2s pause db\n@3s resume db",
+		"@1s heal\n@2s loss db->capture 0.5\n@3s heal\n@4s heal":    "@2s loss db->capture 0.5\n@3s heal",
+		"@1s leader-failover\n@2s heal":                             "@1s leader-failover",
+	} {
+		var got []string
+		for _, f := range normalize(mustParse(t, in)) {
+			got = append(got, f.String())
+		}
+		if strings.Join(got, "\n") != want {
+			t.Errorf("normalize(%q) = %q, want %q", in, strings.Join(got, "\n"), want)
+		}
+	}
+}
+
+// failsAs reports whether out violates class on store.
+func failsAs(out *scenarios.Outcome, class checker.Class, store string) bool {
+	return slices.ContainsFunc(out.Report.Violations(), func(a checker.Anomaly) bool { return a.Class == class && a.Store == store })
+}
+
+// Shrinking the same run twice gives the same shrunk run, which still fails
+// the same way, is smaller, and replays from its repro file to its hash.
+func TestShrinkIsDeterministicAndReplays(t *testing.T) {
+	sc, err := scenarios.Resolve("crash-appliers+commit-offset-first")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var texts []string
+	for range 2 {
+		res, err := Shrink(sc, scenarios.Pipeline, 1, scenarios.Options{}, Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Stopped != "" {
+			t.Fatalf("stopped by %s", res.Stopped)
+		}
+		if res.Shrunk.Faults >= res.Original.Faults || res.Shrunk.Txns >= res.Original.Txns {
+			t.Fatalf("not smaller: %s -> %s", res.Original, res.Shrunk)
+		}
+		if !failsAs(res.Outcome, res.Class, res.Store) {
+			t.Fatalf("the shrunk run does not show %s on %s:\n%s", res.Class, res.Store, res.Outcome.Report)
+		}
+		text := res.File().String()
+		texts = append(texts, text)
+		f, err := scenarios.ParseReproFile(text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fsc, err := scenarios.Resolve(f.Repro.Scenario)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := scenarios.Run(fsc, f.Repro.System, f.Repro.Seed, f.Options())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out.Hash != f.Hash || !failsAs(out, f.Class, f.Store) {
+			t.Fatalf("replay of\n%s\ngave hash %016x and\n%s", text, out.Hash, out.Report)
+		}
+	}
+	if texts[0] != texts[1] {
+		t.Fatalf("two shrinks of one run differ:\n%s\n%s", texts[0], texts[1])
+	}
+}
+
+func TestShrinkRefusesAPassingRun(t *testing.T) {
+	_, err := Shrink(scenarios.ByName("crash-capture"), scenarios.Pipeline, 1, scenarios.Options{Txns: 50}, Config{})
+	if !errors.Is(err, ErrNoViolation) {
+		t.Fatalf("shrinking a passing run: %v, want ErrNoViolation", err)
+	}
+	sc, _ := scenarios.Resolve("crash-appliers+commit-offset-first")
+	_, err = Shrink(sc, scenarios.Pipeline, 1, scenarios.Options{}, Config{Class: checker.Phantom})
+	if !errors.Is(err, ErrNoViolation) {
+		t.Fatalf("shrinking for a class the run does not show: %v, want ErrNoViolation", err)
+	}
+}
+
+// A shrink stopped by its budget says so and still hands back a failing run.
+func TestShrinkBudget(t *testing.T) {
+	sc, _ := scenarios.Resolve("crash-appliers+commit-offset-first")
+	res, err := Shrink(sc, scenarios.Pipeline, 1, scenarios.Options{}, Config{MaxRuns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Runs != 4 || !strings.Contains(res.Stopped, "4 runs") {
+		t.Fatalf("runs %d, stopped %q; want 4 and the run budget", res.Runs, res.Stopped)
+	}
+	if !failsAs(res.Outcome, res.Class, res.Store) || res.Outcome.Plan.String() != res.Plan().String() {
+		t.Fatalf("the result is not the failing run it names")
+	}
+}
+
+// Every --bug switch has a scenario to shrink it in.
+func TestBugsCoverEverySwitch(t *testing.T) {
+	for name := range pipeline.BugNames {
+		if !slices.ContainsFunc(Bugs, func(b BugCase) bool { return b.Bug == name }) {
+			t.Errorf("--bug %s has no entry in shrink.Bugs", name)
+		}
+	}
+	if len(Bugs) != len(pipeline.BugNames) {
+		t.Errorf("shrink.Bugs has %d entries for %d switches", len(Bugs), len(pipeline.BugNames))
+	}
+}
+
+// The goal: every --bug switch shrinks to at most 3 faults and 20
+// transactions, and the median shrink takes under a minute. Each shrunk run
+// replays from its repro file to its hash and still fails the same way.
+func TestShrinkEveryBug(t *testing.T) {
+	if testing.Short() {
+		t.Skip("shrinks every known bug: about a minute")
+	}
+	rows := EveryBug(30, Config{})
+	var table strings.Builder
+	WriteTable(&table, rows)
+	t.Logf("\n%s", table.String())
+	for _, r := range rows {
+		if r.Result == nil {
+			t.Errorf("%s: %s", r.Bug, r.Err)
+			continue
+		}
+		s := r.Result.Shrunk
+		if s.Faults > 3 || s.Txns > 20 {
+			t.Errorf("%s shrank to %s; want at most 3 faults and 20 txns", r.Bug, s)
+		}
+		f := r.Result.File()
+		sc, _ := scenarios.Resolve(f.Repro.Scenario)
+		out, err := scenarios.Run(sc, f.Repro.System, f.Repro.Seed, f.Options())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out.Hash != f.Hash || !failsAs(out, r.Class, f.Store) {
+			t.Errorf("%s: the repro file replays to hash %016x (file: %016x), report:\n%s", r.Bug, out.Hash, f.Hash, out.Report)
+		}
+	}
+	if m := MedianElapsed(rows); m.Seconds() >= 60 {
+		t.Errorf("median shrink %v, want under a minute", m)
+	}
+}
+
+// ShrinkPlan keeps the lines a run needs to fail, stops at its budget, and
+// hands back a runner's error; here the runner is a rule over the plan.
+func TestShrinkPlan(t *testing.T) {
+	orig, err := faults.Parse("@1s crash app1\n@2s pause db\n@3s crash capture\n@4s restart app1\n@5s resume db\n@6s loss db->capture 0.5\n@7s heal\n@8s restart capture\nquiet @20s\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs := 0
+	run := func(p *faults.Plan) (faults.Plan, *checker.Report, error) {
+		runs++
+		if p == nil {
+			p = &orig
+		}
+		text := p.String()
+		rep := &checker.Report{}
+		if strings.Contains(text, "crash capture") && strings.Contains(text, "pause db") {
+			rep.Anomalies = []checker.Anomaly{{Class: checker.Lost, Store: "replica", Violation: true}}
+		}
+		return *p, rep, nil
+	}
+	res, err := ShrinkPlan(run, Config{MaxRuns: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "@2s pause db\n@3s crash capture\nquiet @20s\n"
+	if res.Plan.String() != want || res.Class != checker.Lost || res.Store != "replica" || res.Runs != runs || res.Stopped != "" {
+		t.Fatalf("shrunk to\n%s(class %s on %s, %d runs of %d, stopped %q); want\n%s", res.Plan, res.Class, res.Store, res.Runs, runs, res.Stopped, want)
+	}
+	runs = 0
+	res, err = ShrinkPlan(run, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Runs != DefaultPlanRuns || runs != DefaultPlanRuns || !strings.Contains(res.Stopped, "runs") {
+		t.Fatalf("default budget: %d runs (%d made), stopped %q; want %d", res.Runs, runs, res.Stopped, DefaultPlanRuns)
+	}
+	boom := errors.New("no docker")
+	_, err = ShrinkPlan(func(p *faults.Plan) (faults.Plan, *checker.Report, error) {
+		if p != nil {
+			return faults.Plan{}, nil, boom
+		}
+		return run(p)
+	}, Config{})
+	if !errors.Is(err, boom) {
+		t.Fatalf("a runner error: %v, want it handed back", err)
+	}
+	if _, err := ShrinkPlan(func(*faults.Plan) (faults.Plan, *checker.Report, error) { return orig, &checker.Report{}, nil }, Config{}); !errors.Is(err, ErrNoViolation) {
+		t.Fatalf("a passing original: %v, want ErrNoViolation", err)
+	}
+}
