@@ -86,6 +86,19 @@ type History struct {
 	// (unclean leader election): the pipeline cannot survive it, but the
 	// report must say it happened.
 	LogLosses int
+	// Positions is every change of each store's saved position, as the
+	// store made it, in time order: what shows a second writer writing
+	// over a newer one. The simulator records it; nil elsewhere.
+	Positions []PositionWrite
+}
+
+// PositionWrite is one change of a store's saved position: a write that
+// set it, or the store losing it (it restarted empty).
+type PositionWrite struct {
+	Store    string
+	At       time.Duration
+	Position Position
+	Lost     bool // the store holds no position any more
 }
 
 // Truth replays Committed and returns the final source state.

@@ -133,7 +133,7 @@ func (a *Applier) follow(ctx context.Context) error {
 				// snapshot's version.
 				b = Fold([]Batch{b})
 			}
-			if !a.Bugs.CommitOffsetFirst && !b.Reset {
+			if !a.Bugs.CommitOffsetFirst && !b.Reset && !a.Bugs.UnconditionalApply {
 				base := pos
 				b.Base = &base
 			}

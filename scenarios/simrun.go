@@ -252,7 +252,7 @@ func (x *world) build() {
 		panic(err) // the initial load cannot fail
 	}
 	for _, s := range storeKinds {
-		n := w.AddNode(s.name, services.BootStore(s.kind))
+		n := w.AddNode(s.name, services.BootAuditedStore(s.kind, func(p model.PositionWrite) { x.hist.Positions = append(x.hist.Positions, p) }))
 		if x.sys == DualWrite {
 			// The application loads its initial rows into every store too;
 			// the pipeline gets them from the capture's snapshot instead.

@@ -29,14 +29,28 @@ type Store struct {
 	sources map[model.Key]model.Row
 	pos     model.Position
 	hasPos  bool
+	// audit, when set, hears of every change of the saved position, as
+	// a store's own log would show it (see BootAuditedStore).
+	audit func(model.PositionWrite)
+	name  string
 }
 
 func durable(k model.StoreKind) bool { return k != model.Cache }
 
 // BootStore returns the boot function of a store node of the given kind.
 func BootStore(kind model.StoreKind) func(n *sim.Node) any {
+	return BootAuditedStore(kind, nil)
+}
+
+// BootAuditedStore is BootStore with an audit of the store's saved
+// position: audit hears, outside the simulation, of every write of it and
+// of its loss, and of the position the store holds at every boot. The
+// harness keeps it for the checker (History.Positions); nil hears nothing.
+func BootAuditedStore(kind model.StoreKind, audit func(model.PositionWrite)) func(n *sim.Node) any {
 	return func(n *sim.Node) any {
-		s := &Store{kind: kind, n: n, docs: map[model.Key]model.Doc{}, tombs: map[model.Key]model.LSN{}, sources: map[model.Key]model.Row{}}
+		s := &Store{kind: kind, n: n, docs: map[model.Key]model.Doc{}, tombs: map[model.Key]model.LSN{}, sources: map[model.Key]model.Row{},
+			audit: audit, name: n.Name()}
+		defer s.heard()
 		if !durable(kind) {
 			return s
 		}
@@ -129,6 +143,14 @@ func (s *Store) setPos(p model.Position) {
 	s.pos, s.hasPos = p, true
 	if durable(s.kind) {
 		s.n.Disk().Put("pos", p)
+	}
+	s.heard()
+}
+
+// heard tells the audit, if any, the position the store holds now.
+func (s *Store) heard() {
+	if s.audit != nil {
+		s.audit(model.PositionWrite{Store: s.name, At: s.n.World().Now(), Position: s.pos, Lost: !s.hasPos})
 	}
 }
 
