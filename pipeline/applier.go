@@ -133,7 +133,12 @@ func (a *Applier) follow(ctx context.Context) error {
 				// snapshot's version.
 				b = Fold([]Batch{b})
 			}
-			if !a.Bugs.CommitOffsetFirst && !b.Reset && !a.Bugs.UnconditionalApply {
+			if !a.Bugs.CommitOffsetFirst && !a.Bugs.UnconditionalApply {
+				// The fence: the store takes the batch only where this
+				// applier left it. A second applier of the store, or this
+				// one's zombie waking with an old batch, is refused, a
+				// new snapshot's reset included: a stale reset would take
+				// the store back to an old state.
 				base := pos
 				b.Base = &base
 			}
