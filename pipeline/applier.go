@@ -319,6 +319,10 @@ func (a *Applier) rebuild(ctx context.Context) (model.Position, error) {
 		return model.Position{}, fmt.Errorf("applier %s: rebuild: %w", a.Store.Kind(), gap)
 	}
 	b := Fold(batches)
+	// Only into a store that still holds no position: a second applier,
+	// or this one's zombie, may have brought it up meanwhile, and folding
+	// an older log over it would take it back.
+	b.Fresh = !a.Bugs.UnconditionalApply
 	a.Logger.Debug("applier: rebuilding", "store", a.Store.Kind(), "records", len(all), "to", b.Position)
 	if err := a.Store.Apply(ctx, b); err != nil {
 		return model.Position{}, fmt.Errorf("applier %s: rebuild: %w", a.Store.Kind(), err)

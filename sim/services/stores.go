@@ -210,8 +210,10 @@ func (s *Store) write(c model.Change, lsn model.LSN, guarded bool) {
 	s.setDoc(k, model.ProjectChange(s.kind, c, lsn, prev, had), c.Row)
 }
 
-func (s *Store) checkBase(base *model.Position) error {
-	if base != nil && (!s.hasPos || s.pos != *base) {
+// checkBase refuses a batch the store is not where it expects (see
+// pipeline.Batch's Base and Fresh).
+func (s *Store) checkBase(b pipeline.Batch) error {
+	if b.Refuses(s.pos, s.hasPos) {
 		return pipeline.ErrPositionMismatch
 	}
 	return nil
@@ -236,7 +238,7 @@ func (s *Store) Load(t model.Txn) {
 
 // applyBatch applies whole transactions and the new position in one step.
 func (s *Store) applyBatch(b pipeline.Batch, guarded bool) error {
-	if err := s.checkBase(b.Base); err != nil {
+	if err := s.checkBase(b); err != nil {
 		return err
 	}
 	if b.Reset {
@@ -283,7 +285,7 @@ func (c *StoreClient) Apply(ctx context.Context, b pipeline.Batch) error {
 	}
 	call := func(fn func(s *Store)) error {
 		_, err := sim.Call(ctx, c.From, c.To, c.timeout(), func(s *Store) (struct{}, error) {
-			if err := s.checkBase(b.Base); err != nil {
+			if err := s.checkBase(b); err != nil {
 				return struct{}{}, err
 			}
 			fn(s)
