@@ -228,13 +228,9 @@ func (t *Target) ClockJump(string, time.Duration) error {
 	return errors.New("clock-jump is not supported in the container world (containers share the host clock)")
 }
 
-// SecondInstance is not available yet: the world would need a second
-// container of the process, on the same network and configuration, that
-// the topology and the clean-up know of. Plans holding it are refused
-// before any container starts (checkPlan, Supported).
-func (t *Target) SecondInstance(string) error {
-	return errors.New("second-instance is not supported in the container world yet")
-}
+// SecondInstance starts a second container of a pipeline process beside
+// the first (World.StartSecond).
+func (t *Target) SecondInstance(name string) error { return t.w.StartSecond(t.ctx, name) }
 
 // LeaderFailover kills the broker that leads the topic's partition and
 // restarts it after FailoverDowntime.

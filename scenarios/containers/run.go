@@ -104,9 +104,6 @@ func Supported(sc *scenarios.Scenario) error {
 		if k == faults.ClockJump {
 			return fmt.Errorf("scenario %s draws clock jumps, which containers sharing the host clock cannot do", sc.Name)
 		}
-		if k == faults.SecondInstance {
-			return fmt.Errorf("scenario %s starts second instances of pipeline processes, which only the simulator does so far", sc.Name)
-		}
 	}
 	if sc.Workload != "pgbench" {
 		if _, err := workload.New(sc.Workload); err != nil {
