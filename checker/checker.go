@@ -69,6 +69,7 @@ func Check(h *model.History, opts Options) *Report {
 	}
 	c.checkObservations()
 	c.checkBackwards()
+	c.checkPositions()
 	c.checkTorn()
 	c.checkConvergence()
 	c.checkLinearizability()
@@ -486,6 +487,35 @@ func (c *run) checkBackwards() {
 				r2.Doc.LSN, r2.Call, r2.Return, r1.Doc.LSN, r1.Return)
 			c.add(Backwards, g.store, g.key, Witness{Source: FromRead, At: r2.Return, Got: &got, Want: &want, Detail: detail})
 		}
+	}
+}
+
+// checkPositions finds each write of a store's saved position that goes
+// back (an older LSN, or an earlier log offset) from the position the store
+// held, unless the store had lost its position in between (it restarted
+// empty, and a rebuild starts it again). One applier moves its store's
+// position only forward; a write that goes back is a second writer, or a
+// zombie, writing a batch older than what the store holds: for as long as
+// it stands the store says it is somewhere it is not, and a delete it had
+// applied may be undone.
+func (c *run) checkPositions() {
+	held := map[string]*model.PositionWrite{}
+	for i := range c.h.Positions {
+		w := &c.h.Positions[i]
+		if _, ok := c.stores[w.Store]; !ok {
+			continue
+		}
+		prev := held[w.Store]
+		switch {
+		case w.Lost:
+			delete(held, w.Store)
+			continue
+		case prev != nil && (w.Position.LSN < prev.Position.LSN || w.Position.Offset < prev.Position.Offset):
+			pos := w.Position
+			c.add(Backwards, w.Store, model.Key{}, Witness{Source: FromPositions, At: w.At, Position: &pos,
+				Detail: fmt.Sprintf("the store's saved position went back to %s from %s, written at %s: a writer wrote over a newer batch", w.Position, prev.Position, prev.At)})
+		}
+		held[w.Store] = w
 	}
 }
 

@@ -38,6 +38,7 @@ var rewrite = flag.Bool("rewrite", false, "rewrite the expected output of checke
 //	                             -KEY                            (remove)
 //	fault START END|quiet WHAT...
 //	quiet DUR | deadline DUR | converged STORE DUR | loglosses N
+//	position STORE AT (LSN[@OFFSET] | lost)   a write of the store's position
 //
 // KEY is table/pk, LSN is PostgreSQL's X/Y in hex, ROW is a row's
 // canonical encoding "col=val;col=val". prefix=LSN fills the docs with the
@@ -410,6 +411,27 @@ func parseHistory(text string) (*model.History, error) {
 				return nil, fail("%v", err)
 			}
 			h.ConvergedAt[args[0]] = d
+		case "position":
+			if len(args) != 3 {
+				return nil, fail("want STORE AT (LSN[@OFFSET] | lost)")
+			}
+			at, err := time.ParseDuration(args[1])
+			if err != nil {
+				return nil, fail("%v", err)
+			}
+			w := model.PositionWrite{Store: args[0], At: at, Lost: args[2] == "lost"}
+			if !w.Lost {
+				lsnText, off, hasOff := strings.Cut(args[2], "@")
+				if w.Position.LSN, err = model.ParseLSN(lsnText); err != nil {
+					return nil, fail("%v", err)
+				}
+				if hasOff {
+					if w.Position.Offset, err = strconv.ParseInt(off, 10, 64); err != nil {
+						return nil, fail("%v", err)
+					}
+				}
+			}
+			h.Positions = append(h.Positions, w)
 		case "loglosses":
 			n, err := strconv.Atoi(args[0])
 			if err != nil {

@@ -87,7 +87,9 @@ const (
 	FromSnapshot Source = "snapshot"
 	FromFinal    Source = "final"
 	FromReads    Source = "reads" // the whole set of a store's reads (porcupine)
-	FromRun      Source = "run"   // run-wide facts: convergence times, log losses
+	// FromPositions: the store's own record of its saved position's writes.
+	FromPositions Source = "positions"
+	FromRun       Source = "run" // run-wide facts: convergence times, log losses
 )
 
 // Witness is the evidence for one anomaly.

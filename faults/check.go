@@ -13,7 +13,8 @@ import (
 //
 //   - the plan is valid (Validate) and every node it names is a
 //     non-observer node of topo, every link one topo allows, and the node
-//     of a lost-ack or lost-append is a capture (the log's producer);
+//     of a lost-ack or lost-append is a capture (the log's producer), that of
+//     a second-instance a capture or an applier, with at most one per node;
 //   - it starts only kinds cfg allows, and only kinds in Swarm when it has one;
 //   - a node is crashed or paused only when up; restarted only when crashed;
 //     resumed only when paused;
@@ -40,6 +41,7 @@ func (p Plan) Check(topo Topology, cfg GenConfig) error {
 	crashed, paused := map[string]bool{}, map[string]bool{}
 	var failovers []time.Duration
 	net, unclean := false, false
+	seconds := map[string]bool{}
 	for i, f := range p.Faults {
 		fail := func(format string, args ...any) error {
 			return fmt.Errorf("fault %d (%s): %s", i, f, fmt.Sprintf(format, args...))
@@ -65,6 +67,15 @@ func (p Plan) Check(topo Topology, cfg GenConfig) error {
 			if r, _ := topo.role(f.Node); r != RoleCapture {
 				return fail("%s is not a capture (its role is %s): only the capture appends to the log", f.Node, r)
 			}
+		}
+		if f.Kind == SecondInstance {
+			if r, _ := topo.role(f.Node); r != RoleCapture && r != RoleApplier {
+				return fail("%s is not a capture or an applier (its role is %s): only pipeline processes have a second instance", f.Node, r)
+			}
+			if seconds[f.Node] {
+				return fail("%s has a second instance already", f.Node)
+			}
+			seconds[f.Node] = true
 		}
 		if f.Kind == Delay || f.Kind == Loss {
 			if !slices.Contains(links, Link{From: f.From, To: f.To}) {

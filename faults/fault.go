@@ -55,15 +55,25 @@ const (
 	// though to the producer it looks exactly like LostAck, a timeout.
 	// Until the next Heal.
 	LostAppend Kind = "lost-append"
+	// SecondInstance starts a second instance of Node's process (a capture
+	// or a sink applier), configured as the first: the same slot, log and
+	// store, the same consumer group. It is what an orchestrator does when
+	// it takes a process that stopped answering (paused, cut off) for dead
+	// and starts a replacement, while the first lives on and may wake up
+	// as a zombie. The second instance runs until the run ends; a node has
+	// at most one.
+	SecondInstance Kind = "second-instance"
 )
 
 // Kinds lists every kind in a fixed order, the order used wherever a set of
 // kinds is printed.
-var Kinds = []Kind{Crash, Restart, Pause, Resume, Partition, Heal, Delay, Loss, ClockJump, LeaderFailover, UncleanElection, LostAck, LostAppend}
+var Kinds = []Kind{Crash, Restart, Pause, Resume, Partition, Heal, Delay, Loss, ClockJump, LeaderFailover, UncleanElection, LostAck, LostAppend, SecondInstance}
 
 // DefaultKinds are the kinds Generate starts by default: every kind that
 // begins a fault, except UncleanElection, which loses acknowledged data and so
-// must be asked for (GenConfig.Unclean). Restart, Resume and Heal are not
+// must be asked for (GenConfig.Unclean), and SecondInstance, which a
+// scenario asks for by name (it leaves a process running twice for the rest
+// of the run). Restart, Resume and Heal are not
 // started on their own: the generator emits them to end crashes, pauses and
 // network faults.
 var DefaultKinds = []Kind{Crash, Pause, Partition, Delay, Loss, ClockJump, LeaderFailover, LostAck, LostAppend}
@@ -86,7 +96,8 @@ func kindIndex(k Kind) int {
 // Fault is one fault at one instant of a run: plain data, comparable only
 // field by field. Which fields a kind uses:
 //
-//	crash, restart, pause, resume   Node
+//	crash, restart, pause, resume,
+//	second-instance                 Node
 //	partition                       A, B, OneWay
 //	heal, leader-failover,
 //	unclean-election                (none)
@@ -101,7 +112,7 @@ type Fault struct {
 	At   time.Duration // since the run started
 	Kind Kind
 
-	Node string // crash, restart, pause, resume, clock-jump, lost-ack, lost-append
+	Node string // crash, restart, pause, resume, clock-jump, lost-ack, lost-append, second-instance
 
 	A, B   []string // partition: the two groups, disjoint and non-empty
 	OneWay bool     // partition: drop only A->B messages
@@ -120,7 +131,7 @@ func (f Fault) String() string { return "@" + f.At.String() + " " + f.What() }
 // "delay app->db 20ms..80ms": the description used in fault windows.
 func (f Fault) What() string {
 	switch f.Kind {
-	case Crash, Restart, Pause, Resume:
+	case Crash, Restart, Pause, Resume, SecondInstance:
 		return string(f.Kind) + " " + f.Node
 	case Partition:
 		sep := " | "
@@ -161,7 +172,7 @@ func (f Fault) Validate() error {
 	// Which fields the kind uses, to reject the others.
 	var node, groups, link, lat, prob, jump bool
 	switch f.Kind {
-	case Crash, Restart, Pause, Resume:
+	case Crash, Restart, Pause, Resume, SecondInstance:
 		node = true
 	case Partition:
 		groups = true

@@ -98,6 +98,18 @@ func (t Topology) Captures() []string {
 	return names
 }
 
+// processes returns the names of the nodes a second-instance may start
+// again: captures and appliers, in topology order.
+func (t Topology) processes() []string {
+	var names []string
+	for _, n := range t.Nodes {
+		if n.Role == RoleCapture || n.Role == RoleApplier {
+			names = append(names, n.Name)
+		}
+	}
+	return names
+}
+
 // Brokers returns the names of the broker nodes, in topology order.
 func (t Topology) Brokers() []string {
 	var names []string
@@ -246,6 +258,8 @@ func pool(topo Topology, cfg GenConfig) []Kind {
 			ok = len(topo.links()) > 0
 		case LostAck, LostAppend:
 			ok = len(topo.Captures()) > 0
+		case SecondInstance:
+			ok = len(topo.processes()) > 0
 		case LeaderFailover:
 			ok = len(brokers) > 0 && cfg.MaxDownBrokers > 0 && cfg.FailoverDowntime < cfg.Quiet
 		case UncleanElection:
@@ -275,9 +289,14 @@ func pool(topo Topology, cfg GenConfig) []Kind {
 // before Quiet; lost-ack and lost-append hit a capture, with a probability
 // of 0.5 to 1; at most cfg.MaxDownBrokers brokers are down at once,
 // counting each leader-failover for cfg.FailoverDowntime; unclean-election
-// occurs at most once and stays on until Quiet; observers are never
-// touched. So for a generated plan, all HealAll does at Quiet is turn
-// unclean leader election off. Times are whole milliseconds.
+// occurs at most once and stays on until Quiet; a second-instance starts
+// a capture or an applier at most once per node, 100ms to 1.5s after the
+// generator paused that node or cut it off from every other node (when the
+// seed enabled pause or partition, a pause three times in four when both;
+// the pause is resumed, the partition healed, after an exponential outage
+// that outlasts the start); observers are never touched. So for a
+// generated plan, all HealAll does at Quiet is turn unclean leader
+// election off. Times are whole milliseconds.
 //
 // Generate panics on an invalid topology or config: that is a bug in the
 // caller, not a property of the seed.
@@ -289,7 +308,7 @@ func Generate(rng *rand.Rand, topo Topology, cfg GenConfig) Plan {
 	if err := topo.Validate(); err != nil {
 		panic("faults.Generate: " + err.Error())
 	}
-	g := &gen{rng: rng, topo: topo, cfg: cfg, crashed: map[string]bool{}, paused: map[string]bool{}}
+	g := &gen{rng: rng, topo: topo, cfg: cfg, crashed: map[string]bool{}, paused: map[string]bool{}, seconds: map[string]bool{}}
 	return g.run()
 }
 
@@ -318,6 +337,7 @@ type gen struct {
 	paused    map[string]bool
 	failovers []time.Duration // end of each leader-failover's downtime
 	unclean   bool
+	seconds   map[string]bool // nodes given a second instance
 }
 
 func (g *gen) run() Plan {
@@ -545,7 +565,77 @@ func (g *gen) start(k Kind, t time.Duration) {
 		}
 		g.unclean = true
 		g.emit(Fault{At: t, Kind: k})
+	case SecondInstance:
+		g.secondInstance(t)
 	}
+}
+
+// secondInstance makes a process look dead and starts its replacement: it
+// pauses a capture or applier that is up and has no second instance yet,
+// or cuts it off from every other node, at t (whichever of the two the
+// seed enabled; with neither, the first simply runs on); starts the second
+// instance 100ms to 1.5s later, while the first is still out; and lets the
+// first come back after an outage of its own, as a zombie beside its
+// replacement.
+func (g *gen) secondInstance(t time.Duration) {
+	var cands []string
+	for _, n := range g.topo.processes() {
+		if !g.crashed[n] && !g.paused[n] && !g.seconds[n] {
+			cands = append(cands, n)
+		}
+	}
+	if len(cands) == 0 {
+		return
+	}
+	node := cands[g.rng.IntN(len(cands))]
+	lag := g.ms(100, 1500)
+	end, ok := g.end(t + lag)
+	if !ok {
+		return
+	}
+	end = max(end, t+lag+time.Millisecond)
+	if end >= g.cfg.Quiet {
+		return
+	}
+	var outs []Kind // how the first may look dead: the seed's own kinds
+	for _, k := range []Kind{Pause, Partition} {
+		if slices.Contains(g.kinds, k) {
+			outs = append(outs, k)
+		}
+	}
+	var rest []string
+	for _, n := range g.topo.Faultable() {
+		if n != node {
+			rest = append(rest, n)
+		}
+	}
+	if len(rest) == 0 {
+		outs = slices.DeleteFunc(outs, func(k Kind) bool { return k == Partition })
+	}
+	if len(outs) > 0 {
+		out := outs[g.rng.IntN(len(outs))]
+		if len(outs) == 2 && g.rng.IntN(2) == 0 {
+			// Pauses three times in four: a paused process wakes with
+			// what it held (a batch, an answer), the zombie proper; a
+			// cut-off one mostly finds its calls timed out.
+			out = Pause
+		}
+		switch out {
+		case Pause:
+			g.emit(Fault{At: t, Kind: Pause, Node: node})
+			g.paused[node] = true
+			g.owe(end, Resume, node)
+		case Partition:
+			g.emit(Fault{At: t, Kind: Partition, A: []string{node}, B: rest})
+			if g.heal == nil {
+				g.heal = g.owe(end, Heal, "")
+			} else {
+				g.heal.at = max(g.heal.at, end)
+			}
+		}
+	}
+	g.seconds[node] = true
+	g.emit(Fault{At: t + lag, Kind: SecondInstance, Node: node})
 }
 
 func (g *gen) upBrokers() []string {

@@ -176,7 +176,7 @@ func TestGenerateDeterministic(t *testing.T) {
 }
 
 func TestSwarmVariety(t *testing.T) {
-	cfg := GenConfig{Unclean: true}
+	cfg := GenConfig{Unclean: true, Kinds: append(slices.Clone(DefaultKinds), SecondInstance)}
 	mixes := map[string]int{}
 	seen := map[Kind]bool{}
 	for seed := range uint64(200) {
@@ -289,4 +289,53 @@ func TestCheckCatchesBadPlans(t *testing.T) {
 	if err := p.Check(topo, GenConfig{}); err == nil || !strings.Contains(err.Error(), "not allowed") {
 		t.Errorf("unclean-election without Unclean passed Check: %v", err)
 	}
+}
+
+// A generated second-instance starts while its first instance looks dead:
+// paused, or cut off from every other node, from 100ms to 1.5s before, and
+// still so when the second starts; the first comes back later, a zombie.
+// Each process gets at most one, and the plans pass Check.
+func TestSecondInstanceWhileTheFirstIsOut(t *testing.T) {
+	cfg := GenConfig{Kinds: []Kind{Pause, Partition, SecondInstance}, EveryKind: true}
+	kinds := map[Kind]int{}
+	for seed := range uint64(200) {
+		p := Generate(seeded(seed), pipelineTopo, cfg)
+		if err := p.Check(pipelineTopo, cfg); err != nil {
+			t.Fatalf("seed %d: %v\n%s", seed, err, p)
+		}
+		for i, f := range p.Faults {
+			if f.Kind != SecondInstance {
+				continue
+			}
+			// The fault that took the first out: a pause of it, or a
+			// partition isolating it, 100ms to 1.5s before, that has not
+			// ended when the second starts (another fault may have
+			// isolated the node too).
+			var took *Fault
+			for j := i - 1; j >= 0 && took == nil; j-- {
+				o := p.Faults[j]
+				isolates := o.Kind == Partition && len(o.A) == 1 && o.A[0] == f.Node && len(o.B) == len(pipelineTopo.Faultable())-1
+				if lag := f.At - o.At; lag < 100*time.Millisecond || lag > 1500*time.Millisecond || !(o.Kind == Pause && o.Node == f.Node || isolates) {
+					continue
+				}
+				for _, g := range p.Faults[j+1:] {
+					if o.Kind == Pause && g.Kind == Resume && g.Node == f.Node || o.Kind == Partition && g.Kind == Heal {
+						if g.At > f.At {
+							took = &p.Faults[j]
+						}
+						break
+					}
+				}
+			}
+			if took == nil {
+				t.Fatalf("seed %d: %s without a pause or partition of its node 100ms to 1.5s before it, lasting past it:\n%s", seed, f, p)
+			}
+			o := *took
+			kinds[o.Kind]++
+		}
+	}
+	if kinds[Pause] == 0 || kinds[Partition] == 0 {
+		t.Fatalf("the first instances were taken out by %v, want both pauses and partitions", kinds)
+	}
+	t.Logf("second instances after: %v", kinds)
 }

@@ -34,6 +34,9 @@ type Target interface {
 	// it and restarts it by itself later.
 	LeaderFailover() error
 	UncleanElection(enabled bool) error
+	// SecondInstance starts a second instance of node's process beside
+	// the first, for the rest of the run (see the kind SecondInstance).
+	SecondInstance(node string) error
 }
 
 // Apply validates f and dispatches it to t, with no bookkeeping. Errors name
@@ -70,6 +73,8 @@ func Apply(t Target, f Fault) error {
 		err = t.LeaderFailover()
 	case UncleanElection:
 		err = t.UncleanElection(true)
+	case SecondInstance:
+		err = t.SecondInstance(f.Node)
 	}
 	if err != nil {
 		return fmt.Errorf("faults: %s: %w", f, err)

@@ -51,6 +51,8 @@ func (r *recorder) UncleanElection(on bool) error {
 	return r.do(fmt.Sprintf("unclean-election %t", on))
 }
 
+func (r *recorder) SecondInstance(n string) error { return r.do("second-instance " + n) }
+
 func (r *recorder) take() []string {
 	c := r.calls
 	r.calls = nil
@@ -87,6 +89,7 @@ func TestApplyDispatches(t *testing.T) {
 		"lost-ack capture 0.9",
 		"lost-append capture 1",
 		"heal",
+		"second-instance applier-search",
 	}
 	if !reflect.DeepEqual(r.calls, want) {
 		t.Fatalf("calls:\n got %q\nwant %q", r.calls, want)

@@ -152,6 +152,7 @@ var usage = map[Kind]string{
 	UncleanElection: "@<time> unclean-election",
 	LostAck:         "@<time> lost-ack <node> <p>",
 	LostAppend:      "@<time> lost-append <node> <p>",
+	SecondInstance:  "@<time> second-instance <node>",
 }
 
 // Parse reads a plan's text as String prints it. Blank lines and '#'
@@ -268,7 +269,7 @@ func parseFault(fields []string) (Fault, error) {
 		return fmt.Errorf("%s %s: expected '%s'", f.Kind, problem, usage[f.Kind])
 	}
 	switch f.Kind {
-	case Crash, Restart, Pause, Resume:
+	case Crash, Restart, Pause, Resume, SecondInstance:
 		if len(args) != 1 {
 			return f, want(argProblem(len(args), "a node"))
 		}
@@ -389,6 +390,7 @@ func parseLink(s string) (from, to string, err error) {
 //   - partition, delay, loss, lost-ack and lost-append: to the next heal,
 //     or to Quiet;
 //   - unclean-election: to Quiet, when the world turns it off;
+//   - second-instance: to Quiet (the second instance runs on after it);
 //   - clock-jump and leader-failover: a point (End == Start);
 //   - restart, resume and heal end other windows and have none of their own.
 //
@@ -415,6 +417,8 @@ func (p Plan) Windows() []model.FaultWindow {
 					break
 				}
 			}
+		case SecondInstance:
+			// Runs to the end of the run: in force until Quiet here.
 		case Partition, Delay, Loss, LostAck, LostAppend:
 			for _, g := range p.Faults[i+1:] {
 				if g.Kind == Heal {

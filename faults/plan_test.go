@@ -14,7 +14,7 @@ import (
 )
 
 const example = `# the plan from the design notes
-swarm crash,partition,delay,loss,clock-jump,leader-failover,unclean-election,lost-ack,lost-append
+swarm crash,partition,delay,loss,clock-jump,leader-failover,unclean-election,lost-ack,lost-append,second-instance
 
 @1.5s crash capture
 @3s restart capture
@@ -28,6 +28,7 @@ swarm crash,partition,delay,loss,clock-jump,leader-failover,unclean-election,los
 @7.5s lost-ack capture 0.9      # the append takes effect, its answer is lost
 @7.5s lost-append capture 1     # the append request is lost
 @8s heal
+@9s second-instance applier-search   # a replacement beside the first
 quiet @20s
 `
 
@@ -37,7 +38,7 @@ func TestParseExample(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Plan{
-		Swarm: []Kind{Crash, Partition, Delay, Loss, ClockJump, LeaderFailover, UncleanElection, LostAck, LostAppend},
+		Swarm: []Kind{Crash, Partition, Delay, Loss, ClockJump, LeaderFailover, UncleanElection, LostAck, LostAppend, SecondInstance},
 		Faults: []Fault{
 			{At: 1500 * time.Millisecond, Kind: Crash, Node: "capture"},
 			{At: 3 * time.Second, Kind: Restart, Node: "capture"},
@@ -51,13 +52,14 @@ func TestParseExample(t *testing.T) {
 			{At: 7500 * time.Millisecond, Kind: LostAck, Node: "capture", P: 0.9},
 			{At: 7500 * time.Millisecond, Kind: LostAppend, Node: "capture", P: 1},
 			{At: 8 * time.Second, Kind: Heal},
+			{At: 9 * time.Second, Kind: SecondInstance, Node: "applier-search"},
 		},
 		Quiet: 20 * time.Second,
 	}
 	if !reflect.DeepEqual(p, want) {
 		t.Fatalf("Parse:\n got %#v\nwant %#v", p, want)
 	}
-	wantText := `swarm crash,partition,delay,loss,clock-jump,leader-failover,unclean-election,lost-ack,lost-append
+	wantText := `swarm crash,partition,delay,loss,clock-jump,leader-failover,unclean-election,lost-ack,lost-append,second-instance
 @1.5s crash capture
 @3s restart capture
 @4s partition capture,db | broker1,broker2
@@ -70,6 +72,7 @@ func TestParseExample(t *testing.T) {
 @7.5s lost-ack capture 0.9
 @7.5s lost-append capture 1
 @8s heal
+@9s second-instance applier-search
 quiet @20s
 `
 	if got := p.String(); got != wantText {
@@ -192,7 +195,7 @@ var names = rapid.OneOf(
 func drawFault(t *rapid.T, at time.Duration) Fault {
 	f := Fault{At: at, Kind: rapid.SampledFrom(Kinds).Draw(t, "kind")}
 	switch f.Kind {
-	case Crash, Restart, Pause, Resume:
+	case Crash, Restart, Pause, Resume, SecondInstance:
 		f.Node = names.Draw(t, "node")
 	case Partition:
 		ns := rapid.SliceOfNDistinct(names, 2, 6, rapid.ID[string]).Draw(t, "group nodes")

@@ -90,6 +90,19 @@ type History struct {
 	// run, for the HTML report; nil when the world recorded none. The
 	// checker does not read it.
 	Timeline *Timeline
+	// Positions is every change of each store's saved position, as the
+	// store made it, in time order: what shows a second writer writing
+	// over a newer one. The simulator records it; nil elsewhere.
+	Positions []PositionWrite
+}
+
+// PositionWrite is one change of a store's saved position: a write that
+// set it, or the store losing it (it restarted empty).
+type PositionWrite struct {
+	Store    string
+	At       time.Duration
+	Position Position
+	Lost     bool // the store holds no position any more
 }
 
 // Truth replays Committed and returns the final source state.

@@ -133,7 +133,12 @@ func (a *Applier) follow(ctx context.Context) error {
 				// snapshot's version.
 				b = Fold([]Batch{b})
 			}
-			if !a.Bugs.CommitOffsetFirst && !b.Reset {
+			if !a.Bugs.CommitOffsetFirst && !a.Bugs.UnconditionalApply {
+				// The fence: the store takes the batch only where this
+				// applier left it. A second applier of the store, or this
+				// one's zombie waking with an old batch, is refused, a
+				// new snapshot's reset included: a stale reset would take
+				// the store back to an old state.
 				base := pos
 				b.Base = &base
 			}
@@ -314,6 +319,10 @@ func (a *Applier) rebuild(ctx context.Context) (model.Position, error) {
 		return model.Position{}, fmt.Errorf("applier %s: rebuild: %w", a.Store.Kind(), gap)
 	}
 	b := Fold(batches)
+	// Only into a store that still holds no position: a second applier,
+	// or this one's zombie, may have brought it up meanwhile, and folding
+	// an older log over it would take it back.
+	b.Fresh = !a.Bugs.UnconditionalApply
 	a.Logger.Debug("applier: rebuilding", "store", a.Store.Kind(), "records", len(all), "to", b.Position)
 	if err := a.Store.Apply(ctx, b); err != nil {
 		return model.Position{}, fmt.Errorf("applier %s: rebuild: %w", a.Store.Kind(), err)

@@ -609,3 +609,44 @@ func TestIdleApplierNoticesALostStore(t *testing.T) {
 		}
 	}
 }
+
+// Every batch an applier hands its store in follow says where it expects
+// the store to be, the reset of a new snapshot included: that is what
+// fences off a second applier of the store, or a zombie waking with an old
+// batch. Under unconditional-apply no batch says it.
+func TestFollowFencesEveryBatch(t *testing.T) {
+	for _, bug := range []bool{false, true} {
+		ctx, cancel := context.WithCancel(context.Background())
+		log := &scriptLog{}
+		snap := model.Txn{CommitLSN: 10, Snapshot: true, Chunks: 1, Changes: []model.Change{{Table: "t", PK: "1", Op: model.OpInsert, Row: model.Row{"v": "a"}}}}
+		later := model.Txn{XID: 2, CommitLSN: 20, PrevLSN: 10, Changes: []model.Change{{Table: "t", PK: "1", Op: model.OpUpdate, Row: model.Row{"v": "b"}}}}
+		resnap := snap
+		resnap.CommitLSN = 30
+		log.Produce(ctx, []model.Txn{snap, later})
+		log.onEnd = append(log.onEnd, func(l *memLog) { l.Produce(ctx, []model.Txn{resnap}) })
+		store := &batchStore{end: 3, done: cancel}
+		a := &Applier{Env: &testEnv{}, Log: log, Store: store, Bugs: Bugs{UnconditionalApply: bug}, MaxBatch: 1}
+		a.defaults()
+		if err := a.follow(ctx); !errors.Is(err, context.Canceled) {
+			t.Fatalf("follow: %v", err)
+		}
+		cancel()
+		resets := 0
+		prev := model.Position{}
+		for _, b := range store.batches {
+			if b.Reset {
+				resets++
+			}
+			switch {
+			case bug && b.Base != nil:
+				t.Fatalf("unconditional-apply: batch to %s has base %s; want none", b.Position, *b.Base)
+			case !bug && (b.Base == nil || *b.Base != prev):
+				t.Fatalf("batch to %s (reset %t) has base %v; want %s, where the store was", b.Position, b.Reset, b.Base, prev)
+			}
+			prev = b.Position
+		}
+		if resets != 2 {
+			t.Fatalf("%d reset batches, want the two snapshots'", resets)
+		}
+	}
+}

@@ -111,6 +111,11 @@ type Bugs struct {
 	// snapshot the log holds, and the changes between are never captured
 	// (found by the simulator: a source paused during the snapshot).
 	TrustSlotPosition bool
+	// UnconditionalApply has appliers write without saying where they
+	// expect the store to be (no Batch.Base): a second applier of the
+	// same store, or a zombie that wakes with an old batch, writes over
+	// what the other wrote, and nothing refuses it.
+	UnconditionalApply bool
 }
 
 func (b Bugs) Any() bool { return b != Bugs{} }
@@ -129,6 +134,7 @@ var BugNames = map[string]func(*Bugs){
 	"no-idle-check":             func(b *Bugs) { b.NoIdleCheck = true },
 	"confirm-on-append-timeout": func(b *Bugs) { b.ConfirmOnAppendTimeout = true },
 	"trust-slot-position":       func(b *Bugs) { b.TrustSlotPosition = true },
+	"unconditional-apply":       func(b *Bugs) { b.UnconditionalApply = true },
 }
 
 // ParseBugs reads a comma-separated list of bug names ("" is none).

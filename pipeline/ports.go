@@ -88,12 +88,25 @@ type Log interface {
 // log order and the position after them. Reset asks the store to drop
 // everything first (a rebuild). Base, when set, is the position the applier
 // believes the store is at: a store elsewhere (it restarted empty, or another
-// writer moved it) refuses the batch with ErrPositionMismatch.
+// writer moved it) refuses the batch with ErrPositionMismatch. Fresh, for a
+// rebuild, says the applier believes the store holds no position: a store
+// that has one (another applier brought it up meanwhile) refuses the batch
+// the same way. Base and Fresh are the applier's fence: with either, a
+// second applier of the store, or a zombie waking with an old batch, cannot
+// write over what the other wrote.
 type Batch struct {
 	Txns     []model.Txn
 	Position model.Position
 	Reset    bool
 	Base     *model.Position
+	Fresh    bool
+}
+
+// Refuses reports whether a store at pos (has: whether it holds one) must
+// refuse b: its Base is not pos, or it is Fresh and the store has a
+// position. The stores' shared rule, for adapters that check in Go.
+func (b Batch) Refuses(pos model.Position, has bool) bool {
+	return b.Base != nil && (!has || pos != *b.Base) || b.Fresh && has
 }
 
 // Store is a downstream store as a sink applier sees it.

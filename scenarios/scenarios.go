@@ -147,6 +147,8 @@ var All = []*Scenario{
 	{Name: "unclean-election", Summary: "leader failover with unclean election: the log may lose acknowledged records", Workload: "profiles",
 		Kinds: []faults.Kind{faults.LeaderFailover, faults.Crash, faults.Partition, faults.UncleanElection}, Roles: []faults.Role{faults.RoleBroker, faults.RoleCapture},
 		Unclean: true, MaxDownBrokers: 2},
+	{Name: "fencing", Summary: "a paused or cut-off capture or applier is taken for dead and started again beside itself; the first wakes as a zombie", Workload: "profiles",
+		Kinds: []faults.Kind{faults.Pause, faults.Partition, faults.SecondInstance}, EveryKind: true, Roles: allRoles},
 }
 
 // Unsupported is the scenarios whose source holds input the pipeline must

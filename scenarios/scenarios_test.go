@@ -176,6 +176,9 @@ func TestKnownBugsAreCaught(t *testing.T) {
 		// An append lost before the log took it, confirmed all the same:
 		// the next transaction is chained to one the log never got.
 		{"confirm-on-append-timeout", "ambiguous-append", pipeline.Bugs{ConfirmOnAppendTimeout: true}, checker.NotConverged},
+		// A zombie applier writes its old batch over what its second
+		// instance wrote: the store's position goes back.
+		{"unconditional-apply", "fencing", pipeline.Bugs{UnconditionalApply: true}, checker.Backwards},
 	}
 	for _, c := range cases {
 		t.Run(c.bug, func(t *testing.T) {
@@ -237,6 +240,61 @@ func TestAmbiguousAppendCatchesConfirmOnTimeoutOften(t *testing.T) {
 	if caught*2 < seeds {
 		t.Fatalf("confirm-on-append-timeout caught in %d of %d seeds of ambiguous-append, want at least half", caught, seeds)
 	}
+}
+
+// Fencing catches the broken rules that let two writers at a store: an
+// applier that writes without its expected position (unconditional-apply),
+// in at least half of its first 30 seeds, and an applier that re-applies
+// what its store holds (non-idempotent-apply, the rule that makes a
+// zombie's or a restarted capture's copies of records harmless), in at
+// least half too. The correct pipeline holds on the same seeds.
+func TestFencingCatchesTwoWritersOften(t *testing.T) {
+	const seeds = 30
+	cases := []struct {
+		bug  string
+		bugs pipeline.Bugs
+		want checker.Class
+	}{
+		{"unconditional-apply", pipeline.Bugs{UnconditionalApply: true}, checker.Backwards},
+		{"non-idempotent-apply", pipeline.Bugs{NonIdempotentApply: true}, checker.Duplicate},
+	}
+	for _, c := range cases {
+		t.Run(c.bug, func(t *testing.T) {
+			t.Parallel()
+			sc := *ByName("fencing")
+			sc.Name += "+" + c.bug
+			sc.Bugs = c.bugs
+			caught := 0
+			for seed := uint64(1); seed <= seeds; seed++ {
+				out, err := Run(&sc, Pipeline, seed, Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, a := range out.Report.Violations() {
+					if a.Class == c.want {
+						caught++
+						break
+					}
+				}
+			}
+			t.Logf("%s caught as %s in %d of %d seeds of fencing", c.bug, c.want, caught, seeds)
+			if caught*2 < seeds {
+				t.Fatalf("%s caught as %s in %d of %d seeds of fencing, want at least half", c.bug, c.want, caught, seeds)
+			}
+		})
+	}
+	t.Run("correct", func(t *testing.T) {
+		t.Parallel()
+		for seed := uint64(1); seed <= seeds; seed++ {
+			out, err := Run(ByName("fencing"), Pipeline, seed, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out.Violated() {
+				t.Fatalf("%s: the correct pipeline violated a claim:\n%s", out.Repro(), out.Report)
+			}
+		}
+	})
 }
 
 // The scenarios together cover every fault kind.

@@ -170,6 +170,9 @@ type world struct {
 	stores   []*sim.Node
 	observer *sim.Node
 	roles    []faults.Node
+	// processes are the pipeline's process nodes' boot functions, by
+	// name, for starting second instances.
+	processes map[string]func(n *sim.Node) any
 
 	wl      workload.Workload
 	issued  int
@@ -286,7 +289,7 @@ func (x *world) build() {
 		panic(err) // the initial load cannot fail
 	}
 	for _, s := range storeKinds {
-		n := w.AddNode(s.name, services.BootStore(s.kind))
+		n := w.AddNode(s.name, services.BootAuditedStore(s.kind, func(p model.PositionWrite) { x.hist.Positions = append(x.hist.Positions, p) }))
 		if x.sys == DualWrite {
 			// The application loads its initial rows into every store too;
 			// the pipeline gets them from the capture's snapshot instead.
@@ -323,7 +326,8 @@ func (x *world) buildPipeline() {
 	for _, b := range x.cluster.Brokers() {
 		x.roles = append(x.roles, faults.Node{Name: b.Name(), Role: faults.RoleBroker})
 	}
-	w.AddNode("capture", func(n *sim.Node) any {
+	x.processes = map[string]func(n *sim.Node) any{}
+	x.addProcess("capture", faults.RoleCapture, func(n *sim.Node) any {
 		c := &pipeline.Capture{
 			Env:    n.Env(),
 			Source: &services.StreamClient{From: n, DB: x.db},
@@ -342,25 +346,55 @@ func (x *world) buildPipeline() {
 		})
 		return nil
 	})
-	x.roles = append(x.roles, faults.Node{Name: "capture", Role: faults.RoleCapture})
 	for i, s := range storeKinds {
 		store := x.stores[i]
 		kind := s.kind
 		name := "applier-" + s.name
-		w.AddNode(name, func(n *sim.Node) any {
+		x.addProcess(name, faults.RoleApplier, func(n *sim.Node) any {
 			a := &pipeline.Applier{
 				Env:    n.Env(),
 				Log:    &services.LogClient{From: n, Cluster: x.cluster},
 				Store:  &services.StoreClient{From: n, To: store, StoreKind: kind, Blind: bugs.NonIdempotentApply},
-				Group:  name,
+				Group:  name, // a second instance joins the same group
 				Bugs:   bugs,
 				Logger: x.logger.With("node", n.Name()),
 			}
 			n.Go("apply", func(ctx context.Context) { _ = a.Run(ctx) })
 			return nil
 		})
-		x.roles = append(x.roles, faults.Node{Name: name, Role: faults.RoleApplier})
 	}
+}
+
+// addProcess adds a pipeline process node and remembers how it boots, so
+// that a second instance of it can be started (faults.SecondInstance).
+func (x *world) addProcess(name string, role faults.Role, boot func(n *sim.Node) any) {
+	x.w.AddNode(name, boot)
+	x.processes[name] = boot
+	x.roles = append(x.roles, faults.Node{Name: name, Role: role})
+}
+
+// SecondInstanceName is the node name of the second instance of a process.
+func SecondInstanceName(node string) string { return node + "-2" }
+
+// startSecond starts a second instance of process node: a node of its own,
+// booted as the first (same slot, log, store and consumer group), running
+// until the run ends. A world without that process (dual writes have no
+// capture or appliers) has nothing to start.
+func (x *world) startSecond(node string) error {
+	boot, ok := x.processes[node]
+	if !ok {
+		if x.sys == Pipeline {
+			return fmt.Errorf("no pipeline process %q to start a second instance of", node)
+		}
+		return nil
+	}
+	name := SecondInstanceName(node)
+	if _, dup := x.w.Node(name); dup {
+		return fmt.Errorf("%s has a second instance already (%s)", node, name)
+	}
+	x.w.AddNode(name, boot)
+	x.logger.Info("second instance started", "of", node, "node", name)
+	return nil
 }
 
 // migrate creates t during the fault phase, between a quarter and a half

@@ -140,6 +140,8 @@ func (t *simTarget) UncleanElection(on bool) error {
 	return nil
 }
 
+func (t *simTarget) SecondInstance(name string) error { return t.x.startSecond(name) }
+
 // healEverything is the quiet phase's safety net: whatever is still down or
 // paused comes back, so convergence can be judged.
 func (t *simTarget) healEverything() {

@@ -258,6 +258,10 @@ func (t *Target) ClockJump(string, time.Duration) error {
 	return errors.New("clock-jump is not supported in the container world (containers share the host clock)")
 }
 
+// SecondInstance starts a second container of a pipeline process beside
+// the first (World.StartSecond).
+func (t *Target) SecondInstance(name string) error { return t.w.StartSecond(t.ctx, name) }
+
 // LeaderFailover kills the broker that leads the topic's partition and
 // restarts it after FailoverDowntime.
 func (t *Target) LeaderFailover() error {

@@ -184,3 +184,43 @@ quiet @25s`), true)
 	}
 	t.Logf("pgbench:\n%s", out.Bench)
 }
+
+// A second instance of the capture and of two appliers, started while the
+// first is paused, which then wakes as a zombie: the pipeline holds every
+// claim against the real services, and PostgreSQL lets one capture stream
+// from the slot (the second is told the slot is active, 55006), as the
+// simulated source does.
+func TestFencingInContainers(t *testing.T) {
+	requireDocker(t)
+	out := runScenario(t, "fencing", scenarios.Pipeline, plan(t, `
+@3s pause capture
+@4s second-instance capture
+@7s resume capture
+@8s pause applier-replica
+@8s pause applier-search
+@9s second-instance applier-replica
+@9.5s second-instance applier-search
+@12s resume applier-replica
+@12s resume applier-search
+quiet @22s`), false)
+	if out.Violated() {
+		t.Fatalf("the pipeline violated a claimed property:\n%s\nlogs: %s", out.Report, out.LogDir)
+	}
+	for _, st := range out.History.Stores {
+		if _, ok := out.History.ConvergedAt[st.Name]; !ok {
+			t.Fatalf("%s never converged:\n%s", st.Name, out.Report)
+		}
+	}
+	for _, name := range []string{"capture-2", "applier-replica-2", "applier-search-2"} {
+		if _, err := os.Stat(out.LogDir + "/" + name + ".log"); err != nil {
+			t.Fatalf("no log of the second instance %s: %v", name, err)
+		}
+	}
+	logs, err := os.ReadFile(out.LogDir + "/capture-2.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(logs), "55006") {
+		t.Fatalf("the second capture was never told the slot is active (55006): two captures streamed? logs: %s", out.LogDir)
+	}
+}

@@ -24,6 +24,7 @@ import (
 	"github.com/moby/moby/api/types/network"
 
 	"lockstep/faults"
+	"lockstep/scenarios"
 )
 
 // Topic is the log topic the pipeline uses.
@@ -56,12 +57,15 @@ type Options struct {
 // container so it can be killed, paused and cut off like any other process.
 // Only ports on 127.0.0.1 are published.
 type World struct {
-	id     string
-	opts   Options
-	net    *testcontainers.DockerNetwork
-	mu     sync.Mutex
-	svcs   map[string]*Service
-	order  []string
+	id    string
+	opts  Options
+	net   *testcontainers.DockerNetwork
+	mu    sync.Mutex
+	svcs  map[string]*Service
+	order []string
+	// procs are the pipeline's processes as StartPipeline started them,
+	// by service name, for starting a second instance (StartSecond).
+	procs  map[string]proc
 	log    *slog.Logger
 	closed bool
 
@@ -266,6 +270,13 @@ func (w *World) run(ctx context.Context, name string, role faults.Role, req test
 	return nil
 }
 
+// proc is a pipeline process: its service name, role and command.
+type proc struct {
+	name string
+	role faults.Role
+	cmd  []string
+}
+
 // StartPipeline starts the capture and one applier per store.
 func (w *World) StartPipeline(ctx context.Context) error {
 	brokers := strings.Join(w.InternalKafka, ",")
@@ -273,16 +284,18 @@ func (w *World) StartPipeline(ctx context.Context) error {
 	if w.opts.Bugs != "" {
 		common = append(common, "--bug", w.opts.Bugs)
 	}
-	procs := []struct {
-		name string
-		role faults.Role
-		cmd  []string
-	}{
+	procs := []proc{
 		{"capture", faults.RoleCapture, append([]string{"capture", "--source", w.InternalSourceDSN}, common...)},
 		{"applier-replica", faults.RoleApplier, append([]string{"apply", "--store", "replica", "--target", w.InternalReplicaDSN}, common...)},
 		{"applier-cache", faults.RoleApplier, append([]string{"apply", "--store", "cache", "--target", w.InternalRedis}, common...)},
 		{"applier-search", faults.RoleApplier, append([]string{"apply", "--store", "search", "--target", w.InternalSearchDSN}, common...)},
 	}
+	w.mu.Lock()
+	w.procs = map[string]proc{}
+	for _, p := range procs {
+		w.procs[p.name] = p
+	}
+	w.mu.Unlock()
 	errs := make([]error, len(procs))
 	var wg sync.WaitGroup
 	for i, p := range procs {
@@ -297,6 +310,26 @@ func (w *World) StartPipeline(ctx context.Context) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// StartSecond starts a second instance of pipeline process name: a
+// container of its own (service scenarios.SecondInstanceName(name)) with
+// the same command, so the same slot, topic, store and consumer group, on
+// the run's network, kept and removed with the others. It returns once the
+// container runs, without waiting for the process to be ready: the fault
+// phase goes on meanwhile.
+func (w *World) StartSecond(ctx context.Context, name string) error {
+	w.mu.Lock()
+	p, ok := w.procs[name]
+	_, dup := w.svcs[scenarios.SecondInstanceName(name)]
+	w.mu.Unlock()
+	switch {
+	case !ok:
+		return fmt.Errorf("containers: no pipeline process %q to start a second instance of", name)
+	case dup:
+		return fmt.Errorf("containers: %s has a second instance already", name)
+	}
+	return w.run(ctx, scenarios.SecondInstanceName(name), p.role, testcontainers.ContainerRequest{Image: PipelineImage, Cmd: p.cmd})
 }
 
 var (

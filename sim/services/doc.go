@@ -14,8 +14,11 @@ import (
 
 // Errors the simulated services answer with.
 var (
-	ErrAborted       = errors.New("transaction rolled back")
-	ErrStaleSession  = errors.New("replication session ended (source restarted)")
+	ErrAborted      = errors.New("transaction rolled back")
+	ErrStaleSession = errors.New("replication session ended (source restarted, or another session took the slot)")
+	// ErrSlotInUse: another process streams from the replication slot
+	// (PostgreSQL's 55006, "replication slot is active for PID").
+	ErrSlotInUse     = errors.New("replication slot is active for another process")
 	ErrNotLeader     = errors.New("not the partition leader")
 	ErrNotEnoughISR  = errors.New("not enough in-sync replicas")
 	ErrOffline       = errors.New("partition offline: no leader")

@@ -50,7 +50,27 @@ type SourceDB struct {
 	refusing bool
 	// streams are walsenders waiting for the next commit.
 	streams []*streamWaiter
+	// holder is the streaming session that holds the slot (volatile: a
+	// restart ends every session); see start.
+	holder holder
 }
+
+// holder is the process streaming from the slot, as pg_replication_slots'
+// active_pid names it: its session, its node and that node's incarnation,
+// and when the source last heard from it.
+type holder struct {
+	sess  int // 0: nobody
+	node  *sim.Node
+	inc   int
+	heard time.Duration
+	gen   int // sessions started since boot, for the next session's id
+}
+
+// WalSenderTimeout is how long the source keeps a streaming session that
+// it does not hear from (a paused or cut-off capture) before it ends it and
+// frees the slot: PostgreSQL's wal_sender_timeout, as the container world
+// sets it (images/pg-entrypoint.sh).
+const WalSenderTimeout = 20 * time.Second
 
 type streamWaiter struct {
 	sess  int
@@ -495,6 +515,7 @@ func (tx *dbTx) DeleteRow(table string, row model.Row) {
 // has no FULL identity it refuses, naming every such table, and leaves no
 // slot (as pgsource drops a slot whose snapshot it could not read).
 func (db *SourceDB) Snapshot() (model.Txn, error) {
+	db.endSession() // whoever streamed from the slot is fenced off
 	if db.refusing {
 		db.slot = slot{}
 		db.checkpoint()
@@ -517,6 +538,7 @@ func (db *SourceDB) Snapshot() (model.Txn, error) {
 // DropSlot removes the replication slot (a fault: an operator or a WAL
 // retention limit dropped it).
 func (db *SourceDB) DropSlot() {
+	db.endSession()
 	db.slot = slot{}
 	db.checkpoint()
 }
@@ -529,16 +551,44 @@ type session struct {
 	Confirmed model.LSN
 }
 
-func (db *SourceDB) start() (session, error) {
+// start opens a streaming session on the slot for a process on node from.
+// Exactly one session streams from a slot, as in PostgreSQL: a session of
+// another process holds it until that process dies (its node crashed or
+// restarted: the kernel closes its connection), until the source has not
+// heard from it for WalSenderTimeout (a paused or cut-off process), or
+// until a snapshot takes the slot over (Snapshot ends it, as pgsource
+// terminates the slot's holder). A process starting again takes over its
+// own earlier session: it closed that connection first.
+func (db *SourceDB) start(from *sim.Node) (session, error) {
 	if !db.slot.Exists {
 		return session{}, pipeline.ErrNoSlot
 	}
-	return session{ID: db.n.Incarnation(), Confirmed: db.slot.Confirmed}, nil
+	now := db.n.World().Now()
+	if h := db.holder; h.sess != 0 && h.node != from && h.node.Up() && h.node.Incarnation() == h.inc && now-h.heard < WalSenderTimeout {
+		return session{}, fmt.Errorf("%w (%s)", ErrSlotInUse, h.node.Name())
+	}
+	db.holder.gen++
+	id := db.n.Incarnation()<<20 | db.holder.gen
+	db.holder = holder{sess: id, node: from, inc: from.Incarnation(), heard: now, gen: db.holder.gen}
+	return session{ID: id, Confirmed: db.slot.Confirmed}, nil
 }
 
+// hear checks that sess is the session holding the slot, and notes that
+// the source heard from it.
+func (db *SourceDB) hear(sess int) error {
+	if sess == 0 || sess != db.holder.sess || !db.slot.Exists {
+		return ErrStaleSession
+	}
+	db.holder.heard = db.n.World().Now()
+	return nil
+}
+
+// endSession ends whatever session holds the slot.
+func (db *SourceDB) endSession() { db.holder.sess, db.holder.node = 0, nil }
+
 func (db *SourceDB) next(sess int, after model.LSN, max int) ([]model.Txn, error) {
-	if sess != db.n.Incarnation() || !db.slot.Exists {
-		return nil, ErrStaleSession
+	if err := db.hear(sess); err != nil {
+		return nil, err
 	}
 	i := sort.Search(len(db.wal), func(i int) bool { return db.wal[i].CommitLSN > after })
 	j := min(i+max, len(db.wal))
@@ -558,10 +608,16 @@ func (db *SourceDB) next(sess int, after model.LSN, max int) ([]model.Txn, error
 	return out, nil
 }
 
-func (db *SourceDB) confirm(lsn model.LSN) {
-	if db.slot.Exists && lsn > db.slot.Confirmed {
+// confirm moves the slot's confirmed position forward, for the session
+// that holds it only: an ended session's connection is gone.
+func (db *SourceDB) confirm(sess int, lsn model.LSN) error {
+	if err := db.hear(sess); err != nil {
+		return err
+	}
+	if lsn > db.slot.Confirmed {
 		db.slot.Confirmed = lsn
 	}
+	return nil
 }
 
 // SourceClient is the application's connection to the source (pipeline.Source).
@@ -606,7 +662,8 @@ func (c *StreamClient) Snapshot(ctx context.Context) (model.Txn, error) {
 
 // Start implements pipeline.ChangeStream.
 func (c *StreamClient) Start(ctx context.Context) (model.LSN, error) {
-	s, err := sim.Call(ctx, c.From, c.DB, c.timeout(), func(db *SourceDB) (session, error) { return db.start() })
+	from := c.From
+	s, err := sim.Call(ctx, c.From, c.DB, c.timeout(), func(db *SourceDB) (session, error) { return db.start(from) })
 	if err != nil {
 		return 0, err
 	}
@@ -638,6 +695,7 @@ func (c *StreamClient) Next(ctx context.Context) ([]model.Txn, error) {
 
 // Confirm implements pipeline.ChangeStream.
 func (c *StreamClient) Confirm(ctx context.Context, lsn model.LSN) error {
-	_, err := sim.Call(ctx, c.From, c.DB, c.timeout(), func(db *SourceDB) (struct{}, error) { db.confirm(lsn); return struct{}{}, nil })
+	sess := c.session
+	_, err := sim.Call(ctx, c.From, c.DB, c.timeout(), func(db *SourceDB) (struct{}, error) { return struct{}{}, db.confirm(sess, lsn) })
 	return err
 }

@@ -611,3 +611,90 @@ func TestSourceKeylessDefaultTableIsRefused(t *testing.T) {
 		t.Errorf("Start after the refused snapshot: %v, want ErrNoSlot", startErr)
 	}
 }
+
+// Exactly one process streams from the slot, as in PostgreSQL: a second
+// capture is refused while the first streams (and while it is paused, until
+// wal_sender_timeout ends its session); then the second takes the slot and
+// the first, woken as a zombie, can neither read nor confirm. A snapshot
+// ends the holder's session too, and a process that died frees the slot
+// at once.
+func TestSourceSlotHasOneHolder(t *testing.T) {
+	r := newSourceRig(t, 3)
+	other := r.w.AddNode("other", nil)
+	src, first := r.client(), r.stream()
+	second := &StreamClient{From: other, DB: r.db}
+	var refused, paused, zombieNext, zombieConfirm, took, afterSnap, afterCrash error
+	r.app.Go("first", func(ctx context.Context) {
+		_, _ = src.Exec(ctx, put("a", "1"))
+		_, _ = first.Snapshot(ctx)
+		if _, err := first.Start(ctx); err != nil {
+			t.Errorf("first Start: %v", err)
+		}
+		_, _ = first.Next(ctx)
+		sleepUntil(ctx, r.app, WalSenderTimeout+5*time.Second) // paused meanwhile
+		_, zombieNext = first.Next(ctx)
+		zombieConfirm = first.Confirm(ctx, 1)
+	})
+	other.Go("second", func(ctx context.Context) {
+		sleepUntil(ctx, other, time.Second)
+		_, refused = second.Start(ctx)
+		sleepUntil(ctx, other, WalSenderTimeout-time.Second)
+		_, paused = second.Start(ctx)
+		sleepUntil(ctx, other, WalSenderTimeout+3*time.Second)
+		_, took = second.Start(ctx)
+	})
+	r.w.At(2*time.Second, 1, r.app.Pause)
+	r.w.At(WalSenderTimeout+4*time.Second, 1, r.app.Resume)
+	run(t, r.w, WalSenderTimeout+10*time.Second)
+	switch {
+	case !errors.Is(refused, ErrSlotInUse):
+		t.Fatalf("second Start while the first streams: %v, want ErrSlotInUse", refused)
+	case !errors.Is(paused, ErrSlotInUse):
+		t.Fatalf("second Start while the first is paused, before wal_sender_timeout: %v, want ErrSlotInUse", paused)
+	case took != nil:
+		t.Fatalf("second Start past wal_sender_timeout: %v, want the slot", took)
+	case !errors.Is(zombieNext, ErrStaleSession) || !errors.Is(zombieConfirm, ErrStaleSession):
+		t.Fatalf("the woken first: Next %v, Confirm %v; want ErrStaleSession for both", zombieNext, zombieConfirm)
+	}
+
+	// A snapshot ends the holder's session.
+	r = newSourceRig(t, 4)
+	other = r.w.AddNode("other", nil)
+	first, second = r.stream(), &StreamClient{From: other, DB: r.db}
+	var holderNext error
+	r.app.Go("first", func(ctx context.Context) {
+		_, _ = first.Snapshot(ctx)
+		_, _ = first.Start(ctx)
+		sleepUntil(ctx, r.app, 2*time.Second)
+		_, holderNext = first.Next(ctx)
+	})
+	other.Go("second", func(ctx context.Context) {
+		sleepUntil(ctx, other, time.Second)
+		_, _ = second.Snapshot(ctx)
+		_, afterSnap = second.Start(ctx)
+	})
+	run(t, r.w, 3*time.Second)
+	if afterSnap != nil || !errors.Is(holderNext, ErrStaleSession) {
+		t.Fatalf("after another process's snapshot: its Start %v, the old holder's Next %v; want the slot, and ErrStaleSession", afterSnap, holderNext)
+	}
+
+	// A holder that died frees the slot at once: its connection is gone.
+	r = newSourceRig(t, 5)
+	other = r.w.AddNode("other", nil)
+	first, second = r.stream(), &StreamClient{From: other, DB: r.db}
+	r.app.Go("first", func(ctx context.Context) {
+		_, _ = first.Snapshot(ctx)
+		if _, err := first.Start(ctx); err != nil {
+			t.Errorf("first Start: %v", err)
+		}
+	})
+	other.Go("second", func(ctx context.Context) {
+		sleepUntil(ctx, other, 2*time.Second)
+		_, afterCrash = second.Start(ctx)
+	})
+	r.w.At(time.Second, 1, r.app.Crash)
+	run(t, r.w, 3*time.Second)
+	if afterCrash != nil {
+		t.Fatalf("Start after the holder crashed: %v, want the slot at once", afterCrash)
+	}
+}

@@ -30,14 +30,28 @@ type Store struct {
 	sources map[model.Key]model.Row
 	pos     model.Position
 	hasPos  bool
+	// audit, when set, hears of every change of the saved position, as
+	// a store's own log would show it (see BootAuditedStore).
+	audit func(model.PositionWrite)
+	name  string
 }
 
 func durable(k model.StoreKind) bool { return k != model.Cache }
 
 // BootStore returns the boot function of a store node of the given kind.
 func BootStore(kind model.StoreKind) func(n *sim.Node) any {
+	return BootAuditedStore(kind, nil)
+}
+
+// BootAuditedStore is BootStore with an audit of the store's saved
+// position: audit hears, outside the simulation, of every write of it and
+// of its loss, and of the position the store holds at every boot. The
+// harness keeps it for the checker (History.Positions); nil hears nothing.
+func BootAuditedStore(kind model.StoreKind, audit func(model.PositionWrite)) func(n *sim.Node) any {
 	return func(n *sim.Node) any {
-		s := &Store{kind: kind, n: n, docs: map[model.Key]model.Doc{}, tombs: map[model.Key]model.LSN{}, sources: map[model.Key]model.Row{}}
+		s := &Store{kind: kind, n: n, docs: map[model.Key]model.Doc{}, tombs: map[model.Key]model.LSN{}, sources: map[model.Key]model.Row{},
+			audit: audit, name: n.Name()}
+		defer s.heard()
 		if !durable(kind) {
 			return s
 		}
@@ -128,6 +142,14 @@ func (s *Store) setPos(p model.Position) {
 	if durable(s.kind) {
 		s.n.Disk().Put("pos", p)
 	}
+	s.heard()
+}
+
+// heard tells the audit, if any, the position the store holds now.
+func (s *Store) heard() {
+	if s.audit != nil {
+		s.audit(model.PositionWrite{Store: s.name, At: s.n.World().Now(), Position: s.pos, Lost: !s.hasPos})
+	}
 }
 
 func (s *Store) sync() {
@@ -186,8 +208,10 @@ func (s *Store) write(c model.Change, lsn model.LSN, guarded bool) {
 	s.setDoc(k, model.ProjectChange(s.kind, c, lsn, prev, had), c.Row)
 }
 
-func (s *Store) checkBase(base *model.Position) error {
-	if base != nil && (!s.hasPos || s.pos != *base) {
+// checkBase refuses a batch the store is not where it expects (see
+// pipeline.Batch's Base and Fresh).
+func (s *Store) checkBase(b pipeline.Batch) error {
+	if b.Refuses(s.pos, s.hasPos) {
 		return pipeline.ErrPositionMismatch
 	}
 	return nil
@@ -212,7 +236,7 @@ func (s *Store) Load(t model.Txn) {
 
 // applyBatch applies whole transactions and the new position in one step.
 func (s *Store) applyBatch(b pipeline.Batch, guarded bool) error {
-	if err := s.checkBase(b.Base); err != nil {
+	if err := s.checkBase(b); err != nil {
 		return err
 	}
 	if b.Reset {
@@ -259,7 +283,7 @@ func (c *StoreClient) Apply(ctx context.Context, b pipeline.Batch) error {
 	}
 	call := func(fn func(s *Store)) error {
 		_, err := sim.Call(ctx, c.From, c.To, c.timeout(), func(s *Store) (struct{}, error) {
-			if err := s.checkBase(b.Base); err != nil {
+			if err := s.checkBase(b); err != nil {
 				return struct{}{}, err
 			}
 			fn(s)

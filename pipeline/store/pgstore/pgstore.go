@@ -327,6 +327,14 @@ func (s *tables) Clear(ctx context.Context) error {
 	return nil
 }
 
+// batchMismatch is the error for a batch the store at (has) refuses.
+func batchMismatch(at model.Position, has bool, b pipeline.Batch) error {
+	if b.Base == nil {
+		return fmt.Errorf("store at %s, the batch wants a store without position: %w", at, pipeline.ErrPositionMismatch)
+	}
+	return mismatch(at, has, *b.Base)
+}
+
 func mismatch(at model.Position, has bool, base model.Position) error {
 	if !has {
 		return fmt.Errorf("store has no position, batch base %s: %w", base, pipeline.ErrPositionMismatch)
@@ -386,8 +394,8 @@ func (r *Replica) Apply(ctx context.Context, b pipeline.Batch) error {
 		if err != nil {
 			return err
 		}
-		if b.Base != nil && (!has || at != *b.Base) {
-			return mismatch(at, has, *b.Base)
+		if b.Refuses(at, has) {
+			return batchMismatch(at, has, b)
 		}
 		txns, err := r.t.resolve(ctx, tx, b.Txns, b.Reset)
 		if err != nil {
@@ -505,6 +513,13 @@ CREATE INDEX IF NOT EXISTS %[2]s ON %[1]s USING gin (tsv);`, t.docs, pgx.Identif
 	schema := t.docsSchema + t.posSchema() + fmt.Sprintf(`
 CREATE OR REPLACE FUNCTION %[1]s(want_off bigint, want_lsn bigint) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
+	IF want_off IS NULL THEN -- a fresh batch: the index must hold no position
+		PERFORM 1 FROM %[2]s WHERE id = 1 AND has_pos FOR UPDATE;
+		IF FOUND THEN
+			RAISE EXCEPTION 'search has a position, the batch wants none' USING ERRCODE = '%[3]s';
+		END IF;
+		RETURN;
+	END IF;
 	PERFORM 1 FROM %[2]s WHERE id = 1 AND has_pos AND off = want_off AND lsn = want_lsn FOR UPDATE;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'search position is not the batch base %% / %%', want_off, want_lsn USING ERRCODE = '%[3]s';
@@ -528,14 +543,18 @@ func (s *Search) Position(ctx context.Context) (model.Position, bool, error) {
 // the statements fill queues. A request is one round trip and one implicit
 // transaction, so a failed base check skips its writes; nothing ties two
 // requests together.
-func (s *Search) bulk(ctx context.Context, base *model.Position, fill func(*pgx.Batch) error) error {
+func (s *Search) bulk(ctx context.Context, b pipeline.Batch, fill func(*pgx.Batch) error) error {
 	batch := &pgx.Batch{}
-	if base != nil {
+	base := b.Base
+	switch {
+	case base != nil:
 		lsn, err := lsnArg(base.LSN)
 		if err != nil {
 			return err
 		}
 		batch.Queue(`SELECT `+s.checkBase+`($1, $2)`, base.Offset, lsn)
+	case b.Fresh:
+		batch.Queue(`SELECT ` + s.checkBase + `(NULL, NULL)`)
 	}
 	if err := fill(batch); err != nil {
 		return err
@@ -544,9 +563,9 @@ func (s *Search) bulk(ctx context.Context, base *model.Position, fill func(*pgx.
 	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok && pgErr.Code == errCodeMismatch {
 		at, has, perr := s.t.position(ctx, nil, "")
 		if perr != nil {
-			return fmt.Errorf("batch base %s: %w", *base, pipeline.ErrPositionMismatch)
+			return fmt.Errorf("%s: %w", pgErr.Message, pipeline.ErrPositionMismatch)
 		}
-		return mismatch(at, has, *base)
+		return batchMismatch(at, has, b)
 	}
 	return err
 }
@@ -563,10 +582,12 @@ func (s *Search) Apply(ctx context.Context, b pipeline.Batch) error {
 		return fmt.Errorf("pgstore: search: apply up to %s: %w", b.Position, err)
 	}
 	if b.Reset {
-		if _, err := s.t.pool.Exec(ctx, s.t.docsSchema); err != nil {
+		// As at opening: a documents table that was dropped takes the
+		// position with it, so that a fresh rebuild may go ahead.
+		if err := s.t.create(ctx, s.t.docsSchema); err != nil {
 			return wrap(fmt.Errorf("recreate the documents table: %w", err))
 		}
-		if err := s.bulk(ctx, b.Base, func(batch *pgx.Batch) error {
+		if err := s.bulk(ctx, b, func(batch *pgx.Batch) error {
 			batch.Queue(`DELETE FROM ` + s.t.docs)
 			return nil
 		}); err != nil {
@@ -583,7 +604,7 @@ func (s *Search) Apply(ctx context.Context, b pipeline.Batch) error {
 	}
 	for i, chunk := range chunks {
 		last := i == len(chunks)-1
-		if err := s.bulk(ctx, b.Base, func(batch *pgx.Batch) error {
+		if err := s.bulk(ctx, b, func(batch *pgx.Batch) error {
 			for _, c := range chunk {
 				if err := s.t.queueChange(batch, c.Change, c.LSN, !s.t.blind); err != nil {
 					return err
@@ -609,7 +630,7 @@ func (s *Search) Write(ctx context.Context, t model.Txn) error {
 		return fmt.Errorf("pgstore: search: write txn %d: %w", t.XID, err)
 	}
 	for _, chunk := range store.Chunks(txns, s.bulkDocs()) {
-		if err := s.bulk(ctx, nil, func(batch *pgx.Batch) error {
+		if err := s.bulk(ctx, pipeline.Batch{}, func(batch *pgx.Batch) error {
 			for _, c := range chunk {
 				if err := s.t.queueChange(batch, c.Change, c.LSN, false); err != nil {
 					return err

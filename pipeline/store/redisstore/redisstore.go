@@ -245,6 +245,9 @@ func (c *Cache) apply(ctx context.Context, tx *redis.Tx, b pipeline.Batch, keys 
 	if err != nil {
 		return err
 	}
+	if b.Base == nil && b.Refuses(at, has) {
+		return fmt.Errorf("cache at %s, the batch wants a cache without position: %w", at, pipeline.ErrPositionMismatch)
+	}
 	if b.Base != nil && (!has || at != *b.Base) {
 		if !has {
 			return fmt.Errorf("cache has no position, batch base %s: %w", *b.Base, pipeline.ErrPositionMismatch)

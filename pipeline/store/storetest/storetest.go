@@ -57,7 +57,7 @@ func NewRef(kind model.StoreKind, blind bool) *Ref {
 // Apply applies a batch as the simulated store does, refusing one whose
 // Base is not the store's position.
 func (r *Ref) Apply(b pipeline.Batch) error {
-	if b.Base != nil && (!r.hasPos || r.pos != *b.Base) {
+	if b.Refuses(r.pos, r.hasPos) {
 		return pipeline.ErrPositionMismatch
 	}
 	if b.Reset {
@@ -135,6 +135,7 @@ func Run(t *testing.T, h Harness) {
 		{"Random", testRandom},
 		{"Clear", testClear},
 		{"Lose", testLose},
+		{"Fresh", testFresh},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, h) })
 	}
@@ -244,7 +245,7 @@ func describe(b pipeline.Batch) string {
 	if b.Base != nil {
 		base = b.Base.String()
 	}
-	return fmt.Sprintf("%d txns reset=%v base=%s to %s", len(b.Txns), b.Reset, base, b.Position)
+	return fmt.Sprintf("%d txns reset=%v base=%s fresh=%v to %s", len(b.Txns), b.Reset, base, b.Fresh, b.Position)
 }
 
 // Helpers building changes.
@@ -635,4 +636,38 @@ func OneWinner(t *testing.T, round int, base model.Position, errs []error) int {
 		t.Fatalf("round %d: every applier was refused: %v", round, errs)
 	}
 	return winner
+}
+
+// A fresh batch (a rebuild) is taken only by a store without a position:
+// one that another writer brought up meanwhile refuses it and keeps what
+// it holds, and one that lost its data takes it again.
+func testFresh(t *testing.T, h Harness) {
+	p := start(t, h, false)
+	p.apply(pipeline.Batch{
+		Reset:    true,
+		Fresh:    true,
+		Txns:     []model.Txn{txn(10, ins("t", "k1", model.Row{"v": "one"}), ins("t", "k2", model.Row{"v": "two"}))},
+		Position: model.Position{Offset: 1, LSN: 10},
+	})
+	p.check("after a fresh rebuild of an empty store")
+	p.apply(pipeline.Batch{
+		Txns:     []model.Txn{txn(20, upd("t", "k1", model.Row{"v": "uno"}))},
+		Position: model.Position{Offset: 2, LSN: 20},
+		Base:     posp(model.Position{Offset: 1, LSN: 10}),
+	})
+	var many []model.Txn // more than one search bulk request
+	for i := range 40 {
+		many = append(many, txn(model.LSN(1+i%9), ins("t", fmt.Sprint("old", i), model.Row{"v": "stale"})))
+	}
+	err := p.apply(pipeline.Batch{Reset: true, Fresh: true, Txns: many, Position: model.Position{Offset: 1, LSN: 9}})
+	if !errors.Is(err, pipeline.ErrPositionMismatch) {
+		t.Fatalf("a fresh rebuild over a store at offset=2 lsn=20: %v, want ErrPositionMismatch", err)
+	}
+	p.check("after a stale rebuild was refused")
+	if err := p.s.Clear(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	p.ref.Clear()
+	p.apply(pipeline.Batch{Reset: true, Fresh: true, Txns: many, Position: model.Position{Offset: 40, LSN: 9}})
+	p.check("after a fresh rebuild of a cleared store")
 }
