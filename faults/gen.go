@@ -98,6 +98,18 @@ func (t Topology) Captures() []string {
 	return names
 }
 
+// DBs returns the names of the source database nodes (what slot-drop hits),
+// in topology order.
+func (t Topology) DBs() []string {
+	var names []string
+	for _, n := range t.Nodes {
+		if n.Role == RoleDB {
+			names = append(names, n.Name)
+		}
+	}
+	return names
+}
+
 // Brokers returns the names of the broker nodes, in topology order.
 func (t Topology) Brokers() []string {
 	var names []string
@@ -248,8 +260,10 @@ func pool(topo Topology, cfg GenConfig) []Kind {
 			ok = len(topo.Captures()) > 0
 		case LeaderFailover:
 			ok = len(brokers) > 0 && cfg.MaxDownBrokers > 0 && cfg.FailoverDowntime < cfg.Quiet
-		case UncleanElection:
+		case UncleanElection, Retention:
 			ok = len(brokers) > 0
+		case SlotDrop:
+			ok = len(topo.DBs()) > 0
 		}
 		if ok {
 			ks = append(ks, k)
@@ -545,6 +559,22 @@ func (g *gen) start(k Kind, t time.Duration) {
 		}
 		g.unclean = true
 		g.emit(Fault{At: t, Kind: k})
+	case Retention:
+		// From a fifth of a second to a few seconds: short enough to
+		// pass a store that is down or slow, and the last snapshot.
+		g.emit(Fault{At: t, Kind: k, Keep: g.ms(200, 4000)})
+	case SlotDrop:
+		dbs := g.topo.DBs()
+		var cands []string
+		for _, n := range dbs {
+			if !g.crashed[n] && !g.paused[n] {
+				cands = append(cands, n)
+			}
+		}
+		if len(cands) == 0 {
+			return // a database that is down cannot be asked to drop its slot
+		}
+		g.emit(Fault{At: t, Kind: k, Node: cands[g.rng.IntN(len(cands))]})
 	}
 }
 

@@ -34,6 +34,12 @@ type Target interface {
 	// it and restarts it by itself later.
 	LeaderFailover() error
 	UncleanElection(enabled bool) error
+	// Retention deletes the log's records appended more than keep ago
+	// (its start offset moves forward); SlotDrop drops the replication
+	// slot of the source database node. Both happen once: nothing is left
+	// in force.
+	Retention(keep time.Duration) error
+	SlotDrop(node string) error
 }
 
 // Apply validates f and dispatches it to t, with no bookkeeping. Errors name
@@ -70,6 +76,10 @@ func Apply(t Target, f Fault) error {
 		err = t.LeaderFailover()
 	case UncleanElection:
 		err = t.UncleanElection(true)
+	case Retention:
+		err = t.Retention(f.Keep)
+	case SlotDrop:
+		err = t.SlotDrop(f.Node)
 	}
 	if err != nil {
 		return fmt.Errorf("faults: %s: %w", f, err)

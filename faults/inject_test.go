@@ -51,6 +51,11 @@ func (r *recorder) UncleanElection(on bool) error {
 	return r.do(fmt.Sprintf("unclean-election %t", on))
 }
 
+func (r *recorder) Retention(keep time.Duration) error {
+	return r.do(fmt.Sprintf("retention %s", keep))
+}
+func (r *recorder) SlotDrop(n string) error { return r.do("slot-drop " + n) }
+
 func (r *recorder) take() []string {
 	c := r.calls
 	r.calls = nil
