@@ -197,8 +197,12 @@ func TestPlanSkipsAnAbandonedSnapshot(t *testing.T) {
 	}
 }
 
-// memLog is an in-memory pipeline.Log for capture tests.
-type memLog struct{ recs []Record }
+// memLog is an in-memory pipeline.Log for capture tests. Records before
+// start were deleted (retention): fetching them fails as Kafka's log does.
+type memLog struct {
+	recs  []Record
+	start int64
+}
 
 func (l *memLog) Produce(_ context.Context, txns []model.Txn) (int64, error) {
 	for _, t := range txns {
@@ -208,6 +212,9 @@ func (l *memLog) Produce(_ context.Context, txns []model.Txn) (int64, error) {
 }
 
 func (l *memLog) Fetch(_ context.Context, off int64, max int) ([]Record, error) {
+	if off < l.start {
+		return nil, fmt.Errorf("fetch %d: log starts at %d: %w", off, l.start, ErrOffsetOutOfRange)
+	}
 	if off >= int64(len(l.recs)) {
 		return nil, nil
 	}
@@ -215,6 +222,7 @@ func (l *memLog) Fetch(_ context.Context, off int64, max int) ([]Record, error) 
 }
 
 func (l *memLog) End(context.Context) (int64, error)               { return int64(len(l.recs)), nil }
+func (l *memLog) Start(context.Context) (int64, error)             { return l.start, nil }
 func (l *memLog) Commit(context.Context, string, int64) error      { return nil }
 func (l *memLog) Committed(context.Context, string) (int64, error) { return 0, nil }
 

@@ -622,7 +622,7 @@ func TestJudgeSnapshot(t *testing.T) {
 		for i := range recs {
 			recs[i].Offset = tc.lo + int64(i)
 		}
-		if got, _ := judgeSnapshot(tc.lo, recs); got != tc.want {
+		if got, _ := judgeSnapshot(tc.lo, 0, recs); got != tc.want {
 			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
 		}
 	}
@@ -638,10 +638,10 @@ func TestJudgeSnapshot(t *testing.T) {
 	for i := range recs {
 		recs[i].Offset = int64(i)
 	}
-	if got, _ := judgeSnapshot(0, recs); got != snapshotMissing {
+	if got, _ := judgeSnapshot(0, 0, recs); got != snapshotMissing {
 		t.Errorf("chunks out of reach: %v, want missing", got)
 	}
-	if got, need := judgeSnapshot(1, recs[1:]); got != snapshotMissing || need != 0 {
+	if got, need := judgeSnapshot(1, 0, recs[1:]); got != snapshotMissing || need != 0 {
 		t.Errorf("chunks out of reach, read from 1: %v (wants %d more), want missing", got, need)
 	}
 }

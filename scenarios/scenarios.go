@@ -147,6 +147,9 @@ var All = []*Scenario{
 	{Name: "unclean-election", Summary: "leader failover with unclean election: the log may lose acknowledged records", Workload: "profiles",
 		Kinds: []faults.Kind{faults.LeaderFailover, faults.Crash, faults.Partition, faults.UncleanElection}, Roles: []faults.Role{faults.RoleBroker, faults.RoleCapture},
 		Unclean: true, MaxDownBrokers: 2},
+	{Name: "retention", Summary: "log retention deletes records stores still need, the source drops the replication slot; processes, stores and the source crash", Workload: "bank",
+		Kinds: []faults.Kind{faults.Crash, faults.Retention, faults.SlotDrop}, EveryKind: true,
+		Roles: []faults.Role{faults.RoleDB, faults.RoleCapture, faults.RoleApplier, faults.RoleStore, faults.RoleApp}},
 }
 
 // Unsupported is the scenarios whose source holds input the pipeline must

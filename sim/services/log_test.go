@@ -513,8 +513,8 @@ func TestLogRecordsWhileOfflineIsTheLongestLog(t *testing.T) {
 	c := NewCluster(w, "b")
 	bs := c.Brokers()
 	long := []logEntry{{Txn: model.Txn{CommitLSN: 0x10}}, {Txn: model.Txn{CommitLSN: 0x20}}}
-	bs[0].State().(*broker).setLog(long[:1])
-	bs[2].State().(*broker).setLog(long)
+	bs[0].State().(*broker).setLog(long[:1], 0)
+	bs[2].State().(*broker).setLog(long, 0)
 	bs[1].Crash()
 	c.leader = -1
 	got := c.Records()
