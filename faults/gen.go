@@ -305,7 +305,7 @@ func Generate(rng *rand.Rand, topo Topology, cfg GenConfig) Plan {
 	if err := topo.Validate(); err != nil {
 		panic("faults.Generate: " + err.Error())
 	}
-	g := &gen{rng: rng, topo: topo, cfg: cfg, crashed: map[string]bool{}, paused: map[string]bool{}}
+	g := &gen{rng: rng, topo: topo, cfg: cfg, crashed: map[string]bool{}, paused: map[string]bool{}, downSince: map[string]time.Duration{}}
 	return g.run()
 }
 
@@ -332,6 +332,7 @@ type gen struct {
 	heal      *undoEvent // the owed heal, if any
 	crashed   map[string]bool
 	paused    map[string]bool
+	downSince map[string]time.Duration // when each crashed or paused node went down
 	failovers []time.Duration // end of each leader-failover's downtime
 	unclean   bool
 }
@@ -432,8 +433,10 @@ func (g *gen) flush(t time.Duration) {
 		switch u.kind {
 		case Restart:
 			delete(g.crashed, u.node)
+			delete(g.downSince, u.node)
 		case Resume:
 			delete(g.paused, u.node)
+			delete(g.downSince, u.node)
 		case Heal:
 			g.heal = nil
 		}
@@ -494,9 +497,11 @@ func (g *gen) start(k Kind, t time.Duration) {
 		g.emit(Fault{At: t, Kind: k, Node: node})
 		if k == Crash {
 			g.crashed[node] = true
+			g.downSince[node] = t
 			g.owe(end, Restart, node)
 		} else {
 			g.paused[node] = true
+			g.downSince[node] = t
 			g.owe(end, Resume, node)
 		}
 	case ClockJump:
@@ -562,9 +567,16 @@ func (g *gen) start(k Kind, t time.Duration) {
 		g.unclean = true
 		g.emit(Fault{At: t, Kind: k})
 	case Retention:
-		// From a fifth of a second to a few seconds: short enough to
-		// pass a store that is down or slow, and the last snapshot.
-		g.emit(Fault{At: t, Kind: k, Keep: g.ms(200, 4000)})
+		// Retention that deletes what nobody needs tells nothing: while
+		// a node is down, keep less than its outage so far, so the
+		// records a stopped store needs next are gone when it comes
+		// back. Otherwise a tenth of a second to a second and a half,
+		// which soon passes the last snapshot.
+		hi := 1500
+		if down := g.longestDown(t); down > 200*time.Millisecond {
+			hi = int(down.Milliseconds() * 9 / 10)
+		}
+		g.emit(Fault{At: t, Kind: k, Keep: g.ms(100, hi)})
 	case SlotDrop:
 		dbs := g.topo.DBs()
 		var cands []string
@@ -578,6 +590,18 @@ func (g *gen) start(k Kind, t time.Duration) {
 		}
 		g.emit(Fault{At: t, Kind: k, Node: cands[g.rng.IntN(len(cands))]})
 	}
+}
+
+// longestDown is how long the node down the longest at t has been down
+// (0 when none is), brokers aside: the log's own replicas hold no position.
+func (g *gen) longestDown(t time.Duration) time.Duration {
+	var d time.Duration
+	for _, n := range g.topo.Nodes {
+		if since, ok := g.downSince[n.Name]; ok && n.Role != RoleBroker {
+			d = max(d, t-since)
+		}
+	}
+	return d
 }
 
 func (g *gen) upBrokers() []string {

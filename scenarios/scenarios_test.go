@@ -176,6 +176,15 @@ func TestKnownBugsAreCaught(t *testing.T) {
 		// An append lost before the log took it, confirmed all the same:
 		// the next transaction is chained to one the log never got.
 		{"confirm-on-append-timeout", "ambiguous-append", pipeline.Bugs{ConfirmOnAppendTimeout: true}, checker.NotConverged},
+		// A store behind the log's start jumps to it: the chain stops it
+		// at the hole, and no snapshot after the hole helps it.
+		{"reset-to-earliest", "retention", pipeline.Bugs{ResetToEarliest: true}, checker.NotConverged},
+		// Retention deleted the last snapshot and no new one comes: a
+		// store that must be rebuilt never is.
+		{"ignore-retention", "retention", pipeline.Bugs{IgnoreRetention: true}, checker.NotConverged},
+		// The slot was dropped and made again later: what came between
+		// is never captured.
+		{"stream-after-slot-loss", "retention", pipeline.Bugs{StreamAfterSlotLoss: true}, checker.NotConverged},
 	}
 	for _, c := range cases {
 		t.Run(c.bug, func(t *testing.T) {
