@@ -333,7 +333,7 @@ type gen struct {
 	crashed   map[string]bool
 	paused    map[string]bool
 	downSince map[string]time.Duration // when each crashed or paused node went down
-	failovers []time.Duration // end of each leader-failover's downtime
+	failovers []time.Duration          // end of each leader-failover's downtime
 	unclean   bool
 }
 
