@@ -204,6 +204,9 @@ func (c *Capture) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if err == nil {
+			continue // a new snapshot is in the log: stream from it
+		}
 		if c.permanent(err) {
 			c.logger().Error("capture: stopped: retrying cannot get past this", "err", err)
 			return err
