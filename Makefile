@@ -2,7 +2,7 @@
 GO ?= go
 SEEDS ?= 200
 
-.PHONY: all build test test-short bench lint campaign images clean
+.PHONY: all build test test-short bench lint campaign images clean soak
 
 all: build
 
@@ -42,3 +42,9 @@ campaign:
 
 clean:
 	rm -rf bin
+
+## soak: ten minutes of pgbench on real PostgreSQL, Kafka and Redis under the
+## faults of scenarios/containers/soak.plan; reports throughput, lag and the
+## time to catch up after each fault (needs Docker and the images).
+soak:
+	$(GO) run ./cmd/lockstep run --world containers --scenario pgbench --bench --plan scenarios/containers/soak.plan --seed 1

@@ -77,6 +77,14 @@ func (p Plan) Check(topo Topology, cfg GenConfig) error {
 			}
 			seconds[f.Node] = true
 		}
+		if f.Kind == SlotDrop {
+			if r, _ := topo.role(f.Node); r != RoleDB {
+				return fail("%s is not a source database (its role is %s): only the source has a replication slot", f.Node, r)
+			}
+			if crashed[f.Node] || paused[f.Node] {
+				return fail("%s is down: it cannot drop its slot", f.Node)
+			}
+		}
 		if f.Kind == Delay || f.Kind == Loss {
 			if !slices.Contains(links, Link{From: f.From, To: f.To}) {
 				return fail("link %s->%s is not one the topology allows", f.From, f.To)

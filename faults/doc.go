@@ -1,7 +1,8 @@
 // Package faults is lockstep's fault vocabulary: what can go wrong in a run
 // (crash, pause, partition, slow or lossy links, clock jumps, a Kafka leader
 // failover, unclean leader election, appends whose acknowledgement or request
-// the log loses), written down as plain data so that a run's faults can be
+// the log loses, log retention deleting old records, a dropped replication
+// slot), written down as plain data so that a run's faults can be
 // generated from a seed, printed into a bug report, pasted back and replayed.
 //
 // A Plan is a time-ordered list of Faults followed by a quiet phase. Faults
@@ -11,13 +12,15 @@
 // converge, so the checker can judge convergence. Plans print and parse as
 // text, one fault per line:
 //
-//	swarm crash,partition,delay
+//	swarm crash,partition,delay,lost-append,retention,slot-drop
 //	@1.5s crash capture
 //	@3s restart capture
 //	@4s partition capture,db | broker1,broker2
 //	@4.2s partition app1 -> db
 //	@5s delay applier-cache->cache 20ms..80ms
 //	@6s lost-append capture 0.9
+//	@7s retention 1.5s
+//	@7.5s slot-drop db
 //	@8s heal
 //	quiet @20s
 //

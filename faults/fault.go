@@ -63,17 +63,29 @@ const (
 	// as a zombie. The second instance runs until the run ends; a node has
 	// at most one.
 	SecondInstance Kind = "second-instance"
+	// Retention makes the log delete every record appended more than Keep
+	// ago, as Kafka's time-based retention deletes old segments: the log's
+	// start offset moves forward, and a consumer asking for an offset
+	// before it gets OFFSET_OUT_OF_RANGE. A store behind it, or one
+	// rebuilding from the log, must not skip what was deleted.
+	Retention Kind = "retention"
+	// SlotDrop drops the source database Node's replication slot (an
+	// operator, or max_slot_wal_keep_size, did): the WAL the slot held is
+	// gone for the capture, which must take a new snapshot.
+	SlotDrop Kind = "slot-drop"
 )
 
 // Kinds lists every kind in a fixed order, the order used wherever a set of
 // kinds is printed.
-var Kinds = []Kind{Crash, Restart, Pause, Resume, Partition, Heal, Delay, Loss, ClockJump, LeaderFailover, UncleanElection, LostAck, LostAppend, SecondInstance}
+var Kinds = []Kind{Crash, Restart, Pause, Resume, Partition, Heal, Delay, Loss, ClockJump, LeaderFailover, UncleanElection, LostAck, LostAppend, SecondInstance, Retention, SlotDrop}
 
 // DefaultKinds are the kinds Generate starts by default: every kind that
 // begins a fault, except UncleanElection, which loses acknowledged data and so
-// must be asked for (GenConfig.Unclean), and SecondInstance, which a
-// scenario asks for by name (it leaves a process running twice for the rest
-// of the run). Restart, Resume and Heal are not
+// must be asked for (GenConfig.Unclean); SecondInstance, which a scenario
+// asks for by name (it leaves a process running twice for the rest of the
+// run); and Retention and SlotDrop, which only scenarios about them ask for
+// (each forces a new snapshot that every store reloads, which would drown the
+// other faults' effects). Restart, Resume and Heal are not
 // started on their own: the generator emits them to end crashes, pauses and
 // network faults.
 var DefaultKinds = []Kind{Crash, Pause, Partition, Delay, Loss, ClockJump, LeaderFailover, LostAck, LostAppend}
@@ -105,6 +117,8 @@ func kindIndex(k Kind) int {
 //	loss                            From, To, P
 //	clock-jump                      Node, Jump
 //	lost-ack, lost-append           Node, P
+//	retention                       Keep
+//	slot-drop                       Node
 //
 // Fields a kind does not use must be zero (Validate says so), so a valid
 // fault has exactly one text form.
@@ -122,6 +136,8 @@ type Fault struct {
 	P        float64       // loss, lost-ack, lost-append: drop probability, in (0, 1]
 
 	Jump time.Duration // clock-jump: how far the clock moves, non-zero
+
+	Keep time.Duration // retention: records younger than this stay, positive
 }
 
 // String is the fault's line in a plan's text, e.g. "@1.5s crash capture".
@@ -147,6 +163,10 @@ func (f Fault) What() string {
 		return string(f.Kind) + " " + f.Node + " " + signed(f.Jump)
 	case LostAck, LostAppend:
 		return fmt.Sprintf("%s %s %s", f.Kind, f.Node, strconv.FormatFloat(f.P, 'g', -1, 64))
+	case Retention:
+		return string(f.Kind) + " " + f.Keep.String()
+	case SlotDrop:
+		return string(f.Kind) + " " + f.Node
 	}
 	return string(f.Kind)
 }
@@ -170,7 +190,7 @@ func (f Fault) Validate() error {
 		return fmt.Errorf("unknown fault kind %q", string(f.Kind))
 	}
 	// Which fields the kind uses, to reject the others.
-	var node, groups, link, lat, prob, jump bool
+	var node, groups, link, lat, prob, jump, keep bool
 	switch f.Kind {
 	case Crash, Restart, Pause, Resume, SecondInstance:
 		node = true
@@ -184,6 +204,10 @@ func (f Fault) Validate() error {
 		node, jump = true, true
 	case LostAck, LostAppend:
 		node, prob = true, true
+	case Retention:
+		keep = true
+	case SlotDrop:
+		node = true
 	}
 	var errs []error
 	if node {
@@ -233,6 +257,13 @@ func (f Fault) Validate() error {
 		}
 	} else if f.Jump != 0 {
 		errs = append(errs, fmt.Errorf("%s takes no clock jump", f.Kind))
+	}
+	if keep {
+		if f.Keep <= 0 {
+			errs = append(errs, errors.New("retention needs a positive age to keep, such as 3s"))
+		}
+	} else if f.Keep != 0 {
+		errs = append(errs, fmt.Errorf("%s takes no retention age", f.Kind))
 	}
 	if len(errs) > 0 {
 		return errs[0]

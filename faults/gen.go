@@ -110,6 +110,18 @@ func (t Topology) processes() []string {
 	return names
 }
 
+// DBs returns the names of the source database nodes (what slot-drop hits),
+// in topology order.
+func (t Topology) DBs() []string {
+	var names []string
+	for _, n := range t.Nodes {
+		if n.Role == RoleDB {
+			names = append(names, n.Name)
+		}
+	}
+	return names
+}
+
 // Brokers returns the names of the broker nodes, in topology order.
 func (t Topology) Brokers() []string {
 	var names []string
@@ -264,6 +276,10 @@ func pool(topo Topology, cfg GenConfig) []Kind {
 			ok = len(brokers) > 0 && cfg.MaxDownBrokers > 0 && cfg.FailoverDowntime < cfg.Quiet
 		case UncleanElection:
 			ok = len(brokers) > 0
+		case Retention:
+			ok = true // the log's own doing: it names no node, and a world without a log ignores it
+		case SlotDrop:
+			ok = len(topo.DBs()) > 0
 		}
 		if ok {
 			ks = append(ks, k)
@@ -308,7 +324,7 @@ func Generate(rng *rand.Rand, topo Topology, cfg GenConfig) Plan {
 	if err := topo.Validate(); err != nil {
 		panic("faults.Generate: " + err.Error())
 	}
-	g := &gen{rng: rng, topo: topo, cfg: cfg, crashed: map[string]bool{}, paused: map[string]bool{}, seconds: map[string]bool{}}
+	g := &gen{rng: rng, topo: topo, cfg: cfg, crashed: map[string]bool{}, paused: map[string]bool{}, seconds: map[string]bool{}, downSince: map[string]time.Duration{}}
 	return g.run()
 }
 
@@ -335,7 +351,8 @@ type gen struct {
 	heal      *undoEvent // the owed heal, if any
 	crashed   map[string]bool
 	paused    map[string]bool
-	failovers []time.Duration // end of each leader-failover's downtime
+	downSince map[string]time.Duration // when each crashed or paused node went down
+	failovers []time.Duration          // end of each leader-failover's downtime
 	unclean   bool
 	seconds   map[string]bool // nodes given a second instance
 }
@@ -436,8 +453,10 @@ func (g *gen) flush(t time.Duration) {
 		switch u.kind {
 		case Restart:
 			delete(g.crashed, u.node)
+			delete(g.downSince, u.node)
 		case Resume:
 			delete(g.paused, u.node)
+			delete(g.downSince, u.node)
 		case Heal:
 			g.heal = nil
 		}
@@ -498,9 +517,11 @@ func (g *gen) start(k Kind, t time.Duration) {
 		g.emit(Fault{At: t, Kind: k, Node: node})
 		if k == Crash {
 			g.crashed[node] = true
+			g.downSince[node] = t
 			g.owe(end, Restart, node)
 		} else {
 			g.paused[node] = true
+			g.downSince[node] = t
 			g.owe(end, Resume, node)
 		}
 	case ClockJump:
@@ -567,7 +588,42 @@ func (g *gen) start(k Kind, t time.Duration) {
 		g.emit(Fault{At: t, Kind: k})
 	case SecondInstance:
 		g.secondInstance(t)
+	case Retention:
+		// Retention that deletes what nobody needs tells nothing: while
+		// a node is down, keep less than its outage so far, so the
+		// records a stopped store needs next are gone when it comes
+		// back. Otherwise a tenth of a second to a second and a half,
+		// which soon passes the last snapshot.
+		hi := 1500
+		if down := g.longestDown(t); down > 200*time.Millisecond {
+			hi = int(down.Milliseconds() * 9 / 10)
+		}
+		g.emit(Fault{At: t, Kind: k, Keep: g.ms(100, hi)})
+	case SlotDrop:
+		dbs := g.topo.DBs()
+		var cands []string
+		for _, n := range dbs {
+			if !g.crashed[n] && !g.paused[n] {
+				cands = append(cands, n)
+			}
+		}
+		if len(cands) == 0 {
+			return // a database that is down cannot be asked to drop its slot
+		}
+		g.emit(Fault{At: t, Kind: k, Node: cands[g.rng.IntN(len(cands))]})
 	}
+}
+
+// longestDown is how long the node down the longest at t has been down
+// (0 when none is), brokers aside: the log's own replicas hold no position.
+func (g *gen) longestDown(t time.Duration) time.Duration {
+	var d time.Duration
+	for _, n := range g.topo.Nodes {
+		if since, ok := g.downSince[n.Name]; ok && n.Role != RoleBroker {
+			d = max(d, t-since)
+		}
+	}
+	return d
 }
 
 // secondInstance makes a process look dead and starts its replacement: it

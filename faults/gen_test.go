@@ -176,7 +176,8 @@ func TestGenerateDeterministic(t *testing.T) {
 }
 
 func TestSwarmVariety(t *testing.T) {
-	cfg := GenConfig{Unclean: true, Kinds: append(slices.Clone(DefaultKinds), SecondInstance)}
+	// Every kind, the opt-in ones too (DefaultKinds leaves them out).
+	cfg := GenConfig{Unclean: true, Kinds: append(slices.Clone(DefaultKinds), SecondInstance, Retention, SlotDrop)}
 	mixes := map[string]int{}
 	seen := map[Kind]bool{}
 	for seed := range uint64(200) {

@@ -37,6 +37,12 @@ type Target interface {
 	// SecondInstance starts a second instance of node's process beside
 	// the first, for the rest of the run (see the kind SecondInstance).
 	SecondInstance(node string) error
+	// Retention deletes the log's records appended more than keep ago
+	// (its start offset moves forward); SlotDrop drops the replication
+	// slot of the source database node. Both happen once: nothing is left
+	// in force.
+	Retention(keep time.Duration) error
+	SlotDrop(node string) error
 }
 
 // Apply validates f and dispatches it to t, with no bookkeeping. Errors name
@@ -75,6 +81,10 @@ func Apply(t Target, f Fault) error {
 		err = t.UncleanElection(true)
 	case SecondInstance:
 		err = t.SecondInstance(f.Node)
+	case Retention:
+		err = t.Retention(f.Keep)
+	case SlotDrop:
+		err = t.SlotDrop(f.Node)
 	}
 	if err != nil {
 		return fmt.Errorf("faults: %s: %w", f, err)

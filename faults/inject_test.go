@@ -52,6 +52,10 @@ func (r *recorder) UncleanElection(on bool) error {
 }
 
 func (r *recorder) SecondInstance(n string) error { return r.do("second-instance " + n) }
+func (r *recorder) Retention(keep time.Duration) error {
+	return r.do(fmt.Sprintf("retention %s", keep))
+}
+func (r *recorder) SlotDrop(n string) error { return r.do("slot-drop " + n) }
 
 func (r *recorder) take() []string {
 	c := r.calls

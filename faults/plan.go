@@ -153,6 +153,8 @@ var usage = map[Kind]string{
 	LostAck:         "@<time> lost-ack <node> <p>",
 	LostAppend:      "@<time> lost-append <node> <p>",
 	SecondInstance:  "@<time> second-instance <node>",
+	Retention:       "@<time> retention <age to keep>",
+	SlotDrop:        "@<time> slot-drop <node>",
 }
 
 // Parse reads a plan's text as String prints it. Blank lines and '#'
@@ -269,11 +271,18 @@ func parseFault(fields []string) (Fault, error) {
 		return fmt.Errorf("%s %s: expected '%s'", f.Kind, problem, usage[f.Kind])
 	}
 	switch f.Kind {
-	case Crash, Restart, Pause, Resume, SecondInstance:
+	case Crash, Restart, Pause, Resume, SecondInstance, SlotDrop:
 		if len(args) != 1 {
 			return f, want(argProblem(len(args), "a node"))
 		}
 		f.Node = args[0]
+	case Retention:
+		if len(args) != 1 {
+			return f, want(argProblem(len(args), "an age to keep"))
+		}
+		if f.Keep, err = parseDur(args[0], "retention age"); err != nil {
+			return f, err
+		}
 	case Heal, LeaderFailover, UncleanElection:
 		if len(args) != 0 {
 			return f, want("takes no arguments")
@@ -404,7 +413,7 @@ func (p Plan) Windows() []model.FaultWindow {
 		switch f.Kind {
 		case Restart, Resume, Heal:
 			continue
-		case ClockJump, LeaderFailover:
+		case ClockJump, LeaderFailover, Retention, SlotDrop:
 			end = f.At
 		case Crash, Pause:
 			closer := Restart

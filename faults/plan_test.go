@@ -220,6 +220,10 @@ func drawFault(t *rapid.T, at time.Duration) Fault {
 	case LostAck, LostAppend:
 		f.Node = names.Draw(t, "node")
 		f.P = rapid.Float64Range(1e-9, 1).Draw(t, "p")
+	case Retention:
+		f.Keep = time.Duration(rapid.Int64Range(1, 1e11).Draw(t, "keep"))
+	case SlotDrop:
+		f.Node = names.Draw(t, "node")
 	}
 	return f
 }
@@ -345,5 +349,39 @@ func TestCheckNodes(t *testing.T) {
 		if err := p.CheckNodes(pipelineTopo); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: %v; want an error containing %q", text, err, want)
 		}
+	}
+}
+
+// The log and source maintenance faults read back as printed, and refuse
+// what they do not take.
+func TestRetentionAndSlotDropText(t *testing.T) {
+	text := "@2s retention 1.5s\n@3s slot-drop db\nquiet @20s\n"
+	p, err := Parse(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Fault{{At: 2 * time.Second, Kind: Retention, Keep: 1500 * time.Millisecond}, {At: 3 * time.Second, Kind: SlotDrop, Node: "db"}}
+	if !reflect.DeepEqual(p.Faults, want) {
+		t.Fatalf("parsed %+v, want %+v", p.Faults, want)
+	}
+	if got := p.String(); got != text {
+		t.Fatalf("printed %q, want %q", got, text)
+	}
+	for _, bad := range []string{"@1s retention", "@1s retention 0s", "@1s retention -1s", "@1s retention db 1s", "@1s slot-drop", "@1s slot-drop a b"} {
+		if _, err := Parse(bad + "\nquiet @20s\n"); err == nil {
+			t.Errorf("Parse(%q) accepted it", bad)
+		}
+	}
+	if err := (Fault{Kind: Crash, Node: "x", Keep: time.Second}).Validate(); err == nil {
+		t.Error("a crash with a retention age passed Validate")
+	}
+	topo := Topology{Nodes: []Node{{"db", RoleDB}, {"capture", RoleCapture}, {"broker1", RoleBroker}}}
+	cfg := GenConfig{Kinds: []Kind{Retention, SlotDrop}}
+	if err := p.Check(topo, cfg); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	wrong := Plan{Quiet: 20 * time.Second, Faults: []Fault{{At: time.Second, Kind: SlotDrop, Node: "capture"}}}
+	if err := wrong.Check(topo, cfg); err == nil || !strings.Contains(err.Error(), "not a source database") {
+		t.Fatalf("slot-drop of the capture: Check says %v", err)
 	}
 }

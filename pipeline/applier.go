@@ -105,6 +105,13 @@ func (a *Applier) follow(ctx context.Context) error {
 	lastWord := a.Env.Now() // when the store last confirmed where it is
 	for {
 		recs, err := a.Log.Fetch(ctx, pos.Offset, a.MaxBatch)
+		if errors.Is(err, ErrOffsetOutOfRange) {
+			// Retention deleted records this store has not applied.
+			if pos, err = a.behindStart(ctx, pos, err); err != nil {
+				return err
+			}
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("applier %s: fetch from offset %d: %w", a.Store.Kind(), pos.Offset, err)
 		}
@@ -174,6 +181,33 @@ func (a *Applier) follow(ctx context.Context) error {
 			lastCommit = now
 		}
 	}
+}
+
+// behindStart handles a store whose next record the log deleted (a fetch
+// at its position failed with ErrOffsetOutOfRange, err): what it missed is
+// gone, so it is rebuilt from the newest snapshot the log still holds, as
+// a store that lost its data is. Until the capture appended one, rebuild
+// says so and the applier waits.
+func (a *Applier) behindStart(ctx context.Context, pos model.Position, err error) (model.Position, error) {
+	if a.Bugs.ResetToEarliest {
+		return a.resetToEarliest(ctx, pos)
+	}
+	a.Logger.Warn("applier: the log deleted records this store has not applied; rebuilding it from a snapshot the log still holds",
+		"store", a.Store.Kind(), "at", pos, "err", err)
+	return a.rebuild(ctx)
+}
+
+// resetToEarliest is the broken rule behind ResetToEarliest, Kafka's
+// auto.offset.reset=earliest: the reader goes on from the log's start as if
+// nothing were missing.
+func (a *Applier) resetToEarliest(ctx context.Context, pos model.Position) (model.Position, error) {
+	start, err := a.Log.Start(ctx)
+	if err != nil {
+		return pos, fmt.Errorf("applier %s: read the log's start: %w", a.Store.Kind(), err)
+	}
+	a.Logger.Warn("applier: offset out of range; resetting to the earliest offset", "store", a.Store.Kind(), "from", pos.Offset, "to", start) // Broken: what was deleted is skipped.
+	pos.Offset = start
+	return pos, nil
 }
 
 // checkIdle asks a store the applier has not heard from for a while where
@@ -293,8 +327,23 @@ func (a *Applier) rebuild(ctx context.Context) (model.Position, error) {
 		return model.Position{}, fmt.Errorf("applier %s: rebuild: read the log's end: %w", a.Store.Kind(), err)
 	}
 	var all []Record
+	cut := false // the log's front was deleted: only a snapshot after it will do
 	for off := int64(0); off < end; {
 		recs, err := a.Log.Fetch(ctx, off, 1024)
+		if errors.Is(err, ErrOffsetOutOfRange) {
+			start, serr := a.Log.Start(ctx)
+			if serr != nil {
+				return model.Position{}, fmt.Errorf("applier %s: rebuild: read the log's start: %w", a.Store.Kind(), serr)
+			}
+			if start <= off {
+				return model.Position{}, fmt.Errorf("applier %s: rebuild: fetch from %d: %w", a.Store.Kind(), off, err)
+			}
+			// Read again from the new start: records read so far
+			// may be before it, and are of no use without the
+			// snapshot before them.
+			all, off, cut = nil, start, true
+			continue
+		}
 		if err != nil {
 			return model.Position{}, fmt.Errorf("applier %s: rebuild: fetch from %d: %w", a.Store.Kind(), off, err)
 		}
@@ -306,6 +355,17 @@ func (a *Applier) rebuild(ctx context.Context) (model.Position, error) {
 		}
 		all = append(all, recs...)
 		off = recs[len(recs)-1].Offset + 1
+	}
+	if cut {
+		from := lastSnapshotStart(all)
+		if from < 0 {
+			start := end
+			if len(all) > 0 {
+				start = all[0].Offset
+			}
+			return model.Position{}, fmt.Errorf("applier %s: rebuild: %w", a.Store.Kind(), &NoSnapshotError{Start: start, End: end})
+		}
+		all = all[from:]
 	}
 	if len(all) > 0 {
 		// A snapshot still being appended is waited for, not skipped.
@@ -329,6 +389,32 @@ func (a *Applier) rebuild(ctx context.Context) (model.Position, error) {
 	}
 	return b.Position, nil
 }
+
+// lastSnapshotStart is the index in recs of the first chunk of the newest
+// snapshot that starts in them, or -1.
+func lastSnapshotStart(recs []Record) int {
+	for i := len(recs) - 1; i >= 0; i-- {
+		if t := recs[i].Txn; t.Snapshot && t.Chunk == 0 {
+			return i
+		}
+	}
+	return -1
+}
+
+// NoSnapshotError is a rebuild that found the log's front deleted
+// (retention) and no snapshot in what is left: nothing can bring a store
+// back until the capture appends one. It is ErrLogGap: the applier waits
+// for a new snapshot as it does at a hole.
+type NoSnapshotError struct {
+	Start, End int64 // what the log holds
+}
+
+func (e *NoSnapshotError) Error() string {
+	return fmt.Sprintf("%v: retention deleted the log before offset %d, and offsets %d to %d hold no snapshot to rebuild from; waiting for the capture to append one",
+		ErrLogGap, e.Start, e.Start, e.End)
+}
+
+func (e *NoSnapshotError) Unwrap() error { return ErrLogGap }
 
 // Plan turns fetched records into store batches, given the store's position:
 // records whose transaction the store already holds are dropped (a duplicate

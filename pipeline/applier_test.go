@@ -197,8 +197,12 @@ func TestPlanSkipsAnAbandonedSnapshot(t *testing.T) {
 	}
 }
 
-// memLog is an in-memory pipeline.Log for capture tests.
-type memLog struct{ recs []Record }
+// memLog is an in-memory pipeline.Log for capture tests. Records before
+// start were deleted (retention): fetching them fails as Kafka's log does.
+type memLog struct {
+	recs  []Record
+	start int64
+}
 
 func (l *memLog) Produce(_ context.Context, txns []model.Txn) (int64, error) {
 	for _, t := range txns {
@@ -208,6 +212,9 @@ func (l *memLog) Produce(_ context.Context, txns []model.Txn) (int64, error) {
 }
 
 func (l *memLog) Fetch(_ context.Context, off int64, max int) ([]Record, error) {
+	if off < l.start {
+		return nil, fmt.Errorf("fetch %d: log starts at %d: %w", off, l.start, ErrOffsetOutOfRange)
+	}
 	if off >= int64(len(l.recs)) {
 		return nil, nil
 	}
@@ -215,6 +222,7 @@ func (l *memLog) Fetch(_ context.Context, off int64, max int) ([]Record, error) 
 }
 
 func (l *memLog) End(context.Context) (int64, error)               { return int64(len(l.recs)), nil }
+func (l *memLog) Start(context.Context) (int64, error)             { return l.start, nil }
 func (l *memLog) Commit(context.Context, string, int64) error      { return nil }
 func (l *memLog) Committed(context.Context, string) (int64, error) { return 0, nil }
 
@@ -647,6 +655,75 @@ func TestFollowFencesEveryBatch(t *testing.T) {
 		}
 		if resets != 2 {
 			t.Fatalf("%d reset batches, want the two snapshots'", resets)
+		}
+	}
+}
+
+// chained is a streamed transaction at lsn that follows prev, writing key k.
+func chained(lsn, prev model.LSN, k string) model.Txn {
+	return model.Txn{CommitLSN: lsn, PrevLSN: prev, Changes: []model.Change{{Table: "t", PK: k, Op: model.OpInsert, Row: model.Row{"v": lsn.String()}}}}
+}
+
+// A store whose next record retention deleted is rebuilt from the newest
+// snapshot the log still holds, and waits while there is none: it never
+// steps over what was deleted. Under reset-to-earliest it goes on from the
+// log's start as if nothing were missing, and the log's chain stops it at
+// the hole for good, a newer snapshot behind the hole or not.
+func TestStoreBehindTheLogStart(t *testing.T) {
+	ctx := context.Background()
+	snap := func(lsn model.LSN, keys ...string) model.Txn {
+		s := model.Txn{CommitLSN: lsn, Snapshot: true, Chunks: 1}
+		for _, k := range keys {
+			s.Changes = append(s.Changes, model.Change{Table: "t", PK: k, Op: model.OpInsert, Row: model.Row{"v": "snap"}})
+		}
+		return s
+	}
+	newLog := func() *memLog {
+		l := &memLog{}
+		l.Produce(ctx, []model.Txn{snap(10, "a"), chained(20, 10, "b"), chained(30, 20, "c"), chained(40, 30, "d")})
+		l.start = 3 // retention deleted the snapshot and the next two
+		return l
+	}
+	for _, bug := range []bool{false, true} {
+		l := newLog()
+		store := &batchStore{pos: model.Position{Offset: 1, LSN: 10}, end: 1 << 60}
+		a := &Applier{Env: &testEnv{}, Log: l, Store: store, Bugs: Bugs{ResetToEarliest: bug}}
+		a.defaults()
+		err := a.follow(ctx)
+		if !bug {
+			var ns *NoSnapshotError
+			if !errors.As(err, &ns) || !errors.Is(err, ErrLogGap) || ns.Start != 3 {
+				t.Fatalf("no snapshot after the log's start: follow says %v, want a NoSnapshotError from offset 3", err)
+			}
+		} else if !errors.Is(err, ErrLogGap) {
+			t.Fatalf("reset-to-earliest: follow says %v, want the hole at offset 3", err)
+		}
+		if len(store.batches) != 0 {
+			t.Fatalf("bug=%v: the store was handed %+v past deleted records", bug, store.batches)
+		}
+		// The capture takes a new snapshot; a store rebuilt from it has
+		// what the deleted records wrote.
+		l.Produce(ctx, []model.Txn{snap(50, "a", "b", "c", "d"), chained(60, 50, "e")})
+		store.end, store.done = 7, func() {}
+		pos, err := a.behindStart(ctx, store.pos, ErrOffsetOutOfRange)
+		if bug {
+			if err != nil || pos.Offset != 3 || pos.LSN != 10 {
+				t.Fatalf("reset-to-earliest moves the reader to the log's start, keeping its LSN: got %v, %v", pos, err)
+			}
+			if _, _, gap := plan(pos, l.recs[3:], false); gap == nil || gap.Offset != 3 {
+				t.Fatalf("reset-to-earliest: the chain did not stop the store at the hole: %v", gap)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := (model.Position{Offset: 6, LSN: 60}); pos != want || store.pos != want {
+			t.Fatalf("rebuilt to %v (store at %v), want %v", pos, store.pos, want)
+		}
+		b := store.batches[len(store.batches)-1]
+		if !b.Reset || len(b.Txns) != 1 || len(b.Txns[0].Changes) != 5 {
+			t.Fatalf("the rebuild is not one reset batch of the five rows: %+v", b)
 		}
 	}
 }

@@ -53,9 +53,22 @@ type Capture struct {
 	// stopped (its context ends) with acknowledged transactions not yet
 	// confirmed (default 2s).
 	StopTimeout time.Duration
+	// RetentionCheck spaces out the capture's look at the log's start
+	// (default 1s): once retention deleted the start of the last snapshot
+	// in the log, a store that falls behind the log's start, or loses its
+	// data, would have nothing to rebuild from, so the capture takes a new
+	// snapshot.
+	RetentionCheck time.Duration
 	// Bugs switches on deliberately broken behaviour, for proving the
 	// checker catches it. Zero in production.
 	Bugs Bugs
+
+	// snapLSN is the LSN of the newest complete snapshot the capture knows
+	// the log holds (it appended it, or found it in the log's tail); 0
+	// when it does not know one. keptAt is the log start at which that
+	// snapshot was last seen to be kept whole.
+	snapLSN model.LSN
+	keptAt  int64
 }
 
 // Bugs are known real CDC bugs the harness must be able to catch. Each one
@@ -116,6 +129,20 @@ type Bugs struct {
 	// same store, or a zombie that wakes with an old batch, writes over
 	// what the other wrote, and nothing refuses it.
 	UnconditionalApply bool
+	// ResetToEarliest moves an applier whose next record retention deleted
+	// (ErrOffsetOutOfRange) to the log's start and goes on from there, as
+	// a Kafka consumer with auto.offset.reset=earliest does: what was
+	// deleted is skipped without a word.
+	ResetToEarliest bool
+	// IgnoreRetention has the capture never look at the log's start: once
+	// retention deleted the last snapshot, a store that has to be rebuilt
+	// (it fell behind the log's start, or lost its data) has nothing to
+	// rebuild from, for good.
+	IgnoreRetention bool
+	// StreamAfterSlotLoss makes a new slot when the old one was dropped and
+	// streams from it without a new snapshot: the changes between the
+	// log's last transaction and the new slot are never captured.
+	StreamAfterSlotLoss bool
 }
 
 func (b Bugs) Any() bool { return b != Bugs{} }
@@ -135,6 +162,9 @@ var BugNames = map[string]func(*Bugs){
 	"confirm-on-append-timeout": func(b *Bugs) { b.ConfirmOnAppendTimeout = true },
 	"trust-slot-position":       func(b *Bugs) { b.TrustSlotPosition = true },
 	"unconditional-apply":       func(b *Bugs) { b.UnconditionalApply = true },
+	"reset-to-earliest":         func(b *Bugs) { b.ResetToEarliest = true },
+	"ignore-retention":          func(b *Bugs) { b.IgnoreRetention = true },
+	"stream-after-slot-loss":    func(b *Bugs) { b.StreamAfterSlotLoss = true },
 }
 
 // ParseBugs reads a comma-separated list of bug names ("" is none).
@@ -180,6 +210,9 @@ func (c *Capture) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if err == nil {
+			continue // a new snapshot is in the log: stream from it
+		}
 		if c.permanent(err) {
 			c.logger().Error("capture: stopped: retrying cannot get past this", "err", err)
 			return err
@@ -217,7 +250,7 @@ func (c *Capture) stream(ctx context.Context) error {
 	}
 	from, err := c.Source.Start(ctx)
 	if errors.Is(err, ErrNoSlot) {
-		if c.Bugs.SkipSnapshot {
+		if c.Bugs.SkipSnapshot || c.Bugs.StreamAfterSlotLoss {
 			// Broken: creates the slot and streams from it, never copying
 			// the rows that existed before.
 			_, err := c.Source.Snapshot(ctx)
@@ -242,22 +275,79 @@ func (c *Capture) stream(ctx context.Context) error {
 		return err
 	}
 	c.logger().Debug("capture: streaming", "from", from)
-	f := forwarder{c: c, from: from, acked: from, confirmed: from}
+	f := forwarder{c: c, from: from, acked: from, confirmed: from, lastRetention: c.Env.Now()}
 	err = f.run(ctx)
 	if ctx.Err() != nil && f.acked > f.confirmed {
 		c.confirmOnStop(ctx, f.acked)
 	}
+	if errors.Is(err, errSnapshotDeleted) {
+		c.logger().Warn("capture: retention deleted the last snapshot in the log; taking a new one", "err", err)
+		_, err := c.snapshot(ctx)
+		return err
+	}
 	return err
+}
+
+// errSnapshotDeleted ends a replication session whose snapshot retention
+// deleted: the capture takes a new one.
+var errSnapshotDeleted = errors.New("the log no longer holds the start of its last snapshot")
+
+// snapshotKept reports whether the log still holds the whole of its newest
+// complete snapshot, which every store rebuilt from the log needs (see
+// Applier.rebuild). It reads the log's start and, when that moved, the
+// record there: the snapshot the capture knows of (snapLSN) is whole
+// after it when that record is older than the snapshot, or is the
+// snapshot's first chunk (the log is in commit order: the capture appends a
+// snapshot only after what it streamed before, and streams only after it).
+// A capture that knows no snapshot (it started on a log whose tail holds
+// none) and finds the log's front deleted cannot tell, and answers false:
+// a new snapshot costs a reload of every store, a missing one a store that
+// can never be rebuilt.
+func (c *Capture) snapshotKept(ctx context.Context) (bool, error) {
+	if c.Bugs.IgnoreRetention {
+		return true, nil // Broken: the last snapshot may be gone.
+	}
+	start, err := c.Log.Start(ctx)
+	if err != nil {
+		return false, fmt.Errorf("capture: read the log's start: %w", err)
+	}
+	if start == 0 || (start == c.keptAt && c.snapLSN != 0) {
+		return true, nil
+	}
+	recs, err := c.Log.Fetch(ctx, start, 1)
+	if err != nil {
+		return false, fmt.Errorf("capture: read the log's first record at %d: %w", start, err)
+	}
+	if len(recs) == 0 {
+		// Nothing after the start: every record was deleted, the
+		// snapshot too (or a fetch came back empty: look again later).
+		end, err := c.Log.End(ctx)
+		if err != nil {
+			return false, fmt.Errorf("capture: read the log's end: %w", err)
+		}
+		return end > start, nil
+	}
+	first := recs[0].Txn
+	kept := c.snapLSN != 0 && first.CommitLSN < c.snapLSN ||
+		first.Snapshot && first.Chunk == 0 && first.CommitLSN >= c.snapLSN
+	if kept {
+		if first.Snapshot && first.Chunk == 0 {
+			c.snapLSN = max(c.snapLSN, first.CommitLSN)
+		}
+		c.keptAt = start
+	}
+	return kept, nil
 }
 
 // forwarder is one replication session's loop: it appends what the source
 // streams to the log and confirms to the source what the log acknowledged.
 type forwarder struct {
-	c           *Capture
-	from        model.LSN // the last transaction appended (or where the stream began)
-	acked       model.LSN // the log holds this transaction and every one before it
-	confirmed   model.LSN // the last position confirmed to the source
-	lastConfirm time.Time
+	c             *Capture
+	from          model.LSN // the last transaction appended (or where the stream began)
+	acked         model.LSN // the log holds this transaction and every one before it
+	confirmed     model.LSN // the last position confirmed to the source
+	lastConfirm   time.Time
+	lastRetention time.Time // when the capture last looked at the log's start
 }
 
 func (f *forwarder) run(ctx context.Context) error {
@@ -266,7 +356,21 @@ func (f *forwarder) run(ctx context.Context) error {
 	if every == 0 {
 		every = 200 * time.Millisecond
 	}
+	check := c.RetentionCheck
+	if check == 0 {
+		check = time.Second
+	}
 	for {
+		if now := c.Env.Now(); now.Sub(f.lastRetention) >= check {
+			f.lastRetention = now
+			kept, err := c.snapshotKept(ctx)
+			if err != nil {
+				return err
+			}
+			if !kept {
+				return errSnapshotDeleted
+			}
+		}
 		txns, err := c.Source.Next(ctx)
 		if err != nil {
 			return fmt.Errorf("capture: read stream after %s: %w", f.from, err)
@@ -368,7 +472,7 @@ func (c *Capture) confirmOnStop(ctx context.Context, lsn model.LSN) {
 // captures that confirm what the log may not hold: they stream from
 // wherever the slot is.
 func (c *Capture) trustsSlot() bool {
-	return c.Bugs.TrustSlotPosition || c.Bugs.ConfirmBeforeAck || c.Bugs.ConfirmOnAppendTimeout || c.Bugs.SkipSnapshot
+	return c.Bugs.TrustSlotPosition || c.Bugs.ConfirmBeforeAck || c.Bugs.ConfirmOnAppendTimeout || c.Bugs.SkipSnapshot || c.Bugs.StreamAfterSlotLoss
 }
 
 // snapshotIfNeeded takes the initial snapshot unless the log already
@@ -377,8 +481,15 @@ func (c *Capture) trustsSlot() bool {
 // have confirmed to the slot.
 func (c *Capture) snapshotIfNeeded(ctx context.Context) (model.LSN, error) {
 	complete, last, err := c.snapshotInLog(ctx)
-	if err != nil || complete {
+	if err != nil {
 		return last, err
+	}
+	if complete {
+		kept, err := c.snapshotKept(ctx)
+		if err != nil || kept {
+			return last, err
+		}
+		c.logger().Warn("capture: retention deleted the start of the last snapshot in the log; taking a new one")
 	}
 	return c.snapshot(ctx)
 }
@@ -413,28 +524,57 @@ func (c *Capture) snapshotInLog(ctx context.Context) (complete bool, last model.
 	if err != nil {
 		return false, 0, fmt.Errorf("capture: look for the snapshot in the log: %w", err)
 	}
-	lo := max(0, end-tailRecords)
-	tail, err := c.heads(ctx, lo, end)
+	var floor int64 // the log's start, once a read found records deleted
+	lo, tail, err := c.headsAbove(ctx, &floor, max(0, end-tailRecords), end)
 	if err != nil {
 		return false, 0, err
 	}
 	if len(tail) > 0 {
 		last = tail[len(tail)-1].LSN
 	}
-	verdict, need := judgeSnapshot(lo, tail)
+	verdict, need := judgeSnapshot(lo, floor, tail)
 	for verdict == snapshotUnknown {
 		// The tail ends inside a snapshot whose first chunks are further
 		// back: read back as far as judgeSnapshot asks, which that
 		// snapshot's chunk count bounds.
-		from := max(0, lo-need)
-		more, err := c.heads(ctx, from, lo)
+		from, more, err := c.headsAbove(ctx, &floor, max(floor, lo-need), lo)
 		if err != nil {
 			return false, 0, err
 		}
 		lo, tail = from, append(more, tail...)
-		verdict, need = judgeSnapshot(lo, tail)
+		verdict, need = judgeSnapshot(lo, floor, tail)
+	}
+	if verdict == snapshotComplete {
+		for i := len(tail) - 1; i >= 0; i-- {
+			if tail[i].Snapshot {
+				// Its chunks are all in the tail, after the log's start.
+				c.snapLSN, c.keptAt = tail[i].LSN, floor
+				break
+			}
+		}
 	}
 	return verdict == snapshotComplete, last, nil
+}
+
+// headsAbove reads the heads of the records at offsets [lo, hi), or from
+// the log's start when retention deleted those before it: then it sets
+// *floor to the start. It returns where it read from.
+func (c *Capture) headsAbove(ctx context.Context, floor *int64, lo, hi int64) (int64, []recordHead, error) {
+	recs, err := c.heads(ctx, lo, hi)
+	if !errors.Is(err, ErrOffsetOutOfRange) {
+		return lo, recs, err
+	}
+	start, serr := c.Log.Start(ctx)
+	if serr != nil {
+		return lo, nil, fmt.Errorf("capture: read the log's start: %w", serr)
+	}
+	if start <= lo {
+		return lo, nil, err
+	}
+	*floor = start
+	lo = min(start, hi)
+	recs, err = c.heads(ctx, lo, hi)
+	return lo, recs, err
 }
 
 // recordHead is what the restart check keeps of a record: where it is and
@@ -472,8 +612,9 @@ const (
 // past that the snapshot counts as missing (taking it again is always
 // safe). With no snapshot chunk in recs the last snapshot is complete
 // (the capture streams only after one), unless recs are the whole log.
-// Pure, so it is tested on its own.
-func judgeSnapshot(lo int64, recs []recordHead) (snapshotVerdict, int64) {
+// Records before floor, the log's start, were deleted: recs reaching back
+// to it are the whole log. Pure, so it is tested on its own.
+func judgeSnapshot(lo, floor int64, recs []recordHead) (snapshotVerdict, int64) {
 	last := -1
 	for i := len(recs) - 1; i >= 0; i-- {
 		if recs[i].Snapshot {
@@ -482,7 +623,7 @@ func judgeSnapshot(lo int64, recs []recordHead) (snapshotVerdict, int64) {
 		}
 	}
 	if last < 0 {
-		if lo == 0 {
+		if lo <= floor {
 			return snapshotMissing, 0 // the whole log, and no snapshot in it
 		}
 		return snapshotComplete, 0
@@ -509,10 +650,10 @@ func judgeSnapshot(lo int64, recs []recordHead) (snapshotVerdict, int64) {
 			return snapshotComplete, 0
 		}
 	}
-	if lo <= max(0, reach) {
+	if lo <= max(floor, reach) {
 		return snapshotMissing, 0 // all of the reach read, or the whole log
 	}
-	return snapshotUnknown, min(lo-max(0, reach), int64(max(chunks, tailRecords)))
+	return snapshotUnknown, min(lo-max(floor, reach), int64(max(chunks, tailRecords)))
 }
 
 // heads reads the heads of the records at offsets [lo, hi).
@@ -563,6 +704,7 @@ func (c *Capture) snapshot(ctx context.Context) (model.LSN, error) {
 		return 0, fmt.Errorf("capture: append snapshot at %s (%d rows in %d chunks): %w", snap.CommitLSN, len(snap.Changes), len(chunks), err)
 	}
 	c.logger().Info("capture: snapshot appended", "lsn", snap.CommitLSN, "rows", len(snap.Changes), "chunks", len(chunks))
+	c.snapLSN, c.keptAt = snap.CommitLSN, -1
 	return snap.CommitLSN, nil
 }
 

@@ -622,7 +622,7 @@ func TestJudgeSnapshot(t *testing.T) {
 		for i := range recs {
 			recs[i].Offset = tc.lo + int64(i)
 		}
-		if got, _ := judgeSnapshot(tc.lo, recs); got != tc.want {
+		if got, _ := judgeSnapshot(tc.lo, 0, recs); got != tc.want {
 			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
 		}
 	}
@@ -638,10 +638,10 @@ func TestJudgeSnapshot(t *testing.T) {
 	for i := range recs {
 		recs[i].Offset = int64(i)
 	}
-	if got, _ := judgeSnapshot(0, recs); got != snapshotMissing {
+	if got, _ := judgeSnapshot(0, 0, recs); got != snapshotMissing {
 		t.Errorf("chunks out of reach: %v, want missing", got)
 	}
-	if got, need := judgeSnapshot(1, recs[1:]); got != snapshotMissing || need != 0 {
+	if got, need := judgeSnapshot(1, 0, recs[1:]); got != snapshotMissing || need != 0 {
 		t.Errorf("chunks out of reach, read from 1: %v (wants %d more), want missing", got, need)
 	}
 }
@@ -769,5 +769,69 @@ func TestCaptureRetakesASnapshotWhenTheSlotIsPastTheLog(t *testing.T) {
 		case trust && (last.Snapshot || last.CommitLSN != 40 || last.PrevLSN != 30):
 			t.Fatalf("trust-slot-position: last record %+v; want 40 streamed, chained to the slot's 30 (a hole after 10)", last)
 		}
+	}
+}
+
+// The capture tells whether retention left its last snapshot whole, from
+// the log's start and the one record there; one that knows no snapshot and
+// finds the front deleted takes a new one rather than guess.
+func TestSnapshotKept(t *testing.T) {
+	ctx := context.Background()
+	snap := func(lsn model.LSN) model.Txn {
+		return model.Txn{CommitLSN: lsn, Snapshot: true, Chunks: 1, Changes: []model.Change{{Table: "t", PK: "a", Op: model.OpInsert}}}
+	}
+	l := &memLog{}
+	l.Produce(ctx, []model.Txn{snap(10), chained(20, 10, "b"), chained(30, 20, "c"), snap(40), chained(50, 40, "d")})
+	kept := func(c *Capture, start int64) bool {
+		t.Helper()
+		l.start = start
+		ok, err := c.snapshotKept(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	c := &Capture{Log: l}
+	if ok, _, err := c.snapshotInLog(ctx); !ok || err != nil || c.snapLSN != 40 {
+		t.Fatalf("snapshotInLog: %v, %v, knows snapshot %v; want the one at 40", ok, err, c.snapLSN)
+	}
+	for start, want := range []bool{true, true, true, true, false} {
+		if got := kept(c, int64(start)); got != want {
+			t.Errorf("log starting at %d (%+v): kept=%v, want %v", start, l.recs[start].Txn.CommitLSN, got, want)
+		}
+	}
+	// A capture that knows no snapshot: only one at the log's start will do.
+	for start, want := range map[int64]bool{0: true, 1: false, 3: true, 4: false} {
+		if got := kept(&Capture{Log: l}, start); got != want {
+			t.Errorf("knowing no snapshot, log starting at %d: kept=%v, want %v", start, got, want)
+		}
+	}
+	if !kept(&Capture{Log: l, Bugs: Bugs{IgnoreRetention: true}}, 4) {
+		t.Error("ignore-retention looked at the log's start")
+	}
+}
+
+// A capture whose snapshot retention deleted while it streams takes a new
+// one, and the session after it streams on from the new slot.
+func TestCaptureSnapshotsAgainAfterRetention(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	l := &memLog{}
+	src := &fakeSource{}
+	c := &Capture{Env: &testEnv{}, Source: src, Log: l, RetentionCheck: time.Nanosecond}
+	if _, err := c.snapshotIfNeeded(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l.Produce(ctx, []model.Txn{chained(900, 1, "x")})
+	l.start = 1 // the snapshot is gone
+	f := forwarder{c: c}
+	if err := f.run(ctx); !errors.Is(err, errSnapshotDeleted) {
+		t.Fatalf("forwarder: %v, want errSnapshotDeleted", err)
+	}
+	if err := c.stream(ctx); err != nil {
+		t.Fatalf("stream after retention: %v", err)
+	}
+	if last := l.recs[len(l.recs)-1].Txn; !last.Snapshot || last.Chunk != 0 {
+		t.Fatalf("the log ends with %+v, want a new snapshot", last)
 	}
 }

@@ -75,7 +75,12 @@ type Log interface {
 	// are deduplicated; a new session (after a crash) may duplicate.
 	Produce(ctx context.Context, txns []model.Txn) (lastOffset int64, err error)
 	// Fetch returns up to max records from offset on, only acknowledged ones.
+	// An offset before Start is an error wrapping ErrOffsetOutOfRange: the
+	// log deleted those records (retention), and nothing of them comes back.
 	Fetch(ctx context.Context, offset int64, max int) ([]Record, error)
+	// Start is the offset of the oldest record the log still holds (Kafka's
+	// log start offset): 0 until retention deletes records.
+	Start(ctx context.Context) (int64, error)
 	// End is the offset after the last acknowledged record (the high
 	// watermark): what tells an empty log from a slow fetch.
 	End(ctx context.Context) (int64, error)
@@ -143,6 +148,12 @@ var (
 	// row changes (see ChangeStream). Permanent: decoding the same WAL
 	// gives it again, so the capture stops instead of retrying.
 	ErrUnsupported = errors.New("unsupported change")
+	// ErrOffsetOutOfRange: a fetch asked for an offset before the log's
+	// start (Kafka's OFFSET_OUT_OF_RANGE below the log start offset):
+	// retention deleted those records. A reader behind it can only start
+	// again from a snapshot the log still holds; skipping to the start
+	// would lose what was deleted without a word.
+	ErrOffsetOutOfRange = errors.New("offset before the log's start: retention deleted it")
 	// ErrSourceRefused: the source turns the capture away for a reason
 	// only its operator can fix (the login, a privilege, its settings).
 	// Permanent: the capture stops instead of asking again.

@@ -114,16 +114,24 @@ func Campaign(cfg CampaignConfig) *Summary {
 		cell *Cell
 	}
 	sum := &Summary{Parallel: cfg.Parallel}
-	var jobs []job
+	var jobs, long []job
 	for _, sc := range cfg.Scenarios {
 		for _, sys := range cfg.Systems {
 			cell := &Cell{Scenario: sc.Name, System: sys, Anomalies: map[checker.Class]int{}, Unclaimed: map[checker.Class]int{}}
 			sum.Cells = append(sum.Cells, cell)
-			for i := 0; i < cfg.Seeds; i++ {
-				jobs = append(jobs, job{sc, sys, cfg.FirstSeed + uint64(i), cell})
+			for i := 0; i < sc.CampaignSeeds(cfg.Seeds); i++ {
+				j := job{sc, sys, cfg.FirstSeed + uint64(i), cell}
+				if sc.SeedEvery > 1 {
+					long = append(long, j)
+				} else {
+					jobs = append(jobs, j)
+				}
 			}
 		}
 	}
+	// The long runs first, so that they do not end the campaign on one
+	// worker while the others are idle.
+	jobs = append(long, jobs...)
 	start := time.Now()
 	var mu sync.Mutex
 	done := 0

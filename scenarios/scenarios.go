@@ -75,6 +75,19 @@ type Scenario struct {
 	// period, when no new change comes to reveal it. The run is judged
 	// after it.
 	QuietRestart []string
+	// Size is the scenario's own run size: the options a run leaves zero
+	// take it (then the defaults of Options). A long run sets more
+	// transactions, clients to commit them and a fault phase to hold
+	// them; a repro token leaves them out, as it does the defaults.
+	Size Options
+	// SeedEvery, when more than 1, has a campaign run one seed of this
+	// scenario for every SeedEvery seeds it runs of the others (at least
+	// one): a run that costs as much as a hundred others would otherwise
+	// take most of a campaign's time (see CampaignSeeds).
+	SeedEvery int
+	// LateFaults draws the seed's faults over the last quarter of the
+	// fault phase only: they hit a pipeline with a long log behind it.
+	LateFaults bool
 	// StallSourceAtStart pauses the source database from the run's first
 	// millisecond for 1.5 to 4.5 s (the seed draws it): the capture's
 	// first snapshot requests time out and run late, in any order.
@@ -91,6 +104,33 @@ func (s *Scenario) StallPlan(seed uint64, quiet time.Duration, db string) faults
 		{At: time.Millisecond, Kind: faults.Pause, Node: db},
 		{At: time.Millisecond + stall, Kind: faults.Resume, Node: db},
 	}}
+}
+
+// CampaignSeeds is how many seeds of the scenario a campaign of seeds
+// seeds per scenario runs: seeds, or one for every SeedEvery of them.
+func (s *Scenario) CampaignSeeds(seeds int) int {
+	if s.SeedEvery <= 1 || seeds <= 0 {
+		return seeds
+	}
+	return max(1, (seeds+s.SeedEvery-1)/s.SeedEvery)
+}
+
+// DrawPlan draws a seed's fault plan over topo for a fault phase of quiet,
+// from rng: over the whole phase, or with LateFaults over its last quarter
+// (the plan then still ends at quiet).
+func (s *Scenario) DrawPlan(rng *rand.Rand, topo faults.Topology, quiet time.Duration) faults.Plan {
+	cfg := faults.GenConfig{Kinds: s.Kinds, Unclean: s.Unclean, EveryKind: s.EveryKind, Quiet: quiet, MaxDownBrokers: s.MaxDownBrokers}
+	if !s.LateFaults {
+		return faults.Generate(rng, topo, cfg)
+	}
+	late := (quiet / 4).Round(time.Millisecond)
+	cfg.Quiet = late
+	p := faults.Generate(rng, topo, cfg)
+	for i := range p.Faults {
+		p.Faults[i].At += quiet - late
+	}
+	p.Quiet = quiet
+	return p
 }
 
 // Claims is what a system claims of a store of the given kind in this
@@ -149,6 +189,12 @@ var All = []*Scenario{
 		Unclean: true, MaxDownBrokers: 2},
 	{Name: "fencing", Summary: "a paused or cut-off capture or applier is taken for dead and started again beside itself; the first wakes as a zombie", Workload: "profiles",
 		Kinds: []faults.Kind{faults.Pause, faults.Partition, faults.SecondInstance}, EveryKind: true, Roles: allRoles},
+	{Name: "retention", Summary: "log retention deletes records stores still need, the source drops the replication slot; processes, stores and the source crash", Workload: "bank",
+		Kinds: []faults.Kind{faults.Crash, faults.Retention, faults.SlotDrop}, EveryKind: true,
+		Roles: []faults.Role{faults.RoleDB, faults.RoleCapture, faults.RoleApplier, faults.RoleStore, faults.RoleApp}},
+	{Name: "long-haul", Summary: "100,000 committed transactions over a 200 s fault phase; the capture, appliers, stores and the source crash or pause in its last 50 s, on a long log", Workload: "profiles",
+		Size: Options{Txns: 100_000, Clients: 24, Quiet: 200 * time.Second}, LateFaults: true, SeedEvery: 50,
+		Kinds: []faults.Kind{faults.Crash, faults.Pause}, Roles: []faults.Role{faults.RoleDB, faults.RoleCapture, faults.RoleApplier, faults.RoleStore}},
 }
 
 // Unsupported is the scenarios whose source holds input the pipeline must

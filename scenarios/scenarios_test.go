@@ -2,6 +2,7 @@ package scenarios
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -179,6 +180,15 @@ func TestKnownBugsAreCaught(t *testing.T) {
 		// A zombie applier writes its old batch over what its second
 		// instance wrote: the store's position goes back.
 		{"unconditional-apply", "fencing", pipeline.Bugs{UnconditionalApply: true}, checker.Backwards},
+		// A store behind the log's start jumps to it: the chain stops it
+		// at the hole, and no snapshot after the hole helps it.
+		{"reset-to-earliest", "retention", pipeline.Bugs{ResetToEarliest: true}, checker.NotConverged},
+		// Retention deleted the last snapshot and no new one comes: a
+		// store that must be rebuilt never is.
+		{"ignore-retention", "retention", pipeline.Bugs{IgnoreRetention: true}, checker.NotConverged},
+		// The slot was dropped and made again later: what came between
+		// is never captured.
+		{"stream-after-slot-loss", "retention", pipeline.Bugs{StreamAfterSlotLoss: true}, checker.NotConverged},
 	}
 	for _, c := range cases {
 		t.Run(c.bug, func(t *testing.T) {
@@ -480,5 +490,59 @@ func TestStoreDownAtTheEndIsAHarnessError(t *testing.T) {
 	x.stores[2].Crash()
 	if err := x.finish(); err == nil || !strings.Contains(err.Error(), "store search is down") {
 		t.Fatalf("finish with the search store down: %v, want a harness error", err)
+	}
+}
+
+// --txns counts committed transactions: rolled-back transfers and failed
+// operations do not use it up (before, a bank run of 300 issued 300 and
+// committed about 240).
+func TestRunCommitsTxns(t *testing.T) {
+	for _, name := range []string{"steady", "source-stall"} {
+		out, err := Run(ByName(name), Pipeline, 1, Options{Txns: 300})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := len(out.History.Committed) - 1; got != 300 { // the initial load first
+			t.Errorf("%s: %d application transactions committed, want 300", name, got)
+		}
+	}
+}
+
+// A scenario may size its own runs; its size stays out of repro tokens, and
+// long-haul draws its faults in the last quarter of its fault phase and
+// runs one campaign seed for every 50.
+func TestScenarioSizeAndLateFaults(t *testing.T) {
+	lh := ByName("long-haul")
+	if o := (Options{}).forScenario(lh).withDefaults(); o.Txns < 100_000 || o.Quiet != 200*time.Second || o.Clients != 24 {
+		t.Fatalf("long-haul runs %+v, want 100,000 transactions, 24 clients, 200 s", o)
+	}
+	if got := reproOf("long-haul", Pipeline, 3, Options{}).String(); got != "long-haul/pipeline/3" {
+		t.Fatalf("default long-haul token %q", got)
+	}
+	if got := reproOf("long-haul", Pipeline, 3, Options{Txns: 500}).String(); got != "long-haul/pipeline/3,txns=500" {
+		t.Fatalf("small long-haul token %q", got)
+	}
+	if got := reproOf("steady", Pipeline, 3, Options{Txns: 100_000}).String(); got != "steady/pipeline/3,txns=100000" {
+		t.Fatalf("a long steady run's token %q", got)
+	}
+	for seed := uint64(1); seed <= 20; seed++ {
+		p := lh.DrawPlan(rand.New(rand.NewPCG(seed, 1)), faults.Topology{Nodes: []faults.Node{
+			{Name: "db", Role: faults.RoleDB}, {Name: "capture", Role: faults.RoleCapture}, {Name: "cache", Role: faults.RoleStore}}}, 200*time.Second)
+		if p.Quiet != 200*time.Second || len(p.Faults) == 0 {
+			t.Fatalf("seed %d: plan %s", seed, p)
+		}
+		for _, f := range p.Faults {
+			if f.At < 150*time.Second || f.At >= 200*time.Second {
+				t.Fatalf("seed %d: %s is not in the last quarter", seed, f)
+			}
+		}
+	}
+	for seeds, want := range map[int]int{1: 1, 20: 1, 50: 1, 51: 2, 200: 4} {
+		if got := lh.CampaignSeeds(seeds); got != want {
+			t.Errorf("a campaign of %d seeds runs %d of long-haul, want %d", seeds, got, want)
+		}
+	}
+	if got := ByName("steady").CampaignSeeds(200); got != 200 {
+		t.Errorf("steady: %d of 200 seeds", got)
 	}
 }

@@ -66,6 +66,27 @@ func (o Options) validate() error {
 	return nil
 }
 
+// forScenario fills the options sc sizes itself (Scenario.Size) where o
+// leaves them zero; withDefaults fills the rest.
+func (o Options) forScenario(sc *Scenario) Options {
+	if sc == nil {
+		return o
+	}
+	if o.Txns == 0 {
+		o.Txns = sc.Size.Txns
+	}
+	if o.Clients == 0 {
+		o.Clients = sc.Size.Clients
+	}
+	if o.Quiet == 0 {
+		o.Quiet = sc.Size.Quiet
+	}
+	if o.Settle == 0 {
+		o.Settle = sc.Size.Settle
+	}
+	return o
+}
+
 func (o Options) withDefaults() Options {
 	if o.Txns == 0 {
 		o.Txns = 1000
@@ -126,7 +147,9 @@ func (o *Outcome) Token() Repro {
 
 // reproOf is the token of a simulated run with options opts.
 func reproOf(scenario string, sys System, seed uint64, opts Options) Repro {
-	opts, def := opts.withDefaults(), Options{}.withDefaults()
+	base, _, _ := strings.Cut(scenario, "+")
+	sc := ByName(base)
+	opts, def := opts.forScenario(sc).withDefaults(), Options{}.forScenario(sc).withDefaults()
 	r := Repro{Scenario: scenario, System: sys, Seed: seed}
 	if opts.Txns != def.Txns {
 		r.Txns = opts.Txns
@@ -174,11 +197,13 @@ type world struct {
 	// name, for starting second instances.
 	processes map[string]func(n *sim.Node) any
 
-	wl      workload.Workload
-	issued  int
-	busy    int // clients inside an operation: a transaction, its retries, its store writes
-	quietAt time.Duration
-	hist    *model.History
+	wl   workload.Workload
+	busy int // clients inside an operation: a transaction, its retries, its store writes
+	// lastCommitted is the source's committed application transactions
+	// when last seen up (see committed).
+	lastCommitted int
+	quietAt       time.Duration
+	hist          *model.History
 	// convergedLSN is the source position each store's ConvergedAt was
 	// recorded against (see noteConvergence).
 	convergedLSN map[string]model.LSN
@@ -218,7 +243,7 @@ func Run(sc *Scenario, sys System, seed uint64, opts Options) (*Outcome, error) 
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	opts = opts.withDefaults()
+	opts = opts.forScenario(sc).withDefaults()
 	wl, err := workload.NewSized(sc.Workload, opts.Keys)
 	if err != nil {
 		return nil, fmt.Errorf("scenario %s: %w", sc.Name, err)
@@ -446,11 +471,19 @@ func (x *world) client(n *sim.Node) func(ctx context.Context) {
 		for i, s := range storeKinds {
 			dw.Stores = append(dw.Stores, &services.StoreClient{From: n, To: x.stores[i], StoreKind: s.kind})
 		}
-		think := x.opts.Quiet * time.Duration(x.opts.Clients) / time.Duration(x.opts.Txns)
 		// No client starts an operation once the fault phase is over or
-		// the workload is spent: see settled.
-		for x.w.Now() < x.quietAt && x.issued < x.opts.Txns {
-			x.issued++
+		// Txns transactions committed: see settled. Rolled-back and
+		// failed operations do not count, so a run commits Txns
+		// transactions unless the fault phase ends first (or a retry
+		// after a timeout commits one twice). While the operations in
+		// flight could make up the rest, a client waits to see.
+		for x.w.Now() < x.quietAt && x.committed() < x.opts.Txns {
+			if x.committed()+x.busy >= x.opts.Txns {
+				if env.Sleep(ctx, 10*time.Millisecond) != nil {
+					return
+				}
+				continue
+			}
 			op := x.withRawRow(x.wl.Next(env.Rand()), env.Rand())
 			func() {
 				x.busy++
@@ -464,11 +497,29 @@ func (x *world) client(n *sim.Node) func(ctx context.Context) {
 					_, err = src.Exec(ctx, op)
 				}
 			}()
+			// Pace the rest over nine tenths of what is left of the
+			// fault phase, so the clients together commit Txns before
+			// its end, going faster when rollbacks, failures and
+			// crashed clients put them behind.
+			// A client sleeps at most 1.5 times think: at most three
+			// quarters of what is left, so the last few transactions
+			// are not left to a sleep past the end.
+			left := max(x.quietAt-x.w.Now(), 0)
+			think := min(left*9/10*time.Duration(x.opts.Clients)/time.Duration(max(x.opts.Txns-x.committed(), 1)), left/2)
 			if env.Sleep(ctx, think/2+time.Duration(env.Rand().Int64N(int64(think)+1))) != nil {
 				return
 			}
 		}
 	}
+}
+
+// committed is how many application transactions the source committed
+// (its WAL after the initial load), as of when it was last up.
+func (x *world) committed() int {
+	if db, ok := x.db.State().(*services.SourceDB); ok {
+		x.lastCommitted = len(db.WAL()) - 1
+	}
+	return x.lastCommitted
 }
 
 // observe samples the stores during the whole run: one key from one store
@@ -568,8 +619,7 @@ func (x *world) planFaults() faults.Plan {
 		return faults.Plan{Quiet: x.opts.Quiet}
 	}
 	rng := rand.New(rand.NewPCG(x.seed, 0x5eedfa17))
-	return faults.Generate(rng, x.topology(), faults.GenConfig{Kinds: x.sc.Kinds, Unclean: x.sc.Unclean, EveryKind: x.sc.EveryKind,
-		Quiet: x.opts.Quiet, MaxDownBrokers: x.sc.MaxDownBrokers})
+	return x.sc.DrawPlan(rng, x.topology(), x.opts.Quiet)
 }
 
 func (x *world) run(plan faults.Plan) error {

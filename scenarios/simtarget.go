@@ -142,6 +142,30 @@ func (t *simTarget) UncleanElection(on bool) error {
 
 func (t *simTarget) SecondInstance(name string) error { return t.x.startSecond(name) }
 
+// Retention deletes the log's old records. A world without a log (dual
+// writes) has nothing to delete.
+func (t *simTarget) Retention(keep time.Duration) error {
+	if t.x.cluster != nil {
+		t.x.cluster.Retain(keep)
+	}
+	return nil
+}
+
+// SlotDrop drops the source database's replication slot. The database must
+// be up: a slot is dropped by a session on it.
+func (t *simTarget) SlotDrop(name string) error {
+	n, err := t.node(name)
+	if err != nil {
+		return err
+	}
+	db, ok := n.State().(*services.SourceDB)
+	if !ok || !n.Up() {
+		return fmt.Errorf("slot-drop: %s is not a running source database", name)
+	}
+	db.DropSlot()
+	return nil
+}
+
 // healEverything is the quiet phase's safety net: whatever is still down or
 // paused comes back, so convergence can be judged.
 func (t *simTarget) healEverything() {

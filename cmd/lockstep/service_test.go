@@ -171,6 +171,7 @@ func (l *memLog) End(context.Context) (int64, error) {
 	return int64(len(l.txns)), nil
 }
 
+func (l *memLog) Start(context.Context) (int64, error)             { return 0, nil }
 func (l *memLog) Commit(context.Context, string, int64) error      { return nil }
 func (l *memLog) Committed(context.Context, string) (int64, error) { return 0, nil }
 

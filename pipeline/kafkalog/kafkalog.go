@@ -338,10 +338,48 @@ func (l *Log) Fetch(ctx context.Context, offset int64, max int) ([]pipeline.Reco
 			err = e
 		}
 	})
+	if errors.Is(err, kerr.OffsetOutOfRange) {
+		// Kafka says the same for an offset past the end (a reader
+		// ahead of a log that lost records) as for one before the
+		// start (retention deleted it); only the second is
+		// ErrOffsetOutOfRange, which a reader must not step over.
+		if start, serr := l.logStart(ctx); serr == nil && offset < start {
+			l.stale = true
+			return nil, fmt.Errorf("kafkalog: fetch from offset %d: the log starts at %d: %w", offset, start, pipeline.ErrOffsetOutOfRange)
+		}
+	}
 	if err != nil {
 		return fail(err)
 	}
 	return nil, nil
+}
+
+// Start implements pipeline.Log: the partition's log start offset, which
+// moves forward when retention deletes old segments.
+func (l *Log) Start(ctx context.Context) (int64, error) {
+	return l.logStart(ctx)
+}
+
+// logStart lists the log start offset with the admin client, which
+// needs none of Fetch's state.
+func (l *Log) logStart(ctx context.Context) (int64, error) {
+	var start int64
+	err := retriable(ctx, func() error {
+		offs, err := l.adm.ListStartOffsets(ctx, l.cfg.Topic)
+		if err != nil {
+			return err
+		}
+		o, ok := offs.Lookup(l.cfg.Topic, partition)
+		if !ok {
+			return fmt.Errorf("no partition %d", partition)
+		}
+		start = o.Offset
+		return o.Err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("kafkalog: start offset of %s: %w: %w", l.cfg.Topic, pipeline.ErrUnavailable, err)
+	}
+	return start, nil
 }
 
 // retriable retries fn while it fails with an error Kafka calls retriable

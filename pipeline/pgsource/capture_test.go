@@ -44,6 +44,7 @@ func (l *syncLog) End(context.Context) (int64, error) {
 	return int64(len(l.recs)), nil
 }
 
+func (l *syncLog) Start(context.Context) (int64, error)             { return 0, nil }
 func (l *syncLog) Commit(context.Context, string, int64) error      { return nil }
 func (l *syncLog) Committed(context.Context, string) (int64, error) { return 0, nil }
 

@@ -26,6 +26,18 @@ type Bench struct {
 	LagP50       map[string]time.Duration
 	LagP99       map[string]time.Duration
 	CaughtUpLate map[string]time.Duration // how long after the workload stopped the store caught up
+	LagMax       map[string]time.Duration
+	// Restarts is, for each process the plan brought back (a restart or
+	// resume, a failed-over leader), how long until every store held what
+	// the source had committed at that moment.
+	Restarts []Recovery
+}
+
+// Recovery is how long the pipeline took to catch up after one fault.
+type Recovery struct {
+	What     string        // the fault, as the plan says it ("crash capture")
+	At       time.Duration // when it ended: the restart, resume or failover
+	CaughtUp time.Duration // from At until the slowest store held the source's position at At; -1 if never
 }
 
 // String is the report's table.
@@ -38,8 +50,22 @@ func (b *Bench) String() string {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(&s, "  %-8s %.0f changes/s (ratio %.3f), lag p50 %v p99 %v, caught up %v after the workload\n",
-			n, b.StoreRate[n], b.Ratio[n], b.LagP50[n].Round(time.Millisecond), b.LagP99[n].Round(time.Millisecond), b.CaughtUpLate[n].Round(time.Millisecond))
+		fmt.Fprintf(&s, "  %-8s %.0f changes/s (ratio %.3f), lag p50 %v p99 %v max %v, caught up %v after the workload\n",
+			n, b.StoreRate[n], b.Ratio[n], b.LagP50[n].Round(time.Millisecond), b.LagP99[n].Round(time.Millisecond),
+			b.LagMax[n].Round(time.Millisecond), b.CaughtUpLate[n].Round(time.Millisecond))
+	}
+	if len(b.Restarts) > 0 {
+		fmt.Fprintf(&s, "recovery after each fault (until every store held what the source had committed then):\n")
+		var worst time.Duration
+		for _, r := range b.Restarts {
+			took := "never"
+			if r.CaughtUp >= 0 {
+				took = r.CaughtUp.Round(time.Millisecond).String()
+				worst = max(worst, r.CaughtUp)
+			}
+			fmt.Fprintf(&s, "  @%-9v %-28s %s\n", r.At.Round(time.Millisecond), r.What, took)
+		}
+		fmt.Fprintf(&s, "  worst %v over %d faults\n", worst.Round(time.Millisecond), len(b.Restarts))
 	}
 	return s.String()
 }
@@ -106,7 +132,7 @@ func (b *benchProbe) result(h *model.History) *Bench {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	res := &Bench{Duration: h.QuietAt, StoreRate: map[string]float64{}, Ratio: map[string]float64{},
-		LagP50: map[string]time.Duration{}, LagP99: map[string]time.Duration{}, CaughtUpLate: map[string]time.Duration{}}
+		LagP50: map[string]time.Duration{}, LagP99: map[string]time.Duration{}, CaughtUpLate: map[string]time.Duration{}, LagMax: map[string]time.Duration{}}
 	for _, t := range h.Committed {
 		res.Txns++
 		res.Changes += len(t.Changes)
@@ -128,6 +154,7 @@ func (b *benchProbe) result(h *model.History) *Bench {
 		if n := len(lags); n > 0 {
 			res.LagP50[name] = lags[n/2]
 			res.LagP99[name] = lags[min(n-1, n*99/100)]
+			res.LagMax[name] = lags[n-1]
 		}
 		// When the store first held the last commit, from the probe's own
 		// samples (the harness's convergence check runs later, after it has
@@ -145,7 +172,40 @@ func (b *benchProbe) result(h *model.History) *Bench {
 			res.Ratio[name] = res.StoreRate[name] / res.SourceRate
 		}
 	}
+	for _, f := range h.Faults {
+		verb, _, _ := strings.Cut(f.What, " ")
+		at := f.End
+		switch verb {
+		case "crash", "pause":
+		case "leader-failover", "slot-drop", "retention":
+			at = f.Start
+		default:
+			continue
+		}
+		res.Restarts = append(res.Restarts, Recovery{What: f.What, At: at, CaughtUp: b.recovery(at)})
+	}
 	return res
+}
+
+// recovery is how long after at every store held the source's WAL position
+// at at (the last sample at or before it), or -1 when one never did.
+func (b *benchProbe) recovery(at time.Duration) time.Duration {
+	i := sort.Search(len(b.source), func(i int) bool { return b.source[i].at > at })
+	if i == 0 {
+		return 0
+	}
+	want := b.source[i-1].lsn
+	var worst time.Duration
+	for _, samples := range b.stores {
+		j := sort.Search(len(samples), func(j int) bool { return samples[j].at >= at })
+		for ; j < len(samples) && samples[j].lsn < want; j++ {
+		}
+		if j == len(samples) {
+			return -1
+		}
+		worst = max(worst, samples[j].at-at)
+	}
+	return worst
 }
 
 // Pgbench is the container-only scenario whose workload no one here wrote:

@@ -2,6 +2,7 @@ package containers
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,10 +14,12 @@ import (
 )
 
 // Images the container world runs; images/build.sh (make images) builds
-// them offline and tags them :current.
-const (
+// them offline and tags them :current. LOCKSTEP_PIPELINE_IMAGE names
+// another pipeline image: a build of one branch, run beside others that
+// use :current.
+var (
 	BaseImage     = "lockstep/base:current"
-	PipelineImage = "lockstep/pipeline:current"
+	PipelineImage = cmp.Or(os.Getenv("LOCKSTEP_PIPELINE_IMAGE"), "lockstep/pipeline:current")
 )
 
 // Labels on everything a run creates, so leftovers of a killed run can be

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -345,6 +346,81 @@ func (t *Target) UncleanElection(on bool) error {
 	_, err = adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "unclean.leader.election.enable", Value: &v}}, Topic)
 	return err
 }
+
+// Retention deletes the topic's records older than keep, as retention.ms
+// does: it finds the first offset written within keep (ListOffsets by
+// timestamp) and deletes the records before it (DeleteRecords), which moves
+// the log start offset there.
+func (t *Target) Retention(keep time.Duration) error {
+	adm, err := t.admin()
+	if err != nil {
+		return err
+	}
+	defer adm.Close()
+	ctx, cancel := context.WithTimeout(t.ctx, 10*time.Second)
+	defer cancel()
+	listed, err := adm.ListOffsetsAfterMilli(ctx, time.Now().Add(-keep).UnixMilli(), Topic)
+	if err != nil {
+		return fmt.Errorf("retention: find the first record younger than %s: %w", keep, err)
+	}
+	o, ok := listed.Lookup(Topic, 0)
+	if !ok || o.Err != nil {
+		return fmt.Errorf("retention: find the first record younger than %s: partition 0: %v", keep, o.Err)
+	}
+	if o.Offset < 0 {
+		return nil // no record younger than keep, and none is deleted past the end
+	}
+	var before kadm.Offsets
+	before.AddOffset(Topic, 0, o.Offset, -1)
+	resps, err := adm.DeleteRecords(ctx, before)
+	if err != nil {
+		return fmt.Errorf("retention: delete records before offset %d: %w", o.Offset, err)
+	}
+	return resps.Error()
+}
+
+// SlotDrop drops the capture's replication slot on the source database
+// node, as an operator or max_slot_wal_keep_size would: it ends the
+// walsender holding it, then drops it, again while the capture is quick to
+// take it back. The audit slot that records the ground truth is left alone.
+func (t *Target) SlotDrop(node string) error {
+	if node != "pg-source" {
+		return fmt.Errorf("slot-drop: %s is not the source database (pg-source)", node)
+	}
+	ctx, cancel := context.WithTimeout(t.ctx, 15*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, t.w.SourceDSN)
+	if err != nil {
+		return fmt.Errorf("slot-drop: connect to %s: %w", node, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	const sql = `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL`
+	for {
+		if _, err := conn.Exec(ctx, sql, PipelineSlot); err != nil {
+			return fmt.Errorf("slot-drop: end the session holding slot %s: %w", PipelineSlot, err)
+		}
+		var n int
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, PipelineSlot).Scan(&n); err != nil {
+			return fmt.Errorf("slot-drop: look for slot %s: %w", PipelineSlot, err)
+		}
+		if n == 0 {
+			return nil // gone already (the capture had not made it yet)
+		}
+		_, err := conn.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, PipelineSlot)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("slot-drop: drop slot %s: %w", PipelineSlot, err)
+		}
+		// The capture took the slot again between the two statements.
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// PipelineSlot is the replication slot the capture uses in the container
+// world (the capture's default).
+const PipelineSlot = "lockstep"
 
 // Settle stops pending restarts' timers and brings every container back up
 // and unpaused: the quiet phase's safety net.

@@ -69,6 +69,7 @@ type logEntry struct {
 	Txn model.Txn
 	PID int64
 	Seq int64
+	At  time.Duration // when the leader appended it, for retention
 }
 
 type producerState struct {
@@ -81,7 +82,8 @@ type broker struct {
 	c         *Cluster
 	idx       int
 	n         *sim.Node
-	log       []logEntry
+	log       []logEntry // indexed by offset; entries before start are deleted
+	start     int64      // the log start offset: retention deleted what is before it
 	producers map[int64]producerState
 	waiters   []*fetchWaiter // long-polling fetches, answered on append
 }
@@ -157,6 +159,9 @@ func (c *Cluster) bootBroker(n *sim.Node, idx int) any {
 	if v, ok := n.Disk().Get("log"); ok {
 		b.log = v.([]logEntry)
 	}
+	if v, ok := n.Disk().Get("start"); ok {
+		b.start = v.(int64)
+	}
 	b.rebuildProducers()
 	return b
 }
@@ -169,9 +174,31 @@ func (b *broker) rebuildProducers() {
 }
 
 // setLog replaces the broker's log with a private copy (catch-up after
-// falling out of sync), so no two brokers ever share a backing array.
-func (b *broker) setLog(l []logEntry) {
+// falling out of sync), so no two brokers ever share a backing array, and
+// takes the leader's log start with it.
+func (b *broker) setLog(l []logEntry, start int64) {
 	b.log = append([]logEntry(nil), l...)
+	b.start = start
+	b.persist()
+}
+
+// retain deletes the records appended at or before cutoff, from the front
+// (Kafka deletes whole old segments; a record is as old as its segment):
+// the log start moves to the first record younger than cutoff, or to the
+// end. Deleted entries keep their slot, so offsets stay indexes, but not
+// their transactions.
+func (b *broker) retain(cutoff time.Duration) {
+	start := b.start
+	for start < int64(len(b.log)) && b.log[start].At <= cutoff {
+		start++
+	}
+	if start == b.start {
+		return
+	}
+	for i := b.start; i < start; i++ {
+		b.log[i] = logEntry{PID: b.log[i].PID, Seq: b.log[i].Seq, At: b.log[i].At}
+	}
+	b.start = start
 	b.persist()
 }
 
@@ -183,6 +210,7 @@ func (b *broker) appendLog(entries []logEntry) {
 
 func (b *broker) persist() {
 	b.n.Disk().Put("log", b.log)
+	b.n.Disk().Put("start", b.start)
 	b.n.Disk().Sync()
 }
 
@@ -241,14 +269,38 @@ func (c *Cluster) setLost(node string, set func(*lostAppends)) {
 	c.lost[node] = l
 }
 
+// Retain deletes, on every broker that is up, the records appended more
+// than keep ago, as Kafka's retention.ms does (faults.Retention): the log
+// start offset moves forward, and a fetch before it fails with
+// pipeline.ErrOffsetOutOfRange. A crashed broker keeps its records until a
+// leader's log replaces them.
+func (c *Cluster) Retain(keep time.Duration) {
+	cutoff := c.w.Now() - keep
+	for _, n := range c.brokers {
+		if b, ok := n.State().(*broker); ok && n.Up() {
+			b.retain(cutoff)
+		}
+	}
+}
+
+// Start is the leader's log start offset (0 when the partition is offline).
+func (c *Cluster) Start() int64 {
+	if c.leader >= 0 {
+		if b, ok := c.brokers[c.leader].State().(*broker); ok {
+			return b.start
+		}
+	}
+	return 0
+}
+
 // SetUnclean enables or disables unclean leader election.
 func (c *Cluster) SetUnclean(on bool) { c.unclean = on }
 
 // Losses is how many acknowledged records an unclean election threw away.
 func (c *Cluster) Losses() int { return c.losses }
 
-// Records is the leader's log (what consumers can read), or the longest log
-// when the partition is offline.
+// Records is the leader's log (what consumers can read: from its start),
+// or the longest log when the partition is offline.
 func (c *Cluster) Records() []pipeline.Record {
 	var best *broker
 	if c.leader >= 0 {
@@ -264,9 +316,9 @@ func (c *Cluster) Records() []pipeline.Record {
 	if best == nil {
 		return nil
 	}
-	out := make([]pipeline.Record, len(best.log))
-	for i, e := range best.log {
-		out[i] = pipeline.Record{Offset: int64(i), Txn: e.Txn}
+	out := make([]pipeline.Record, 0, int64(len(best.log))-best.start)
+	for i := best.start; i < int64(len(best.log)); i++ {
+		out = append(out, pipeline.Record{Offset: i, Txn: best.log[i].Txn})
 	}
 	return out
 }
@@ -307,7 +359,7 @@ func (c *Cluster) control() {
 			continue
 		}
 		if f, ok := c.live(i); ok {
-			f.setLog(lead.log)
+			f.setLog(lead.log, lead.start)
 			f.rebuildProducers()
 			c.isr[i] = true
 		}
@@ -404,8 +456,9 @@ func (b *broker) produce(pid, seq int64, txns []model.Txn) (int64, error) {
 		return 0, err
 	}
 	entries := make([]logEntry, len(txns))
+	now := c.w.Now()
 	for i, t := range txns {
-		entries[i] = logEntry{Txn: t, PID: pid, Seq: seq}
+		entries[i] = logEntry{Txn: t, PID: pid, Seq: seq, At: now}
 	}
 	last := int64(len(b.log) + len(entries) - 1)
 	for _, r := range append(followers, b) {
@@ -444,6 +497,9 @@ func (b *broker) fetch(off int64, max int) ([]pipeline.Record, error) {
 	}
 	if off > int64(len(b.log)) {
 		return nil, ErrOutOfRange
+	}
+	if off < b.start {
+		return nil, fmt.Errorf("fetch from offset %d: the log starts at %d: %w", off, b.start, pipeline.ErrOffsetOutOfRange)
 	}
 	end := min(off+int64(max), int64(len(b.log)))
 	out := make([]pipeline.Record, 0, end-off)
@@ -619,6 +675,24 @@ func (l *LogClient) End(ctx context.Context) (int64, error) {
 		l.known = false
 	}
 	return end, err
+}
+
+// Start implements pipeline.Log: the leader's log start offset.
+func (l *LogClient) Start(ctx context.Context) (int64, error) {
+	n, err := l.leaderNode(ctx)
+	if err != nil {
+		return 0, err
+	}
+	start, err := sim.Call(ctx, l.From, n, l.timeout(), func(b *broker) (int64, error) {
+		if b.c.leader != b.idx {
+			return 0, ErrNotLeader
+		}
+		return b.start, nil
+	})
+	if err != nil {
+		l.known = false
+	}
+	return start, err
 }
 
 // Commit implements pipeline.Log.

@@ -513,8 +513,8 @@ func TestLogRecordsWhileOfflineIsTheLongestLog(t *testing.T) {
 	c := NewCluster(w, "b")
 	bs := c.Brokers()
 	long := []logEntry{{Txn: model.Txn{CommitLSN: 0x10}}, {Txn: model.Txn{CommitLSN: 0x20}}}
-	bs[0].State().(*broker).setLog(long[:1])
-	bs[2].State().(*broker).setLog(long)
+	bs[0].State().(*broker).setLog(long[:1], 0)
+	bs[2].State().(*broker).setLog(long, 0)
 	bs[1].Crash()
 	c.leader = -1
 	got := c.Records()
@@ -730,5 +730,57 @@ func TestLogProduceAfterATimeoutIsAmbiguous(t *testing.T) {
 	}
 	if got := recordLSNs(t, r.c.Records(), 0); !reflect.DeepEqual(got, ls(0x10)) {
 		t.Fatalf("the log holds %v, want the batch the first try wrote", got)
+	}
+}
+
+// Retention deletes the records appended more than the age kept ago, on
+// every broker, as Kafka's retention.ms does: the log start moves forward,
+// offsets stay where they were, a fetch before the start fails with
+// ErrOffsetOutOfRange (one past the end still with ErrOutOfRange), and a
+// leader failover and a crashed broker's restart keep the start.
+func TestLogRetentionMovesTheStart(t *testing.T) {
+	r := newLogRig(t, 9)
+	lc := r.client()
+	var produceErrs []error
+	var startBefore, startAfter, startFailover int64
+	var before, after []pipeline.Record
+	var beforeErr, afterErr, pastEnd error
+	r.app.Go("client", func(ctx context.Context) {
+		_, err := lc.Produce(ctx, batch(0x10, 0x20))
+		produceErrs = append(produceErrs, err)
+		sleepUntil(ctx, r.app, time.Second)
+		_, err = lc.Produce(ctx, batch(0x30))
+		produceErrs = append(produceErrs, err)
+		startBefore, _ = lc.Start(ctx)
+		sleepUntil(ctx, r.app, 2*time.Second) // retention keeps 1.5s at 1.6s
+		startAfter, _ = lc.Start(ctx)
+		before, beforeErr = lc.Fetch(ctx, 1, 10)
+		after, afterErr = lc.Fetch(ctx, 2, 10)
+		_, pastEnd = lc.Fetch(ctx, 4, 10)
+		sleepUntil(ctx, r.app, 5*time.Second) // the leader failed over
+		startFailover, _ = lc.Start(ctx)
+	})
+	r.w.At(1600*time.Millisecond, 1, func() { r.c.Retain(1500 * time.Millisecond) })
+	r.w.At(3*time.Second, 2, func() { r.c.Leader().Crash() })
+	run(t, r.w, 6*time.Second)
+	for i, err := range produceErrs {
+		if err != nil {
+			t.Fatalf("produce %d: %v", i, err)
+		}
+	}
+	if startBefore != 0 || startAfter != 2 || startFailover != 2 {
+		t.Fatalf("log start %d before retention, %d after, %d after a failover; want 0, 2, 2", startBefore, startAfter, startFailover)
+	}
+	if !errors.Is(beforeErr, pipeline.ErrOffsetOutOfRange) || len(before) != 0 {
+		t.Fatalf("fetch from a deleted offset: %v, %v; want ErrOffsetOutOfRange", before, beforeErr)
+	}
+	if afterErr != nil || !reflect.DeepEqual(recordLSNs(t, after, 2), ls(0x30)) {
+		t.Fatalf("fetch from the start: %v, %v; want the record kept, at its offset", after, afterErr)
+	}
+	if pastEnd == nil || errors.Is(pastEnd, pipeline.ErrOffsetOutOfRange) {
+		t.Fatalf("fetch past the end: %v; want out of range, not before the start", pastEnd)
+	}
+	if got := r.c.Records(); len(got) != 1 || got[0].Offset != 2 {
+		t.Fatalf("Records after retention: %+v, want the one kept record at offset 2", got)
 	}
 }
