@@ -34,6 +34,10 @@ var Bugs = []BugCase{
 	{"no-idle-check", "cache-restart", checker.Lost},
 	{"confirm-on-append-timeout", "ambiguous-append", checker.NotConverged},
 	{"trust-slot-position", "source-stall", checker.NotConverged},
+	{"unconditional-apply", "fencing", checker.Backwards},
+	{"reset-to-earliest", "retention", checker.NotConverged},
+	{"ignore-retention", "retention", checker.NotConverged},
+	{"stream-after-slot-loss", "retention", checker.NotConverged},
 }
 
 // BugRow is one line of the every-bug report.
