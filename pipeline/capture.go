@@ -111,6 +111,14 @@ type Bugs struct {
 	// snapshot the log holds, and the changes between are never captured
 	// (found by the simulator: a source paused during the snapshot).
 	TrustSlotPosition bool
+	// UniqueRowByRow gives the replica unique constraints checked at
+	// every row it writes (NOT DEFERRABLE, as the source has them), while
+	// it applies each transaction's net changes row by row in their
+	// order: a transaction that swapped two users' emails, or moved an
+	// email to a row it touched before deleting the row that held it,
+	// breaks a constraint half-way, and the replica refuses that batch
+	// every time it is sent (the applier is stuck).
+	UniqueRowByRow bool
 }
 
 func (b Bugs) Any() bool { return b != Bugs{} }
@@ -129,6 +137,7 @@ var BugNames = map[string]func(*Bugs){
 	"no-idle-check":             func(b *Bugs) { b.NoIdleCheck = true },
 	"confirm-on-append-timeout": func(b *Bugs) { b.ConfirmOnAppendTimeout = true },
 	"trust-slot-position":       func(b *Bugs) { b.TrustSlotPosition = true },
+	"unique-row-by-row":         func(b *Bugs) { b.UniqueRowByRow = true },
 }
 
 // ParseBugs reads a comma-separated list of bug names ("" is none).
@@ -639,7 +648,8 @@ func SplitSnapshot(snap model.Txn, rows int) []model.Txn {
 // SplitTxn cuts t into parts of consecutive changes, each holding at most
 // rows changes (when rows > 0) and taking at most maxBytes in the log (when
 // maxBytes > 0; as logcodec.RecordBytes counts), numbered Chunk 0 to
-// Chunks-1, all with t's CommitLSN and XID. A transaction that fits in one
+// Chunks-1, all with t's CommitLSN and XID, the first with t's Schema. A
+// transaction that fits in one
 // record comes back as it is, unnumbered; a snapshot is always numbered
 // (chunk 0 of 1). A change too large for a record on its own is a
 // *ChangeTooLargeError. Pure, so it is tested on its own.
@@ -667,6 +677,9 @@ func SplitTxn(t model.Txn, rows, maxBytes int) ([]model.Txn, error) {
 	for i := range parts {
 		p := t
 		p.Chunk, p.Chunks = i, len(parts)
+		if i > 0 {
+			p.Schema = nil // the first part carries the table definitions
+		}
 		p.Changes = t.Changes[bounds[i]:bounds[i+1]:bounds[i+1]]
 		parts[i] = p
 	}
