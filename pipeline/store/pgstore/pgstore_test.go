@@ -83,7 +83,13 @@ func testDroppedDocs(t *testing.T, pool *pgxpool.Pool) {
 			if err := st.Apply(ctx(t), pipeline.Batch{Txns: []model.Txn{one}, Position: pos(1, 10)}); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := pool.Exec(ctx(t), `DROP TABLE `+opts.Prefix+kind.String()+`_docs`); err != nil {
+			// The replica's documents are its tables, listed in
+			// Prefix+"replica_tables"; the search index's are one table.
+			docs := opts.Prefix + kind.String() + "_docs"
+			if kind == model.Replica {
+				docs = opts.Prefix + "replica_tables"
+			}
+			if _, err := pool.Exec(ctx(t), `DROP TABLE `+docs); err != nil {
 				t.Fatal(err)
 			}
 			if p, ok, err := st.Position(ctx(t)); err != nil || ok {
@@ -93,7 +99,7 @@ func testDroppedDocs(t *testing.T, pool *pgxpool.Pool) {
 			if p, ok, err := st.Position(ctx(t)); err != nil || ok {
 				t.Fatalf("opened over a new, empty documents table the store says it is at %v (%v, %v); want no position", p, ok, err)
 			}
-			if _, err := pool.Exec(ctx(t), `DROP TABLE `+opts.Prefix+kind.String()+`_docs`); err != nil {
+			if _, err := pool.Exec(ctx(t), `DROP TABLE `+docs); err != nil {
 				t.Fatal(err)
 			}
 			// The rebuild of a running store whose table is gone.
@@ -104,7 +110,11 @@ func testDroppedDocs(t *testing.T, pool *pgxpool.Pool) {
 				t.Fatalf("after the rebuild: %v, %v, %v; want at 1/10", p, ok, err)
 			}
 			var n int
-			if err := pool.QueryRow(ctx(t), `SELECT count(*) FROM `+opts.Prefix+kind.String()+`_docs`).Scan(&n); err != nil || n != 1 {
+			rows := docs
+			if kind == model.Replica {
+				rows = opts.Prefix + "replica.t"
+			}
+			if err := pool.QueryRow(ctx(t), `SELECT count(*) FROM `+rows).Scan(&n); err != nil || n != 1 {
 				t.Fatalf("after the rebuild the table holds %d documents (%v); want 1", n, err)
 			}
 		})
