@@ -9,93 +9,80 @@ import (
 
 	"lockstep/model"
 	"lockstep/pipeline"
+	"lockstep/pipeline/store/storetest"
 )
 
 // uniqueT is table t with its column v unique.
 var uniqueT = model.Table{Name: "t", Columns: []model.Column{{Name: "pk", Type: "text"}, {Name: "v", Type: "text"}}, Key: []string{"pk"}, Unique: [][]string{{"v"}}}
 
 // The replica keeps the source's unique constraints, checked when a batch
-// commits: a transaction that swaps two values, moves one to a row it
-// touched before deleting its holder, or deletes then inserts it under
-// another key is taken, as its end state breaks nothing. Checked at every
-// row instead (the unique-row-by-row bug), the swap and the move are
-// refused half-way. A batch whose end state breaks a constraint is refused
-// either way. A refused batch changes nothing, not even after a crash.
-// Rows without a value (NULL) conflict with none. The cache and the search
-// index keep no constraints.
+// commits, or at every row written with the unique-row-by-row bug: it
+// takes and refuses exactly the shared cases (storetest.UniqueCases) that
+// PostgreSQL takes and refuses (pgstore runs them too). A refused batch
+// changes nothing, not even after a crash, and the index is rebuilt at
+// boot. The cache and the search index keep no constraints.
 func TestReplicaUniqueConstraints(t *testing.T) {
-	snap := model.Txn{CommitLSN: 0x10, Snapshot: true, Schema: []model.Table{uniqueT},
-		Changes: []model.Change{ins("a", "x"), ins("b", "y"), {Table: "t", PK: "n1", Op: model.OpInsert, Row: model.Row{}}}}
 	p0 := pos(1, 0x10)
-	cases := []struct {
-		name            string
-		txn             model.Txn
-		deferred, immed bool // accepted?
-	}{
-		{"swap", txn(0x20, upd("a", "y"), upd("b", "x")), true, false},
-		{"move to a row touched first, then delete the holder", txn(0x20, upd("b", "x"), del("a")), true, false},
-		{"delete then insert under another key", txn(0x20, del("a"), ins("c", "x")), true, true},
-		{"a second NULL", txn(0x20, model.Change{Table: "t", PK: "n2", Op: model.OpInsert, Row: model.Row{}}), true, true},
-		{"a duplicate at the end", txn(0x20, upd("b", "x")), false, false},
-		{"a duplicate inserted", txn(0x20, ins("c", "y")), false, false},
-	}
-	for _, c := range cases {
+	for _, c := range storetest.UniqueCases {
 		for _, immediate := range []bool{false, true} {
 			r := newStoreRig(t, 3, model.Replica)
 			st := r.store.State().(*Store)
-			if err := st.applyBatch(pipeline.Batch{Reset: true, Txns: []model.Txn{snap}, Position: p0}, true, immediate); err != nil {
-				t.Fatalf("%s: the snapshot: %v", c.name, err)
+			if err := st.applyBatch(pipeline.Batch{Reset: true, Txns: []model.Txn{storetest.UniqueSnapshot}, Position: p0}, true, immediate); err != nil {
+				t.Fatalf("%s: the snapshot: %v", c.Name, err)
 			}
 			before := r.snapshot()
-			err := st.applyBatch(pipeline.Batch{Txns: []model.Txn{c.txn}, Position: pos(2, 0x20), Base: &p0}, true, immediate)
-			want := c.deferred
+			err := st.applyBatch(pipeline.Batch{Txns: []model.Txn{c.Txn}, Position: pos(2, 0x20), Base: &p0}, true, immediate)
+			want := c.Deferred
 			if immediate {
-				want = c.immed
+				want = c.Immediate
 			}
 			if got := err == nil; got != want {
-				t.Errorf("%s (immediate=%v): applied=%v (%v), want %v", c.name, immediate, got, err, want)
+				t.Errorf("%s (immediate=%v): applied=%v (%v), want %v", c.Name, immediate, got, err, want)
 				continue
 			}
 			if err == nil {
-				if d := diffDocs(r.snapshot().Docs, truth(snap, c.txn).Project(model.Replica)); d != "" {
-					t.Errorf("%s (immediate=%v): after the batch:%s", c.name, immediate, d)
+				if d := diffDocs(r.snapshot().Docs, truth(storetest.UniqueSnapshot, c.Txn).Project(model.Replica)); d != "" {
+					t.Errorf("%s (immediate=%v): after the batch:%s", c.Name, immediate, d)
 				}
 				continue
 			}
 			var uv *model.UniqueViolationError
-			if !errors.As(err, &uv) || uv.Table != "t" {
-				t.Errorf("%s (immediate=%v): refused with %v, want a unique violation on t", c.name, immediate, err)
-			} else if uv.Deferred != (!immediate || !c.deferred) && !immediate {
-				t.Errorf("%s: refused at the write; deferred constraints are checked at commit", c.name)
-			} else if immediate && c.deferred && uv.Deferred {
-				t.Errorf("%s: refused at commit; immediate constraints refuse it at the write", c.name)
+			switch {
+			case !errors.As(err, &uv) || uv.Table != "u":
+				t.Errorf("%s (immediate=%v): refused with %v, want a unique violation on u", c.Name, immediate, err)
+			case !immediate && !uv.Deferred:
+				t.Errorf("%s: refused at the write; deferred constraints are checked at commit", c.Name)
+			case immediate && c.Deferred && uv.Deferred:
+				t.Errorf("%s: refused at commit; immediate constraints refuse it at the write", c.Name)
 			}
 			if got := r.snapshot(); !reflect.DeepEqual(got, before) {
-				t.Errorf("%s (immediate=%v): a refused batch changed the store: %+v, was %+v", c.name, immediate, got, before)
+				t.Errorf("%s (immediate=%v): a refused batch changed the store: %+v, was %+v", c.Name, immediate, got, before)
 			}
 			r.store.Crash()
 			r.store.Restart()
 			if got := r.snapshot(); !reflect.DeepEqual(got.Docs, before.Docs) || got.Position != before.Position {
-				t.Errorf("%s (immediate=%v): after a crash the refused batch shows: %+v, was %+v", c.name, immediate, got, before)
+				t.Errorf("%s (immediate=%v): after a crash the refused batch shows: %+v, was %+v", c.Name, immediate, got, before)
 			}
 			// The index was rebuilt: the same duplicate is refused again,
 			// and the store takes a good batch.
 			st = r.store.State().(*Store)
-			if err := st.applyBatch(pipeline.Batch{Txns: []model.Txn{txn(0x20, ins("c", "x"))}, Position: pos(2, 0x20), Base: &p0}, true, immediate); err == nil {
-				t.Errorf("%s (immediate=%v): after a restart a duplicate of x was taken", c.name, immediate)
+			dup := model.Change{Table: "u", PK: "c", Op: model.OpInsert, Row: model.Row{"email": "x"}}
+			if err := st.applyBatch(pipeline.Batch{Txns: []model.Txn{txn(0x20, dup)}, Position: pos(2, 0x20), Base: &p0}, true, immediate); err == nil {
+				t.Errorf("%s (immediate=%v): after a restart a duplicate of x was taken", c.Name, immediate)
 			}
-			if err := st.applyBatch(pipeline.Batch{Txns: []model.Txn{txn(0x20, ins("c", "z"))}, Position: pos(2, 0x20), Base: &p0}, true, immediate); err != nil {
-				t.Errorf("%s (immediate=%v): after a restart: %v", c.name, immediate, err)
+			dup.Row = model.Row{"email": "fresh"}
+			if err := st.applyBatch(pipeline.Batch{Txns: []model.Txn{txn(0x20, dup)}, Position: pos(2, 0x20), Base: &p0}, true, immediate); err != nil {
+				t.Errorf("%s (immediate=%v): after a restart: %v", c.Name, immediate, err)
 			}
 		}
 	}
 	for _, kind := range []model.StoreKind{model.Cache, model.Search} {
 		r := newStoreRig(t, 3, kind)
 		st := r.store.State().(*Store)
-		dup := txn(0x20, upd("b", "x"))
-		if err := st.applyBatch(pipeline.Batch{Reset: true, Txns: []model.Txn{snap}, Position: p0}, true, true); err != nil {
+		if err := st.applyBatch(pipeline.Batch{Reset: true, Txns: []model.Txn{storetest.UniqueSnapshot}, Position: p0}, true, true); err != nil {
 			t.Fatal(err)
 		}
+		dup := model.Txn{CommitLSN: 0x20, Changes: []model.Change{{Table: "u", PK: "b", Op: model.OpUpdate, Row: model.Row{"email": "x"}}}}
 		if err := st.applyBatch(pipeline.Batch{Txns: []model.Txn{dup}, Position: pos(2, 0x20), Base: &p0}, true, true); err != nil {
 			t.Errorf("%s: refused %v; it keeps no constraints", kind, err)
 		}
