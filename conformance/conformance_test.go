@@ -52,6 +52,10 @@ func TestAgainstPostgres(t *testing.T) {
 		t.Parallel()
 		testKeylessRefused(t, pgtest.NewDatabase(t, dsn))
 	})
+	t.Run("ReplicaUnique", func(t *testing.T) {
+		t.Parallel()
+		testReplicaUnique(t, pgtest.NewDatabase(t, dsn))
+	})
 }
 
 // rapidDefaults sets this package's check count, and no fail files (rapid
