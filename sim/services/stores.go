@@ -291,8 +291,10 @@ func (s *Store) journal(k model.Key) {
 
 func (s *Store) setDoc(k model.Key, d model.Doc, row model.Row) {
 	s.journal(k)
-	s.unindex(k, s.row(k))
-	s.index(k, row, s.txn)
+	if _, ok := s.constrained(k.Table); ok {
+		s.unindex(k, s.row(k))
+		s.index(k, row, s.txn)
+	}
 	s.docs[k] = d
 	if durable(s.kind) {
 		s.n.Disk().Put(docKey("doc", k), d)
@@ -311,7 +313,9 @@ func (s *Store) setDoc(k model.Key, d model.Doc, row model.Row) {
 
 func (s *Store) deleteDoc(k model.Key, lsn model.LSN) {
 	s.journal(k)
-	s.unindex(k, s.row(k))
+	if _, ok := s.constrained(k.Table); ok {
+		s.unindex(k, s.row(k))
+	}
 	delete(s.docs, k)
 	if durable(s.kind) {
 		s.n.Disk().Delete(docKey("doc", k))
