@@ -121,6 +121,18 @@ func testDroppedDocs(t *testing.T, pool *pgxpool.Pool) {
 			if p, ok, err := st.Position(ctx(t)); err != nil || !ok || p != pos(1, 10) {
 				t.Fatalf("after the rebuild: %v, %v, %v; want at 1/10", p, ok, err)
 			}
+			if kind == model.Replica {
+				// A data table dropped takes the position too.
+				if _, err := pool.Exec(ctx(t), `DROP TABLE `+opts.Prefix+`replica.t`); err != nil {
+					t.Fatal(err)
+				}
+				if p, ok, err := st.Position(ctx(t)); err != nil || ok {
+					t.Fatalf("with table t dropped the replica says it is at %v (%v, %v); want no position", p, ok, err)
+				}
+				if err := st.Apply(ctx(t), pipeline.Batch{Reset: true, Txns: []model.Txn{one}, Position: pos(1, 10)}); err != nil {
+					t.Fatalf("rebuild after table t was dropped: %v", err)
+				}
+			}
 			var n int
 			rows := docs
 			if kind == model.Replica {

@@ -496,7 +496,33 @@ func (r *Replica) Kind() model.StoreKind { return model.Replica }
 
 // Position implements pipeline.Store.
 func (r *Replica) Position(ctx context.Context) (model.Position, bool, error) {
-	return r.t.Position(ctx)
+	pos, ok, err := r.position(ctx, nil, "")
+	if err != nil {
+		return pos, ok, fmt.Errorf("pgstore: replica: read position: %w", err)
+	}
+	return pos, ok, nil
+}
+
+// position is the saved position, read through tx when set; none when a
+// table the definitions list is gone (dropped under the store, its rows
+// with it), so the applier rebuilds the replica rather than carry on.
+func (r *Replica) position(ctx context.Context, tx pgx.Tx, lock string) (model.Position, bool, error) {
+	pos, has, err := r.t.position(ctx, tx, lock)
+	if err != nil || !has {
+		return pos, has, err
+	}
+	var q querier = r.t.pool
+	if tx != nil {
+		q = tx
+	}
+	var missing int
+	if err := q.QueryRow(ctx, `SELECT count(*) FROM `+r.t.docs+` WHERE to_regclass(format('%I.%I', $1::text, name)) IS NULL`, r.schema).Scan(&missing); err != nil {
+		return model.Position{}, false, fmt.Errorf("look for the tables: %w", err)
+	}
+	if missing > 0 {
+		return model.Position{}, false, nil
+	}
+	return pos, true, nil
 }
 
 // Apply implements pipeline.Store: in one transaction it locks the position
@@ -508,7 +534,7 @@ func (r *Replica) Position(ctx context.Context) (model.Position, bool, error) {
 // one fails whole (SQLSTATE 23505).
 func (r *Replica) Apply(ctx context.Context, b pipeline.Batch) error {
 	err := pgx.BeginFunc(ctx, r.t.pool, func(tx pgx.Tx) error {
-		at, has, err := r.t.position(ctx, tx, "FOR UPDATE")
+		at, has, err := r.position(ctx, tx, "FOR UPDATE")
 		if err != nil {
 			return err
 		}
@@ -642,7 +668,7 @@ func (r *Replica) ReadAll(ctx context.Context) (model.Snapshot, error) {
 	snap := model.Snapshot{Store: r.t.name, Docs: model.Docs{}}
 	err := pgx.BeginTxFunc(ctx, r.t.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		var err error
-		if snap.Position, snap.HasPosition, err = r.t.position(ctx, tx, ""); err != nil {
+		if snap.Position, snap.HasPosition, err = r.position(ctx, tx, ""); err != nil {
 			return err
 		}
 		rels, err := r.relations(ctx, tx)
