@@ -450,13 +450,14 @@ func testReplicaTables(t *testing.T, pool *pgxpool.Pool) {
 	if key != "PRIMARY KEY (branch, id)" || uniq != "UNIQUE (owner) DEFERRABLE INITIALLY DEFERRED" {
 		t.Fatalf("constraints %q and %q", key, uniq)
 	}
-	// Swap the owners, delete the event, and write a table and a column
+	// Swap the owners, delete the event, and write tables and a column
 	// no definition has.
 	swap := model.Txn{CommitLSN: 0x20, Changes: []model.Change{
 		{Table: "accounts", PK: "1,a", Op: model.OpUpdate, Row: model.Row{"balance": "10.50", "opened": "2024-02-29", "owner": "bob"}},
 		{Table: "accounts", PK: "2,b", Op: model.OpUpdate, Row: model.Row{"balance": "1.25", "owner": "ann", "extra": "new column"}},
 		{Table: "events", PK: `(1,"a b")`, Op: model.OpDelete},
 		{Table: "later", PK: "k", Op: model.OpInsert, Row: model.Row{"v": "1"}},
+		{Table: "nulls", PK: "k", Op: model.OpInsert, Row: model.Row{}}, // a row of NULLs: no column to infer
 	}}
 	if err := r.Apply(ctx(t), pipeline.Batch{Txns: []model.Txn{swap}, Position: pos(2, 0x20), Base: new(pos(1, 0x10))}); err != nil {
 		t.Fatal(err)
@@ -479,7 +480,7 @@ func testReplicaTables(t *testing.T, pool *pgxpool.Pool) {
 		t.Fatalf("read 2,b: %+v %v %v", d, ok, err)
 	}
 	defs, err := r2.Tables(ctx(t))
-	if err != nil || len(defs) != 3 || defs[0].Name != "accounts" || defs[2].Name != "later" {
+	if err != nil || len(defs) != 4 || defs[0].Name != "accounts" || defs[2].Name != "later" || defs[3].Name != "nulls" {
 		t.Fatalf("tables %+v, %v", defs, err)
 	}
 	if c, ok := defs[0].Column("extra"); !ok || c.Type != "text" {

@@ -187,8 +187,10 @@ func (r *Replica) relation(def model.Table, inferred bool) *relation {
 
 // define creates a table from def and records def.
 func (r *Replica) define(ctx context.Context, tx pgx.Tx, def model.Table, inferred bool) (*relation, error) {
-	if err := def.Check(); err != nil {
-		return nil, err
+	if !inferred { // an inferred one may have no columns yet: a row of NULLs
+		if err := def.Check(); err != nil {
+			return nil, err
+		}
 	}
 	for _, c := range def.Columns {
 		if c.Name == lsnColumn || c.Name == keyColumn {
@@ -253,13 +255,12 @@ func (r *Replica) relations(ctx context.Context, q querier) (map[string]*relatio
 func (r *Replica) fit(ctx context.Context, tx pgx.Tx, rels map[string]*relation, c model.Change) (*relation, error) {
 	rel, ok := rels[c.Table]
 	if !ok {
+		if c.Op == model.OpDelete {
+			return nil, nil // a table never seen: there is nothing to delete
+		}
 		def := model.Table{Name: c.Table}
 		for _, col := range c.Row.Columns() {
 			def.Columns = append(def.Columns, model.Column{Name: col, Type: "text"})
-		}
-		if len(def.Columns) == 0 {
-			// A delete of a table never seen: there is nothing to delete.
-			return nil, nil
 		}
 		var err error
 		if rel, err = r.define(ctx, tx, def, true); err != nil {
