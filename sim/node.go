@@ -91,6 +91,9 @@ func (n *Node) Crash() {
 	}
 	n.w.trace.add(n.w.now, TraceCrash, int32(n.id), 0)
 	n.up, n.paused = false, false
+	for _, e := range n.deferred {
+		n.w.recycle(e) // what waited for the node is lost with it
+	}
 	n.deferred = nil
 	for len(n.tasks) > 0 {
 		n.w.kill(n.tasks[0])

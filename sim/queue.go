@@ -28,53 +28,86 @@ type event struct {
 	fn   func()    // evDeliver, evFunc
 	d    deliverer // evDeliver: a message that runs itself instead of fn
 	tag  int64     // evFunc: a caller-chosen number folded into the trace
+
+	id uint32 // the event's index in the queue's byID, for life
 }
 
-func (a *event) before(b *event) bool {
+// queued is an event's place in the queue: its ordering key copied out of
+// the event, and the event's id. The heap holds no pointers, so moving an
+// entry costs no write barrier while the garbage collector runs, the
+// collector never scans the heap, and comparing two entries reads neither
+// event.
+type queued struct {
+	at    time.Duration
+	order uint64
+	id    uint32
+}
+
+func (a queued) before(b queued) bool {
 	return a.at < b.at || a.at == b.at && a.order < b.order
 }
 
-// eventQueue is a binary min-heap of events by (at, tie, seq). Hand-written
-// rather than container/heap to avoid boxing every event in an interface.
-type eventQueue struct{ items []*event }
+// eventQueue is a binary min-heap of events by (at, tie, seq), over ids
+// into byID, which holds every event the world ever made (they are
+// recycled, so it stays as long as the most events ever pending at once).
+// Hand-written rather than container/heap to avoid boxing every event in
+// an interface.
+type eventQueue struct {
+	heap []queued
+	byID []*event
+}
 
-func (q *eventQueue) len() int { return len(q.items) }
+// newEvent makes an event the queue can hold; the world recycles them.
+func (q *eventQueue) newEvent() *event {
+	e := &event{id: uint32(len(q.byID))}
+	q.byID = append(q.byID, e)
+	return e
+}
 
-func (q *eventQueue) peek() *event { return q.items[0] }
+func (q *eventQueue) len() int { return len(q.heap) }
+
+// peekAt is when the next event is due.
+func (q *eventQueue) peekAt() time.Duration { return q.heap[0].at }
 
 func (q *eventQueue) push(e *event) {
-	q.items = append(q.items, e)
-	i := len(q.items) - 1
+	x := queued{at: e.at, order: e.order, id: e.id}
+	q.heap = append(q.heap, x)
+	// Sift up a hole rather than swapping: one write per level.
+	i := len(q.heap) - 1
 	for i > 0 {
 		p := (i - 1) / 2
-		if !q.items[i].before(q.items[p]) {
+		if !x.before(q.heap[p]) {
 			break
 		}
-		q.items[i], q.items[p] = q.items[p], q.items[i]
+		q.heap[i] = q.heap[p]
 		i = p
 	}
+	q.heap[i] = x
 }
 
 func (q *eventQueue) pop() *event {
-	top := q.items[0]
-	last := len(q.items) - 1
-	q.items[0] = q.items[last]
-	q.items[last] = nil
-	q.items = q.items[:last]
-	i := 0
-	for {
-		l, r, m := 2*i+1, 2*i+2, i
-		if l < last && q.items[l].before(q.items[m]) {
-			m = l
+	top := q.heap[0]
+	last := len(q.heap) - 1
+	x := q.heap[last]
+	q.heap = q.heap[:last]
+	if last > 0 {
+		// Sift the hole at the root down, then put the last entry in it.
+		i := 0
+		for {
+			m := 2*i + 1
+			if m >= last {
+				break
+			}
+			if r := m + 1; r < last && q.heap[r].before(q.heap[m]) {
+				m = r
+			}
+			if !q.heap[m].before(x) {
+				break
+			}
+			q.heap[i] = q.heap[m]
+			i = m
 		}
-		if r < last && q.items[r].before(q.items[m]) {
-			m = r
-		}
-		if m == i {
-			break
-		}
-		q.items[i], q.items[m] = q.items[m], q.items[i]
-		i = m
+		q.heap[i] = x
 	}
-	return top
+	return q.byID[top.id]
 }

@@ -102,7 +102,7 @@ func (w *World) newEvent(at time.Duration, kind eventKind) *event {
 		e = w.free[n-1]
 		w.free = w.free[:n-1]
 	} else {
-		e = &event{}
+		e = w.queue.newEvent()
 	}
 	w.seq++
 	e.at, e.kind, e.seq = at, kind, w.seq
@@ -137,7 +137,7 @@ func (w *World) At(t time.Duration, tag int64, fn func()) {
 // task's name, and stops there.
 func (w *World) Run(until time.Duration) error {
 	for w.queue.len() > 0 && w.panicked == nil {
-		if w.queue.peek().at > until {
+		if w.queue.peekAt() > until {
 			w.now = until
 			return nil
 		}

@@ -370,7 +370,7 @@ func (db *SourceDB) State() *model.State { return db.state }
 // Exec runs fn as one transaction: on error it rolls back (and the attempt
 // is recorded as aborted), otherwise it commits durably.
 func (db *SourceDB) Exec(fn pipeline.TxnFunc) (model.Txn, error) {
-	tx := &dbTx{db: db, view: map[model.Key]*model.Row{}, copies: map[model.Key]int{}}
+	tx := &dbTx{db: db}
 	db.xid++
 	err := fn(tx)
 	if err == nil {
@@ -405,10 +405,26 @@ const ToastThreshold = 2000
 
 type dbTx struct {
 	db      *SourceDB
-	view    map[model.Key]*model.Row // own writes; nil row = deleted
-	copies  map[model.Key]int        // own writes' identical keyless rows beyond the first
+	view    map[model.Key]model.Row // own writes; nil row = deleted (made on the first write)
+	copies  map[model.Key]int       // own writes' identical keyless rows beyond the first (likewise)
 	changes []model.Change
 	err     error // the first failed statement; the transaction rolls back
+}
+
+// see records the transaction's own write of k (nil: deleted). Most
+// transactions write a row or two, so the map is made on the first write.
+func (tx *dbTx) see(k model.Key, row model.Row) {
+	if tx.view == nil {
+		tx.view = make(map[model.Key]model.Row, 4)
+	}
+	tx.view[k] = row
+}
+
+func (tx *dbTx) setCopies(k model.Key, n int) {
+	if tx.copies == nil {
+		tx.copies = map[model.Key]int{}
+	}
+	tx.copies[k] = n
 }
 
 // keyed fails the transaction when table is keyless: it has no key column
@@ -430,7 +446,7 @@ func (tx *dbTx) Get(table, pk string) (model.Row, bool) {
 func (tx *dbTx) get(table, pk string) (model.Row, bool) {
 	k := model.Key{Table: table, PK: pk}
 	if r, ok := tx.view[k]; ok {
-		return *r, *r != nil
+		return r, r != nil
 	}
 	e, ok := tx.db.state.Get(k)
 	return e.Row, ok
@@ -446,7 +462,7 @@ func (tx *dbTx) Put(table, pk string, row model.Row) {
 		if !tx.unique(table, pk, row) {
 			return
 		}
-		tx.view[k] = &row
+		tx.see(k, row)
 		tx.changes = append(tx.changes, model.Change{Table: table, PK: pk, Op: model.OpInsert, Row: row})
 		return
 	}
@@ -469,7 +485,7 @@ func (tx *dbTx) Put(table, pk string, row model.Row) {
 	if !tx.unique(table, pk, merged) {
 		return
 	}
-	tx.view[k] = &merged
+	tx.see(k, merged)
 	sent, unchanged := toastImage(merged, func(c string) bool { _, set := row[c]; return !set })
 	tx.changes = append(tx.changes, model.Change{Table: table, PK: pk, Op: model.OpUpdate, Row: sent, Unchanged: unchanged})
 }
@@ -548,8 +564,7 @@ func (tx *dbTx) Delete(table, pk string) {
 	if _, ok := tx.get(table, pk); !ok {
 		return
 	}
-	var none model.Row
-	tx.view[model.Key{Table: table, PK: pk}] = &none
+	tx.see(model.Key{Table: table, PK: pk}, nil)
 	tx.changes = append(tx.changes, model.Change{Table: table, PK: pk, Op: model.OpDelete})
 }
 
@@ -565,9 +580,8 @@ func (tx *dbTx) Rekey(table, pk, newPK string) {
 		tx.err = fmt.Errorf("rekey %s/%s: duplicate key %s", table, pk, newPK)
 		return
 	}
-	var none model.Row
-	tx.view[model.Key{Table: table, PK: pk}] = &none
-	tx.view[model.Key{Table: table, PK: newPK}] = &row
+	tx.see(model.Key{Table: table, PK: pk}, nil)
+	tx.see(model.Key{Table: table, PK: newPK}, row)
 	sent, unchanged := toastImage(row, func(string) bool { return true })
 	tx.changes = append(tx.changes, model.Change{Table: table, PK: newPK, OldPK: pk, Op: model.OpUpdate, Row: sent, Unchanged: unchanged})
 }
@@ -611,10 +625,10 @@ func (tx *dbTx) InsertRow(table string, row model.Row) {
 	}
 	k := model.Key{Table: table, PK: t.Key(row)}
 	if n := tx.count(k); n > 0 {
-		tx.copies[k] = n // one more beyond the first
+		tx.setCopies(k, n) // one more beyond the first
 	}
 	stored := maps.Clone(row)
-	tx.view[k] = &stored
+	tx.see(k, stored)
 	tx.changes = append(tx.changes, model.Change{Table: table, PK: k.PK, Op: model.OpInsert, Row: stored})
 }
 
@@ -634,9 +648,8 @@ func (tx *dbTx) DeleteRow(table string, row model.Row) {
 	if n == 0 {
 		return
 	}
-	var none model.Row
-	tx.view[k] = &none
-	tx.copies[k] = 0
+	tx.see(k, nil)
+	tx.setCopies(k, 0)
 	for range n {
 		tx.changes = append(tx.changes, model.Change{Table: table, PK: k.PK, Op: model.OpDelete})
 	}
