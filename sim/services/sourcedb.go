@@ -249,7 +249,7 @@ func (db *SourceDB) commit(t model.Txn) {
 		before = map[model.Key]model.Row{}
 		for _, c := range t.Changes {
 			for _, k := range []model.Key{c.Key(), {Table: c.Table, PK: c.OldPK}} {
-				if _, defined := db.defs[k.Table]; defined && k.PK != "" {
+				if def := db.defs[k.Table]; len(def.Unique) > 0 && k.PK != "" {
 					if _, seen := before[k]; !seen {
 						e, _ := db.state.Get(k)
 						before[k] = e.Row
