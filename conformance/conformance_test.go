@@ -52,6 +52,10 @@ func TestAgainstPostgres(t *testing.T) {
 		t.Parallel()
 		testKeylessRefused(t, pgtest.NewDatabase(t, dsn))
 	})
+	t.Run("ReplicaUnique", func(t *testing.T) {
+		t.Parallel()
+		testReplicaUnique(t, pgtest.NewDatabase(t, dsn))
+	})
 }
 
 // rapidDefaults sets this package's check count, and no fail files (rapid
@@ -72,11 +76,19 @@ func rapidDefaults() {
 }
 
 // The program alphabet: two tables of a text key and two text columns, a
-// handful of keys, values either small or big.
+// third (uniqTable) whose one column is unique, a handful of keys, values
+// either small or big.
 var (
-	tables = []string{"t1", "t2"}
+	tables = []string{"t1", "t2", uniqTable.Name}
 	keys   = []string{"a", "b", "c", "d"}
 )
+
+// uniqTable has a unique column v, written with three small values only,
+// so that programs often write a value another row holds (the statement
+// fails and its transaction rolls back), swap values through a third,
+// and free a value then take it under another key.
+var uniqTable = model.Table{Name: "t3", Columns: []model.Column{{Name: "pk", Type: "text"}, {Name: "v", Type: "text"}},
+	Key: []string{"pk"}, Unique: [][]string{{"v"}}}
 
 // evTable is a table without a primary key under REPLICA IDENTITY FULL,
 // named by whole rows. Its rows come from a small alphabet, so programs
@@ -274,6 +286,14 @@ func drawStmt(t *rapid.T) stmt {
 			cols = []string{"blob"}
 		}
 		s.Row = model.Row{}
+		if s.Table == uniqTable.Name {
+			// No blob there, and small values only: a unique index
+			// takes no value of several kilobytes.
+			cols = cols[:0]
+			if rapid.IntRange(0, 4).Draw(t, "v set") > 0 {
+				s.Row["v"] = smallValue(rapid.IntRange(1, 3).Draw(t, "unique v"))
+			}
+		}
 		for _, c := range cols {
 			s.Row[c] = drawValue(t, c)
 		}
@@ -551,6 +571,9 @@ func runSim(prog program) (observation, error) {
 	if err := db.State().(*services.SourceDB).CreateTable(evTable); err != nil {
 		return observation{}, err
 	}
+	if err := db.State().(*services.SourceDB).Define(uniqTable); err != nil {
+		return observation{}, err
+	}
 	app := w.AddNode("app", nil)
 	var obs observation
 	var err error
@@ -589,10 +612,11 @@ CREATE TABLE t1 (pk text PRIMARY KEY, v text, blob text);
 CREATE TABLE t2 (pk text PRIMARY KEY, v text, blob text);
 ALTER TABLE t1 ALTER COLUMN v SET STORAGE EXTERNAL, ALTER COLUMN blob SET STORAGE EXTERNAL;
 ALTER TABLE t2 ALTER COLUMN v SET STORAGE EXTERNAL, ALTER COLUMN blob SET STORAGE EXTERNAL;
+CREATE TABLE t3 (pk text PRIMARY KEY, v text UNIQUE);
 CREATE TABLE marker (pk text PRIMARY KEY, v text);
 CREATE TABLE ev (seq text, what text, note text);
 ALTER TABLE ev REPLICA IDENTITY FULL;
-CREATE PUBLICATION conformance FOR TABLE t1, t2, marker, ev;
+CREATE PUBLICATION conformance FOR TABLE t1, t2, t3, marker, ev;
 `
 
 func newPGWorld(t *testing.T, dsn string) *pgWorld {
@@ -625,7 +649,7 @@ func newPGWorld(t *testing.T, dsn string) *pgWorld {
 func (p *pgWorld) run(prog program) (observation, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := p.pool.Exec(ctx, "TRUNCATE t1, t2, marker, ev"); err != nil {
+	if _, err := p.pool.Exec(ctx, "TRUNCATE t1, t2, t3, marker, ev"); err != nil {
 		return observation{}, fmt.Errorf("empty the tables: %w", err)
 	}
 	return observe(ctx, p.src, p.stream, prog)
@@ -693,6 +717,9 @@ func testSource(t *testing.T, dsn string) {
 		t.Run(tc.name, func(t *testing.T) { compare(t, pg, tc.prog) })
 	}
 	for _, tc := range movedRowShapes() {
+		t.Run(tc.name, func(t *testing.T) { compare(t, pg, tc.prog) })
+	}
+	for _, tc := range uniqueShapes() {
 		t.Run(tc.name, func(t *testing.T) { compare(t, pg, tc.prog) })
 	}
 	t.Run("Random", func(t *testing.T) {
@@ -775,6 +802,29 @@ func shapes() []shape {
 			txn(evDel(model.Row{"seq": "1", "what": `x"y`}), evDel(model.Row{"seq": "9", "what": ""})),
 			txn(evDel(model.Row{"seq": "2", "what": "a b", "note": "n"}), evIns(model.Row{"seq": "2", "what": "a b", "note": "n"})),
 			txn(evIns(model.Row{"seq": "", "what": "(p)"}), evIns(model.Row{}))}},
+	}
+}
+
+// uniqueShapes write uniqTable's unique column the ways applications do
+// and the ways PostgreSQL refuses: a duplicate, a swap without a third
+// value (refused at its first statement), a swap through one, a value
+// freed by a delete or a rename and taken under another key in the same
+// transaction, a value taken back after a rolled-back attempt.
+func uniqueShapes() []shape {
+	put := func(pk, v string) stmt { return stmt{Op: opPut, Table: uniqTable.Name, PK: pk, Row: model.Row{"v": v}} }
+	del := func(pk string) stmt { return stmt{Op: opDelete, Table: uniqTable.Name, PK: pk} }
+	rekey := func(pk, to string) stmt { return stmt{Op: opRekey, Table: uniqTable.Name, PK: pk, NewPK: to} }
+	get := func(pk string) stmt { return stmt{Op: opGet, Table: uniqTable.Name, PK: pk} }
+	txn := func(ss ...stmt) txnProg { return txnProg{Stmts: ss} }
+	two := txn(put("a", "s1"), put("b", "s2"))
+	return []shape{
+		{"UniqueDuplicateRollsBack", program{two, txn(put("c", "s3"), put("c", "s1")), txn(get("c"))}},
+		{"UniqueSwapWithoutThirdValue", program{two, txn(put("a", "s2"), put("b", "s1")), txn(get("a"), get("b"))}},
+		{"UniqueSwapThroughThirdValue", program{two, txn(put("a", "s3"), put("b", "s1"), put("a", "s2"))}},
+		{"UniqueDeleteThenTakeElsewhere", program{two, txn(del("a"), put("c", "s1"))}},
+		{"UniqueRenameThenTakeOldKey", program{two, txn(rekey("a", "c"), put("a", "s3"), put("d", "s1"))}},
+		{"UniqueNullsDoNotConflict", program{txn(stmt{Op: opPut, Table: uniqTable.Name, PK: "a", Row: model.Row{}}, stmt{Op: opPut, Table: uniqTable.Name, PK: "b", Row: model.Row{}})}},
+		{"UniqueMoveToTouchedRowThenDeleteHolder", program{two, txn(put("b", "s2"), del("a"), put("b", "s1"))}},
 	}
 }
 

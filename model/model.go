@@ -232,6 +232,10 @@ type Txn struct {
 	// acknowledged records) instead of applying past the hole. Zero: no
 	// chain (snapshots, older records).
 	PrevLSN LSN
+	// Schema, in a snapshot (its chunk 0 when it is cut in parts), is the
+	// definition of every table the snapshot captured, read in the same
+	// snapshot as its rows: what a replica creates its tables from.
+	Schema []Table
 }
 
 func (t Txn) String() string {
@@ -258,6 +262,12 @@ func (t Txn) Clone() Txn {
 			ch.Unchanged = append([]string(nil), ch.Unchanged...)
 		}
 		c.Changes[i] = ch
+	}
+	if t.Schema != nil {
+		c.Schema = make([]Table, len(t.Schema))
+		for i, tb := range t.Schema {
+			c.Schema[i] = tb.Clone()
+		}
 	}
 	return c
 }

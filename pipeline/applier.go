@@ -588,22 +588,24 @@ func (g *gathering) txn() model.Txn {
 
 // Fold compacts planned batches into one reset batch holding a single
 // snapshot transaction: every live row once, at its latest version, with its
-// revision count. A store rebuilt from it goes straight from empty to
+// revision count, and the table definitions of the last snapshot. A store rebuilt from it goes straight from empty to
 // current, even one that takes the batch in several requests (the search
 // index), so no reader ever sees a key step back through old versions.
 func Fold(batches []Batch) Batch {
 	state := model.NewState()
 	var pos model.Position
+	var schema []model.Table
 	for _, b := range batches {
 		if b.Reset {
-			state = model.NewState()
+			state, schema = model.NewState(), nil
 		}
 		for _, t := range b.Txns {
+			schema = append(schema, t.Schema...)
 			state.Apply(t)
 		}
 		pos = b.Position
 	}
-	snap := model.Txn{CommitLSN: pos.LSN, Snapshot: true}
+	snap := model.Txn{CommitLSN: pos.LSN, Snapshot: true, Schema: schema}
 	for _, k := range state.Keys() {
 		e, _ := state.Get(k)
 		snap.Changes = append(snap.Changes, model.Change{Table: k.Table, PK: k.PK, Op: model.OpInsert, Row: e.Row, Revs: e.Writes})

@@ -143,6 +143,14 @@ type Bugs struct {
 	// streams from it without a new snapshot: the changes between the
 	// log's last transaction and the new slot are never captured.
 	StreamAfterSlotLoss bool
+	// UniqueRowByRow gives the replica unique constraints checked at
+	// every row it writes (NOT DEFERRABLE, as the source has them), while
+	// it applies each transaction's net changes row by row in their
+	// order: a transaction that swapped two users' emails, or moved an
+	// email to a row it touched before deleting the row that held it,
+	// breaks a constraint half-way, and the replica refuses that batch
+	// every time it is sent (the applier is stuck).
+	UniqueRowByRow bool
 }
 
 func (b Bugs) Any() bool { return b != Bugs{} }
@@ -165,6 +173,7 @@ var BugNames = map[string]func(*Bugs){
 	"reset-to-earliest":         func(b *Bugs) { b.ResetToEarliest = true },
 	"ignore-retention":          func(b *Bugs) { b.IgnoreRetention = true },
 	"stream-after-slot-loss":    func(b *Bugs) { b.StreamAfterSlotLoss = true },
+	"unique-row-by-row":         func(b *Bugs) { b.UniqueRowByRow = true },
 }
 
 // ParseBugs reads a comma-separated list of bug names ("" is none).
@@ -787,7 +796,8 @@ func SplitSnapshot(snap model.Txn, rows int) []model.Txn {
 // SplitTxn cuts t into parts of consecutive changes, each holding at most
 // rows changes (when rows > 0) and taking at most maxBytes in the log (when
 // maxBytes > 0; as logcodec.RecordBytes counts), numbered Chunk 0 to
-// Chunks-1, all with t's CommitLSN and XID. A transaction that fits in one
+// Chunks-1, all with t's CommitLSN and XID, the first with t's Schema. A
+// transaction that fits in one
 // record comes back as it is, unnumbered; a snapshot is always numbered
 // (chunk 0 of 1). A change too large for a record on its own is a
 // *ChangeTooLargeError. Pure, so it is tested on its own.
@@ -815,6 +825,9 @@ func SplitTxn(t model.Txn, rows, maxBytes int) ([]model.Txn, error) {
 	for i := range parts {
 		p := t
 		p.Chunk, p.Chunks = i, len(parts)
+		if i > 0 {
+			p.Schema = nil // the first part carries the table definitions
+		}
 		p.Changes = t.Changes[bounds[i]:bounds[i+1]:bounds[i+1]]
 		parts[i] = p
 	}

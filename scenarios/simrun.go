@@ -304,6 +304,11 @@ func (x *world) build() {
 			panic(err) // a fresh database holds no tables
 		}
 	}
+	for _, t := range x.wl.Tables() {
+		if err := src.Define(t); err != nil {
+			panic(err) // a fresh database holds no tables
+		}
+	}
 	load, err := src.Exec(func(tx pipeline.Tx) error {
 		for _, c := range initial {
 			tx.Put(c.Table, c.PK, c.Row)
@@ -316,9 +321,14 @@ func (x *world) build() {
 	for _, s := range storeKinds {
 		n := w.AddNode(s.name, services.BootAuditedStore(s.kind, func(p model.PositionWrite) { x.hist.Positions = append(x.hist.Positions, p) }))
 		if x.sys == DualWrite {
-			// The application loads its initial rows into every store too;
-			// the pipeline gets them from the capture's snapshot instead.
-			n.State().(*services.Store).Load(load)
+			// The application creates the replica's tables and loads its
+			// initial rows into every store too; the pipeline gets both
+			// from the capture's snapshot instead.
+			st := n.State().(*services.Store)
+			st.CreateTables(src.Schema())
+			if err := st.Load(load); err != nil {
+				panic(err) // the source committed it: it breaks no constraint
+			}
 		}
 		x.stores = append(x.stores, n)
 		x.roles = append(x.roles, faults.Node{Name: s.name, Role: faults.RoleStore})
@@ -379,7 +389,7 @@ func (x *world) buildPipeline() {
 			a := &pipeline.Applier{
 				Env:    n.Env(),
 				Log:    &services.LogClient{From: n, Cluster: x.cluster},
-				Store:  &services.StoreClient{From: n, To: store, StoreKind: kind, Blind: bugs.NonIdempotentApply},
+				Store:  &services.StoreClient{From: n, To: store, StoreKind: kind, Blind: bugs.NonIdempotentApply, ImmediateUnique: bugs.UniqueRowByRow},
 				Group:  name, // a second instance joins the same group
 				Bugs:   bugs,
 				Logger: x.logger.With("node", n.Name()),

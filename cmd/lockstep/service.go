@@ -183,7 +183,7 @@ from the position saved in the store itself.`,
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 			defer stop()
 			logger := serviceLogger("apply-" + k.String())
-			st, closeStore, err := openStore(ctx, k, *target, bugs.NonIdempotentApply)
+			st, closeStore, err := openStore(ctx, k, *target, bugs)
 			if err != nil {
 				return err
 			}
@@ -259,7 +259,8 @@ func redisOptions(target string) (*redis.Options, error) {
 }
 
 // openStore connects to the target store of the given kind.
-func openStore(ctx context.Context, k model.StoreKind, target string, blind bool) (pipeline.Store, func(), error) {
+func openStore(ctx context.Context, k model.StoreKind, target string, bugs pipeline.Bugs) (pipeline.Store, func(), error) {
+	blind := bugs.NonIdempotentApply
 	switch k {
 	case model.Cache:
 		opts, err := redisOptions(target)
@@ -280,7 +281,7 @@ func openStore(ctx context.Context, k model.StoreKind, target string, blind bool
 		}
 		var st pipeline.Store
 		if k == model.Replica {
-			st, err = pgstore.NewReplica(ctx, pool, pgstore.Options{Blind: blind})
+			st, err = pgstore.NewReplica(ctx, pool, pgstore.Options{Blind: blind, ImmediateUnique: bugs.UniqueRowByRow})
 		} else {
 			st, err = pgstore.NewSearch(ctx, pool, pgstore.Options{Blind: blind, BulkDocs: 500})
 		}

@@ -34,6 +34,23 @@ type wireTxn struct {
 	Chunks   int          `json:"chunks,omitempty"`
 	Prev     uint64       `json:"prev,omitempty"`
 	Changes  []wireChange `json:"changes"`
+	// Schema is model.Txn.Schema, a snapshot's table definitions.
+	Schema []wireTable `json:"schema,omitempty"`
+}
+
+// wireTable is a model.Table:
+//
+//	{"name":"users","columns":[{"name":"pk","type":"text"},{"name":"email"}],"key":["pk"],"unique":[["email"]]}
+type wireTable struct {
+	Name    string       `json:"name"`
+	Columns []wireColumn `json:"columns"`
+	Key     []string     `json:"key,omitempty"`
+	Unique  [][]string   `json:"unique,omitempty"`
+}
+
+type wireColumn struct {
+	Name string `json:"name"`
+	Type string `json:"type,omitempty"`
 }
 
 type wireChange struct {
@@ -59,6 +76,13 @@ func EncodeTxn(t model.Txn) ([]byte, error) {
 			return nil, fmt.Errorf("logcodec: encode txn %d: change %d: %w", t.XID, i, err)
 		}
 		w.Changes[i] = wc
+	}
+	for _, tb := range t.Schema {
+		wt := wireTable{Name: tb.Name, Key: tb.Key, Unique: tb.Unique, Columns: make([]wireColumn, len(tb.Columns))}
+		for i, c := range tb.Columns {
+			wt.Columns[i] = wireColumn(c)
+		}
+		w.Schema = append(w.Schema, wt)
 	}
 	b, err := json.Marshal(w)
 	if err != nil {
@@ -138,6 +162,13 @@ func DecodeTxn(b []byte) (model.Txn, error) {
 			return model.Txn{}, fmt.Errorf("logcodec: decode txn %d: change %d has unknown op %q", w.XID, i, c.Op)
 		}
 		t.Changes[i] = model.Change{Table: c.Table, PK: c.PK, Op: op, Row: c.Row, OldPK: c.OldPK, Revs: c.Revs, Unchanged: c.Unchanged}
+	}
+	for _, wt := range w.Schema {
+		tb := model.Table{Name: wt.Name, Key: wt.Key, Unique: wt.Unique, Columns: make([]model.Column, len(wt.Columns))}
+		for i, c := range wt.Columns {
+			tb.Columns[i] = model.Column(c)
+		}
+		t.Schema = append(t.Schema, tb)
 	}
 	return t, nil
 }

@@ -71,6 +71,7 @@ func TestCodecRoundTripGenerated(t *testing.T) {
 			}
 			want.Changes[i] = c
 		}
+		want.Schema = genSchema(t, rapid.String())
 		b, err := EncodeTxn(want)
 		if err != nil {
 			t.Fatal(err)

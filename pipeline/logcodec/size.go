@@ -68,7 +68,7 @@ func TxnBytes(t model.Txn) (int, error) {
 // bytes per byte (JSON's longest escape, \u00XX) and every number twenty
 // digits, and holds for any Chunk and Chunks.
 func TxnBytesBound(t model.Txn) int {
-	n := envelopeBound + len(t.Changes) // a comma per change
+	n := envelopeBound + len(t.Changes) + schemaBound(t.Schema) // a comma per change
 	for _, c := range t.Changes {
 		n += changeBound(c)
 	}
@@ -98,6 +98,34 @@ func changeBound(c model.Change) int {
 		unchanged += str(col) + 1
 	}
 	return n + row + unchanged
+}
+
+// schemaBound bounds the encoding of a snapshot's table definitions:
+// ,"schema":[...] is 12 bytes besides its tables, a table
+// {"name":S,"columns":[...],"key":[...],"unique":[[...],...]} 40 besides
+// its strings and lists, a column {"name":S,"type":S} 20 besides its
+// strings, and every list item a comma and its brackets.
+func schemaBound(tables []model.Table) int {
+	if len(tables) == 0 {
+		return 0
+	}
+	n := 12
+	for _, t := range tables {
+		n += 40 + 1 + str(t.Name)
+		for _, c := range t.Columns {
+			n += 20 + 1 + str(c.Name) + str(c.Type)
+		}
+		for _, k := range t.Key {
+			n += str(k) + 1
+		}
+		for _, u := range t.Unique {
+			n += 3
+			for _, c := range u {
+				n += str(c) + 1
+			}
+		}
+	}
+	return n
 }
 
 // str bounds a JSON string's encoding: quotes and six bytes per byte.

@@ -29,6 +29,30 @@ func TestRecordBytes(t *testing.T) {
 	}
 }
 
+// genSchema draws table definitions (none, or one to three) of strings
+// drawn from s; lists are nil or not empty, as a source writes them.
+func genSchema(t *rapid.T, s *rapid.Generator[string]) []model.Table {
+	n := rapid.IntRange(0, 3).Draw(t, "tables")
+	if n == 0 {
+		return nil
+	}
+	out := make([]model.Table, n)
+	for i := range out {
+		tb := model.Table{Name: s.Draw(t, "table")}
+		for range rapid.IntRange(1, 4).Draw(t, "columns") {
+			tb.Columns = append(tb.Columns, model.Column{Name: s.Draw(t, "column"), Type: rapid.SampledFrom([]string{"", "text", "integer", "character varying(20)"}).Draw(t, "type")})
+		}
+		if rapid.Bool().Draw(t, "keyed") {
+			tb.Key = rapid.SliceOfN(s, 1, 2).Draw(t, "key")
+		}
+		for range rapid.IntRange(0, 2).Draw(t, "unique") {
+			tb.Unique = append(tb.Unique, rapid.SliceOfN(s, 1, 3).Draw(t, "uniqueCols"))
+		}
+		out[i] = tb
+	}
+	return out
+}
+
 // genChange draws a change with strings JSON must escape.
 func genChange(t *rapid.T) model.Change {
 	s := rapid.StringOf(rapid.SampledFrom([]rune{'a', 'Z', '"', '\\', '<', '&', '\n', 0, 0x7f, 'é', '\u2028', '😀'}))
@@ -62,6 +86,7 @@ func TestSizesBoundTheEncoding(t *testing.T) {
 		if n := rapid.IntRange(-1, 6).Draw(t, "changes"); n >= 0 {
 			tx.Changes = make([]model.Change, n)
 		}
+		tx.Schema = genSchema(t, rapid.StringOf(rapid.SampledFrom([]rune{'a', '"', '\\', 0, 'é', '😀'})))
 		parts := EnvelopeBytes(tx)
 		for i := range tx.Changes {
 			tx.Changes[i] = genChange(t)
@@ -102,7 +127,7 @@ func TestBoundsKnowEveryField(t *testing.T) {
 		}
 		return strings.Join(out, " ")
 	}
-	if got, want := fields(wireTxn{}), "v xid lsn snapshot,omitempty chunk,omitempty chunks,omitempty prev,omitempty changes"; got != want {
+	if got, want := fields(wireTxn{}), "v xid lsn snapshot,omitempty chunk,omitempty chunks,omitempty prev,omitempty changes schema,omitempty"; got != want {
 		t.Errorf("wireTxn's fields are %q, were %q: update envelopeBound, then this test", got, want)
 	}
 	if got, want := fields(wireChange{}), "table pk op row old_pk,omitempty revs,omitempty unchanged,omitempty"; got != want {

@@ -50,6 +50,7 @@ func TestPostgres(t *testing.T) {
 		{"SnapshotMapping", testSnapshotMapping},
 		{"SlotLifecycle", testSlotLifecycle},
 		{"CaptureConfirms", testCaptureConfirms},
+		{"SnapshotSchema", testSnapshotSchema},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -397,6 +397,52 @@ func CreateTables(ctx context.Context, pool *pgxpool.Pool, tables map[string][]s
 	return nil
 }
 
+// CreateTable creates a table from its definition unless it exists, as
+// CreateTables does for text tables: the key is the one text column pk
+// (the Tx methods name rows by it), the unique constraints are the
+// definition's (checked at every statement, PostgreSQL's default), text
+// columns are STORAGE EXTERNAL. It does not create the publication.
+func CreateTable(ctx context.Context, pool *pgxpool.Pool, t model.Table) error {
+	if err := t.Check(); err != nil {
+		return fmt.Errorf("pgsource: create table: %w", err)
+	}
+	if len(t.Key) != 1 || t.Key[0] != "pk" {
+		return fmt.Errorf("pgsource: create table %s: the key must be the column pk", t.Name)
+	}
+	var defs []string
+	for _, c := range t.Columns {
+		typ := c.Type
+		if typ == "" {
+			typ = "text"
+		}
+		d := pgx.Identifier{c.Name}.Sanitize() + " " + typ
+		if c.Name == "pk" {
+			d += " PRIMARY KEY"
+		}
+		defs = append(defs, d)
+	}
+	for _, u := range t.Unique {
+		cols := make([]string, len(u))
+		for i, c := range u {
+			cols[i] = pgx.Identifier{c}.Sanitize()
+		}
+		defs = append(defs, "UNIQUE ("+strings.Join(cols, ", ")+")")
+	}
+	ident := tableIdent(t.Name)
+	if _, err := pool.Exec(ctx, "CREATE TABLE IF NOT EXISTS "+ident+" ("+strings.Join(defs, ", ")+")"); err != nil {
+		return fmt.Errorf("pgsource: create table %s: %w", t.Name, err)
+	}
+	for _, c := range t.Columns {
+		if c.Name == "pk" || (c.Type != "" && c.Type != "text") {
+			continue
+		}
+		if _, err := pool.Exec(ctx, "ALTER TABLE "+ident+" ALTER COLUMN "+pgx.Identifier{c.Name}.Sanitize()+" SET STORAGE EXTERNAL"); err != nil {
+			return fmt.Errorf("pgsource: set storage of %s.%s: %w", t.Name, c.Name, err)
+		}
+	}
+	return nil
+}
+
 // Rekey moves a row to a new primary key; moving a missing row changes
 // nothing, and a new key that exists fails the transaction (a unique
 // violation). The change recorded carries the row as stored and OldPK.

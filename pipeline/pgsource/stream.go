@@ -252,7 +252,7 @@ func (s *Stream) Snapshot(ctx context.Context) (_ model.Txn, err error) {
 	}
 	s.log.Debug("pgsource: slot created", "slot", s.cfg.Slot, "consistent_point", point, "snapshot", name)
 
-	changes, err := readSnapshot(ctx, db, name, s.cfg.Publication, s.filter)
+	changes, schema, err := readSnapshot(ctx, db, name, s.cfg.Publication, s.filter)
 	if err != nil {
 		// A slot without its snapshot must not be streamed from: drop it so
 		// that Start says ErrNoSlot and the caller snapshots again.
@@ -263,7 +263,7 @@ func (s *Stream) Snapshot(ctx context.Context) (_ model.Txn, err error) {
 		}
 		return model.Txn{}, fmt.Errorf("pgsource: snapshot at %s: %w", point, err)
 	}
-	return model.Txn{Snapshot: true, CommitLSN: point, Changes: changes}, nil
+	return model.Txn{Snapshot: true, CommitLSN: point, Changes: changes, Schema: schema}, nil
 }
 
 // slotCreated reads CREATE_REPLICATION_SLOT's answer: slot_name,
@@ -297,20 +297,20 @@ func slotCreated(res []*pgconn.Result) (model.LSN, string, error) {
 var snapshotName = regexp.MustCompile(`^[0-9A-Fa-f-]+$`)
 
 // readSnapshot reads every table of pub that f captures in the exported
-// snapshot name. A *NoKeyError names every one lockstep cannot name the rows
-// of.
-func readSnapshot(ctx context.Context, db *pgx.Conn, name, pub string, f filter) ([]model.Change, error) {
+// snapshot name, and their definitions (tableDef) as of that snapshot. A
+// *NoKeyError names every one lockstep cannot name the rows of.
+func readSnapshot(ctx context.Context, db *pgx.Conn, name, pub string, f filter) ([]model.Change, []model.Table, error) {
 	tx, err := db.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
-		return nil, fmt.Errorf("begin: %w", err)
+		return nil, nil, fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) // read only: nothing to keep
 	if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT '"+name+"'", pgx.QueryExecModeSimpleProtocol); err != nil {
-		return nil, fmt.Errorf("set transaction snapshot %s: %w", name, err)
+		return nil, nil, fmt.Errorf("set transaction snapshot %s: %w", name, err)
 	}
 	all, err := publishedTables(ctx, tx, pub)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var tables []table
 	for _, t := range all {
@@ -319,14 +319,20 @@ func readSnapshot(ctx context.Context, db *pgx.Conn, name, pub string, f filter)
 		}
 	}
 	if bad := keyless(tables); len(bad) > 0 {
-		return nil, &NoKeyError{Tables: bad}
+		return nil, nil, &NoKeyError{Tables: bad}
 	}
 	var changes []model.Change
+	var schema []model.Table
 	for _, t := range tables {
 		changes, err = readTable(ctx, tx, t, changes)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
+		def, err := tableDef(ctx, tx, t)
+		if err != nil {
+			return nil, nil, err
+		}
+		schema = append(schema, def)
 	}
 	slices.SortStableFunc(changes, func(a, b model.Change) int {
 		switch ka, kb := a.Key(), b.Key(); {
@@ -337,7 +343,65 @@ func readSnapshot(ctx context.Context, db *pgx.Conn, name, pub string, f filter)
 		}
 		return 0
 	})
-	return changes, nil
+	return changes, schema, nil
+}
+
+// tableDef is a captured table's definition, for a replica to copy: its
+// published columns with their types as format_type writes them, its
+// primary key (none for a table named by whole rows), and its unique
+// constraints: the unique indexes other than the key's, UNIQUE constraints
+// included, that are neither partial nor over expressions, treat NULLs as
+// distinct, and cover published columns only (a replica could not hold the
+// others), their key columns in index order.
+func tableDef(ctx context.Context, tx pgx.Tx, t table) (model.Table, error) {
+	name := TableName(t.schema, t.name)
+	def := model.Table{Name: name}
+	if !t.wholeRow {
+		def.Key = slices.Clone(t.key)
+	}
+	rows, err := tx.Query(ctx, `SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute
+		WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
+		ORDER BY attnum`, t.oid)
+	if err != nil {
+		return model.Table{}, fmt.Errorf("column types of %s: %w", name, err)
+	}
+	cols, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (model.Column, error) {
+		var c model.Column
+		err := r.Scan(&c.Name, &c.Type)
+		return c, err
+	})
+	if err != nil {
+		return model.Table{}, fmt.Errorf("column types of %s: %w", name, err)
+	}
+	for _, c := range cols {
+		if slices.Contains(t.columns, c.Name) {
+			def.Columns = append(def.Columns, c)
+		}
+	}
+	rows, err = tx.Query(ctx, `SELECT array_agg(a.attname::text ORDER BY k.ord) FROM pg_index i
+		JOIN pg_class ic ON ic.oid = i.indexrelid
+		CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+		JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+		WHERE i.indrelid = $1 AND i.indisunique AND NOT i.indisprimary AND i.indpred IS NULL AND i.indexprs IS NULL
+			AND NOT i.indnullsnotdistinct AND k.ord <= i.indnkeyatts
+		GROUP BY ic.relname ORDER BY ic.relname`, t.oid)
+	if err != nil {
+		return model.Table{}, fmt.Errorf("unique constraints of %s: %w", name, err)
+	}
+	uniques, err := pgx.CollectRows(rows, pgx.RowTo[[]string])
+	if err != nil {
+		return model.Table{}, fmt.Errorf("unique constraints of %s: %w", name, err)
+	}
+	for _, u := range uniques {
+		published := true
+		for _, c := range u {
+			published = published && slices.Contains(t.columns, c)
+		}
+		if published {
+			def.Unique = append(def.Unique, u)
+		}
+	}
+	return def, nil
 }
 
 type table struct {

@@ -125,6 +125,9 @@ type run struct {
 	bench  *Bench
 	// initial is the initial load's committed transaction.
 	initial model.Txn
+	// tables are the workload's table definitions, which dual writes'
+	// replica is created with.
+	tables []model.Table
 
 	mu    sync.Mutex
 	keys  []model.Key
@@ -226,6 +229,14 @@ func (r *run) prepare(ctx context.Context) error {
 	} else {
 		wl, _ := workload.New(r.cfg.Scenario.Workload)
 		initial = wl.Initial()
+		// The workload's definitions, unique constraints included; a
+		// table it writes without one gets text columns.
+		for _, t := range wl.Tables() {
+			if err := pgsource.CreateTable(ctx, r.source, t); err != nil {
+				return fmt.Errorf("containers: source tables: %w", err)
+			}
+			r.tables = append(r.tables, t)
+		}
 		if err := pgsource.CreateTables(ctx, r.source, tablesOf(initial)); err != nil {
 			return fmt.Errorf("containers: source tables: %w", err)
 		}
@@ -270,9 +281,15 @@ func (r *run) prepare(ctx context.Context) error {
 		return err
 	}
 	if r.cfg.System == scenarios.DualWrite && len(r.initial.Changes) > 0 {
-		// The application loads its initial rows into every store too; the
-		// pipeline gets them from the capture's snapshot instead.
+		// The application creates the replica's tables and loads its
+		// initial rows into every store too; the pipeline gets both from
+		// the capture's snapshot instead.
 		for _, s := range r.stores {
+			if rep, ok := s.store.(*pgstore.Replica); ok {
+				if err := rep.CreateTables(ctx, r.tables); err != nil {
+					return fmt.Errorf("containers: %s: %w", s.name, err)
+				}
+			}
 			if err := (labeled{s.store}).Write(ctx, r.initial); err != nil {
 				return fmt.Errorf("containers: initial rows into %s: %w", s.name, err)
 			}

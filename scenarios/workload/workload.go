@@ -8,6 +8,7 @@ package workload
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"sort"
 	"strconv"
@@ -26,6 +27,10 @@ type Workload interface {
 	// (with Tx.InsertRow and Tx.DeleteRow): a world creates them before
 	// it loads Initial.
 	Keyless() []pipeline.KeylessTable
+	// Tables is the definitions of the keyed tables the workload writes:
+	// a text key column pk, text columns, and unique constraints. A world
+	// creates them before it loads Initial.
+	Tables() []model.Table
 	// Next draws the next operation.
 	Next(r *rand.Rand) pipeline.TxnFunc
 }
@@ -127,6 +132,16 @@ func (l *eventLog) expire(r *rand.Rand, pct int) model.Row {
 	return row
 }
 
+// keyed is the definition of a table keyed by a text column pk, with
+// text columns and the given unique constraints.
+func keyed(name string, cols []string, unique ...[]string) model.Table {
+	t := model.Table{Name: name, Columns: []model.Column{{Name: "pk", Type: "text"}}, Key: []string{"pk"}, Unique: unique}
+	for _, c := range cols {
+		t.Columns = append(t.Columns, model.Column{Name: c, Type: "text"})
+	}
+	return t
+}
+
 // ErrInsufficientFunds rolls a transfer back.
 var ErrInsufficientFunds = errors.New("insufficient funds")
 
@@ -143,6 +158,11 @@ func (b *Bank) Name() string { return "bank" }
 
 // Keyless is the event log: every transfer appends to it.
 func (b *Bank) Keyless() []pipeline.KeylessTable { return []pipeline.KeylessTable{Events} }
+
+// Tables is the accounts and their ledger.
+func (b *Bank) Tables() []model.Table {
+	return []model.Table{keyed("accounts", []string{"balance", "owner"}), keyed("ledger", []string{"last"})}
+}
 
 func acct(i int) string { return fmt.Sprintf("a%02d", i) }
 
@@ -258,11 +278,22 @@ func logged(op pipeline.TxnFunc, event, expired model.Row) pipeline.TxnFunc {
 
 func user(i int) string { return fmt.Sprintf("u%03d", i) }
 
+// Users is the profiles' table: an email is unique among users (a NULL
+// one is no one's).
+var Users = keyed("users", []string{"name", "bio", "rev", "avatar", "email"}, []string{"email"})
+
+// Tables is the users.
+func (p *Profiles) Tables() []model.Table { return []model.Table{Users} }
+
+// email is the address a user signs up with: new ids are never reused, so
+// it is no one else's.
+func email(id string) string { return id + "@example.com" }
+
 func (p *Profiles) Initial() []model.Change {
 	var cs []model.Change
 	for i := 0; i < p.Users; i++ {
 		cs = append(cs, model.Change{Table: "users", PK: user(i), Op: model.OpInsert,
-			Row: model.Row{"name": "user " + user(i), "bio": "new", "rev": "0", "avatar": "none"}})
+			Row: model.Row{"name": "user " + user(i), "bio": "new", "rev": "0", "avatar": "none", "email": email(user(i))}})
 	}
 	p.next = p.Users
 	return cs
@@ -302,7 +333,7 @@ func (p *Profiles) Next(r *rand.Rand) pipeline.TxnFunc {
 	switch x := r.IntN(100); {
 	case x < 8:
 		id := fresh()
-		row := model.Row{"name": "user " + id, "bio": phrase(r, 3), "rev": rev, "avatar": "none"}
+		row := model.Row{"name": "user " + id, "bio": phrase(r, 3), "rev": rev, "avatar": "none", "email": email(id)}
 		return logged(func(tx pipeline.Tx) error { tx.Put("users", id, row); return nil },
 			p.events.event(r, id, "signed up"), p.events.expire(r, 20))
 	case x < 16:
@@ -313,13 +344,21 @@ func (p *Profiles) Next(r *rand.Rand) pipeline.TxnFunc {
 		return func(tx pipeline.Tx) error { update(tx, hot, bio); update(tx, hot, bio2); return nil }
 	case x < 23: // insert, update
 		id := fresh()
-		row := model.Row{"name": "user " + id, "bio": phrase(r, 3), "rev": rev, "avatar": "none"}
+		row := model.Row{"name": "user " + id, "bio": phrase(r, 3), "rev": rev, "avatar": "none", "email": email(id)}
 		return func(tx pipeline.Tx) error { tx.Put("users", id, row); update(tx, id, bio); return nil }
 	case x < 26: // update, delete
 		return func(tx pipeline.Tx) error { update(tx, hot, bio); tx.Delete("users", hot); return nil }
-	case x < 29: // delete, re-insert
+	case x < 29: // delete, re-insert (with the email it had)
 		row := model.Row{"name": "user " + hot, "bio": bio, "rev": rev, "avatar": "none"}
-		return func(tx pipeline.Tx) error { tx.Delete("users", hot); tx.Put("users", hot, row); return nil }
+		return func(tx pipeline.Tx) error {
+			if old, ok := tx.Get("users", hot); ok && old["email"] != "" {
+				row = maps.Clone(row)
+				row["email"] = old["email"]
+			}
+			tx.Delete("users", hot)
+			tx.Put("users", hot, row)
+			return nil
+		}
 	case x < 33: // rename: a primary-key change, sometimes after an update
 		id, first := fresh(), r.IntN(2) == 0
 		return logged(func(tx pipeline.Tx) error {
@@ -340,8 +379,57 @@ func (p *Profiles) Next(r *rand.Rand) pipeline.TxnFunc {
 			}
 			return nil
 		}
+	case x < 40: // two users swap their emails
+		other := user(r.IntN(p.next))
+		return swapEmails(hot, other, rev)
+	case x < 42: // an account closed and its email signed up again under a new id
+		id := fresh()
+		return logged(func(tx pipeline.Tx) error {
+			old, ok := tx.Get("users", hot)
+			if !ok || old["email"] == "" {
+				return nil
+			}
+			tx.Delete("users", hot)
+			tx.Put("users", id, model.Row{"name": "user " + id, "bio": bio, "rev": rev, "avatar": "none", "email": old["email"]})
+			return nil
+		}, p.events.event(r, id, "signed up again as "+hot), nil)
+	case x < 44: // a user takes over another's email, which is then closed
+		other := user(r.IntN(p.next))
+		return func(tx pipeline.Tx) error {
+			if other == hot {
+				return nil
+			}
+			gone, ok := tx.Get("users", other)
+			if _, live := tx.Get("users", hot); !ok || !live || gone["email"] == "" {
+				return nil
+			}
+			update(tx, hot, bio) // touched first: its net change comes before the delete
+			tx.Delete("users", other)
+			tx.Put("users", hot, model.Row{"email": gone["email"], "rev": rev})
+			return nil
+		}
 	default:
 		return func(tx pipeline.Tx) error { update(tx, hot, bio); return nil }
+	}
+}
+
+// swapEmails swaps two users' emails in one transaction, as an application
+// must under a unique constraint checked at every statement: one email
+// parked on a value no one else has, then the two set.
+func swapEmails(a, b, rev string) pipeline.TxnFunc {
+	return func(tx pipeline.Tx) error {
+		if a == b {
+			return nil
+		}
+		ra, okA := tx.Get("users", a)
+		rb, okB := tx.Get("users", b)
+		if !okA || !okB || ra["email"] == "" || rb["email"] == "" {
+			return nil
+		}
+		tx.Put("users", a, model.Row{"email": "swap-" + rev + "@example.invalid", "rev": rev})
+		tx.Put("users", b, model.Row{"email": ra["email"], "rev": rev})
+		tx.Put("users", a, model.Row{"email": rb["email"], "rev": rev})
+		return nil
 	}
 }
 
@@ -357,6 +445,11 @@ type Bulk struct {
 }
 
 func (b *Bulk) Name() string { return "bulk" }
+
+// Tables is the inventory and the catalog.
+func (b *Bulk) Tables() []model.Table {
+	return []model.Table{keyed("items", []string{"qty", "tag"}), keyed("catalog", []string{"spec", "tag"})}
+}
 
 // Keyless is none: bulk writes keyed tables only.
 func (b *Bulk) Keyless() []pipeline.KeylessTable { return nil }

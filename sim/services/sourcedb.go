@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"lockstep/model"
@@ -34,6 +35,13 @@ type Recorder struct {
 // no name for its rows: a snapshot refuses it, and the stream fails on the
 // first transaction that wrote to it, with a *pipeline.NoKeyError, every
 // time it gets there (the change is in the WAL: nothing added later helps).
+//
+// A keyed table may be defined (Define) with its columns and unique
+// constraints; a snapshot carries the definitions of every defined table
+// (model.Txn.Schema), and a write that would give two rows equal values
+// under a unique constraint fails its transaction at that statement, as
+// PostgreSQL's non-deferrable constraints do. A table never defined is
+// keyed by pk and has no constraint besides it.
 type SourceDB struct {
 	n      *sim.Node
 	rec    *Recorder
@@ -48,6 +56,11 @@ type SourceDB struct {
 	copies map[model.Key]int
 	// refusing is set once some keyless table has no FULL identity.
 	refusing bool
+	// defs are the keyed tables' definitions (Define), by name.
+	defs map[string]model.Table
+	// uniq holds, per unique constraint and value, the key of the one
+	// committed row that holds it.
+	uniq map[uniqSlot]string
 	// streams are walsenders waiting for the next commit.
 	streams []*streamWaiter
 	// holder is the streaming session that holds the slot (volatile: a
@@ -71,6 +84,13 @@ type holder struct {
 // frees the slot: PostgreSQL's wal_sender_timeout, as the container world
 // sets it (images/pg-entrypoint.sh).
 const WalSenderTimeout = 20 * time.Second
+
+// uniqSlot is one value under one unique constraint of a table.
+type uniqSlot struct {
+	table string
+	i     int // the constraint's index in the table's Unique
+	value string
+}
 
 type streamWaiter struct {
 	sess  int
@@ -123,18 +143,23 @@ const CheckpointEvery = time.Second
 // BootSourceDB returns the boot function of a source database node.
 func BootSourceDB(rec *Recorder) func(n *sim.Node) any {
 	return func(n *sim.Node) any {
-		db := &SourceDB{n: n, rec: rec, state: model.NewState(), tables: map[string]pipeline.KeylessTable{}, copies: map[model.Key]int{}}
+		db := &SourceDB{n: n, rec: rec, state: model.NewState(), tables: map[string]pipeline.KeylessTable{}, copies: map[model.Key]int{},
+			defs: map[string]model.Table{}, uniq: map[uniqSlot]string{}}
 		if v, ok := n.Disk().Get("tables"); ok {
 			for _, t := range v.([]pipeline.KeylessTable) {
 				db.declare(t)
+			}
+		}
+		if v, ok := n.Disk().Get("defs"); ok {
+			for _, t := range v.([]model.Table) {
+				db.defs[t.Name] = t
 			}
 		}
 		if v, ok := n.Disk().Get("wal"); ok {
 			db.wal = v.([]model.Txn)
 		}
 		for _, t := range db.wal {
-			db.countCopies(t)
-			db.state.Apply(t)
+			db.commit(t)
 			db.lsn, db.xid = t.CommitLSN, t.XID
 		}
 		if v, ok := n.Disk().Get("slot"); ok {
@@ -162,6 +187,9 @@ func (db *SourceDB) CreateTable(t pipeline.KeylessTable) error {
 	if _, ok := db.tables[t.Name]; ok {
 		return fmt.Errorf("create table %s: it exists", t.Name)
 	}
+	if _, ok := db.defs[t.Name]; ok {
+		return fmt.Errorf("create table %s: it exists, with a primary key", t.Name)
+	}
 	for _, k := range db.state.Keys() {
 		if k.Table == t.Name {
 			return fmt.Errorf("create table %s: it exists, with a primary key", t.Name)
@@ -179,6 +207,102 @@ func (db *SourceDB) CreateTable(t pipeline.KeylessTable) error {
 	db.n.Disk().Put("tables", all)
 	db.n.Disk().Sync()
 	return nil
+}
+
+// Define declares a keyed table with its columns, key and unique
+// constraints (DDL, durable at once). Its key must be the one column pk,
+// which every keyed table of the simulated source has; a table with rows
+// already, or declared keyless, is refused, as is one with rows that would
+// break its constraints.
+func (db *SourceDB) Define(t model.Table) error {
+	if err := t.Check(); err != nil {
+		return fmt.Errorf("define table: %w", err)
+	}
+	if len(t.Key) != 1 || t.Key[0] != "pk" {
+		return fmt.Errorf("define table %s: the key must be the column pk", t.Name)
+	}
+	if _, ok := db.tables[t.Name]; ok {
+		return fmt.Errorf("define table %s: it exists without a primary key", t.Name)
+	}
+	if _, ok := db.defs[t.Name]; ok {
+		return fmt.Errorf("define table %s: it exists", t.Name)
+	}
+	for _, k := range db.state.Keys() {
+		if k.Table == t.Name {
+			return fmt.Errorf("define table %s: it has rows", t.Name)
+		}
+	}
+	db.defs[t.Name] = t.Clone()
+	all := make([]model.Table, 0, len(db.defs))
+	for _, name := range slices.Sorted(maps.Keys(db.defs)) {
+		all = append(all, db.defs[name])
+	}
+	db.n.Disk().Put("defs", all)
+	db.n.Disk().Sync()
+	return nil
+}
+
+// Schema is the definition of every defined table, keyed and keyless
+// (text columns in the declared order, no key), sorted by name: what a
+// snapshot carries.
+func (db *SourceDB) Schema() []model.Table {
+	var out []model.Table
+	for _, t := range db.defs {
+		out = append(out, t.Clone())
+	}
+	for _, t := range db.tables {
+		def := model.Table{Name: t.Name}
+		for _, c := range t.Columns {
+			def.Columns = append(def.Columns, model.Column{Name: c, Type: "text"})
+		}
+		out = append(out, def)
+	}
+	slices.SortFunc(out, func(a, b model.Table) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// commit applies a committed transaction to the tables and their indexes.
+func (db *SourceDB) commit(t model.Txn) {
+	db.countCopies(t)
+	var before map[model.Key]model.Row
+	if len(db.defs) > 0 {
+		before = map[model.Key]model.Row{}
+		for _, c := range t.Changes {
+			for _, k := range []model.Key{c.Key(), {Table: c.Table, PK: c.OldPK}} {
+				if def := db.defs[k.Table]; len(def.Unique) > 0 && k.PK != "" {
+					if _, seen := before[k]; !seen {
+						e, _ := db.state.Get(k)
+						before[k] = e.Row
+					}
+				}
+			}
+		}
+	}
+	db.state.Apply(t)
+	// The unique index follows the rows the transaction touched: their
+	// old values go, then their new ones come (in key order: a value
+	// moves from one row to another within a transaction).
+	keys := model.SortedKeys(before)
+	for _, k := range keys {
+		def := db.defs[k.Table]
+		for i := range def.Unique {
+			if v, ok := def.UniqueValue(i, k.PK, before[k]); ok && db.uniq[uniqSlot{k.Table, i, v}] == k.PK {
+				delete(db.uniq, uniqSlot{k.Table, i, v})
+			}
+		}
+	}
+	for _, k := range keys {
+		def := db.defs[k.Table]
+		e, live := db.state.Get(k)
+		if !live {
+			continue
+		}
+		for i := range def.Unique {
+			if v, ok := def.UniqueValue(i, k.PK, e.Row); ok {
+				db.uniq[uniqSlot{k.Table, i, v}] = k.PK
+			}
+		}
+	}
 }
 
 func (db *SourceDB) declare(t pipeline.KeylessTable) {
@@ -274,7 +398,7 @@ func (db *SourceDB) Exec(fn pipeline.TxnFunc) (model.Txn, error) {
 	}
 	if err != nil {
 		db.rec.Aborted = append(db.rec.Aborted, model.Txn{XID: db.xid, Changes: tx.changes})
-		return model.Txn{}, fmt.Errorf("%w: %v", ErrAborted, err)
+		return model.Txn{}, fmt.Errorf("%w: %w", ErrAborted, err)
 	}
 	if len(tx.changes) == 0 {
 		return model.Txn{XID: db.xid}, nil
@@ -284,8 +408,7 @@ func (db *SourceDB) Exec(fn pipeline.TxnFunc) (model.Txn, error) {
 	// The WAL and the tables keep their own rows: the caller's t and
 	// what readers are handed later (clones) cannot alter the truth.
 	own := t.Clone()
-	db.countCopies(own)
-	db.state.Apply(own)
+	db.commit(own)
 	db.wal = append(db.wal, own)
 	db.n.Disk().Put("wal", db.wal)
 	db.n.Disk().Sync()
@@ -356,6 +479,9 @@ func (tx *dbTx) Put(table, pk string, row model.Row) {
 	k := model.Key{Table: table, PK: pk}
 	old, exists := tx.get(table, pk)
 	if !exists {
+		if !tx.unique(table, pk, row) {
+			return
+		}
 		tx.see(k, row)
 		tx.changes = append(tx.changes, model.Change{Table: table, PK: pk, Op: model.OpInsert, Row: row})
 		return
@@ -376,9 +502,48 @@ func (tx *dbTx) Put(table, pk string, row model.Row) {
 			merged[c] = v
 		}
 	}
+	if !tx.unique(table, pk, merged) {
+		return
+	}
 	tx.see(k, merged)
 	sent, unchanged := toastImage(merged, func(c string) bool { _, set := row[c]; return !set })
 	tx.changes = append(tx.changes, model.Change{Table: table, PK: pk, Op: model.OpUpdate, Row: sent, Unchanged: unchanged})
+}
+
+// unique fails the transaction when writing row under pk would give two
+// rows of table equal values under one of its unique constraints, as the
+// transaction sees the rows: the committed holder of the value, unless the
+// transaction changed it, or a row the transaction wrote.
+func (tx *dbTx) unique(table, pk string, row model.Row) bool {
+	def, ok := tx.db.defs[table]
+	if !ok || len(def.Unique) == 0 || tx.err != nil {
+		return tx.err == nil
+	}
+	holds := func(other string, i int, v string) bool {
+		r, live := tx.get(table, other)
+		w, ok := def.UniqueValue(i, other, r)
+		return live && ok && w == v
+	}
+	for i := range def.Unique {
+		v, ok := def.UniqueValue(i, pk, row)
+		if !ok {
+			continue
+		}
+		other := ""
+		if h, held := tx.db.uniq[uniqSlot{table, i, v}]; held && h != pk && holds(h, i, v) {
+			other = h
+		}
+		for k := range tx.view {
+			if k.Table == table && k.PK != pk && (other == "" || k.PK < other) && holds(k.PK, i, v) {
+				other = k.PK
+			}
+		}
+		if other != "" {
+			tx.err = &model.UniqueViolationError{Table: table, Columns: def.Unique[i], Value: strings.ReplaceAll(v, "\x00", ", "), Keys: [2]string{other, pk}}
+			return false
+		}
+	}
+	return true
 }
 
 // toastImage is what pgoutput sends of an updated row on a table whose
@@ -523,7 +688,7 @@ func (db *SourceDB) Snapshot() (model.Txn, error) {
 	}
 	db.slot = slot{Exists: true, Confirmed: db.lsn}
 	db.checkpoint()
-	snap := model.Txn{CommitLSN: db.lsn, Snapshot: true}
+	snap := model.Txn{CommitLSN: db.lsn, Snapshot: true, Schema: db.Schema()}
 	for _, k := range db.state.Keys() {
 		e, _ := db.state.Get(k)
 		// Identical keyless rows are read one by one, as PostgreSQL's

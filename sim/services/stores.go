@@ -2,7 +2,9 @@ package services
 
 import (
 	"context"
+	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,6 +19,15 @@ import (
 // documents and position on disk, synced at every write; the cache keeps
 // everything in memory and restarts empty. Only the replica and the cache
 // apply a batch atomically; the search index takes one document per call.
+//
+// The replica is a copy of the source's tables: it takes their definitions
+// from the snapshot that resets it (model.Txn.Schema; dual writes' replica
+// from CreateTables) and keeps their unique constraints, as PostgreSQL
+// does: DEFERRABLE INITIALLY DEFERRED, checked when a batch (one database
+// transaction) commits, or, with Immediate (the unique-row-by-row bug), at
+// every row written. A batch that breaks one is refused whole with a
+// *model.UniqueViolationError and changes nothing. The cache and the
+// search index keep documents and no constraints.
 type Store struct {
 	kind  model.StoreKind
 	n     *sim.Node
@@ -34,6 +45,34 @@ type Store struct {
 	// a store's own log would show it (see BootAuditedStore).
 	audit func(model.PositionWrite)
 	name  string
+
+	// schema is the replica's table definitions (durable); uniq, for its
+	// tables with unique constraints, the keys holding each value
+	// (volatile: rebuilt from the documents at boot).
+	schema map[string]model.Table
+	uniq   map[uniqSlot][]string
+	// txn is the open replica transaction while a batch is applied: what
+	// to undo when it is refused.
+	txn *storeTxn
+}
+
+// storeTxn is an open replica transaction: the rows it overwrote, the
+// unique values it wrote, and the first violation an immediate check met.
+type storeTxn struct {
+	immediate bool
+	undo      []undoRow
+	schema    map[string]model.Table // before the transaction
+	touched   []uniqSlot
+	violation error
+}
+
+// undoRow is a key's document and row before the transaction first wrote it.
+type undoRow struct {
+	k      model.Key
+	doc    model.Doc
+	had    bool
+	src    model.Row
+	hadSrc bool
 }
 
 func durable(k model.StoreKind) bool { return k != model.Cache }
@@ -50,17 +89,20 @@ func BootStore(kind model.StoreKind) func(n *sim.Node) any {
 func BootAuditedStore(kind model.StoreKind, audit func(model.PositionWrite)) func(n *sim.Node) any {
 	return func(n *sim.Node) any {
 		s := &Store{kind: kind, n: n, docs: map[model.Key]model.Doc{}, tombs: map[model.Key]model.LSN{}, sources: map[model.Key]model.Row{},
-			audit: audit, name: n.Name()}
+			audit: audit, name: n.Name(), schema: map[string]model.Table{}, uniq: map[uniqSlot][]string{}}
 		defer s.heard()
 		if !durable(kind) {
 			return s
 		}
+		defer s.reindex()
 		d := n.Disk()
 		for _, k := range d.Keys() {
 			v, _ := d.Get(k)
 			switch {
 			case k == "pos":
 				s.pos, s.hasPos = v.(model.Position), true
+			case k == "schema":
+				s.schema = model.SchemaOf(v.([]model.Table))
 			case strings.HasPrefix(k, "doc\x00"):
 				s.docs[diskKey(k)] = v.(model.Doc)
 			case strings.HasPrefix(k, "tomb\x00"):
@@ -103,7 +145,166 @@ func (s *Store) row(k model.Key) model.Row {
 	return nil
 }
 
+// CreateTables gives the replica its tables' definitions, as an
+// application's migration creates them (the pipeline's replica takes them
+// from the snapshot instead). Other kinds keep no tables.
+func (s *Store) CreateTables(tables []model.Table) {
+	if s.kind != model.Replica {
+		return
+	}
+	s.setSchema(tables)
+	s.sync()
+}
+
+func (s *Store) setSchema(tables []model.Table) {
+	s.schema = model.SchemaOf(tables)
+	s.n.Disk().Put("schema", tables)
+	s.reindex()
+}
+
+// reindex builds the unique index from the documents.
+func (s *Store) reindex() {
+	clear(s.uniq)
+	for _, k := range model.SortedKeys(s.docs) {
+		s.index(k, s.row(k), nil)
+	}
+}
+
+// constrained is the definition of k's table when the store keeps unique
+// constraints on it.
+func (s *Store) constrained(table string) (model.Table, bool) {
+	if s.kind != model.Replica {
+		return model.Table{}, false
+	}
+	t, ok := s.schema[table]
+	return t, ok && len(t.Unique) > 0
+}
+
+// index adds k's unique values; in an open transaction it notes them for
+// the check at commit, or checks them at once when it is immediate.
+func (s *Store) index(k model.Key, row model.Row, tx *storeTxn) {
+	def, ok := s.constrained(k.Table)
+	if !ok || row == nil {
+		return
+	}
+	for i := range def.Unique {
+		v, ok := def.UniqueValue(i, k.PK, row)
+		if !ok {
+			continue
+		}
+		slot := uniqSlot{k.Table, i, v}
+		holders := append(s.uniq[slot], k.PK)
+		slices.Sort(holders)
+		s.uniq[slot] = holders
+		if tx == nil {
+			continue
+		}
+		tx.touched = append(tx.touched, slot)
+		if tx.immediate && len(holders) > 1 && tx.violation == nil {
+			tx.violation = s.violation(def, slot, false)
+		}
+	}
+}
+
+// unindex removes k's unique values.
+func (s *Store) unindex(k model.Key, row model.Row) {
+	def, ok := s.constrained(k.Table)
+	if !ok || row == nil {
+		return
+	}
+	for i := range def.Unique {
+		if v, ok := def.UniqueValue(i, k.PK, row); ok {
+			slot := uniqSlot{k.Table, i, v}
+			holders := slices.DeleteFunc(s.uniq[slot], func(pk string) bool { return pk == k.PK })
+			if len(holders) == 0 {
+				delete(s.uniq, slot)
+			} else {
+				s.uniq[slot] = holders
+			}
+		}
+	}
+}
+
+func (s *Store) violation(def model.Table, slot uniqSlot, deferred bool) error {
+	h := s.uniq[slot]
+	return &model.UniqueViolationError{Table: def.Name, Columns: def.Unique[slot.i], Value: strings.ReplaceAll(slot.value, "\x00", ", "),
+		Keys: [2]string{h[0], h[1]}, Deferred: deferred}
+}
+
+// begin opens a replica transaction (other kinds have none).
+func (s *Store) begin(immediate bool) {
+	if s.kind == model.Replica {
+		s.txn = &storeTxn{immediate: immediate, schema: s.schema}
+	}
+}
+
+// commit checks the deferred constraints and ends the transaction: on a
+// violation it undoes everything and returns it.
+func (s *Store) commit() error {
+	tx := s.txn
+	if tx == nil {
+		return nil
+	}
+	s.txn = nil
+	err := tx.violation
+	if err == nil {
+		for _, slot := range tx.touched {
+			if len(s.uniq[slot]) > 1 {
+				err = s.violation(s.schema[slot.table], slot, true)
+				break
+			}
+		}
+	}
+	if err == nil {
+		return nil
+	}
+	for i := len(tx.undo) - 1; i >= 0; i-- {
+		u := tx.undo[i]
+		s.unindex(u.k, s.row(u.k))
+		if u.had {
+			s.docs[u.k] = u.doc
+			s.n.Disk().Put(docKey("doc", u.k), u.doc)
+		} else {
+			delete(s.docs, u.k)
+			s.n.Disk().Delete(docKey("doc", u.k))
+		}
+		if u.hadSrc {
+			s.sources[u.k] = u.src
+		} else {
+			delete(s.sources, u.k)
+		}
+	}
+	// The schema and the index as they were, and on disk too: a crash
+	// must not keep part of a refused batch (the store syncs after every
+	// batch, so this sync makes durable only the state before it).
+	tables := make([]model.Table, 0, len(tx.schema))
+	for _, name := range slices.Sorted(maps.Keys(tx.schema)) {
+		tables = append(tables, tx.schema[name])
+	}
+	s.schema = tx.schema
+	s.n.Disk().Put("schema", tables)
+	s.reindex()
+	s.sync()
+	return fmt.Errorf("replica refused the batch: %w", err)
+}
+
+// journal keeps k's document and row before the open transaction first
+// changes them.
+func (s *Store) journal(k model.Key) {
+	if s.txn == nil {
+		return
+	}
+	d, had := s.docs[k]
+	src, hadSrc := s.sources[k]
+	s.txn.undo = append(s.txn.undo, undoRow{k: k, doc: d, had: had, src: src, hadSrc: hadSrc})
+}
+
 func (s *Store) setDoc(k model.Key, d model.Doc, row model.Row) {
+	s.journal(k)
+	if _, ok := s.constrained(k.Table); ok {
+		s.unindex(k, s.row(k))
+		s.index(k, row, s.txn)
+	}
 	s.docs[k] = d
 	if durable(s.kind) {
 		s.n.Disk().Put(docKey("doc", k), d)
@@ -121,6 +322,10 @@ func (s *Store) setDoc(k model.Key, d model.Doc, row model.Row) {
 }
 
 func (s *Store) deleteDoc(k model.Key, lsn model.LSN) {
+	s.journal(k)
+	if _, ok := s.constrained(k.Table); ok {
+		s.unindex(k, s.row(k))
+	}
 	delete(s.docs, k)
 	if durable(s.kind) {
 		s.n.Disk().Delete(docKey("doc", k))
@@ -159,7 +364,9 @@ func (s *Store) sync() {
 }
 
 func (s *Store) reset() {
+	clear(s.uniq)
 	for _, k := range model.SortedKeys(s.docs) {
+		s.journal(k)
 		delete(s.docs, k)
 		if durable(s.kind) {
 			s.n.Disk().Delete(docKey("doc", k))
@@ -229,21 +436,35 @@ func (s *Store) writeTxn(t model.Txn, guarded bool) {
 
 // Load writes a transaction's changes directly, as the application's
 // initial load does for naive dual writes (which have no log to replay).
-func (s *Store) Load(t model.Txn) {
+func (s *Store) Load(t model.Txn) error {
+	s.begin(false)
 	s.writeTxn(t, false)
+	if err := s.commit(); err != nil {
+		return err
+	}
 	s.sync()
+	return nil
 }
 
-// applyBatch applies whole transactions and the new position in one step.
-func (s *Store) applyBatch(b pipeline.Batch, guarded bool) error {
+// applyBatch applies whole transactions and the new position in one step:
+// in the replica, one transaction that a unique violation refuses whole.
+// A reset takes the table definitions of the snapshot that starts it.
+func (s *Store) applyBatch(b pipeline.Batch, guarded, immediate bool) error {
 	if err := s.checkBase(b); err != nil {
 		return err
 	}
+	s.begin(immediate)
 	if b.Reset {
 		s.reset()
+		if s.kind == model.Replica && len(b.Txns) > 0 {
+			s.setSchema(b.Txns[0].Schema)
+		}
 	}
 	for _, t := range b.Txns {
 		s.writeTxn(t, guarded)
+	}
+	if err := s.commit(); err != nil {
+		return err
 	}
 	s.setPos(b.Position)
 	s.sync()
@@ -262,6 +483,10 @@ type StoreClient struct {
 	// Blind turns off the per-document version check (a bug variant: a
 	// non-idempotent sink).
 	Blind bool
+	// ImmediateUnique checks the replica's unique constraints at every row
+	// written instead of at commit (a bug variant: the unique-row-by-row
+	// apply).
+	ImmediateUnique bool
 }
 
 func (c *StoreClient) timeout() time.Duration {
@@ -278,7 +503,8 @@ func (c *StoreClient) Kind() model.StoreKind { return c.StoreKind }
 func (c *StoreClient) Apply(ctx context.Context, b pipeline.Batch) error {
 	guarded := !c.Blind
 	if c.StoreKind != model.Search {
-		_, err := sim.Call(ctx, c.From, c.To, c.timeout(), func(s *Store) (struct{}, error) { return struct{}{}, s.applyBatch(b, guarded) })
+		immediate := c.ImmediateUnique
+		_, err := sim.Call(ctx, c.From, c.To, c.timeout(), func(s *Store) (struct{}, error) { return struct{}{}, s.applyBatch(b, guarded, immediate) })
 		return err
 	}
 	call := func(fn func(s *Store)) error {
@@ -364,11 +590,7 @@ func (c *StoreClient) Position(ctx context.Context) (model.Position, bool, error
 
 // Write implements pipeline.DirectStore: one blind request.
 func (c *StoreClient) Write(ctx context.Context, t model.Txn) error {
-	_, err := sim.Call(ctx, c.From, c.To, c.timeout(), func(s *Store) (struct{}, error) {
-		s.writeTxn(t, false)
-		s.sync()
-		return struct{}{}, nil
-	})
+	_, err := sim.Call(ctx, c.From, c.To, c.timeout(), func(s *Store) (struct{}, error) { return struct{}{}, s.Load(t) })
 	return err
 }
 

@@ -1,10 +1,12 @@
 // Package pgstore keeps two of lockstep's downstream stores in PostgreSQL,
 // with the semantics of the simulated ones in sim/services:
 //
-//   - Replica is a transactional copy of every source table: documents in one
-//     table, the applied position in a one-row table, and a batch (reset,
-//     base check, data, position) applied in one transaction, so a reader
-//     only ever sees the store between two batches.
+//   - Replica is a transactional copy of the source's tables (replica.go):
+//     their columns, types, primary keys and unique constraints, created
+//     from the definitions a snapshot carries, the applied position in a
+//     one-row table, and a batch (reset, base check, data, position)
+//     applied in one transaction, so a reader only ever sees the store
+//     between two batches.
 //   - Search is a full-text search index (a tsvector column with a GIN index
 //     over model.SearchTerms) that behaves like a search engine: it takes a
 //     batch as bulk requests of at most BulkDocs documents, each applied on
@@ -59,7 +61,12 @@ type Options struct {
 	// BulkDocs is the most documents the search index takes in one bulk
 	// request (default BulkDocs).
 	BulkDocs int
-	_        struct{}
+	// ImmediateUnique creates the replica's unique constraints NOT
+	// DEFERRABLE, checked at every row written, as the source has them:
+	// the unique-row-by-row bug variant (a transaction that swapped two
+	// values is refused half-way). Default: DEFERRABLE INITIALLY DEFERRED.
+	ImmediateUnique bool
+	_               struct{}
 }
 
 var prefixRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,39}$`)
@@ -341,125 +348,6 @@ func mismatch(at model.Position, has bool, base model.Position) error {
 	}
 	return fmt.Errorf("store at %s, batch base %s: %w", at, base, pipeline.ErrPositionMismatch)
 }
-
-// Replica is a transactional replica database (model.Replica) in
-// PostgreSQL. Safe for concurrent use; concurrent Apply calls serialise on
-// the position row.
-type Replica struct {
-	t *tables
-}
-
-var (
-	_ pipeline.Store       = (*Replica)(nil)
-	_ pipeline.DirectStore = (*Replica)(nil)
-)
-
-// NewReplica creates the replica's tables when missing: Prefix+"replica_docs"
-// (tbl, pk, value, lsn, revs) and Prefix+"replica_position" (one row).
-func NewReplica(ctx context.Context, pool *pgxpool.Pool, opts Options) (*Replica, error) {
-	t, _, err := newTables(pool, model.Replica, opts)
-	if err != nil {
-		return nil, err
-	}
-	t.docsSchema = fmt.Sprintf(`
-CREATE TABLE IF NOT EXISTS %s (
-	tbl text NOT NULL,
-	pk text NOT NULL,
-	value text NOT NULL,
-	lsn bigint NOT NULL,
-	revs integer NOT NULL DEFAULT 0,
-	PRIMARY KEY (tbl, pk)
-);`, t.docs)
-	if err := t.create(ctx, t.docsSchema+t.posSchema()); err != nil {
-		return nil, err
-	}
-	return &Replica{t: t}, nil
-}
-
-// Kind implements pipeline.Store.
-func (r *Replica) Kind() model.StoreKind { return model.Replica }
-
-// Position implements pipeline.Store.
-func (r *Replica) Position(ctx context.Context) (model.Position, bool, error) {
-	return r.t.Position(ctx)
-}
-
-// Apply implements pipeline.Store: in one transaction it locks the position
-// row (SELECT ... FOR UPDATE), refuses the batch when Base is set and is not
-// the saved position, empties the table on Reset, applies every change with
-// the version guard (unless Blind) and saves the new position.
-func (r *Replica) Apply(ctx context.Context, b pipeline.Batch) error {
-	err := pgx.BeginFunc(ctx, r.t.pool, func(tx pgx.Tx) error {
-		at, has, err := r.t.position(ctx, tx, "FOR UPDATE")
-		if err != nil {
-			return err
-		}
-		if b.Refuses(at, has) {
-			return batchMismatch(at, has, b)
-		}
-		txns, err := r.t.resolve(ctx, tx, b.Txns, b.Reset)
-		if err != nil {
-			return err
-		}
-		batch := &pgx.Batch{}
-		if b.Reset {
-			if _, err := tx.Exec(ctx, r.t.docsSchema); err != nil {
-				return fmt.Errorf("recreate the documents table: %w", err)
-			}
-			batch.Queue(`DELETE FROM ` + r.t.docs)
-		}
-		for _, t := range txns {
-			for _, c := range t.Changes {
-				if err := r.t.queueChange(batch, c, t.CommitLSN, !r.t.blind); err != nil {
-					return err
-				}
-			}
-		}
-		if err := r.t.queueSetPos(batch, b.Position); err != nil {
-			return err
-		}
-		return send(ctx, tx, batch)
-	})
-	if err != nil {
-		return fmt.Errorf("pgstore: replica: apply up to %s: %w", b.Position, err)
-	}
-	return nil
-}
-
-// Write implements pipeline.DirectStore: the transaction's changes as one
-// replica transaction of blind writes.
-func (r *Replica) Write(ctx context.Context, t model.Txn) error {
-	txns, err := r.t.resolve(ctx, nil, []model.Txn{t}, false)
-	if err != nil {
-		return fmt.Errorf("pgstore: replica: write txn %d: %w", t.XID, err)
-	}
-	t = txns[0]
-	batch := &pgx.Batch{}
-	for _, c := range t.Changes {
-		if err := r.t.queueChange(batch, c, t.CommitLSN, false); err != nil {
-			return fmt.Errorf("pgstore: replica: write txn %d: %w", t.XID, err)
-		}
-	}
-	if batch.Len() == 0 {
-		return nil
-	}
-	// One round trip, one implicit transaction.
-	if err := send(ctx, r.t.pool, batch); err != nil {
-		return fmt.Errorf("pgstore: replica: write txn %d: %w", t.XID, err)
-	}
-	return nil
-}
-
-// Read returns one document.
-func (r *Replica) Read(ctx context.Context, k model.Key) (model.Doc, bool, error) {
-	return r.t.Read(ctx, k)
-}
-
-// ReadAll returns every document and the position, read at one instant.
-func (r *Replica) ReadAll(ctx context.Context) (model.Snapshot, error) { return r.t.ReadAll(ctx) }
-
-// Clear drops every document and the position.
-func (r *Replica) Clear(ctx context.Context) error { return r.t.Clear(ctx) }
 
 // Search is a full-text search index (model.Search) in PostgreSQL. Safe for
 // concurrent use.

@@ -47,6 +47,18 @@ func TestPostgres(t *testing.T) {
 			return s
 		}})
 	})
+	t.Run("ReplicaUnique", func(t *testing.T) {
+		n := 0
+		storetest.RunUnique(t, func(t *testing.T, immediate bool) storetest.Store {
+			n++
+			r, err := NewReplica(ctx(t), open(t), Options{Prefix: fmt.Sprintf("uniq%d_", n), ImmediateUnique: immediate})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r
+		})
+	})
+	t.Run("ReplicaTables", func(t *testing.T) { testReplicaTables(t, open(t)) })
 	t.Run("ReplicaBatchIsAtomic", func(t *testing.T) { testReplicaAtomic(t, open(t)) })
 	t.Run("SearchBulksAreNot", func(t *testing.T) { testSearchNotAtomic(t, open(t)) })
 	t.Run("SearchQuery", func(t *testing.T) { testSearchQuery(t, open(t)) })
@@ -83,7 +95,13 @@ func testDroppedDocs(t *testing.T, pool *pgxpool.Pool) {
 			if err := st.Apply(ctx(t), pipeline.Batch{Txns: []model.Txn{one}, Position: pos(1, 10)}); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := pool.Exec(ctx(t), `DROP TABLE `+opts.Prefix+kind.String()+`_docs`); err != nil {
+			// The replica's documents are its tables, listed in
+			// Prefix+"replica_tables"; the search index's are one table.
+			docs := opts.Prefix + kind.String() + "_docs"
+			if kind == model.Replica {
+				docs = opts.Prefix + "replica_tables"
+			}
+			if _, err := pool.Exec(ctx(t), `DROP TABLE `+docs); err != nil {
 				t.Fatal(err)
 			}
 			if p, ok, err := st.Position(ctx(t)); err != nil || ok {
@@ -93,7 +111,7 @@ func testDroppedDocs(t *testing.T, pool *pgxpool.Pool) {
 			if p, ok, err := st.Position(ctx(t)); err != nil || ok {
 				t.Fatalf("opened over a new, empty documents table the store says it is at %v (%v, %v); want no position", p, ok, err)
 			}
-			if _, err := pool.Exec(ctx(t), `DROP TABLE `+opts.Prefix+kind.String()+`_docs`); err != nil {
+			if _, err := pool.Exec(ctx(t), `DROP TABLE `+docs); err != nil {
 				t.Fatal(err)
 			}
 			// The rebuild of a running store whose table is gone.
@@ -103,8 +121,24 @@ func testDroppedDocs(t *testing.T, pool *pgxpool.Pool) {
 			if p, ok, err := st.Position(ctx(t)); err != nil || !ok || p != pos(1, 10) {
 				t.Fatalf("after the rebuild: %v, %v, %v; want at 1/10", p, ok, err)
 			}
+			if kind == model.Replica {
+				// A data table dropped takes the position too.
+				if _, err := pool.Exec(ctx(t), `DROP TABLE `+opts.Prefix+`replica.t`); err != nil {
+					t.Fatal(err)
+				}
+				if p, ok, err := st.Position(ctx(t)); err != nil || ok {
+					t.Fatalf("with table t dropped the replica says it is at %v (%v, %v); want no position", p, ok, err)
+				}
+				if err := st.Apply(ctx(t), pipeline.Batch{Reset: true, Txns: []model.Txn{one}, Position: pos(1, 10)}); err != nil {
+					t.Fatalf("rebuild after table t was dropped: %v", err)
+				}
+			}
 			var n int
-			if err := pool.QueryRow(ctx(t), `SELECT count(*) FROM `+opts.Prefix+kind.String()+`_docs`).Scan(&n); err != nil || n != 1 {
+			rows := docs
+			if kind == model.Replica {
+				rows = opts.Prefix + "replica.t"
+			}
+			if err := pool.QueryRow(ctx(t), `SELECT count(*) FROM `+rows).Scan(&n); err != nil || n != 1 {
 				t.Fatalf("after the rebuild the table holds %d documents (%v); want 1", n, err)
 			}
 		})
@@ -366,4 +400,124 @@ func testPrefixes(t *testing.T, pool *pgxpool.Pool) {
 	if p, ok, err := again.Position(ctx(t)); err != nil || !ok || p != pos(1, 10) {
 		t.Fatalf("same prefix, new store: position %s, %v, %v", p, ok, err)
 	}
+}
+
+// The replica's tables are the source's: typed columns, a composite key, a
+// table without a key (lockstep_key), unique constraints checked at commit
+// (or at each row with ImmediateUnique). Values come back in the text form
+// they went in with, the definitions survive a new connection, and a table
+// or column with no definition is made as text.
+func testReplicaTables(t *testing.T, pool *pgxpool.Pool) {
+	accounts := model.Table{Name: "accounts",
+		Columns: []model.Column{{Name: "branch", Type: "integer"}, {Name: "id", Type: "text"}, {Name: "balance", Type: "numeric(12,2)"},
+			{Name: "opened", Type: "date"}, {Name: "owner", Type: "character varying(20)"}},
+		Key: []string{"branch", "id"}, Unique: [][]string{{"owner"}}}
+	events := model.Table{Name: "events", Columns: []model.Column{{Name: "seq", Type: "integer"}, {Name: "note", Type: "text"}}}
+	snap := model.Txn{CommitLSN: 0x10, Snapshot: true, Schema: []model.Table{accounts, events}, Changes: []model.Change{
+		{Table: "accounts", PK: "1,a", Op: model.OpInsert, Row: model.Row{"balance": "10.50", "opened": "2024-02-29", "owner": "ann"}},
+		{Table: "accounts", PK: "2,b", Op: model.OpInsert, Row: model.Row{"balance": "0.00", "owner": "bob"}},
+		{Table: "events", PK: `(1,"a b")`, Op: model.OpInsert, Row: model.Row{"seq": "1", "note": "a b"}},
+	}}
+	r, err := NewReplica(ctx(t), pool, Options{Prefix: "typed_"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Apply(ctx(t), pipeline.Batch{Reset: true, Txns: []model.Txn{snap}, Position: pos(1, 0x10)}); err != nil {
+		t.Fatal(err)
+	}
+	var cols []string
+	rows, err := pool.Query(ctx(t), `SELECT column_name || ' ' || data_type FROM information_schema.columns
+		WHERE table_schema = 'typed_replica' AND table_name = 'accounts' ORDER BY ordinal_position`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var c string
+		if err := rows.Scan(&c); err != nil {
+			t.Fatal(err)
+		}
+		cols = append(cols, c)
+	}
+	if want := []string{"branch integer", "id text", "balance numeric", "opened date", "owner character varying", "lockstep_lsn bigint"}; !slices.Equal(cols, want) {
+		t.Fatalf("columns %q, want %q", cols, want)
+	}
+	var key, uniq string
+	if err := pool.QueryRow(ctx(t), `SELECT
+		(SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'typed_replica.accounts'::regclass AND contype = 'p'),
+		(SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'typed_replica.accounts'::regclass AND contype = 'u')`).Scan(&key, &uniq); err != nil {
+		t.Fatal(err)
+	}
+	if key != "PRIMARY KEY (branch, id)" || uniq != "UNIQUE (owner) DEFERRABLE INITIALLY DEFERRED" {
+		t.Fatalf("constraints %q and %q", key, uniq)
+	}
+	// Swap the owners, delete the event, and write tables and a column
+	// no definition has.
+	swap := model.Txn{CommitLSN: 0x20, Changes: []model.Change{
+		{Table: "accounts", PK: "1,a", Op: model.OpUpdate, Row: model.Row{"balance": "10.50", "opened": "2024-02-29", "owner": "bob"}},
+		{Table: "accounts", PK: "2,b", Op: model.OpUpdate, Row: model.Row{"balance": "1.25", "owner": "ann", "extra": "new column"}},
+		{Table: "events", PK: `(1,"a b")`, Op: model.OpDelete},
+		{Table: "later", PK: "k", Op: model.OpInsert, Row: model.Row{"v": "1"}},
+		{Table: "nulls", PK: "k", Op: model.OpInsert, Row: model.Row{}}, // a row of NULLs: no column to infer
+	}}
+	if err := r.Apply(ctx(t), pipeline.Batch{Txns: []model.Txn{swap}, Position: pos(2, 0x20), Base: new(pos(1, 0x10))}); err != nil {
+		t.Fatal(err)
+	}
+	truth := model.NewState()
+	truth.Apply(snap)
+	truth.Apply(swap)
+	r2, err := NewReplica(ctx(t), pool, Options{Prefix: "typed_"}) // a new connection knows the tables
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := r2.ReadAll(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := diffDocs(got.Docs, truth.Project(model.Replica)); d != "" {
+		t.Fatalf("after the swap:%s", d)
+	}
+	if d, ok, err := r2.Read(ctx(t), model.Key{Table: "accounts", PK: "2,b"}); err != nil || !ok || d.Value != "balance=1.25;extra=new column;owner=ann" || d.LSN != 0x20 {
+		t.Fatalf("read 2,b: %+v %v %v", d, ok, err)
+	}
+	defs, err := r2.Tables(ctx(t))
+	if err != nil || len(defs) != 4 || defs[0].Name != "accounts" || defs[2].Name != "later" || defs[3].Name != "nulls" {
+		t.Fatalf("tables %+v, %v", defs, err)
+	}
+	if c, ok := defs[0].Column("extra"); !ok || c.Type != "text" {
+		t.Fatalf("the added column: %+v %v", c, ok)
+	}
+	// A value the column's type refuses fails the batch.
+	bad := model.Txn{CommitLSN: 0x30, Changes: []model.Change{{Table: "events", PK: "(x,)", Op: model.OpInsert, Row: model.Row{"seq": "x"}}}}
+	if err := r2.Apply(ctx(t), pipeline.Batch{Txns: []model.Txn{bad}, Position: pos(3, 0x30), Base: new(pos(2, 0x20))}); err == nil {
+		t.Fatal("an integer column took x")
+	}
+	// Dual writes: the application creates the tables.
+	d, err := NewReplica(ctx(t), pool, Options{Prefix: "typed_dual_"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.CreateTables(ctx(t), []model.Table{accounts}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Write(ctx(t), model.Txn{CommitLSN: 0x10, Changes: snap.Changes[:2]}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Write(ctx(t), model.Txn{CommitLSN: 0x20, Changes: []model.Change{{Table: "accounts", PK: "2,b", Op: model.OpUpdate, Row: model.Row{"owner": "ann"}}}}); err == nil {
+		t.Fatal("a duplicate owner was written")
+	}
+}
+
+func diffDocs(got, want model.Docs) string {
+	var out string
+	for _, k := range model.SortedKeys(want) {
+		if g, ok := got[k]; !ok || g != want[k] {
+			out += fmt.Sprintf("\n  %v: %+v (%v), want %+v", k, g, ok, want[k])
+		}
+	}
+	for _, k := range model.SortedKeys(got) {
+		if _, ok := want[k]; !ok {
+			out += fmt.Sprintf("\n  %v: %+v, want absent", k, got[k])
+		}
+	}
+	return out
 }
