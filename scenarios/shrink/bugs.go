@@ -38,6 +38,7 @@ var Bugs = []BugCase{
 	{"reset-to-earliest", "retention", checker.NotConverged},
 	{"ignore-retention", "retention", checker.NotConverged},
 	{"stream-after-slot-loss", "retention", checker.NotConverged},
+	{"unique-row-by-row", "steady", checker.NotConverged},
 }
 
 // BugRow is one line of the every-bug report.
