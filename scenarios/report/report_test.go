@@ -50,9 +50,9 @@ func selfContained(t *testing.T, page string) {
 // anomaly's marker, lists each anomaly with a link target, and carries the
 // plan and the repro line; nothing in it comes from elsewhere.
 func TestRunReport(t *testing.T) {
-	out := simulate(t, "crash-capture+confirm-before-ack", scenarios.Pipeline, 1, scenarios.Options{})
+	out := simulate(t, "crash-capture+confirm-before-ack", scenarios.Pipeline, 3, scenarios.Options{})
 	if out.Report.OK() {
-		t.Fatal("the run was expected to fail (confirm-before-ack, seed 1): the test checks nothing")
+		t.Fatal("the run was expected to fail (confirm-before-ack, seed 3): the test checks nothing")
 	}
 	page := render(t, FromOutcome(out))
 	selfContained(t, page)
@@ -98,7 +98,7 @@ func TestRunReport(t *testing.T) {
 // empty charts. A key the checker found non-linearizable gets porcupine's
 // page in an iframe, and porcupine finds it Illegal there too.
 func TestDualWriteReportWithPorcupine(t *testing.T) {
-	out := simulate(t, "cache-restart", scenarios.DualWrite, 8, scenarios.Options{Txns: 300})
+	out := simulate(t, "cache-restart", scenarios.DualWrite, 12, scenarios.Options{Txns: 300})
 	var bad *checker.Anomaly
 	for i, a := range out.Report.Anomalies {
 		if a.Class == checker.Nonlinearizable && a.Key != (model.Key{}) {
@@ -107,7 +107,7 @@ func TestDualWriteReportWithPorcupine(t *testing.T) {
 		}
 	}
 	if bad == nil {
-		t.Fatal("cache-restart/dualwrite/8,txns=300 was expected to have a non-linearizable key")
+		t.Fatal("cache-restart/dualwrite/12,txns=300 was expected to have a non-linearizable key")
 	}
 	page := render(t, FromOutcome(out))
 	selfContained(t, page)
