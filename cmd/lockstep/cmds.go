@@ -20,6 +20,7 @@ import (
 	"lockstep/pipeline"
 	"lockstep/scenarios"
 	"lockstep/scenarios/report"
+	"lockstep/scenarios/shrink"
 	"lockstep/sim"
 )
 
@@ -499,7 +500,22 @@ func campaign(cfg scenarios.CampaignConfig, jsonPath string, rep campaignReport,
 		}
 	}
 	if rep.dir != "" {
-		if err := report.WriteCampaign(rep.dir, cfg, sum, report.CampaignOptions{PerCell: rep.perCell}); err != nil {
+		ropts := report.CampaignOptions{PerCell: rep.perCell}
+		if shrinkFirst {
+			// Each reported failing run gets its shrunk form drawn beside it.
+			ropts.Shrink = func(r scenarios.Repro) (*scenarios.Outcome, error) {
+				sc, err := lookupOne(r.Scenario)
+				if err != nil {
+					return nil, err
+				}
+				res, err := shrink.Shrink(sc, r.System, r.Seed, r.Options(), shrink.Config{})
+				if err != nil {
+					return nil, err
+				}
+				return res.Outcome, nil
+			}
+		}
+		if err := report.WriteCampaign(rep.dir, cfg, sum, ropts); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "report: %s\n", filepath.Join(rep.dir, "index.html"))
