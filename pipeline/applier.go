@@ -97,7 +97,7 @@ func (a *Applier) follow(ctx context.Context) error {
 		ok = true
 	}
 	if !ok {
-		if pos, err = a.rebuild(ctx); err != nil {
+		if pos, err = a.rebuild(ctx, nil); err != nil {
 			return err
 		}
 	}
@@ -194,7 +194,7 @@ func (a *Applier) behindStart(ctx context.Context, pos model.Position, err error
 	}
 	a.Logger.Warn("applier: the log deleted records this store has not applied; rebuilding it from a snapshot the log still holds",
 		"store", a.Store.Kind(), "at", pos, "err", err)
-	return a.rebuild(ctx)
+	return a.rebuild(ctx, &pos)
 }
 
 // resetToEarliest is the broken rule behind ResetToEarliest, Kafka's
@@ -321,7 +321,7 @@ func incompleteSnapshot(pos model.Position, recs []Record) int {
 // keeps growing (the capture appends while the store is rebuilt) would
 // otherwise keep the store empty until writes pause, and an empty fetch
 // before that end (a failover, a slow broker) is not the end of the log.
-func (a *Applier) rebuild(ctx context.Context) (model.Position, error) {
+func (a *Applier) rebuild(ctx context.Context, base *model.Position) (model.Position, error) {
 	end, err := a.Log.End(ctx)
 	if err != nil {
 		return model.Position{}, fmt.Errorf("applier %s: rebuild: read the log's end: %w", a.Store.Kind(), err)
@@ -379,10 +379,14 @@ func (a *Applier) rebuild(ctx context.Context) (model.Position, error) {
 		return model.Position{}, fmt.Errorf("applier %s: rebuild: %w", a.Store.Kind(), gap)
 	}
 	b := Fold(batches)
-	// Only into a store that still holds no position: a second applier,
-	// or this one's zombie, may have brought it up meanwhile, and folding
-	// an older log over it would take it back.
-	b.Fresh = !a.Bugs.UnconditionalApply
+	// Only into a store that is where the applier found it: one that still
+	// holds no position (base nil), or, for a store behind the log's start,
+	// the position it was at. A second applier, or this one's zombie, may
+	// have moved it meanwhile, and folding an older log over it would take
+	// it back.
+	if !a.Bugs.UnconditionalApply {
+		b.Base, b.Fresh = base, base == nil
+	}
 	a.Logger.Debug("applier: rebuilding", "store", a.Store.Kind(), "records", len(all), "to", b.Position)
 	if err := a.Store.Apply(ctx, b); err != nil {
 		return model.Position{}, fmt.Errorf("applier %s: rebuild: %w", a.Store.Kind(), err)

@@ -549,3 +549,19 @@ func TestScenarioSizeAndLateFaults(t *testing.T) {
 		t.Errorf("steady: %d of 200 seeds", got)
 	}
 }
+
+// A store behind the log's start is rebuilt on the position it holds (a
+// fenced reset, not one into a store without a position): with fencing's
+// rule alone, retention seed 10's replica refused its rebuild for good
+// (not-converged; 108 of 200 seeds failed after the two branches met).
+func TestRetentionRebuildsAStoreThatHoldsAPosition(t *testing.T) {
+	for _, seed := range []uint64{10, 100, 103} {
+		out, err := Run(ByName("retention"), Pipeline, seed, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out.Violated() {
+			t.Errorf("%s\n%s", out.Repro(), out.Report)
+		}
+	}
+}
