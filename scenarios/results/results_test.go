@@ -306,7 +306,7 @@ func TestContainerTableIsTheSimulatorsTable(t *testing.T) {
 	if !regexp.MustCompile(`scenario +pipeline violating +dual writes violating +dual-write anomalies\npartitions +0/1 \(0%\) +1/1 \(100%\) +lost 2\n`).MatchString(out) {
 		t.Errorf("no table row:\n%s", out)
 	}
-	for _, s := range []string{ "pipeline: no claimed property violated in any run.",
+	for _, s := range []string{"pipeline: no claimed property violated in any run.",
 		"see a dual-write divergence: lockstep repro partitions/dualwrite/1,world=containers"} {
 		if !strings.Contains(out, s) {
 			t.Errorf("table lacks %q:\n%s", s, out)
