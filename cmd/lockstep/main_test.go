@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 
 	"lockstep/checker"
 	"lockstep/scenarios"
+	"lockstep/scenarios/results"
 )
 
 // lockstep runs the CLI in-process and returns exit code, stdout, stderr.
@@ -63,6 +63,18 @@ func TestBadInputIsOneLineAndExit2(t *testing.T) {
 		{[]string{"run", "--bogus"}, "lockstep run: flag provided but not defined: -bogus"},
 		{[]string{"campaign", "--world", "containers", "--report", "/tmp/x"}, "lockstep campaign: --report needs the simulator for a campaign"},
 		{[]string{"run", "--scenario", "steady", "--seed", "1", "--txns", "20", "--report", "/nonexistent/dir/r.html"}, "lockstep run: report: open /nonexistent/dir/r.html"},
+		{[]string{"campaign", "--shard", "0/3"}, `lockstep campaign: --shard: malformed shard "0/3": want i/N with 1 <= i <= N, e.g. 2/8`},
+		{[]string{"campaign", "--shard", "4/3"}, `lockstep campaign: --shard: malformed shard "4/3"`},
+		{[]string{"campaign", "--shard", "half"}, `lockstep campaign: --shard: malformed shard "half"`},
+		{[]string{"campaign", "--duration", "-1m"}, "lockstep campaign: --duration -1m0s: want a positive duration such as 20m"},
+		{[]string{"campaign", "--duration", "0s"}, "lockstep campaign: --duration 0s: want a positive duration"},
+		{[]string{"campaign", "--duration", "soon"}, `lockstep campaign: invalid value "soon" for flag -duration`},
+		{[]string{"campaign", "--logs", "/tmp/x"}, "lockstep campaign: --logs needs --world containers"},
+		{[]string{"campaign", "--scenario", "steady", "--seeds", "1", "--json", "/nonexistent/dir/c.json"}, "lockstep campaign: cannot write open /nonexistent/dir/c.json"},
+		{[]string{"campaign", "--scenario", "steady", "--seeds", "1", "--junit", "/nonexistent/dir/c.xml"}, "lockstep campaign: cannot write open /nonexistent/dir/c.xml"},
+		{[]string{"merge"}, "lockstep merge: want the shards' JSON files"},
+		{[]string{"merge", "/nonexistent.json"}, "lockstep merge: open /nonexistent.json"},
+		{[]string{"merge", "main_test.go"}, "lockstep merge: main_test.go: not campaign JSON"},
 	}
 	for _, c := range cases {
 		code, _, errw := lockstep(c.args...)
@@ -125,32 +137,19 @@ func TestCampaignTableAndJSON(t *testing.T) {
 			t.Fatalf("summary lacks %q:\n%s", want, out)
 		}
 	}
-	b, err := os.ReadFile(path)
+	sum, err := results.Read(path)
 	if err != nil {
-		t.Fatal(err)
-	}
-	var sum struct {
-		Cells []struct {
-			Scenario  string         `json:"scenario"`
-			System    string         `json:"system"`
-			Seeds     int            `json:"seeds"`
-			Violating int            `json:"seeds_violating"`
-			Anomalies map[string]int `json:"anomalies_by_class"`
-			Rate      float64        `json:"seeds_per_second"`
-		} `json:"cells"`
-	}
-	if err := json.Unmarshal(b, &sum); err != nil {
 		t.Fatal(err)
 	}
 	if len(sum.Cells) != 4 {
 		t.Fatalf("%d cells, want 4 (2 scenarios x 2 systems)", len(sum.Cells))
 	}
 	for _, c := range sum.Cells {
-		if c.Seeds != 3 || c.Rate <= 0 {
-			t.Fatalf("cell %+v: want 3 seeds and a rate", c)
+		if c.Seeds != 3 || len(c.Runs) != 3 || c.Timing.SeedsPerSecond <= 0 {
+			t.Fatalf("cell %s/%s: %d seeds, %d runs, rate %v: want 3 seeds and a rate", c.Scenario, c.System, c.Seeds, len(c.Runs), c.Timing.SeedsPerSecond)
 		}
 		if c.System == "pipeline" && c.Violating != 0 {
-			t.Fatalf("pipeline violated in %+v", c)
+			t.Fatalf("pipeline violated in %s", c.Scenario)
 		}
 	}
 }
@@ -304,25 +303,21 @@ func TestCampaignTokensReplay(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d\n%s%s", code, out, errw)
 	}
-	b, err := os.ReadFile(path)
+	sum, err := results.Read(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sum struct {
-		Cells []struct {
-			Failing []string `json:"failing"`
-		} `json:"cells"`
+	var failing []string
+	for _, r := range sum.RunsWhere(scenarios.DualWrite, results.Violated) {
+		failing = append(failing, r.Token)
 	}
-	if err := json.Unmarshal(b, &sum); err != nil {
-		t.Fatal(err)
+	if len(sum.Cells) != 1 || len(failing) == 0 {
+		t.Fatalf("want dual writes failing in some of 4 crash-capture seeds: %+v", sum)
 	}
-	if len(sum.Cells) != 1 || len(sum.Cells[0].Failing) == 0 {
-		t.Fatalf("want dual writes failing in some of 4 crash-capture seeds: %s", b)
-	}
-	if first := sum.Cells[0].Failing[0]; !strings.Contains(out, "see a dual-write divergence: lockstep repro "+first+"\n") {
+	if first := failing[0]; !strings.Contains(out, "see a dual-write divergence: lockstep repro "+first+"\n") {
 		t.Errorf("the summary does not print the first failing token %s:\n%s", first, out)
 	}
-	for _, token := range sum.Cells[0].Failing {
+	for _, token := range failing {
 		if !strings.HasSuffix(token, ",txns=120") {
 			t.Errorf("token %q: want it to end in ,txns=120", token)
 		}
@@ -527,12 +522,8 @@ func TestCampaignReport(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d:\n%s%s", code, out, errw)
 	}
-	var sum scenarios.Summary
-	b, err := os.ReadFile(js)
+	sum, err := results.Read(js)
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &sum); err != nil {
 		t.Fatal(err)
 	}
 	index, err := os.ReadFile(filepath.Join(dir, "index.html"))
@@ -540,11 +531,11 @@ func TestCampaignReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	failing := 0
-	for _, c := range sum.Cells {
-		for _, tok := range c.Failing {
+	for _, sys := range scenarios.Systems {
+		for _, r := range sum.RunsWhere(sys, results.Violated) {
 			failing++
-			if !bytes.Contains(index, []byte("lockstep repro "+tok)) {
-				t.Errorf("index does not list %s", tok)
+			if !bytes.Contains(index, []byte("lockstep repro "+r.Token)) {
+				t.Errorf("index does not list %s", r.Token)
 			}
 		}
 	}

@@ -44,6 +44,24 @@ type Config struct {
 	// Plan, when set, is the fault plan to run instead of one drawn from
 	// the seed (its Quiet is the fault phase's length).
 	Plan *faults.Plan
+	// Phase, when set, is told each phase as the run enters it (the
+	// Phase* constants), so a caller can say what a minute-long run is
+	// doing.
+	Phase func(phase string)
+}
+
+// A container run's phases, in order.
+const (
+	PhaseStarting = "starting" // the containers, the source's tables and the pipeline
+	PhaseFaults   = "faults"   // the workload under the fault plan
+	PhaseQuiet    = "quiet"    // faults healed: reading the truth, waiting for the stores
+	PhaseChecking = "checking" // the stores' final reads and the checker
+)
+
+func (c *Config) phase(p string) {
+	if c.Phase != nil {
+		c.Phase(p)
+	}
 }
 
 func (c *Config) defaults() {
@@ -163,6 +181,7 @@ func Run(ctx context.Context, cfg Config) (out *Outcome, err error) {
 		}
 	}
 	began := time.Now()
+	cfg.phase(PhaseStarting)
 	w, err := Start(ctx, Options{LogDir: cfg.LogDir, Pipeline: cfg.System == scenarios.Pipeline, Bugs: bugNames(cfg.Scenario), Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
@@ -182,6 +201,7 @@ func Run(ctx context.Context, cfg Config) (out *Outcome, err error) {
 		return nil, err
 	}
 	r.start = time.Now()
+	cfg.phase(PhaseFaults)
 	plan, err := r.drive(ctx)
 	if err != nil {
 		return nil, err
@@ -512,6 +532,7 @@ func (r *run) drive(ctx context.Context) (faults.Plan, error) {
 	<-phase.Done()
 	fwg.Wait()
 	r.log.Info("quiet phase", "at", r.since().Round(time.Millisecond))
+	r.cfg.phase(PhaseQuiet)
 	if err := inj.HealAll(); err != nil && faultErr == nil {
 		faultErr = err
 	}
@@ -536,6 +557,7 @@ func (r *run) drive(ctx context.Context) (faults.Plan, error) {
 	r.converge(ctx)
 	stopObserve()
 	wg.Wait()
+	r.cfg.phase(PhaseChecking)
 	for _, s := range r.stores {
 		snap, err := s.store.ReadAll(ctx)
 		if err != nil {

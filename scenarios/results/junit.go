@@ -47,13 +47,18 @@ type junitCase struct {
 	Skipped   *junitMessage  `xml:"skipped"`
 	Errors    []junitMessage `xml:"error"`
 	Failures  []junitMessage `xml:"failure"`
-	SystemOut string         `xml:"system-out,omitempty"`
+	SystemOut *junitText     `xml:"system-out"`
+}
+
+// junitText is an element's text as CDATA, so the file stays readable.
+type junitText struct {
+	Text string `xml:",cdata"`
 }
 
 type junitMessage struct {
 	Type    string `xml:"type,attr"`
 	Message string `xml:"message,attr"`
-	Body    string `xml:",chardata"`
+	Body    string `xml:",cdata"`
 }
 
 // maxInJUnit is how many runs a failure or error element details.
@@ -131,8 +136,9 @@ func (f *File) testcase(c *Cell) (junitCase, time.Duration) {
 		d += time.Duration(r.Timing.WallNS)
 	}
 	tc := junitCase{Name: string(c.System), Classname: "lockstep." + f.World + "." + c.Scenario, Time: seconds(d)}
-	tc.SystemOut = fmt.Sprintf("%d seeds judged: %d violating, %d inconclusive, %d refused; %d runs could not complete; anomalies: %s\n",
+	out := fmt.Sprintf("%d seeds judged: %d violating, %d inconclusive, %d refused; %d runs could not complete; anomalies: %s\n",
 		c.Seeds, c.Violating, c.Inconclusive, c.Refused, c.Errors, c.classesText())
+	tc.SystemOut = &junitText{out}
 	if len(c.Runs) == 0 {
 		tc.Skipped = &junitMessage{Type: "no-runs", Message: "no seed of this scenario and system ran (the campaign's time was up first)"}
 		return tc, d
@@ -142,7 +148,7 @@ func (f *File) testcase(c *Cell) (junitCase, time.Duration) {
 	}
 	if c.System != scenarios.Pipeline {
 		if c.Violating > 0 {
-			tc.SystemOut += fmt.Sprintf("dual writes violated a claimed property in %d of %d seeds: the expected finding, not a failure; e.g. lockstep repro %s\n",
+			tc.SystemOut.Text += fmt.Sprintf("dual writes violated a claimed property in %d of %d seeds: the expected finding, not a failure; e.g. lockstep repro %s\n",
 				c.Violating, c.Seeds, firstToken(c, Violated))
 		}
 		return tc, d
