@@ -232,11 +232,13 @@ func (p *progress) line(done, total int, cfg scenarios.CampaignConfig, what stri
 	if total > 0 {
 		runs = fmt.Sprintf("%d/%d runs", done, total)
 	}
-	seeds := fmt.Sprintf("seeds up to %d", p.maxSeed)
-	if cfg.Seeds > 0 {
-		seeds += fmt.Sprintf(" of %d", cfg.FirstSeed+uint64(cfg.Seeds)-1)
+	if done > 0 {
+		runs += fmt.Sprintf(", seeds up to %d", p.maxSeed)
+		if cfg.Seeds > 0 {
+			runs += fmt.Sprintf(" of %d", cfg.FirstSeed+uint64(cfg.Seeds)-1)
+		}
 	}
-	s := fmt.Sprintf("[%s, %s] pipeline violations %d, dual-write violations %d", runs, seeds, p.fails, p.dwFails)
+	s := fmt.Sprintf("[%s] pipeline violations %d, dual-write violations %d", runs, p.fails, p.dwFails)
 	if what != "" {
 		s += "; " + what
 	}
