@@ -189,6 +189,7 @@ type progress struct {
 	fails    int // pipeline runs that violated a claim
 	dwFails  int
 	maxSeed  uint64
+	lastAt   time.Time // when the last run ended
 }
 
 func newProgress(d time.Duration) *progress {
@@ -199,7 +200,10 @@ func newProgress(d time.Duration) *progress {
 	return p
 }
 
-// note counts a finished run's verdict.
+// ended notes that a run ended, judged or not.
+func (p *progress) ended() { p.lastAt = time.Now() }
+
+// note counts a judged run's verdict.
 func (p *progress) note(sys scenarios.System, seed uint64, violated bool) {
 	p.maxSeed = max(p.maxSeed, seed)
 	switch {
@@ -210,13 +214,15 @@ func (p *progress) note(sys scenarios.System, seed uint64, violated bool) {
 	}
 }
 
-// left is the time the campaign has left: from the rate so far over the
-// runs to go, or to the deadline, whichever is sooner.
+// left is the time the campaign has left: from the runs so far, or to the
+// deadline, whichever is sooner; -1 when it cannot say yet.
 func (p *progress) left(done, total int) time.Duration {
-	el := time.Since(p.start)
 	left := time.Duration(-1)
 	if total > 0 && done > 0 {
-		left = time.Duration(float64(el) / float64(done) * float64(total-done))
+		// The mean run so far, for each run to go, less what the runs
+		// under way have done since the last one ended.
+		perRun := float64(p.lastAt.Sub(p.start)) / float64(done)
+		left = max(0, time.Duration(perRun*float64(total-done))-time.Since(p.lastAt))
 	}
 	if !p.deadline.IsZero() {
 		if d := time.Until(p.deadline); left < 0 || d < left {
@@ -271,6 +277,7 @@ func (p *progress) done() {
 func campaign(cfg scenarios.CampaignConfig, outs campaignOutputs, shrinkFirst bool) error {
 	p := newProgress(cfg.Duration)
 	cfg.Progress = func(done, total int, last *scenarios.Outcome) {
+		p.ended()
 		if last != nil {
 			p.note(last.System, last.Seed, last.Violated())
 			if last.System == scenarios.Pipeline && last.Violated() {

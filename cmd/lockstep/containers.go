@@ -308,6 +308,7 @@ func containerCampaign(cfg scenarios.CampaignConfig, outs campaignOutputs, logBa
 			Txns: cfg.Options.Txns, LogDir: logs.dir, Phase: phases.set})
 		phases.stop()
 		done++
+		p.ended()
 		if ctx.Err() != nil {
 			return fmt.Errorf("interrupted at %s; containers removed; its logs are in %s", token, logs.dir)
 		}
