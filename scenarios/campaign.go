@@ -2,7 +2,6 @@ package scenarios
 
 import (
 	"cmp"
-	"errors"
 	"fmt"
 	"iter"
 	"runtime"
@@ -91,7 +90,7 @@ func (s Shard) offset() uint64 { return uint64(max(0, s.Index-1)) }
 // scenario with SeedEvery (long-haul) gets its k-th seed once the others
 // reach seed index k*SeedEvery, unless it is the only kind of scenario
 // asked for: then it runs every seed as the others do. The sequence is
-// endless when Seeds is 0.
+// endless when Seeds is 0 and a Duration is set (Campaign stops it).
 func (cfg CampaignConfig) Runs() iter.Seq[CampaignRun] {
 	return func(yield func(CampaignRun) bool) {
 		var regular, long []*Scenario
@@ -105,7 +104,8 @@ func (cfg CampaignConfig) Runs() iter.Seq[CampaignRun] {
 		if len(regular) == 0 {
 			regular, long = long, nil
 		}
-		bounded := cfg.Seeds > 0
+		// Without a Duration, Seeds bounds the campaign even at 0 (no run).
+		bounded := cfg.Seeds > 0 || cfg.Duration <= 0
 		stride, off := cfg.Shard.stride(), cfg.Shard.offset()
 		nextLong := make([]uint64, len(long)) // per long scenario, its next seed index
 		for k := range nextLong {
@@ -161,17 +161,6 @@ func (cfg CampaignConfig) Total() int {
 		n++
 	}
 	return n
-}
-
-// Validate says what is wrong with a campaign's bounds and shard.
-func (cfg CampaignConfig) Validate() error {
-	switch {
-	case cfg.Seeds <= 0 && cfg.Duration <= 0:
-		return errors.New("a campaign needs a number of seeds or a duration")
-	case cfg.Shard.Count < 0 || cfg.Shard.Count > 0 && (cfg.Shard.Index < 1 || cfg.Shard.Index > cfg.Shard.Count):
-		return fmt.Errorf("shard %d/%d: want 1 <= i <= N", cfg.Shard.Index, cfg.Shard.Count)
-	}
-	return nil
 }
 
 // Cell is the tally of one (scenario, system).

@@ -86,7 +86,10 @@ func TestCampaignRunsSeedBySeed(t *testing.T) {
 	if n := alone.Total(); n != 4 {
 		t.Errorf("long-haul named alone: %d runs of 4 seeds", n)
 	}
-	endless := CampaignConfig{Scenarios: mustScenarios(t, "steady"), Systems: Systems}
+	if n := len(runKeys(CampaignConfig{Scenarios: mustScenarios(t, "steady"), Systems: Systems})); n != 0 {
+		t.Errorf("no seeds and no duration: %d runs, want none", n)
+	}
+	endless := CampaignConfig{Scenarios: mustScenarios(t, "steady"), Systems: Systems, Duration: time.Minute}
 	n := 0
 	for range endless.Runs() {
 		if n++; n == 1000 {
