@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"lockstep/scenarios"
 	"lockstep/scenarios/results"
@@ -104,5 +105,52 @@ func TestCampaignProgressLine(t *testing.T) {
 	_, _, errw := lockstep("campaign", "--scenario", "steady", "--seeds", "3", "--txns", "20")
 	if !regexp.MustCompile(`\[6/6 runs, seeds up to 3 of 3\] pipeline violations 0, dual-write violations \d+; about 0s left\n`).MatchString(errw) {
 		t.Errorf("progress:\n%s", errw)
+	}
+}
+
+// A container run's log folder stays only when the run did not hold, or
+// when --logs asked for it; the line printed says which.
+func TestContainerLogsKeptOnlyWhenFailedOrAsked(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir())
+	for _, c := range []struct {
+		verdict string
+		keep    bool
+	}{{results.Held, false}, {results.Violated, true}, {results.Inconclusive, true}} {
+		l, err := newRunLogs("", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept, err := l.settle(c.verdict)
+		_, statErr := os.Stat(l.dir)
+		if err != nil || kept != c.keep || (statErr == nil) != c.keep {
+			t.Errorf("%s: kept %v (folder there: %v, %v), want %v", c.verdict, kept, statErr == nil, err, c.keep)
+		}
+		if line := l.line(kept); kept != strings.Contains(line, l.dir) {
+			t.Errorf("%s: line %q", c.verdict, line)
+		}
+	}
+	base := t.TempDir()
+	l, err := newRunLogs(base, "steady_pipeline_1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kept, _ := l.settle(results.Held); !kept || l.dir != filepath.Join(base, "steady_pipeline_1") {
+		t.Errorf("--logs: kept %v in %s", kept, l.dir)
+	}
+	if _, err := os.Stat(l.dir); err != nil {
+		t.Errorf("--logs folder removed: %v", err)
+	}
+}
+
+func TestPhaseText(t *testing.T) {
+	for phase, want := range map[string]string{
+		"starting": "starting the containers and the pipeline (12s, about 30s)",
+		"faults":   "faults and workload (12s of 30s)",
+		"quiet":    "quiet: faults healed, waiting for the stores to converge (12s)",
+		"checking": "checking the stores (12s)",
+	} {
+		if got := phaseText(phase, 12*time.Second+300*time.Millisecond, 0); got != want {
+			t.Errorf("%s: %q, want %q", phase, got, want)
+		}
 	}
 }
