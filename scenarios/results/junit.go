@@ -140,7 +140,7 @@ func (f *File) testcase(c *Cell) (junitCase, time.Duration) {
 		c.Seeds, c.Violating, c.Inconclusive, c.Refused, c.Errors, c.classesText())
 	tc.SystemOut = &junitText{out}
 	if len(c.Runs) == 0 {
-		tc.Skipped = &junitMessage{Type: "no-runs", Message: "no seed of this scenario and system ran (the campaign's time was up first)"}
+		tc.Skipped = &junitMessage{Type: "no-runs", Message: "no seed of this scenario and system ran (the --duration was up first, or the shard holds none of its seeds)"}
 		return tc, d
 	}
 	if c.Errors > 0 {
