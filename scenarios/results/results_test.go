@@ -316,3 +316,32 @@ func TestContainerTableIsTheSimulatorsTable(t *testing.T) {
 		t.Errorf("a Go map in the table:\n%s", out)
 	}
 }
+
+// A shard that holds none of a campaign's seeds writes testcases that are
+// skipped, not passed.
+func TestJUnitOfAnEmptyShard(t *testing.T) {
+	cfg := campaignConfig(t, "steady", 2)
+	cfg.Shard = scenarios.Shard{Index: 3, Count: 3}
+	f, _ := RunCampaign(cfg)
+	doc, err := f.JUnit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkJUnitSchema(t, doc)
+	suites, err := junit.Ingest(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, s := range suites {
+		for _, tc := range s.Tests {
+			n++
+			if tc.Status != junit.StatusSkipped {
+				t.Errorf("%s %s: %s, want skipped", tc.Classname, tc.Name, tc.Status)
+			}
+		}
+	}
+	if n != 2 || f.Verdict != Held {
+		t.Errorf("%d testcases, verdict %s: want 2, held", n, f.Verdict)
+	}
+}
