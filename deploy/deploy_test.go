@@ -126,9 +126,9 @@ func TestCampaignJobIsIndexedByShard(t *testing.T) {
 	case spec.CompletionMode == nil || *spec.CompletionMode != batchv1.IndexedCompletion:
 		t.Errorf("campaign job: completionMode %v, want Indexed (JOB_COMPLETION_INDEX picks the shard)", spec.CompletionMode)
 	case spec.Completions == nil || int(*spec.Completions) != s.shards:
-		t.Errorf("campaign job: completions %v, but SHARDS=%d: shards would be missed or run twice", spec.Completions, s.shards)
+		t.Errorf("campaign job: completions %s, but SHARDS=%d: shards would be missed or run twice", orNone(spec.Completions), s.shards)
 	case spec.Parallelism == nil || *spec.Parallelism > *spec.Completions:
-		t.Errorf("campaign job: parallelism %v, want at most completions", spec.Parallelism)
+		t.Errorf("campaign job: parallelism %s, want at most completions", orNone(spec.Parallelism))
 	}
 	if spec.Template.Spec.RestartPolicy != corev1.RestartPolicyNever {
 		t.Errorf("campaign job: restartPolicy %q: a pod failure policy needs Never", spec.Template.Spec.RestartPolicy)
@@ -153,6 +153,13 @@ func TestCampaignJobIsIndexedByShard(t *testing.T) {
 	if lim := s.c.Resources.Limits.Cpu(); lim.IsZero() {
 		t.Errorf("campaign job: no CPU limit: Go's GOMAXPROCS, and so the campaign's parallelism, would be the node's cores")
 	}
+}
+
+func orNone(p *int32) string {
+	if p == nil {
+		return "none"
+	}
+	return strconv.Itoa(int(*p))
 }
 
 // checkVolume: the container's $OUT is where the job's claim is mounted.
