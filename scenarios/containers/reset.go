@@ -188,16 +188,14 @@ func resetPostgres(ctx context.Context, dsn string) error {
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	for {
-		rows, err := conn.Query(ctx, `SELECT slot_name, coalesce(active_pid, 0) FROM pg_replication_slots`)
-		if err != nil {
-			return err
-		}
 		type slot struct {
 			name string
 			pid  int32
 		}
-		slots, err := pgx.CollectRows(rows, pgx.RowToStructByPos[slot])
-		if err != nil {
+		var slots []slot
+		rows, _ := conn.Query(ctx, `SELECT slot_name, coalesce(active_pid, 0) FROM pg_replication_slots`)
+		var s slot
+		if _, err := pgx.ForEachRow(rows, []any{&s.name, &s.pid}, func() error { slots = append(slots, s); return nil }); err != nil {
 			return err
 		}
 		if len(slots) == 0 {
@@ -386,10 +384,10 @@ func postgresState(ctx context.Context, dsn string) ([]string, error) {
 	defer conn.Close(context.WithoutCancel(ctx))
 	const user = `n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'`
 	queries := []struct{ what, sql string }{
-		{"database", `SELECT datname || ' ' || datistemplate || ' ' || datallowconn FROM pg_database ORDER BY 1`},
+		{"database", `SELECT datname || ' ' || datistemplate::text || ' ' || datallowconn::text FROM pg_database ORDER BY 1`},
 		{"slot", `SELECT slot_name || ' ' || slot_type || ' ' || coalesce(plugin, '') FROM pg_replication_slots ORDER BY 1`},
 		{"schema", `SELECT n.nspname || ' owner ' || pg_get_userbyid(n.nspowner) || ' acl ' || coalesce(n.nspacl::text, '-') FROM pg_namespace n WHERE ` + user + ` ORDER BY 1`},
-		{"relation", `SELECT n.nspname || '.' || c.relname || ' ' || c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE ` + user + ` ORDER BY 1`},
+		{"relation", `SELECT n.nspname || '.' || c.relname || ' ' || c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE ` + user + ` ORDER BY 1`},
 		{"function", `SELECT n.nspname || '.' || p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE ` + user + ` ORDER BY 1`},
 		{"publication", `SELECT pubname FROM pg_publication ORDER BY 1`},
 		{"extension", `SELECT extname || ' ' || extversion FROM pg_extension ORDER BY 1`},
