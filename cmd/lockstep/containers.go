@@ -129,9 +129,9 @@ func runContainers(r scenarios.Repro, rf runFlags) error {
 }
 
 // containerCampaign runs seeds of scenarios in containers, one run at a time
-// (each run owns a whole cluster), and tallies them like a simulated
-// campaign.
-func containerCampaign(names, system, first string, seeds, txns int, jsonPath string) error {
+// on one cluster started once and reset between runs (containers.World.Reset),
+// and tallies them like a simulated campaign.
+func containerCampaign(names, system, first string, seeds, txns int, jsonPath string) (err error) {
 	if names == "all" {
 		names = "steady,crash-capture,crash-appliers,broker-failover,partitions,cache-restart,pgbench"
 	}
@@ -160,6 +160,19 @@ func containerCampaign(names, system, first string, seeds, txns int, jsonPath st
 	if err := containers.Available(ctx); err != nil {
 		return err
 	}
+	fmt.Fprintf(stderr, "lockstep: starting containers (about 30s), one cluster for every run...\n")
+	w, err := containers.Start(ctx, containers.Options{})
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("interrupted; containers removed")
+		}
+		return err
+	}
+	defer func() {
+		if cerr := w.Close(context.WithoutCancel(ctx)); cerr != nil && err == nil {
+			err = fmt.Errorf("containers: cleanup: %w", cerr)
+		}
+	}()
 	type cell struct {
 		Scenario  string           `json:"scenario"`
 		System    scenarios.System `json:"system"`
@@ -181,7 +194,7 @@ func containerCampaign(names, system, first string, seeds, txns int, jsonPath st
 				seed := firstSeed + uint64(i)
 				token := scenarios.Repro{Scenario: sc.Name, System: sys, Seed: seed, World: scenarios.WorldContainers, Txns: txns}
 				fmt.Fprintf(stderr, "[%d/%d] %s ...\n", done+1, total, token)
-				out, err := containers.Run(ctx, containers.Config{Scenario: sc, System: sys, Seed: seed, Txns: txns})
+				out, err := containers.Run(ctx, containers.Config{Scenario: sc, System: sys, Seed: seed, Txns: txns, World: w})
 				done++
 				if err != nil {
 					if ctx.Err() != nil {
