@@ -249,11 +249,7 @@ func (w *World) resetKafka(ctx context.Context) error {
 		return err
 	}
 	if names := topics.Names(); len(names) > 0 {
-		resps, err := adm.DeleteTopics(ctx, names...)
-		if err != nil {
-			return err
-		}
-		if err := resps.Error(); err != nil {
+		if err := answered(adm.DeleteTopics(ctx, names...)); err != nil {
 			return err
 		}
 	}
@@ -262,11 +258,7 @@ func (w *World) resetKafka(ctx context.Context) error {
 		return err
 	}
 	if names := groups.Groups(); len(names) > 0 {
-		resps, err := adm.DeleteGroups(ctx, names...)
-		if err != nil {
-			return err
-		}
-		if err := resps.Error(); err != nil {
+		if err := answered(adm.DeleteGroups(ctx, names...)); err != nil {
 			return err
 		}
 	}
@@ -278,6 +270,14 @@ func (w *World) resetKafka(ctx context.Context) error {
 		return fmt.Errorf("still there after deletion: %s", strings.Join(state, "; "))
 	}
 	return nil
+}
+
+// answered is an admin request's error, or the first of its answers'.
+func answered[R interface{ Error() error }](resps R, err error) error {
+	if err != nil {
+		return err
+	}
+	return resps.Error()
 }
 
 // kafkaState lists the brokers' topics (with each partition's start and

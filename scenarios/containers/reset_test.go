@@ -3,8 +3,6 @@ package containers
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -25,11 +23,7 @@ func TestResetIsAFreshCluster(t *testing.T) {
 	requireDocker(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	level := slog.LevelWarn
-	if testing.Verbose() {
-		level = slog.LevelInfo
-	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	logger := testLogger()
 	began := time.Now()
 	w, err := Start(ctx, Options{LogDir: t.TempDir(), Logger: logger})
 	if err != nil {
