@@ -319,8 +319,8 @@ func kafkaState(ctx context.Context, adm *kadm.Client) ([]string, error) {
 // line, in a fixed order: each container and its state, its network
 // namespace's filter rules and queueing disciplines; for each PostgreSQL
 // its databases, replication slots, and in database postgres its schemas
-// (with owners and grants), relations, functions, publications and
-// extensions; Redis's keyspace; the brokers' topics (with offsets) and
+// (with owners and grants), relations, functions, publications,
+// extensions, roles and settings not at their defaults; Redis's keyspace; the brokers' topics (with offsets) and
 // consumer groups. Two worlds with the same fingerprint give a run the
 // same start.
 func (w *World) Fingerprint(ctx context.Context) (string, error) {
@@ -391,6 +391,8 @@ func postgresState(ctx context.Context, dsn string) ([]string, error) {
 		{"function", `SELECT n.nspname || '.' || p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE ` + user + ` ORDER BY 1`},
 		{"publication", `SELECT pubname FROM pg_publication ORDER BY 1`},
 		{"extension", `SELECT extname || ' ' || extversion FROM pg_extension ORDER BY 1`},
+		{"role", `SELECT rolname || ' ' || rolsuper::text || ' ' || rolreplication::text FROM pg_roles ORDER BY 1`},
+		{"setting", `SELECT name || '=' || setting || ' (' || source || ')' FROM pg_settings WHERE source NOT IN ('default', 'client', 'session') ORDER BY 1`},
 	}
 	var out []string
 	for _, q := range queries {
