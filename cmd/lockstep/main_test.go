@@ -55,6 +55,10 @@ func TestBadInputIsOneLineAndExit2(t *testing.T) {
 		{[]string{"run", "--scenario", "steady", "--seed", "1", "--world", "moon"}, `lockstep run: unknown world "moon"`},
 		{[]string{"run", "--scenario", "steady", "--seed", "1", "--world", "containers", "--check-determinism"}, `lockstep run: --check-determinism needs the simulator`},
 		{[]string{"run", "--scenario", "steady", "--seed", "1", "extra"}, `lockstep run: unexpected argument "extra"`},
+		{[]string{"run", "--scenario", "steady", "extra", "--seed", "1"}, `lockstep run: unexpected argument "extra"`},
+		{[]string{"repro", "steady/pipeline/1", "--txns", "50"}, `lockstep repro: --txns shapes the run, so it rides in the token`},
+		{[]string{"repro", "steady/pipeline/1", "--bogus"}, "lockstep repro: flag provided but not defined: -bogus"},
+		{[]string{"repro", "--", "steady/pipeline/1", "--log"}, `lockstep repro: want exactly one repro token`},
 		{[]string{"help", "nosuch"}, `lockstep help: unknown command "nosuch"`},
 		{[]string{"help", "run", "repro"}, `lockstep help: want one command, not 2`},
 		{[]string{"bench", "--seeds", "0"}, `lockstep bench: invalid value "0" for flag -seeds: want a positive whole number`},
@@ -84,6 +88,35 @@ func TestBadInputIsOneLineAndExit2(t *testing.T) {
 		if !strings.HasPrefix(errw, c.want) || strings.Count(errw, "\n") != 1 {
 			t.Errorf("%v: stderr %q, want one line starting %q", c.args, errw, c.want)
 		}
+	}
+}
+
+// Flags may stand after a command's token as well as before it, up to a
+// "--"; the run they give is the same.
+func TestFlagsMayFollowTheToken(t *testing.T) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	v := fs.Bool("v", false, "")
+	n := fs.Int("n", 0, "")
+	pos, err := parseInterspersed(fs, []string{"a", "-v", "b", "-n", "3", "c", "--", "-n", "4", "d"})
+	if err != nil || !*v || *n != 3 || !reflect.DeepEqual(pos, []string{"a", "b", "c", "-n", "4", "d"}) {
+		t.Fatalf("parseInterspersed: %q, -v %v, -n %d, %v; want [a b c -n 4 d], true, 3", pos, *v, *n, err)
+	}
+	dir := t.TempDir()
+	before, after := filepath.Join(dir, "before.json"), filepath.Join(dir, "after.json")
+	const token = "steady/pipeline/1,txns=20"
+	code, out1, errw := lockstep("repro", "--json", before, token)
+	if code != 0 {
+		t.Fatalf("repro --json FILE TOKEN: exit %d\n%s%s", code, out1, errw)
+	}
+	code, out2, errw := lockstep("repro", token, "--json", after, "--check-determinism")
+	if code != 0 || !strings.Contains(out2, "determinism: two runs, identical traces") {
+		t.Fatalf("repro TOKEN --json FILE --check-determinism: exit %d\n%s%s", code, out2, errw)
+	}
+	h1, h2 := hashRE.FindStringSubmatch(out1), hashRE.FindStringSubmatch(out2)
+	a, errA := os.ReadFile(before)
+	b, errB := os.ReadFile(after)
+	if h1 == nil || h2 == nil || h1[1] != h2[1] || errA != nil || errB != nil || len(a) == 0 || !bytes.Equal(a, b) {
+		t.Fatalf("flags before and after the token: hashes %v, %v; JSON %v, %v (%d and %d bytes, equal %v)", h1, h2, errA, errB, len(a), len(b), bytes.Equal(a, b))
 	}
 }
 

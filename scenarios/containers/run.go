@@ -44,6 +44,12 @@ type Config struct {
 	// Plan, when set, is the fault plan to run instead of one drawn from
 	// the seed (its Quiet is the fault phase's length).
 	Plan *faults.Plan
+	// World, when set, is a world from Start to run in instead of one
+	// started and closed for this run alone: Run resets it first when a
+	// run used it before (World.Reset) and leaves it open. LogDir then
+	// gets only this run's pipeline logs (default: a folder of its own in
+	// the world's LogDir).
+	World *World
 	// Phase, when set, is told each phase as the run enters it (the
 	// Phase* constants), so a caller can say what a minute-long run is
 	// doing.
@@ -182,15 +188,23 @@ func Run(ctx context.Context, cfg Config) (out *Outcome, err error) {
 	}
 	began := time.Now()
 	cfg.phase(PhaseStarting)
-	w, err := Start(ctx, Options{LogDir: cfg.LogDir, Pipeline: cfg.System == scenarios.Pipeline, Bugs: bugNames(cfg.Scenario), Logger: cfg.Logger})
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		if cerr := w.Close(ctx); cerr != nil && err == nil {
-			err = fmt.Errorf("containers: cleanup: %w", cerr)
+	w, logDir := cfg.World, ""
+	if w != nil {
+		if logDir, err = w.claim(ctx, cfg); err != nil {
+			return nil, err
 		}
-	}()
+	} else {
+		w, err = Start(ctx, Options{LogDir: cfg.LogDir, Pipeline: cfg.System == scenarios.Pipeline, Bugs: bugNames(cfg.Scenario), Logger: cfg.Logger})
+		if err != nil {
+			return nil, err
+		}
+		logDir = w.LogDir
+		defer func() {
+			if cerr := w.Close(ctx); cerr != nil && err == nil {
+				err = fmt.Errorf("containers: cleanup: %w", cerr)
+			}
+		}()
+	}
 	r := &run{cfg: cfg, w: w, log: cfg.Logger, known: map[model.Key]bool{}, hist: &model.History{
 		Scenario: cfg.Scenario.Name, System: string(cfg.System), Seed: cfg.Seed, ConvergedAt: map[string]time.Duration{}}}
 	defer r.closeConns()
@@ -208,7 +222,7 @@ func Run(ctx context.Context, cfg Config) (out *Outcome, err error) {
 	}
 	report := checker.Check(r.hist, checker.Options{})
 	return &Outcome{Scenario: cfg.Scenario.Name, System: cfg.System, Seed: cfg.Seed, Plan: plan, History: r.hist,
-		Report: report, Wall: time.Since(began), LogDir: w.LogDir, Bench: r.bench}, nil
+		Report: report, Wall: time.Since(began), LogDir: logDir, Bench: r.bench}, nil
 }
 
 func bugNames(sc *scenarios.Scenario) string {
