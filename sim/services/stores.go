@@ -29,18 +29,12 @@ import (
 // *model.UniqueViolationError and changes nothing. The cache and the
 // search index keep documents and no constraints.
 type Store struct {
-	kind  model.StoreKind
-	n     *sim.Node
-	docs  map[model.Key]model.Doc
-	tombs map[model.Key]model.LSN // search: deleted documents' versions
-	// sources are the rows the documents were built from: the search
-	// index's stored source (a search engine's _source), which a partial
-	// update merges unchanged columns into. The replica's and the cache's
-	// documents are their rows already; they are kept here too so merging
-	// never decodes a document (volatile: rebuilt from the documents).
-	sources map[model.Key]model.Row
-	pos     model.Position
-	hasPos  bool
+	kind   model.StoreKind
+	n      *sim.Node
+	docs   map[model.Key]storedDoc
+	tombs  map[model.Key]model.LSN // search: deleted documents' versions
+	pos    model.Position
+	hasPos bool
 	// audit, when set, hears of every change of the saved position, as
 	// a store's own log would show it (see BootAuditedStore).
 	audit func(model.PositionWrite)
@@ -66,13 +60,51 @@ type storeTxn struct {
 	violation error
 }
 
-// undoRow is a key's document and row before the transaction first wrote it.
+// undoRow is a key's document before the transaction first wrote it.
 type undoRow struct {
-	k      model.Key
-	doc    model.Doc
-	had    bool
-	src    model.Row
-	hadSrc bool
+	k   model.Key
+	doc storedDoc
+	had bool
+}
+
+// storedDoc is a document as the store keeps it: its version and the row
+// it was built from (the search index's stored source, a search engine's
+// _source, which a partial update merges unchanged columns into; the
+// replica's and the cache's row). Its projection, model.ProjectEntry's, is
+// worked out when the document is first read: most versions are
+// overwritten before anyone reads them, and a search document's terms are
+// dear to compute.
+type storedDoc struct {
+	lsn  model.LSN
+	revs int
+	row  model.Row
+	// projection is model.ProjectEntry's document, once projected is set;
+	// a copy of the document that is projected again gets the same one.
+	projection model.Doc
+	projected  bool
+}
+
+// doc is the document as a reader sees it, projected for kind.
+func (d *storedDoc) doc(kind model.StoreKind) model.Doc {
+	if !d.projected {
+		d.projection = model.ProjectEntry(kind, model.Entry{Row: d.row, LSN: d.lsn, Writes: d.revs})
+		d.projected = true
+	}
+	return d.projection
+}
+
+// read is k's document, projected (and the projection kept).
+func (s *Store) read(k model.Key) (model.Doc, bool) {
+	d, ok := s.docs[k]
+	if !ok {
+		return model.Doc{}, false
+	}
+	fresh := !d.projected
+	doc := d.doc(s.kind)
+	if fresh {
+		s.docs[k] = d
+	}
+	return doc, true
 }
 
 func durable(k model.StoreKind) bool { return k != model.Cache }
@@ -88,7 +120,7 @@ func BootStore(kind model.StoreKind) func(n *sim.Node) any {
 // harness keeps it for the checker (History.Positions); nil hears nothing.
 func BootAuditedStore(kind model.StoreKind, audit func(model.PositionWrite)) func(n *sim.Node) any {
 	return func(n *sim.Node) any {
-		s := &Store{kind: kind, n: n, docs: map[model.Key]model.Doc{}, tombs: map[model.Key]model.LSN{}, sources: map[model.Key]model.Row{},
+		s := &Store{kind: kind, n: n, docs: map[model.Key]storedDoc{}, tombs: map[model.Key]model.LSN{},
 			audit: audit, name: n.Name(), schema: map[string]model.Table{}, uniq: map[uniqSlot][]string{}}
 		defer s.heard()
 		if !durable(kind) {
@@ -104,11 +136,9 @@ func BootAuditedStore(kind model.StoreKind, audit func(model.PositionWrite)) fun
 			case k == "schema":
 				s.schema = model.SchemaOf(v.([]model.Table))
 			case strings.HasPrefix(k, "doc\x00"):
-				s.docs[diskKey(k)] = v.(model.Doc)
+				s.docs[diskKey(k)] = v.(storedDoc)
 			case strings.HasPrefix(k, "tomb\x00"):
 				s.tombs[diskKey(k)] = v.(model.LSN)
-			case strings.HasPrefix(k, "src\x00"):
-				s.sources[diskKey(k)] = v.(model.Row)
 			}
 		}
 		return s
@@ -127,8 +157,15 @@ func (s *Store) Kind() model.StoreKind { return s.kind }
 
 // Snapshot is the whole store at this instant.
 func (s *Store) Snapshot(name string, at time.Duration) model.Snapshot {
-	// maps.Clone copies the table whole instead of inserting key by key.
-	return model.Snapshot{Store: name, At: at, HasPosition: s.hasPos, Position: s.pos, Docs: maps.Clone(s.docs)}
+	docs := make(model.Docs, len(s.docs))
+	for k, d := range s.docs {
+		fresh := !d.projected
+		docs[k] = d.doc(s.kind)
+		if fresh {
+			s.docs[k] = d // keep the projection for the next snapshot
+		}
+	}
+	return model.Snapshot{Store: name, At: at, HasPosition: s.hasPos, Position: s.pos, Docs: docs}
 }
 
 // Position is the store's saved position.
@@ -136,13 +173,7 @@ func (s *Store) Position() (model.Position, bool) { return s.pos, s.hasPos }
 
 // row is the row the store holds for k, for merging unchanged columns.
 func (s *Store) row(k model.Key) model.Row {
-	if r, ok := s.sources[k]; ok {
-		return r
-	}
-	if d, ok := s.docs[k]; ok && s.kind != model.Search {
-		return model.DecodeRow(d.Value) // loaded from disk after a restart
-	}
-	return nil
+	return s.docs[k].row
 }
 
 // CreateTables gives the replica its tables' definitions, as an
@@ -268,11 +299,6 @@ func (s *Store) commit() error {
 			delete(s.docs, u.k)
 			s.n.Disk().Delete(docKey("doc", u.k))
 		}
-		if u.hadSrc {
-			s.sources[u.k] = u.src
-		} else {
-			delete(s.sources, u.k)
-		}
 	}
 	// The schema and the index as they were, and on disk too: a crash
 	// must not keep part of a refused batch (the store syncs after every
@@ -295,23 +321,18 @@ func (s *Store) journal(k model.Key) {
 		return
 	}
 	d, had := s.docs[k]
-	src, hadSrc := s.sources[k]
-	s.txn.undo = append(s.txn.undo, undoRow{k: k, doc: d, had: had, src: src, hadSrc: hadSrc})
+	s.txn.undo = append(s.txn.undo, undoRow{k: k, doc: d, had: had})
 }
 
-func (s *Store) setDoc(k model.Key, d model.Doc, row model.Row) {
+func (s *Store) setDoc(k model.Key, d storedDoc) {
 	s.journal(k)
 	if _, ok := s.constrained(k.Table); ok {
 		s.unindex(k, s.row(k))
-		s.index(k, row, s.txn)
+		s.index(k, d.row, s.txn)
 	}
 	s.docs[k] = d
 	if durable(s.kind) {
 		s.n.Disk().Put(docKey("doc", k), d)
-	}
-	s.sources[k] = row
-	if s.kind == model.Search {
-		s.n.Disk().Put(docKey("src", k), row)
 	}
 	if _, ok := s.tombs[k]; ok {
 		delete(s.tombs, k)
@@ -329,12 +350,6 @@ func (s *Store) deleteDoc(k model.Key, lsn model.LSN) {
 	delete(s.docs, k)
 	if durable(s.kind) {
 		s.n.Disk().Delete(docKey("doc", k))
-	}
-	if _, ok := s.sources[k]; ok {
-		delete(s.sources, k)
-		if s.kind == model.Search {
-			s.n.Disk().Delete(docKey("src", k))
-		}
 	}
 	if s.kind == model.Search {
 		s.tombs[k] = lsn
@@ -372,12 +387,6 @@ func (s *Store) reset() {
 			s.n.Disk().Delete(docKey("doc", k))
 		}
 	}
-	for _, k := range model.SortedKeys(s.sources) {
-		delete(s.sources, k)
-		if s.kind == model.Search {
-			s.n.Disk().Delete(docKey("src", k))
-		}
-	}
 	for _, k := range model.SortedKeys(s.tombs) {
 		delete(s.tombs, k)
 		if durable(s.kind) {
@@ -401,7 +410,7 @@ func (s *Store) write(c model.Change, lsn model.LSN, guarded bool) {
 	k := c.Key()
 	prev, had := s.docs[k]
 	if guarded {
-		if had && prev.LSN >= lsn {
+		if had && prev.lsn >= lsn {
 			return
 		}
 		if t, dead := s.tombs[k]; dead && t >= lsn {
@@ -412,7 +421,7 @@ func (s *Store) write(c model.Change, lsn model.LSN, guarded bool) {
 		s.deleteDoc(k, lsn)
 		return
 	}
-	s.setDoc(k, model.ProjectChange(s.kind, c, lsn, prev, had), c.Row)
+	s.setDoc(k, storedDoc{lsn: lsn, revs: model.ChangeRevs(c, prev.revs, had), row: c.Row})
 }
 
 // checkBase refuses a batch the store is not where it expects (see
@@ -603,7 +612,7 @@ type ReadResult struct {
 // Read reads one document over the network, as an observer would.
 func Read(ctx context.Context, from, to *sim.Node, k model.Key, timeout time.Duration) (ReadResult, error) {
 	return sim.Call(ctx, from, to, timeout, func(s *Store) (ReadResult, error) {
-		d, ok := s.docs[k]
+		d, ok := s.read(k)
 		return ReadResult{Doc: d, Found: ok}, nil
 	})
 }
