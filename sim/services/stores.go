@@ -78,6 +78,9 @@ type storedDoc struct {
 	lsn  model.LSN
 	revs int
 	row  model.Row
+	// disk is the document's key on disk (durable kinds), made once per
+	// key rather than at every write.
+	disk string
 	// projection is model.ProjectEntry's document, once projected is set;
 	// a copy of the document that is projected again gets the same one.
 	projection model.Doc
@@ -146,6 +149,14 @@ func BootAuditedStore(kind model.StoreKind, audit func(model.PositionWrite)) fun
 }
 
 func docKey(prefix string, k model.Key) string { return prefix + "\x00" + k.Table + "\x00" + k.PK }
+
+// docDiskKey is k's document's key on disk: the one it holds, if any.
+func (s *Store) docDiskKey(k model.Key) string {
+	if d, ok := s.docs[k]; ok && d.disk != "" {
+		return d.disk
+	}
+	return docKey("doc", k)
+}
 
 func diskKey(s string) model.Key {
 	parts := strings.SplitN(s, "\x00", 3)
@@ -294,10 +305,10 @@ func (s *Store) commit() error {
 		s.unindex(u.k, s.row(u.k))
 		if u.had {
 			s.docs[u.k] = u.doc
-			s.n.Disk().Put(docKey("doc", u.k), u.doc)
+			s.n.Disk().Put(u.doc.disk, u.doc)
 		} else {
 			delete(s.docs, u.k)
-			s.n.Disk().Delete(docKey("doc", u.k))
+			s.n.Disk().Delete(s.docDiskKey(u.k))
 		}
 	}
 	// The schema and the index as they were, and on disk too: a crash
@@ -324,16 +335,23 @@ func (s *Store) journal(k model.Key) {
 	s.txn.undo = append(s.txn.undo, undoRow{k: k, doc: d, had: had})
 }
 
-func (s *Store) setDoc(k model.Key, d storedDoc) {
-	s.journal(k)
+// setDoc writes k's document d over prev, the one it holds (had: any).
+func (s *Store) setDoc(k model.Key, d, prev storedDoc, had bool) {
+	if s.txn != nil {
+		s.txn.undo = append(s.txn.undo, undoRow{k: k, doc: prev, had: had})
+	}
 	if _, ok := s.constrained(k.Table); ok {
-		s.unindex(k, s.row(k))
+		s.unindex(k, prev.row)
 		s.index(k, d.row, s.txn)
 	}
-	s.docs[k] = d
 	if durable(s.kind) {
-		s.n.Disk().Put(docKey("doc", k), d)
+		d.disk = prev.disk
+		if d.disk == "" {
+			d.disk = docKey("doc", k)
+		}
+		s.n.Disk().Put(d.disk, d)
 	}
+	s.docs[k] = d
 	if _, ok := s.tombs[k]; ok {
 		delete(s.tombs, k)
 		if durable(s.kind) {
@@ -347,10 +365,10 @@ func (s *Store) deleteDoc(k model.Key, lsn model.LSN) {
 	if _, ok := s.constrained(k.Table); ok {
 		s.unindex(k, s.row(k))
 	}
-	delete(s.docs, k)
 	if durable(s.kind) {
-		s.n.Disk().Delete(docKey("doc", k))
+		s.n.Disk().Delete(s.docDiskKey(k))
 	}
+	delete(s.docs, k)
 	if s.kind == model.Search {
 		s.tombs[k] = lsn
 		s.n.Disk().Put(docKey("tomb", k), lsn)
@@ -382,10 +400,10 @@ func (s *Store) reset() {
 	clear(s.uniq)
 	for _, k := range model.SortedKeys(s.docs) {
 		s.journal(k)
-		delete(s.docs, k)
 		if durable(s.kind) {
-			s.n.Disk().Delete(docKey("doc", k))
+			s.n.Disk().Delete(s.docDiskKey(k))
 		}
+		delete(s.docs, k)
 	}
 	for _, k := range model.SortedKeys(s.tombs) {
 		delete(s.tombs, k)
@@ -421,7 +439,7 @@ func (s *Store) write(c model.Change, lsn model.LSN, guarded bool) {
 		s.deleteDoc(k, lsn)
 		return
 	}
-	s.setDoc(k, storedDoc{lsn: lsn, revs: model.ChangeRevs(c, prev.revs, had), row: c.Row})
+	s.setDoc(k, storedDoc{lsn: lsn, revs: model.ChangeRevs(c, prev.revs, had), row: c.Row}, prev, had)
 }
 
 // checkBase refuses a batch the store is not where it expects (see
