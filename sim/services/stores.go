@@ -29,10 +29,18 @@ import (
 // *model.UniqueViolationError and changes nothing. The cache and the
 // search index keep documents and no constraints.
 type Store struct {
-	kind   model.StoreKind
-	n      *sim.Node
-	docs   map[model.Key]storedDoc
-	tombs  map[model.Key]model.LSN // search: deleted documents' versions
+	kind  model.StoreKind
+	n     *sim.Node
+	docs  map[model.Key]storedDoc
+	tombs map[model.Key]model.LSN // search: deleted documents' versions
+	// view is the documents as the last Snapshot saw them, and dirty the
+	// keys written since: a snapshot projects only those and then copies
+	// the view whole (maps.Clone), where projecting every document again
+	// cost more than the writes it serves. Nil until the first snapshot
+	// (volatile; the replica is snapshotted all run long, the others at
+	// the end).
+	view   model.Docs
+	dirty  []model.Key
 	pos    model.Position
 	hasPos bool
 	// audit, when set, hears of every change of the saved position, as
@@ -87,6 +95,15 @@ type storedDoc struct {
 	projected  bool
 }
 
+// diskDoc is what a durable store keeps on disk of a document.
+type diskDoc struct {
+	lsn  model.LSN
+	revs int
+	row  model.Row
+}
+
+func (d storedDoc) onDisk() diskDoc { return diskDoc{lsn: d.lsn, revs: d.revs, row: d.row} }
+
 // doc is the document as a reader sees it, projected for kind.
 func (d *storedDoc) doc(kind model.StoreKind) model.Doc {
 	if !d.projected {
@@ -139,7 +156,8 @@ func BootAuditedStore(kind model.StoreKind, audit func(model.PositionWrite)) fun
 			case k == "schema":
 				s.schema = model.SchemaOf(v.([]model.Table))
 			case strings.HasPrefix(k, "doc\x00"):
-				s.docs[diskKey(k)] = v.(storedDoc)
+				d := v.(diskDoc)
+				s.docs[diskKey(k)] = storedDoc{lsn: d.lsn, revs: d.revs, row: d.row, disk: k}
 			case strings.HasPrefix(k, "tomb\x00"):
 				s.tombs[diskKey(k)] = v.(model.LSN)
 			}
@@ -168,15 +186,29 @@ func (s *Store) Kind() model.StoreKind { return s.kind }
 
 // Snapshot is the whole store at this instant.
 func (s *Store) Snapshot(name string, at time.Duration) model.Snapshot {
-	docs := make(model.Docs, len(s.docs))
-	for k, d := range s.docs {
-		fresh := !d.projected
-		docs[k] = d.doc(s.kind)
-		if fresh {
-			s.docs[k] = d // keep the projection for the next snapshot
+	if s.view == nil {
+		s.view = make(model.Docs, len(s.docs))
+		for k := range s.docs {
+			s.view[k], _ = s.read(k)
 		}
 	}
-	return model.Snapshot{Store: name, At: at, HasPosition: s.hasPos, Position: s.pos, Docs: docs}
+	for _, k := range s.dirty {
+		if d, ok := s.read(k); ok {
+			s.view[k] = d
+		} else {
+			delete(s.view, k)
+		}
+	}
+	s.dirty = s.dirty[:0]
+	// maps.Clone copies the table whole instead of inserting key by key.
+	return model.Snapshot{Store: name, At: at, HasPosition: s.hasPos, Position: s.pos, Docs: maps.Clone(s.view)}
+}
+
+// changed notes that k's document was written or deleted, for the view.
+func (s *Store) changed(k model.Key) {
+	if s.view != nil {
+		s.dirty = append(s.dirty, k)
+	}
 }
 
 // Position is the store's saved position.
@@ -305,9 +337,11 @@ func (s *Store) commit() error {
 		s.unindex(u.k, s.row(u.k))
 		if u.had {
 			s.docs[u.k] = u.doc
-			s.n.Disk().Put(u.doc.disk, u.doc)
+			s.changed(u.k)
+			s.n.Disk().Put(u.doc.disk, u.doc.onDisk())
 		} else {
 			delete(s.docs, u.k)
+			s.changed(u.k)
 			s.n.Disk().Delete(s.docDiskKey(u.k))
 		}
 	}
@@ -349,9 +383,10 @@ func (s *Store) setDoc(k model.Key, d, prev storedDoc, had bool) {
 		if d.disk == "" {
 			d.disk = docKey("doc", k)
 		}
-		s.n.Disk().Put(d.disk, d)
+		s.n.Disk().Put(d.disk, d.onDisk())
 	}
 	s.docs[k] = d
+	s.changed(k)
 	if _, ok := s.tombs[k]; ok {
 		delete(s.tombs, k)
 		if durable(s.kind) {
@@ -369,6 +404,7 @@ func (s *Store) deleteDoc(k model.Key, lsn model.LSN) {
 		s.n.Disk().Delete(s.docDiskKey(k))
 	}
 	delete(s.docs, k)
+	s.changed(k)
 	if s.kind == model.Search {
 		s.tombs[k] = lsn
 		s.n.Disk().Put(docKey("tomb", k), lsn)
@@ -404,6 +440,7 @@ func (s *Store) reset() {
 			s.n.Disk().Delete(s.docDiskKey(k))
 		}
 		delete(s.docs, k)
+		s.changed(k)
 	}
 	for _, k := range model.SortedKeys(s.tombs) {
 		delete(s.tombs, k)
