@@ -264,12 +264,14 @@ func (db *SourceDB) Schema() []model.Table {
 // commit applies a committed transaction to the tables and their indexes.
 func (db *SourceDB) commit(t model.Txn) {
 	db.countCopies(t)
-	var before map[model.Key]model.Row
+	var before map[model.Key]model.Row // made once a change touches a unique constraint
 	if len(db.defs) > 0 {
-		before = map[model.Key]model.Row{}
 		for _, c := range t.Changes {
 			for _, k := range []model.Key{c.Key(), {Table: c.Table, PK: c.OldPK}} {
 				if def := db.defs[k.Table]; len(def.Unique) > 0 && k.PK != "" {
+					if before == nil {
+						before = map[model.Key]model.Row{}
+					}
 					if _, seen := before[k]; !seen {
 						e, _ := db.state.Get(k)
 						before[k] = e.Row
@@ -279,6 +281,9 @@ func (db *SourceDB) commit(t model.Txn) {
 		}
 	}
 	db.state.Apply(t)
+	if before == nil {
+		return
+	}
 	// The unique index follows the rows the transaction touched: their
 	// old values go, then their new ones come (in key order: a value
 	// moves from one row to another within a transaction).
