@@ -47,13 +47,11 @@ func (a queued) before(b queued) bool {
 	return a.at < b.at || a.at == b.at && a.order < b.order
 }
 
-// eventQueue is a 4-ary min-heap of events by (at, tie, seq), over ids
+// eventQueue is a binary min-heap of events by (at, tie, seq), over ids
 // into byID, which holds every event the world ever made (they are
 // recycled, so it stays as long as the most events ever pending at once).
 // Hand-written rather than container/heap to avoid boxing every event in
-// an interface. Four children per entry rather than two: half as many
-// levels to sift through, and the four sit in one or two cache lines, so a
-// pop (the world's hottest operation) reads fewer lines.
+// an interface.
 type eventQueue struct {
 	heap []queued
 	byID []*event
@@ -66,9 +64,6 @@ func (q *eventQueue) newEvent() *event {
 	return e
 }
 
-// heapArity is how many children an entry of the heap has.
-const heapArity = 4
-
 func (q *eventQueue) len() int { return len(q.heap) }
 
 // peekAt is when the next event is due.
@@ -80,7 +75,7 @@ func (q *eventQueue) push(e *event) {
 	// Sift up a hole rather than swapping: one write per level.
 	i := len(q.heap) - 1
 	for i > 0 {
-		p := (i - 1) / heapArity
+		p := (i - 1) / 2
 		if !x.before(q.heap[p]) {
 			break
 		}
@@ -97,26 +92,22 @@ func (q *eventQueue) pop() *event {
 	q.heap = q.heap[:last]
 	if last > 0 {
 		// Sift the hole at the root down, then put the last entry in it.
-		h := q.heap
 		i := 0
 		for {
-			first := heapArity*i + 1
-			if first >= last {
+			m := 2*i + 1
+			if m >= last {
 				break
 			}
-			m := first
-			for c := first + 1; c < min(first+heapArity, last); c++ {
-				if h[c].before(h[m]) {
-					m = c
-				}
+			if r := m + 1; r < last && q.heap[r].before(q.heap[m]) {
+				m = r
 			}
-			if !h[m].before(x) {
+			if !q.heap[m].before(x) {
 				break
 			}
-			h[i] = h[m]
+			q.heap[i] = q.heap[m]
 			i = m
 		}
-		h[i] = x
+		q.heap[i] = x
 	}
 	return q.byID[top.id]
 }

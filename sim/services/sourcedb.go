@@ -430,19 +430,76 @@ const ToastThreshold = 2000
 
 type dbTx struct {
 	db      *SourceDB
-	view    map[model.Key]model.Row // own writes; nil row = deleted (made on the first write)
-	copies  map[model.Key]int       // own writes' identical keyless rows beyond the first (likewise)
+	view    ownWrites
+	copies  map[model.Key]int // own writes' identical keyless rows beyond the first (likewise)
 	changes []model.Change
 	err     error // the first failed statement; the transaction rolls back
 }
 
-// see records the transaction's own write of k (nil: deleted). Most
-// transactions write a row or two, so the map is made on the first write.
-func (tx *dbTx) see(k model.Key, row model.Row) {
-	if tx.view == nil {
-		tx.view = make(map[model.Key]model.Row, 4)
+// see records the transaction's own write of k (nil: deleted).
+func (tx *dbTx) see(k model.Key, row model.Row) { tx.view.set(k, row) }
+
+// ownWrites are a transaction's own writes by key (a nil row: deleted): a
+// short list while there are few (most transactions write a row or two),
+// a map once there are more than ownWritesListed.
+type ownWrites struct {
+	list  []ownWrite
+	byKey map[model.Key]model.Row
+}
+
+type ownWrite struct {
+	k   model.Key
+	row model.Row
+}
+
+const ownWritesListed = 8
+
+func (o *ownWrites) get(k model.Key) (model.Row, bool) {
+	if o.byKey != nil {
+		r, ok := o.byKey[k]
+		return r, ok
 	}
-	tx.view[k] = row
+	for i := range o.list {
+		if o.list[i].k == k {
+			return o.list[i].row, true
+		}
+	}
+	return nil, false
+}
+
+func (o *ownWrites) set(k model.Key, row model.Row) {
+	if o.byKey != nil {
+		o.byKey[k] = row
+		return
+	}
+	for i := range o.list {
+		if o.list[i].k == k {
+			o.list[i].row = row
+			return
+		}
+	}
+	if len(o.list) < ownWritesListed {
+		o.list = append(o.list, ownWrite{k, row})
+		return
+	}
+	o.byKey = make(map[model.Key]model.Row, 2*ownWritesListed)
+	for _, w := range o.list {
+		o.byKey[w.k] = w.row
+	}
+	o.byKey[k] = row
+}
+
+// keys calls fn for every key written, in no particular order.
+func (o *ownWrites) keys(fn func(model.Key)) {
+	if o.byKey != nil {
+		for k := range o.byKey {
+			fn(k)
+		}
+		return
+	}
+	for _, w := range o.list {
+		fn(w.k)
+	}
 }
 
 func (tx *dbTx) setCopies(k model.Key, n int) {
@@ -470,7 +527,7 @@ func (tx *dbTx) Get(table, pk string) (model.Row, bool) {
 
 func (tx *dbTx) get(table, pk string) (model.Row, bool) {
 	k := model.Key{Table: table, PK: pk}
-	if r, ok := tx.view[k]; ok {
+	if r, ok := tx.view.get(k); ok {
 		return r, r != nil
 	}
 	e, ok := tx.db.state.Get(k)
@@ -538,11 +595,11 @@ func (tx *dbTx) unique(table, pk string, row model.Row) bool {
 		if h, held := tx.db.uniq[uniqSlot{table, i, v}]; held && h != pk && holds(h, i, v) {
 			other = h
 		}
-		for k := range tx.view {
+		tx.view.keys(func(k model.Key) {
 			if k.Table == table && k.PK != pk && (other == "" || k.PK < other) && holds(k.PK, i, v) {
 				other = k.PK
 			}
-		}
+		})
 		if other != "" {
 			tx.err = &model.UniqueViolationError{Table: table, Columns: def.Unique[i], Value: strings.ReplaceAll(v, "\x00", ", "), Keys: [2]string{other, pk}}
 			return false
