@@ -393,8 +393,27 @@ func (db *SourceDB) LastLSN() model.LSN { return db.lsn }
 func (db *SourceDB) State() *model.State { return db.state }
 
 // Exec runs fn as one transaction: on error it rolls back (and the attempt
-// is recorded as aborted), otherwise it commits durably.
+// is recorded as aborted), otherwise it commits durably. It returns a copy
+// of the committed transaction: the WAL keeps the rows fn wrote.
 func (db *SourceDB) Exec(fn pipeline.TxnFunc) (model.Txn, error) {
+	t, err := db.exec(fn)
+	if err != nil {
+		return model.Txn{}, err
+	}
+	return t.Clone(), nil
+}
+
+// Commit is Exec for a caller that needs to know only whether the
+// transaction committed (the harness's clients): nothing is copied.
+func (db *SourceDB) Commit(fn pipeline.TxnFunc) error {
+	_, err := db.exec(fn)
+	return err
+}
+
+// exec is Exec; the transaction it returns holds the WAL's own rows.
+// The rows fn wrote become the WAL's: a workload builds rows for one
+// transaction and never changes them after (model.Row).
+func (db *SourceDB) exec(fn pipeline.TxnFunc) (model.Txn, error) {
 	tx := &dbTx{db: db}
 	db.xid++
 	err := fn(tx)
@@ -410,11 +429,11 @@ func (db *SourceDB) Exec(fn pipeline.TxnFunc) (model.Txn, error) {
 	}
 	db.lsn += model.LSN(8 * (1 + db.n.Rand().IntN(64)))
 	t := model.Txn{XID: db.xid, CommitLSN: db.lsn, Changes: tx.changes}
-	// The WAL and the tables keep their own rows: the caller's t and
-	// what readers are handed later (clones) cannot alter the truth.
-	own := t.Clone()
-	db.commit(own)
-	db.wal = append(db.wal, own)
+	// The WAL and the tables keep these rows: callers and readers are
+	// handed copies (Exec, the stream, snapshots), so nothing they do
+	// can alter the truth.
+	db.commit(t)
+	db.wal = append(db.wal, t)
 	db.n.Disk().Put("wal", db.wal)
 	db.n.Disk().Sync()
 	db.wakeStreams()
@@ -863,6 +882,12 @@ func (c *SourceClient) timeout() time.Duration {
 // Exec implements pipeline.Source.
 func (c *SourceClient) Exec(ctx context.Context, fn pipeline.TxnFunc) (model.Txn, error) {
 	return sim.Call(ctx, c.From, c.DB, c.timeout(), func(db *SourceDB) (model.Txn, error) { return db.Exec(fn) })
+}
+
+// Commit is Exec without the committed transaction (SourceDB.Commit).
+func (c *SourceClient) Commit(ctx context.Context, fn pipeline.TxnFunc) error {
+	_, err := sim.Call(ctx, c.From, c.DB, c.timeout(), func(db *SourceDB) (struct{}, error) { return struct{}{}, db.Commit(fn) })
+	return err
 }
 
 // StreamClient is the capture's replication connection (pipeline.ChangeStream).
