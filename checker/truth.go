@@ -73,6 +73,18 @@ type truth struct {
 	hashAt    map[uint64]int
 	sorted    bool // commit LSNs strictly increase
 	aborted   map[model.Key][]abortedWrite
+	// slab is where versions are allocated, a block at a time: a truth
+	// holds one per key a transaction wrote.
+	slab []version
+}
+
+// newVersion is a version of entry e, allocated from the slab.
+func (t *truth) newVersion(e model.Entry) *version {
+	if len(t.slab) == cap(t.slab) {
+		t.slab = make([]version, 0, 256) // the old block stays, its versions pointed to
+	}
+	t.slab = append(t.slab, version{entry: e})
+	return &t.slab[len(t.slab)-1]
 }
 
 func newTruth(h *model.History) *truth {
@@ -115,7 +127,7 @@ func newTruth(h *model.History) *truth {
 				t.keys[k] = kh
 			}
 			if e, ok := s.Get(k); ok {
-				v := &version{entry: e}
+				v := t.newVersion(e)
 				kh.versions = append(kh.versions, v)
 				t.byLSN[lsnKey{k, e.LSN}] = v
 				kh.live = true

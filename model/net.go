@@ -1,6 +1,9 @@
 package model
 
-import "slices"
+import (
+	"hash/maphash"
+	"slices"
+)
 
 // Net is a transaction's effect per row: at most one change per key, for
 // every key the transaction touched, in the order it first touched them. A
@@ -49,33 +52,48 @@ func Net(t Txn) Txn {
 	return out
 }
 
-// needsNet reports whether some key is written twice or a key changes.
+// needsNet reports whether some key is written twice or a key changes. It
+// runs on every transaction (the source, every applier and the ground truth
+// net each one), so it is linear: small transactions probe a table on the
+// stack by a hash of the primary key, larger ones a map.
 func needsNet(cs []Change) bool {
-	if len(cs) <= smallTxn {
-		for i, c := range cs {
+	if len(cs) > smallTxn {
+		seen := make(map[Key]struct{}, len(cs))
+		for _, c := range cs {
 			if c.OldPK != "" && c.OldPK != c.PK {
 				return true
 			}
-			for _, d := range cs[:i] {
-				if d.PK == c.PK && d.Table == c.Table {
-					return true
-				}
+			if _, dup := seen[c.Key()]; dup {
+				return true
 			}
+			seen[c.Key()] = struct{}{}
 		}
 		return false
 	}
-	seen := make(map[Key]struct{}, len(cs))
-	for _, c := range cs {
+	// slots hold a change's index plus one (0: empty), by hash; at most
+	// half full, so probes stay short. A hash collision only costs a
+	// comparison of the keys: the answer never depends on the seed.
+	var slots [2 * smallTxn]uint8
+	const mask = uint64(len(slots) - 1)
+	for i, c := range cs {
 		if c.OldPK != "" && c.OldPK != c.PK {
 			return true
 		}
-		if _, dup := seen[c.Key()]; dup {
-			return true
+		for j := maphash.String(dupSeed, c.PK) & mask; ; j = (j + 1) & mask {
+			s := slots[j]
+			if s == 0 {
+				slots[j] = uint8(i + 1)
+				break
+			}
+			if d := &cs[s-1]; d.PK == c.PK && d.Table == c.Table {
+				return true
+			}
 		}
-		seen[c.Key()] = struct{}{}
 	}
 	return false
 }
+
+var dupSeed = maphash.MakeSeed()
 
 // smallTxn is the most changes for which a linear scan beats a map (the
 // bulk workloads' transactions are 20 to 60 changes).

@@ -101,12 +101,13 @@ func (t Table) Check() error {
 // with the row's key (pk, the key columns' values as a Change holds them).
 func (t Table) UniqueValue(i int, pk string, row Row) (string, bool) {
 	cols := t.Unique[i]
+	if len(cols) == 1 {
+		// Most constraints have one column: its value as it is, unjoined.
+		return t.columnValue(cols[0], pk, row)
+	}
 	var b strings.Builder
 	for j, c := range cols {
-		v, ok := row[c]
-		if !ok && slices.Contains(t.Key, c) {
-			v, ok = pk, true // the key as a whole: a unique constraint over it holds anyway
-		}
+		v, ok := t.columnValue(c, pk, row)
 		if !ok {
 			return "", false
 		}
@@ -116,6 +117,15 @@ func (t Table) UniqueValue(i int, pk string, row Row) (string, bool) {
 		b.WriteString(v)
 	}
 	return b.String(), true
+}
+
+// columnValue is column c's value in row under key pk, for UniqueValue.
+func (t Table) columnValue(c, pk string, row Row) (string, bool) {
+	v, ok := row[c]
+	if !ok && slices.Contains(t.Key, c) {
+		v, ok = pk, true // the key as a whole: a unique constraint over it holds anyway
+	}
+	return v, ok
 }
 
 // UniqueViolationError is a write that would leave two rows of a table

@@ -245,14 +245,20 @@ func ProjectEntry(kind StoreKind, e Entry) Doc {
 // non-delete change at lsn on top of prev (the zero Doc when absent). Sinks
 // and the ground truth share it, so "the same state" has one definition.
 func ProjectChange(kind StoreKind, c Change, lsn LSN, prev Doc, hadPrev bool) Doc {
-	revs := 1
+	return ProjectEntry(kind, Entry{Row: c.Row, LSN: lsn, Writes: ChangeRevs(c, prev.Revs, hadPrev)})
+}
+
+// ChangeRevs is the revision count of the document a non-delete change
+// leaves on top of one with prevRevs (hadPrev false: none), as
+// ProjectChange counts it.
+func ChangeRevs(c Change, prevRevs int, hadPrev bool) int {
 	switch {
 	case c.Revs > 0:
-		revs = c.Revs
+		return c.Revs
 	case hadPrev && c.Op != OpInsert:
-		revs = prev.Revs + 1
+		return prevRevs + 1
 	}
-	return ProjectEntry(kind, Entry{Row: c.Row, LSN: lsn, Writes: revs})
+	return 1
 }
 
 // SearchTerms is the search index's document text: the sorted, distinct,

@@ -502,9 +502,9 @@ func (x *world) client(n *sim.Node) func(ctx context.Context) {
 					_ = dw.Do(ctx, op)
 					return
 				}
-				_, err := src.Exec(ctx, op)
+				err := src.Commit(ctx, op)
 				for retry := 0; retry < 2 && err == pipeline.ErrTimeout; retry++ {
-					_, err = src.Exec(ctx, op)
+					err = src.Commit(ctx, op)
 				}
 			}()
 			// Pace the rest over nine tenths of what is left of the

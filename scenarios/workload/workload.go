@@ -231,11 +231,15 @@ func Total(rows map[model.Key]model.Row) int {
 var words = strings.Fields("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa quebec romeo sierra tango")
 
 func phrase(r *rand.Rand, n int) string {
-	ws := make([]string, n)
-	for i := range ws {
-		ws[i] = words[r.IntN(len(words))]
+	var buf [48]byte // a few words; longer phrases grow it
+	b := buf[:0]
+	for i := range n {
+		if i > 0 {
+			b = append(b, ' ')
+		}
+		b = append(b, words[r.IntN(len(words))]...)
 	}
-	return strings.Join(ws, " ")
+	return string(b)
 }
 
 // Profiles inserts, updates and deletes user profiles, with a Zipf skew so a

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"lockstep/model"
@@ -204,6 +205,12 @@ func (b *broker) retain(cutoff time.Duration) {
 
 // appendLog appends to the broker's own log and syncs it.
 func (b *broker) appendLog(entries []logEntry) {
+	if len(b.log)+len(entries) > cap(b.log) {
+		// Double, as append does only for small slices: past 256 entries
+		// it grows by a quarter, and a log of thousands of records was
+		// copied a dozen times over.
+		b.log = slices.Grow(b.log, max(len(b.log), len(entries)))
+	}
 	b.log = append(b.log, entries...)
 	b.persist()
 }

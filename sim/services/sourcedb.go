@@ -264,12 +264,14 @@ func (db *SourceDB) Schema() []model.Table {
 // commit applies a committed transaction to the tables and their indexes.
 func (db *SourceDB) commit(t model.Txn) {
 	db.countCopies(t)
-	var before map[model.Key]model.Row
+	var before map[model.Key]model.Row // made once a change touches a unique constraint
 	if len(db.defs) > 0 {
-		before = map[model.Key]model.Row{}
 		for _, c := range t.Changes {
 			for _, k := range []model.Key{c.Key(), {Table: c.Table, PK: c.OldPK}} {
 				if def := db.defs[k.Table]; len(def.Unique) > 0 && k.PK != "" {
+					if before == nil {
+						before = map[model.Key]model.Row{}
+					}
 					if _, seen := before[k]; !seen {
 						e, _ := db.state.Get(k)
 						before[k] = e.Row
@@ -279,6 +281,9 @@ func (db *SourceDB) commit(t model.Txn) {
 		}
 	}
 	db.state.Apply(t)
+	if before == nil {
+		return
+	}
 	// The unique index follows the rows the transaction touched: their
 	// old values go, then their new ones come (in key order: a value
 	// moves from one row to another within a transaction).
@@ -388,8 +393,27 @@ func (db *SourceDB) LastLSN() model.LSN { return db.lsn }
 func (db *SourceDB) State() *model.State { return db.state }
 
 // Exec runs fn as one transaction: on error it rolls back (and the attempt
-// is recorded as aborted), otherwise it commits durably.
+// is recorded as aborted), otherwise it commits durably. It returns a copy
+// of the committed transaction: the WAL keeps the rows fn wrote.
 func (db *SourceDB) Exec(fn pipeline.TxnFunc) (model.Txn, error) {
+	t, err := db.exec(fn)
+	if err != nil {
+		return model.Txn{}, err
+	}
+	return t.Clone(), nil
+}
+
+// Commit is Exec for a caller that needs to know only whether the
+// transaction committed (the harness's clients): nothing is copied.
+func (db *SourceDB) Commit(fn pipeline.TxnFunc) error {
+	_, err := db.exec(fn)
+	return err
+}
+
+// exec is Exec; the transaction it returns holds the WAL's own rows.
+// The rows fn wrote become the WAL's: a workload builds rows for one
+// transaction and never changes them after (model.Row).
+func (db *SourceDB) exec(fn pipeline.TxnFunc) (model.Txn, error) {
 	tx := &dbTx{db: db}
 	db.xid++
 	err := fn(tx)
@@ -405,11 +429,11 @@ func (db *SourceDB) Exec(fn pipeline.TxnFunc) (model.Txn, error) {
 	}
 	db.lsn += model.LSN(8 * (1 + db.n.Rand().IntN(64)))
 	t := model.Txn{XID: db.xid, CommitLSN: db.lsn, Changes: tx.changes}
-	// The WAL and the tables keep their own rows: the caller's t and
-	// what readers are handed later (clones) cannot alter the truth.
-	own := t.Clone()
-	db.commit(own)
-	db.wal = append(db.wal, own)
+	// The WAL and the tables keep these rows: callers and readers are
+	// handed copies (Exec, the stream, snapshots), so nothing they do
+	// can alter the truth.
+	db.commit(t)
+	db.wal = append(db.wal, t)
 	db.n.Disk().Put("wal", db.wal)
 	db.n.Disk().Sync()
 	db.wakeStreams()
@@ -425,19 +449,76 @@ const ToastThreshold = 2000
 
 type dbTx struct {
 	db      *SourceDB
-	view    map[model.Key]model.Row // own writes; nil row = deleted (made on the first write)
-	copies  map[model.Key]int       // own writes' identical keyless rows beyond the first (likewise)
+	view    ownWrites
+	copies  map[model.Key]int // own writes' identical keyless rows beyond the first (likewise)
 	changes []model.Change
 	err     error // the first failed statement; the transaction rolls back
 }
 
-// see records the transaction's own write of k (nil: deleted). Most
-// transactions write a row or two, so the map is made on the first write.
-func (tx *dbTx) see(k model.Key, row model.Row) {
-	if tx.view == nil {
-		tx.view = make(map[model.Key]model.Row, 4)
+// see records the transaction's own write of k (nil: deleted).
+func (tx *dbTx) see(k model.Key, row model.Row) { tx.view.set(k, row) }
+
+// ownWrites are a transaction's own writes by key (a nil row: deleted): a
+// short list while there are few (most transactions write a row or two),
+// a map once there are more than ownWritesListed.
+type ownWrites struct {
+	list  []ownWrite
+	byKey map[model.Key]model.Row
+}
+
+type ownWrite struct {
+	k   model.Key
+	row model.Row
+}
+
+const ownWritesListed = 8
+
+func (o *ownWrites) get(k model.Key) (model.Row, bool) {
+	if o.byKey != nil {
+		r, ok := o.byKey[k]
+		return r, ok
 	}
-	tx.view[k] = row
+	for i := range o.list {
+		if o.list[i].k == k {
+			return o.list[i].row, true
+		}
+	}
+	return nil, false
+}
+
+func (o *ownWrites) set(k model.Key, row model.Row) {
+	if o.byKey != nil {
+		o.byKey[k] = row
+		return
+	}
+	for i := range o.list {
+		if o.list[i].k == k {
+			o.list[i].row = row
+			return
+		}
+	}
+	if len(o.list) < ownWritesListed {
+		o.list = append(o.list, ownWrite{k, row})
+		return
+	}
+	o.byKey = make(map[model.Key]model.Row, 2*ownWritesListed)
+	for _, w := range o.list {
+		o.byKey[w.k] = w.row
+	}
+	o.byKey[k] = row
+}
+
+// keys calls fn for every key written, in no particular order.
+func (o *ownWrites) keys(fn func(model.Key)) {
+	if o.byKey != nil {
+		for k := range o.byKey {
+			fn(k)
+		}
+		return
+	}
+	for _, w := range o.list {
+		fn(w.k)
+	}
 }
 
 func (tx *dbTx) setCopies(k model.Key, n int) {
@@ -465,7 +546,7 @@ func (tx *dbTx) Get(table, pk string) (model.Row, bool) {
 
 func (tx *dbTx) get(table, pk string) (model.Row, bool) {
 	k := model.Key{Table: table, PK: pk}
-	if r, ok := tx.view[k]; ok {
+	if r, ok := tx.view.get(k); ok {
 		return r, r != nil
 	}
 	e, ok := tx.db.state.Get(k)
@@ -533,11 +614,11 @@ func (tx *dbTx) unique(table, pk string, row model.Row) bool {
 		if h, held := tx.db.uniq[uniqSlot{table, i, v}]; held && h != pk && holds(h, i, v) {
 			other = h
 		}
-		for k := range tx.view {
+		tx.view.keys(func(k model.Key) {
 			if k.Table == table && k.PK != pk && (other == "" || k.PK < other) && holds(k.PK, i, v) {
 				other = k.PK
 			}
-		}
+		})
 		if other != "" {
 			tx.err = &model.UniqueViolationError{Table: table, Columns: def.Unique[i], Value: strings.ReplaceAll(v, "\x00", ", "), Keys: [2]string{other, pk}}
 			return false
@@ -801,6 +882,12 @@ func (c *SourceClient) timeout() time.Duration {
 // Exec implements pipeline.Source.
 func (c *SourceClient) Exec(ctx context.Context, fn pipeline.TxnFunc) (model.Txn, error) {
 	return sim.Call(ctx, c.From, c.DB, c.timeout(), func(db *SourceDB) (model.Txn, error) { return db.Exec(fn) })
+}
+
+// Commit is Exec without the committed transaction (SourceDB.Commit).
+func (c *SourceClient) Commit(ctx context.Context, fn pipeline.TxnFunc) error {
+	_, err := sim.Call(ctx, c.From, c.DB, c.timeout(), func(db *SourceDB) (struct{}, error) { return struct{}{}, db.Commit(fn) })
+	return err
 }
 
 // StreamClient is the capture's replication connection (pipeline.ChangeStream).

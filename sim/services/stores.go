@@ -31,16 +31,18 @@ import (
 type Store struct {
 	kind  model.StoreKind
 	n     *sim.Node
-	docs  map[model.Key]model.Doc
+	docs  map[model.Key]storedDoc
 	tombs map[model.Key]model.LSN // search: deleted documents' versions
-	// sources are the rows the documents were built from: the search
-	// index's stored source (a search engine's _source), which a partial
-	// update merges unchanged columns into. The replica's and the cache's
-	// documents are their rows already; they are kept here too so merging
-	// never decodes a document (volatile: rebuilt from the documents).
-	sources map[model.Key]model.Row
-	pos     model.Position
-	hasPos  bool
+	// view is the documents as the last Snapshot saw them, and dirty the
+	// keys written since: a snapshot projects only those and then copies
+	// the view whole (maps.Clone), where projecting every document again
+	// cost more than the writes it serves. Nil until the first snapshot
+	// (volatile; the replica is snapshotted all run long, the others at
+	// the end).
+	view   model.Docs
+	dirty  []model.Key
+	pos    model.Position
+	hasPos bool
 	// audit, when set, hears of every change of the saved position, as
 	// a store's own log would show it (see BootAuditedStore).
 	audit func(model.PositionWrite)
@@ -66,13 +68,63 @@ type storeTxn struct {
 	violation error
 }
 
-// undoRow is a key's document and row before the transaction first wrote it.
+// undoRow is a key's document before the transaction first wrote it.
 type undoRow struct {
-	k      model.Key
-	doc    model.Doc
-	had    bool
-	src    model.Row
-	hadSrc bool
+	k   model.Key
+	doc storedDoc
+	had bool
+}
+
+// storedDoc is a document as the store keeps it: its version and the row
+// it was built from (the search index's stored source, a search engine's
+// _source, which a partial update merges unchanged columns into; the
+// replica's and the cache's row). Its projection, model.ProjectEntry's, is
+// worked out when the document is first read: most versions are
+// overwritten before anyone reads them, and a search document's terms are
+// dear to compute.
+type storedDoc struct {
+	lsn  model.LSN
+	revs int
+	row  model.Row
+	// disk is the document's key on disk (durable kinds), made once per
+	// key rather than at every write.
+	disk string
+	// projection is model.ProjectEntry's document, once projected is set;
+	// a copy of the document that is projected again gets the same one.
+	projection model.Doc
+	projected  bool
+}
+
+// diskDoc is what a durable store keeps on disk of a document.
+type diskDoc struct {
+	lsn  model.LSN
+	revs int
+	row  model.Row
+}
+
+func (d storedDoc) onDisk() diskDoc { return diskDoc{lsn: d.lsn, revs: d.revs, row: d.row} }
+
+// doc is the document as a reader sees it, projected for kind.
+func (d *storedDoc) doc(kind model.StoreKind) model.Doc {
+	if !d.projected {
+		d.projection = model.ProjectEntry(kind, model.Entry{Row: d.row, LSN: d.lsn, Writes: d.revs})
+		d.projected = true
+	}
+	return d.projection
+}
+
+// read is k's document, projected (and the projection kept).
+func (s *Store) read(k model.Key) (model.Doc, bool) {
+	d, ok := s.docs[k]
+	if !ok {
+		return model.Doc{}, false
+	}
+	fresh := !d.projected
+	doc := d.doc(s.kind)
+	if fresh {
+		s.docs[k] = d
+	}
+	return doc, true
 }
 
 func durable(k model.StoreKind) bool { return k != model.Cache }
@@ -88,7 +140,7 @@ func BootStore(kind model.StoreKind) func(n *sim.Node) any {
 // harness keeps it for the checker (History.Positions); nil hears nothing.
 func BootAuditedStore(kind model.StoreKind, audit func(model.PositionWrite)) func(n *sim.Node) any {
 	return func(n *sim.Node) any {
-		s := &Store{kind: kind, n: n, docs: map[model.Key]model.Doc{}, tombs: map[model.Key]model.LSN{}, sources: map[model.Key]model.Row{},
+		s := &Store{kind: kind, n: n, docs: map[model.Key]storedDoc{}, tombs: map[model.Key]model.LSN{},
 			audit: audit, name: n.Name(), schema: map[string]model.Table{}, uniq: map[uniqSlot][]string{}}
 		defer s.heard()
 		if !durable(kind) {
@@ -104,11 +156,10 @@ func BootAuditedStore(kind model.StoreKind, audit func(model.PositionWrite)) fun
 			case k == "schema":
 				s.schema = model.SchemaOf(v.([]model.Table))
 			case strings.HasPrefix(k, "doc\x00"):
-				s.docs[diskKey(k)] = v.(model.Doc)
+				d := v.(diskDoc)
+				s.docs[diskKey(k)] = storedDoc{lsn: d.lsn, revs: d.revs, row: d.row, disk: k}
 			case strings.HasPrefix(k, "tomb\x00"):
 				s.tombs[diskKey(k)] = v.(model.LSN)
-			case strings.HasPrefix(k, "src\x00"):
-				s.sources[diskKey(k)] = v.(model.Row)
 			}
 		}
 		return s
@@ -116,6 +167,14 @@ func BootAuditedStore(kind model.StoreKind, audit func(model.PositionWrite)) fun
 }
 
 func docKey(prefix string, k model.Key) string { return prefix + "\x00" + k.Table + "\x00" + k.PK }
+
+// docDiskKey is k's document's key on disk: the one it holds, if any.
+func (s *Store) docDiskKey(k model.Key) string {
+	if d, ok := s.docs[k]; ok && d.disk != "" {
+		return d.disk
+	}
+	return docKey("doc", k)
+}
 
 func diskKey(s string) model.Key {
 	parts := strings.SplitN(s, "\x00", 3)
@@ -127,8 +186,29 @@ func (s *Store) Kind() model.StoreKind { return s.kind }
 
 // Snapshot is the whole store at this instant.
 func (s *Store) Snapshot(name string, at time.Duration) model.Snapshot {
+	if s.view == nil {
+		s.view = make(model.Docs, len(s.docs))
+		for k := range s.docs {
+			s.view[k], _ = s.read(k)
+		}
+	}
+	for _, k := range s.dirty {
+		if d, ok := s.read(k); ok {
+			s.view[k] = d
+		} else {
+			delete(s.view, k)
+		}
+	}
+	s.dirty = s.dirty[:0]
 	// maps.Clone copies the table whole instead of inserting key by key.
-	return model.Snapshot{Store: name, At: at, HasPosition: s.hasPos, Position: s.pos, Docs: maps.Clone(s.docs)}
+	return model.Snapshot{Store: name, At: at, HasPosition: s.hasPos, Position: s.pos, Docs: maps.Clone(s.view)}
+}
+
+// changed notes that k's document was written or deleted, for the view.
+func (s *Store) changed(k model.Key) {
+	if s.view != nil {
+		s.dirty = append(s.dirty, k)
+	}
 }
 
 // Position is the store's saved position.
@@ -136,13 +216,7 @@ func (s *Store) Position() (model.Position, bool) { return s.pos, s.hasPos }
 
 // row is the row the store holds for k, for merging unchanged columns.
 func (s *Store) row(k model.Key) model.Row {
-	if r, ok := s.sources[k]; ok {
-		return r
-	}
-	if d, ok := s.docs[k]; ok && s.kind != model.Search {
-		return model.DecodeRow(d.Value) // loaded from disk after a restart
-	}
-	return nil
+	return s.docs[k].row
 }
 
 // CreateTables gives the replica its tables' definitions, as an
@@ -263,15 +337,12 @@ func (s *Store) commit() error {
 		s.unindex(u.k, s.row(u.k))
 		if u.had {
 			s.docs[u.k] = u.doc
-			s.n.Disk().Put(docKey("doc", u.k), u.doc)
+			s.changed(u.k)
+			s.n.Disk().Put(u.doc.disk, u.doc.onDisk())
 		} else {
 			delete(s.docs, u.k)
-			s.n.Disk().Delete(docKey("doc", u.k))
-		}
-		if u.hadSrc {
-			s.sources[u.k] = u.src
-		} else {
-			delete(s.sources, u.k)
+			s.changed(u.k)
+			s.n.Disk().Delete(s.docDiskKey(u.k))
 		}
 	}
 	// The schema and the index as they were, and on disk too: a crash
@@ -295,24 +366,27 @@ func (s *Store) journal(k model.Key) {
 		return
 	}
 	d, had := s.docs[k]
-	src, hadSrc := s.sources[k]
-	s.txn.undo = append(s.txn.undo, undoRow{k: k, doc: d, had: had, src: src, hadSrc: hadSrc})
+	s.txn.undo = append(s.txn.undo, undoRow{k: k, doc: d, had: had})
 }
 
-func (s *Store) setDoc(k model.Key, d model.Doc, row model.Row) {
-	s.journal(k)
+// setDoc writes k's document d over prev, the one it holds (had: any).
+func (s *Store) setDoc(k model.Key, d, prev storedDoc, had bool) {
+	if s.txn != nil {
+		s.txn.undo = append(s.txn.undo, undoRow{k: k, doc: prev, had: had})
+	}
 	if _, ok := s.constrained(k.Table); ok {
-		s.unindex(k, s.row(k))
-		s.index(k, row, s.txn)
+		s.unindex(k, prev.row)
+		s.index(k, d.row, s.txn)
+	}
+	if durable(s.kind) {
+		d.disk = prev.disk
+		if d.disk == "" {
+			d.disk = docKey("doc", k)
+		}
+		s.n.Disk().Put(d.disk, d.onDisk())
 	}
 	s.docs[k] = d
-	if durable(s.kind) {
-		s.n.Disk().Put(docKey("doc", k), d)
-	}
-	s.sources[k] = row
-	if s.kind == model.Search {
-		s.n.Disk().Put(docKey("src", k), row)
-	}
+	s.changed(k)
 	if _, ok := s.tombs[k]; ok {
 		delete(s.tombs, k)
 		if durable(s.kind) {
@@ -326,16 +400,11 @@ func (s *Store) deleteDoc(k model.Key, lsn model.LSN) {
 	if _, ok := s.constrained(k.Table); ok {
 		s.unindex(k, s.row(k))
 	}
-	delete(s.docs, k)
 	if durable(s.kind) {
-		s.n.Disk().Delete(docKey("doc", k))
+		s.n.Disk().Delete(s.docDiskKey(k))
 	}
-	if _, ok := s.sources[k]; ok {
-		delete(s.sources, k)
-		if s.kind == model.Search {
-			s.n.Disk().Delete(docKey("src", k))
-		}
-	}
+	delete(s.docs, k)
+	s.changed(k)
 	if s.kind == model.Search {
 		s.tombs[k] = lsn
 		s.n.Disk().Put(docKey("tomb", k), lsn)
@@ -367,16 +436,11 @@ func (s *Store) reset() {
 	clear(s.uniq)
 	for _, k := range model.SortedKeys(s.docs) {
 		s.journal(k)
-		delete(s.docs, k)
 		if durable(s.kind) {
-			s.n.Disk().Delete(docKey("doc", k))
+			s.n.Disk().Delete(s.docDiskKey(k))
 		}
-	}
-	for _, k := range model.SortedKeys(s.sources) {
-		delete(s.sources, k)
-		if s.kind == model.Search {
-			s.n.Disk().Delete(docKey("src", k))
-		}
+		delete(s.docs, k)
+		s.changed(k)
 	}
 	for _, k := range model.SortedKeys(s.tombs) {
 		delete(s.tombs, k)
@@ -401,7 +465,7 @@ func (s *Store) write(c model.Change, lsn model.LSN, guarded bool) {
 	k := c.Key()
 	prev, had := s.docs[k]
 	if guarded {
-		if had && prev.LSN >= lsn {
+		if had && prev.lsn >= lsn {
 			return
 		}
 		if t, dead := s.tombs[k]; dead && t >= lsn {
@@ -412,7 +476,7 @@ func (s *Store) write(c model.Change, lsn model.LSN, guarded bool) {
 		s.deleteDoc(k, lsn)
 		return
 	}
-	s.setDoc(k, model.ProjectChange(s.kind, c, lsn, prev, had), c.Row)
+	s.setDoc(k, storedDoc{lsn: lsn, revs: model.ChangeRevs(c, prev.revs, had), row: c.Row}, prev, had)
 }
 
 // checkBase refuses a batch the store is not where it expects (see
@@ -603,7 +667,7 @@ type ReadResult struct {
 // Read reads one document over the network, as an observer would.
 func Read(ctx context.Context, from, to *sim.Node, k model.Key, timeout time.Duration) (ReadResult, error) {
 	return sim.Call(ctx, from, to, timeout, func(s *Store) (ReadResult, error) {
-		d, ok := s.docs[k]
+		d, ok := s.read(k)
 		return ReadResult{Doc: d, Found: ok}, nil
 	})
 }
