@@ -243,6 +243,9 @@ func Run(sc *Scenario, sys System, seed uint64, opts Options) (*Outcome, error) 
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
+	if err := sc.checkBugs(sys); err != nil {
+		return nil, err
+	}
 	opts = opts.forScenario(sc).withDefaults()
 	wl, err := workload.NewSized(sc.Workload, opts.Keys)
 	if err != nil {
@@ -320,7 +323,7 @@ func (x *world) build() {
 	}
 	for _, s := range storeKinds {
 		n := w.AddNode(s.name, services.BootAuditedStore(s.kind, func(p model.PositionWrite) { x.hist.Positions = append(x.hist.Positions, p) }))
-		if x.sys == DualWrite {
+		if x.sys != Pipeline {
 			// The application creates the replica's tables and loads its
 			// initial rows into every store too; the pipeline gets both
 			// from the capture's snapshot instead.
@@ -334,8 +337,11 @@ func (x *world) build() {
 		x.roles = append(x.roles, faults.Node{Name: s.name, Role: faults.RoleStore})
 		x.hist.Stores = append(x.hist.Stores, model.StoreSpec{Name: s.name, Kind: s.kind, Claims: x.sc.Claims(x.sys, s.kind)})
 	}
-	if x.sys == Pipeline {
+	switch x.sys {
+	case Pipeline:
 		x.buildPipeline()
+	case TwoPC:
+		x.buildTwoPC()
 	}
 	for i := 1; i <= x.opts.Clients; i++ {
 		name := fmt.Sprintf("app%d", i)
@@ -498,8 +504,12 @@ func (x *world) client(n *sim.Node) func(ctx context.Context) {
 			func() {
 				x.busy++
 				defer func() { x.busy-- }() // also when a crash unwinds the task
-				if x.sys == DualWrite {
+				switch x.sys {
+				case DualWrite:
 					_ = dw.Do(ctx, op)
+					return
+				case TwoPC:
+					_ = x.do2PC(ctx, n, op)
 					return
 				}
 				_, err := src.Exec(ctx, op)
@@ -743,8 +753,11 @@ func (x *world) settled() bool {
 	if x.w.Now() < x.quietAt || x.busy > 0 {
 		return false
 	}
-	if x.sys == DualWrite {
+	switch x.sys {
+	case DualWrite:
 		return true
+	case TwoPC:
+		return !x.inDoubt()
 	}
 	for _, s := range storeKinds {
 		if _, ok := x.hist.ConvergedAt[s.name]; !ok {
