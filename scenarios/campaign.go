@@ -46,6 +46,8 @@ type Cell struct {
 	// Inconclusive names every run whose verdict was inconclusive (not a
 	// violation, not a pass).
 	Inconclusive []string `json:"inconclusive,omitempty"`
+	// Metrics are what the system cost the application (see Metrics).
+	Metrics      CellMetrics `json:"metrics"`
 	firstRefused uint64
 	wall         time.Duration
 	simWall      time.Duration
@@ -175,6 +177,7 @@ func Campaign(cfg CampaignConfig) *Summary {
 		sort.Strings(c.Failing)
 		sort.Strings(c.Inconclusive)
 		sort.Strings(c.RefusedRuns)
+		c.Metrics.finish()
 	}
 	if wall > 0 {
 		sum.Speedup = float64(virtual) / float64(wall)
@@ -191,6 +194,7 @@ func tally(c *Cell, o *Outcome) {
 	c.wall += o.Wall
 	c.simWall += o.SimWall
 	c.virtual += o.Virtual
+	c.Metrics.add(o.Metrics)
 	for class, n := range o.Report.Counts {
 		c.Anomalies[class] += n
 	}

@@ -126,6 +126,9 @@ type Outcome struct {
 	// transaction it refused: the run is neither a pass nor, unless the
 	// report found a violation before that point, a failure.
 	Stopped string
+	// Metrics are what the system cost the application: throughput,
+	// commit latency, unavailability.
+	Metrics Metrics
 }
 
 // Violated reports whether the system under test broke a property it claims.
@@ -230,6 +233,12 @@ type world struct {
 	// step only calls Note on a change.
 	tlLast [][2]string
 
+	// ops are the application's operations, for the run's Metrics;
+	// atQuiet the committed transactions when the fault phase ended (-1
+	// before).
+	ops     opLog
+	atQuiet int
+
 	logger  *slog.Logger
 	keys    []model.Key
 	keySeen map[model.Key]bool
@@ -252,7 +261,7 @@ func Run(sc *Scenario, sys System, seed uint64, opts Options) (*Outcome, error) 
 		return nil, fmt.Errorf("scenario %s: %w", sc.Name, err)
 	}
 	x := &world{sc: sc, sys: sys, seed: seed, opts: opts, wl: wl, quietAt: opts.Quiet, keySeen: map[model.Key]bool{},
-		convergedLSN: map[string]model.LSN{}, cut: -1}
+		convergedLSN: map[string]model.LSN{}, cut: -1, atQuiet: -1}
 	x.w = sim.New(sim.Config{Seed: seed, KeepTrace: opts.KeepTrace})
 	x.logger = newLogger(opts.Log, x.w)
 	x.hist = &model.History{Scenario: sc.Name, System: string(sys), Seed: seed,
@@ -285,6 +294,7 @@ func Run(sc *Scenario, sys System, seed uint64, opts Options) (*Outcome, error) 
 		SimWall: simWall,
 		Blocked: res.Blocked,
 	}
+	out.Metrics = x.metrics()
 	if x.stopped != nil {
 		out.Stopped = fmt.Sprintf("the pipeline refused input it cannot capture, judged up to the transaction before it: %v", x.stopped)
 	}
@@ -503,19 +513,22 @@ func (x *world) client(n *sim.Node) func(ctx context.Context) {
 			op := x.withRawRow(x.wl.Next(env.Rand()), env.Rand())
 			func() {
 				x.busy++
-				defer func() { x.busy-- }() // also when a crash unwinds the task
+				o := x.ops.begin(x.w.Now())
+				// Also when a crash unwinds the task: the operation failed.
+				defer func() { x.busy--; x.ops.end(o, x.w.Now()) }()
 				switch x.sys {
 				case DualWrite:
-					_ = dw.Do(ctx, op)
+					o.err = dw.Do(ctx, op)
 					return
 				case TwoPC:
-					_ = x.do2PC(ctx, n, op)
+					o.err = x.do2PC(ctx, n, op)
 					return
 				}
 				_, err := src.Exec(ctx, op)
 				for retry := 0; retry < 2 && err == pipeline.ErrTimeout; retry++ {
 					_, err = src.Exec(ctx, op)
 				}
+				o.err = err
 			}()
 			// Pace the rest over nine tenths of what is left of the
 			// fault phase, so the clients together commit Txns before
@@ -683,6 +696,9 @@ func (x *world) run(plan faults.Plan) error {
 		}
 		x.noteTimeline()
 		x.noteConvergence()
+		if x.atQuiet < 0 && w.Now() >= plan.Quiet {
+			x.atQuiet = x.committed()
+		}
 		if x.settled() {
 			if !quietRestarted && len(x.sc.QuietRestart) > 0 {
 				// Everything caught up and nothing new is coming: the

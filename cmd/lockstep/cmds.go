@@ -164,7 +164,7 @@ func (f *runFlags) repro(scenario, system, seedText string) (scenarios.Repro, er
 
 var runCmd = &command{
 	name:  "run",
-	usage: "--scenario NAME [--system pipeline|dualwrite] --seed N [--txns N] [--bug NAME] [--json FILE]",
+	usage: "--scenario NAME [--system pipeline|dualwrite|2pc] --seed N [--txns N] [--bug NAME] [--json FILE]",
 	short: "run one seed of one scenario and judge it",
 	long: `Run builds the simulated world for one seed, drives the workload through the
 fault phase and the quiet phase, and prints the checker's verdict, the anomalies
@@ -179,7 +179,7 @@ inconclusive, the run could not complete or the input is bad.`,
 		var rf runFlags
 		rf.register(fs)
 		scenario := fs.String("scenario", "", "scenario name (see 'lockstep list')")
-		system := fs.String("system", "pipeline", "system under test: pipeline or dualwrite")
+		system := fs.String("system", "pipeline", "system under test: pipeline, dualwrite or 2pc")
 		seed := fs.String("seed", "", "seed (decimal or 0x-hex)")
 		return func(args []string) error {
 			if len(args) > 0 {
@@ -302,6 +302,7 @@ func runSim(r scenarios.Repro, file *scenarios.ReproFile, path string, rf runFla
 	fmt.Fprintf(stdout, "ran %v virtual in %v wall (%.0fx), %d events, %d messages, %d committed txns\n",
 		out.Virtual.Round(time.Millisecond), out.Wall.Round(time.Millisecond), float64(out.Virtual)/float64(out.Wall),
 		out.Stats.Events, out.Stats.Messages, len(out.History.Committed))
+	printMetrics(out.Metrics)
 	for _, st := range out.History.Stores {
 		at, ok := out.History.ConvergedAt[st.Name]
 		if ok {
@@ -389,7 +390,7 @@ func writeJSON(path string, v any) error {
 
 var campaignCmd = &command{
 	name:  "campaign",
-	usage: "[--scenario all|NAME,...] [--seeds N] [--system both|pipeline|dualwrite] [--json FILE]",
+	usage: "[--scenario all|NAME,...] [--seeds N] [--system both|all|pipeline|dualwrite|2pc] [--json FILE]",
 	short: "run many seeds over scenarios, pipeline vs dual writes",
 	long: `Campaign runs --seeds seeds of every chosen scenario for each system, on all
 cores, with a live progress line, then prints a table of pipeline vs naive dual
@@ -404,7 +405,7 @@ the failing runs) and, replayed from their tokens, the reports of the first
 		scenario := fs.String("scenario", "all", "scenarios: all, or names separated by commas")
 		seeds := positiveFlag(fs, "seeds", 50, "`N` seeds per scenario and system")
 		first := fs.String("first-seed", "1", "first seed")
-		system := fs.String("system", "both", "both, pipeline or dualwrite")
+		system := fs.String("system", "both", "both (pipeline and dualwrite), all (also 2pc), pipeline, dualwrite or 2pc")
 		parallel := positiveFlag(fs, "parallel", runtime.GOMAXPROCS(0), "`N` runs in parallel")
 		txns := positiveFlag(fs, "txns", 0, "`N` application transactions per run (default 1000)")
 		jsonOut := fs.String("json", "", "write the summary as JSON to this file")
@@ -437,7 +438,9 @@ the failing runs) and, replayed from their tokens, the reports of the first
 				return err
 			}
 			systems := scenarios.Systems
-			if *system != "both" {
+			if *system == "all" {
+				systems = scenarios.AllSystems
+			} else if *system != "both" {
 				sys, err := parseSystem(*system)
 				if err != nil {
 					return err
@@ -545,6 +548,7 @@ func printSummary(cfg scenarios.CampaignConfig, sum *scenarios.Summary) {
 	}
 	w.Flush()
 	fmt.Fprintln(stdout)
+	printSystems(cfg, sum)
 	w = tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "anomalies by class\t")
 	for _, sys := range cfg.Systems {
