@@ -26,6 +26,10 @@ type Metrics struct {
 	// application operation waiting or failing in them and not one
 	// answered (committed, or rolled back by the application itself).
 	Unavailable time.Duration `json:"unavailable_ns"`
+	// InDoubt is, for two-phase commit, the prepared transactions the
+	// participants still held at the end of the run: in doubt for good,
+	// holding their locks.
+	InDoubt int `json:"in_doubt_at_end,omitempty"`
 	// Latencies are the committed operations' latencies (for pooling
 	// percentiles across runs).
 	Latencies []time.Duration `json:"-"`
@@ -77,6 +81,9 @@ func (x *world) metrics() Metrics {
 	slices.Sort(m.Latencies)
 	m.LatencyP50, m.LatencyP99 = Percentile(m.Latencies, 0.50), Percentile(m.Latencies, 0.99)
 	m.Unavailable = unavailable(x.ops.ops, x.opts.Quiet, x.hist.Deadline)
+	if x.sys == TwoPC {
+		m.InDoubt = x.preparedLeft()
+	}
 	return m
 }
 

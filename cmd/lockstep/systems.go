@@ -13,6 +13,9 @@ import (
 func printMetrics(m scenarios.Metrics) {
 	fmt.Fprintf(stdout, "cost: %d txns committed in the fault phase (%.1f/s), commit latency p50 %v p99 %v, unavailable %v\n",
 		m.Committed, m.Throughput, m.LatencyP50.Round(100*time.Microsecond), m.LatencyP99.Round(100*time.Microsecond), m.Unavailable)
+	if m.InDoubt > 0 {
+		fmt.Fprintf(stdout, "in doubt at the end: %d prepared transactions, holding their locks\n", m.InDoubt)
+	}
 }
 
 // printSystems prints, when the campaign ran two-phase commit, every
