@@ -308,7 +308,11 @@ func Run(sc *Scenario, sys System, seed uint64, opts Options) (*Outcome, error) 
 func (x *world) build() {
 	w := x.w
 	x.rec = &services.Recorder{}
-	x.db = w.AddNode("db", services.BootSourceDB(x.rec))
+	bootDB := services.BootSourceDB(x.rec)
+	if x.sys == TwoPC {
+		bootDB = services.BootParticipant(bootDB)
+	}
+	x.db = w.AddNode("db", bootDB)
 	x.roles = append(x.roles, faults.Node{Name: "db", Role: faults.RoleDB})
 	initial := x.wl.Initial()
 	src := x.db.State().(*services.SourceDB)
@@ -332,7 +336,11 @@ func (x *world) build() {
 		panic(err) // the initial load cannot fail
 	}
 	for _, s := range storeKinds {
-		n := w.AddNode(s.name, services.BootAuditedStore(s.kind, func(p model.PositionWrite) { x.hist.Positions = append(x.hist.Positions, p) }))
+		boot := services.BootAuditedStore(s.kind, func(p model.PositionWrite) { x.hist.Positions = append(x.hist.Positions, p) })
+		if x.sys == TwoPC {
+			boot = services.BootParticipant(boot)
+		}
+		n := w.AddNode(s.name, boot)
 		if x.sys != Pipeline {
 			// The application creates the replica's tables and loads its
 			// initial rows into every store too; the pipeline gets both

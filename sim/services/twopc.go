@@ -349,6 +349,20 @@ func (db *SourceDB) commitPrepared(gid string) (model.LSN, error) {
 	return db.lsn, nil
 }
 
+// BootParticipant wraps the boot function of a source or store node so that
+// its prepared transactions are loaded at boot, not at the first 2PC call:
+// a restarted participant holds their locks, and runs their heuristic
+// timers, from the start.
+func BootParticipant(boot func(n *sim.Node) any) func(n *sim.Node) any {
+	return func(n *sim.Node) any {
+		st := boot(n)
+		if h, ok := st.(twopcHolder); ok {
+			h.twopc()
+		}
+		return st
+	}
+}
+
 // twopc is the store's 2PC state, loaded from its disk on first use.
 func (s *Store) twopc() *participant {
 	if s.part == nil {
