@@ -99,7 +99,7 @@ var shaping = []string{"bug", "txns", "world", "bench", "plan"}
 
 func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.Var(positive{&f.txns}, "txns", "`N` application transactions per run (default 1000; containers: 300)")
-	fs.StringVar(&f.bugs, "bug", "", "break the pipeline on purpose with known CDC bugs (comma-separated): "+bugList())
+	fs.StringVar(&f.bugs, "bug", "", "break the pipeline on purpose with known CDC bugs (comma-separated): "+bugList()+"; with --system 2pc, two-phase commit's: "+twoPCBugList())
 	fs.StringVar(&f.json, "json", "", "write the report as JSON to this file")
 	fs.StringVar(&f.report, "report", "", "write the run's report as one self-contained HTML page to this `FILE`")
 	fs.StringVar(&f.world, "world", "sim", "where to run: sim (the deterministic simulator) or containers (real PostgreSQL, Kafka, Redis; needs Docker and make images)")

@@ -43,6 +43,9 @@ func containerConfig(r scenarios.Repro) (containers.Config, error) {
 	if err != nil {
 		return containers.Config{}, usagef("%v", err)
 	}
+	if err := containerSystem(r.System); err != nil {
+		return containers.Config{}, err
+	}
 	cfg := containers.Config{Scenario: sc, System: r.System, Seed: r.Seed, Txns: r.Txns, Clients: r.Clients,
 		Faults: r.Quiet, Settle: r.Settle, Bench: r.Bench}
 	switch {
@@ -147,6 +150,9 @@ func containerCampaign(names, system, first string, seeds, txns int, jsonPath st
 	if system != "both" {
 		sys, err := parseSystem(system)
 		if err != nil {
+			return err
+		}
+		if err := containerSystem(sys); err != nil {
 			return err
 		}
 		systems = []scenarios.System{sys}

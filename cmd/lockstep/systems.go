@@ -3,9 +3,11 @@ package main
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
+	"lockstep/pipeline/twopc"
 	"lockstep/scenarios"
 )
 
@@ -53,3 +55,14 @@ func printSystems(cfg scenarios.CampaignConfig, sum *scenarios.Summary) {
 	w.Flush()
 	fmt.Fprintln(stdout)
 }
+
+// containerSystem refuses a system the container world does not run.
+func containerSystem(sys scenarios.System) error {
+	if sys == scenarios.TwoPC {
+		return usagef("the container world does not run 2pc yet: run it in the simulator (drop world=containers)")
+	}
+	return nil
+}
+
+// twoPCBugList is the 2pc system's bug switches, for --bug's help.
+func twoPCBugList() string { return strings.Join(twopc.BugList(), ", ") }
