@@ -134,6 +134,9 @@ type CellMetrics struct {
 	LatencyP50  float64 `json:"commit_latency_p50_ms"`
 	LatencyP99  float64 `json:"commit_latency_p99_ms"`
 	Unavailable float64 `json:"unavailable_seconds"`
+	// InDoubt is the prepared transactions left at the end of every run
+	// together (two-phase commit).
+	InDoubt int `json:"in_doubt_at_end,omitempty"`
 
 	runs      int
 	tps, down float64
@@ -145,6 +148,7 @@ func (c *CellMetrics) add(m Metrics) {
 	c.runs++
 	c.tps += m.Throughput
 	c.down += m.Unavailable.Seconds()
+	c.InDoubt += m.InDoubt
 	c.latencies = append(c.latencies, m.Latencies...)
 }
 
