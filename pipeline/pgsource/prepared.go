@@ -2,17 +2,15 @@ package pgsource
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"lockstep/model"
 	"lockstep/pipeline"
 	"lockstep/pipeline/twopc"
+	"lockstep/pipeline/twopc/pgxa"
 )
 
 // Prepared is the source as a two-phase-commit participant (twopc.Source)
@@ -27,29 +25,17 @@ import (
 // returns LSN 0, and ErrUnknownGID for a gid it does not hold.
 type Prepared struct {
 	Source
-	// LockTimeout is each transaction's lock_timeout (default 500ms).
+	// LockTimeout is each transaction's lock_timeout (default
+	// pgxa.DefaultLockTimeout).
 	LockTimeout time.Duration
 }
 
 var _ twopc.Source = (*Prepared)(nil)
 
-// SQLSTATEs PostgreSQL answers with.
-const (
-	lockNotAvailable = "55P03" // lock_timeout passed
-	undefinedObject  = "42704" // no prepared transaction of that gid
-)
-
-// gidLiteral quotes gid as the SQL string literal PREPARE TRANSACTION and
-// its relatives take (they take no parameters).
-func gidLiteral(gid string) string { return "'" + strings.ReplaceAll(gid, "'", "''") + "'" }
-
 // Prepare implements twopc.Source: fn runs in one transaction (as Exec
-// runs it) that is then prepared under gid, unless it wrote nothing.
+// runs it) that is then prepared under gid, unless it wrote nothing. The
+// Txn has the transaction's XID.
 func (p *Prepared) Prepare(ctx context.Context, gid string, fn pipeline.TxnFunc) (model.Txn, error) {
-	lt := p.LockTimeout
-	if lt == 0 {
-		lt = 500 * time.Millisecond
-	}
 	iso := p.IsoLevel
 	if iso == "" {
 		iso = pgx.Serializable
@@ -59,14 +45,14 @@ func (p *Prepared) Prepare(ctx context.Context, gid string, fn pipeline.TxnFunc)
 		return model.Txn{}, fmt.Errorf("pgsource: begin: %w", unsent(err))
 	}
 	defer ptx.Rollback(context.WithoutCancel(ctx)) // a no-op once prepared
-	if _, err := ptx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", lt.Milliseconds())); err != nil {
+	if err := pgxa.SetLockTimeout(ctx, ptx, p.LockTimeout); err != nil {
 		return model.Txn{}, fmt.Errorf("pgsource: set lock_timeout: %w", unsent(err))
 	}
 	tx := &sqlTx{ctx: ctx, tx: ptx}
 	ferr := fn(tx)
 	switch {
 	case tx.err != nil:
-		return model.Txn{}, fmt.Errorf("pgsource: prepare %s: %w", gid, lockTimeout(unsent(tx.err)))
+		return model.Txn{}, fmt.Errorf("pgsource: prepare %s: %w", gid, pgxa.LockTimeout(unsent(tx.err)))
 	case ferr != nil:
 		return model.Txn{}, fmt.Errorf("pgsource: prepare %s: transaction rolled back: %w", gid, ferr)
 	case len(tx.changes) == 0:
@@ -76,58 +62,33 @@ func (p *Prepared) Prepare(ctx context.Context, gid string, fn pipeline.TxnFunc)
 	if txn.XID, err = currentXID(ctx, ptx, false); err != nil {
 		return model.Txn{}, fmt.Errorf("pgsource: read the transaction id: %w", unsent(err))
 	}
-	if _, err := ptx.Exec(ctx, "PREPARE TRANSACTION "+gidLiteral(gid)); err != nil {
-		return model.Txn{}, fmt.Errorf("pgsource: prepare %s: %w", gid, lockTimeout(unsent(err)))
+	if err := pgxa.Prepare(ctx, ptx, gid); err != nil {
+		return model.Txn{}, fmt.Errorf("pgsource: prepare %s: %w", gid, unsent(err))
 	}
 	return txn, nil
 }
 
-// lockTimeout marks a lock_timeout error as twopc.ErrLockTimeout.
-func lockTimeout(err error) error {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == lockNotAvailable {
-		return fmt.Errorf("%w: %w", twopc.ErrLockTimeout, err)
-	}
-	return err
-}
-
-// finishPrepared runs COMMIT or ROLLBACK PREPARED; no such gid is
-// ErrUnknownGID.
-func (p *Prepared) finishPrepared(ctx context.Context, verb, gid string) error {
-	_, err := p.Pool.Exec(ctx, verb+" PREPARED "+gidLiteral(gid))
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == undefinedObject {
-		return fmt.Errorf("pgsource: %s prepared %s: %w", strings.ToLower(verb), gid, twopc.ErrUnknownGID)
-	}
-	if err != nil {
-		return fmt.Errorf("pgsource: %s prepared %s: %w", strings.ToLower(verb), gid, err)
-	}
-	return nil
-}
-
 // CommitPrepared implements twopc.Source (LSN 0: see Prepared).
 func (p *Prepared) CommitPrepared(ctx context.Context, gid string) (model.LSN, error) {
-	return 0, p.finishPrepared(ctx, "COMMIT", gid)
+	if err := pgxa.Commit(ctx, p.Pool, gid); err != nil {
+		return 0, fmt.Errorf("pgsource: %w", err)
+	}
+	return 0, nil
 }
 
 // RollbackPrepared implements twopc.Source.
 func (p *Prepared) RollbackPrepared(ctx context.Context, gid string) error {
-	if err := p.finishPrepared(ctx, "ROLLBACK", gid); err != nil && !errors.Is(err, twopc.ErrUnknownGID) {
-		return err
+	if err := pgxa.Rollback(ctx, p.Pool, gid); err != nil {
+		return fmt.Errorf("pgsource: %w", err)
 	}
 	return nil
 }
 
-// Prepared implements twopc.Source: this database's prepared transactions
-// (pg_prepared_xacts), sorted.
+// Prepared implements twopc.Source.
 func (p *Prepared) Prepared(ctx context.Context) ([]string, error) {
-	rows, err := p.Pool.Query(ctx, "SELECT gid FROM pg_prepared_xacts WHERE database = current_database() ORDER BY gid")
+	gids, err := pgxa.List(ctx, p.Pool)
 	if err != nil {
-		return nil, fmt.Errorf("pgsource: list prepared transactions: %w", err)
-	}
-	gids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("pgsource: list prepared transactions: %w", err)
+		return nil, fmt.Errorf("pgsource: %w", err)
 	}
 	return gids, nil
 }
