@@ -32,6 +32,10 @@ type Prepared struct {
 
 var _ twopc.Source = (*Prepared)(nil)
 
+// Branch is the source's branch of a 2PC transaction: it prepares gid as
+// gid@source (see pgxa).
+const Branch = "source"
+
 // Prepare implements twopc.Source: fn runs in one transaction (as Exec
 // runs it) that is then prepared under gid, unless it wrote nothing. The
 // Txn has the transaction's XID.
@@ -62,7 +66,7 @@ func (p *Prepared) Prepare(ctx context.Context, gid string, fn pipeline.TxnFunc)
 	if txn.XID, err = currentXID(ctx, ptx, false); err != nil {
 		return model.Txn{}, fmt.Errorf("pgsource: read the transaction id: %w", unsent(err))
 	}
-	if err := pgxa.Prepare(ctx, ptx, gid); err != nil {
+	if err := pgxa.Prepare(ctx, ptx, gid, Branch); err != nil {
 		return model.Txn{}, fmt.Errorf("pgsource: prepare %s: %w", gid, unsent(err))
 	}
 	return txn, nil
@@ -70,7 +74,7 @@ func (p *Prepared) Prepare(ctx context.Context, gid string, fn pipeline.TxnFunc)
 
 // CommitPrepared implements twopc.Source (LSN 0: see Prepared).
 func (p *Prepared) CommitPrepared(ctx context.Context, gid string) (model.LSN, error) {
-	if err := pgxa.Commit(ctx, p.Pool, gid); err != nil {
+	if err := pgxa.Commit(ctx, p.Pool, gid, Branch); err != nil {
 		return 0, fmt.Errorf("pgsource: %w", err)
 	}
 	return 0, nil
@@ -78,7 +82,7 @@ func (p *Prepared) CommitPrepared(ctx context.Context, gid string) (model.LSN, e
 
 // RollbackPrepared implements twopc.Source.
 func (p *Prepared) RollbackPrepared(ctx context.Context, gid string) error {
-	if err := pgxa.Rollback(ctx, p.Pool, gid); err != nil {
+	if err := pgxa.Rollback(ctx, p.Pool, gid, Branch); err != nil {
 		return fmt.Errorf("pgsource: %w", err)
 	}
 	return nil
@@ -86,7 +90,7 @@ func (p *Prepared) RollbackPrepared(ctx context.Context, gid string) error {
 
 // Prepared implements twopc.Source.
 func (p *Prepared) Prepared(ctx context.Context) ([]string, error) {
-	gids, err := pgxa.List(ctx, p.Pool)
+	gids, err := pgxa.List(ctx, p.Pool, Branch)
 	if err != nil {
 		return nil, fmt.Errorf("pgsource: %w", err)
 	}

@@ -63,6 +63,9 @@ func PreparedSearch(s *Search) *Prepared {
 	}}
 }
 
+// branch is the store's branch of a 2PC transaction, its name (see pgxa).
+func (p *Prepared) branch() string { return p.t.name }
+
 // Kind implements twopc.Store.
 func (p *Prepared) Kind() model.StoreKind { return p.t.kind }
 
@@ -84,7 +87,7 @@ func (p *Prepared) Prepare(ctx context.Context, gid string, t model.Txn) error {
 	if err := send(ctx, tx, batch); err != nil {
 		return wrap(err)
 	}
-	if err := pgxa.Prepare(ctx, tx, gid); err != nil {
+	if err := pgxa.Prepare(ctx, tx, gid, p.branch()); err != nil {
 		return wrap(err)
 	}
 	return nil
@@ -92,7 +95,7 @@ func (p *Prepared) Prepare(ctx context.Context, gid string, t model.Txn) error {
 
 // CommitPrepared implements twopc.Store; lsn is not written (see Prepared).
 func (p *Prepared) CommitPrepared(ctx context.Context, gid string, _ model.LSN) error {
-	if err := pgxa.Commit(ctx, p.t.pool, gid); err != nil {
+	if err := pgxa.Commit(ctx, p.t.pool, gid, p.branch()); err != nil {
 		return fmt.Errorf("pgstore: %s: %w", p.t.kind, err)
 	}
 	return nil
@@ -100,17 +103,15 @@ func (p *Prepared) CommitPrepared(ctx context.Context, gid string, _ model.LSN) 
 
 // RollbackPrepared implements twopc.Store.
 func (p *Prepared) RollbackPrepared(ctx context.Context, gid string) error {
-	if err := pgxa.Rollback(ctx, p.t.pool, gid); err != nil {
+	if err := pgxa.Rollback(ctx, p.t.pool, gid, p.branch()); err != nil {
 		return fmt.Errorf("pgstore: %s: %w", p.t.kind, err)
 	}
 	return nil
 }
 
-// Prepared implements twopc.Store: the prepared transactions of the
-// store's database. Stores sharing a database see each other's: a
-// coordinator gives each participant a database of its own.
+// Prepared implements twopc.Store: the store's prepared transactions.
 func (p *Prepared) Prepared(ctx context.Context) ([]string, error) {
-	gids, err := pgxa.List(ctx, p.t.pool)
+	gids, err := pgxa.List(ctx, p.t.pool, p.branch())
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: %s: %w", p.t.kind, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,9 +27,18 @@ const (
 // DefaultLockTimeout is a participant's lock_timeout when none is set.
 const DefaultLockTimeout = 500 * time.Millisecond
 
-// gidLiteral quotes gid as the SQL string literal PREPARE TRANSACTION and
-// its relatives take (they take no parameters).
-func gidLiteral(gid string) string { return "'" + strings.ReplaceAll(gid, "'", "''") + "'" }
+// PostgreSQL's transaction identifiers are the whole cluster's, while one
+// 2PC transaction prepares on several participants under one gid: each
+// participant prepares its branch (XA's branch qualifier) as gid@branch,
+// so two participants on one cluster do not collide, and lists only its
+// own.
+func branchGID(gid, branch string) string { return gid + "@" + branch }
+
+// gidLiteral quotes gid's branch as the SQL string literal PREPARE
+// TRANSACTION and its relatives take (they take no parameters).
+func gidLiteral(gid, branch string) string {
+	return "'" + strings.ReplaceAll(branchGID(gid, branch), "'", "''") + "'"
+}
 
 // SetLockTimeout sets tx's lock_timeout (DefaultLockTimeout for 0).
 func SetLockTimeout(ctx context.Context, tx pgx.Tx, d time.Duration) error {
@@ -39,10 +49,10 @@ func SetLockTimeout(ctx context.Context, tx pgx.Tx, d time.Duration) error {
 	return err
 }
 
-// Prepare prepares tx under gid (PREPARE TRANSACTION): it leaves the
-// session, durable, holding its locks.
-func Prepare(ctx context.Context, tx pgx.Tx, gid string) error {
-	_, err := tx.Exec(ctx, "PREPARE TRANSACTION "+gidLiteral(gid))
+// Prepare prepares tx as gid's branch (PREPARE TRANSACTION): it leaves
+// the session, durable, holding its locks.
+func Prepare(ctx context.Context, tx pgx.Tx, gid, branch string) error {
+	_, err := tx.Exec(ctx, "PREPARE TRANSACTION "+gidLiteral(gid, branch))
 	return LockTimeout(err)
 }
 
@@ -61,8 +71,8 @@ type Querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
-func finish(ctx context.Context, q Querier, verb, gid string) error {
-	_, err := q.Exec(ctx, verb+" PREPARED "+gidLiteral(gid))
+func finish(ctx context.Context, q Querier, verb, gid, branch string) error {
+	_, err := q.Exec(ctx, verb+" PREPARED "+gidLiteral(gid, branch))
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == undefinedObject {
 		return fmt.Errorf("%s prepared %s: %w", strings.ToLower(verb), gid, twopc.ErrUnknownGID)
@@ -73,24 +83,27 @@ func finish(ctx context.Context, q Querier, verb, gid string) error {
 	return nil
 }
 
-// Commit commits gid (COMMIT PREPARED); twopc.ErrUnknownGID when this
-// database holds no such prepared transaction (PostgreSQL cannot say
-// whether it committed or rolled back).
-func Commit(ctx context.Context, q Querier, gid string) error { return finish(ctx, q, "COMMIT", gid) }
+// Commit commits gid's branch (COMMIT PREPARED); twopc.ErrUnknownGID when
+// no such prepared transaction exists (PostgreSQL cannot say whether it
+// committed or rolled back).
+func Commit(ctx context.Context, q Querier, gid, branch string) error {
+	return finish(ctx, q, "COMMIT", gid, branch)
+}
 
-// Rollback rolls gid back (ROLLBACK PREPARED); nothing when it is not
-// prepared.
-func Rollback(ctx context.Context, q Querier, gid string) error {
-	if err := finish(ctx, q, "ROLLBACK", gid); err != nil && !errors.Is(err, twopc.ErrUnknownGID) {
+// Rollback rolls gid's branch back (ROLLBACK PREPARED); nothing when it is
+// not prepared.
+func Rollback(ctx context.Context, q Querier, gid, branch string) error {
+	if err := finish(ctx, q, "ROLLBACK", gid, branch); err != nil && !errors.Is(err, twopc.ErrUnknownGID) {
 		return err
 	}
 	return nil
 }
 
-// List is this database's prepared transactions (pg_prepared_xacts),
-// sorted by gid.
-func List(ctx context.Context, q Querier) ([]string, error) {
-	rows, err := q.Query(ctx, "SELECT gid FROM pg_prepared_xacts WHERE database = current_database() ORDER BY gid COLLATE \"C\"")
+// List is the gids of the branch's prepared transactions in this
+// database (pg_prepared_xacts), sorted.
+func List(ctx context.Context, q Querier, branch string) ([]string, error) {
+	rows, err := q.Query(ctx, `SELECT left(gid, -length($1)) FROM pg_prepared_xacts
+		WHERE database = current_database() AND right(gid, length($1)) = $1 ORDER BY 1`, "@"+branch)
 	if err != nil {
 		return nil, fmt.Errorf("list prepared transactions: %w", err)
 	}
@@ -98,5 +111,6 @@ func List(ctx context.Context, q Querier) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list prepared transactions: %w", err)
 	}
+	slices.Sort(gids) // in Go's order, whatever the database's collation
 	return gids, nil
 }
