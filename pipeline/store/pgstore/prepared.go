@@ -71,7 +71,9 @@ func (p *Prepared) Kind() model.StoreKind { return p.t.kind }
 
 // Prepare implements twopc.Store.
 func (p *Prepared) Prepare(ctx context.Context, gid string, t model.Txn) error {
-	wrap := func(err error) error { return fmt.Errorf("pgstore: %s: prepare %s: %w", p.t.kind, gid, pgxa.LockTimeout(err)) }
+	wrap := func(err error) error {
+		return fmt.Errorf("pgstore: %s: prepare %s: %w", p.t.kind, gid, pgxa.LockTimeout(err))
+	}
 	tx, err := p.t.pool.Begin(ctx)
 	if err != nil {
 		return wrap(err)
