@@ -30,9 +30,6 @@ type Metrics struct {
 	// participants still held at the end of the run: in doubt for good,
 	// holding their locks.
 	InDoubt int `json:"in_doubt_at_end,omitempty"`
-	// Latencies are the committed operations' latencies (for pooling
-	// percentiles across runs).
-	Latencies []time.Duration `json:"-"`
 }
 
 // op is one application operation: from its first attempt to its answer.
@@ -73,13 +70,14 @@ func (x *world) metrics() Metrics {
 	if q := x.opts.Quiet; q > 0 {
 		m.Throughput = float64(m.Committed) / q.Seconds()
 	}
+	var latencies []time.Duration
 	for _, o := range x.ops.ops {
 		if o.ended && o.err == nil {
-			m.Latencies = append(m.Latencies, o.end-o.start)
+			latencies = append(latencies, o.end-o.start)
 		}
 	}
-	slices.Sort(m.Latencies)
-	m.LatencyP50, m.LatencyP99 = Percentile(m.Latencies, 0.50), Percentile(m.Latencies, 0.99)
+	slices.Sort(latencies)
+	m.LatencyP50, m.LatencyP99 = Percentile(latencies, 0.50), Percentile(latencies, 0.99)
 	m.Unavailable = unavailable(x.ops.ops, x.opts.Quiet, x.hist.Deadline)
 	if x.sys == TwoPC {
 		m.InDoubt = x.preparedLeft()
@@ -126,9 +124,9 @@ func Percentile(sorted []time.Duration, p float64) time.Duration {
 	return sorted[min(max(i, 0), len(sorted)-1)]
 }
 
-// CellMetrics are a campaign cell's Metrics over its runs: means of the
-// throughput and the unavailability per run, latency percentiles over
-// every committed operation of every run.
+// CellMetrics are a campaign cell's Metrics over its runs: the mean per
+// run of each figure (a run that committed nothing has no latency and
+// counts only for the others), so that cells of shards merge as runs do.
 type CellMetrics struct {
 	Throughput  float64 `json:"throughput_tps"`
 	LatencyP50  float64 `json:"commit_latency_p50_ms"`
@@ -138,29 +136,30 @@ type CellMetrics struct {
 	// together (two-phase commit).
 	InDoubt int `json:"in_doubt_at_end,omitempty"`
 
-	runs      int
-	tps, down float64
-	latencies []time.Duration
+	runs, latencyRuns   int
+	tps, down, p50, p99 float64
 }
 
-// add counts one run's metrics.
-func (c *CellMetrics) add(m Metrics) {
+// Add counts one run's metrics.
+func (c *CellMetrics) Add(m Metrics) {
 	c.runs++
 	c.tps += m.Throughput
 	c.down += m.Unavailable.Seconds()
 	c.InDoubt += m.InDoubt
-	c.latencies = append(c.latencies, m.Latencies...)
+	if m.LatencyP50 > 0 {
+		c.latencyRuns++
+		c.p50 += float64(m.LatencyP50) / float64(time.Millisecond)
+		c.p99 += float64(m.LatencyP99) / float64(time.Millisecond)
+	}
 }
 
-// finish works out the cell's figures from the runs added.
-func (c *CellMetrics) finish() {
-	if c.runs == 0 {
-		return
+// Finish works out the cell's figures from the runs added.
+func (c *CellMetrics) Finish() {
+	if c.runs > 0 {
+		c.Throughput = c.tps / float64(c.runs)
+		c.Unavailable = c.down / float64(c.runs)
 	}
-	c.Throughput = c.tps / float64(c.runs)
-	c.Unavailable = c.down / float64(c.runs)
-	slices.Sort(c.latencies)
-	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-	c.LatencyP50, c.LatencyP99 = ms(Percentile(c.latencies, 0.50)), ms(Percentile(c.latencies, 0.99))
-	c.latencies = nil
+	if c.latencyRuns > 0 {
+		c.LatencyP50, c.LatencyP99 = c.p50/float64(c.latencyRuns), c.p99/float64(c.latencyRuns)
+	}
 }

@@ -2,9 +2,7 @@ package main
 
 import (
 	"fmt"
-	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"lockstep/pipeline/twopc"
@@ -18,42 +16,6 @@ func printMetrics(m scenarios.Metrics) {
 	if m.InDoubt > 0 {
 		fmt.Fprintf(stdout, "in doubt at the end: %d prepared transactions, holding their locks\n", m.InDoubt)
 	}
-}
-
-// printSystems prints, when the campaign ran two-phase commit, every
-// system side by side per scenario: violating runs, throughput, p99 commit
-// latency and unavailability (seconds per run).
-func printSystems(cfg scenarios.CampaignConfig, sum *scenarios.Summary) {
-	if !slices.Contains(cfg.Systems, scenarios.TwoPC) {
-		return
-	}
-	var systems []scenarios.System
-	for _, sys := range scenarios.AllSystems {
-		if slices.Contains(cfg.Systems, sys) {
-			systems = append(systems, sys)
-		}
-	}
-	w := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintf(w, "scenario")
-	for _, sys := range systems {
-		fmt.Fprintf(w, "\t%s violating\ttxn/s\tp99 ms\tunavail s", sys)
-	}
-	fmt.Fprintln(w)
-	for _, sc := range cfg.Scenarios {
-		fmt.Fprintf(w, "%s", sc.Name)
-		for _, sys := range systems {
-			c := sum.Cell(sc.Name, sys)
-			if c == nil || c.Seeds == 0 {
-				fmt.Fprintf(w, "\t-\t-\t-\t-")
-				continue
-			}
-			m := c.Metrics
-			fmt.Fprintf(w, "\t%s\t%.1f\t%.0f\t%.1f", c, m.Throughput, m.LatencyP99, m.Unavailable)
-		}
-		fmt.Fprintln(w)
-	}
-	w.Flush()
-	fmt.Fprintln(stdout)
 }
 
 // containerSystem refuses a system the container world does not run.
