@@ -266,7 +266,8 @@ func (t *lockingTx) locks() []string {
 			if !ok || k.PK == "" {
 				continue
 			}
-			rows := []model.Row{t.view[k]}
+			own, _ := t.view.get(k)
+			rows := []model.Row{own}
 			if e, ok := db.state.Get(k); ok {
 				rows = append(rows, e.Row)
 			}
