@@ -30,11 +30,16 @@ images:
 bench:
 	GOGC=400 $(GO) test -run '^$$' -bench . -benchmem ./sim/ ./scenarios/
 
-## lint: gofmt and go vet must be clean.
+## lint: gofmt and go vet must be clean, and actionlint must pass on the
+## workflow files (.github/workflows), which cannot run here: lint is their
+## test. actionlint is pinned in tools/go.mod; it runs shellcheck on the
+## workflows' scripts when shellcheck is installed (.ci/setup installs it).
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt: not formatted:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	@command -v shellcheck >/dev/null || echo "make lint: shellcheck not installed: actionlint skips the workflows' scripts"
+	$(GO) tool -modfile=tools/go.mod actionlint
 
 ## campaign: the main job, a simulated fault campaign.
 campaign:

@@ -1,9 +1,13 @@
 package scenarios
 
 import (
+	"cmp"
 	"fmt"
+	"iter"
 	"runtime"
-	"sort"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -14,12 +18,149 @@ import (
 type CampaignConfig struct {
 	Scenarios []*Scenario
 	Systems   []System
-	Seeds     int    // seeds per scenario and system
+	// Seeds is the seeds per scenario and system; 0 with a Duration: no
+	// limit but the time.
+	Seeds     int
 	FirstSeed uint64 // seeds are FirstSeed, FirstSeed+1, ...
 	Parallel  int    // worker goroutines (default GOMAXPROCS)
 	Options   Options
-	// Progress, when set, is called after each run with the count done.
+	// Duration, when set, stops starting runs once this much wall time has
+	// passed (the runs under way finish and count). With Seeds too, the
+	// campaign ends with whichever comes first.
+	Duration time.Duration
+	// Shard, when set, runs only its share of the seeds (see Shard).
+	Shard Shard
+	// Progress, when set, is called after each run with the count done
+	// and the total (0 when only the Duration bounds the campaign).
 	Progress func(done, total int, last *Outcome)
+	// Each, when set, is called after each run with what ran and its
+	// outcome or error, one call at a time.
+	Each func(run CampaignRun, out *Outcome, err error)
+}
+
+// CampaignRun is one run of a campaign: a scenario, a system and a seed.
+type CampaignRun struct {
+	Scenario *Scenario
+	System   System
+	Seed     uint64
+}
+
+// Shard is one of Count disjoint shares of a campaign's seeds: seed s is
+// in shard Index (1-based) when (s-FirstSeed) mod Count == Index-1. The
+// shards' union is the whole campaign, so N machines can each run one and
+// their results merge into the unsharded campaign's. The zero Shard is
+// the whole campaign.
+type Shard struct {
+	Index int `json:"index"`
+	Count int `json:"count"`
+}
+
+// ParseShard reads "i/N" (1 <= i <= N).
+func ParseShard(s string) (Shard, error) {
+	a, b, ok := strings.Cut(s, "/")
+	i, err1 := strconv.Atoi(a)
+	n, err2 := strconv.Atoi(b)
+	if !ok || err1 != nil || err2 != nil || n < 1 || i < 1 || i > n {
+		return Shard{}, fmt.Errorf("malformed shard %q: want i/N with 1 <= i <= N, e.g. 2/8", s)
+	}
+	return Shard{Index: i, Count: n}, nil
+}
+
+// String is "i/N", or "" for the whole campaign.
+func (s Shard) String() string {
+	if s.Count == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d/%d", s.Index, s.Count)
+}
+
+// Has reports whether seed index i (the seed minus the first seed) is in
+// the shard.
+func (s Shard) Has(i uint64) bool {
+	return s.Count <= 1 || i%uint64(s.Count) == uint64(s.Index-1)
+}
+
+// stride and offset step through the shard's seed indices.
+func (s Shard) stride() uint64 { return uint64(max(1, s.Count)) }
+func (s Shard) offset() uint64 { return uint64(max(0, s.Index-1)) }
+
+// Runs lists a campaign's runs in the order they start: seed by seed (so
+// a campaign cut short by its Duration has run the lowest seeds of every
+// scenario), within a seed scenario by scenario and system by system. A
+// scenario with SeedEvery (long-haul) gets its k-th seed once the others
+// reach seed index k*SeedEvery, unless it is the only kind of scenario
+// asked for: then it runs every seed as the others do. The sequence is
+// endless when Seeds is 0 and a Duration is set (Campaign stops it).
+func (cfg CampaignConfig) Runs() iter.Seq[CampaignRun] {
+	return func(yield func(CampaignRun) bool) {
+		var regular, long []*Scenario
+		for _, sc := range cfg.Scenarios {
+			if sc.SeedEvery > 1 {
+				long = append(long, sc)
+			} else {
+				regular = append(regular, sc)
+			}
+		}
+		if len(regular) == 0 {
+			regular, long = long, nil
+		}
+		// Without a Duration, Seeds bounds the campaign even at 0 (no run).
+		bounded := cfg.Seeds > 0 || cfg.Duration <= 0
+		stride, off := cfg.Shard.stride(), cfg.Shard.offset()
+		nextLong := make([]uint64, len(long)) // per long scenario, its next seed index
+		for k := range nextLong {
+			nextLong[k] = off
+		}
+		emit := func(sc *Scenario, i uint64) bool {
+			for _, sys := range cfg.Systems {
+				if !yield(CampaignRun{sc, sys, cfg.FirstSeed + i}) {
+					return false
+				}
+			}
+			return true
+		}
+		// dueLong runs the long scenarios' seeds due by seed index upTo
+		// (all of them that the campaign has, when upTo is nil).
+		dueLong := func(upTo *uint64) bool {
+			for k, sc := range long {
+				for {
+					j := nextLong[k]
+					if bounded && j >= uint64(sc.CampaignSeeds(cfg.Seeds)) || upTo != nil && j*uint64(sc.SeedEvery) > *upTo {
+						break
+					}
+					if !emit(sc, j) {
+						return false
+					}
+					nextLong[k] += stride
+				}
+			}
+			return true
+		}
+		for i := off; !bounded || i < uint64(cfg.Seeds); i += stride {
+			if !dueLong(&i) {
+				return
+			}
+			for _, sc := range regular {
+				if !emit(sc, i) {
+					return
+				}
+			}
+		}
+		dueLong(nil)
+	}
+}
+
+// Total is how many runs the campaign has, or 0 when only its Duration
+// bounds it.
+func (cfg CampaignConfig) Total() int {
+	if cfg.Seeds <= 0 {
+		return 0
+	}
+	n := 0
+	for range cfg.Runs() {
+		n++
+	}
+	return n
 }
 
 // Cell is the tally of one (scenario, system).
@@ -100,64 +241,56 @@ func (s *Summary) pipelineSum(count func(*Cell) int) int {
 	return n
 }
 
-// Campaign runs every seed of every scenario for every system, in parallel,
-// and tallies the outcomes. Results do not depend on the parallelism: each
-// run is its own deterministic world.
+// Campaign runs the campaign's runs (Runs), in parallel, and tallies the
+// outcomes. Results do not depend on the parallelism: each run is its own
+// deterministic world. With a Duration, no run starts once it has passed.
 func Campaign(cfg CampaignConfig) *Summary {
 	if cfg.Parallel <= 0 {
 		cfg.Parallel = runtime.GOMAXPROCS(0)
 	}
-	type job struct {
-		sc   *Scenario
-		sys  System
-		seed uint64
-		cell *Cell
-	}
 	sum := &Summary{Parallel: cfg.Parallel}
-	var jobs, long []job
+	cells := map[cellKey]*Cell{}
 	for _, sc := range cfg.Scenarios {
 		for _, sys := range cfg.Systems {
 			cell := &Cell{Scenario: sc.Name, System: sys, Anomalies: map[checker.Class]int{}, Unclaimed: map[checker.Class]int{}}
 			sum.Cells = append(sum.Cells, cell)
-			for i := 0; i < sc.CampaignSeeds(cfg.Seeds); i++ {
-				j := job{sc, sys, cfg.FirstSeed + uint64(i), cell}
-				if sc.SeedEvery > 1 {
-					long = append(long, j)
-				} else {
-					jobs = append(jobs, j)
-				}
-			}
+			cells[cellKey{sc.Name, sys}] = cell
 		}
 	}
-	// The long runs first, so that they do not end the campaign on one
-	// worker while the others are idle.
-	jobs = append(long, jobs...)
+	total := cfg.Total()
 	start := time.Now()
 	var mu sync.Mutex
 	done := 0
-	next := make(chan job)
+	next := make(chan CampaignRun)
 	var wg sync.WaitGroup
 	for w := 0; w < cfg.Parallel; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for j := range next {
-				out, err := Run(j.sc, j.sys, j.seed, cfg.Options)
+				out, err := Run(j.Scenario, j.System, j.Seed, cfg.Options)
 				mu.Lock()
 				done++
 				if err != nil {
 					sum.Errors = append(sum.Errors, err.Error())
+					out = nil
 				} else {
-					tally(j.cell, out)
+					tally(cells[cellKey{j.Scenario.Name, j.System}], out)
+				}
+				if cfg.Each != nil {
+					cfg.Each(j, out, err)
 				}
 				if cfg.Progress != nil {
-					cfg.Progress(done, len(jobs), out)
+					cfg.Progress(done, total, out)
 				}
 				mu.Unlock()
 			}
 		}()
 	}
-	for _, j := range jobs {
+	for j := range cfg.Runs() {
+		if cfg.Duration > 0 && time.Since(start) >= cfg.Duration {
+			break
+		}
 		next <- j
 	}
 	close(next)
@@ -172,9 +305,9 @@ func Campaign(cfg CampaignConfig) *Summary {
 		if c.wall > 0 {
 			c.SeedsPerSecond = float64(c.Seeds) / c.wall.Seconds()
 		}
-		sort.Strings(c.Failing)
-		sort.Strings(c.Inconclusive)
-		sort.Strings(c.RefusedRuns)
+		SortTokens(c.Failing)
+		SortTokens(c.Inconclusive)
+		SortTokens(c.RefusedRuns)
 	}
 	if wall > 0 {
 		sum.Speedup = float64(virtual) / float64(wall)
@@ -182,8 +315,41 @@ func Campaign(cfg CampaignConfig) *Summary {
 	if simWall > 0 {
 		sum.SimSpeedup = float64(virtual) / float64(simWall)
 	}
-	sort.Strings(sum.Errors)
+	SortTokens(sum.Errors)
 	return sum
+}
+
+type cellKey struct {
+	scenario string
+	system   System
+}
+
+// SortTokens sorts repro tokens (or lines that start with one) by
+// scenario, system and then seed as a number, so seed 10 comes after
+// seed 9; what does not parse sorts as text, last.
+func SortTokens(tokens []string) {
+	slices.SortStableFunc(tokens, func(a, b string) int {
+		ra, ea := ParseRepro(firstField(a))
+		rb, eb := ParseRepro(firstField(b))
+		switch {
+		case ea != nil || eb != nil:
+			return cmp.Or(cmp.Compare(boolInt(ea != nil), boolInt(eb != nil)), strings.Compare(a, b))
+		}
+		return cmp.Or(strings.Compare(ra.Scenario, rb.Scenario), strings.Compare(string(ra.System), string(rb.System)),
+			cmp.Compare(ra.Seed, rb.Seed), strings.Compare(a, b))
+	})
+}
+
+func firstField(s string) string {
+	tok, _, _ := strings.Cut(s, ": ")
+	return tok
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func tally(c *Cell, o *Outcome) {

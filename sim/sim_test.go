@@ -3,7 +3,9 @@ package sim
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
@@ -141,20 +143,47 @@ func runProgram(p program) func(cfg Config) (Result, error) {
 }
 
 func TestRandomProgramsAreDeterministic(t *testing.T) {
-	seeds := 0
+	const perProgram = 10
+	programs, seeds := 0, 0
+	distinct := map[string]bool{}
 	rapid.Check(t, func(t *rapid.T) {
 		p := genProgram(t)
+		programs++
+		distinct[fmt.Sprint(p)] = true
 		base := rapid.Uint64().Draw(t, "seed")
-		for i := uint64(0); i < 10; i++ {
+		for i := uint64(0); i < perProgram; i++ {
 			seeds++
 			if err := CheckDeterminism(base+i, runProgram(p)); err != nil {
 				t.Fatal(err)
 			}
 		}
 	})
-	if seeds < 1000 {
-		t.Fatalf("only %d programs checked", seeds)
+	// Every program rapid drew ran all its seeds, rapid drew as many as it
+	// was asked for (a fifth under -short), and they are not one program
+	// drawn again and again.
+	want := rapidChecks(t)
+	if programs < want || seeds != programs*perProgram || len(distinct) < programs*9/10 {
+		t.Fatalf("%d programs (%d distinct) with %d seeds checked; want at least %d, each with %d seeds, nine in ten distinct",
+			programs, len(distinct), seeds, want, perProgram)
 	}
+}
+
+// rapidChecks is how many cases rapid.Check runs: -rapid.checks (its
+// default 100, or RAPID_CHECKS), and a fifth of that under -short, as
+// rapid divides it.
+func rapidChecks(t *testing.T) int {
+	f := flag.Lookup("rapid.checks")
+	if f == nil {
+		t.Fatal("rapid registers no -rapid.checks flag")
+	}
+	n, err := strconv.Atoi(f.Value.String())
+	if err != nil {
+		t.Fatalf("-rapid.checks=%s: %v", f.Value, err)
+	}
+	if testing.Short() {
+		n /= 5
+	}
+	return n
 }
 
 func TestThousandSeedsTwiceSameHashAndSeedsDiffer(t *testing.T) {

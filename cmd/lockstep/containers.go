@@ -9,15 +9,17 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
-	"lockstep/checker"
 	"lockstep/faults"
 	"lockstep/scenarios"
 	"lockstep/scenarios/containers"
 	"lockstep/scenarios/report"
+	"lockstep/scenarios/results"
 )
 
 // readPlan reads a fault plan file and the first 8 bytes of its SHA-256 in
@@ -68,7 +70,8 @@ func containerConfig(r scenarios.Repro) (containers.Config, error) {
 
 // runContainers runs what a token with world=containers names, against
 // real services. Ctrl-C or SIGTERM stops it and still removes every
-// container and network.
+// container and network. The containers' logs are kept when the run did
+// not hold, or in --logs DIR; the output says where.
 func runContainers(r scenarios.Repro, rf runFlags) error {
 	cfg, err := containerConfig(r)
 	if err != nil {
@@ -84,15 +87,23 @@ func runContainers(r scenarios.Repro, rf runFlags) error {
 	if !rf.trace {
 		level = slog.LevelWarn
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	fmt.Fprintf(stderr, "lockstep: starting containers for %s/%s (about 30s)...\n", sc.Name, sys)
-	cfg.Logger, cfg.LogDir = logger, rf.logDir
+	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	logs, err := newRunLogs(rf.logDir, "")
+	if err != nil {
+		return err
+	}
+	cfg.LogDir = logs.dir
+	phases := startPhases(func(phase string, in time.Duration) string {
+		return fmt.Sprintf("lockstep: %s: %s", r, phaseText(phase, in, cfg.Faults))
+	})
+	cfg.Phase = phases.set
 	out, err := containers.Run(ctx, cfg)
+	phases.stop()
 	if err != nil {
 		if ctx.Err() != nil {
-			return fmt.Errorf("interrupted; containers removed")
+			return fmt.Errorf("interrupted; containers removed; their logs are in %s", logs.dir)
 		}
-		return err
+		return fmt.Errorf("%w; container logs: %s", err, logs.dir)
 	}
 	fmt.Fprintf(stdout, "scenario %s (%s), system %s, seed %d, world containers\n", sc.Name, sc.Summary, sys, seed)
 	printPlan(out.Plan)
@@ -106,7 +117,11 @@ func runContainers(r scenarios.Repro, rf runFlags) error {
 	if out.Bench != nil {
 		fmt.Fprint(stdout, out.Bench.String())
 	}
-	fmt.Fprintf(stdout, "container logs: %s\n", out.LogDir)
+	kept, err := logs.settle(results.Judged(r.String(), "", out.Report, "").Verdict)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, logs.line(kept))
 	fmt.Fprintf(stdout, "repro: lockstep repro %s\n", r)
 	if rf.json != "" {
 		if err := writeJSON(rf.json, out.Report); err != nil {
@@ -114,11 +129,14 @@ func runContainers(r scenarios.Repro, rf runFlags) error {
 		}
 	}
 	if rf.report != "" {
+		notes := []string{"Times are wall time since the containers were up."}
+		if kept {
+			notes = append(notes, "Container logs: "+logs.dir)
+		}
 		err := report.WriteFile(rf.report, report.Run{
 			Title: fmt.Sprintf("%s / %s / seed %d", sc.Name, sys, seed), World: "containers",
 			History: out.History, Report: out.Report, Plan: out.Plan.String(), Mix: out.Plan.Mix(),
-			Repro: "lockstep repro " + r.String(), WallClock: true,
-			Notes: []string{"Times are wall time since the containers were up. Container logs: " + out.LogDir},
+			Repro: "lockstep repro " + r.String(), WallClock: true, Notes: notes,
 		})
 		if err != nil {
 			return err
@@ -128,10 +146,121 @@ func runContainers(r scenarios.Repro, rf runFlags) error {
 	return judge(sys, out.Report, false)
 }
 
-// containerCampaign runs seeds of scenarios in containers, one run at a time
-// (each run owns a whole cluster), and tallies them like a simulated
-// campaign.
-func containerCampaign(names, system, first string, seeds, txns int, jsonPath string) error {
+// runLogs is where one container run keeps its containers' logs: in
+// --logs DIR (a folder per run in a campaign), kept; or in a new
+// temporary folder, kept only if the run did not hold.
+type runLogs struct {
+	dir   string
+	asked bool
+}
+
+// newRunLogs makes the folder: base/sub when --logs gave base, a new
+// temporary one otherwise.
+func newRunLogs(base, sub string) (runLogs, error) {
+	if base != "" {
+		dir := filepath.Join(base, sub)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return runLogs{}, usagef("--logs: %v", err)
+		}
+		return runLogs{dir: dir, asked: true}, nil
+	}
+	dir, err := os.MkdirTemp("", "lockstep-logs-")
+	if err != nil {
+		return runLogs{}, fmt.Errorf("container logs: %w", err)
+	}
+	return runLogs{dir: dir}, nil
+}
+
+// settle removes the folder of a run that held, unless --logs asked for
+// it, and reports whether it is kept.
+func (l runLogs) settle(verdict string) (bool, error) {
+	if l.asked || verdict != results.Held {
+		return true, nil
+	}
+	if err := os.RemoveAll(l.dir); err != nil {
+		return false, fmt.Errorf("remove the container logs: %w", err)
+	}
+	return false, nil
+}
+
+func (l runLogs) line(kept bool) string {
+	if kept {
+		return "container logs: " + l.dir
+	}
+	return "container logs: not kept (the run held; --logs DIR keeps them)"
+}
+
+// phaseReporter says on stderr which phase a container run is in: when
+// it enters one, and every 10 s in it, so a minute-long run is never
+// silent.
+type phaseReporter struct {
+	mu    sync.Mutex
+	phase string
+	since time.Time
+	text  func(phase string, in time.Duration) string
+	quit  chan struct{}
+	done  chan struct{}
+}
+
+func startPhases(text func(phase string, in time.Duration) string) *phaseReporter {
+	p := &phaseReporter{text: text, quit: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		t := time.NewTicker(10 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-p.quit:
+				return
+			case <-t.C:
+				p.print()
+			}
+		}
+	}()
+	return p
+}
+
+// set enters a phase (containers.Config.Phase).
+func (p *phaseReporter) set(phase string) {
+	p.mu.Lock()
+	p.phase, p.since = phase, time.Now()
+	p.mu.Unlock()
+	p.print()
+}
+
+func (p *phaseReporter) print() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.phase != "" {
+		fmt.Fprintln(stderr, p.text(p.phase, time.Since(p.since)))
+	}
+}
+
+func (p *phaseReporter) stop() {
+	close(p.quit)
+	<-p.done
+}
+
+// phaseText is a phase and how long it has run, against how long it
+// takes: "faults 12s of 30s".
+func phaseText(phase string, in time.Duration, faultPhase time.Duration) string {
+	in = in.Round(time.Second)
+	switch phase {
+	case containers.PhaseStarting:
+		return fmt.Sprintf("starting the containers and the pipeline (%v, about 30s)", in)
+	case containers.PhaseFaults:
+		return fmt.Sprintf("faults and workload (%v of %v)", in, cmp.Or(faultPhase, 30*time.Second))
+	case containers.PhaseQuiet:
+		return fmt.Sprintf("quiet: faults healed, waiting for the stores to converge (%v)", in)
+	case containers.PhaseChecking:
+		return fmt.Sprintf("checking the stores (%v)", in)
+	}
+	return fmt.Sprintf("%s (%v)", phase, in)
+}
+
+// containerScenarios are the scenarios a container campaign names ("all":
+// those worth a container run).
+func containerScenarios(names string) ([]*scenarios.Scenario, error) {
 	if names == "all" {
 		names = "steady,crash-capture,crash-appliers,broker-failover,partitions,cache-restart,pgbench"
 	}
@@ -139,99 +268,94 @@ func containerCampaign(names, system, first string, seeds, txns int, jsonPath st
 	for _, n := range strings.Split(names, ",") {
 		sc, err := containers.Lookup(strings.TrimSpace(n))
 		if err != nil {
-			return usagef("%v", err)
+			return nil, usagef("%v", err)
 		}
 		scs = append(scs, sc)
 	}
-	systems := scenarios.Systems
-	if system != "both" {
-		sys, err := parseSystem(system)
-		if err != nil {
-			return err
-		}
-		systems = []scenarios.System{sys}
-	}
-	firstSeed, err := parseSeed(first)
-	if err != nil {
-		return err
-	}
+	return scs, nil
+}
+
+// containerCampaign runs a campaign's runs in containers, one at a time
+// (each run owns a whole cluster), in the simulated campaign's order and
+// with its seeds, duration and shard, and reports it in the same form:
+// table, JSON, JUnit.
+//
+// The runs share one cluster, started once and reset between runs
+// (containers.World.Reset), so a seed costs its fault and quiet phases, not
+// a cluster's start.
+func containerCampaign(cfg scenarios.CampaignConfig, outs campaignOutputs, logBase string) (err error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := containers.Available(ctx); err != nil {
 		return err
 	}
-	type cell struct {
-		Scenario  string           `json:"scenario"`
-		System    scenarios.System `json:"system"`
-		Seeds     int              `json:"seeds"`
-		Violating int              `json:"seeds_violating"`
-		Anomalies map[string]int   `json:"anomalies_by_class"`
-		Failing   []string         `json:"failing,omitempty"`
-		// Inconclusive names the runs whose verdict was inconclusive.
-		Inconclusive []string `json:"inconclusive,omitempty"`
-	}
-	var cells []*cell
-	total, done := len(scs)*len(systems)*seeds, 0
-	pipelineFails, pipelineInconclusive := 0, 0
-	for _, sc := range scs {
-		for _, sys := range systems {
-			c := &cell{Scenario: sc.Name, System: sys, Anomalies: map[string]int{}}
-			cells = append(cells, c)
-			for i := 0; i < seeds; i++ {
-				seed := firstSeed + uint64(i)
-				token := scenarios.Repro{Scenario: sc.Name, System: sys, Seed: seed, World: scenarios.WorldContainers, Txns: txns}
-				fmt.Fprintf(stderr, "[%d/%d] %s ...\n", done+1, total, token)
-				out, err := containers.Run(ctx, containers.Config{Scenario: sc, System: sys, Seed: seed, Txns: txns})
-				done++
-				if err != nil {
-					if ctx.Err() != nil {
-						return fmt.Errorf("interrupted at %s; containers removed", token)
-					}
-					return fmt.Errorf("%s: %w", token, err)
-				}
-				c.Seeds++
-				for class, n := range out.Report.Counts {
-					c.Anomalies[string(class)] += n
-				}
-				switch {
-				case out.Violated():
-					c.Violating++
-					c.Failing = append(c.Failing, token.String())
-					if sys == scenarios.Pipeline {
-						pipelineFails++
-					}
-				case out.Report.Verdict == checker.Inconclusive:
-					c.Inconclusive = append(c.Inconclusive, token.String())
-					if sys == scenarios.Pipeline {
-						pipelineInconclusive++
-					}
-				}
-			}
+	fmt.Fprintf(stderr, "lockstep: starting containers (about 30s), one cluster for every run...\n")
+	w, err := containers.Start(ctx, containers.Options{})
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("interrupted; containers removed")
 		}
+		return err
 	}
-	for _, c := range cells {
-		fmt.Fprintf(stdout, "%-16s %-9s %d/%d violating %v\n", c.Scenario, c.System, c.Violating, c.Seeds, c.Anomalies)
-	}
-	if jsonPath != "" {
-		if err := writeJSON(jsonPath, cells); err != nil {
+	defer func() {
+		if cerr := w.Close(context.WithoutCancel(ctx)); cerr != nil && err == nil {
+			err = fmt.Errorf("containers: cleanup: %w", cerr)
+		}
+	}()
+	file := results.New(results.WorldContainers, results.ConfigOf(cfg))
+	file.Timing.Started = time.Now().UTC().Format(time.RFC3339)
+	file.Timing.Parallel = 1
+	p := newProgress(cfg.Duration)
+	total, done := cfg.Total(), 0
+	for run := range cfg.Runs() {
+		if cfg.Duration > 0 && time.Since(p.start) >= cfg.Duration {
+			file.Timing.StoppedByDuration = true
+			break
+		}
+		token := scenarios.Repro{Scenario: run.Scenario.Name, System: run.System, Seed: run.Seed, World: scenarios.WorldContainers, Txns: cfg.Options.Txns}
+		logs, err := newRunLogs(logBase, strings.TrimSuffix(report.FileName(token.String()), ".html"))
+		if err != nil {
 			return err
 		}
-	}
-	for _, c := range cells {
-		if c.System == scenarios.Pipeline {
-			for _, f := range c.Failing {
-				fmt.Fprintf(stdout, "pipeline violated a claimed property: lockstep repro %s\n", f)
-			}
-			for _, f := range c.Inconclusive {
-				fmt.Fprintf(stdout, "pipeline inconclusive (not a pass): lockstep repro %s\n", f)
-			}
+		phases := startPhases(func(phase string, in time.Duration) string {
+			return p.line(done, total, cfg, fmt.Sprintf("now %s: %s", token, phaseText(phase, in, 0)))
+		})
+		began := time.Now()
+		out, err := containers.Run(ctx, containers.Config{Scenario: run.Scenario, System: run.System, Seed: run.Seed,
+			Txns: cfg.Options.Txns, LogDir: logs.dir, Phase: phases.set, World: w})
+		phases.stop()
+		done++
+		p.ended()
+		if ctx.Err() != nil {
+			return fmt.Errorf("interrupted at %s; containers removed; its logs are in %s", token, logs.dir)
 		}
+		var res results.Run
+		if err != nil {
+			res = results.Failed(token, err, time.Since(began))
+			res.LogDir = logs.dir
+			fmt.Fprintf(stderr, "harness error, not judged: %s: %s (logs: %s)\n", token, oneLine(err.Error()), logs.dir)
+		} else {
+			res = results.Judged(token.String(), out.Plan.String(), out.Report, "")
+			res.Timing.WallNS = int64(out.Wall)
+			kept, err := logs.settle(res.Verdict)
+			if err != nil {
+				return err
+			}
+			if kept {
+				res.LogDir = logs.dir
+			}
+			p.note(run.System, run.Seed, res.Verdict == results.Violated)
+			fmt.Fprintf(stderr, "%s: %s in %v; %s\n", token, res.Verdict, out.Wall.Round(time.Second), logs.line(kept))
+		}
+		file.Add(run.Scenario.Name, run.System, res)
 	}
-	switch {
-	case pipelineFails > 0:
-		return errViolation
-	case pipelineInconclusive > 0:
-		return errInconclusive
+	file.Timing.WallNS = int64(time.Since(p.start))
+	file.Finish()
+	if err := file.WriteTable(stdout); err != nil {
+		return err
 	}
-	return nil
+	if err := outs.write(file); err != nil {
+		return err
+	}
+	return verdictErr("campaign", file)
 }

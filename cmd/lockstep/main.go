@@ -30,7 +30,7 @@ type command struct {
 	flags func(fs *flag.FlagSet) func(args []string) error
 }
 
-var commands = []*command{runCmd, campaignCmd, reproCmd, listCmd, benchCmd, captureCmd, applyCmd}
+var commands = []*command{runCmd, campaignCmd, reproCmd, listCmd, benchCmd, captureCmd, applyCmd, mergeCmd}
 
 // usageError is bad input: exit 2 with one line.
 type usageError struct{ msg string }
@@ -92,7 +92,8 @@ func run(args []string, out, errw io.Writer) int {
 	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	runFn := c.flags(fs)
-	if err := fs.Parse(args[1:]); err != nil {
+	pos, err := parseInterspersed(fs, args[1:])
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printHelp(out, c, fs)
 			return 0
@@ -100,7 +101,7 @@ func run(args []string, out, errw io.Writer) int {
 		fmt.Fprintf(errw, "lockstep %s: %s; run 'lockstep %s -h' for usage\n", c.name, oneLine(err.Error()), c.name)
 		return 2
 	}
-	err := runFn(fs.Args())
+	err = runFn(pos)
 	var ue usageError
 	switch {
 	case err == nil:
@@ -118,6 +119,28 @@ func run(args []string, out, errw io.Writer) int {
 		// kernel cannot make): not the system's failure.
 		fmt.Fprintf(errw, "lockstep %s: %s\n", c.name, oneLine(err.Error()))
 		return 2
+	}
+}
+
+// parseInterspersed parses flags wherever they stand among the arguments
+// (lockstep repro TOKEN --json out.json as well as before the token), as
+// the flag package alone stops at the first argument that is not a flag,
+// and returns the others in order. After "--" every argument is one of
+// the others.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		if used := args[:len(args)-len(rest)]; len(used) > 0 && used[len(used)-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos, args = append(pos, rest[0]), rest[1:]
 	}
 }
 

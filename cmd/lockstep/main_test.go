@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 
 	"lockstep/checker"
 	"lockstep/scenarios"
+	"lockstep/scenarios/results"
 )
 
 // lockstep runs the CLI in-process and returns exit code, stdout, stderr.
@@ -55,6 +55,10 @@ func TestBadInputIsOneLineAndExit2(t *testing.T) {
 		{[]string{"run", "--scenario", "steady", "--seed", "1", "--world", "moon"}, `lockstep run: unknown world "moon"`},
 		{[]string{"run", "--scenario", "steady", "--seed", "1", "--world", "containers", "--check-determinism"}, `lockstep run: --check-determinism needs the simulator`},
 		{[]string{"run", "--scenario", "steady", "--seed", "1", "extra"}, `lockstep run: unexpected argument "extra"`},
+		{[]string{"run", "--scenario", "steady", "extra", "--seed", "1"}, `lockstep run: unexpected argument "extra"`},
+		{[]string{"repro", "steady/pipeline/1", "--txns", "50"}, `lockstep repro: --txns shapes the run, so it rides in the token`},
+		{[]string{"repro", "steady/pipeline/1", "--bogus"}, "lockstep repro: flag provided but not defined: -bogus"},
+		{[]string{"repro", "--", "steady/pipeline/1", "--log"}, `lockstep repro: want exactly one repro token`},
 		{[]string{"help", "nosuch"}, `lockstep help: unknown command "nosuch"`},
 		{[]string{"help", "run", "repro"}, `lockstep help: want one command, not 2`},
 		{[]string{"bench", "--seeds", "0"}, `lockstep bench: invalid value "0" for flag -seeds: want a positive whole number`},
@@ -63,6 +67,18 @@ func TestBadInputIsOneLineAndExit2(t *testing.T) {
 		{[]string{"run", "--bogus"}, "lockstep run: flag provided but not defined: -bogus"},
 		{[]string{"campaign", "--world", "containers", "--report", "/tmp/x"}, "lockstep campaign: --report needs the simulator for a campaign"},
 		{[]string{"run", "--scenario", "steady", "--seed", "1", "--txns", "20", "--report", "/nonexistent/dir/r.html"}, "lockstep run: report: open /nonexistent/dir/r.html"},
+		{[]string{"campaign", "--shard", "0/3"}, `lockstep campaign: --shard: malformed shard "0/3": want i/N with 1 <= i <= N, e.g. 2/8`},
+		{[]string{"campaign", "--shard", "4/3"}, `lockstep campaign: --shard: malformed shard "4/3"`},
+		{[]string{"campaign", "--shard", "half"}, `lockstep campaign: --shard: malformed shard "half"`},
+		{[]string{"campaign", "--duration", "-1m"}, "lockstep campaign: --duration -1m0s: want a positive duration such as 20m"},
+		{[]string{"campaign", "--duration", "0s"}, "lockstep campaign: --duration 0s: want a positive duration"},
+		{[]string{"campaign", "--duration", "soon"}, `lockstep campaign: invalid value "soon" for flag -duration`},
+		{[]string{"campaign", "--logs", "/tmp/x"}, "lockstep campaign: --logs needs --world containers"},
+		{[]string{"campaign", "--scenario", "steady", "--seeds", "1", "--json", "/nonexistent/dir/c.json"}, "lockstep campaign: cannot write open /nonexistent/dir/c.json"},
+		{[]string{"campaign", "--scenario", "steady", "--seeds", "1", "--junit", "/nonexistent/dir/c.xml"}, "lockstep campaign: cannot write open /nonexistent/dir/c.xml"},
+		{[]string{"merge"}, "lockstep merge: want the shards' JSON files"},
+		{[]string{"merge", "/nonexistent.json"}, "lockstep merge: open /nonexistent.json"},
+		{[]string{"merge", "main_test.go"}, "lockstep merge: main_test.go: not campaign JSON"},
 	}
 	for _, c := range cases {
 		code, _, errw := lockstep(c.args...)
@@ -72,6 +88,35 @@ func TestBadInputIsOneLineAndExit2(t *testing.T) {
 		if !strings.HasPrefix(errw, c.want) || strings.Count(errw, "\n") != 1 {
 			t.Errorf("%v: stderr %q, want one line starting %q", c.args, errw, c.want)
 		}
+	}
+}
+
+// Flags may stand after a command's token as well as before it, up to a
+// "--"; the run they give is the same.
+func TestFlagsMayFollowTheToken(t *testing.T) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	v := fs.Bool("v", false, "")
+	n := fs.Int("n", 0, "")
+	pos, err := parseInterspersed(fs, []string{"a", "-v", "b", "-n", "3", "c", "--", "-n", "4", "d"})
+	if err != nil || !*v || *n != 3 || !reflect.DeepEqual(pos, []string{"a", "b", "c", "-n", "4", "d"}) {
+		t.Fatalf("parseInterspersed: %q, -v %v, -n %d, %v; want [a b c -n 4 d], true, 3", pos, *v, *n, err)
+	}
+	dir := t.TempDir()
+	before, after := filepath.Join(dir, "before.json"), filepath.Join(dir, "after.json")
+	const token = "steady/pipeline/1,txns=20"
+	code, out1, errw := lockstep("repro", "--json", before, token)
+	if code != 0 {
+		t.Fatalf("repro --json FILE TOKEN: exit %d\n%s%s", code, out1, errw)
+	}
+	code, out2, errw := lockstep("repro", token, "--json", after, "--check-determinism")
+	if code != 0 || !strings.Contains(out2, "determinism: two runs, identical traces") {
+		t.Fatalf("repro TOKEN --json FILE --check-determinism: exit %d\n%s%s", code, out2, errw)
+	}
+	h1, h2 := hashRE.FindStringSubmatch(out1), hashRE.FindStringSubmatch(out2)
+	a, errA := os.ReadFile(before)
+	b, errB := os.ReadFile(after)
+	if h1 == nil || h2 == nil || h1[1] != h2[1] || errA != nil || errB != nil || len(a) == 0 || !bytes.Equal(a, b) {
+		t.Fatalf("flags before and after the token: hashes %v, %v; JSON %v, %v (%d and %d bytes, equal %v)", h1, h2, errA, errB, len(a), len(b), bytes.Equal(a, b))
 	}
 }
 
@@ -125,32 +170,19 @@ func TestCampaignTableAndJSON(t *testing.T) {
 			t.Fatalf("summary lacks %q:\n%s", want, out)
 		}
 	}
-	b, err := os.ReadFile(path)
+	sum, err := results.Read(path)
 	if err != nil {
-		t.Fatal(err)
-	}
-	var sum struct {
-		Cells []struct {
-			Scenario  string         `json:"scenario"`
-			System    string         `json:"system"`
-			Seeds     int            `json:"seeds"`
-			Violating int            `json:"seeds_violating"`
-			Anomalies map[string]int `json:"anomalies_by_class"`
-			Rate      float64        `json:"seeds_per_second"`
-		} `json:"cells"`
-	}
-	if err := json.Unmarshal(b, &sum); err != nil {
 		t.Fatal(err)
 	}
 	if len(sum.Cells) != 4 {
 		t.Fatalf("%d cells, want 4 (2 scenarios x 2 systems)", len(sum.Cells))
 	}
 	for _, c := range sum.Cells {
-		if c.Seeds != 3 || c.Rate <= 0 {
-			t.Fatalf("cell %+v: want 3 seeds and a rate", c)
+		if c.Seeds != 3 || len(c.Runs) != 3 || c.Timing.SeedsPerSecond <= 0 {
+			t.Fatalf("cell %s/%s: %d seeds, %d runs, rate %v: want 3 seeds and a rate", c.Scenario, c.System, c.Seeds, len(c.Runs), c.Timing.SeedsPerSecond)
 		}
 		if c.System == "pipeline" && c.Violating != 0 {
-			t.Fatalf("pipeline violated in %+v", c)
+			t.Fatalf("pipeline violated in %s", c.Scenario)
 		}
 	}
 }
@@ -304,25 +336,21 @@ func TestCampaignTokensReplay(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d\n%s%s", code, out, errw)
 	}
-	b, err := os.ReadFile(path)
+	sum, err := results.Read(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sum struct {
-		Cells []struct {
-			Failing []string `json:"failing"`
-		} `json:"cells"`
+	var failing []string
+	for _, r := range sum.RunsWhere(scenarios.DualWrite, results.Violated) {
+		failing = append(failing, r.Token)
 	}
-	if err := json.Unmarshal(b, &sum); err != nil {
-		t.Fatal(err)
+	if len(sum.Cells) != 1 || len(failing) == 0 {
+		t.Fatalf("want dual writes failing in some of 4 crash-capture seeds: %+v", sum)
 	}
-	if len(sum.Cells) != 1 || len(sum.Cells[0].Failing) == 0 {
-		t.Fatalf("want dual writes failing in some of 4 crash-capture seeds: %s", b)
-	}
-	if first := sum.Cells[0].Failing[0]; !strings.Contains(out, "see a dual-write divergence: lockstep repro "+first+"\n") {
+	if first := failing[0]; !strings.Contains(out, "see a dual-write divergence: lockstep repro "+first+"\n") {
 		t.Errorf("the summary does not print the first failing token %s:\n%s", first, out)
 	}
-	for _, token := range sum.Cells[0].Failing {
+	for _, token := range failing {
 		if !strings.HasSuffix(token, ",txns=120") {
 			t.Errorf("token %q: want it to end in ,txns=120", token)
 		}
@@ -527,12 +555,8 @@ func TestCampaignReport(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d:\n%s%s", code, out, errw)
 	}
-	var sum scenarios.Summary
-	b, err := os.ReadFile(js)
+	sum, err := results.Read(js)
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &sum); err != nil {
 		t.Fatal(err)
 	}
 	index, err := os.ReadFile(filepath.Join(dir, "index.html"))
@@ -540,11 +564,11 @@ func TestCampaignReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	failing := 0
-	for _, c := range sum.Cells {
-		for _, tok := range c.Failing {
+	for _, sys := range scenarios.Systems {
+		for _, r := range sum.RunsWhere(sys, results.Violated) {
 			failing++
-			if !bytes.Contains(index, []byte("lockstep repro "+tok)) {
-				t.Errorf("index does not list %s", tok)
+			if !bytes.Contains(index, []byte("lockstep repro "+r.Token)) {
+				t.Errorf("index does not list %s", r.Token)
 			}
 		}
 	}

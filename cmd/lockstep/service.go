@@ -183,6 +183,9 @@ from the position saved in the store itself.`,
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 			defer stop()
 			logger := serviceLogger("apply-" + k.String())
+			// go-redis logs through slog.Default at debug level
+			// (redisstore): shown with LOCKSTEP_DEBUG, like ours.
+			slog.SetDefault(logger)
 			st, closeStore, err := openStore(ctx, k, *target, bugs)
 			if err != nil {
 				return err

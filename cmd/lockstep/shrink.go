@@ -60,16 +60,6 @@ cannot be run.`,
 		allBugs := fs.Bool("all-bugs", false, "shrink a failing run of every --bug switch and print the table")
 		seeds := positiveFlag(fs, "seeds", 30, "--all-bugs: `N` seeds to look in for each bug's first failing run")
 		return func(args []string) error {
-			// Flags may follow the token too.
-			var pos []string
-			for len(args) > 0 {
-				pos = append(pos, args[0])
-				if err := fs.Parse(args[1:]); err != nil {
-					return usagef("%v", err)
-				}
-				args = fs.Args()
-			}
-			args = pos
 			cfg := shrink.Config{MaxRuns: *maxRuns, Timeout: *timeout, Class: checker.Class(*class), Store: *store, Progress: stderr}
 			if *class != "" && !slices.Contains(checker.Classes, cfg.Class) {
 				return usagef("unknown class %q (want one of: %s)", *class, classNames())

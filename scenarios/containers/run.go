@@ -44,6 +44,30 @@ type Config struct {
 	// Plan, when set, is the fault plan to run instead of one drawn from
 	// the seed (its Quiet is the fault phase's length).
 	Plan *faults.Plan
+	// World, when set, is a world from Start to run in instead of one
+	// started and closed for this run alone: Run resets it first when a
+	// run used it before (World.Reset) and leaves it open. LogDir then
+	// gets only this run's pipeline logs (default: a folder of its own in
+	// the world's LogDir).
+	World *World
+	// Phase, when set, is told each phase as the run enters it (the
+	// Phase* constants), so a caller can say what a minute-long run is
+	// doing.
+	Phase func(phase string)
+}
+
+// A container run's phases, in order.
+const (
+	PhaseStarting = "starting" // the containers, the source's tables and the pipeline
+	PhaseFaults   = "faults"   // the workload under the fault plan
+	PhaseQuiet    = "quiet"    // faults healed: reading the truth, waiting for the stores
+	PhaseChecking = "checking" // the stores' final reads and the checker
+)
+
+func (c *Config) phase(p string) {
+	if c.Phase != nil {
+		c.Phase(p)
+	}
 }
 
 func (c *Config) defaults() {
@@ -163,15 +187,24 @@ func Run(ctx context.Context, cfg Config) (out *Outcome, err error) {
 		}
 	}
 	began := time.Now()
-	w, err := Start(ctx, Options{LogDir: cfg.LogDir, Pipeline: cfg.System == scenarios.Pipeline, Bugs: bugNames(cfg.Scenario), Logger: cfg.Logger})
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		if cerr := w.Close(ctx); cerr != nil && err == nil {
-			err = fmt.Errorf("containers: cleanup: %w", cerr)
+	cfg.phase(PhaseStarting)
+	w, logDir := cfg.World, ""
+	if w != nil {
+		if logDir, err = w.claim(ctx, cfg); err != nil {
+			return nil, err
 		}
-	}()
+	} else {
+		w, err = Start(ctx, Options{LogDir: cfg.LogDir, Pipeline: cfg.System == scenarios.Pipeline, Bugs: bugNames(cfg.Scenario), Logger: cfg.Logger})
+		if err != nil {
+			return nil, err
+		}
+		logDir = w.LogDir
+		defer func() {
+			if cerr := w.Close(ctx); cerr != nil && err == nil {
+				err = fmt.Errorf("containers: cleanup: %w", cerr)
+			}
+		}()
+	}
 	r := &run{cfg: cfg, w: w, log: cfg.Logger, known: map[model.Key]bool{}, hist: &model.History{
 		Scenario: cfg.Scenario.Name, System: string(cfg.System), Seed: cfg.Seed, ConvergedAt: map[string]time.Duration{}}}
 	defer r.closeConns()
@@ -182,13 +215,14 @@ func Run(ctx context.Context, cfg Config) (out *Outcome, err error) {
 		return nil, err
 	}
 	r.start = time.Now()
+	cfg.phase(PhaseFaults)
 	plan, err := r.drive(ctx)
 	if err != nil {
 		return nil, err
 	}
 	report := checker.Check(r.hist, checker.Options{})
 	return &Outcome{Scenario: cfg.Scenario.Name, System: cfg.System, Seed: cfg.Seed, Plan: plan, History: r.hist,
-		Report: report, Wall: time.Since(began), LogDir: w.LogDir, Bench: r.bench}, nil
+		Report: report, Wall: time.Since(began), LogDir: logDir, Bench: r.bench}, nil
 }
 
 func bugNames(sc *scenarios.Scenario) string {
@@ -512,6 +546,7 @@ func (r *run) drive(ctx context.Context) (faults.Plan, error) {
 	<-phase.Done()
 	fwg.Wait()
 	r.log.Info("quiet phase", "at", r.since().Round(time.Millisecond))
+	r.cfg.phase(PhaseQuiet)
 	if err := inj.HealAll(); err != nil && faultErr == nil {
 		faultErr = err
 	}
@@ -536,6 +571,7 @@ func (r *run) drive(ctx context.Context) (faults.Plan, error) {
 	r.converge(ctx)
 	stopObserve()
 	wg.Wait()
+	r.cfg.phase(PhaseChecking)
 	for _, s := range r.stores {
 		snap, err := s.store.ReadAll(ctx)
 		if err != nil {

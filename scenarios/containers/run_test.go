@@ -28,14 +28,10 @@ func runScenario(t *testing.T, name string, sys scenarios.System, p *faults.Plan
 	if err != nil {
 		t.Fatal(err)
 	}
-	level := slog.LevelWarn
-	if testing.Verbose() {
-		level = slog.LevelInfo
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	out, err := Run(ctx, Config{Scenario: sc, System: sys, Seed: 1, Txns: 120, Plan: p, Bench: bench,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})), LogDir: t.TempDir()})
+		Logger: testLogger(), LogDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,6 +40,15 @@ func runScenario(t *testing.T, name string, sys scenarios.System, p *faults.Plan
 		t.Fatalf("only %d committed transactions: the workload did not run", len(out.History.Committed))
 	}
 	return out
+}
+
+// testLogger logs a container test's warnings, and with -v its progress.
+func testLogger() *slog.Logger {
+	level := slog.LevelWarn
+	if testing.Verbose() {
+		level = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 }
 
 // The pipeline holds every claimed property against real PostgreSQL, Kafka

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -68,6 +67,12 @@ type World struct {
 	procs  map[string]proc
 	log    *slog.Logger
 	closed bool
+	// runs counts the runs given this world (Config.World), dirty says
+	// one ran since the last reset, and runDir is the folder the last
+	// one's pipeline logs go to (see claim).
+	runs   int
+	dirty  bool
+	runDir string
 
 	SourceDSN  string // host DSNs of the databases
 	ReplicaDSN string
@@ -391,13 +396,7 @@ func (w *World) Close(ctx context.Context) error {
 	ctx = context.WithoutCancel(ctx)
 	var errs []error
 	for _, s := range svcs {
-		if f, err := os.Create(filepath.Join(w.LogDir, s.Name+".log")); err == nil {
-			cmd := exec.CommandContext(ctx, "docker", "logs", "--timestamps", s.ID)
-			cmd.Stdout, cmd.Stderr = f, f
-			_ = cmd.Run()
-			f.Close()
-		}
-		if _, err := docker(ctx, "rm", "-f", "-v", s.ID); err != nil {
+		if err := w.remove(ctx, s); err != nil {
 			errs = append(errs, err)
 		}
 	}

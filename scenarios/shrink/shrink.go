@@ -439,57 +439,42 @@ func (s *shrinker) roundTimes(st *state) *state {
 // still fails, by a binary search on the grain between the fault it ends
 // and where it is.
 func (s *shrinker) shortenWindows(st *state) *state {
-	done := map[string]bool{}
-	for i := 0; i < len(st.faults) && s.stopped == ""; i++ {
-		f := st.faults[i]
-		if !undo(f.Kind) || done[f.String()] {
-			continue
-		}
-		done[f.String()] = true
-		lo := openedAt(st.faults, i) + grain(st.quiet)
-		orig := f.At
-		moved := st
-		s.search(lo, orig, grain(st.quiet), func(t time.Duration) bool {
-			fs := slices.Clone(st.faults)
-			fs[i].At = t
-			c := st.with(sortByTime(fs))
-			if len(c.faults) == len(st.faults) && s.fails(c) {
-				moved = c
-				return true
-			}
-			return false
-		})
-		if moved != st {
-			g := find(moved.faults, f)
-			s.say("  %s moved to @%v (was @%v)", f.What(), g.At, orig)
-			done[g.String()] = true
-			st = moved
-			i = -1 // the order may have changed: look again, skipping what is done
-		}
-	}
-	return st
+	return s.moveEach(st, func(st *state, i int) (time.Duration, bool) {
+		return openedAt(st.faults, i) + grain(st.quiet), undo(st.faults[i].Kind)
+	}, func(fs []faults.Fault, i int, t time.Duration) { fs[i].At = t })
 }
 
 // moveEarlier moves each fault that starts a window, with the restart or
 // resume that ends it, as early as the run still fails.
 func (s *shrinker) moveEarlier(st *state) *state {
+	return s.moveEach(st, func(st *state, i int) (time.Duration, bool) {
+		return 0, !undo(st.faults[i].Kind) && st.faults[i].At >= grain(st.quiet)
+	}, func(fs []faults.Fault, i int, t time.Duration) {
+		if closer := closerOf(fs, i); closer >= 0 {
+			fs[closer].At -= fs[i].At - t
+		}
+		fs[i].At = t
+	})
+}
+
+// moveEach moves each fault that pick accepts (pick also says how early it
+// may go) as early as the run still fails, by a binary search on the grain
+// (search); move sets fault i of a copy of the plan to time t, and whatever
+// goes with it. A fault once moved is not tried again; after each move the
+// plan is looked at afresh, as the order may have changed.
+func (s *shrinker) moveEach(st *state, pick func(st *state, i int) (lo time.Duration, ok bool), move func(fs []faults.Fault, i int, t time.Duration)) *state {
 	done := map[string]bool{}
 	for i := 0; i < len(st.faults) && s.stopped == ""; i++ {
 		f := st.faults[i]
-		if undo(f.Kind) || f.At < grain(st.quiet) || done[f.String()] {
+		lo, ok := pick(st, i)
+		if !ok || done[f.String()] {
 			continue
 		}
 		done[f.String()] = true
-		closer := closerOf(st.faults, i)
-		orig := f.At
 		moved := st
-		s.search(0, orig, grain(st.quiet), func(t time.Duration) bool {
+		s.search(lo, f.At, grain(st.quiet), func(t time.Duration) bool {
 			fs := slices.Clone(st.faults)
-			d := orig - t
-			fs[i].At = t
-			if closer >= 0 {
-				fs[closer].At -= d
-			}
+			move(fs, i, t)
 			c := st.with(sortByTime(fs))
 			if len(c.faults) == len(st.faults) && s.fails(c) {
 				moved = c
@@ -499,10 +484,10 @@ func (s *shrinker) moveEarlier(st *state) *state {
 		})
 		if moved != st {
 			g := find(moved.faults, f)
-			s.say("  %s moved to @%v (was @%v)", f.What(), g.At, orig)
+			s.say("  %s moved to @%v (was @%v)", f.What(), g.At, f.At)
 			done[g.String()] = true
 			st = moved
-			i = -1
+			i = -1 // look again, skipping what is done
 		}
 	}
 	return st
@@ -544,12 +529,19 @@ const grid = 50
 // a confirm and the append it ran ahead of) finds one at almost any time
 // in a run of a thousand transactions, and at few times in a run of
 // twenty: shrinking the workload with the faults fixed loses it. So, with
-// scan transactions, for a fault phase of the same length, a quarter and a
-// tenth of it (denser, and cheaper to run), each fault that starts a
+// scan transactions, for a fault phase of the same length and shorter ones
+// (retimePhases: denser, and cheaper to run), each fault that starts a
 // window is tried at grid times across the phase, its window moving with
 // it and the other faults scaled to the phase; a plan without faults is
-// tried at the phase's length halved again and again. Only for plans of at most three such faults,
-// where that is a few hundred runs of a few milliseconds.
+// tried at the phase's length halved again and again. Only for plans of at
+// most three such faults, where that is a few hundred runs of a few
+// milliseconds.
+//
+// A race between two writers needs traffic denser still: one applier's
+// batch lands after its second instance's newer one only when newer
+// records reached the second while the batch was in flight, which twenty transactions spread
+// over the thousand's phase never give; so the phases go down to a
+// hundredth.
 func (s *shrinker) retime(st *state) *state {
 	var openers []int
 	for i, f := range st.faults {
@@ -572,33 +564,46 @@ func (s *shrinker) retime(st *state) *state {
 		}
 		return st
 	}
-	for _, q := range []time.Duration{st.quiet, st.quiet / 4, st.quiet / 10} {
-		q = q.Round(time.Millisecond)
+	for _, div := range retimePhases {
+		q := (st.quiet / div).Round(time.Millisecond)
 		if q < 100*time.Millisecond {
 			break
 		}
-		base := slices.Clone(st.faults)
-		for i := range base {
-			base[i].At = (base[i].At * q / st.quiet).Round(time.Millisecond)
-		}
-		for _, oi := range openers {
-			closer := closerOf(base, oi)
-			for k := 1; k < grid && s.stopped == ""; k++ {
-				fs := slices.Clone(base)
-				at := (q * time.Duration(k) / grid).Round(grain(q))
-				if closer >= 0 {
-					fs[closer].At = min(fs[closer].At-fs[oi].At+at, q-time.Millisecond)
-				}
-				fs[oi].At = at
-				c := &state{faults: normalize(sortByTime(fs)), quiet: q, txns: scan, clients: st.clients, keys: st.keys}
-				if len(c.faults) == len(st.faults) && s.fails(c) {
-					s.say("  retimed for %d txns: fault phase %v -> %v, %s @%v", scan, st.quiet, q, fs[oi].What(), at)
-					return c
-				}
-			}
+		if c := s.retimeAt(st, openers, q); c != nil {
+			return c
 		}
 	}
 	return st
+}
+
+// retimePhases are the fault phases retime tries, as fractions of the
+// run's: the same length first, then ever denser.
+var retimePhases = []time.Duration{1, 4, 10, 40, 100}
+
+// retimeAt tries, with scan transactions over a fault phase of q, each of st's faults at openers at grid times across q, and
+// returns the first candidate that fails, or nil.
+func (s *shrinker) retimeAt(st *state, openers []int, q time.Duration) *state {
+	base := slices.Clone(st.faults)
+	for i := range base {
+		base[i].At = (base[i].At * q / st.quiet).Round(time.Millisecond)
+	}
+	for _, oi := range openers {
+		closer := closerOf(base, oi)
+		for k := 1; k < grid && s.stopped == ""; k++ {
+			fs := slices.Clone(base)
+			at := (q * time.Duration(k) / grid).Round(grain(q))
+			if closer >= 0 {
+				fs[closer].At = min(fs[closer].At-fs[oi].At+at, q-time.Millisecond)
+			}
+			fs[oi].At = at
+			c := &state{faults: normalize(sortByTime(fs)), quiet: q, txns: scan, clients: st.clients, keys: st.keys}
+			if len(c.faults) == len(st.faults) && s.fails(c) {
+				s.say("  retimed for %d txns: fault phase %v -> %v, %s @%v", scan, st.quiet, q, fs[oi].What(), at)
+				return c
+			}
+		}
+	}
+	return nil
 }
 
 // shrinkInt shrinks one workload size: first the smallest sizes one by one

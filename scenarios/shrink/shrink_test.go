@@ -133,15 +133,9 @@ func TestBugsCoverEverySwitch(t *testing.T) {
 
 // The goal: every --bug switch shrinks to at most 3 faults and 20
 // transactions, and the median shrink takes under a minute. Each shrunk run
-// replays from its repro file to its hash and still fails the same way.
-// overGoal are the switches known to shrink to more than the goal's 3
-// faults and 20 transactions; the test says so when one no longer does.
-// unconditional-apply shows as backwards only when a zombie applier's old
-// batch lands after its second instance moved on, which needs the steady
-// traffic of hundreds of transactions: it keeps 1 fault, but about 700 of
-// them (the README's table).
-var overGoal = map[string]bool{"unconditional-apply": true}
-
+// replays from its repro file to its hash and still fails the same way, and
+// the same run without the bug switch holds: what the shrunk run shows is
+// the bug, not the harness.
 func TestShrinkEveryBug(t *testing.T) {
 	if testing.Short() {
 		t.Skip("shrinks every known bug: about a minute")
@@ -155,13 +149,7 @@ func TestShrinkEveryBug(t *testing.T) {
 			t.Errorf("%s: %s", r.Bug, r.Err)
 			continue
 		}
-		s := r.Result.Shrunk
-		switch {
-		case overGoal[r.Bug] && s.Faults <= 3 && s.Txns <= 20:
-			t.Errorf("%s now shrinks to %s, within the goal: take it off overGoal", r.Bug, s)
-		case overGoal[r.Bug]:
-			t.Logf("%s shrank to %s: over the goal of 3 faults and 20 txns, a known gap (overGoal)", r.Bug, s)
-		case s.Faults > 3 || s.Txns > 20:
+		if s := r.Result.Shrunk; s.Faults > 3 || s.Txns > 20 {
 			t.Errorf("%s shrank to %s; want at most 3 faults and 20 txns", r.Bug, s)
 		}
 		f := r.Result.File()
@@ -172,6 +160,13 @@ func TestShrinkEveryBug(t *testing.T) {
 		}
 		if out.Hash != f.Hash || !failsAs(out, r.Class, f.Store) {
 			t.Errorf("%s: the repro file replays to hash %016x (file: %016x), report:\n%s", r.Bug, out.Hash, f.Hash, out.Report)
+		}
+		correct, err := scenarios.Run(scenarios.ByName(r.Scenario), f.Repro.System, f.Repro.Seed, f.Options())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if correct.Violated() {
+			t.Errorf("%s: the shrunk run fails without the bug too:\n%s", r.Bug, correct.Report)
 		}
 	}
 	if m := MedianElapsed(rows); m.Seconds() >= 60 {
