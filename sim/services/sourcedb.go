@@ -66,6 +66,9 @@ type SourceDB struct {
 	// holder is the streaming session that holds the slot (volatile: a
 	// restart ends every session); see start.
 	holder holder
+	// part is the prepared transactions under two-phase commit
+	// (twopc.go), loaded from the disk on first use.
+	part *participant
 }
 
 // holder is the process streaming from the slot, as pg_replication_slots'

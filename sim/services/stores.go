@@ -56,6 +56,9 @@ type Store struct {
 	// txn is the open replica transaction while a batch is applied: what
 	// to undo when it is refused.
 	txn *storeTxn
+	// part is the store's prepared transactions under two-phase commit
+	// (twopc.go), loaded from the disk on first use.
+	part *participant
 }
 
 // storeTxn is an open replica transaction: the rows it overwrote, the
