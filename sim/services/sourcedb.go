@@ -1,6 +1,7 @@
 package services
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -267,34 +268,35 @@ func (db *SourceDB) Schema() []model.Table {
 // commit applies a committed transaction to the tables and their indexes.
 func (db *SourceDB) commit(t model.Txn) {
 	db.countCopies(t)
-	var before map[model.Key]model.Row // made once a change touches a unique constraint
-	if len(db.defs) > 0 {
-		for _, c := range t.Changes {
-			for _, k := range []model.Key{c.Key(), {Table: c.Table, PK: c.OldPK}} {
-				if def := db.defs[k.Table]; len(def.Unique) > 0 && k.PK != "" {
-					if before == nil {
-						before = map[model.Key]model.Row{}
-					}
-					if _, seen := before[k]; !seen {
-						e, _ := db.state.Get(k)
-						before[k] = e.Row
-					}
-				}
+	// The keys under a unique constraint the transaction writes (a key
+	// change's old key too), in key order, and their rows before it.
+	var keys []model.Key
+	for _, c := range t.Changes {
+		for _, k := range [2]model.Key{c.Key(), {Table: c.Table, PK: c.OldPK}} {
+			if k.PK != "" && len(db.defs[k.Table].Unique) > 0 {
+				keys = append(keys, k)
 			}
 		}
 	}
-	db.state.Apply(t)
-	if before == nil {
+	if len(keys) == 0 {
+		db.state.Apply(t)
 		return
 	}
+	slices.SortFunc(keys, func(a, b model.Key) int { return cmp.Or(cmp.Compare(a.Table, b.Table), cmp.Compare(a.PK, b.PK)) })
+	keys = slices.Compact(keys)
+	before := make([]model.Row, len(keys))
+	for i, k := range keys {
+		e, _ := db.state.Get(k)
+		before[i] = e.Row
+	}
+	db.state.Apply(t)
 	// The unique index follows the rows the transaction touched: their
 	// old values go, then their new ones come (in key order: a value
 	// moves from one row to another within a transaction).
-	keys := model.SortedKeys(before)
-	for _, k := range keys {
+	for j, k := range keys {
 		def := db.defs[k.Table]
 		for i := range def.Unique {
-			if v, ok := def.UniqueValue(i, k.PK, before[k]); ok && db.uniq[uniqSlot{k.Table, i, v}] == k.PK {
+			if v, ok := def.UniqueValue(i, k.PK, before[j]); ok && db.uniq[uniqSlot{k.Table, i, v}] == k.PK {
 				delete(db.uniq, uniqSlot{k.Table, i, v})
 			}
 		}
