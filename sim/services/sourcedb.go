@@ -163,7 +163,7 @@ func BootSourceDB(rec *Recorder) func(n *sim.Node) any {
 			db.wal = v.([]model.Txn)
 		}
 		for _, t := range db.wal {
-			db.commit(t)
+			db.applyCommitted(t)
 			db.lsn, db.xid = t.CommitLSN, t.XID
 		}
 		if v, ok := n.Disk().Get("slot"); ok {
@@ -265,8 +265,9 @@ func (db *SourceDB) Schema() []model.Table {
 	return out
 }
 
-// commit applies a committed transaction to the tables and their indexes.
-func (db *SourceDB) commit(t model.Txn) {
+// applyCommitted applies a committed transaction to the tables and their
+// indexes.
+func (db *SourceDB) applyCommitted(t model.Txn) {
 	db.countCopies(t)
 	// The keys under a unique constraint the transaction writes (a key
 	// change's old key too), in key order, and their rows before it.
@@ -434,10 +435,11 @@ func (db *SourceDB) exec(fn pipeline.TxnFunc) (model.Txn, error) {
 	}
 	db.lsn += model.LSN(8 * (1 + db.n.Rand().IntN(64)))
 	t := model.Txn{XID: db.xid, CommitLSN: db.lsn, Changes: tx.changes}
-	// The WAL and the tables keep these rows: callers and readers are
-	// handed copies (Exec, the stream, snapshots), so nothing they do
-	// can alter the truth.
-	db.commit(t)
+	// The WAL and the tables keep these rows, and hand callers and
+	// readers copies (Exec, the stream, snapshots). So the truth is safe
+	// from everything but fn's author writing to a row after passing it
+	// in, which workloads never do (model.Row: immutable once built).
+	db.applyCommitted(t)
 	db.wal = append(db.wal, t)
 	db.n.Disk().Put("wal", db.wal)
 	db.n.Disk().Sync()
@@ -619,6 +621,7 @@ func (tx *dbTx) unique(table, pk string, row model.Row) bool {
 		if h, held := tx.db.uniq[uniqSlot{table, i, v}]; held && h != pk && holds(h, i, v) {
 			other = h
 		}
+		// keys comes in no particular order: the smallest key wins.
 		tx.view.keys(func(k model.Key) {
 			if k.Table == table && k.PK != pk && (other == "" || k.PK < other) && holds(k.PK, i, v) {
 				other = k.PK

@@ -294,7 +294,7 @@ func (t *lockingTx) locks() []string {
 func (db *SourceDB) prepare2PC(gid string, fn pipeline.TxnFunc, lockTimeout time.Duration, reply func(model.Txn, error)) {
 	p := db.twopc()
 	if rec, ok := p.prep[gid]; ok { // a retried request
-		reply(model.Txn{Changes: rec.Changes}, nil)
+		reply(model.Txn{Changes: rec.Changes}.Clone(), nil) // the record's own rows stay here
 		return
 	}
 	var tx *lockingTx
@@ -340,7 +340,7 @@ func (db *SourceDB) commitPrepared(gid string) (model.LSN, error) {
 	db.xid++
 	db.lsn += model.LSN(8 * (1 + db.n.Rand().IntN(64)))
 	own := model.Txn{XID: db.xid, CommitLSN: db.lsn, Changes: rec.Changes}.Clone()
-	db.commit(own)
+	db.applyCommitted(own)
 	db.wal = append(db.wal, own)
 	db.n.Disk().Put("wal", db.wal)
 	p.done = append(p.done, committedGID{GID: gid, LSN: db.lsn})
