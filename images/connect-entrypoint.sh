@@ -55,7 +55,7 @@ PROPS
 if [ -n "$TABLES" ]; then
 	echo "table.include.list=$TABLES" >>/tmp/connector.properties
 fi
-exec java -Xmx$HEAP -Xms$HEAP -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+exec java -Xmx"$HEAP" -Xms"$HEAP" -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
 	-Dlog4j.configuration=file:/opt/kafka/log4j.properties \
 	-cp '/opt/connect/libs/*' org.apache.kafka.connect.cli.ConnectStandalone \
 	/tmp/worker.properties /tmp/connector.properties
