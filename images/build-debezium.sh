@@ -11,29 +11,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CACHE=${LOCKSTEP_CACHE:-/var/cache/lockstep}
-export DOCKER_BUILDKIT=0 # the classic builder never tries to pull FROM images
-
-say() { printf 'images: %s\n' "$*" >&2; }
-die() { say "$*"; exit 1; }
-hash() { sha256sum | cut -c1-12; }
-have_image() { docker image inspect "$1" >/dev/null 2>&1; }
-
-command -v docker >/dev/null || die "docker not found: apt-get install -y docker.io"
-docker info >/dev/null 2>&1 || die "cannot reach the Docker daemon: start dockerd (see .ci/run)"
+# shellcheck source=images/lib.sh
+. images/lib.sh
+need_docker
 base_id=$(docker image inspect -f '{{.Id}}' lockstep/base:current 2>/dev/null) ||
 	die "lockstep/base:current is missing: run images/build.sh first"
-mkdir -p "$CACHE"
 
 # 1. Kafka Connect's and Debezium's jars.
-jars=$CACHE/debezium-libs-$(hash <images/debezium-pom.xml)
-if [ ! -f "$jars/.complete" ]; then
-	command -v mvn >/dev/null || die "mvn not found: install Maven"
-	say "fetching Kafka Connect's and Debezium's jars from Maven Central"
-	rm -rf "$jars"
-	mvn -q -B -f images/debezium-pom.xml dependency:copy-dependencies -DoutputDirectory="$jars" >"$CACHE/mvn-debezium.log" 2>&1 ||
-		die "Maven could not fetch Debezium's jars; see $CACHE/mvn-debezium.log"
-	touch "$jars/.complete"
-fi
+fetch_jars debezium "Kafka Connect's and Debezium's"
 
 # 2. The image.
 tag=lockstep/debezium:$( (echo "$base_id"; ls "$jars"; cat images/connect-entrypoint.sh) | hash)

@@ -86,16 +86,13 @@ var wantCapture = []model.Txn{
 	}},
 }
 
-func ins(table, pk string, row model.Row) model.Change {
-	return model.Change{Table: table, PK: pk, Op: model.OpInsert, Row: row}
-}
+// ins, upd and del are the changes of the three kinds.
+func ins(table, pk string, row model.Row) model.Change { return change(model.OpInsert, table, pk, row) }
+func upd(table, pk string, row model.Row) model.Change { return change(model.OpUpdate, table, pk, row) }
+func del(table, pk string) model.Change                { return change(model.OpDelete, table, pk, nil) }
 
-func upd(table, pk string, row model.Row) model.Change {
-	return model.Change{Table: table, PK: pk, Op: model.OpUpdate, Row: row}
-}
-
-func del(table, pk string) model.Change {
-	return model.Change{Table: table, PK: pk, Op: model.OpDelete}
+func change(op model.Op, table, pk string, row model.Row) model.Change {
+	return model.Change{Table: table, PK: pk, Op: op, Row: row}
 }
 
 func moved(c model.Change, oldPK string) model.Change { c.OldPK = oldPK; return c }
