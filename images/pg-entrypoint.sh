@@ -1,7 +1,9 @@
 #!/bin/sh
 # PostgreSQL 15 for lockstep's container world: logical decoding on, trust
-# auth on the run's private network. Data lives in the container, so a
-# kill -9 and restart keeps what PostgreSQL made durable.
+# auth on the run's private network, prepared transactions on (two-phase
+# commit's participants: pgsource.Prepared, pgstore.Prepared). Data lives in
+# the container, so a kill -9 and restart keeps what PostgreSQL made durable,
+# prepared transactions included.
 set -e
 PGDATA=/var/lib/postgresql/data
 mkdir -p "$PGDATA" /var/run/postgresql
@@ -14,4 +16,4 @@ fi
 exec runuser -u postgres -- /usr/lib/postgresql/15/bin/postgres -D "$PGDATA" \
 	-c listen_addresses='*' -c wal_level=logical -c max_replication_slots=20 \
 	-c max_wal_senders=20 -c max_connections=200 -c shared_buffers=64MB \
-	-c wal_sender_timeout=20s "$@"
+	-c wal_sender_timeout=20s -c max_prepared_transactions=64 "$@"

@@ -1,9 +1,6 @@
 package model
 
-import (
-	"hash/maphash"
-	"slices"
-)
+import "slices"
 
 // Net is a transaction's effect per row: at most one change per key, for
 // every key the transaction touched, in the order it first touched them. A
@@ -79,7 +76,7 @@ func needsNet(cs []Change) bool {
 		if c.OldPK != "" && c.OldPK != c.PK {
 			return true
 		}
-		for j := maphash.String(dupSeed, c.PK) & mask; ; j = (j + 1) & mask {
+		for j := fnv1a(c.PK) & mask; ; j = (j + 1) & mask {
 			s := slots[j]
 			if s == 0 {
 				slots[j] = uint8(i + 1)
@@ -93,7 +90,19 @@ func needsNet(cs []Change) bool {
 	return false
 }
 
-var dupSeed = maphash.MakeSeed()
+// The table's slots hold change indexes plus one in a uint8.
+const _ uint8 = smallTxn + 1
+
+// fnv1a is the 64-bit FNV-1a hash of s: a fixed hash, so the probe
+// sequence is the same in every process (the answer never depends on it).
+func fnv1a(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return h
+}
 
 // smallTxn is the most changes for which a linear scan beats a map (the
 // bulk workloads' transactions are 20 to 60 changes).

@@ -38,6 +38,11 @@ type KeylessTable struct {
 // distinct rows have distinct keys. null[i] marks vals[i] as NULL.
 func RowKey(vals []string, null []bool) string {
 	var b strings.Builder
+	n := 2 + len(vals)
+	for _, v := range vals {
+		n += len(v) + 2 // and its quotes, if it needs them
+	}
+	b.Grow(n) // one allocation, not one per doubling (runs for every keyless row)
 	b.WriteByte('(')
 	for i, v := range vals {
 		if i > 0 {

@@ -187,6 +187,8 @@ type Cell struct {
 	// Inconclusive names every run whose verdict was inconclusive (not a
 	// violation, not a pass).
 	Inconclusive []string `json:"inconclusive,omitempty"`
+	// Metrics are what the system cost the application (see Metrics).
+	Metrics      CellMetrics `json:"metrics"`
 	firstRefused uint64
 	wall         time.Duration
 	simWall      time.Duration
@@ -308,6 +310,7 @@ func Campaign(cfg CampaignConfig) *Summary {
 		SortTokens(c.Failing)
 		SortTokens(c.Inconclusive)
 		SortTokens(c.RefusedRuns)
+		c.Metrics.Finish()
 	}
 	if wall > 0 {
 		sum.Speedup = float64(virtual) / float64(wall)
@@ -357,6 +360,7 @@ func tally(c *Cell, o *Outcome) {
 	c.wall += o.Wall
 	c.simWall += o.SimWall
 	c.virtual += o.Virtual
+	c.Metrics.Add(o.Metrics)
 	for class, n := range o.Report.Counts {
 		c.Anomalies[class] += n
 	}

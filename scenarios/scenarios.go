@@ -15,6 +15,7 @@ import (
 	"lockstep/faults"
 	"lockstep/model"
 	"lockstep/pipeline"
+	"lockstep/pipeline/twopc"
 )
 
 // System is what a run puts under test.
@@ -25,19 +26,27 @@ const (
 	Pipeline System = "pipeline"
 	// DualWrite is the naive baseline: clients write every store themselves.
 	DualWrite System = "dualwrite"
+	// TwoPC is distributed transactions: a coordinator commits each
+	// transaction on the source, the replica and the search index with
+	// two-phase commit, and writes the cache after the decision.
+	TwoPC System = "2pc"
 )
 
 // Systems lists both, pipeline first.
 var Systems = []System{Pipeline, DualWrite}
 
+// AllSystems lists every system the simulator runs, in table order: dual
+// writes, two-phase commit, the ordered log (the talk's order).
+var AllSystems = []System{DualWrite, TwoPC, Pipeline}
+
 // ParseSystem reads a system name.
 func ParseSystem(s string) (System, error) {
-	for _, x := range Systems {
+	for _, x := range AllSystems {
 		if string(x) == s {
 			return x, nil
 		}
 	}
-	return "", fmt.Errorf("unknown system %q (want pipeline or dualwrite)", s)
+	return "", fmt.Errorf("unknown system %q (want pipeline, dualwrite or 2pc)", s)
 }
 
 // Scenario is one named test setup.
@@ -65,6 +74,9 @@ type Scenario struct {
 	MaxDownBrokers int
 	// Bugs breaks the pipeline on purpose (mutation scenarios, for tests).
 	Bugs pipeline.Bugs
+	// TwoPCBugs breaks two-phase commit on purpose (the 2pc system's
+	// --bug switches).
+	TwoPCBugs twopc.Bugs
 	// AddsTable, when set, is a table without a primary key that a
 	// migration creates during the fault phase (at a time the seed draws);
 	// from then on the application also writes a row to it in about one
@@ -137,6 +149,9 @@ func (s *Scenario) DrawPlan(rng *rand.Rand, topo faults.Topology, quiet time.Dur
 // scenario. Naive dual writes claim the same as the pipeline: the report
 // shows how often they fail to hold it.
 func (s *Scenario) Claims(sys System, kind model.StoreKind) model.Claims {
+	if sys == TwoPC {
+		return twoPCClaims(kind)
+	}
 	c := model.Claims{}
 	if s.Unclean && sys == Pipeline {
 		c[model.NoPhantom] = true
@@ -246,12 +261,11 @@ func Resolve(name string) (*Scenario, error) {
 	if bugs == "" {
 		return sc, nil
 	}
-	b, err := pipeline.ParseBugs(strings.ReplaceAll(bugs, "+", ","))
-	if err != nil {
+	c := *sc
+	c.Name = name
+	if err := parseBugs(&c, bugs); err != nil {
 		return nil, err
 	}
-	c := *sc
-	c.Name, c.Bugs = name, b
 	return &c, nil
 }
 

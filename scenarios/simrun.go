@@ -126,6 +126,9 @@ type Outcome struct {
 	// transaction it refused: the run is neither a pass nor, unless the
 	// report found a violation before that point, a failure.
 	Stopped string
+	// Metrics are what the system cost the application: throughput,
+	// commit latency, unavailability.
+	Metrics Metrics
 }
 
 // Violated reports whether the system under test broke a property it claims.
@@ -230,6 +233,12 @@ type world struct {
 	// step only calls Note on a change.
 	tlLast [][2]string
 
+	// ops are the application's operations, for the run's Metrics;
+	// atQuiet the committed transactions when the fault phase ended (-1
+	// before).
+	ops     opLog
+	atQuiet int
+
 	logger  *slog.Logger
 	keys    []model.Key
 	keySeen map[model.Key]bool
@@ -243,13 +252,16 @@ func Run(sc *Scenario, sys System, seed uint64, opts Options) (*Outcome, error) 
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
+	if err := sc.checkBugs(sys); err != nil {
+		return nil, err
+	}
 	opts = opts.forScenario(sc).withDefaults()
 	wl, err := workload.NewSized(sc.Workload, opts.Keys)
 	if err != nil {
 		return nil, fmt.Errorf("scenario %s: %w", sc.Name, err)
 	}
 	x := &world{sc: sc, sys: sys, seed: seed, opts: opts, wl: wl, quietAt: opts.Quiet, keySeen: map[model.Key]bool{},
-		convergedLSN: map[string]model.LSN{}, cut: -1}
+		convergedLSN: map[string]model.LSN{}, cut: -1, atQuiet: -1}
 	x.w = sim.New(sim.Config{Seed: seed, KeepTrace: opts.KeepTrace})
 	x.logger = newLogger(opts.Log, x.w)
 	x.hist = &model.History{Scenario: sc.Name, System: string(sys), Seed: seed,
@@ -282,6 +294,7 @@ func Run(sc *Scenario, sys System, seed uint64, opts Options) (*Outcome, error) 
 		SimWall: simWall,
 		Blocked: res.Blocked,
 	}
+	out.Metrics = x.metrics()
 	if x.stopped != nil {
 		out.Stopped = fmt.Sprintf("the pipeline refused input it cannot capture, judged up to the transaction before it: %v", x.stopped)
 	}
@@ -295,7 +308,11 @@ func Run(sc *Scenario, sys System, seed uint64, opts Options) (*Outcome, error) 
 func (x *world) build() {
 	w := x.w
 	x.rec = &services.Recorder{}
-	x.db = w.AddNode("db", services.BootSourceDB(x.rec))
+	bootDB := services.BootSourceDB(x.rec)
+	if x.sys == TwoPC {
+		bootDB = services.BootParticipant(bootDB)
+	}
+	x.db = w.AddNode("db", bootDB)
 	x.roles = append(x.roles, faults.Node{Name: "db", Role: faults.RoleDB})
 	initial := x.wl.Initial()
 	src := x.db.State().(*services.SourceDB)
@@ -319,8 +336,12 @@ func (x *world) build() {
 		panic(err) // the initial load cannot fail
 	}
 	for _, s := range storeKinds {
-		n := w.AddNode(s.name, services.BootAuditedStore(s.kind, func(p model.PositionWrite) { x.hist.Positions = append(x.hist.Positions, p) }))
-		if x.sys == DualWrite {
+		boot := services.BootAuditedStore(s.kind, func(p model.PositionWrite) { x.hist.Positions = append(x.hist.Positions, p) })
+		if x.sys == TwoPC {
+			boot = services.BootParticipant(boot)
+		}
+		n := w.AddNode(s.name, boot)
+		if x.sys != Pipeline {
 			// The application creates the replica's tables and loads its
 			// initial rows into every store too; the pipeline gets both
 			// from the capture's snapshot instead.
@@ -334,8 +355,11 @@ func (x *world) build() {
 		x.roles = append(x.roles, faults.Node{Name: s.name, Role: faults.RoleStore})
 		x.hist.Stores = append(x.hist.Stores, model.StoreSpec{Name: s.name, Kind: s.kind, Claims: x.sc.Claims(x.sys, s.kind)})
 	}
-	if x.sys == Pipeline {
+	switch x.sys {
+	case Pipeline:
 		x.buildPipeline()
+	case TwoPC:
+		x.buildTwoPC()
 	}
 	for i := 1; i <= x.opts.Clients; i++ {
 		name := fmt.Sprintf("app%d", i)
@@ -497,15 +521,22 @@ func (x *world) client(n *sim.Node) func(ctx context.Context) {
 			op := x.withRawRow(x.wl.Next(env.Rand()), env.Rand())
 			func() {
 				x.busy++
-				defer func() { x.busy-- }() // also when a crash unwinds the task
-				if x.sys == DualWrite {
-					_ = dw.Do(ctx, op)
+				o := x.ops.begin(x.w.Now())
+				// Also when a crash unwinds the task: the operation failed.
+				defer func() { x.busy--; x.ops.end(o, x.w.Now()) }()
+				switch x.sys {
+				case DualWrite:
+					o.err = dw.Do(ctx, op)
+					return
+				case TwoPC:
+					o.err = x.do2PC(ctx, n, op)
 					return
 				}
 				err := src.Commit(ctx, op)
 				for retry := 0; retry < 2 && err == pipeline.ErrTimeout; retry++ {
 					err = src.Commit(ctx, op)
 				}
+				o.err = err
 			}()
 			// Pace the rest over nine tenths of what is left of the
 			// fault phase, so the clients together commit Txns before
@@ -673,6 +704,9 @@ func (x *world) run(plan faults.Plan) error {
 		}
 		x.noteTimeline()
 		x.noteConvergence()
+		if x.atQuiet < 0 && w.Now() >= plan.Quiet {
+			x.atQuiet = x.committed()
+		}
 		if x.settled() {
 			if !quietRestarted && len(x.sc.QuietRestart) > 0 {
 				// Everything caught up and nothing new is coming: the
@@ -743,8 +777,11 @@ func (x *world) settled() bool {
 	if x.w.Now() < x.quietAt || x.busy > 0 {
 		return false
 	}
-	if x.sys == DualWrite {
+	switch x.sys {
+	case DualWrite:
 		return true
+	case TwoPC:
+		return !x.inDoubt()
 	}
 	for _, s := range storeKinds {
 		if _, ok := x.hist.ConvergedAt[s.name]; !ok {

@@ -15,7 +15,7 @@ import (
 // code runs inside the simulator, and so may take time, concurrency and
 // randomness only from the world. Real-world adapters live in their own
 // sub-packages and are not listed.
-var simulatedPackages = []string{"model", "faults", "pipeline", "pipeline/logcodec", "pipeline/store", "sim", "sim/services", "scenarios/workload"}
+var simulatedPackages = []string{"model", "faults", "pipeline", "pipeline/logcodec", "pipeline/store", "sim", "sim/services", "scenarios/workload", "pipeline/twopc"}
 
 // forbidden lists, per import path, the package-level functions that reach
 // outside the simulation. math/rand's and math/rand/v2's constructors (New,

@@ -18,7 +18,7 @@ import (
 
 var campaignCmd = &command{
 	name:  "campaign",
-	usage: "[--scenario all|NAME,...] [--seeds N | --duration D] [--shard i/N] [--system both|pipeline|dualwrite] [--json FILE] [--junit FILE] [--report DIR]",
+	usage: "[--scenario all|NAME,...] [--seeds N | --duration D] [--shard i/N] [--system both|all|pipeline|dualwrite|2pc] [--json FILE] [--junit FILE] [--report DIR]",
 	short: "run many seeds over scenarios, pipeline vs dual writes",
 	long: `Campaign runs --seeds seeds of every chosen scenario for each system, on all
 cores, seed by seed, with a progress line on stderr, then prints a table of
@@ -47,7 +47,7 @@ container logs are kept only when it did not hold, or in --logs DIR.`,
 		duration := fs.Duration("duration", 0, "start no run after this wall time `D` (e.g. 20m); the runs under way finish and count")
 		shard := fs.String("shard", "", "run only shard `i/N` of the seeds: those s with (s - first seed) mod N == i-1")
 		first := fs.String("first-seed", "1", "first seed")
-		system := fs.String("system", "both", "both, pipeline or dualwrite")
+		system := fs.String("system", "both", "both (pipeline and dualwrite), all (also 2pc), pipeline, dualwrite or 2pc")
 		parallel := positiveFlag(fs, "parallel", runtime.GOMAXPROCS(0), "`N` runs in parallel")
 		txns := positiveFlag(fs, "txns", 0, "`N` application transactions per run (default 1000)")
 		jsonOut := fs.String("json", "", "write every run and the tally as JSON (schema lockstep.campaign/v1) to this `FILE`")
@@ -82,7 +82,9 @@ container logs are kept only when it did not hold, or in --logs DIR.`,
 				return err
 			}
 			systems := scenarios.Systems
-			if *system != "both" {
+			if *system == "all" {
+				systems = scenarios.AllSystems
+			} else if *system != "both" {
 				sys, err := parseSystem(*system)
 				if err != nil {
 					return err
@@ -101,6 +103,11 @@ container logs are kept only when it did not hold, or in --logs DIR.`,
 				scs, err := containerScenarios(*scenario)
 				if err != nil {
 					return err
+				}
+				for _, sys := range systems {
+					if err := containerSystem(sys); err != nil {
+						return err
+					}
 				}
 				if err := outs.check(); err != nil {
 					return err

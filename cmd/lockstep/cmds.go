@@ -97,7 +97,7 @@ var shaping = []string{"bug", "txns", "world", "bench", "plan"}
 
 func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.Var(positive{&f.txns}, "txns", "`N` application transactions per run (default 1000; containers: 300)")
-	fs.StringVar(&f.bugs, "bug", "", "break the pipeline on purpose with known CDC bugs (comma-separated): "+bugList())
+	fs.StringVar(&f.bugs, "bug", "", "break the pipeline on purpose with known CDC bugs (comma-separated): "+bugList()+"; with --system 2pc, two-phase commit's: "+twoPCBugList())
 	fs.StringVar(&f.json, "json", "", "write the report as JSON to this file")
 	fs.StringVar(&f.report, "report", "", "write the run's report as one self-contained HTML page to this `FILE`")
 	fs.StringVar(&f.world, "world", "sim", "where to run: sim (the deterministic simulator) or containers (real PostgreSQL, Kafka, Redis; needs Docker and make images)")
@@ -162,7 +162,7 @@ func (f *runFlags) repro(scenario, system, seedText string) (scenarios.Repro, er
 
 var runCmd = &command{
 	name:  "run",
-	usage: "--scenario NAME [--system pipeline|dualwrite] --seed N [--txns N] [--bug NAME] [--json FILE]",
+	usage: "--scenario NAME [--system pipeline|dualwrite|2pc] --seed N [--txns N] [--bug NAME] [--json FILE]",
 	short: "run one seed of one scenario and judge it",
 	long: `Run builds the simulated world for one seed, drives the workload through the
 fault phase and the quiet phase, and prints the checker's verdict, the anomalies
@@ -177,7 +177,7 @@ inconclusive, the run could not complete or the input is bad.`,
 		var rf runFlags
 		rf.register(fs)
 		scenario := fs.String("scenario", "", "scenario name (see 'lockstep list')")
-		system := fs.String("system", "pipeline", "system under test: pipeline or dualwrite")
+		system := fs.String("system", "pipeline", "system under test: pipeline, dualwrite or 2pc")
 		seed := fs.String("seed", "", "seed (decimal or 0x-hex)")
 		return func(args []string) error {
 			if len(args) > 0 {
@@ -300,6 +300,7 @@ func runSim(r scenarios.Repro, file *scenarios.ReproFile, path string, rf runFla
 	fmt.Fprintf(stdout, "ran %v virtual in %v wall (%.0fx), %d events, %d messages, %d committed txns\n",
 		out.Virtual.Round(time.Millisecond), out.Wall.Round(time.Millisecond), float64(out.Virtual)/float64(out.Wall),
 		out.Stats.Events, out.Stats.Messages, len(out.History.Committed))
+	printMetrics(out.Metrics)
 	for _, st := range out.History.Stores {
 		at, ok := out.History.ConvergedAt[st.Name]
 		if ok {

@@ -19,6 +19,7 @@ import (
 	"lockstep/faults"
 	"lockstep/scenarios"
 	"lockstep/scenarios/containers"
+	"lockstep/scenarios/report"
 	"lockstep/scenarios/shrink"
 )
 
@@ -55,6 +56,7 @@ cannot be run.`,
 		store := fs.String("store", "", "the store to keep it on (default: that violation's)")
 		out := fs.String("out", "", "write the shrunk run's repro file here")
 		jsonOut := fs.String("json", "", "write faults, transactions, class, hash and seconds as JSON to this file")
+		reportOut := fs.String("report", "", "write the shrunk run's HTML report to this `FILE.html` (simulator shrinks)")
 		maxRuns := positiveFlag(fs, "max-runs", 1000, "`N` candidate runs at most")
 		timeout := fs.Duration("timeout", 5*time.Minute, "stop after this much wall time (a shrink stopped by it may differ from run to run; 0: none)")
 		allBugs := fs.Bool("all-bugs", false, "shrink a failing run of every --bug switch and print the table")
@@ -65,8 +67,8 @@ cannot be run.`,
 				return usagef("unknown class %q (want one of: %s)", *class, classNames())
 			}
 			if *allBugs {
-				if len(args) > 0 || *class != "" || *store != "" || *out != "" {
-					return usagef("--all-bugs takes no token, --class, --store or --out")
+				if len(args) > 0 || *class != "" || *store != "" || *out != "" || *reportOut != "" {
+					return usagef("--all-bugs takes no token, --class, --store, --out or --report")
 				}
 				return shrinkAllBugs(*seeds, cfg, *jsonOut)
 			}
@@ -78,6 +80,9 @@ cannot be run.`,
 				fs.Visit(func(f *flag.Flag) { runsSet = runsSet || f.Name == "max-runs" })
 				if !runsSet {
 					cfg.MaxRuns = shrink.DefaultPlanRuns
+				}
+				if *reportOut != "" {
+					return usagef("--report: a container shrink keeps a plan, not a run to draw; replay it with 'lockstep run --world containers --plan FILE --report FILE.html'")
 				}
 				return shrinkContainers(r, cfg, *out, *jsonOut)
 			}
@@ -103,6 +108,15 @@ cannot be run.`,
 				if err := writeJSON(*jsonOut, res.Summary()); err != nil {
 					return err
 				}
+			}
+			if *reportOut != "" {
+				run := report.FromOutcome(res.Outcome)
+				run.Notes = append(run.Notes, fmt.Sprintf("shrunk from %s: %d faults and %d transactions to %d and %d, in %d runs",
+					args[0], res.Original.Faults, res.Original.Txns, res.Shrunk.Faults, res.Shrunk.Txns, res.Runs))
+				if err := report.WriteFile(*reportOut, run); err != nil {
+					return err
+				}
+				fmt.Fprintf(stdout, "report: %s\n", *reportOut)
 			}
 			return judge(sys, res.Outcome.Report, false)
 		}

@@ -14,8 +14,8 @@ import (
 // a file whose hash the replay does not give is refused, exit 2.
 func TestShrinkWritesAReproFileThatReplays(t *testing.T) {
 	dir := t.TempDir()
-	file, js := filepath.Join(dir, "shrunk.repro"), filepath.Join(dir, "shrunk.json")
-	code, out, errw := lockstep("shrink", "crash-appliers+commit-offset-first/pipeline/1", "--out", file, "--json", js)
+	file, js, page := filepath.Join(dir, "shrunk.repro"), filepath.Join(dir, "shrunk.json"), filepath.Join(dir, "shrunk.html")
+	code, out, errw := lockstep("shrink", "crash-appliers+commit-offset-first/pipeline/1", "--out", file, "--json", js, "--report", page)
 	if code != 1 {
 		t.Fatalf("shrink: exit %d, want 1 (a pipeline violation)\n%s\n%s", code, out, errw)
 	}
@@ -40,6 +40,14 @@ func TestShrinkWritesAReproFileThatReplays(t *testing.T) {
 	}
 	if sum.Class != "not-converged" || sum.Hash != hash[1] || sum.Faults > 3 || sum.Transactions > 20 || sum.Transactions < 1 || sum.Seconds <= 0 {
 		t.Fatalf("JSON %+v; want not-converged, hash %s, at most 3 faults and 20 transactions", sum, hash[1])
+	}
+	html, err := os.ReadFile(page)
+	if err != nil || !strings.Contains(out, "report: "+page) {
+		t.Fatalf("--report: no page (%v) or no 'report:' line\n%s", err, out)
+	}
+	// html/template writes the token's + as &#43;.
+	if !strings.Contains(string(html), "shrunk from crash-appliers&#43;commit-offset-first/pipeline/1: ") || !strings.Contains(string(html), "<svg") {
+		t.Fatalf("the shrunk run's report lacks its timeline or how it was shrunk")
 	}
 	code, out, errw = lockstep("repro", file)
 	if code != 1 || !strings.Contains(out, "trace hash "+hash[1]) || !strings.Contains(out, "repro: lockstep repro "+file) {
@@ -76,6 +84,8 @@ func TestShrinkBadInputIsExit2(t *testing.T) {
 		{[]string{"shrink", "--class", "gone", "steady/pipeline/1"}, `lockstep shrink: unknown class "gone"`},
 		{[]string{"shrink"}, "lockstep shrink: want exactly one repro token or repro file"},
 		{[]string{"shrink", "--all-bugs", "steady/pipeline/1"}, "lockstep shrink: --all-bugs takes no token"},
+		{[]string{"shrink", "--all-bugs", "--report", filepath.Join(dir, "x.html")}, "lockstep shrink: --all-bugs takes no token, --class, --store, --out or --report"},
+		{[]string{"shrink", "steady/pipeline/1,world=containers", "--out", plan, "--report", filepath.Join(dir, "x.html")}, "lockstep shrink: --report: a container shrink keeps a plan"},
 		{[]string{"repro", plan}, "lockstep repro: " + plan + " is not a repro file"},
 		{[]string{"campaign", "--world", "containers", "--shrink"}, "lockstep campaign: --shrink needs the simulator"},
 	} {

@@ -72,8 +72,19 @@ func FromOutcome(o *scenarios.Outcome) Run {
 		Hash:                   fmt.Sprintf("%016x", o.Hash),
 		Duration:               o.Virtual,
 		Stopped:                o.Stopped,
+		Notes:                  []string{costNote(o.Metrics)},
 		LinearizabilityTimeout: o.Options.Checker.LinearizabilityTimeout,
 	}
+}
+
+// costNote says what the run cost the application (scenarios.Metrics).
+func costNote(m scenarios.Metrics) string {
+	s := fmt.Sprintf("cost: %d transactions committed in the fault phase (%.1f/s); commit latency p50 %v, p99 %v; unavailable %v",
+		m.Committed, m.Throughput, fmtDur(m.LatencyP50), fmtDur(m.LatencyP99), m.Unavailable)
+	if m.InDoubt > 0 {
+		s += fmt.Sprintf("; %d prepared transactions in doubt at the end", m.InDoubt)
+	}
+	return s
 }
 
 //go:embed templates

@@ -110,6 +110,9 @@ type Cell struct {
 	// Runs are every run of the cell, by seed.
 	Runs   []Run      `json:"runs"`
 	Timing CellTiming `json:"timing"`
+	// Metrics are what the system cost the application, over the runs
+	// that have them (simulated runs; scenarios.CellMetrics).
+	Metrics *scenarios.CellMetrics `json:"metrics,omitempty"`
 }
 
 // CellTiming is a cell's speed.
@@ -138,6 +141,9 @@ type Run struct {
 	// LogDir is where a container run's logs were kept, if they were.
 	LogDir string    `json:"log_dir,omitempty"`
 	Timing RunTiming `json:"timing"`
+	// Metrics are what the run cost the application (simulated runs;
+	// scenarios.Metrics).
+	Metrics *scenarios.Metrics `json:"metrics,omitempty"`
 }
 
 // RunTiming is a run's wall time and, simulated, its virtual time and the
@@ -228,6 +234,8 @@ func FromOutcome(o *scenarios.Outcome) Run {
 	r := Judged(o.Token().String(), o.Plan.String(), o.Report, o.Stopped)
 	r.Hash = fmt.Sprintf("%016x", o.Hash)
 	r.Timing = RunTiming{WallNS: int64(o.Wall), VirtualNS: int64(o.Virtual), SimNS: int64(o.SimWall)}
+	m := o.Metrics
+	r.Metrics = &m
 	return r
 }
 
@@ -245,6 +253,7 @@ func (f *File) Finish() {
 		c.Seeds, c.Violating, c.Inconclusive, c.Refused, c.Errors = 0, 0, 0, 0, 0
 		c.Anomalies, c.Unclaimed, c.FailingSeeds = map[checker.Class]int{}, map[checker.Class]int{}, []uint64{}
 		var wall time.Duration
+		c.Metrics = nil
 		for _, r := range c.Runs {
 			f.Runs++
 			if r.Verdict == Error {
@@ -252,6 +261,12 @@ func (f *File) Finish() {
 				continue
 			}
 			c.Seeds++
+			if r.Metrics != nil {
+				if c.Metrics == nil {
+					c.Metrics = &scenarios.CellMetrics{}
+				}
+				c.Metrics.Add(*r.Metrics)
+			}
 			wall += time.Duration(r.Timing.WallNS)
 			for class, n := range r.Anomalies {
 				c.Anomalies[class] += n
@@ -268,6 +283,9 @@ func (f *File) Finish() {
 			case Refused:
 				c.Refused++
 			}
+		}
+		if c.Metrics != nil {
+			c.Metrics.Finish()
 		}
 		c.Timing.SeedsPerSecond = 0
 		if wall > 0 {
@@ -374,6 +392,9 @@ func (f *File) Summary() (*scenarios.Summary, scenarios.CampaignConfig, error) {
 		sc := &scenarios.Cell{Scenario: c.Scenario, System: c.System, Seeds: c.Seeds, Violating: c.Violating,
 			Anomalies: c.Anomalies, Unclaimed: c.Unclaimed, SeedsPerSecond: c.Timing.SeedsPerSecond,
 			Inconcl: c.Inconclusive, Refused: c.Refused}
+		if c.Metrics != nil {
+			sc.Metrics = *c.Metrics
+		}
 		for _, r := range c.Runs {
 			switch r.Verdict {
 			case Violated:

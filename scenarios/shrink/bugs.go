@@ -1,6 +1,7 @@
 package shrink
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"slices"
@@ -12,33 +13,41 @@ import (
 )
 
 // BugCase is a known-bug switch and the scenario whose faults expose it, as
-// TestKnownBugsAreCaught pairs them: the anomaly class it shows as there.
+// TestKnownBugsAreCaught pairs them: the anomaly class it shows as there,
+// in the system the switch belongs to (the pipeline when zero).
 type BugCase struct {
 	Bug      string
 	Scenario string
 	Class    checker.Class
+	System   scenarios.System
 }
 
-// Bugs pairs every --bug switch (pipeline.BugNames) with its scenario, in
-// the order the README lists them. A test fails when a switch is missing.
+func (b BugCase) system() scenarios.System { return cmp.Or(b.System, scenarios.Pipeline) }
+
+// Bugs pairs every --bug switch (pipeline.BugNames, then the two-phase
+// commit system's, twopc.BugNames) with its scenario, in the order the
+// README lists them. A test fails when a switch is missing.
 var Bugs = []BugCase{
-	{"confirm-before-ack", "crash-capture", checker.NotConverged},
-	{"skip-snapshot", "steady", checker.NotConverged},
-	{"non-idempotent-apply", "crash-capture", checker.Duplicate},
-	{"commit-offset-first", "crash-appliers", checker.NotConverged},
-	{"reorder-deletes-first", "crash-appliers", checker.Lost},
-	{"lsn-only-version", "steady", checker.Divergent},
-	{"drop-unchanged-toast", "steady", checker.Divergent},
-	{"no-split-large-txn", "zombie-pause", checker.NotConverged},
-	{"keyless-wedge", "keyless-table", checker.NotConverged},
-	{"no-idle-check", "cache-restart", checker.Lost},
-	{"confirm-on-append-timeout", "ambiguous-append", checker.NotConverged},
-	{"trust-slot-position", "source-stall", checker.NotConverged},
-	{"unconditional-apply", "fencing", checker.Backwards},
-	{"reset-to-earliest", "retention", checker.NotConverged},
-	{"ignore-retention", "retention", checker.NotConverged},
-	{"stream-after-slot-loss", "retention", checker.NotConverged},
-	{"unique-row-by-row", "steady", checker.NotConverged},
+	{"confirm-before-ack", "crash-capture", checker.NotConverged, ""},
+	{"skip-snapshot", "steady", checker.NotConverged, ""},
+	{"non-idempotent-apply", "crash-capture", checker.Duplicate, ""},
+	{"commit-offset-first", "crash-appliers", checker.NotConverged, ""},
+	{"reorder-deletes-first", "crash-appliers", checker.Lost, ""},
+	{"lsn-only-version", "steady", checker.Divergent, ""},
+	{"drop-unchanged-toast", "steady", checker.Divergent, ""},
+	{"no-split-large-txn", "zombie-pause", checker.NotConverged, ""},
+	{"keyless-wedge", "keyless-table", checker.NotConverged, ""},
+	{"no-idle-check", "cache-restart", checker.Lost, ""},
+	{"confirm-on-append-timeout", "ambiguous-append", checker.NotConverged, ""},
+	{"trust-slot-position", "source-stall", checker.NotConverged, ""},
+	{"unconditional-apply", "fencing", checker.Backwards, ""},
+	{"reset-to-earliest", "retention", checker.NotConverged, ""},
+	{"ignore-retention", "retention", checker.NotConverged, ""},
+	{"stream-after-slot-loss", "retention", checker.NotConverged, ""},
+	{"unique-row-by-row", "steady", checker.NotConverged, ""},
+	{"commit-before-prepared", "crash-capture", checker.Lost, scenarios.TwoPC},
+	{"forget-in-doubt", "crash-capture", checker.Lost, scenarios.TwoPC},
+	{"heuristic-rollback", "crash-capture", checker.Lost, scenarios.TwoPC},
 }
 
 // BugRow is one line of the every-bug report.
@@ -71,7 +80,7 @@ func EveryBug(maxSeeds int, cfg Config) []BugRow {
 			continue
 		}
 		for seed := uint64(1); seed <= uint64(maxSeeds) && row.Seed == 0 && row.Err == ""; seed++ {
-			out, err := scenarios.Run(sc, scenarios.Pipeline, seed, scenarios.Options{})
+			out, err := scenarios.Run(sc, bc.system(), seed, scenarios.Options{})
 			if err != nil {
 				row.Err = err.Error()
 				break
@@ -90,7 +99,7 @@ func EveryBug(maxSeeds int, cfg Config) []BugRow {
 		c := cfg
 		c.Class = bc.Class
 		cpu := cpuTime()
-		res, err := Shrink(sc, scenarios.Pipeline, row.Seed, scenarios.Options{}, c)
+		res, err := Shrink(sc, bc.system(), row.Seed, scenarios.Options{}, c)
 		row.CPUSeconds = (cpuTime() - cpu).Seconds()
 		if err != nil {
 			row.Err = err.Error()
@@ -127,12 +136,12 @@ func WriteTable(w io.Writer, rows []BugRow) {
 	fmt.Fprintf(w, "| bug | scenario, seed | class, store | faults | txns | clients | keys | fault phase | runs | seconds (CPU) |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
 		if r.Result == nil {
-			fmt.Fprintf(w, "| %s | %s | %s | not shrunk: %s | | | | | | |\n", r.Bug, r.Scenario, r.Class, r.Err)
+			fmt.Fprintf(w, "| %s | %s | %s | not shrunk: %s | | | | | | |\n", r.label(), r.Scenario, r.Class, r.Err)
 			continue
 		}
 		o, s := r.Result.Original, r.Result.Shrunk
 		fmt.Fprintf(w, "| %s | %s, %d | %s, %s | %d -> %d | %d -> %d | %d -> %d | %d -> %d | %v -> %v | %d | %.1f (%.1f) |\n",
-			r.Bug, r.Scenario, r.Seed, r.Result.Class, r.Result.Store, o.Faults, s.Faults, o.Txns, s.Txns,
+			r.label(), r.Scenario, r.Seed, r.Result.Class, r.Result.Store, o.Faults, s.Faults, o.Txns, s.Txns,
 			o.Clients, s.Clients, o.Keys, s.Keys, o.FaultPhase, s.FaultPhase, r.Result.Runs, r.Result.Elapsed.Seconds(), r.CPUSeconds)
 	}
 	var cpu []float64
@@ -147,4 +156,12 @@ func WriteTable(w io.Writer, rows []BugRow) {
 		med = (cpu[(n-1)/2] + cpu[n/2]) / 2
 	}
 	fmt.Fprintf(w, "\nmedian %.1f s per shrink (%.1f s CPU)\n", MedianElapsed(rows).Seconds(), med)
+}
+
+// label is the bug's name, with its system when that is not the pipeline.
+func (b BugCase) label() string {
+	if b.system() == scenarios.Pipeline {
+		return b.Bug
+	}
+	return fmt.Sprintf("%s (%s)", b.Bug, b.system())
 }

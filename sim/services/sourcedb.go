@@ -1,6 +1,7 @@
 package services
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -66,6 +67,9 @@ type SourceDB struct {
 	// holder is the streaming session that holds the slot (volatile: a
 	// restart ends every session); see start.
 	holder holder
+	// part is the prepared transactions under two-phase commit
+	// (twopc.go), loaded from the disk on first use.
+	part *participant
 }
 
 // holder is the process streaming from the slot, as pg_replication_slots'
@@ -159,7 +163,7 @@ func BootSourceDB(rec *Recorder) func(n *sim.Node) any {
 			db.wal = v.([]model.Txn)
 		}
 		for _, t := range db.wal {
-			db.commit(t)
+			db.applyCommitted(t)
 			db.lsn, db.xid = t.CommitLSN, t.XID
 		}
 		if v, ok := n.Disk().Get("slot"); ok {
@@ -261,37 +265,39 @@ func (db *SourceDB) Schema() []model.Table {
 	return out
 }
 
-// commit applies a committed transaction to the tables and their indexes.
-func (db *SourceDB) commit(t model.Txn) {
+// applyCommitted applies a committed transaction to the tables and their
+// indexes.
+func (db *SourceDB) applyCommitted(t model.Txn) {
 	db.countCopies(t)
-	var before map[model.Key]model.Row // made once a change touches a unique constraint
-	if len(db.defs) > 0 {
-		for _, c := range t.Changes {
-			for _, k := range []model.Key{c.Key(), {Table: c.Table, PK: c.OldPK}} {
-				if def := db.defs[k.Table]; len(def.Unique) > 0 && k.PK != "" {
-					if before == nil {
-						before = map[model.Key]model.Row{}
-					}
-					if _, seen := before[k]; !seen {
-						e, _ := db.state.Get(k)
-						before[k] = e.Row
-					}
-				}
+	// The keys under a unique constraint the transaction writes (a key
+	// change's old key too), in key order, and their rows before it.
+	var keys []model.Key
+	for _, c := range t.Changes {
+		for _, k := range [2]model.Key{c.Key(), {Table: c.Table, PK: c.OldPK}} {
+			if k.PK != "" && len(db.defs[k.Table].Unique) > 0 {
+				keys = append(keys, k)
 			}
 		}
 	}
-	db.state.Apply(t)
-	if before == nil {
+	if len(keys) == 0 {
+		db.state.Apply(t)
 		return
 	}
+	slices.SortFunc(keys, func(a, b model.Key) int { return cmp.Or(cmp.Compare(a.Table, b.Table), cmp.Compare(a.PK, b.PK)) })
+	keys = slices.Compact(keys)
+	before := make([]model.Row, len(keys))
+	for i, k := range keys {
+		e, _ := db.state.Get(k)
+		before[i] = e.Row
+	}
+	db.state.Apply(t)
 	// The unique index follows the rows the transaction touched: their
 	// old values go, then their new ones come (in key order: a value
 	// moves from one row to another within a transaction).
-	keys := model.SortedKeys(before)
-	for _, k := range keys {
+	for j, k := range keys {
 		def := db.defs[k.Table]
 		for i := range def.Unique {
-			if v, ok := def.UniqueValue(i, k.PK, before[k]); ok && db.uniq[uniqSlot{k.Table, i, v}] == k.PK {
+			if v, ok := def.UniqueValue(i, k.PK, before[j]); ok && db.uniq[uniqSlot{k.Table, i, v}] == k.PK {
 				delete(db.uniq, uniqSlot{k.Table, i, v})
 			}
 		}
@@ -429,10 +435,11 @@ func (db *SourceDB) exec(fn pipeline.TxnFunc) (model.Txn, error) {
 	}
 	db.lsn += model.LSN(8 * (1 + db.n.Rand().IntN(64)))
 	t := model.Txn{XID: db.xid, CommitLSN: db.lsn, Changes: tx.changes}
-	// The WAL and the tables keep these rows: callers and readers are
-	// handed copies (Exec, the stream, snapshots), so nothing they do
-	// can alter the truth.
-	db.commit(t)
+	// The WAL and the tables keep these rows, and hand callers and
+	// readers copies (Exec, the stream, snapshots). So the truth is safe
+	// from everything but fn's author writing to a row after passing it
+	// in, which workloads never do (model.Row: immutable once built).
+	db.applyCommitted(t)
 	db.wal = append(db.wal, t)
 	db.n.Disk().Put("wal", db.wal)
 	db.n.Disk().Sync()
@@ -614,6 +621,7 @@ func (tx *dbTx) unique(table, pk string, row model.Row) bool {
 		if h, held := tx.db.uniq[uniqSlot{table, i, v}]; held && h != pk && holds(h, i, v) {
 			other = h
 		}
+		// keys comes in no particular order: the smallest key wins.
 		tx.view.keys(func(k model.Key) {
 			if k.Table == table && k.PK != pk && (other == "" || k.PK < other) && holds(k.PK, i, v) {
 				other = k.PK

@@ -56,6 +56,9 @@ type Store struct {
 	// txn is the open replica transaction while a batch is applied: what
 	// to undo when it is refused.
 	txn *storeTxn
+	// part is the store's prepared transactions under two-phase commit
+	// (twopc.go), loaded from the disk on first use.
+	part *participant
 }
 
 // storeTxn is an open replica transaction: the rows it overwrote, the
@@ -89,8 +92,9 @@ type storedDoc struct {
 	// disk is the document's key on disk (durable kinds), made once per
 	// key rather than at every write.
 	disk string
-	// projection is model.ProjectEntry's document, once projected is set;
-	// a copy of the document that is projected again gets the same one.
+	// projection is model.ProjectEntry's document, once projected is set.
+	// Projecting is a pure function of the row and version, so two copies
+	// of a storedDoc that each project get equal documents.
 	projection model.Doc
 	projected  bool
 }
@@ -205,10 +209,18 @@ func (s *Store) Snapshot(name string, at time.Duration) model.Snapshot {
 }
 
 // changed notes that k's document was written or deleted, for the view.
+// When the keys noted outnumber the documents (snapshots stopped coming:
+// the observer is cut off), the view is dropped and the next snapshot
+// builds it again, so the list stays bounded.
 func (s *Store) changed(k model.Key) {
-	if s.view != nil {
-		s.dirty = append(s.dirty, k)
+	if s.view == nil {
+		return
 	}
+	if len(s.dirty) > len(s.docs)+64 {
+		s.view, s.dirty = nil, nil
+		return
+	}
+	s.dirty = append(s.dirty, k)
 }
 
 // Position is the store's saved position.
@@ -359,21 +371,27 @@ func (s *Store) commit() error {
 	return fmt.Errorf("replica refused the batch: %w", err)
 }
 
-// journal keeps k's document and row before the open transaction first
-// changes them.
+// journal keeps k's document before the open transaction first changes it.
 func (s *Store) journal(k model.Key) {
-	if s.txn == nil {
-		return
-	}
 	d, had := s.docs[k]
-	s.txn.undo = append(s.txn.undo, undoRow{k: k, doc: d, had: had})
+	s.keep(k, d, had)
 }
 
-// setDoc writes k's document d over prev, the one it holds (had: any).
-func (s *Store) setDoc(k model.Key, d, prev storedDoc, had bool) {
+// keep journals d, k's document before the open transaction changes it
+// (had: whether k held one), if a transaction is open.
+func (s *Store) keep(k model.Key, d storedDoc, had bool) {
 	if s.txn != nil {
-		s.txn.undo = append(s.txn.undo, undoRow{k: k, doc: prev, had: had})
+		s.txn.undo = append(s.txn.undo, undoRow{k: k, doc: d, had: had})
 	}
+}
+
+// setDoc writes k's document d over prev, the one it holds (had: whether
+// it holds one). The store keeps its own copy of d's row: a real store
+// gets the row over the network, so what the sender does with its map
+// afterwards must not change the document.
+func (s *Store) setDoc(k model.Key, d, prev storedDoc, had bool) {
+	s.keep(k, prev, had)
+	d.row = maps.Clone(d.row)
 	if _, ok := s.constrained(k.Table); ok {
 		s.unindex(k, prev.row)
 		s.index(k, d.row, s.txn)
@@ -595,7 +613,7 @@ func (c *StoreClient) Apply(ctx context.Context, b pipeline.Batch) error {
 			out := map[model.Key]model.Row{}
 			for _, k := range keys {
 				if r := s.row(k); r != nil {
-					out[k] = r
+					out[k] = maps.Clone(r) // the store's own row: hand out a copy
 				}
 			}
 			return out, nil

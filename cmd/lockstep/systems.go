@@ -1,0 +1,30 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"lockstep/pipeline/twopc"
+	"lockstep/scenarios"
+)
+
+// printMetrics prints what a run cost the application.
+func printMetrics(m scenarios.Metrics) {
+	fmt.Fprintf(stdout, "cost: %d txns committed in the fault phase (%.1f/s), commit latency p50 %v p99 %v, unavailable %v\n",
+		m.Committed, m.Throughput, m.LatencyP50.Round(100*time.Microsecond), m.LatencyP99.Round(100*time.Microsecond), m.Unavailable)
+	if m.InDoubt > 0 {
+		fmt.Fprintf(stdout, "in doubt at the end: %d prepared transactions, holding their locks\n", m.InDoubt)
+	}
+}
+
+// containerSystem refuses a system the container world does not run.
+func containerSystem(sys scenarios.System) error {
+	if sys == scenarios.TwoPC {
+		return usagef("the container world does not run 2pc yet: run it in the simulator (drop world=containers)")
+	}
+	return nil
+}
+
+// twoPCBugList is the 2pc system's bug switches, for --bug's help.
+func twoPCBugList() string { return strings.Join(twopc.BugList(), ", ") }
