@@ -13,16 +13,9 @@ CACHE=${LOCKSTEP_CACHE:-/var/cache/lockstep}
 MIRROR=${LOCKSTEP_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
 PACKAGES=postgresql-15,redis-server,openjdk-17-jre-headless,iproute2,iptables,procps,ca-certificates
-export DOCKER_BUILDKIT=0 # the classic builder never tries to pull FROM images
-
-say() { printf 'images: %s\n' "$*" >&2; }
-die() { say "$*"; exit 1; }
-hash() { sha256sum | cut -c1-12; }
-have_image() { docker image inspect "$1" >/dev/null 2>&1; }
-
-command -v docker >/dev/null || die "docker not found: apt-get install -y docker.io"
-docker info >/dev/null 2>&1 || die "cannot reach the Docker daemon: start dockerd (see .ci/run)"
-mkdir -p "$CACHE"
+# shellcheck source=images/lib.sh
+. images/lib.sh
+need_docker
 
 # 1. Debian rootfs.
 debian_tag=lockstep/debian:$(printf '%s %s' "$SUITE" "$PACKAGES" | hash)
@@ -42,15 +35,7 @@ if ! have_image "$debian_tag"; then
 fi
 
 # 2. Kafka jars + entrypoints.
-jars=$CACHE/kafka-libs-$(hash <images/kafka-pom.xml)
-if [ ! -f "$jars/.complete" ]; then
-	command -v mvn >/dev/null || die "mvn not found: install Maven"
-	say "fetching Apache Kafka's jars from Maven Central"
-	rm -rf "$jars"
-	mvn -q -B -f images/kafka-pom.xml dependency:copy-dependencies -DoutputDirectory="$jars" >"$CACHE/mvn.log" 2>&1 ||
-		die "Maven could not fetch Kafka's jars; see $CACHE/mvn.log"
-	touch "$jars/.complete"
-fi
+fetch_jars kafka "Apache Kafka's"
 base_tag=lockstep/base:$( (echo "$debian_tag"; ls "$jars"; cat images/pg-entrypoint.sh images/kafka-entrypoint.sh images/log4j.properties) | hash)
 if ! have_image "$base_tag"; then
 	ctx=$(mktemp -d)

@@ -1,0 +1,115 @@
+package containers
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/testcontainers/testcontainers-go"
+
+	"lockstep/faults"
+)
+
+// DebeziumImage is Kafka Connect standalone with Debezium's PostgreSQL
+// connector; images/build-debezium.sh builds it (images/build.sh does not,
+// so nothing else depends on it). LOCKSTEP_DEBEZIUM_IMAGE names another.
+var DebeziumImage = cmp.Or(os.Getenv("LOCKSTEP_DEBEZIUM_IMAGE"), "lockstep/debezium:current")
+
+// DebeziumOptions shape the Debezium connector of a world.
+type DebeziumOptions struct {
+	// TopicPrefix is the connector's topic.prefix: its topics are
+	// "<prefix>.<schema>.<table>" and "<prefix>.transaction".
+	TopicPrefix string
+	// Slot and Publication are the connector's own, so that it never
+	// shares them with lockstep's capture.
+	Slot, Publication string
+	// Tables is the connector's table.include.list ("public.t,public.u");
+	// empty: every table.
+	Tables []string
+	// Poll is poll.interval.ms (Debezium's default 500 ms dominates its
+	// latency) and Flush is Connect's offset.flush.interval.ms (default
+	// 60 s), the interval at which Debezium confirms an LSN to PostgreSQL.
+	Poll, Flush time.Duration
+}
+
+// DebeziumService is the name of the Kafka Connect container.
+const DebeziumService = "debezium"
+
+func (o DebeziumOptions) prefix() string { return cmp.Or(o.TopicPrefix, "dbz") }
+
+// TransactionTopic is the connector's transaction metadata topic.
+func (o DebeziumOptions) TransactionTopic() string { return o.prefix() + ".transaction" }
+
+// Topics are the transaction topic and the topic of each of Tables.
+func (o DebeziumOptions) Topics() []string {
+	topics := []string{o.TransactionTopic()}
+	for _, t := range o.Tables {
+		topics = append(topics, o.prefix()+"."+t)
+	}
+	return topics
+}
+
+// StartDebezium starts Kafka Connect standalone with Debezium's PostgreSQL
+// connector on the source (pgoutput, transaction metadata on, offsets in a
+// file in its container) and returns once the connector's replication slot
+// exists: every transaction committed after that is captured. The tables
+// must exist first (the connector's publication is created for them).
+func (w *World) StartDebezium(ctx context.Context, o DebeziumOptions) error {
+	if _, err := docker(ctx, "image", "inspect", "--format", "{{.Id}}", DebeziumImage); err != nil {
+		return fmt.Errorf("%w: image %s is missing (run images/build-debezium.sh)", ErrNoDocker, DebeziumImage)
+	}
+	o.TopicPrefix = o.prefix()
+	o.Slot, o.Publication = cmp.Or(o.Slot, "debezium"), cmp.Or(o.Publication, "debezium")
+	env := map[string]string{
+		"BOOTSTRAP":    strings.Join(w.InternalKafka, ","),
+		"PGHOST":       "pg-source",
+		"TOPIC_PREFIX": o.TopicPrefix,
+		"SLOT":         o.Slot,
+		"PUBLICATION":  o.Publication,
+		"TABLES":       strings.Join(o.Tables, ","),
+	}
+	if o.Poll > 0 {
+		env["POLL_MS"] = strconv.FormatInt(o.Poll.Milliseconds(), 10)
+	}
+	if o.Flush > 0 {
+		env["FLUSH_MS"] = strconv.FormatInt(o.Flush.Milliseconds(), 10)
+	}
+	if err := w.run(ctx, DebeziumService, faults.RoleCapture, testcontainers.ContainerRequest{
+		Image: DebeziumImage, Entrypoint: []string{"lockstep-connect"}, Env: env,
+	}); err != nil {
+		return err
+	}
+	return w.awaitSlot(ctx, o.Slot, 3*time.Minute)
+}
+
+// awaitSlot polls the source until the replication slot exists.
+func (w *World) awaitSlot(ctx context.Context, slot string, limit time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, w.SourceDSN)
+	if err != nil {
+		return fmt.Errorf("containers: connect to the source: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var n int
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&n); err != nil {
+			return fmt.Errorf("containers: waiting for slot %s: %w", slot, err)
+		}
+		if n > 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("containers: Debezium created no slot %s within %s (its log is kept in %s): %w", slot, limit, w.LogDir, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
