@@ -57,7 +57,7 @@ func TestFieldDefectsOnRealPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stream.Close(context.Background())
-	snap, err := stream.Snapshot(ctx)
+	snap, err := pipeline.ReadSnapshot(ctx, stream)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -253,9 +253,11 @@ func (r *run) prepare(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := audit.Snapshot(ctx); err != nil {
+	snap, err := audit.Snapshot(ctx)
+	if err != nil {
 		return fmt.Errorf("containers: create the audit slot: %w", err)
 	}
+	snap.Close(ctx) // only the slot is wanted
 	audit.Close(ctx)
 	if r.cfg.Scenario.Workload == "pgbench" {
 		if err := pgbench(ctx, w.SourceDSN, "-i", "-I", "g", "-s", "1"); err != nil {

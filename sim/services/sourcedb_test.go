@@ -198,7 +198,7 @@ func TestSourceSnapshotReturnsEveryRowAndCreatesTheSlot(t *testing.T) {
 		})
 		_, _ = src.Exec(ctx, put("a", "2"))
 		_, _ = src.Exec(ctx, func(tx pipeline.Tx) error { tx.Delete("t", "b"); return nil })
-		snap, snapErr = stream.Snapshot(ctx)
+		snap, snapErr = pipeline.ReadSnapshot(ctx, stream)
 		sleepUntil(ctx, r.app, 300*time.Millisecond) // the database crashed and restarted
 		from, startErr = stream.Start(ctx)
 		later, _ = src.Exec(ctx, put("d", "1"))
@@ -297,7 +297,7 @@ func TestSourceSlotMovesBackToLastCheckpointAfterCrash(t *testing.T) {
 			var from model.LSN
 			var staleErr, startErr error
 			r.app.Go("capture", func(ctx context.Context) {
-				snap, _ = stream.Snapshot(ctx)
+				snap, _ = pipeline.ReadSnapshot(ctx, stream)
 				_, _ = stream.Start(ctx)
 				for i := 0; i < 3; i++ {
 					c, _ := src.Exec(ctx, put("k", fmt.Sprint(i)))
@@ -472,7 +472,7 @@ func TestSourceKeylessFullTableIsNamedByWholeRows(t *testing.T) {
 		createAgain = r.source().CreateTable(eventsTable)
 		_, _ = src.Exec(ctx, func(tx pipeline.Tx) error { tx.InsertRow("events", boot); tx.InsertRow("events", twin); return nil })
 		_, _ = src.Exec(ctx, func(tx pipeline.Tx) error { tx.InsertRow("events", twin); return nil })
-		snap, _ = stream.Snapshot(ctx)
+		snap, _ = pipeline.ReadSnapshot(ctx, stream)
 		_, _ = stream.Start(ctx)
 		_, _ = src.Exec(ctx, func(tx pipeline.Tx) error {
 			tx.DeleteRow("events", twin)
