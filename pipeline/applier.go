@@ -591,8 +591,10 @@ func (g *gathering) txn() model.Txn {
 }
 
 // Fold compacts planned batches into one reset batch holding a single
-// snapshot transaction: every live row once, at its latest version, with its
-// revision count, and the table definitions of the last snapshot. A store rebuilt from it goes straight from empty to
+// snapshot transaction: every live row once, at its latest version, and the
+// table definitions of the last snapshot. Like any snapshot it carries no
+// revision counts: a search index rebuilt from it counts revisions from its
+// LSN (model.Snapshot.RevsFrom). A store rebuilt from it goes straight from empty to
 // current, even one that takes the batch in several requests (the search
 // index), so no reader ever sees a key step back through old versions.
 func Fold(batches []Batch) Batch {
@@ -612,7 +614,7 @@ func Fold(batches []Batch) Batch {
 	snap := model.Txn{CommitLSN: pos.LSN, Snapshot: true, Schema: schema}
 	for _, k := range state.Keys() {
 		e, _ := state.Get(k)
-		snap.Changes = append(snap.Changes, model.Change{Table: k.Table, PK: k.PK, Op: model.OpInsert, Row: e.Row, Revs: e.Writes})
+		snap.Changes = append(snap.Changes, model.Change{Table: k.Table, PK: k.PK, Op: model.OpInsert, Row: e.Row})
 	}
 	return Batch{Reset: true, Txns: []model.Txn{snap}, Position: pos}
 }

@@ -690,8 +690,8 @@ func (tx *dbTx) DeleteRow(table string, row model.Row) {
 // that imported it whatever slots come after, until the reader closes the
 // snapshot, its process goes away, or nobody read it for WalSenderTimeout
 // (a client that gave up on its request closed the connection), and are
-// lost when the source crashes. The changes carry each row's true
-// write count (Revs), a convention of the simulator: PostgreSQL's carry none.
+// lost when the source crashes. Like PostgreSQL's, the rows carry no write
+// counts (Revs): nothing in a snapshot says how often a row was written.
 func (db *SourceDB) export(from *sim.Node) (snapshotHandle, error) {
 	db.endSession() // whoever streamed from the slot is fenced off
 	if db.refusing {
@@ -707,7 +707,7 @@ func (db *SourceDB) export(from *sim.Node) (snapshotHandle, error) {
 		// Identical keyless rows are read one by one, as PostgreSQL's
 		// snapshot reads them.
 		for range 1 + db.copies[k] {
-			rows = append(rows, model.Change{Table: k.Table, PK: k.PK, Op: model.OpInsert, Row: e.Row, Revs: e.Writes})
+			rows = append(rows, model.Change{Table: k.Table, PK: k.PK, Op: model.OpInsert, Row: e.Row})
 		}
 	}
 	now := db.n.World().Now()

@@ -41,6 +41,9 @@ type Store struct {
 	sources map[model.Key]model.Row
 	pos     model.Position
 	hasPos  bool
+	// revsFrom is the LSN of the snapshot the search index was last reset
+	// to, from which it counts revisions (model.Snapshot.RevsFrom).
+	revsFrom model.LSN
 	// audit, when set, hears of every change of the saved position, as
 	// a store's own log would show it (see BootAuditedStore).
 	audit func(model.PositionWrite)
@@ -101,6 +104,8 @@ func BootAuditedStore(kind model.StoreKind, audit func(model.PositionWrite)) fun
 			switch {
 			case k == "pos":
 				s.pos, s.hasPos = v.(model.Position), true
+			case k == "revsfrom":
+				s.revsFrom = v.(model.LSN)
 			case k == "schema":
 				s.schema = model.SchemaOf(v.([]model.Table))
 			case strings.HasPrefix(k, "doc\x00"):
@@ -128,7 +133,7 @@ func (s *Store) Kind() model.StoreKind { return s.kind }
 // Snapshot is the whole store at this instant.
 func (s *Store) Snapshot(name string, at time.Duration) model.Snapshot {
 	// maps.Clone copies the table whole instead of inserting key by key.
-	return model.Snapshot{Store: name, At: at, HasPosition: s.hasPos, Position: s.pos, Docs: maps.Clone(s.docs)}
+	return model.Snapshot{Store: name, At: at, HasPosition: s.hasPos, Position: s.pos, Docs: maps.Clone(s.docs), RevsFrom: s.revsFrom}
 }
 
 // Position is the store's saved position.
@@ -363,7 +368,16 @@ func (s *Store) sync() {
 	}
 }
 
-func (s *Store) reset() {
+// reset drops every document for a batch that starts again from the
+// snapshot its first transaction is, and counts revisions from there.
+func (s *Store) reset(b pipeline.Batch) {
+	if s.kind == model.Search {
+		s.revsFrom = 0
+		if len(b.Txns) > 0 && b.Txns[0].Snapshot {
+			s.revsFrom = b.Txns[0].CommitLSN
+		}
+		s.n.Disk().Put("revsfrom", s.revsFrom)
+	}
 	clear(s.uniq)
 	for _, k := range model.SortedKeys(s.docs) {
 		s.journal(k)
@@ -455,7 +469,7 @@ func (s *Store) applyBatch(b pipeline.Batch, guarded, immediate bool) error {
 	}
 	s.begin(immediate)
 	if b.Reset {
-		s.reset()
+		s.reset(b)
 		if s.kind == model.Replica && len(b.Txns) > 0 {
 			s.setSchema(b.Txns[0].Schema)
 		}
@@ -519,7 +533,7 @@ func (c *StoreClient) Apply(ctx context.Context, b pipeline.Batch) error {
 		return err
 	}
 	if b.Reset {
-		if err := call(func(s *Store) { s.reset() }); err != nil {
+		if err := call(func(s *Store) { s.reset(b) }); err != nil {
 			return err
 		}
 	}

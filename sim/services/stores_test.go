@@ -369,3 +369,24 @@ func TestSearchPartialBulkApplyConvergesOnRetry(t *testing.T) {
 		})
 	}
 }
+
+// A search index reset to a snapshot counts revisions from the snapshot's
+// LSN (model.Snapshot.RevsFrom), as pgstore's does, also across a restart:
+// the snapshot's rows count one revision there, whatever came before.
+func TestSearchCountsRevisionsFromTheSnapshotItLoaded(t *testing.T) {
+	r := newStoreRig(t, 1, model.Search)
+	sc := r.client()
+	snap := model.Txn{CommitLSN: 0x25, Snapshot: true, Changes: []model.Change{ins("a", "2")}}
+	var errs []error
+	r.applier.Go("apply", func(ctx context.Context) {
+		errs = append(errs, sc.Apply(ctx, pipeline.Batch{Txns: []model.Txn{t10, t20}, Position: pos(2, 0x20)}))
+		errs = append(errs, sc.Apply(ctx, pipeline.Batch{Reset: true, Txns: []model.Txn{snap, txn(0x30, upd("a", "3"))}, Position: pos(4, 0x30)}))
+	})
+	r.w.At(50*time.Millisecond, 1, r.store.Crash)
+	r.w.At(60*time.Millisecond, 2, r.store.Restart)
+	run(t, r.w, 100*time.Millisecond)
+	s := r.snapshot()
+	if d := s.Docs[model.Key{Table: "t", PK: "a"}]; errors.Join(errs...) != nil || s.RevsFrom != 0x25 || d.Revs != 2 || d.LSN != 0x30 {
+		t.Fatalf("after a reset to a snapshot at 0/25 and one update (%v): counts from %s, a at %s with %d revs; want from 0/25, a at 0/30 with 2 revs", errs, s.RevsFrom, d.LSN, d.Revs)
+	}
+}

@@ -147,6 +147,7 @@ CREATE TABLE IF NOT EXISTS %[1]s (
 	off bigint NOT NULL DEFAULT 0,
 	lsn bigint NOT NULL DEFAULT 0
 );
+ALTER TABLE %[1]s ADD COLUMN IF NOT EXISTS revs_from bigint NOT NULL DEFAULT 0;
 INSERT INTO %[1]s (id) VALUES (1) ON CONFLICT DO NOTHING;
 `, s.pos)
 }
@@ -295,6 +296,13 @@ func (s *tables) ReadAll(ctx context.Context) (model.Snapshot, error) {
 		var err error
 		if snap.Position, snap.HasPosition, err = s.position(ctx, tx, ""); err != nil {
 			return err
+		}
+		if s.kind == model.Search {
+			var from int64
+			if err := tx.QueryRow(ctx, `SELECT revs_from FROM `+s.pos+` WHERE id = 1`).Scan(&from); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+				return err
+			}
+			snap.RevsFrom = model.LSN(from)
 		}
 		rows, err := tx.Query(ctx, q)
 		if err != nil {
@@ -475,8 +483,19 @@ func (s *Search) Apply(ctx context.Context, b pipeline.Batch) error {
 		if err := s.t.create(ctx, s.t.docsSchema); err != nil {
 			return wrap(fmt.Errorf("recreate the documents table: %w", err))
 		}
+		// A snapshot cannot say how often a row was written before it:
+		// from here on the index counts revisions from its LSN.
+		var from model.LSN
+		if len(b.Txns) > 0 && b.Txns[0].Snapshot {
+			from = b.Txns[0].CommitLSN
+		}
+		revsFrom, err := lsnArg(from)
+		if err != nil {
+			return wrap(err)
+		}
 		if err := s.bulk(ctx, b, func(batch *pgx.Batch) error {
 			batch.Queue(`DELETE FROM ` + s.t.docs)
+			batch.Queue(`UPDATE `+s.t.pos+` SET revs_from = $1 WHERE id = 1`, revsFrom)
 			return nil
 		}); err != nil {
 			return wrap(err)
