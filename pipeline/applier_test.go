@@ -65,6 +65,21 @@ func TestPlanSnapshotResetsInItsOwnBatch(t *testing.T) {
 	}
 }
 
+// A snapshot taken right after a commit is at that commit's LSN (the
+// simulated source's always is). A store that applied that transaction
+// holds what the snapshot holds and skips it whole: loading its later
+// chunks again as inserts, without the reset, restarted their search
+// revision counts (retention/pipeline/30, once the simulated snapshot
+// stopped carrying write counts, as PostgreSQL's never did).
+func TestPlanSkipsASnapshotAtTheStoresPosition(t *testing.T) {
+	snap := rows(50, 6)
+	snap.Snapshot = true
+	got := Plan(model.Position{Offset: 9, LSN: 50}, recs(append(SplitSnapshot(snap, 2), txn(60, false))...), false)
+	if len(got) != 1 || got[0].Reset || !reflect.DeepEqual(lsns(got[0]), []model.LSN{60}) {
+		t.Fatalf("a store at the snapshot's LSN got %+v; want only LSN 60, no reset", got)
+	}
+}
+
 func TestPlanReapplyBugKeepsDuplicates(t *testing.T) {
 	got := Plan(model.Position{Offset: 10, LSN: 20}, recs(txn(10, false), txn(30, false)), true)
 	if !reflect.DeepEqual(lsns(got[0]), []model.LSN{10, 30}) {
