@@ -469,7 +469,7 @@ func plan(pos model.Position, recs []Record, reapply bool) ([]Batch, int, *GapEr
 	out := make([]Batch, 0, 1)
 	cur := Batch{Position: pos, Txns: make([]model.Txn, 0, len(recs))}
 	lsn := pos.LSN
-	loading := false // cur resets the store to the snapshot at lsn
+	held, holds := model.LSN(0), false // a snapshot the store is at already, whose chunk 0 was skipped
 	whole := wholeSnapshots(recs)
 	var g *gathering // the split transaction whose parts are being gathered
 	var gap *GapError
@@ -508,18 +508,20 @@ func plan(pos model.Position, recs []Record, reapply bool) ([]Batch, int, *GapEr
 				out = append(out, cur)
 			}
 			cur = Batch{Reset: true, Txns: []model.Txn{t}}
-			lsn, loading = t.CommitLSN, true
-		case t.Snapshot && t.Chunk > 0 && t.CommitLSN == lsn && loading:
-			// The rest of the snapshot this store is loading. A store
-			// already at the snapshot's LSN (it applied the transaction
-			// committed there) skips it whole: its rows are what it holds,
-			// and loaded again as inserts they would count their search
-			// revisions from one.
+			lsn = t.CommitLSN
+		case t.Snapshot && t.Chunk == 0:
+			// A snapshot at the store's LSN (taken right after the
+			// transaction the store holds last): what the store holds.
+			// Its later chunks go with it: loaded as inserts without the
+			// reset, they would count their search revisions from one.
+			held, holds = t.CommitLSN, true
+		case t.Snapshot && t.Chunk > 0 && t.CommitLSN == lsn && !(holds && held == lsn):
+			// The rest of the snapshot this store is loading.
 			cur.Txns = append(cur.Txns, t)
 		case !t.Snapshot && (t.CommitLSN > lsn || reapply):
 			cur.Txns = append(cur.Txns, t)
 			if t.CommitLSN > lsn {
-				lsn, loading = t.CommitLSN, false
+				lsn = t.CommitLSN
 			}
 		}
 		if g == nil {
