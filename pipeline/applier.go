@@ -290,7 +290,9 @@ func wholeSnapshots(recs []Record) map[model.LSN]bool {
 }
 
 // incompleteSnapshot returns how many chunks of the last snapshot that
-// starts in recs (newer than pos) are still to come, or 0.
+// starts in recs (at pos's LSN or newer) are still to come, or 0. One at
+// pos's LSN, which the store holds already, is gathered too, so that plan
+// sees its first chunk with the rest and skips them all.
 func incompleteSnapshot(pos model.Position, recs []Record) int {
 	var snap *model.Txn
 	have := map[int]bool{}
@@ -299,7 +301,7 @@ func incompleteSnapshot(pos model.Position, recs []Record) int {
 		if !t.Snapshot {
 			continue
 		}
-		if t.Chunk == 0 && (t.CommitLSN > pos.LSN || pos.LSN == 0) && (snap == nil || t.CommitLSN > snap.CommitLSN) {
+		if t.Chunk == 0 && t.CommitLSN >= pos.LSN && (snap == nil || t.CommitLSN > snap.CommitLSN) {
 			snap = t
 			clear(have)
 		}

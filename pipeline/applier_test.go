@@ -74,9 +74,17 @@ func TestPlanSnapshotResetsInItsOwnBatch(t *testing.T) {
 func TestPlanSkipsASnapshotAtTheStoresPosition(t *testing.T) {
 	snap := rows(50, 6)
 	snap.Snapshot = true
-	got := Plan(model.Position{Offset: 9, LSN: 50}, recs(append(SplitSnapshot(snap, 2), txn(60, false))...), false)
+	chunks := SplitSnapshot(snap, 2)
+	got := Plan(model.Position{Offset: 9, LSN: 50}, recs(append(chunks, txn(60, false))...), false)
 	if len(got) != 1 || got[0].Reset || !reflect.DeepEqual(lsns(got[0]), []model.LSN{60}) {
 		t.Fatalf("a store at the snapshot's LSN got %+v; want only LSN 60, no reset", got)
+	}
+	// A fetch that ends after the first chunk waits for the others, so
+	// that they are skipped with it (seen with the chunks appended one
+	// call each: a plan of the others alone took the store to be resuming
+	// inside the snapshot).
+	if n := incompleteSnapshot(model.Position{Offset: 9, LSN: 50}, recs(chunks[0])); n != 2 {
+		t.Fatalf("a store at the snapshot's LSN, with its first chunk fetched, waits for %d more; want 2", n)
 	}
 }
 
