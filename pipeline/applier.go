@@ -615,7 +615,7 @@ func Fold(batches []Batch) Batch {
 			state, schema = model.NewState(), nil
 		}
 		for _, t := range b.Txns {
-			schema = append(schema, t.Schema...)
+			schema = model.AddTables(schema, t.Schema)
 			state.Apply(t)
 		}
 		pos = b.Position

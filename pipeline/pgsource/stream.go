@@ -89,7 +89,8 @@ type Stream struct {
 	cfg    Config
 	log    *slog.Logger
 	filter filter
-	warned map[string]bool // tables whose skipped changes were logged this session
+	warned map[string]bool     // tables whose skipped changes were logged this session
+	types  map[[2]int64]string // type names by OID and modifier (typeName)
 
 	repl    *pgconn.PgConn // the replication connection, streaming; nil when not started
 	sql     *pgx.Conn      // primary-key lookups while streaming, opened lazily
@@ -141,6 +142,7 @@ func NewStream(cfg Config) (*Stream, error) {
 	}
 	s := &Stream{cfg: cfg, log: log, filter: f}
 	s.asm.PrimaryKey = s.lookupPrimaryKey
+	s.asm.TypeName = s.typeName
 	s.asm.Skip = func(table string) bool { return !f.captures(table) }
 	s.asm.Skipped = s.skipped
 	return s, nil
@@ -979,16 +981,9 @@ func (s *Stream) skipped(table string) {
 // lookupPrimaryKey is the Assembler's PrimaryKey: it asks the catalog over
 // a second, ordinary connection.
 func (s *Stream) lookupPrimaryKey(rel *Relation) ([]string, error) {
-	ctx := s.nextCtx
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	if s.sql == nil || s.sql.IsClosed() {
-		conn, err := s.connectSQL(ctx)
-		if err != nil {
-			return nil, err
-		}
-		s.sql = conn
+	ctx, err := s.catalog()
+	if err != nil {
+		return nil, err
 	}
 	key, err := primaryKey(ctx, s.sql, rel.ID)
 	if err != nil {
@@ -997,6 +992,48 @@ func (s *Stream) lookupPrimaryKey(rel *Relation) ([]string, error) {
 		return nil, err
 	}
 	return key, nil
+}
+
+// catalog opens the second, ordinary connection for the Assembler's
+// lookups, unless it is open, and returns the context they run in: the
+// running Next's.
+func (s *Stream) catalog() (context.Context, error) {
+	ctx := s.nextCtx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if s.sql == nil || s.sql.IsClosed() {
+		conn, err := s.connectSQL(ctx)
+		if err != nil {
+			return ctx, err
+		}
+		s.sql = conn
+	}
+	return ctx, nil
+}
+
+// typeName is the Assembler's TypeName: format_type over the second
+// connection, remembered per type and modifier.
+func (s *Stream) typeName(oid uint32, typmod int32) (string, error) {
+	k := [2]int64{int64(oid), int64(typmod)}
+	if name, ok := s.types[k]; ok {
+		return name, nil
+	}
+	ctx, err := s.catalog()
+	if err != nil {
+		return "", err
+	}
+	var name string
+	if err := s.sql.QueryRow(ctx, `SELECT format_type($1, $2)`, oid, typmod).Scan(&name); err != nil {
+		closeQuietly(s.sql)
+		s.sql = nil
+		return "", err
+	}
+	if s.types == nil {
+		s.types = map[[2]int64]string{}
+	}
+	s.types[k] = name
+	return name, nil
 }
 
 func isCode(err error, code string) bool {

@@ -82,6 +82,8 @@ type holder struct {
 	inc   int
 	heard time.Duration
 	gen   int // sessions started since boot, for the next session's id
+	// announced are the tables whose definitions the session was given.
+	announced map[string]bool
 }
 
 // WalSenderTimeout is how long the source keeps a streaming session that
@@ -247,6 +249,33 @@ func (db *SourceDB) Define(t model.Table) error {
 	return nil
 }
 
+// keylessDef is a keyless table's definition: text columns in the declared
+// order, no key.
+func keylessDef(t pipeline.KeylessTable) model.Table {
+	def := model.Table{Name: t.Name}
+	for _, c := range t.Columns {
+		def.Columns = append(def.Columns, model.Column{Name: c, Type: "text"})
+	}
+	return def
+}
+
+// relation is what a pgoutput Relation message says of a table, which the
+// stream hands out with the first transaction of a session that changes
+// it: its columns and key, no unique constraints. False for a table of
+// which the stream has none (never defined, or keyless without FULL
+// identity).
+func (db *SourceDB) relation(name string) (model.Table, bool) {
+	if t, ok := db.defs[name]; ok {
+		t = t.Clone()
+		t.Unique = nil
+		return t, true
+	}
+	if t, ok := db.tables[name]; ok && t.Full {
+		return keylessDef(t), true
+	}
+	return model.Table{}, false
+}
+
 // Schema is the definition of every defined table, keyed and keyless
 // (text columns in the declared order, no key), sorted by name: what a
 // snapshot carries.
@@ -256,11 +285,7 @@ func (db *SourceDB) Schema() []model.Table {
 		out = append(out, t.Clone())
 	}
 	for _, t := range db.tables {
-		def := model.Table{Name: t.Name}
-		for _, c := range t.Columns {
-			def.Columns = append(def.Columns, model.Column{Name: c, Type: "text"})
-		}
-		out = append(out, def)
+		out = append(out, keylessDef(t))
 	}
 	slices.SortFunc(out, func(a, b model.Table) int { return strings.Compare(a.Name, b.Name) })
 	return out
@@ -825,6 +850,18 @@ func (db *SourceDB) next(sess int, after model.LSN, max int) ([]model.Txn, error
 	out := make([]model.Txn, j-i)
 	for k := range out {
 		out[k] = db.wal[i+k].Clone() // the WAL is the ground truth: hand out copies
+		for _, c := range out[k].Changes {
+			if db.holder.announced[c.Table] {
+				continue
+			}
+			if def, ok := db.relation(c.Table); ok {
+				out[k].Schema = append(out[k].Schema, def)
+				if db.holder.announced == nil {
+					db.holder.announced = map[string]bool{}
+				}
+				db.holder.announced[c.Table] = true
+			}
+		}
 	}
 	return out, nil
 }

@@ -167,6 +167,25 @@ func (s *Store) setSchema(tables []model.Table) {
 	s.reindex()
 }
 
+// announce takes the definitions a streamed transaction carries of tables
+// the replica has none of (tables created after the snapshot), as
+// pgstore's replica creates them. A snapshot's are taken by the reset.
+func (s *Store) announce(t model.Txn) {
+	if s.kind != model.Replica || t.Snapshot || len(t.Schema) == 0 {
+		return
+	}
+	var have []model.Table
+	for _, name := range slices.Sorted(maps.Keys(s.schema)) {
+		have = append(have, s.schema[name])
+	}
+	if all := model.AddTables(have, t.Schema); len(all) > len(have) {
+		s.setSchema(all)
+	}
+}
+
+// Tables is the replica's table definitions, by name.
+func (s *Store) Tables() map[string]model.Table { return s.schema }
+
 // reindex builds the unique index from the documents.
 func (s *Store) reindex() {
 	clear(s.uniq)
@@ -442,6 +461,7 @@ func (s *Store) checkBase(b pipeline.Batch) error {
 // unchanged columns that come from another key's row as it stood before
 // the transaction (model.ResolveFrom).
 func (s *Store) writeTxn(t model.Txn, guarded bool) {
+	s.announce(t)
 	t = model.ResolveFrom(t, s.row)
 	for _, c := range t.Changes {
 		s.write(c, t.CommitLSN, guarded)
