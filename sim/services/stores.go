@@ -42,8 +42,11 @@ type Store struct {
 	pos     model.Position
 	hasPos  bool
 	// revsFrom is the LSN of the snapshot the search index was last reset
-	// to, from which it counts revisions (model.Snapshot.RevsFrom).
+	// to, from which it counts revisions (model.Snapshot.RevsFrom); resets
+	// counts the resets it took, durably: every later request of a reset
+	// batch names its own, so a newer reset fences it off.
 	revsFrom model.LSN
+	resets   int
 	// audit, when set, hears of every change of the saved position, as
 	// a store's own log would show it (see BootAuditedStore).
 	audit func(model.PositionWrite)
@@ -106,6 +109,8 @@ func BootAuditedStore(kind model.StoreKind, audit func(model.PositionWrite)) fun
 				s.pos, s.hasPos = v.(model.Position), true
 			case k == "revsfrom":
 				s.revsFrom = v.(model.LSN)
+			case k == "resets":
+				s.resets = v.(int)
 			case k == "schema":
 				s.schema = model.SchemaOf(v.([]model.Table))
 			case strings.HasPrefix(k, "doc\x00"):
@@ -396,6 +401,8 @@ func (s *Store) reset(b pipeline.Batch) {
 			s.revsFrom = b.Txns[0].CommitLSN
 		}
 		s.n.Disk().Put("revsfrom", s.revsFrom)
+		s.resets++
+		s.n.Disk().Put("resets", s.resets)
 	}
 	clear(s.uniq)
 	for _, k := range model.SortedKeys(s.docs) {
@@ -541,10 +548,18 @@ func (c *StoreClient) Apply(ctx context.Context, b pipeline.Batch) error {
 		_, err := sim.Call(ctx, c.From, c.To, c.timeout(), func(s *Store) (struct{}, error) { return struct{}{}, s.applyBatch(b, guarded, immediate) })
 		return err
 	}
+	// A reset batch's requests after its reset belong to that reset: a
+	// newer reset (another applier's rebuild, which passed the same base
+	// or Fresh check since the index has no new position until the last
+	// request) removed what they build on, so they are refused.
+	reset := 0
 	call := func(fn func(s *Store)) error {
 		_, err := sim.Call(ctx, c.From, c.To, c.timeout(), func(s *Store) (struct{}, error) {
 			if err := s.checkBase(b); err != nil {
 				return struct{}{}, err
+			}
+			if reset != 0 && s.resets != reset {
+				return struct{}{}, fmt.Errorf("another reset came after this batch's: %w", pipeline.ErrPositionMismatch)
 			}
 			fn(s)
 			s.sync()
@@ -553,9 +568,18 @@ func (c *StoreClient) Apply(ctx context.Context, b pipeline.Batch) error {
 		return err
 	}
 	if b.Reset {
-		if err := call(func(s *Store) { s.reset(b) }); err != nil {
+		n, err := sim.Call(ctx, c.From, c.To, c.timeout(), func(s *Store) (int, error) {
+			if err := s.checkBase(b); err != nil {
+				return 0, err
+			}
+			s.reset(b)
+			s.sync()
+			return s.resets, nil
+		})
+		if err != nil {
 			return err
 		}
+		reset = n
 	}
 	// Unchanged columns across bulk requests: read the stored rows they
 	// come from first (a search engine's multi-get), as the real adapter

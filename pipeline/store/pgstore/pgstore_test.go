@@ -2,6 +2,7 @@ package pgstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -66,6 +67,52 @@ func TestPostgres(t *testing.T) {
 	t.Run("Prefixes", func(t *testing.T) { testPrefixes(t, open(t)) })
 	t.Run("DroppedDocsLosePosition", func(t *testing.T) { testDroppedDocs(t, open(t)) })
 	t.Run("SearchRevsFrom", func(t *testing.T) { testSearchRevsFrom(t, open(t)) })
+	t.Run("SearchOverlappingRebuilds", func(t *testing.T) { testSearchOverlappingRebuilds(t, open(t)) })
+}
+
+// Two rebuilds of an empty index overlap: both are Fresh, and the index has
+// no position until a rebuild's last request. The second's reset, between
+// the first's requests, removes what the first wrote; the first must not go
+// on to save its position over an index without those documents (it did:
+// the Fresh check still passed). Here the second stops after its reset, as
+// a crashed applier would, and the first is refused at its next request.
+func testSearchOverlappingRebuilds(t *testing.T, pool *pgxpool.Pool) {
+	opts := Options{Prefix: "overlap_", BulkDocs: 4}
+	first, err := NewSearch(ctx(t), pool, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := NewSearch(ctx(t), pool, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := model.Txn{CommitLSN: 0x50, Snapshot: true}
+	for i := range 16 {
+		snap.Changes = append(snap.Changes, ins(fmt.Sprintf("k%02d", i), model.Row{"v": "1"}))
+	}
+	rebuild := pipeline.Batch{Reset: true, Fresh: true, Txns: []model.Txn{snap}, Position: pos(1, 0x50)}
+	errCrashed := errors.New("crashed after its reset")
+	requests := 0
+	first.afterBulk = func() error {
+		if requests++; requests == 3 { // its reset and two bulks of documents
+			second.afterBulk = func() error { return errCrashed }
+			if err := second.Apply(ctx(t), rebuild); !errors.Is(err, errCrashed) {
+				t.Fatalf("the second rebuild: %v", err)
+			}
+		}
+		return nil
+	}
+	err = first.Apply(ctx(t), rebuild)
+	got, rerr := first.ReadAll(ctx(t))
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	if got.HasPosition && len(got.Docs) != len(snap.Changes) {
+		t.Fatalf("the first rebuild (%v) saved %s over %d of %d documents", err, got.Position, len(got.Docs), len(snap.Changes))
+	}
+	if !errors.Is(err, pipeline.ErrPositionMismatch) || got.HasPosition {
+		t.Fatalf("the first rebuild after another's reset: %v, position saved: %v; want refused, none", err, got.HasPosition)
+	}
 }
 
 // The search index counts revisions from the snapshot it was last reset to
