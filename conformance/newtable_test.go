@@ -4,7 +4,6 @@ import (
 	"context"
 	"reflect"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -21,21 +20,7 @@ import (
 // that changes it, and a column added later to any table gets its type the
 // same way. Before, both came out as text until the next snapshot.
 func TestTablesCreatedAfterTheSnapshotAreTyped(t *testing.T) {
-	dsn := pgtest.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	src := pgtest.NewDatabase(t, dsn)
-	pool, err := pgxpool.New(ctx, src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	exec := func(sql string) {
-		t.Helper()
-		if _, err := pool.Exec(ctx, sql); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-	}
+	ctx, dsn, src, _, exec := realSource(t)
 	exec(`CREATE TABLE t (pk text PRIMARY KEY, v text)`)
 	exec(`INSERT INTO t VALUES ('a', 'x')`)
 	stream, err := pgsource.NewStream(pgsource.Config{DSN: src, Slot: "typed"})
