@@ -18,9 +18,10 @@ import (
 // that transaction and every earlier one are acknowledged by the log.
 //
 // On first start (empty log) it takes a snapshot that creates the slot
-// atomically with a consistent read of every table, appends it to the log as
-// one record, then streams from the snapshot's LSN: no gap, and any overlap
-// is harmless because stores skip what their position already covers.
+// atomically with a consistent read of every table, appends it to the log
+// chunk by chunk (never holding it whole, see snapshot), then streams from
+// the snapshot's LSN: no gap, and any overlap is harmless because stores
+// skip what their position already covers.
 //
 // A transaction too large for one log record goes to the log as several
 // parts (Txn.Chunk of Chunks, at its CommitLSN), in one produce call, and
