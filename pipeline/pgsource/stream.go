@@ -391,7 +391,10 @@ func (r *snapshotReader) scanTable(ctx context.Context, t table, fn func([]model
 		return fmt.Errorf("read %s: %w", name, err)
 	}
 	for {
-		rows, err := r.tx.Query(ctx, "FETCH "+strconv.Itoa(snapshotPage)+" FROM lockstep_snapshot", pgx.QueryExecModeSimpleProtocol)
+		// Text results, as pgoutput sends values; not the simple protocol,
+		// which pgx refuses unless the client encoding is UTF8 (a
+		// SQL_ASCII database reports its own).
+		rows, err := r.tx.Query(ctx, "FETCH "+strconv.Itoa(snapshotPage)+" FROM lockstep_snapshot", pgx.QueryResultFormats{pgx.TextFormatCode})
 		if err != nil {
 			return fmt.Errorf("read %s: %w", name, err)
 		}
