@@ -216,6 +216,9 @@ func (c *run) checkFinal(name string) {
 	}
 	for _, k := range c.t.liveKeys {
 		want, _ := c.t.current(kind, k)
+		if kind == model.Search {
+			want = c.t.revsFrom(k, want, f.RevsFrom)
+		}
 		got, ok := f.Docs[k]
 		switch {
 		case !ok:
@@ -236,7 +239,7 @@ func (c *run) checkFinal(name string) {
 			detail := fmt.Sprintf("has lsn=%s want lsn=%s", got.LSN, want.LSN)
 			if notYet(k, got.LSN) {
 				c.noteLate(name, k, detail)
-				c.revsLost(name, kind, k, got, w)
+				c.revsLost(name, kind, k, got, f.RevsFrom, w)
 			} else {
 				c.add(Lost, name, k, w(detail, docPtr(got), docPtr(want)))
 			}
@@ -271,7 +274,7 @@ func (c *run) checkFinal(name string) {
 		}
 		if notYet(k, got.LSN) {
 			c.noteLate(name, k, detail)
-			c.revsLost(name, kind, k, got, w)
+			c.revsLost(name, kind, k, got, f.RevsFrom, w)
 			continue
 		}
 		c.add(Lost, name, k, w(detail, docPtr(got), nil))
@@ -280,12 +283,14 @@ func (c *run) checkFinal(name string) {
 
 // revsLost reports as lost a search document of a store that has not
 // caught up on it yet, but that is a committed version counting fewer revs
-// than that version made: it passed a change without applying it.
-func (c *run) revsLost(name string, kind model.StoreKind, k model.Key, got model.Doc, w func(string, *model.Doc, *model.Doc) Witness) {
+// than that version made since from, where the store counts from: it
+// passed a change without applying it.
+func (c *run) revsLost(name string, kind model.StoreKind, k model.Key, got model.Doc, from model.LSN, w func(string, *model.Doc, *model.Doc) Witness) {
 	if kind != model.Search {
 		return
 	}
 	v, ok := c.t.version(kind, k, got.LSN)
+	v = c.t.revsFrom(k, v, from)
 	if !ok || v.Value != got.Value || got.Revs >= v.Revs {
 		return
 	}
@@ -359,6 +364,13 @@ func (c *run) checkObservations() {
 	// for a read (witnesses are only built for anomalies).
 	observe := func(store string, kind model.StoreKind, k model.Key, d model.Doc, snap *model.Snapshot, src Source, ord obsOrder) {
 		want, isVersion := c.t.version(kind, k, d.LSN)
+		if kind == model.Search && isVersion && snap != nil && d.Revs > 1 {
+			// (One revision never exceeds what any snapshot leaves.)
+			// Counted from the snapshot the index last loaded. A read
+			// does not say which that was: it is held to every revision
+			// since the row was inserted, the most any snapshot leaves.
+			want = c.t.revsFrom(k, want, snap.RevsFrom)
+		}
 		var class Class
 		switch {
 		case !isVersion || want.Value != d.Value:

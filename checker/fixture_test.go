@@ -32,8 +32,8 @@ var rewrite = flag.Bool("rewrite", false, "rewrite the expected output of checke
 //	aborted XID LSN CHANGE [; CHANGE]...
 //	    CHANGE: insert KEY "ROW" | update KEY "ROW" [from=OLDPK] | delete KEY
 //	read STORE KEY CALL RETURN (absent | lsn=LSN "VALUE" [revs=N]) [client=N]
-//	snapshot STORE at=DUR [pos=LSN[@OFFSET]] [prefix=LSN | truth]
-//	final STORE at=DUR [pos=LSN[@OFFSET]] [prefix=LSN | truth]
+//	snapshot STORE at=DUR [pos=LSN[@OFFSET]] [revs-from=LSN] [prefix=LSN | truth]
+//	final STORE at=DUR [pos=LSN[@OFFSET]] [revs-from=LSN] [prefix=LSN | truth]
 //	    then indented doc lines: KEY lsn=LSN "VALUE" [revs=N]   (add or replace)
 //	                             -KEY                            (remove)
 //	fault START END|quiet WHAT...
@@ -358,6 +358,10 @@ func parseHistory(text string) (*model.History, error) {
 						if b.snap.Position.Offset, err = strconv.ParseInt(off, 10, 64); err != nil {
 							return nil, fail("%v", err)
 						}
+					}
+				case "revs-from":
+					if b.snap.RevsFrom, err = model.ParseLSN(v); err != nil {
+						return nil, fail("%v", err)
 					}
 				case "prefix":
 					lsn, err := model.ParseLSN(v)

@@ -185,6 +185,32 @@ func (t *truth) version(kind model.StoreKind, k model.Key, lsn model.LSN) (model
 	return v.project(kind), true
 }
 
+// revsFrom is d, a committed search document of k, as counted by an index
+// that counts revisions from LSN from (model.Snapshot.RevsFrom): a row
+// live at from counts one revision there and one more for each later
+// transaction that wrote it, while d.Revs counts every one since the row
+// was inserted. A row inserted after from counts the same either way.
+func (t *truth) revsFrom(k model.Key, d model.Doc, from model.LSN) model.Doc {
+	kh := t.keys[k]
+	if from == 0 || kh == nil || !t.sorted {
+		return d
+	}
+	at, live := t.version(model.Search, k, from)
+	if !live {
+		return d
+	}
+	after := func(l model.LSN) int {
+		return sort.Search(len(kh.versions), func(i int) bool { return kh.versions[i].entry.LSN > l })
+	}
+	// The writes after from, if d is the same row as the one live at
+	// from (nothing deleted and inserted it again since: that would
+	// count from one again).
+	if n := after(d.LSN) - after(from); n >= 0 && d.Revs == at.Revs+n {
+		d.Revs -= at.Revs - 1
+	}
+	return d
+}
+
 // isVersion reports whether d is a committed version of k for kind: its LSN
 // wrote k and its value is that version's projection. Revs are not judged.
 func (t *truth) isVersion(kind model.StoreKind, k model.Key, d model.Doc) bool {

@@ -344,7 +344,7 @@ func aborted(err error) bool {
 // worlds: in the simulator it runs as a task.
 func observe(ctx context.Context, src pipeline.Source, stream pipeline.ChangeStream, prog program) (observation, error) {
 	var obs observation
-	snap, err := stream.Snapshot(ctx)
+	snap, err := pipeline.ReadSnapshot(ctx, stream)
 	if err != nil {
 		return obs, fmt.Errorf("snapshot: %w", err)
 	}

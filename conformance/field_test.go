@@ -22,31 +22,8 @@ import (
 // stores end equal to the source's table; as raw changes (the old rule,
 // bug switch lsn-only-version) they do not.
 func TestFieldDefectsOnRealPostgres(t *testing.T) {
-	dsn := pgtest.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	src := pgtest.NewDatabase(t, dsn)
-	pool, err := pgxpool.New(ctx, src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	ctx, dsn, src, pool, exec := realSource(t)
 	big := strings.Repeat("0123456789abcdef", 300) // 4,800 bytes, stored out of line
-	exec := func(sql ...string) {
-		t.Helper()
-		tx, err := pool.Begin(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, q := range sql {
-			if _, err := tx.Exec(ctx, q); err != nil {
-				t.Fatalf("%s: %v", q, err)
-			}
-		}
-		if err := tx.Commit(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
 	// The default replica identity (the key), as applications have it.
 	exec(`CREATE TABLE t (pk text PRIMARY KEY, v text, blob text)`,
 		`ALTER TABLE t ALTER COLUMN blob SET STORAGE EXTERNAL`,
@@ -57,7 +34,7 @@ func TestFieldDefectsOnRealPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stream.Close(context.Background())
-	snap, err := stream.Snapshot(ctx)
+	snap, err := pipeline.ReadSnapshot(ctx, stream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,6 +117,38 @@ func TestFieldDefectsOnRealPostgres(t *testing.T) {
 			}
 		}
 	}
+}
+
+// realSource starts a throwaway PostgreSQL 15 (dsn) with a source database
+// (src, pool) and returns a context that ends with the test and exec, which
+// runs statements in one transaction, failing the test on an error.
+func realSource(t *testing.T) (ctx context.Context, dsn, src string, pool *pgxpool.Pool, exec func(sql ...string)) {
+	t.Helper()
+	dsn = pgtest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	src = pgtest.NewDatabase(t, dsn)
+	pool, err := pgxpool.New(ctx, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	exec = func(sql ...string) {
+		t.Helper()
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range sql {
+			if _, err := tx.Exec(ctx, q); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return ctx, dsn, src, pool, exec
 }
 
 // sourceDocs is the source table as rows (NULL columns absent, as the

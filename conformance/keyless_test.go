@@ -27,7 +27,7 @@ var bareTable = pipeline.KeylessTable{Name: "bare", Columns: []string{"at", "wha
 // wrote it, its xid left out of the text), the same after a new Start, a
 // delete from bare, and a snapshot. It is the same code in both worlds.
 func refusals(ctx context.Context, src pipeline.Source, stream pipeline.ChangeStream, create func() error) (string, error) {
-	if _, err := stream.Snapshot(ctx); err != nil {
+	if _, err := pipeline.ReadSnapshot(ctx, stream); err != nil {
 		return "", fmt.Errorf("snapshot: %w", err)
 	}
 	if _, err := stream.Start(ctx); err != nil {
@@ -87,7 +87,7 @@ func refusals(ctx context.Context, src pipeline.Source, stream pipeline.ChangeSt
 	}
 	const noIdentity = "because it does not have a replica identity and publishes deletes"
 	fmt.Fprintf(&b, "delete from bare refused: %v\n", delErr != nil && strings.Contains(delErr.Error(), noIdentity))
-	_, err = stream.Snapshot(ctx)
+	_, err = pipeline.ReadSnapshot(ctx, stream)
 	var nk *pipeline.NoKeyError
 	if !errors.As(err, &nk) {
 		return "", fmt.Errorf("snapshot with bare: %v, want a NoKeyError", err)

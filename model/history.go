@@ -51,6 +51,11 @@ type Snapshot struct {
 	HasPosition bool
 	Position    Position
 	Docs        Docs
+	// RevsFrom, for a search index, is the commit LSN from which it counts
+	// its documents' revisions: the snapshot it was last loaded from (0:
+	// the first commit). A snapshot cannot say how often a row was written
+	// before it, so a row it holds counts one revision there.
+	RevsFrom LSN
 }
 
 // FaultWindow is when a fault was in force, for witnesses.

@@ -234,7 +234,12 @@ type Txn struct {
 	PrevLSN LSN
 	// Schema, in a snapshot (its chunk 0 when it is cut in parts), is the
 	// definition of every table the snapshot captured, read in the same
-	// snapshot as its rows: what a replica creates its tables from.
+	// snapshot as its rows: what a replica creates its tables from. In a
+	// streamed transaction it is the definition of each table the stream
+	// described anew before it (pgoutput's Relation message: a table's first
+	// change in a session, or after its definition changed), without unique
+	// constraints: what a replica creates a table from that the snapshot
+	// did not have.
 	Schema []Table
 }
 

@@ -157,3 +157,15 @@ func SchemaOf(tables []Table) map[string]Table {
 	}
 	return m
 }
+
+// AddTables is have with the tables of add whose names it lacks: a table
+// keeps the first definition it had (a snapshot's, which knows its unique
+// constraints, over a stream's, which does not).
+func AddTables(have, add []Table) []Table {
+	for _, t := range add {
+		if !slices.ContainsFunc(have, func(h Table) bool { return h.Name == t.Name }) {
+			have = append(have, t)
+		}
+	}
+	return have
+}

@@ -290,7 +290,9 @@ func wholeSnapshots(recs []Record) map[model.LSN]bool {
 }
 
 // incompleteSnapshot returns how many chunks of the last snapshot that
-// starts in recs (newer than pos) are still to come, or 0.
+// starts in recs (at pos's LSN or newer) are still to come, or 0. One at
+// pos's LSN, which the store holds already, is gathered too, so that plan
+// sees its first chunk with the rest and skips them all.
 func incompleteSnapshot(pos model.Position, recs []Record) int {
 	var snap *model.Txn
 	have := map[int]bool{}
@@ -299,7 +301,7 @@ func incompleteSnapshot(pos model.Position, recs []Record) int {
 		if !t.Snapshot {
 			continue
 		}
-		if t.Chunk == 0 && (t.CommitLSN > pos.LSN || pos.LSN == 0) && (snap == nil || t.CommitLSN > snap.CommitLSN) {
+		if t.Chunk == 0 && t.CommitLSN >= pos.LSN && (snap == nil || t.CommitLSN > snap.CommitLSN) {
 			snap = t
 			clear(have)
 		}
@@ -469,6 +471,7 @@ func plan(pos model.Position, recs []Record, reapply bool) ([]Batch, int, *GapEr
 	out := make([]Batch, 0, 1)
 	cur := Batch{Position: pos, Txns: make([]model.Txn, 0, len(recs))}
 	lsn := pos.LSN
+	held, holds := model.LSN(0), false // a snapshot the store is at already, whose chunk 0 was skipped
 	whole := wholeSnapshots(recs)
 	var g *gathering // the split transaction whose parts are being gathered
 	var gap *GapError
@@ -508,7 +511,13 @@ func plan(pos model.Position, recs []Record, reapply bool) ([]Batch, int, *GapEr
 			}
 			cur = Batch{Reset: true, Txns: []model.Txn{t}}
 			lsn = t.CommitLSN
-		case t.Snapshot && t.Chunk > 0 && t.CommitLSN == lsn:
+		case t.Snapshot && t.Chunk == 0:
+			// A snapshot at the store's LSN (taken right after the
+			// transaction the store holds last): what the store holds.
+			// Its later chunks go with it: loaded as inserts without the
+			// reset, they would count their search revisions from one.
+			held, holds = t.CommitLSN, true
+		case t.Snapshot && t.Chunk > 0 && t.CommitLSN == lsn && !(holds && held == lsn):
 			// The rest of the snapshot this store is loading.
 			cur.Txns = append(cur.Txns, t)
 		case !t.Snapshot && (t.CommitLSN > lsn || reapply):
@@ -591,8 +600,10 @@ func (g *gathering) txn() model.Txn {
 }
 
 // Fold compacts planned batches into one reset batch holding a single
-// snapshot transaction: every live row once, at its latest version, with its
-// revision count, and the table definitions of the last snapshot. A store rebuilt from it goes straight from empty to
+// snapshot transaction: every live row once, at its latest version, and the
+// table definitions of the last snapshot. Like any snapshot it carries no
+// revision counts: a search index rebuilt from it counts revisions from its
+// LSN (model.Snapshot.RevsFrom). A store rebuilt from it goes straight from empty to
 // current, even one that takes the batch in several requests (the search
 // index), so no reader ever sees a key step back through old versions.
 func Fold(batches []Batch) Batch {
@@ -604,7 +615,7 @@ func Fold(batches []Batch) Batch {
 			state, schema = model.NewState(), nil
 		}
 		for _, t := range b.Txns {
-			schema = append(schema, t.Schema...)
+			schema = model.AddTables(schema, t.Schema)
 			state.Apply(t)
 		}
 		pos = b.Position
@@ -612,7 +623,7 @@ func Fold(batches []Batch) Batch {
 	snap := model.Txn{CommitLSN: pos.LSN, Snapshot: true, Schema: schema}
 	for _, k := range state.Keys() {
 		e, _ := state.Get(k)
-		snap.Changes = append(snap.Changes, model.Change{Table: k.Table, PK: k.PK, Op: model.OpInsert, Row: e.Row, Revs: e.Writes})
+		snap.Changes = append(snap.Changes, model.Change{Table: k.Table, PK: k.PK, Op: model.OpInsert, Row: e.Row})
 	}
 	return Batch{Reset: true, Txns: []model.Txn{snap}, Position: pos}
 }

@@ -65,6 +65,29 @@ func TestPlanSnapshotResetsInItsOwnBatch(t *testing.T) {
 	}
 }
 
+// A snapshot taken right after a commit is at that commit's LSN (the
+// simulated source's always is). A store that applied that transaction
+// holds what the snapshot holds and skips it whole: loading its later
+// chunks again as inserts, without the reset, restarted their search
+// revision counts (retention/pipeline/30, once the simulated snapshot
+// stopped carrying write counts, as PostgreSQL's never did).
+func TestPlanSkipsASnapshotAtTheStoresPosition(t *testing.T) {
+	snap := rows(50, 6)
+	snap.Snapshot = true
+	chunks := SplitSnapshot(snap, 2)
+	got := Plan(model.Position{Offset: 9, LSN: 50}, recs(append(chunks, txn(60, false))...), false)
+	if len(got) != 1 || got[0].Reset || !reflect.DeepEqual(lsns(got[0]), []model.LSN{60}) {
+		t.Fatalf("a store at the snapshot's LSN got %+v; want only LSN 60, no reset", got)
+	}
+	// A fetch that ends after the first chunk waits for the others, so
+	// that they are skipped with it (seen with the chunks appended one
+	// call each: a plan of the others alone took the store to be resuming
+	// inside the snapshot).
+	if n := incompleteSnapshot(model.Position{Offset: 9, LSN: 50}, recs(chunks[0])); n != 2 {
+		t.Fatalf("a store at the snapshot's LSN, with its first chunk fetched, waits for %d more; want 2", n)
+	}
+}
+
 func TestPlanReapplyBugKeepsDuplicates(t *testing.T) {
 	got := Plan(model.Position{Offset: 10, LSN: 20}, recs(txn(10, false), txn(30, false)), true)
 	if !reflect.DeepEqual(lsns(got[0]), []model.LSN{10, 30}) {
@@ -85,7 +108,10 @@ func TestReorderDeletesFirstBreaksInsertThenDelete(t *testing.T) {
 	}
 }
 
-func TestFoldKeepsLatestVersionsAndRevs(t *testing.T) {
+// A fold is a snapshot: the latest versions, and no revision counts (a
+// search index rebuilt from it counts from its LSN), even of rows whose
+// snapshot said how often they were written.
+func TestFoldKeepsLatestVersionsNotRevs(t *testing.T) {
 	k := func(pk string, op model.Op, v string) model.Change {
 		c := model.Change{Table: "t", PK: pk, Op: op}
 		if op != model.OpDelete {
@@ -107,8 +133,8 @@ func TestFoldKeepsLatestVersionsAndRevs(t *testing.T) {
 	for _, c := range got.Txns[0].Changes {
 		s = append(s, c.PK+"="+c.Row["v"]+"/"+string(rune('0'+c.Revs)))
 	}
-	if want := []string{"a=a1/4", "c=c0/1"}; !reflect.DeepEqual(s, want) {
-		t.Fatalf("folded rows %v, want %v (a: 3 revs from the snapshot + 1)", s, want)
+	if want := []string{"a=a1/0", "c=c0/0"}; !reflect.DeepEqual(s, want) {
+		t.Fatalf("folded rows %v, want %v (no revision counts)", s, want)
 	}
 }
 

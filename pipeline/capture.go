@@ -18,9 +18,10 @@ import (
 // that transaction and every earlier one are acknowledged by the log.
 //
 // On first start (empty log) it takes a snapshot that creates the slot
-// atomically with a consistent read of every table, appends it to the log as
-// one record, then streams from the snapshot's LSN: no gap, and any overlap
-// is harmless because stores skip what their position already covers.
+// atomically with a consistent read of every table, appends it to the log
+// chunk by chunk (never holding it whole, see snapshot), then streams from
+// the snapshot's LSN: no gap, and any overlap is harmless because stores
+// skip what their position already covers.
 //
 // A transaction too large for one log record goes to the log as several
 // parts (Txn.Chunk of Chunks, at its CommitLSN), in one produce call, and
@@ -262,8 +263,11 @@ func (c *Capture) stream(ctx context.Context) error {
 		if c.Bugs.SkipSnapshot || c.Bugs.StreamAfterSlotLoss {
 			// Broken: creates the slot and streams from it, never copying
 			// the rows that existed before.
-			_, err := c.Source.Snapshot(ctx)
-			return err
+			snap, err := c.Source.Snapshot(ctx)
+			if err != nil {
+				return err
+			}
+			return snap.Close(ctx)
 		}
 		// The slot was dropped under us: WAL after the log's last record may
 		// be gone, so only a fresh snapshot can restore a complete history.
@@ -700,21 +704,110 @@ const emptyFetches = 5
 
 // snapshot takes a new snapshot, which also makes the slot again, and
 // appends it; it returns the snapshot's LSN, the log's last transaction.
+//
+// A snapshot may be far larger than memory, so it is never held whole: a
+// first read of its rows counts the records it takes (every chunk says how
+// many there are, Txn.Chunks), a second cuts its rows the same way and
+// appends each chunk as soon as it is full. Memory stays at about one
+// chunk's rows, whatever the snapshot's size. The second read may hand out
+// the rows in another order (PostgreSQL scans a table from wherever it
+// likes), which the cut takes as they come: the same rows make the same
+// number of chunks unless a cut falls differently, and then the snapshot
+// is given up (errSnapshotCutMoved) and taken again.
 func (c *Capture) snapshot(ctx context.Context) (model.LSN, error) {
 	snap, err := c.Source.Snapshot(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("capture: snapshot: %w", err)
 	}
-	chunks, err := c.snapshotChunks(snap)
+	defer func() {
+		if err := snap.Close(ctx); err != nil {
+			c.logger().Debug("capture: close the snapshot", "err", err)
+		}
+	}()
+	head := snap.Head()
+	rows, maxBytes := chunkRows(c.ChunkRows), c.maxTxnBytes()
+	if c.Bugs.NoSplitLargeTxn {
+		maxBytes = 0 // Broken: rows only, whatever their size.
+	}
+	counted, n := newCutter(head, rows, maxBytes), 0
+	err = snap.Scan(ctx, func(page []model.Change) error {
+		for _, ch := range page {
+			if _, err := counted.add(ch); err != nil {
+				return err
+			}
+		}
+		n += len(page)
+		return nil
+	})
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("capture: snapshot at %s: count its records: %w", head.CommitLSN, err)
 	}
-	if _, err := c.Log.Produce(ctx, chunks); err != nil {
-		return 0, fmt.Errorf("capture: append snapshot at %s (%d rows in %d chunks): %w", snap.CommitLSN, len(snap.Changes), len(chunks), err)
+	w := chunkWriter{c: c, part: head, chunks: counted.count(), capacity: min(rows, 1024)}
+	w.part.Chunk, w.part.Chunks = 0, w.chunks
+	cut := newCutter(head, rows, maxBytes)
+	err = snap.Scan(ctx, func(page []model.Change) error {
+		for _, ch := range page {
+			begins, err := cut.add(ch)
+			if err != nil {
+				return err
+			}
+			if begins {
+				if err := w.flush(ctx, false); err != nil {
+					return err
+				}
+			}
+			w.add(ch)
+		}
+		return nil
+	})
+	if err == nil {
+		err = w.flush(ctx, true)
 	}
-	c.logger().Info("capture: snapshot appended", "lsn", snap.CommitLSN, "rows", len(snap.Changes), "chunks", len(chunks))
-	c.snapLSN, c.keptAt = snap.CommitLSN, -1
-	return snap.CommitLSN, nil
+	if err != nil {
+		return 0, fmt.Errorf("capture: append snapshot at %s (%d rows in %d chunks, %d appended): %w", head.CommitLSN, n, w.chunks, w.part.Chunk, err)
+	}
+	c.logger().Info("capture: snapshot appended", "lsn", head.CommitLSN, "rows", n, "chunks", w.chunks)
+	c.snapLSN, c.keptAt = head.CommitLSN, -1
+	return head.CommitLSN, nil
+}
+
+// errSnapshotCutMoved: a snapshot's second read cut its rows into another
+// number of chunks than the first counted. The chunks appended so far are
+// an incomplete snapshot, which the capture takes again (as after any
+// append that failed half-way).
+var errSnapshotCutMoved = errors.New("the snapshot's rows cut into another number of chunks at the second read")
+
+// chunkWriter appends a snapshot chunk by chunk: it gathers one chunk's rows
+// and appends them, numbered, when told the chunk is full.
+type chunkWriter struct {
+	c        *Capture
+	part     model.Txn // the chunk being gathered: its head and rows
+	chunks   int       // how many chunks the snapshot has
+	capacity int
+}
+
+func (w *chunkWriter) add(ch model.Change) {
+	if w.part.Changes == nil {
+		w.part.Changes = make([]model.Change, 0, w.capacity)
+	}
+	w.part.Changes = append(w.part.Changes, ch)
+}
+
+// flush appends the chunk gathered and begins the next; last says the
+// rows are all read. The last chunk goes only after the last row, so a
+// cut that moved never leaves chunks that look like a whole snapshot.
+// Each chunk gets rows of its own: the log may keep what it was given.
+func (w *chunkWriter) flush(ctx context.Context, last bool) error {
+	if last != (w.part.Chunk == w.chunks-1) {
+		return errSnapshotCutMoved
+	}
+	if _, err := w.c.Log.Produce(ctx, []model.Txn{w.part}); err != nil {
+		return fmt.Errorf("chunk %d: %w", w.part.Chunk, err)
+	}
+	w.part.Chunk++
+	w.part.Schema = nil // the first chunk carries the table definitions
+	w.part.Changes = nil
+	return nil
 }
 
 // DefaultMaxTxnBytes is the capture's default for the most bytes one
@@ -765,18 +858,6 @@ func (c *Capture) records(txns []model.Txn) ([]model.Txn, error) {
 		return txns, nil
 	}
 	return out, nil
-}
-
-// snapshotChunks cuts a snapshot into the records the capture appends.
-func (c *Capture) snapshotChunks(snap model.Txn) ([]model.Txn, error) {
-	if c.Bugs.NoSplitLargeTxn {
-		return SplitSnapshot(snap, c.ChunkRows), nil // Broken: rows only, whatever their size.
-	}
-	chunks, err := SplitTxn(snap, chunkRows(c.ChunkRows), c.maxTxnBytes())
-	if err != nil {
-		return nil, fmt.Errorf("capture: snapshot at %s: %w", snap.CommitLSN, err)
-	}
-	return chunks, nil
 }
 
 func chunkRows(rows int) int {
@@ -834,33 +915,78 @@ func SplitTxn(t model.Txn, rows, maxBytes int) ([]model.Txn, error) {
 	return parts, nil
 }
 
-// cutBytes finds where SplitTxn cuts t: greedily, each part as full as the
-// limits let it be, each measured exactly (logcodec.EnvelopeBytes and
-// ChangeBytes bound a part's encoding from above for any chunk numbers).
+// cutBytes finds where SplitTxn cuts t (see cutter).
 func cutBytes(t model.Txn, rows, maxBytes int) ([]int, error) {
-	env := logcodec.EnvelopeBytes(t)
+	k := newCutter(t, rows, maxBytes)
 	var cuts []int
-	start, value := 0, env // the part so far: its first change, its value's bytes
 	for i, c := range t.Changes {
-		n, err := logcodec.ChangeBytes(c)
+		cut, err := k.add(c)
 		if err != nil {
-			return nil, fmt.Errorf("measure change %d: %w", i, err)
+			return nil, err
 		}
-		if alone := logcodec.RecordBytes(env + n); alone > maxBytes {
-			return nil, &ChangeTooLargeError{Table: c.Table, PK: c.PK, XID: t.XID, LSN: t.CommitLSN, Bytes: alone, Limit: maxBytes}
-		}
-		if i > start && (logcodec.RecordBytes(value+1+n) > maxBytes || (rows > 0 && i-start >= rows)) {
+		if cut {
 			cuts = append(cuts, i)
-			start, value = i, env+n
-			continue
 		}
-		if i > start {
-			value++ // the comma
-		}
-		value += n
 	}
 	return cuts, nil
 }
+
+// cutter cuts a transaction's changes, handed to it one at a time, into
+// parts: greedily, each part as full as the limits let it be (at most rows
+// changes when rows > 0, at most maxBytes in the log when maxBytes > 0),
+// each change measured exactly (logcodec.EnvelopeBytes and ChangeBytes
+// bound a part's encoding from above for any chunk numbers). It keeps
+// sizes, not changes, so a snapshot of any size is cut in constant memory.
+type cutter struct {
+	t               model.Txn // the transaction's head, for errors
+	env             int
+	rows, maxBytes  int
+	n, value, parts int // the part so far: its changes and its value's bytes; parts begun
+	seen            int // changes added
+}
+
+func newCutter(t model.Txn, rows, maxBytes int) *cutter {
+	head := t
+	head.Changes = nil
+	return &cutter{t: head, env: logcodec.EnvelopeBytes(head), rows: rows, maxBytes: maxBytes}
+}
+
+// add takes the next change and reports whether it begins a new part
+// (never for the first change: the first part is begun already).
+func (k *cutter) add(c model.Change) (bool, error) {
+	if k.parts == 0 {
+		k.parts = 1
+	}
+	k.seen++
+	full := k.rows > 0 && k.n >= k.rows
+	n := 0
+	if k.maxBytes > 0 {
+		var err error
+		if n, err = logcodec.ChangeBytes(c); err != nil {
+			return false, fmt.Errorf("measure change %d: %w", k.seen-1, err)
+		}
+		if alone := logcodec.RecordBytes(k.env + n); alone > k.maxBytes {
+			return false, &ChangeTooLargeError{Table: c.Table, PK: c.PK, XID: k.t.XID, LSN: k.t.CommitLSN, Bytes: alone, Limit: k.maxBytes}
+		}
+		full = full || k.n > 0 && logcodec.RecordBytes(k.value+1+n) > k.maxBytes
+	}
+	if k.n > 0 && full {
+		k.parts++
+		k.n, k.value = 1, k.env+n
+		return true, nil
+	}
+	if k.n > 0 {
+		k.value++ // the comma
+	} else {
+		k.value = k.env
+	}
+	k.n++
+	k.value += n
+	return false, nil
+}
+
+// count is how many parts the changes added so far make (at least one).
+func (k *cutter) count() int { return max(k.parts, 1) }
 
 // ChangeTooLargeError is a change that takes more than a record may in the
 // log on its own, so no split of its transaction can carry it. It is

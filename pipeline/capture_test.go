@@ -177,12 +177,12 @@ type fakeSource struct {
 	confirmCtx func(ctx context.Context) error
 }
 
-func (s *fakeSource) Snapshot(context.Context) (model.Txn, error) {
+func (s *fakeSource) Snapshot(context.Context) (SnapshotReader, error) {
 	if s.refuseSnapshot {
-		return model.Txn{}, fmt.Errorf("snapshot: table x has no key: %w", ErrUnsupported)
+		return nil, fmt.Errorf("snapshot: table x has no key: %w", ErrUnsupported)
 	}
 	s.confirmed = 1
-	return model.Txn{CommitLSN: 1, Snapshot: true}, nil
+	return HeldSnapshot{Txn: model.Txn{CommitLSN: 1, Snapshot: true}}, nil
 }
 
 func (s *fakeSource) Start(context.Context) (model.LSN, error) {

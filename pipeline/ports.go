@@ -42,9 +42,11 @@ type Env interface {
 // the capture stops on it rather than hold up every table behind it.
 type ChangeStream interface {
 	// Snapshot (re)creates the replication slot together with a consistent
-	// snapshot of every table: the rows as of the returned transaction's
-	// CommitLSN, after which the slot streams. It drops any previous slot.
-	Snapshot(ctx context.Context) (model.Txn, error)
+	// snapshot of every table: the rows as of the snapshot's CommitLSN,
+	// after which the slot streams. It drops any previous slot. The
+	// snapshot stays open for reading until it is closed; its rows are
+	// never all in memory at once (see SnapshotReader).
+	Snapshot(ctx context.Context) (SnapshotReader, error)
 	// Start opens the stream at the slot's confirmed position and returns
 	// that position; transactions after it will follow. ErrNoSlot when the
 	// slot does not exist.
@@ -60,6 +62,79 @@ type ChangeStream interface {
 	// downstream, so the slot may release it. It gives up when ctx ends.
 	Confirm(ctx context.Context, lsn model.LSN) error
 }
+
+// SnapshotReader is a consistent snapshot of the source's tables, open for
+// reading (PostgreSQL: a REPEATABLE READ transaction on the snapshot the slot
+// exported). A snapshot of a million rows does not fit in memory the way one
+// transaction does, so its rows come a page at a time, and as often as the
+// reader asks: the capture reads them twice, once to count the records it
+// will append and once to append them.
+type SnapshotReader interface {
+	// Head is the snapshot without its rows: Snapshot set, CommitLSN the
+	// slot's consistent point, Schema the captured tables' definitions.
+	// Its XID is 0.
+	Head() model.Txn
+	// Scan calls fn with the snapshot's rows, as inserts, a page at a time
+	// until all were handed out, fn fails (Scan returns its error) or the
+	// source does. Every Scan hands out the same rows; their order may
+	// differ from one Scan to the next. fn may keep the pages.
+	Scan(ctx context.Context, fn func(rows []model.Change) error) error
+	// Close releases the snapshot. The slot stays: a capture that did not
+	// append the whole snapshot must not stream from it (it takes a new
+	// snapshot, see Capture).
+	Close(ctx context.Context) error
+}
+
+// ReadSnapshot takes a snapshot and reads it whole into one transaction,
+// for callers whose snapshots are small (tests, an empty audit slot).
+func ReadSnapshot(ctx context.Context, cs ChangeStream) (model.Txn, error) {
+	r, err := cs.Snapshot(ctx)
+	if err != nil {
+		return model.Txn{}, err
+	}
+	snap := r.Head()
+	err = r.Scan(ctx, func(rows []model.Change) error {
+		snap.Changes = append(snap.Changes, rows...)
+		return nil
+	})
+	if cerr := r.Close(ctx); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return model.Txn{}, err
+	}
+	return snap, nil
+}
+
+// HeldSnapshot is a snapshot already in memory as one transaction, as a
+// SnapshotReader handing out Page rows at a time (all at once when 0): for
+// sources whose snapshots are small, such as fakes in tests.
+type HeldSnapshot struct {
+	Txn  model.Txn
+	Page int
+}
+
+func (s HeldSnapshot) Head() model.Txn {
+	h := s.Txn
+	h.Changes = nil
+	return h
+}
+
+func (s HeldSnapshot) Scan(ctx context.Context, fn func([]model.Change) error) error {
+	rows := s.Txn.Changes
+	page := s.Page
+	if page <= 0 {
+		page = max(len(rows), 1)
+	}
+	for i := 0; i < len(rows); i += page {
+		if err := fn(rows[i:min(i+page, len(rows)):min(i+page, len(rows))]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (HeldSnapshot) Close(context.Context) error { return nil }
 
 // Record is one entry of the log: a whole source transaction, so a store can
 // apply it atomically and in order.

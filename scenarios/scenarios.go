@@ -131,7 +131,17 @@ func (s *Scenario) CampaignSeeds(seeds int) int {
 // from rng: over the whole phase, or with LateFaults over its last quarter
 // (the plan then still ends at quiet).
 func (s *Scenario) DrawPlan(rng *rand.Rand, topo faults.Topology, quiet time.Duration) faults.Plan {
-	cfg := faults.GenConfig{Kinds: s.Kinds, Unclean: s.Unclean, EveryKind: s.EveryKind, Quiet: quiet, MaxDownBrokers: s.MaxDownBrokers}
+	return s.DrawPlanPaced(rng, topo, faults.GenConfig{Quiet: quiet})
+}
+
+// DrawPlanPaced is DrawPlan with the generator's pacing (mean interval,
+// outage, failover downtime) from pace, whose Quiet is the fault phase's
+// length; the kinds and limits are the scenario's. The container world
+// paces its faults more slowly than the simulator.
+func (s *Scenario) DrawPlanPaced(rng *rand.Rand, topo faults.Topology, pace faults.GenConfig) faults.Plan {
+	quiet := pace.Quiet
+	cfg := pace
+	cfg.Kinds, cfg.Unclean, cfg.EveryKind, cfg.MaxDownBrokers = s.Kinds, s.Unclean, s.EveryKind, s.MaxDownBrokers
 	if !s.LateFaults {
 		return faults.Generate(rng, topo, cfg)
 	}

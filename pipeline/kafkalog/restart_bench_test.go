@@ -20,9 +20,9 @@ type startOnly struct {
 
 var errBench = errors.New("not in this benchmark")
 
-func (s *startOnly) Snapshot(context.Context) (model.Txn, error) {
+func (s *startOnly) Snapshot(context.Context) (pipeline.SnapshotReader, error) {
 	s.snapshots++
-	return model.Txn{}, errBench
+	return nil, errBench
 }
 
 func (s *startOnly) Start(context.Context) (model.LSN, error) {

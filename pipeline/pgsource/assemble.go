@@ -53,6 +53,16 @@ type Assembler struct {
 	Skip func(table string) bool
 	// Skipped, when set, hears of every change Skip left out.
 	Skipped func(table string)
+	// TypeName, when set, names a column's type as format_type does, from
+	// the type OID and modifier a Relation message gives. With it, the
+	// first transaction that changes a table after each Relation message
+	// about it (its first change in a session, or after its definition
+	// changed) carries the table's definition in Txn.Schema: its columns
+	// with their types and its key. A replica creates a table the
+	// snapshot did not have (one created after it) from that, typed.
+	// Relation messages say nothing of unique constraints: the definition
+	// has none.
+	TypeName func(oid uint32, typmod int32) (string, error)
 
 	rels  map[uint32]*relation
 	open  bool
@@ -69,6 +79,9 @@ type relation struct {
 	noKey    bool  // no primary key and no REPLICA IDENTITY FULL
 	skip     bool  // Skip leaves the table out
 	keyErr   error // why the relation has no usable key (reported on its first change)
+	// def is the table's definition (TypeName), until a transaction
+	// carried it; then nil.
+	def *model.Table
 }
 
 // Reset forgets the open transaction and every relation, as a new session
@@ -119,6 +132,9 @@ func (a *Assembler) Add(m Message) (txn model.Txn, done bool, err error) {
 	case *Relation:
 		rel, err := a.resolve(m)
 		if err != nil {
+			return model.Txn{}, false, err
+		}
+		if rel.def, err = a.define(rel); err != nil {
 			return model.Txn{}, false, err
 		}
 		if a.rels == nil {
@@ -235,7 +251,33 @@ func (a *Assembler) row(relID uint32, op string, build func(*relation) (model.Ch
 		return model.Txn{}, false, fmt.Errorf("pgoutput: %s of %s in xid %d: %w", op, rel.table, a.begin.XID, err)
 	}
 	a.txn.Changes = append(a.txn.Changes, c)
+	if rel.def != nil {
+		a.txn.Schema = append(a.txn.Schema, *rel.def)
+		rel.def = nil
+	}
 	return model.Txn{}, false, nil
+}
+
+// define is rel's definition from its Relation message, when TypeName is
+// set and the table is captured and keyed.
+func (a *Assembler) define(rel *relation) (*model.Table, error) {
+	if a.TypeName == nil || rel.skip || rel.noKey || rel.keyErr != nil {
+		return nil, nil
+	}
+	def := model.Table{Name: rel.table}
+	for _, c := range rel.Columns {
+		typ, err := a.TypeName(c.TypeOID, c.TypeMod)
+		if err != nil {
+			return nil, fmt.Errorf("pgoutput: the type of column %s of %s: %w", c.Name, rel.table, err)
+		}
+		def.Columns = append(def.Columns, model.Column{Name: c.Name, Type: typ})
+	}
+	if !rel.wholeRow {
+		for _, i := range rel.key {
+			def.Key = append(def.Key, rel.Columns[i].Name)
+		}
+	}
+	return &def, nil
 }
 
 // TableName is lockstep's name for a table: "name" in schema public (or

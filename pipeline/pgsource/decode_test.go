@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -463,5 +464,29 @@ func TestAssemblerRejects(t *testing.T) {
 	}
 	if err := feedErr(&a, begin(2, 2), &Insert{RelationID: 16400, New: tup("a", "1", "x")}); err == nil {
 		t.Error("relation remembered across Reset")
+	}
+}
+
+// With TypeName, the first transaction that changes a table after a
+// Relation message about it carries the table's definition (for a replica
+// to create a table the snapshot did not have), and only that one: the
+// next Relation message (a column added, a new session) carries it again.
+func TestAssemblerCarriesTableDefinitions(t *testing.T) {
+	names := map[uint32]string{23: "integer", 25: "text"}
+	a := Assembler{TypeName: func(oid uint32, typmod int32) (string, error) { return names[oid], nil }}
+	items := &Relation{ID: 9, Name: "items", ReplicaIdentity: 'd', Columns: []Column{{Key: true, Name: "id", TypeOID: 23, TypeMod: -1}, {Name: "v", TypeOID: 25, TypeMod: -1}}}
+	wider := &Relation{ID: 9, Name: "items", ReplicaIdentity: 'd', Columns: append(slices.Clone(items.Columns), Column{Name: "n", TypeOID: 23, TypeMod: -1})}
+	got := feed(t, &a,
+		items,
+		begin(0x100, 1), &Insert{RelationID: 9, New: tup("1", "x")}, &Insert{RelationID: 9, New: tup("2", "y")}, commit(0x100, 0x110),
+		begin(0x200, 2), &Insert{RelationID: 9, New: tup("3", "z")}, commit(0x200, 0x210),
+		wider,
+		begin(0x300, 3), &Insert{RelationID: 9, New: tup("4", "w", "5")}, commit(0x300, 0x310),
+	)
+	def := model.Table{Name: "items", Key: []string{"id"}, Columns: []model.Column{{Name: "id", Type: "integer"}, {Name: "v", Type: "text"}}}
+	widerDef := def.Clone()
+	widerDef.Columns = append(widerDef.Columns, model.Column{Name: "n", Type: "integer"})
+	if len(got) != 3 || !reflect.DeepEqual(got[0].Schema, []model.Table{def}) || got[1].Schema != nil || !reflect.DeepEqual(got[2].Schema, []model.Table{widerDef}) {
+		t.Errorf("schemas carried: %v, %v, %v; want %v, none, %v", got[0].Schema, got[1].Schema, got[2].Schema, def, widerDef)
 	}
 }

@@ -16,8 +16,14 @@
 // The capture loop drives a Stream like this:
 //
 //	s, _ := pgsource.NewStream(pgsource.Config{DSN: dsn})
-//	snap, _ := s.Snapshot(ctx) // drops and recreates the slot with a consistent read
-//	from, _ := s.Start(ctx)    // == snap.CommitLSN right after a snapshot
+//	snap, _ := s.Snapshot(ctx) // drops and recreates the slot, opens a consistent read
+//	_ = snap.Scan(ctx, func(rows []model.Change) error {
+//		// ... store a page of rows downstream (the capture scans twice:
+//		// it counts the chunks first) ...
+//		return nil
+//	})
+//	snap.Close(ctx)
+//	from, _ := s.Start(ctx) // == snap.Head().CommitLSN right after a snapshot
 //	var stored model.LSN
 //	for {
 //		txns, err := s.Next(ctx) // whole transactions after from, in commit order; none when quiet
@@ -35,7 +41,10 @@
 // line) value unchanged does not carry it: under REPLICA IDENTITY FULL
 // (CreateTables sets it) the old row fills it in, otherwise the column is
 // named in Change.Unchanged and left out of Row, and the stores keep the
-// value they hold. TRUNCATE is reported as an error.
+// value they hold. TRUNCATE is reported as an error. The first transaction
+// that changes a table after each Relation message about it carries the
+// table's definition (Txn.Schema: columns with their types, its key), so a
+// replica can create a table the snapshot did not have.
 //
 // A table without a primary key is captured only under REPLICA IDENTITY
 // FULL, and then all its columns form the key: PK is the whole row as

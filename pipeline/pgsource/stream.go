@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -88,7 +89,8 @@ type Stream struct {
 	cfg    Config
 	log    *slog.Logger
 	filter filter
-	warned map[string]bool // tables whose skipped changes were logged this session
+	warned map[string]bool     // tables whose skipped changes were logged this session
+	types  map[[2]int64]string // type names by OID and modifier (typeName)
 
 	repl    *pgconn.PgConn // the replication connection, streaming; nil when not started
 	sql     *pgx.Conn      // primary-key lookups while streaming, opened lazily
@@ -140,6 +142,7 @@ func NewStream(cfg Config) (*Stream, error) {
 	}
 	s := &Stream{cfg: cfg, log: log, filter: f}
 	s.asm.PrimaryKey = s.lookupPrimaryKey
+	s.asm.TypeName = s.typeName
 	s.asm.Skip = func(table string) bool { return !f.captures(table) }
 	s.asm.Skipped = s.skipped
 	return s, nil
@@ -208,62 +211,66 @@ func (s *Stream) Close(ctx context.Context) error {
 }
 
 // Snapshot drops the slot if it exists, creates it again with an exported
-// snapshot and, while the replication connection that created it stays
-// idle (which keeps the snapshot valid), reads every table of the
-// publication in that snapshot. The rows come back as inserts in key order,
-// in a transaction whose CommitLSN is the slot's consistent point: the
-// stream delivers exactly the transactions that commit after it. Snapshot
-// creates the publication FOR ALL TABLES when it is missing, and closes any
-// open stream first. The snapshot's XID and its changes' Revs are 0:
-// PostgreSQL does not count a row's past changes.
-func (s *Stream) Snapshot(ctx context.Context) (_ model.Txn, err error) {
+// snapshot and opens a REPEATABLE READ transaction on that snapshot, which
+// the returned reader scans: the rows of every table of the publication
+// that the filter captures, as inserts, in a transaction whose CommitLSN
+// is the slot's consistent point (the stream delivers exactly the
+// transactions that commit after it), with the tables' definitions as of
+// the snapshot. Snapshot creates the publication FOR ALL TABLES when it is
+// missing, and closes any open stream first. The snapshot's XID and its
+// changes' Revs are 0: PostgreSQL does not count a row's past changes.
+// The reader holds two connections until it is closed.
+func (s *Stream) Snapshot(ctx context.Context) (_ pipeline.SnapshotReader, err error) {
 	defer func() { err = refused(err) }()
 	s.closeRepl()
 	db, err := s.connectSQL(ctx)
 	if err != nil {
-		return model.Txn{}, fmt.Errorf("pgsource: snapshot: %w", err)
+		return nil, fmt.Errorf("pgsource: snapshot: %w", err)
 	}
-	defer closeQuietly(db)
+	r := &snapshotReader{db: db}
+	defer func() {
+		if err != nil {
+			r.Close(ctx)
+		}
+	}()
 	if err := ensurePublication(ctx, db, s.cfg.Publication); err != nil {
-		return model.Txn{}, fmt.Errorf("pgsource: snapshot: %w", err)
+		return nil, fmt.Errorf("pgsource: snapshot: %w", err)
 	}
 	// Fence off whoever still holds the slot (a zombie capture, or our own
 	// previous walsender on its way out), so the drop can go ahead.
 	if _, err := db.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots
 		WHERE slot_name = $1 AND active_pid IS NOT NULL`, s.cfg.Slot); err != nil {
-		return model.Txn{}, fmt.Errorf("pgsource: snapshot: stop the holder of slot %s: %w", s.cfg.Slot, err)
+		return nil, fmt.Errorf("pgsource: snapshot: stop the holder of slot %s: %w", s.cfg.Slot, err)
 	}
 
-	repl, err := s.connectRepl(ctx)
-	if err != nil {
-		return model.Txn{}, fmt.Errorf("pgsource: snapshot: %w", err)
+	if r.repl, err = s.connectRepl(ctx); err != nil {
+		return nil, fmt.Errorf("pgsource: snapshot: %w", err)
 	}
-	defer closeQuietly(repl)
-	if _, err := repl.Exec(ctx, "DROP_REPLICATION_SLOT "+s.cfg.Slot+" WAIT").ReadAll(); err != nil && !isCode(err, "42704") {
-		return model.Txn{}, fmt.Errorf("pgsource: snapshot: drop slot %s: %w", s.cfg.Slot, err)
+	if _, err := r.repl.Exec(ctx, "DROP_REPLICATION_SLOT "+s.cfg.Slot+" WAIT").ReadAll(); err != nil && !isCode(err, "42704") {
+		return nil, fmt.Errorf("pgsource: snapshot: drop slot %s: %w", s.cfg.Slot, err)
 	}
-	res, err := repl.Exec(ctx, "CREATE_REPLICATION_SLOT "+s.cfg.Slot+" LOGICAL pgoutput (SNAPSHOT 'export')").ReadAll()
+	res, err := r.repl.Exec(ctx, "CREATE_REPLICATION_SLOT "+s.cfg.Slot+" LOGICAL pgoutput (SNAPSHOT 'export')").ReadAll()
 	if err != nil {
-		return model.Txn{}, fmt.Errorf("pgsource: snapshot: create slot %s: %w", s.cfg.Slot, err)
+		return nil, fmt.Errorf("pgsource: snapshot: create slot %s: %w", s.cfg.Slot, err)
 	}
 	point, name, err := slotCreated(res)
 	if err != nil {
-		return model.Txn{}, fmt.Errorf("pgsource: snapshot: create slot %s: %w", s.cfg.Slot, err)
+		return nil, fmt.Errorf("pgsource: snapshot: create slot %s: %w", s.cfg.Slot, err)
 	}
 	s.log.Debug("pgsource: slot created", "slot", s.cfg.Slot, "consistent_point", point, "snapshot", name)
 
-	changes, schema, err := readSnapshot(ctx, db, name, s.cfg.Publication, s.filter)
-	if err != nil {
+	if err := r.open(ctx, name, s.cfg.Publication, s.filter); err != nil {
 		// A slot without its snapshot must not be streamed from: drop it so
 		// that Start says ErrNoSlot and the caller snapshots again.
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if _, derr := repl.Exec(dctx, "DROP_REPLICATION_SLOT "+s.cfg.Slot).ReadAll(); derr != nil {
+		if _, derr := r.repl.Exec(dctx, "DROP_REPLICATION_SLOT "+s.cfg.Slot).ReadAll(); derr != nil {
 			err = errors.Join(err, fmt.Errorf("drop the slot again: %w", derr))
 		}
-		return model.Txn{}, fmt.Errorf("pgsource: snapshot at %s: %w", point, err)
+		return nil, fmt.Errorf("pgsource: snapshot at %s: %w", point, err)
 	}
-	return model.Txn{Snapshot: true, CommitLSN: point, Changes: changes, Schema: schema}, nil
+	r.head = model.Txn{Snapshot: true, CommitLSN: point, Schema: r.schema}
+	return r, nil
 }
 
 // slotCreated reads CREATE_REPLICATION_SLOT's answer: slot_name,
@@ -296,54 +303,148 @@ func slotCreated(res []*pgconn.Result) (model.LSN, string, error) {
 
 var snapshotName = regexp.MustCompile(`^[0-9A-Fa-f-]+$`)
 
-// readSnapshot reads every table of pub that f captures in the exported
-// snapshot name, and their definitions (tableDef) as of that snapshot. A
+// snapshotReader scans a snapshot in the REPEATABLE READ transaction that
+// imported it (pipeline.SnapshotReader). The replication connection that
+// exported the snapshot stays open beside it, idle, until Close.
+type snapshotReader struct {
+	db     *pgx.Conn
+	repl   *pgconn.PgConn
+	tx     pgx.Tx
+	tables []table
+	schema []model.Table
+	head   model.Txn
+}
+
+// snapshotPage is how many rows one FETCH of a snapshot's scan reads.
+const snapshotPage = 1000
+
+// open begins the snapshot's transaction and finds every table of pub that
+// f captures, with its definition (tableDef) as of the snapshot. A
 // *NoKeyError names every one lockstep cannot name the rows of.
-func readSnapshot(ctx context.Context, db *pgx.Conn, name, pub string, f filter) ([]model.Change, []model.Table, error) {
-	tx, err := db.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+func (r *snapshotReader) open(ctx context.Context, name, pub string, f filter) error {
+	tx, err := r.db.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
-		return nil, nil, fmt.Errorf("begin: %w", err)
+		return fmt.Errorf("begin: %w", err)
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx)) // read only: nothing to keep
+	r.tx = tx
 	if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT '"+name+"'", pgx.QueryExecModeSimpleProtocol); err != nil {
-		return nil, nil, fmt.Errorf("set transaction snapshot %s: %w", name, err)
+		return fmt.Errorf("set transaction snapshot %s: %w", name, err)
+	}
+	// A scan of a large table may start where another one is (synchronized
+	// sequential scans); from the first block, two scans of a table in this
+	// transaction hand out its rows in the same order, which the capture's
+	// second read counts on to cut them as its first did (it checks).
+	if _, err := tx.Exec(ctx, "SET LOCAL synchronize_seqscans = off"); err != nil {
+		return fmt.Errorf("turn synchronized scans off: %w", err)
 	}
 	all, err := publishedTables(ctx, tx, pub)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
-	var tables []table
 	for _, t := range all {
 		if f.captures(TableName(t.schema, t.name)) {
-			tables = append(tables, t)
+			r.tables = append(r.tables, t)
 		}
 	}
-	if bad := keyless(tables); len(bad) > 0 {
-		return nil, nil, &NoKeyError{Tables: bad}
+	if bad := keyless(r.tables); len(bad) > 0 {
+		return &NoKeyError{Tables: bad}
 	}
-	var changes []model.Change
-	var schema []model.Table
-	for _, t := range tables {
-		changes, err = readTable(ctx, tx, t, changes)
-		if err != nil {
-			return nil, nil, err
-		}
+	for _, t := range r.tables {
 		def, err := tableDef(ctx, tx, t)
 		if err != nil {
-			return nil, nil, err
+			return err
 		}
-		schema = append(schema, def)
+		r.schema = append(r.schema, def)
 	}
-	slices.SortStableFunc(changes, func(a, b model.Change) int {
-		switch ka, kb := a.Key(), b.Key(); {
-		case ka.Less(kb):
-			return -1
-		case kb.Less(ka):
-			return 1
+	return nil
+}
+
+func (r *snapshotReader) Head() model.Txn { return r.head }
+
+// Scan implements pipeline.SnapshotReader: table by table, through a
+// cursor, snapshotPage rows at a time, so neither this process nor the
+// server holds more than a page of rows however large the table.
+func (r *snapshotReader) Scan(ctx context.Context, fn func([]model.Change) error) error {
+	if r.tx == nil {
+		return errors.New("pgsource: scan a closed snapshot")
+	}
+	for _, t := range r.tables {
+		if err := r.scanTable(ctx, t, fn); err != nil {
+			return fmt.Errorf("pgsource: snapshot at %s: %w", r.head.CommitLSN, err)
 		}
-		return 0
-	})
-	return changes, schema, nil
+	}
+	return nil
+}
+
+func (r *snapshotReader) scanTable(ctx context.Context, t table, fn func([]model.Change) error) error {
+	name := TableName(t.schema, t.name)
+	rd, err := newRowReader(t)
+	if err != nil {
+		return err
+	}
+	quoted := make([]string, len(t.columns))
+	for i, c := range t.columns {
+		quoted[i] = pgx.Identifier{c}.Sanitize()
+	}
+	if _, err := r.tx.Exec(ctx, "DECLARE lockstep_snapshot NO SCROLL CURSOR FOR SELECT "+strings.Join(quoted, ", ")+
+		" FROM ONLY "+pgx.Identifier{t.schema, t.name}.Sanitize()); err != nil {
+		return fmt.Errorf("read %s: %w", name, err)
+	}
+	for {
+		// Text results, as pgoutput sends values; not the simple protocol,
+		// which pgx refuses unless the client encoding is UTF8 (a
+		// SQL_ASCII database reports its own).
+		rows, err := r.tx.Query(ctx, "FETCH "+strconv.Itoa(snapshotPage)+" FROM lockstep_snapshot", pgx.QueryResultFormats{pgx.TextFormatCode})
+		if err != nil {
+			return fmt.Errorf("read %s: %w", name, err)
+		}
+		page := make([]model.Change, 0, snapshotPage)
+		for rows.Next() {
+			c, err := rd.change(rows.RawValues())
+			if err != nil {
+				rows.Close()
+				return err
+			}
+			page = append(page, c)
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("read %s: %w", name, err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		if err := fn(page); err != nil {
+			return err
+		}
+	}
+	if _, err := r.tx.Exec(ctx, "CLOSE lockstep_snapshot"); err != nil {
+		return fmt.Errorf("read %s: %w", name, err)
+	}
+	return nil
+}
+
+// Close ends the snapshot's transaction and both connections; it does not
+// wait on ctx's end, so a capture stopping still lets them go.
+func (r *snapshotReader) Close(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	var err error
+	if r.tx != nil {
+		err = r.tx.Rollback(ctx) // read only: nothing to keep
+		r.tx = nil
+	}
+	if r.db != nil {
+		err = errors.Join(err, r.db.Close(ctx))
+		r.db = nil
+	}
+	if r.repl != nil {
+		err = errors.Join(err, r.repl.Close(ctx))
+		r.repl = nil
+	}
+	if err != nil {
+		return fmt.Errorf("pgsource: close the snapshot: %w", err)
+	}
+	return nil
 }
 
 // tableDef is a captured table's definition, for a replica to copy: its
@@ -508,55 +609,51 @@ func primaryKey(ctx context.Context, q querier, oid uint32) ([]string, error) {
 	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
-func readTable(ctx context.Context, tx pgx.Tx, t table, out []model.Change) ([]model.Change, error) {
+// rowReader turns a table's snapshot rows, its published columns in text
+// form, into inserts named by the table's key.
+type rowReader struct {
+	t     table
+	name  string
+	isKey []bool
+}
+
+func newRowReader(t table) (*rowReader, error) {
 	name := TableName(t.schema, t.name)
 	if len(t.key) == 0 {
 		return nil, &NoKeyError{Tables: []string{name}}
-	}
-	isKey := make([]bool, len(t.columns))
-	quoted := make([]string, len(t.columns))
-	for i, c := range t.columns {
-		isKey[i] = slices.Contains(t.key, c)
-		quoted[i] = pgx.Identifier{c}.Sanitize()
 	}
 	for _, k := range t.key {
 		if !slices.Contains(t.columns, k) {
 			return nil, fmt.Errorf("primary key column %q of %s is not published: %w", k, name, ErrUnsupported)
 		}
 	}
-	rows, err := tx.Query(ctx, "SELECT "+strings.Join(quoted, ", ")+" FROM ONLY "+pgx.Identifier{t.schema, t.name}.Sanitize(),
-		pgx.QueryResultFormats{pgx.TextFormatCode})
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", name, err)
+	isKey := make([]bool, len(t.columns))
+	for i, c := range t.columns {
+		isKey[i] = slices.Contains(t.key, c)
 	}
-	defer rows.Close()
-	for rows.Next() {
-		vals := rows.RawValues()
-		if t.wholeRow {
-			out = append(out, wholeRowChange(name, t.columns, vals))
-			continue
-		}
-		var pk strings.Builder
-		row := model.Row{}
-		for i, v := range vals {
-			switch {
-			case isKey[i] && v == nil:
-				return nil, fmt.Errorf("read %s: key column %q is NULL", name, t.columns[i])
-			case isKey[i]:
-				if pk.Len() > 0 {
-					pk.WriteByte(',')
-				}
-				pk.Write(v)
-			case v != nil:
-				row[t.columns[i]] = string(v)
+	return &rowReader{t: t, name: name, isKey: isKey}, nil
+}
+
+func (rd *rowReader) change(vals [][]byte) (model.Change, error) {
+	if rd.t.wholeRow {
+		return wholeRowChange(rd.name, rd.t.columns, vals), nil
+	}
+	var pk strings.Builder
+	row := model.Row{}
+	for i, v := range vals {
+		switch {
+		case rd.isKey[i] && v == nil:
+			return model.Change{}, fmt.Errorf("read %s: key column %q is NULL", rd.name, rd.t.columns[i])
+		case rd.isKey[i]:
+			if pk.Len() > 0 {
+				pk.WriteByte(',')
 			}
+			pk.Write(v)
+		case v != nil:
+			row[rd.t.columns[i]] = string(v)
 		}
-		out = append(out, model.Change{Table: name, PK: pk.String(), Op: model.OpInsert, Row: row})
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read %s: %w", name, err)
-	}
-	return out, nil
+	return model.Change{Table: rd.name, PK: pk.String(), Op: model.OpInsert, Row: row}, nil
 }
 
 // wholeRowChange is a snapshot row of a table whose columns all form the
@@ -887,16 +984,9 @@ func (s *Stream) skipped(table string) {
 // lookupPrimaryKey is the Assembler's PrimaryKey: it asks the catalog over
 // a second, ordinary connection.
 func (s *Stream) lookupPrimaryKey(rel *Relation) ([]string, error) {
-	ctx := s.nextCtx
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	if s.sql == nil || s.sql.IsClosed() {
-		conn, err := s.connectSQL(ctx)
-		if err != nil {
-			return nil, err
-		}
-		s.sql = conn
+	ctx, err := s.catalog()
+	if err != nil {
+		return nil, err
 	}
 	key, err := primaryKey(ctx, s.sql, rel.ID)
 	if err != nil {
@@ -905,6 +995,48 @@ func (s *Stream) lookupPrimaryKey(rel *Relation) ([]string, error) {
 		return nil, err
 	}
 	return key, nil
+}
+
+// catalog opens the second, ordinary connection for the Assembler's
+// lookups, unless it is open, and returns the context they run in: the
+// running Next's.
+func (s *Stream) catalog() (context.Context, error) {
+	ctx := s.nextCtx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if s.sql == nil || s.sql.IsClosed() {
+		conn, err := s.connectSQL(ctx)
+		if err != nil {
+			return ctx, err
+		}
+		s.sql = conn
+	}
+	return ctx, nil
+}
+
+// typeName is the Assembler's TypeName: format_type over the second
+// connection, remembered per type and modifier.
+func (s *Stream) typeName(oid uint32, typmod int32) (string, error) {
+	k := [2]int64{int64(oid), int64(typmod)}
+	if name, ok := s.types[k]; ok {
+		return name, nil
+	}
+	ctx, err := s.catalog()
+	if err != nil {
+		return "", err
+	}
+	var name string
+	if err := s.sql.QueryRow(ctx, `SELECT format_type($1, $2)`, oid, typmod).Scan(&name); err != nil {
+		closeQuietly(s.sql)
+		s.sql = nil
+		return "", err
+	}
+	if s.types == nil {
+		s.types = map[[2]int64]string{}
+	}
+	s.types[k] = name
+	return name, nil
 }
 
 func isCode(err error, code string) bool {

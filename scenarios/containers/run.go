@@ -1,6 +1,7 @@
 package containers
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -71,6 +72,14 @@ func (c *Config) phase(p string) {
 }
 
 func (c *Config) defaults() {
+	if sc := c.Scenario; sc != nil {
+		// The scenario's own size first (long-haul's), as in the
+		// simulator; the container world's defaults after it.
+		c.Txns = cmp.Or(c.Txns, sc.Size.Txns)
+		c.Clients = cmp.Or(c.Clients, sc.Size.Clients)
+		c.Faults = cmp.Or(c.Faults, sc.Size.Quiet)
+		c.Settle = cmp.Or(c.Settle, sc.Size.Settle)
+	}
 	if c.Txns == 0 {
 		c.Txns = 300
 	}
@@ -287,9 +296,11 @@ func (r *run) prepare(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := audit.Snapshot(ctx); err != nil {
+	snap, err := audit.Snapshot(ctx)
+	if err != nil {
 		return fmt.Errorf("containers: create the audit slot: %w", err)
 	}
+	snap.Close(ctx) // only the slot is wanted
 	audit.Close(ctx)
 	if r.cfg.Scenario.Workload == "pgbench" {
 		if err := pgbench(ctx, w.SourceDSN, "-i", "-I", "g", "-s", "1"); err != nil {
@@ -447,6 +458,16 @@ func (r *run) randomKey(rng *rand.Rand) (model.Key, bool) {
 
 // topology names the run's containers with their roles, limited to those
 // the scenario may fault.
+// seedPlan is the seed's fault plan in the container world: the
+// scenario's kinds (late in the fault phase for LateFaults, as in the
+// simulator) at a container's pace.
+func seedPlan(cfg Config, topo faults.Topology) faults.Plan {
+	rng := rand.New(rand.NewPCG(cfg.Seed, 0x5eedfa17))
+	return cfg.Scenario.DrawPlanPaced(rng, topo, faults.GenConfig{
+		Quiet: cfg.Faults, MeanInterval: 5 * time.Second, MeanOutage: 4 * time.Second, FailoverDowntime: 12 * time.Second,
+	})
+}
+
 func (r *run) topology() faults.Topology {
 	t := Topology(r.cfg.System)
 	for i, n := range t.Nodes {
@@ -487,12 +508,7 @@ func (r *run) drive(ctx context.Context) (faults.Plan, error) {
 	case cfg.Scenario.StallSourceAtStart:
 		plan = cfg.Scenario.StallPlan(cfg.Seed, cfg.Faults, sourceNode)
 	case len(cfg.Scenario.Kinds) > 0:
-		rng := rand.New(rand.NewPCG(cfg.Seed, 0x5eedfa17))
-		plan = faults.Generate(rng, r.topology(), faults.GenConfig{
-			Kinds: cfg.Scenario.Kinds, Quiet: cfg.Faults, Unclean: cfg.Scenario.Unclean, EveryKind: cfg.Scenario.EveryKind,
-			MeanInterval: 5 * time.Second, MeanOutage: 4 * time.Second, FailoverDowntime: 12 * time.Second,
-			MaxDownBrokers: cfg.Scenario.MaxDownBrokers,
-		})
+		plan = seedPlan(cfg, r.topology())
 	}
 	if err := plan.Validate(); err != nil {
 		return plan, fmt.Errorf("containers: fault plan: %w", err)

@@ -51,7 +51,7 @@ func (s *startSpy) Start(ctx context.Context) (model.LSN, error) {
 	return s.StreamClient.Start(ctx)
 }
 
-func (s *startSpy) Snapshot(ctx context.Context) (model.Txn, error) {
+func (s *startSpy) Snapshot(ctx context.Context) (pipeline.SnapshotReader, error) {
 	s.snapshots++
 	return s.StreamClient.Snapshot(ctx)
 }

@@ -3,6 +3,7 @@ package services
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -70,6 +71,10 @@ type SourceDB struct {
 	// part is the prepared transactions under two-phase commit
 	// (twopc.go), loaded from the disk on first use.
 	part *participant
+	// exports are the snapshots processes may still read (volatile), and
+	// how many were taken since boot, for the next one's id; see export.
+	exports   []exported
+	exportGen int
 }
 
 // holder is the process streaming from the slot, as pg_replication_slots'
@@ -81,6 +86,8 @@ type holder struct {
 	inc   int
 	heard time.Duration
 	gen   int // sessions started since boot, for the next session's id
+	// announced are the tables whose definitions the session was given.
+	announced map[string]bool
 }
 
 // WalSenderTimeout is how long the source keeps a streaming session that
@@ -246,6 +253,33 @@ func (db *SourceDB) Define(t model.Table) error {
 	return nil
 }
 
+// keylessDef is a keyless table's definition: text columns in the declared
+// order, no key.
+func keylessDef(t pipeline.KeylessTable) model.Table {
+	def := model.Table{Name: t.Name}
+	for _, c := range t.Columns {
+		def.Columns = append(def.Columns, model.Column{Name: c, Type: "text"})
+	}
+	return def
+}
+
+// relation is what a pgoutput Relation message says of a table, which the
+// stream hands out with the first transaction of a session that changes
+// it: its columns and key, no unique constraints. False for a table of
+// which the stream has none (never defined, or keyless without FULL
+// identity).
+func (db *SourceDB) relation(name string) (model.Table, bool) {
+	if t, ok := db.defs[name]; ok {
+		t = t.Clone()
+		t.Unique = nil
+		return t, true
+	}
+	if t, ok := db.tables[name]; ok && t.Full {
+		return keylessDef(t), true
+	}
+	return model.Table{}, false
+}
+
 // Schema is the definition of every defined table, keyed and keyless
 // (text columns in the declared order, no key), sorted by name: what a
 // snapshot carries.
@@ -255,11 +289,7 @@ func (db *SourceDB) Schema() []model.Table {
 		out = append(out, t.Clone())
 	}
 	for _, t := range db.tables {
-		def := model.Table{Name: t.Name}
-		for _, c := range t.Columns {
-			def.Columns = append(def.Columns, model.Column{Name: c, Type: "text"})
-		}
-		out = append(out, def)
+		out = append(out, keylessDef(t))
 	}
 	slices.SortFunc(out, func(a, b model.Table) int { return strings.Compare(a.Name, b.Name) })
 	return out
@@ -764,29 +794,80 @@ func (tx *dbTx) DeleteRow(table string, row model.Row) {
 	}
 }
 
-// Snapshot (re)creates the slot at the current LSN and returns every row as
-// of that LSN, in key order, in one atomic step. With a keyless table that
-// has no FULL identity it refuses, naming every such table, and leaves no
-// slot (as pgsource drops a slot whose snapshot it could not read).
-func (db *SourceDB) Snapshot() (model.Txn, error) {
+// export (re)creates the slot at the current LSN and keeps every row as of
+// that LSN, in key order, for from to read (snapshotRows), in one atomic
+// step. With a keyless table that has no FULL identity it refuses, naming
+// every such table, and leaves no slot (as pgsource drops a slot whose
+// snapshot it could not read).
+//
+// The rows stay readable, as an exported snapshot does for the transaction
+// that imported it whatever slots come after, until the reader closes the
+// snapshot, its process goes away, or nobody read it for WalSenderTimeout
+// (a client that gave up on its request closed the connection), and are
+// lost when the source crashes. Like PostgreSQL's, the rows carry no write
+// counts (Revs): nothing in a snapshot says how often a row was written.
+func (db *SourceDB) export(from *sim.Node) (snapshotHandle, error) {
 	db.endSession() // whoever streamed from the slot is fenced off
 	if db.refusing {
 		db.slot = slot{}
 		db.checkpoint()
-		return model.Txn{}, &pipeline.NoKeyError{Tables: db.tableNames(true)}
+		return snapshotHandle{}, &pipeline.NoKeyError{Tables: db.tableNames(true)}
 	}
 	db.slot = slot{Exists: true, Confirmed: db.lsn}
 	db.checkpoint()
-	snap := model.Txn{CommitLSN: db.lsn, Snapshot: true, Schema: db.Schema()}
+	var rows []model.Change
 	for _, k := range db.state.Keys() {
 		e, _ := db.state.Get(k)
 		// Identical keyless rows are read one by one, as PostgreSQL's
 		// snapshot reads them.
 		for range 1 + db.copies[k] {
-			snap.Changes = append(snap.Changes, model.Change{Table: k.Table, PK: k.PK, Op: model.OpInsert, Row: e.Row, Revs: e.Writes})
+			rows = append(rows, model.Change{Table: k.Table, PK: k.PK, Op: model.OpInsert, Row: e.Row})
 		}
 	}
-	return snap.Clone(), nil // the rows are the source's own: hand out copies
+	now := db.n.World().Now()
+	db.exports = slices.DeleteFunc(db.exports, func(x exported) bool {
+		return !x.node.Up() || x.node.Incarnation() != x.inc || now-x.read >= WalSenderTimeout
+	})
+	db.exportGen++
+	h := snapshotHandle{ID: db.exportGen, Head: model.Txn{CommitLSN: db.lsn, Snapshot: true, Schema: db.Schema()}}
+	db.exports = append(db.exports, exported{id: h.ID, node: from, inc: from.Incarnation(), read: now, rows: rows})
+	return h, nil
+}
+
+// release lets exported snapshot id go.
+func (db *SourceDB) release(id int) {
+	db.exports = slices.DeleteFunc(db.exports, func(x exported) bool { return x.id == id })
+}
+
+// snapshotHandle names an exported snapshot and holds its head.
+type snapshotHandle struct {
+	ID   int
+	Head model.Txn
+}
+
+// exported is a snapshot a process took and may still read (see export).
+type exported struct {
+	id   int
+	node *sim.Node
+	inc  int
+	read time.Duration // when it was taken or last read
+	rows []model.Change
+}
+
+// snapshotRows returns up to max rows of exported snapshot id from row
+// from on, copies: the rows are the source's own.
+func (db *SourceDB) snapshotRows(id, from, max int) ([]model.Change, error) {
+	i := slices.IndexFunc(db.exports, func(x exported) bool { return x.id == id })
+	if i < 0 || from < 0 {
+		return nil, ErrSnapshotGone
+	}
+	db.exports[i].read = db.n.World().Now()
+	rows := db.exports[i].rows
+	page := slices.Clone(rows[min(from, len(rows)):min(from+max, len(rows))])
+	for j := range page {
+		page[j].Row = maps.Clone(page[j].Row)
+	}
+	return page, nil
 }
 
 // DropSlot removes the replication slot (a fault: an operator or a WAL
@@ -858,6 +939,18 @@ func (db *SourceDB) next(sess int, after model.LSN, max int) ([]model.Txn, error
 	out := make([]model.Txn, j-i)
 	for k := range out {
 		out[k] = db.wal[i+k].Clone() // the WAL is the ground truth: hand out copies
+		for _, c := range out[k].Changes {
+			if db.holder.announced[c.Table] {
+				continue
+			}
+			if def, ok := db.relation(c.Table); ok {
+				out[k].Schema = append(out[k].Schema, def)
+				if db.holder.announced == nil {
+					db.holder.announced = map[string]bool{}
+				}
+				db.holder.announced[c.Table] = true
+			}
+		}
 	}
 	return out, nil
 }
@@ -915,9 +1008,69 @@ func (c *StreamClient) timeout() time.Duration {
 	return c.Timeout
 }
 
-// Snapshot implements pipeline.ChangeStream.
-func (c *StreamClient) Snapshot(ctx context.Context) (model.Txn, error) {
-	return sim.Call(ctx, c.From, c.DB, c.timeout(), func(db *SourceDB) (model.Txn, error) { return db.Snapshot() })
+// Snapshot implements pipeline.ChangeStream: one call makes the slot and
+// the snapshot, and the reader fetches its rows SnapshotPage at a time.
+func (c *StreamClient) Snapshot(ctx context.Context) (pipeline.SnapshotReader, error) {
+	from := c.From
+	h, err := sim.Call(ctx, c.From, c.DB, c.timeout(), func(db *SourceDB) (snapshotHandle, error) { return db.export(from) })
+	if err != nil {
+		return nil, err
+	}
+	return &snapshotReader{c: c, h: h}, nil
+}
+
+// SnapshotPage is how many rows one call of a snapshot's Scan fetches.
+const SnapshotPage = 500
+
+// ErrSnapshotGone: the snapshot read is no longer there (the source
+// restarted, or its reader closed it or took a newer one).
+var ErrSnapshotGone = errors.New("the snapshot is gone")
+
+// snapshotReader reads an exported snapshot of the simulated source.
+type snapshotReader struct {
+	c      *StreamClient
+	h      snapshotHandle
+	closed bool
+}
+
+func (r *snapshotReader) Head() model.Txn { return r.h.Head.Clone() }
+
+// Scan implements pipeline.SnapshotReader: one call per page, in key order.
+func (r *snapshotReader) Scan(ctx context.Context, fn func([]model.Change) error) error {
+	id := r.h.ID
+	for from := 0; ; from += SnapshotPage {
+		if r.closed {
+			return ErrSnapshotGone
+		}
+		page, err := sim.Call(ctx, r.c.From, r.c.DB, r.c.timeout(), func(db *SourceDB) ([]model.Change, error) {
+			return db.snapshotRows(id, from, SnapshotPage)
+		})
+		if err != nil {
+			return err
+		}
+		if len(page) == 0 {
+			return nil
+		}
+		if err := fn(page); err != nil {
+			return err
+		}
+	}
+}
+
+// Close implements pipeline.SnapshotReader: it tells the source, without
+// waiting, as closing a connection does (a lost message leaves the
+// snapshot to its idle timeout).
+func (r *snapshotReader) Close(context.Context) error {
+	if !r.closed {
+		r.closed = true
+		id, db := r.h.ID, r.c.DB
+		r.c.From.World().Net().Send(r.c.From, db, func() {
+			if s, ok := db.State().(*SourceDB); ok && db.Up() {
+				s.release(id)
+			}
+		})
+	}
+	return nil
 }
 
 // Start implements pipeline.ChangeStream.

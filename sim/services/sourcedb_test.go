@@ -179,7 +179,7 @@ func TestSourceStartWithoutASlotFails(t *testing.T) {
 }
 
 // Snapshot returns every live row as of the newest commit, in key order, as
-// inserts carrying their revision counts, and creates the slot there,
+// inserts without revision counts (as PostgreSQL's), and creates the slot there,
 // durably: a crash right after it (before any checkpoint) keeps the slot.
 func TestSourceSnapshotReturnsEveryRowAndCreatesTheSlot(t *testing.T) {
 	r := newSourceRig(t, 3)
@@ -198,7 +198,7 @@ func TestSourceSnapshotReturnsEveryRowAndCreatesTheSlot(t *testing.T) {
 		})
 		_, _ = src.Exec(ctx, put("a", "2"))
 		_, _ = src.Exec(ctx, func(tx pipeline.Tx) error { tx.Delete("t", "b"); return nil })
-		snap, snapErr = stream.Snapshot(ctx)
+		snap, snapErr = pipeline.ReadSnapshot(ctx, stream)
 		sleepUntil(ctx, r.app, 300*time.Millisecond) // the database crashed and restarted
 		from, startErr = stream.Start(ctx)
 		later, _ = src.Exec(ctx, put("d", "1"))
@@ -213,8 +213,8 @@ func TestSourceSnapshotReturnsEveryRowAndCreatesTheSlot(t *testing.T) {
 		t.Fatal(snapErr)
 	}
 	want := model.Txn{CommitLSN: lastLSN, Snapshot: true, Changes: []model.Change{
-		{Table: "t", PK: "a", Op: model.OpInsert, Row: row("2"), Revs: 2},
-		{Table: "t", PK: "c", Op: model.OpInsert, Row: row("1"), Revs: 1},
+		{Table: "t", PK: "a", Op: model.OpInsert, Row: row("2")}, // no write counts, as PostgreSQL's
+		{Table: "t", PK: "c", Op: model.OpInsert, Row: row("1")},
 	}}
 	if !reflect.DeepEqual(snap, want) {
 		t.Fatalf("snapshot\n got %v\nwant %v", snap, want)
@@ -297,7 +297,7 @@ func TestSourceSlotMovesBackToLastCheckpointAfterCrash(t *testing.T) {
 			var from model.LSN
 			var staleErr, startErr error
 			r.app.Go("capture", func(ctx context.Context) {
-				snap, _ = stream.Snapshot(ctx)
+				snap, _ = pipeline.ReadSnapshot(ctx, stream)
 				_, _ = stream.Start(ctx)
 				for i := 0; i < 3; i++ {
 					c, _ := src.Exec(ctx, put("k", fmt.Sprint(i)))
@@ -472,7 +472,7 @@ func TestSourceKeylessFullTableIsNamedByWholeRows(t *testing.T) {
 		createAgain = r.source().CreateTable(eventsTable)
 		_, _ = src.Exec(ctx, func(tx pipeline.Tx) error { tx.InsertRow("events", boot); tx.InsertRow("events", twin); return nil })
 		_, _ = src.Exec(ctx, func(tx pipeline.Tx) error { tx.InsertRow("events", twin); return nil })
-		snap, _ = stream.Snapshot(ctx)
+		snap, _ = pipeline.ReadSnapshot(ctx, stream)
 		_, _ = stream.Start(ctx)
 		_, _ = src.Exec(ctx, func(tx pipeline.Tx) error {
 			tx.DeleteRow("events", twin)
@@ -696,5 +696,50 @@ func TestSourceSlotHasOneHolder(t *testing.T) {
 	run(t, r.w, 3*time.Second)
 	if afterCrash != nil {
 		t.Fatalf("Start after the holder crashed: %v, want the slot at once", afterCrash)
+	}
+}
+
+// A table defined after the snapshot reaches a replica with its
+// definition, as pgoutput's Relation message brings it: the stream hands
+// out a table's columns and key (not its unique constraints) with the
+// first transaction of a session that changes it, and again after a new
+// Start; the simulated replica takes it for a table it has none of.
+func TestStreamCarriesDefinitionsOfTablesCreatedAfterTheSnapshot(t *testing.T) {
+	r := newSourceRig(t, 1)
+	src, stream := r.client(), r.stream()
+	items := model.Table{Name: "items", Key: []string{"pk"}, Columns: []model.Column{{Name: "pk", Type: "integer"}, {Name: "v", Type: "text"}}, Unique: [][]string{{"v"}}}
+	var got, again []model.Txn
+	var errs []error
+	r.app.Go("capture", func(ctx context.Context) {
+		_, err := pipeline.ReadSnapshot(ctx, stream)
+		errs = append(errs, err)
+		_, err = stream.Start(ctx)
+		errs = append(errs, err, r.source().Define(items))
+		for i := range 2 {
+			_, err = src.Exec(ctx, func(tx pipeline.Tx) error { tx.Put("items", fmt.Sprint(i), row(fmt.Sprint(i))); return nil })
+			errs = append(errs, err)
+		}
+		for len(got) < 2 && ctx.Err() == nil {
+			txns, err := stream.Next(ctx)
+			errs, got = append(errs, err), append(got, txns...)
+		}
+		_, err = stream.Start(ctx)
+		errs = append(errs, err)
+		again, err = stream.Next(ctx)
+		errs = append(errs, err)
+	})
+	run(t, r.w, 5*time.Second)
+	relation := items.Clone()
+	relation.Unique = nil
+	if err := errors.Join(errs...); err != nil || len(got) != 2 || len(again) != 2 {
+		t.Fatalf("streamed %d then %d transactions: %v", len(got), len(again), err)
+	}
+	if !reflect.DeepEqual(got[0].Schema, []model.Table{relation}) || got[1].Schema != nil || !reflect.DeepEqual(again[0].Schema, []model.Table{relation}) {
+		t.Fatalf("definitions carried: %v, %v, then after a new Start %v; want %v, none, %v", got[0].Schema, got[1].Schema, again[0].Schema, relation, relation)
+	}
+	replica := BootStore(model.Replica)(r.w.AddNode("replica", nil)).(*Store)
+	replica.writeTxn(got[0], true)
+	if def, ok := replica.Tables()["items"]; !ok || !reflect.DeepEqual(def, relation) {
+		t.Fatalf("the replica's items: %v (%v); want %v", def, ok, relation)
 	}
 }

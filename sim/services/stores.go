@@ -43,6 +43,12 @@ type Store struct {
 	dirty  []model.Key
 	pos    model.Position
 	hasPos bool
+	// revsFrom is the LSN of the snapshot the search index was last reset
+	// to, from which it counts revisions (model.Snapshot.RevsFrom); resets
+	// counts the resets it took, durably: every later request of a reset
+	// batch names its own, so a newer reset fences it off.
+	revsFrom model.LSN
+	resets   int
 	// audit, when set, hears of every change of the saved position, as
 	// a store's own log would show it (see BootAuditedStore).
 	audit func(model.PositionWrite)
@@ -157,6 +163,10 @@ func BootAuditedStore(kind model.StoreKind, audit func(model.PositionWrite)) fun
 			switch {
 			case k == "pos":
 				s.pos, s.hasPos = v.(model.Position), true
+			case k == "revsfrom":
+				s.revsFrom = v.(model.LSN)
+			case k == "resets":
+				s.resets = v.(int)
 			case k == "schema":
 				s.schema = model.SchemaOf(v.([]model.Table))
 			case strings.HasPrefix(k, "doc\x00"):
@@ -205,7 +215,7 @@ func (s *Store) Snapshot(name string, at time.Duration) model.Snapshot {
 	}
 	s.dirty = s.dirty[:0]
 	// maps.Clone copies the table whole instead of inserting key by key.
-	return model.Snapshot{Store: name, At: at, HasPosition: s.hasPos, Position: s.pos, Docs: maps.Clone(s.view)}
+	return model.Snapshot{Store: name, At: at, HasPosition: s.hasPos, Position: s.pos, Docs: maps.Clone(s.view), RevsFrom: s.revsFrom}
 }
 
 // changed notes that k's document was written or deleted, for the view.
@@ -247,6 +257,25 @@ func (s *Store) setSchema(tables []model.Table) {
 	s.n.Disk().Put("schema", tables)
 	s.reindex()
 }
+
+// announce takes the definitions a streamed transaction carries of tables
+// the replica has none of (tables created after the snapshot), as
+// pgstore's replica creates them. A snapshot's are taken by the reset.
+func (s *Store) announce(t model.Txn) {
+	if s.kind != model.Replica || t.Snapshot || len(t.Schema) == 0 {
+		return
+	}
+	var have []model.Table
+	for _, name := range slices.Sorted(maps.Keys(s.schema)) {
+		have = append(have, s.schema[name])
+	}
+	if all := model.AddTables(have, t.Schema); len(all) > len(have) {
+		s.setSchema(all)
+	}
+}
+
+// Tables is the replica's table definitions, by name.
+func (s *Store) Tables() map[string]model.Table { return s.schema }
 
 // reindex builds the unique index from the documents.
 func (s *Store) reindex() {
@@ -450,7 +479,18 @@ func (s *Store) sync() {
 	}
 }
 
-func (s *Store) reset() {
+// reset drops every document for a batch that starts again from the
+// snapshot its first transaction is, and counts revisions from there.
+func (s *Store) reset(b pipeline.Batch) {
+	if s.kind == model.Search {
+		s.revsFrom = 0
+		if len(b.Txns) > 0 && b.Txns[0].Snapshot {
+			s.revsFrom = b.Txns[0].CommitLSN
+		}
+		s.n.Disk().Put("revsfrom", s.revsFrom)
+		s.resets++
+		s.n.Disk().Put("resets", s.resets)
+	}
 	clear(s.uniq)
 	for _, k := range model.SortedKeys(s.docs) {
 		s.journal(k)
@@ -510,6 +550,7 @@ func (s *Store) checkBase(b pipeline.Batch) error {
 // unchanged columns that come from another key's row as it stood before
 // the transaction (model.ResolveFrom).
 func (s *Store) writeTxn(t model.Txn, guarded bool) {
+	s.announce(t)
 	t = model.ResolveFrom(t, s.row)
 	for _, c := range t.Changes {
 		s.write(c, t.CommitLSN, guarded)
@@ -537,7 +578,7 @@ func (s *Store) applyBatch(b pipeline.Batch, guarded, immediate bool) error {
 	}
 	s.begin(immediate)
 	if b.Reset {
-		s.reset()
+		s.reset(b)
 		if s.kind == model.Replica && len(b.Txns) > 0 {
 			s.setSchema(b.Txns[0].Schema)
 		}
@@ -589,10 +630,18 @@ func (c *StoreClient) Apply(ctx context.Context, b pipeline.Batch) error {
 		_, err := sim.Call(ctx, c.From, c.To, c.timeout(), func(s *Store) (struct{}, error) { return struct{}{}, s.applyBatch(b, guarded, immediate) })
 		return err
 	}
+	// A reset batch's requests after its reset belong to that reset: a
+	// newer reset (another applier's rebuild, which passed the same base
+	// or Fresh check since the index has no new position until the last
+	// request) removed what they build on, so they are refused.
+	reset := 0
 	call := func(fn func(s *Store)) error {
 		_, err := sim.Call(ctx, c.From, c.To, c.timeout(), func(s *Store) (struct{}, error) {
 			if err := s.checkBase(b); err != nil {
 				return struct{}{}, err
+			}
+			if reset != 0 && s.resets != reset {
+				return struct{}{}, fmt.Errorf("another reset came after this batch's: %w", pipeline.ErrPositionMismatch)
 			}
 			fn(s)
 			s.sync()
@@ -601,9 +650,18 @@ func (c *StoreClient) Apply(ctx context.Context, b pipeline.Batch) error {
 		return err
 	}
 	if b.Reset {
-		if err := call(func(s *Store) { s.reset() }); err != nil {
+		n, err := sim.Call(ctx, c.From, c.To, c.timeout(), func(s *Store) (int, error) {
+			if err := s.checkBase(b); err != nil {
+				return 0, err
+			}
+			s.reset(b)
+			s.sync()
+			return s.resets, nil
+		})
+		if err != nil {
 			return err
 		}
+		reset = n
 	}
 	// Unchanged columns across bulk requests: read the stored rows they
 	// come from first (a search engine's multi-get), as the real adapter

@@ -395,3 +395,73 @@ func TestStoreKeepsItsOwnCopyOfARow(t *testing.T) {
 		}
 	}
 }
+
+// A search index reset to a snapshot counts revisions from the snapshot's
+// LSN (model.Snapshot.RevsFrom), as pgstore's does, also across a restart:
+// the snapshot's rows count one revision there, whatever came before.
+func TestSearchCountsRevisionsFromTheSnapshotItLoaded(t *testing.T) {
+	r := newStoreRig(t, 1, model.Search)
+	sc := r.client()
+	snap := model.Txn{CommitLSN: 0x25, Snapshot: true, Changes: []model.Change{ins("a", "2")}}
+	var errs []error
+	r.applier.Go("apply", func(ctx context.Context) {
+		errs = append(errs, sc.Apply(ctx, pipeline.Batch{Txns: []model.Txn{t10, t20}, Position: pos(2, 0x20)}))
+		errs = append(errs, sc.Apply(ctx, pipeline.Batch{Reset: true, Txns: []model.Txn{snap, txn(0x30, upd("a", "3"))}, Position: pos(4, 0x30)}))
+	})
+	r.w.At(50*time.Millisecond, 1, r.store.Crash)
+	r.w.At(60*time.Millisecond, 2, r.store.Restart)
+	run(t, r.w, 100*time.Millisecond)
+	s := r.snapshot()
+	if d := s.Docs[model.Key{Table: "t", PK: "a"}]; errors.Join(errs...) != nil || s.RevsFrom != 0x25 || d.Revs != 2 || d.LSN != 0x30 {
+		t.Fatalf("after a reset to a snapshot at 0/25 and one update (%v): counts from %s, a at %s with %d revs; want from 0/25, a at 0/30 with 2 revs", errs, s.RevsFrom, d.LSN, d.Revs)
+	}
+}
+
+// Two rebuilds of an empty search index that overlap: both are Fresh (the
+// index holds no position) and the index takes each in several requests,
+// setting the position with the last. Without more than the Fresh check,
+// the later rebuild's reset removes documents the earlier one wrote, the
+// earlier one's last request still passes (no position yet) and saves its
+// position over an index that lacks them. Every request of a reset batch
+// must belong to the newest reset: then the earlier rebuild is refused and
+// whatever saved a position holds every document.
+func TestOverlappingRebuildsOfAnEmptySearchIndex(t *testing.T) {
+	const docs = 10 * BulkDocs // ten requests each
+	snap := model.Txn{CommitLSN: 0x50, Snapshot: true}
+	for i := range docs {
+		snap.Changes = append(snap.Changes, ins(fmt.Sprintf("k%03d", i), "1"))
+	}
+	rebuild := pipeline.Batch{Reset: true, Fresh: true, Txns: []model.Txn{snap}, Position: pos(9, 0x50)}
+	refused := 0
+	for _, offset := range []time.Duration{0, 5, 10, 20, 30, 40, 50, 60} {
+		for seed := uint64(1); seed <= 5; seed++ {
+			r := newStoreRig(t, seed, model.Search)
+			second := r.w.AddNode("applier-2", nil)
+			var errs [2]error
+			r.applier.Go("rebuild", func(ctx context.Context) { errs[0] = r.client().Apply(ctx, rebuild) })
+			sc := &StoreClient{From: second, To: r.store, StoreKind: model.Search}
+			second.Go("rebuild", func(ctx context.Context) {
+				sleepUntil(ctx, second, offset*time.Millisecond)
+				errs[1] = sc.Apply(ctx, rebuild)
+			})
+			run(t, r.w, time.Second)
+			s := r.snapshot()
+			if !s.HasPosition {
+				t.Fatalf("offset %dms seed %d: neither rebuild saved a position (%v)", offset, seed, errs)
+			}
+			if len(s.Docs) != docs {
+				t.Fatalf("offset %dms seed %d: the index is at %s with %d of %d documents (rebuilds: %v, %v)", offset, seed, s.Position, len(s.Docs), docs, errs[0], errs[1])
+			}
+			for _, err := range errs {
+				if errors.Is(err, pipeline.ErrPositionMismatch) {
+					refused++
+				} else if err != nil {
+					t.Fatalf("offset %dms seed %d: %v", offset, seed, err)
+				}
+			}
+		}
+	}
+	if refused == 0 {
+		t.Fatal("no rebuild was ever refused: the two never overlapped")
+	}
+}

@@ -147,6 +147,8 @@ CREATE TABLE IF NOT EXISTS %[1]s (
 	off bigint NOT NULL DEFAULT 0,
 	lsn bigint NOT NULL DEFAULT 0
 );
+ALTER TABLE %[1]s ADD COLUMN IF NOT EXISTS revs_from bigint NOT NULL DEFAULT 0;
+ALTER TABLE %[1]s ADD COLUMN IF NOT EXISTS resets bigint NOT NULL DEFAULT 0;
 INSERT INTO %[1]s (id) VALUES (1) ON CONFLICT DO NOTHING;
 `, s.pos)
 }
@@ -254,14 +256,9 @@ WHERE $8 OR d.lsn < excluded.lsn`, args...)
 func send(ctx context.Context, q interface {
 	SendBatch(context.Context, *pgx.Batch) pgx.BatchResults
 }, b *pgx.Batch) error {
-	br := q.SendBatch(ctx, b)
-	for range b.Len() {
-		if _, err := br.Exec(); err != nil {
-			_ = br.Close()
-			return err
-		}
-	}
-	return br.Close()
+	// Close reads every result in order, running the callbacks of the
+	// queries that have one, and returns the first error.
+	return q.SendBatch(ctx, b).Close()
 }
 
 // Read returns one live document.
@@ -295,6 +292,13 @@ func (s *tables) ReadAll(ctx context.Context) (model.Snapshot, error) {
 		var err error
 		if snap.Position, snap.HasPosition, err = s.position(ctx, tx, ""); err != nil {
 			return err
+		}
+		if s.kind == model.Search {
+			var from int64
+			if err := tx.QueryRow(ctx, `SELECT revs_from FROM `+s.pos+` WHERE id = 1`).Scan(&from); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+				return err
+			}
+			snap.RevsFrom = model.LSN(from)
 		}
 		rows, err := tx.Query(ctx, q)
 		if err != nil {
@@ -355,6 +359,9 @@ type Search struct {
 	t         *tables
 	checkBase string // the base-check function's quoted name
 	bulkMax   int
+	// afterBulk, set by tests, runs after every request that succeeded;
+	// an error from it ends the call there, as a crash would.
+	afterBulk func() error
 }
 
 func (s *Search) bulkDocs() int {
@@ -399,13 +406,22 @@ CREATE TABLE IF NOT EXISTS %[1]s (
 ALTER TABLE %[1]s ADD COLUMN IF NOT EXISTS source text NOT NULL DEFAULT '';
 CREATE INDEX IF NOT EXISTS %[2]s ON %[1]s USING gin (tsv);`, t.docs, pgx.Identifier{base + "_docs_tsv"}.Sanitize())
 	schema := t.docsSchema + t.posSchema() + fmt.Sprintf(`
-CREATE OR REPLACE FUNCTION %[1]s(want_off bigint, want_lsn bigint) RETURNS void LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION %[1]s(want_off bigint, want_lsn bigint, want_resets bigint, fresh boolean) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-	IF want_off IS NULL THEN -- a fresh batch: the index must hold no position
+	-- A request of a reset batch after its reset: no newer reset since.
+	IF want_resets IS NOT NULL THEN
+		PERFORM 1 FROM %[2]s WHERE id = 1 AND resets = want_resets FOR UPDATE;
+		IF NOT FOUND THEN
+			RAISE EXCEPTION 'search was reset again after this batch''s reset %%', want_resets USING ERRCODE = '%[3]s';
+		END IF;
+	END IF;
+	IF fresh THEN -- the index must hold no position
 		PERFORM 1 FROM %[2]s WHERE id = 1 AND has_pos FOR UPDATE;
 		IF FOUND THEN
 			RAISE EXCEPTION 'search has a position, the batch wants none' USING ERRCODE = '%[3]s';
 		END IF;
+	END IF;
+	IF want_off IS NULL THEN
 		RETURN;
 	END IF;
 	PERFORM 1 FROM %[2]s WHERE id = 1 AND has_pos AND off = want_off AND lsn = want_lsn FOR UPDATE;
@@ -427,11 +443,12 @@ func (s *Search) Position(ctx context.Context) (model.Position, bool, error) {
 	return s.t.Position(ctx)
 }
 
-// bulk sends one request: the base check when the batch has a base, then
-// the statements fill queues. A request is one round trip and one implicit
-// transaction, so a failed base check skips its writes; nothing ties two
-// requests together.
-func (s *Search) bulk(ctx context.Context, b pipeline.Batch, fill func(*pgx.Batch) error) error {
+// bulk sends one request: the base check when the batch has a base or is
+// fresh, or follows its reset (resets, the reset's number, when not nil),
+// then the statements fill queues. A request is one round trip and one
+// implicit transaction, so a failed check skips its writes; only the
+// checks tie two requests together.
+func (s *Search) bulk(ctx context.Context, b pipeline.Batch, resets *int64, fill func(*pgx.Batch) error) error {
 	batch := &pgx.Batch{}
 	base := b.Base
 	switch {
@@ -440,14 +457,17 @@ func (s *Search) bulk(ctx context.Context, b pipeline.Batch, fill func(*pgx.Batc
 		if err != nil {
 			return err
 		}
-		batch.Queue(`SELECT `+s.checkBase+`($1, $2)`, base.Offset, lsn)
-	case b.Fresh:
-		batch.Queue(`SELECT ` + s.checkBase + `(NULL, NULL)`)
+		batch.Queue(`SELECT `+s.checkBase+`($1, $2, $3::bigint, $4)`, base.Offset, lsn, resets, b.Fresh)
+	case b.Fresh || resets != nil:
+		batch.Queue(`SELECT `+s.checkBase+`(NULL, NULL, $1::bigint, $2)`, resets, b.Fresh)
 	}
 	if err := fill(batch); err != nil {
 		return err
 	}
 	err := send(ctx, s.t.pool, batch)
+	if err == nil && s.afterBulk != nil {
+		return s.afterBulk()
+	}
 	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok && pgErr.Code == errCodeMismatch {
 		at, has, perr := s.t.position(ctx, nil, "")
 		if perr != nil {
@@ -469,18 +489,37 @@ func (s *Search) Apply(ctx context.Context, b pipeline.Batch) error {
 	wrap := func(err error) error {
 		return fmt.Errorf("pgstore: search: apply up to %s: %w", b.Position, err)
 	}
+	var resets *int64 // this batch's reset, once done
 	if b.Reset {
 		// As at opening: a documents table that was dropped takes the
 		// position with it, so that a fresh rebuild may go ahead.
 		if err := s.t.create(ctx, s.t.docsSchema); err != nil {
 			return wrap(fmt.Errorf("recreate the documents table: %w", err))
 		}
-		if err := s.bulk(ctx, b, func(batch *pgx.Batch) error {
+		// A snapshot cannot say how often a row was written before it:
+		// from here on the index counts revisions from its LSN.
+		var from model.LSN
+		if len(b.Txns) > 0 && b.Txns[0].Snapshot {
+			from = b.Txns[0].CommitLSN
+		}
+		revsFrom, err := lsnArg(from)
+		if err != nil {
+			return wrap(err)
+		}
+		// Every later request of the batch checks that no other reset
+		// came since this one: two rebuilds of an empty index both pass
+		// the Fresh check until one saves a position, and the later's
+		// reset removes documents the earlier wrote.
+		var n int64
+		if err := s.bulk(ctx, b, nil, func(batch *pgx.Batch) error {
 			batch.Queue(`DELETE FROM ` + s.t.docs)
+			batch.Queue(`UPDATE `+s.t.pos+` SET revs_from = $1, resets = resets + 1 WHERE id = 1 RETURNING resets`, revsFrom).
+				QueryRow(func(row pgx.Row) error { return row.Scan(&n) })
 			return nil
 		}); err != nil {
 			return wrap(err)
 		}
+		resets = &n
 	}
 	txns, err := s.t.resolve(ctx, nil, b.Txns, b.Reset)
 	if err != nil {
@@ -492,7 +531,7 @@ func (s *Search) Apply(ctx context.Context, b pipeline.Batch) error {
 	}
 	for i, chunk := range chunks {
 		last := i == len(chunks)-1
-		if err := s.bulk(ctx, b, func(batch *pgx.Batch) error {
+		if err := s.bulk(ctx, b, resets, func(batch *pgx.Batch) error {
 			for _, c := range chunk {
 				if err := s.t.queueChange(batch, c.Change, c.LSN, !s.t.blind); err != nil {
 					return err
@@ -518,7 +557,7 @@ func (s *Search) Write(ctx context.Context, t model.Txn) error {
 		return fmt.Errorf("pgstore: search: write txn %d: %w", t.XID, err)
 	}
 	for _, chunk := range store.Chunks(txns, s.bulkDocs()) {
-		if err := s.bulk(ctx, pipeline.Batch{}, func(batch *pgx.Batch) error {
+		if err := s.bulk(ctx, pipeline.Batch{}, nil, func(batch *pgx.Batch) error {
 			for _, c := range chunk {
 				if err := s.t.queueChange(batch, c.Change, c.LSN, false); err != nil {
 					return err

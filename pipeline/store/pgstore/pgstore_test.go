@@ -2,6 +2,7 @@ package pgstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -65,6 +66,93 @@ func TestPostgres(t *testing.T) {
 	t.Run("ConcurrentAppliers", func(t *testing.T) { testConcurrentAppliers(t, open(t)) })
 	t.Run("Prefixes", func(t *testing.T) { testPrefixes(t, open(t)) })
 	t.Run("DroppedDocsLosePosition", func(t *testing.T) { testDroppedDocs(t, open(t)) })
+	t.Run("SearchRevsFrom", func(t *testing.T) { testSearchRevsFrom(t, open(t)) })
+	t.Run("SearchOverlappingRebuilds", func(t *testing.T) { testSearchOverlappingRebuilds(t, open(t)) })
+}
+
+// Two rebuilds of an empty index overlap: both are Fresh, and the index has
+// no position until a rebuild's last request. The second's reset, between
+// the first's requests, removes what the first wrote; the first must not go
+// on to save its position over an index without those documents (it did:
+// the Fresh check still passed). Here the second stops after its reset, as
+// a crashed applier would, and the first is refused at its next request.
+func testSearchOverlappingRebuilds(t *testing.T, pool *pgxpool.Pool) {
+	opts := Options{Prefix: "overlap_", BulkDocs: 4}
+	first, err := NewSearch(ctx(t), pool, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := NewSearch(ctx(t), pool, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := model.Txn{CommitLSN: 0x50, Snapshot: true}
+	for i := range 16 {
+		snap.Changes = append(snap.Changes, ins(fmt.Sprintf("k%02d", i), model.Row{"v": "1"}))
+	}
+	rebuild := pipeline.Batch{Reset: true, Fresh: true, Txns: []model.Txn{snap}, Position: pos(1, 0x50)}
+	errCrashed := errors.New("crashed after its reset")
+	requests := 0
+	first.afterBulk = func() error {
+		if requests++; requests == 3 { // its reset and two bulks of documents
+			second.afterBulk = func() error { return errCrashed }
+			if err := second.Apply(ctx(t), rebuild); !errors.Is(err, errCrashed) {
+				t.Fatalf("the second rebuild: %v", err)
+			}
+		}
+		return nil
+	}
+	err = first.Apply(ctx(t), rebuild)
+	got, rerr := first.ReadAll(ctx(t))
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	if got.HasPosition && len(got.Docs) != len(snap.Changes) {
+		t.Fatalf("the first rebuild (%v) saved %s over %d of %d documents", err, got.Position, len(got.Docs), len(snap.Changes))
+	}
+	if !errors.Is(err, pipeline.ErrPositionMismatch) || got.HasPosition {
+		t.Fatalf("the first rebuild after another's reset: %v, position saved: %v; want refused, none", err, got.HasPosition)
+	}
+}
+
+// The search index counts revisions from the snapshot it was last reset to
+// (seen in the soak: after a mid-run snapshot every document counted one
+// revision, and the checker, counting from the first commit, called 48,283
+// of them lost). It says so in ReadAll's RevsFrom, which the checker judges
+// revisions from.
+func testSearchRevsFrom(t *testing.T, pool *pgxpool.Pool) {
+	s, err := NewSearch(ctx(t), pool, Options{Prefix: "revsfrom_"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	upd := func(lsn model.LSN, v string) model.Txn {
+		return model.Txn{CommitLSN: lsn, Changes: []model.Change{{Table: "t", PK: "a", Op: model.OpUpdate, Row: model.Row{"v": v}}}}
+	}
+	read := func() (model.LSN, int) {
+		snap, err := s.ReadAll(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return snap.RevsFrom, snap.Docs[model.Key{Table: "t", PK: "a"}].Revs
+	}
+	steps := []struct {
+		b        pipeline.Batch
+		from     model.LSN
+		revs     int
+		happened string
+	}{
+		{pipeline.Batch{Txns: []model.Txn{{CommitLSN: 0x10, Changes: []model.Change{ins("a", model.Row{"v": "1"})}}, upd(0x20, "2")}, Position: pos(2, 0x20)}, 0, 2, "an insert and an update"},
+		{pipeline.Batch{Reset: true, Txns: []model.Txn{{CommitLSN: 0x25, Snapshot: true, Changes: []model.Change{ins("a", model.Row{"v": "2"})}}, upd(0x30, "3")}, Position: pos(4, 0x30)}, 0x25, 2, "a reset to a snapshot at 0/25 and an update"},
+		{pipeline.Batch{Txns: []model.Txn{upd(0x40, "4")}, Position: pos(5, 0x40)}, 0x25, 3, "one more update"},
+	}
+	for _, st := range steps {
+		if err := s.Apply(ctx(t), st.b); err != nil {
+			t.Fatal(err)
+		}
+		if from, revs := read(); from != st.from || revs != st.revs {
+			t.Fatalf("after %s: counts from %s, a has %d revs; want from %s, %d revs", st.happened, from, revs, st.from, st.revs)
+		}
+	}
 }
 
 // Documents dropped under a store take its position with them (seen: a

@@ -43,10 +43,14 @@ import (
 // a state the source could not have committed is still refused. The
 // primary key stays immediate: a net transaction writes each key once.
 //
-// A change to a table the replica has no definition for (a table created
-// after the snapshot, a log written without definitions) creates one from
-// the change: lockstep_key text as the key and a text column per column
-// seen; a column a table lacks is added as text. Values are written as
+// A table created after the snapshot is made from the definition the
+// stream carries with the first transaction that changes it (Txn.Schema,
+// from pgoutput's Relation messages: columns, types and key, no unique
+// constraints), and a column added to a table later gets its type the
+// same way. A change to a table the replica has no definition for at all
+// (a log written without definitions) creates one from the change:
+// lockstep_key text as the key and a text column per column seen; a
+// column a table lacks is added as text. Values are written as
 // text and cast to the column's type, and read back in text form, as
 // pgoutput sends them.
 type Replica struct {
@@ -249,10 +253,31 @@ func (r *Replica) relations(ctx context.Context, q querier) (map[string]*relatio
 	return out, rows.Err()
 }
 
+// announce creates the tables a streamed transaction defines (Txn.Schema)
+// that the replica has none of: tables created after the snapshot. A
+// snapshot's definitions are taken by the reset.
+func (r *Replica) announce(ctx context.Context, tx pgx.Tx, rels map[string]*relation, t model.Txn) error {
+	if t.Snapshot {
+		return nil
+	}
+	for _, def := range t.Schema {
+		if _, ok := rels[def.Name]; ok {
+			continue
+		}
+		rel, err := r.define(ctx, tx, def, false)
+		if err != nil {
+			return err
+		}
+		rels[def.Name] = rel
+	}
+	return nil
+}
+
 // fit makes sure rels has a table for c that has every column c's row
 // names: it creates one from the change (text columns, lockstep_key) or
-// adds the missing columns as text.
-func (r *Replica) fit(ctx context.Context, tx pgx.Tx, rels map[string]*relation, c model.Change) (*relation, error) {
+// adds the missing columns, with the type schema (the transaction's
+// definitions) gives them, else as text.
+func (r *Replica) fit(ctx context.Context, tx pgx.Tx, rels map[string]*relation, c model.Change, schema []model.Table) (*relation, error) {
 	rel, ok := rels[c.Table]
 	if !ok {
 		if c.Op == model.OpDelete {
@@ -283,10 +308,16 @@ func (r *Replica) fit(ctx context.Context, tx pgx.Tx, rels map[string]*relation,
 		if col == lsnColumn || col == keyColumn {
 			return nil, fmt.Errorf("table %s: column %s is the replica's own", def.Name, col)
 		}
-		if _, err := tx.Exec(ctx, `ALTER TABLE `+rel.ident+` ADD COLUMN `+pgx.Identifier{col}.Sanitize()+` text`); err != nil {
+		added := model.Column{Name: col, Type: "text"}
+		if i := slices.IndexFunc(schema, func(t model.Table) bool { return t.Name == c.Table }); i >= 0 && !rel.inferred {
+			if typed, ok := schema[i].Column(col); ok {
+				added = typed
+			}
+		}
+		if _, err := tx.Exec(ctx, `ALTER TABLE `+rel.ident+` ADD COLUMN `+pgx.Identifier{col}.Sanitize()+` `+typeOf(added)); err != nil {
 			return nil, fmt.Errorf("table %s: add column %s: %w", def.Name, col, err)
 		}
-		def.Columns = append(def.Columns, model.Column{Name: col, Type: "text"})
+		def.Columns = append(def.Columns, added)
 	}
 	rel = r.relation(def, rel.inferred)
 	if err := r.record(ctx, tx, rel); err != nil {
@@ -468,6 +499,9 @@ func (r *Replica) apply(ctx context.Context, tx pgx.Tx, rels map[string]*relatio
 	}
 	batch := &pgx.Batch{}
 	for _, t := range txns {
+		if err := r.announce(ctx, tx, rels, t); err != nil {
+			return nil, err
+		}
 		for _, c := range t.Changes {
 			if c.OldPK != "" && c.OldPK != c.PK {
 				old := model.Change{Table: c.Table, PK: c.OldPK, Op: model.OpDelete}
@@ -477,7 +511,7 @@ func (r *Replica) apply(ctx context.Context, tx pgx.Tx, rels map[string]*relatio
 					}
 				}
 			}
-			rel, err := r.fit(ctx, tx, rels, c)
+			rel, err := r.fit(ctx, tx, rels, c, t.Schema)
 			if err != nil {
 				return nil, err
 			}
