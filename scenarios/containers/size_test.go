@@ -61,3 +61,22 @@ func TestContainerRunTakesTheScenariosSizeAndLateFaults(t *testing.T) {
 		t.Errorf("crash-capture in containers: %d txns, %v of faults, a fault before the last quarter: %v; want 300, 30s, true", oc.Txns, oc.Faults, early)
 	}
 }
+
+// The observer reads small stores whole every second and thins its reads of
+// large ones, so a ten-minute pgbench soak keeps a bounded number of
+// documents in the history.
+func TestSnapshotsOfLargeStoresAreThinned(t *testing.T) {
+	if got := snapshotEvery(0); got != time.Second {
+		t.Errorf("an empty store: every %v, want 1s", got)
+	}
+	if got := snapshotEvery(9_999); got != time.Second {
+		t.Errorf("a store of 9,999 documents: every %v, want 1s", got)
+	}
+	kept := 0
+	for at := time.Duration(0); at < 10*time.Minute; at += snapshotEvery(160_000) {
+		kept += 160_000
+	}
+	if kept > 10_000_000 {
+		t.Errorf("a ten-minute soak of 160k documents keeps %d documents in its snapshots, want at most 10 million", kept)
+	}
+}
