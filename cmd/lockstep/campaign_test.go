@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"lockstep/faults"
 	"lockstep/scenarios"
+	"lockstep/scenarios/containers"
 	"lockstep/scenarios/results"
 )
 
@@ -139,6 +141,21 @@ func TestContainerLogsKeptOnlyWhenFailedOrAsked(t *testing.T) {
 	}
 	if _, err := os.Stat(l.dir); err != nil {
 		t.Errorf("--logs folder removed: %v", err)
+	}
+}
+
+// A run with a plan says how long the plan's fault phase is, not the
+// default's: a soak's is ten minutes.
+func TestFaultPhaseOfAPlannedRun(t *testing.T) {
+	soak := faults.Plan{Quiet: 10 * time.Minute}
+	if got := faultPhaseOf(containers.Config{Plan: &soak, Faults: 30 * time.Second}); got != 10*time.Minute {
+		t.Errorf("with a plan: %v, want 10m0s", got)
+	}
+	if got := faultPhaseOf(containers.Config{Faults: 45 * time.Second}); got != 45*time.Second {
+		t.Errorf("without one: %v, want 45s", got)
+	}
+	if got := phaseText("faults", time.Minute, faultPhaseOf(containers.Config{Plan: &soak})); got != "faults and workload (1m0s of 10m0s)" {
+		t.Errorf("phase text %q", got)
 	}
 }
 

@@ -97,7 +97,7 @@ func runContainers(r scenarios.Repro, rf runFlags) error {
 	}
 	cfg.LogDir = logs.dir
 	phases := startPhases(func(phase string, in time.Duration) string {
-		return fmt.Sprintf("lockstep: %s: %s", r, phaseText(phase, in, cfg.Faults))
+		return fmt.Sprintf("lockstep: %s: %s", r, phaseText(phase, in, faultPhaseOf(cfg)))
 	})
 	cfg.Phase = phases.set
 	out, err := containers.Run(ctx, cfg)
@@ -242,6 +242,15 @@ func (p *phaseReporter) print() {
 func (p *phaseReporter) stop() {
 	close(p.quit)
 	<-p.done
+}
+
+// faultPhaseOf is how long cfg's fault phase lasts: its plan's, when it
+// runs one (a soak's is ten minutes), else its own (0: the default).
+func faultPhaseOf(cfg containers.Config) time.Duration {
+	if cfg.Plan != nil {
+		return cfg.Plan.Quiet
+	}
+	return cfg.Faults
 }
 
 // phaseText is a phase and how long it has run, against how long it
