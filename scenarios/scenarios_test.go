@@ -204,11 +204,9 @@ func TestKnownBugsAreCaught(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				for _, a := range out.Report.Violations() {
-					if a.Class == c.want {
-						t.Logf("caught at seed %d: %s", seed, a)
-						return
-					}
+				if a, ok := violation(out, c.want); ok {
+					t.Logf("caught at seed %d: %s", seed, a)
+					return
 				}
 			}
 			t.Fatalf("the %s bug was not caught as %s in 30 seeds of %s", c.bug, c.want, c.scenario)
@@ -232,11 +230,8 @@ func TestAmbiguousAppendCatchesConfirmOnTimeoutOften(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, a := range out.Report.Violations() {
-			if a.Class == checker.NotConverged {
-				caught++
-				break
-			}
+		if _, ok := violation(out, checker.NotConverged); ok {
+			caught++
 		}
 		if seed%4 != 0 {
 			continue // the correct capture on every fourth seed: enough to show the faults alone break nothing
@@ -283,11 +278,8 @@ func TestFencingCatchesTwoWritersOften(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				for _, a := range out.Report.Violations() {
-					if a.Class == c.want {
-						caught++
-						break
-					}
+				if _, ok := violation(out, c.want); ok {
+					caught++
 				}
 			}
 			t.Logf("%s caught as %s in %d of %d seeds of fencing", c.bug, c.want, caught, seeds)
@@ -564,4 +556,14 @@ func TestRetentionRebuildsAStoreThatHoldsAPosition(t *testing.T) {
 			t.Errorf("%s\n%s", out.Repro(), out.Report)
 		}
 	}
+}
+
+// violation is out's first violation of a claim as class, if any.
+func violation(out *Outcome, class checker.Class) (checker.Anomaly, bool) {
+	for _, a := range out.Report.Violations() {
+		if a.Class == class {
+			return a, true
+		}
+	}
+	return checker.Anomaly{}, false
 }
