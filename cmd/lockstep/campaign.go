@@ -17,9 +17,10 @@ import (
 )
 
 var campaignCmd = &command{
-	name:  "campaign",
-	usage: "[--scenario all|NAME,...] [--seeds N | --duration D] [--shard i/N] [--system both|all|pipeline|dualwrite|2pc] [--json FILE] [--junit FILE] [--report DIR]",
-	short: "run many seeds over scenarios, pipeline vs dual writes",
+	name:      "campaign",
+	simulates: true,
+	usage:     "[--scenario all|NAME,...] [--seeds N | --duration D] [--shard i/N] [--system both|all|pipeline|dualwrite|2pc] [--json FILE] [--junit FILE] [--report DIR]",
+	short:     "run many seeds over scenarios, pipeline vs dual writes",
 	long: `Campaign runs --seeds seeds of every chosen scenario for each system, on all
 cores, seed by seed, with a progress line on stderr, then prints a table of
 pipeline vs naive dual writes per scenario and the anomalies by class.

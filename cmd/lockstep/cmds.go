@@ -161,9 +161,10 @@ func (f *runFlags) repro(scenario, system, seedText string) (scenarios.Repro, er
 }
 
 var runCmd = &command{
-	name:  "run",
-	usage: "--scenario NAME [--system pipeline|dualwrite|2pc] --seed N [--txns N] [--bug NAME] [--json FILE]",
-	short: "run one seed of one scenario and judge it",
+	name:      "run",
+	simulates: true,
+	usage:     "--scenario NAME [--system pipeline|dualwrite|2pc] --seed N [--txns N] [--bug NAME] [--json FILE]",
+	short:     "run one seed of one scenario and judge it",
 	long: `Run builds the simulated world for one seed, drives the workload through the
 fault phase and the quiet phase, and prints the checker's verdict, the anomalies
 with witnesses, the trace hash and a one-line repro that replays the same run
@@ -196,9 +197,10 @@ inconclusive, the run could not complete or the input is bad.`,
 }
 
 var reproCmd = &command{
-	name:  "repro",
-	usage: "SCENARIO[+BUG...]/SYSTEM/SEED[,KEY=VALUE...]|FILE [--json FILE] [--log] [--check-determinism] [--logs DIR]",
-	short: "replay a printed run exactly (same trace hash)",
+	name:      "repro",
+	simulates: true,
+	usage:     "SCENARIO[+BUG...]/SYSTEM/SEED[,KEY=VALUE...]|FILE [--json FILE] [--log] [--check-determinism] [--logs DIR]",
+	short:     "replay a printed run exactly (same trace hash)",
 	long: `Repro takes the token a run or campaign printed and replays that run bit for
 bit: the trace hash it prints must equal the original. The token carries
 everything that shapes the run: SCENARIO (with +BUG for each --bug),
@@ -418,9 +420,10 @@ var listCmd = &command{
 }
 
 var benchCmd = &command{
-	name:  "bench",
-	usage: "[--seeds N] [--scenario NAME]",
-	short: "measure seeds per second and simulated-time speed-up",
+	name:      "bench",
+	simulates: true,
+	usage:     "[--seeds N] [--scenario NAME]",
+	short:     "measure seeds per second and simulated-time speed-up",
 	long: `Bench runs one scenario (default swarm: 1,000 transactions, 3 stores, faults)
 for --seeds seeds on one core and reports seeds per second and how much faster
 than wall time the simulated time ran, for the pipeline and for dual writes.
@@ -435,6 +438,7 @@ per seed only with the work.`,
 			if err != nil {
 				return err
 			}
+			fmt.Fprintf(stdout, "collector: %s (GOGC, GOMEMLIMIT override)\n", gcPolicy())
 			for _, sys := range scenarios.Systems {
 				cpu := processCPU()
 				sum := scenarios.Campaign(scenarios.CampaignConfig{Scenarios: []*scenarios.Scenario{sc}, Systems: []scenarios.System{sys}, Seeds: *seeds, FirstSeed: 1, Parallel: 1})

@@ -24,9 +24,10 @@ import (
 )
 
 var shrinkCmd = &command{
-	name:  "shrink",
-	usage: "TOKEN|FILE [--class C] [--store S] [--out FILE] [--json FILE] [--max-runs N] [--timeout D] | --all-bugs [--seeds N] [--json FILE]",
-	short: "minimise a failing run: fewer faults, transactions, clients, keys",
+	name:      "shrink",
+	simulates: true,
+	usage:     "TOKEN|FILE [--class C] [--store S] [--out FILE] [--json FILE] [--max-runs N] [--timeout D] | --all-bugs [--seeds N] [--json FILE]",
+	short:     "minimise a failing run: fewer faults, transactions, clients, keys",
 	long: `Shrink replays the run a repro token or repro file names and looks for a
 smaller one that still fails the same way: the same anomaly class on the same
 store (the run's first violation unless --class and --store say which), the
