@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"lockstep/checker"
 	"lockstep/faults"
@@ -117,6 +118,30 @@ func TestShrinkBudget(t *testing.T) {
 	}
 	if !failsAs(res.Outcome, res.Class, res.Store) || res.Outcome.Plan.String() != res.Plan().String() {
 		t.Fatalf("the result is not the failing run it names")
+	}
+}
+
+// A coordinator crash with no restart lasts until the quiet phase, and a
+// store that rolls back an undecided transaction after 1.5 s shows it only
+// when the crash lands between a decision and that store's commit: retime
+// finds such a time for 20 transactions with the phase kept, where the
+// shorter phases end the crash too soon.
+func TestRetimeKeepsThePhaseForALongFault(t *testing.T) {
+	sc, err := scenarios.Resolve("crash-capture+heuristic-rollback")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &shrinker{sc: sc, sys: scenarios.TwoPC, seed: 2, cfg: Config{MaxRuns: 1000}, start: time.Now(), class: checker.Lost, store: scenarios.ReplicaStore}
+	st := &state{faults: mustParse(t, "@5s crash coordinator"), quiet: 20 * time.Second, txns: 442, clients: 3, keys: 5}
+	got := s.retime(st)
+	if got == st {
+		t.Fatalf("retime found no failing run of %d txns in %d runs", scan, s.runs)
+	}
+	if got.txns != scan || got.quiet != st.quiet || len(got.faults) != 1 || got.faults[0].What() != "crash coordinator" {
+		t.Fatalf("retimed to %s: %v; want %d txns, the 20s phase and the crash moved", got.size(), got.faults, scan)
+	}
+	if s.best.Options.Txns != scan || s.best.Plan.String() != (&faults.Plan{Faults: got.faults, Quiet: got.quiet}).String() || !failsAs(s.best, checker.Lost, scenarios.ReplicaStore) {
+		t.Fatalf("the last failing run is not the retimed one:\n%s\n%s", s.best.Plan, s.best.Report)
 	}
 }
 
