@@ -66,7 +66,13 @@ func TestBadInputIsOneLineAndExit2(t *testing.T) {
 		{[]string{"frobnicate"}, `lockstep: unknown command "frobnicate"`},
 		{[]string{"run", "--bogus"}, "lockstep run: flag provided but not defined: -bogus"},
 		{[]string{"campaign", "--world", "containers", "--report", "/tmp/x"}, "lockstep campaign: --report needs the simulator for a campaign"},
-		{[]string{"run", "--scenario", "steady", "--seed", "1", "--txns", "20", "--report", "/nonexistent/dir/r.html"}, "lockstep run: report: open /nonexistent/dir/r.html"},
+		{[]string{"run", "--scenario", "steady", "--seed", "1", "--txns", "20", "--report", "/nonexistent/dir/r.html"}, "lockstep run: cannot write open /nonexistent/dir/r.html"},
+		// Output files are checked before a run: a container run, a shrink
+		// or every bug's shrink would take minutes first.
+		{[]string{"run", "--world", "containers", "--scenario", "steady", "--seed", "1", "--json", "/nonexistent/dir/j.json"}, "lockstep run: cannot write open /nonexistent/dir/j.json"},
+		{[]string{"repro", "steady/pipeline/1,world=containers", "--report", "/nonexistent/dir/r.html"}, "lockstep repro: cannot write open /nonexistent/dir/r.html"},
+		{[]string{"shrink", "steady/pipeline/1,world=containers", "--out", "/nonexistent/dir/p"}, "lockstep shrink: cannot write open /nonexistent/dir/p"},
+		{[]string{"shrink", "--all-bugs", "--json", "/nonexistent/dir/b.json"}, "lockstep shrink: cannot write open /nonexistent/dir/b.json"},
 		{[]string{"campaign", "--shard", "0/3"}, `lockstep campaign: --shard: malformed shard "0/3": want i/N with 1 <= i <= N, e.g. 2/8`},
 		{[]string{"campaign", "--shard", "4/3"}, `lockstep campaign: --shard: malformed shard "4/3"`},
 		{[]string{"campaign", "--shard", "half"}, `lockstep campaign: --shard: malformed shard "half"`},

@@ -66,6 +66,9 @@ cannot be run.`,
 			if *class != "" && !slices.Contains(checker.Classes, cfg.Class) {
 				return usagef("unknown class %q (want one of: %s)", *class, classNames())
 			}
+			if err := checkWritable(*out, *jsonOut, *reportOut); err != nil {
+				return err
+			}
 			if *allBugs {
 				if len(args) > 0 || *class != "" || *store != "" || *out != "" || *reportOut != "" {
 					return usagef("--all-bugs takes no token, --class, --store, --out or --report")
