@@ -383,16 +383,16 @@ func printPlan(p faults.Plan) {
 
 // checkWritable fails at once, before any run, on output files that cannot
 // be written, rather than after a run of minutes whose verdict would then be
-// lost. It opens each for writing (an empty path is skipped), emptying one
-// that exists, so a run that fails leaves no stale output of an earlier
-// one, and removes the ones it had to create.
+// lost. It opens each for writing (an empty path is skipped) and removes
+// the ones it had to create; it changes no file that exists, as one may
+// also be the input (shrink bug.repro --out bug.repro).
 func checkWritable(paths ...string) error {
 	for _, p := range paths {
 		if p == "" {
 			continue
 		}
 		_, statErr := os.Stat(p)
-		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE, 0o644)
 		if err != nil {
 			return usagef("cannot write %v", err)
 		}
