@@ -119,3 +119,21 @@ func TestShrinkContainersWithoutDockerIsExit2(t *testing.T) {
 		t.Fatalf("exit %d, stdout %q, stderr %q; want 2 and one line", code, out, errw)
 	}
 }
+
+// The README's example repro file replays to the hash it records: an
+// example of a file that replays must still replay after the code changes.
+func TestREADMEReproFileReplays(t *testing.T) {
+	readme := readFile(t, filepath.Join(repoRoot, "README.md"))
+	m := regexp.MustCompile("(?s)```\n(token [^\n]*\nhash [0-9a-f]{16}\n.*?)```").FindStringSubmatch(readme)
+	if m == nil {
+		t.Fatal("README.md: no example repro file (a block starting `token ...` and `hash ...`)")
+	}
+	file := filepath.Join(t.TempDir(), "example.repro")
+	if err := os.WriteFile(file, []byte(m[1]), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errw := lockstep("repro", file)
+	if code != 1 {
+		t.Fatalf("repro of the README's example file: exit %d, want 1 (it records a pipeline violation and its hash)\n%s%s", code, out, errw)
+	}
+}
