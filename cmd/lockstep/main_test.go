@@ -466,8 +466,8 @@ func TestHarnessErrorIsExit2(t *testing.T) {
 	}
 }
 
-// Only the pipeline's verdict decides the exit, and inconclusive is not a
-// pass.
+// Only the pipeline's verdict decides the exit (dual writes' and 2PC's are
+// shown, as the README says), and inconclusive is not a pass.
 func TestJudge(t *testing.T) {
 	fail := &checker.Report{Verdict: checker.Fail, Anomalies: []checker.Anomaly{{Class: checker.Lost, Violation: true}}}
 	cases := []struct {
@@ -483,6 +483,7 @@ func TestJudge(t *testing.T) {
 		{scenarios.Pipeline, fail, true, errViolation},
 		{scenarios.DualWrite, fail, false, nil},
 		{scenarios.DualWrite, &checker.Report{Verdict: checker.Inconclusive}, false, nil},
+		{scenarios.TwoPC, fail, false, nil},
 	}
 	for _, c := range cases {
 		if got := judge(c.sys, c.rep, c.refused); got != c.want {
