@@ -453,16 +453,22 @@ func TestNoDockerIsExit2(t *testing.T) {
 	}
 }
 
-// A failure of the harness itself (here: the report cannot be written) is
-// exit 2 with one line, never 1, which says the pipeline broke a claim.
+// A failure of the harness itself is exit 2 with one line, never 1, which
+// says the pipeline broke a claim: here a replay that does not give the
+// trace hash its repro file records (a run that passed). An unwritable
+// output file is refused before the run (TestBadInputIsOneLineAndExit2).
 func TestHarnessErrorIsExit2(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "missing", "report.json")
-	code, out, errw := lockstep("run", "--scenario", "steady", "--seed", "1", "--txns", "20", "--json", path)
-	if !strings.Contains(out, "PASS:") {
-		t.Fatalf("the run itself must pass:\n%s", out)
+	path := filepath.Join(t.TempDir(), "wrong-hash.repro")
+	text := "token steady/pipeline/1,txns=20\nhash 0123456789abcdef\nplan\nquiet @20s\n"
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
 	}
-	if code != 2 || !strings.HasPrefix(errw, "lockstep run: write "+path) || strings.Count(errw, "\n") != 1 {
-		t.Fatalf("exit %d, stderr %q: want 2 and one line about the write", code, errw)
+	code, out, errw := lockstep("repro", path)
+	if !strings.Contains(out, "PASS:") {
+		t.Fatalf("the run itself must pass:\n%s%s", out, errw)
+	}
+	if code != 2 || !strings.HasPrefix(errw, "lockstep repro: "+path+": the replay's trace hash") || strings.Count(errw, "\n") != 1 {
+		t.Fatalf("exit %d, stderr %q: want 2 and one line about the hash", code, errw)
 	}
 }
 
