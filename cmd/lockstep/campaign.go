@@ -34,7 +34,8 @@ in the schema lockstep.campaign/v1 (docs/campaign-json.md), the same in both
 worlds; --junit FILE writes one testcase per scenario and system, a failure
 carrying each failing run's repro line and witnesses.
 It exits 1 if any pipeline run violated a claimed property (its repro lines
-are printed); dual writes' failures are the expected finding. It exits 2 if a
+are printed); dual writes' failures are the expected finding; a 2pc run that
+violated one is listed for replay but does not decide the exit. It exits 2 if a
 run could not complete or a pipeline run's verdict was inconclusive or a
 refusal (not a pass; their repro lines are printed).
 --report DIR writes DIR/index.html (the table, anomalies by class, seeds/s,
@@ -57,7 +58,7 @@ container logs are kept only when it did not hold, or in --logs DIR.`,
 		reportRuns := positiveFlag(fs, "report-runs", 5, "`N` failing runs of each scenario and system get a report in --report's DIR")
 		world := fs.String("world", "sim", "sim, or containers (runs one at a time; needs Docker and make images)")
 		logDir := fs.String("logs", "", "containers: keep every run's container logs in `DIR`/TOKEN (default: only the logs of runs that did not hold)")
-		shrinkFirst := fs.Bool("shrink", false, "shrink the first failing pipeline run of each scenario and anomaly class, and print its plan and repro file (simulator only)")
+		shrinkFirst := fs.Bool("shrink", false, "shrink the first failing run of each scenario, system (not dual writes) and anomaly class, and print its plan and repro file (simulator only)")
 		return func(args []string) error {
 			if len(args) > 0 {
 				return usagef("unexpected argument %q", args[0])
@@ -151,17 +152,10 @@ type campaignOutputs struct {
 }
 
 // check fails now, not after an hour of runs, on a file that cannot be
-// written: it creates each (empty) and the report's directory.
+// written; it creates the report's directory.
 func (o campaignOutputs) check() error {
-	for _, p := range []string{o.json, o.junit} {
-		if p == "" {
-			continue
-		}
-		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-		if err != nil {
-			return usagef("cannot write %v", err)
-		}
-		f.Close()
+	if err := checkWritable(o.json, o.junit); err != nil {
+		return err
 	}
 	if o.report.dir != "" {
 		if err := os.MkdirAll(o.report.dir, 0o755); err != nil {

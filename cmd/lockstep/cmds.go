@@ -233,6 +233,9 @@ an explicit fault plan; its replay must give the trace hash it records.`,
 				if rf.logDir != "" {
 					return usagef("--logs needs a token with world=containers (a repro file is a simulated run)")
 				}
+				if err := checkWritable(rf.json, rf.report); err != nil {
+					return err
+				}
 				return runSim(f.Repro, &f, args[0], rf)
 			}
 			r, err := scenarios.ParseRepro(args[0])
@@ -252,6 +255,9 @@ an explicit fault plan; its replay must give the trace hash it records.`,
 
 // runRepro runs what a token names; rf says only what to print and keep.
 func runRepro(r scenarios.Repro, rf runFlags) error {
+	if err := checkWritable(rf.json, rf.report); err != nil {
+		return err
+	}
 	if r.World == scenarios.WorldContainers {
 		return runContainers(r, rf)
 	}
@@ -375,6 +381,29 @@ func printPlan(p faults.Plan) {
 	for _, line := range strings.Split(strings.TrimSpace(p.String()), "\n") {
 		fmt.Fprintf(stdout, "  %s\n", line)
 	}
+}
+
+// checkWritable fails at once, before any run, on output files that cannot
+// be written, rather than after a run of minutes whose verdict would then be
+// lost. It opens each for writing (an empty path is skipped) and removes
+// the ones it had to create; it changes no file that exists, as one may
+// also be the input (shrink bug.repro --out bug.repro).
+func checkWritable(paths ...string) error {
+	for _, p := range paths {
+		if p == "" {
+			continue
+		}
+		_, statErr := os.Stat(p)
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE, 0o644)
+		if err != nil {
+			return usagef("cannot write %v", err)
+		}
+		f.Close()
+		if errors.Is(statErr, os.ErrNotExist) {
+			os.Remove(p)
+		}
+	}
+	return nil
 }
 
 func writeJSON(path string, v any) error {

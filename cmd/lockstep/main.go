@@ -2,9 +2,11 @@
 // many seeds over many scenarios (campaign), the exact replay of a printed
 // run (repro), the scenario list (list) and the simulator benchmark (bench).
 //
-// Exit codes: 0 when the system under test held every property it claims,
-// 1 when it violated one (naive dual writes' violations are the expected
-// finding and do not count), 2 for bad input or a harness error: a run that
+// Exit codes: 0 when the pipeline held every property it claims, 1 when it
+// violated one (only the pipeline's verdict counts: naive dual writes'
+// violations are the expected finding, and two-phase commit's, with or
+// without its --bug switches, are shown but do not decide the exit), 2 for
+// bad input or a harness error: a run that
 // could not complete, a report that could not be written, a verdict that is
 // inconclusive (a check did not finish), or a pipeline that stopped on
 // input it cannot capture (a table without a key), none of which is a pass.
@@ -42,8 +44,8 @@ func (e usageError) Error() string { return e.msg }
 func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
 var (
-	// errViolation: the system under test broke a claimed property (exit 1).
-	errViolation = errors.New("the system under test violated a claimed property")
+	// errViolation: the pipeline broke a claimed property (exit 1).
+	errViolation = errors.New("the pipeline violated a claimed property")
 	// errInconclusive: a claimed property could not be judged (exit 2).
 	errInconclusive = errors.New("inconclusive: a claimed property could not be judged (see the report); not a pass")
 	// errRefused: the pipeline stopped on input it cannot capture, as it

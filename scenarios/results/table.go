@@ -114,6 +114,12 @@ func (f *File) WriteTable(out io.Writer) error {
 			fmt.Fprintf(&b, "see a dual-write divergence: lockstep repro %s\n", dw[0].Token)
 		}
 	}
+	// Two-phase commit's violations are news too (its --bug switches, or a
+	// bug), though only the pipeline's decide the campaign's verdict.
+	if tp := f.RunsWhere(scenarios.TwoPC, Violated); len(tp) > 0 {
+		fmt.Fprintf(&b, "\n2pc violated a claimed property in %d runs (not the campaign's verdict); replay with:\n", len(tp))
+		f.listRuns(&b, tp)
+	}
 	_, err := io.WriteString(out, b.String())
 	return err
 }
