@@ -152,10 +152,20 @@ type campaignOutputs struct {
 }
 
 // check fails now, not after an hour of runs, on a file that cannot be
-// written; it creates the report's directory.
+// written, and empties the files (a campaign reads none of them), so one
+// that fails or is stopped leaves no earlier campaign's results looking
+// current; it creates the report's directory.
 func (o campaignOutputs) check() error {
 	if err := checkWritable(o.json, o.junit); err != nil {
 		return err
+	}
+	for _, p := range []string{o.json, o.junit} {
+		if p == "" {
+			continue
+		}
+		if err := os.Truncate(p, 0); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return usagef("cannot empty %s: %v", p, err)
+		}
 	}
 	if o.report.dir != "" {
 		if err := os.MkdirAll(o.report.dir, 0o755); err != nil {

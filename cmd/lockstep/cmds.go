@@ -467,7 +467,6 @@ per seed only with the work.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(stdout, "collector: %s (GOGC, GOMEMLIMIT override)\n", gcPolicy())
 			for _, sys := range scenarios.Systems {
 				cpu := processCPU()
 				sum := scenarios.Campaign(scenarios.CampaignConfig{Scenarios: []*scenarios.Scenario{sc}, Systems: []scenarios.System{sys}, Seeds: *seeds, FirstSeed: 1, Parallel: 1})
@@ -480,6 +479,7 @@ per seed only with the work.`,
 						sys, sc.Name, float64(cpu)/float64(time.Millisecond)/float64(c.Seeds), float64(c.Seeds)/cpu.Seconds())
 				}
 			}
+			fmt.Fprintf(stdout, "collector: %s; GOGC %d at the end\n", gcPolicy, gcPercent())
 			return nil
 		}
 	},

@@ -2,54 +2,56 @@ package main
 
 import (
 	"fmt"
-	"math"
 	"os"
-	"runtime/debug"
+	"runtime/metrics"
 
 	"github.com/KimMachineGun/automemlimit/memlimit"
+	"github.com/bytedance/gopkg/util/gctuner"
 )
 
 // Simulated runs allocate small, short-lived objects by the million while a
 // world holds a few megabytes, so at Go's default pacing the collector's
 // fixed cost per cycle is a third of a seed's CPU time. The simulating
-// commands therefore trade memory for CPU: they collect when the heap has
-// grown to 17 times the live data (GOGC 1600: 13% fewer instructions per
-// swarm seed than GOGC 400, 23% fewer than 100), under a soft memory limit
-// of a quarter of the machine's or container's memory, which brings the
-// collector back as often as needed when a large run (long-haul holds
-// gigabytes) would otherwise grow the heap that far. Without a known limit
-// they keep the older GOGC 400. GOGC, GOMEMLIMIT and AUTOMEMLIMIT override;
-// the pipeline's own long-running services (capture, apply) keep Go's
-// defaults.
+// commands therefore trade memory the machine has for CPU: after every
+// collection gctuner sets GOGC so that the next one comes when the heap
+// reaches a quarter of the machine's (or container's) memory, between
+// Go's default of 100 and 1600. A swarm seed's few megabytes run at 1600
+// (13% fewer instructions than GOGC 400, 23% fewer than 100); a long-haul
+// run holding gigabytes gets less, and never less than Go's default, so no
+// run collects more often than it would without this. GOGC set in the
+// environment turns it off; the pipeline's own long-running services
+// (capture, apply) keep Go's defaults.
 const (
-	simGCPercent     = 1600
-	simUnlimitedGC   = 400
-	simMemLimitRatio = 0.25
+	simMinGCPercent = 100
+	simMaxGCPercent = 1600
+	simHeapShare    = 4 // the heap may grow to 1/simHeapShare of memory
 )
 
-// tuneGCForSimulation applies the policy above.
-func tuneGCForSimulation() {
-	limit, err := memlimit.Set(
-		memlimit.WithRatio(simMemLimitRatio),
-		memlimit.WithProvider(memlimit.ApplyFallback(memlimit.FromCgroup, memlimit.FromSystem)),
-	)
-	if os.Getenv("GOGC") != "" {
-		return
+// memoryOf is the memory the process may use: its cgroup's limit, else the
+// machine's.
+var memoryOf = memlimit.ApplyFallback(memlimit.FromCgroup, memlimit.FromSystem)
+
+// tuneGCForSimulation applies the policy above unless GOGC is set, and
+// says what it did, for bench's output.
+func tuneGCForSimulation() string {
+	if v := os.Getenv("GOGC"); v != "" {
+		return "GOGC=" + v + " from the environment"
 	}
-	if err != nil || limit <= 0 || limit == math.MaxInt64 {
-		debug.SetGCPercent(simUnlimitedGC)
-		return
+	mem, err := memoryOf()
+	if err != nil || mem == 0 {
+		return fmt.Sprintf("Go's default pacing: the machine's memory is unknown (%v)", err)
 	}
-	debug.SetGCPercent(simGCPercent)
+	threshold := mem / simHeapShare
+	gctuner.SetMinGCPercent(simMinGCPercent)
+	gctuner.SetMaxGCPercent(simMaxGCPercent)
+	gctuner.Tuning(threshold)
+	return fmt.Sprintf("GOGC tuned between %d and %d so the heap stays under %.1f GiB, a quarter of memory (GOGC set turns it off)",
+		simMinGCPercent, simMaxGCPercent, float64(threshold)/(1<<30))
 }
 
-// gcPolicy describes the collector's settings in force, for bench's output.
-func gcPolicy() string {
-	percent := debug.SetGCPercent(100)
-	debug.SetGCPercent(percent)
-	limit := debug.SetMemoryLimit(-1)
-	if limit == math.MaxInt64 {
-		return fmt.Sprintf("GOGC %d, no memory limit", percent)
-	}
-	return fmt.Sprintf("GOGC %d, soft memory limit %.1f GiB", percent, float64(limit)/(1<<30))
+// gcPercent is the GOGC in force, read without changing it.
+func gcPercent() int {
+	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(s)
+	return int(s[0].Value.Uint64())
 }

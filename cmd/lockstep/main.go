@@ -29,7 +29,7 @@ type command struct {
 	short string
 	long  string
 	flags func(fs *flag.FlagSet) func(args []string) error
-	// simulates: the command runs simulated worlds as a batch job, so it
+	// simulates: the command runs simulated worlds as a batch job, so main
 	// tunes the collector for throughput (gc.go).
 	simulates bool
 }
@@ -55,7 +55,17 @@ var (
 	errHarness = errors.New("the harness failed")
 )
 
+// gcPolicy says how main set the collector (gc.go), for bench's output.
+var gcPolicy = "Go's default pacing"
+
 func main() {
+	// Here and not in run, which tests call: the tuning is for the
+	// process's life, and a test binary's other tests must not inherit it.
+	if len(os.Args) > 1 {
+		if c := find(os.Args[1]); c != nil && c.simulates {
+			gcPolicy = tuneGCForSimulation()
+		}
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -86,9 +96,6 @@ func run(args []string, out, errw io.Writer) int {
 	if c == nil {
 		fmt.Fprintf(errw, "lockstep: unknown command %q; run 'lockstep help' for the list\n", args[0])
 		return 2
-	}
-	if c.simulates {
-		tuneGCForSimulation()
 	}
 	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)

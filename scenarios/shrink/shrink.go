@@ -219,6 +219,15 @@ type shrinker struct {
 	best    *scenarios.Outcome // the last run that failed as wanted
 	runs    int
 	stopped string
+	// held: candidates run that did not fail as wanted, so that a step
+	// trying one again (retime's finer grids repeat some of the coarser
+	// grid's times) does not spend a run on it.
+	held map[string]bool
+}
+
+// key identifies a candidate: everything options() sets from it.
+func (st *state) key() string {
+	return fmt.Sprintf("%v|%v|%d|%d|%d", faults.Plan{Faults: st.faults, Quiet: st.quiet}, st.quiet, st.txns, st.clients, st.keys)
 }
 
 func (s *shrinker) say(format string, args ...any) {
@@ -273,6 +282,10 @@ func (s *shrinker) fails(st *state) bool {
 		s.stopped = fmt.Sprintf("the time budget of %v", s.cfg.Timeout)
 		return false
 	}
+	key := st.key()
+	if s.held[key] {
+		return false // run before, deterministically the same
+	}
 	s.runs++
 	out, err := scenarios.Run(s.sc, s.sys, s.seed, s.options(st))
 	if err != nil {
@@ -286,6 +299,10 @@ func (s *shrinker) fails(st *state) bool {
 			return true
 		}
 	}
+	if s.held == nil {
+		s.held = map[string]bool{}
+	}
+	s.held[key] = true
 	return false
 }
 

@@ -145,6 +145,28 @@ func TestRetimeKeepsThePhaseForALongFault(t *testing.T) {
 	}
 }
 
+// A candidate that held is not run again: retime's finer grids repeat
+// times of the coarser one, and a run is deterministic.
+func TestShrinkRunsACandidateOnce(t *testing.T) {
+	sc, err := scenarios.Resolve("steady")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &shrinker{sc: sc, sys: scenarios.Pipeline, seed: 1, cfg: Config{MaxRuns: 10}, start: time.Now(), class: checker.Lost, store: scenarios.ReplicaStore}
+	st := &state{faults: mustParse(t, "@1s crash capture"), quiet: 2 * time.Second, txns: 20, clients: 2, keys: 5}
+	again := &state{faults: mustParse(t, "@1s crash capture"), quiet: 2 * time.Second, txns: 20, clients: 2, keys: 5}
+	if s.fails(st) || s.fails(again) {
+		t.Fatal("a run of the correct pipeline failed as lost on the replica")
+	}
+	if s.runs != 1 {
+		t.Fatalf("%d runs for one candidate tried twice, want 1", s.runs)
+	}
+	other := &state{faults: mustParse(t, "@1500ms crash capture"), quiet: 2 * time.Second, txns: 20, clients: 2, keys: 5}
+	if s.fails(other); s.runs != 2 {
+		t.Fatalf("%d runs after another candidate, want 2", s.runs)
+	}
+}
+
 // Every --bug switch has a scenario to shrink it in.
 func TestBugsCoverEverySwitch(t *testing.T) {
 	for _, names := range []map[string]scenarios.System{names(pipeline.BugNames, scenarios.Pipeline), names(twopc.BugNames, scenarios.TwoPC)} {

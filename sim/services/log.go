@@ -266,9 +266,9 @@ func (c *Cluster) LoseAcks(node string, p float64) {
 }
 
 // LoseNextAcks makes the log lose the answers to the next n produce
-// requests of the client on node that the leader handles, as LoseAcks does
-// with probability 1 but for n requests only: the retry that follows is
-// answered. A conformance test does the same to a real broker through a
+// requests of the client on node that append (a refusal's answer is not
+// lost): the append took effect, the client times out and retries, and the
+// retry is recognised by its sequence number and answered. A conformance test does the same to a real broker through a
 // proxy (kafkatest.Proxy), so the two logs can be compared on it.
 func (c *Cluster) LoseNextAcks(node string, n int) {
 	c.setLost(node, func(l *lostAppends) { l.acks = n })
@@ -444,9 +444,9 @@ func (b *broker) takeProduce(from string, pid, seq int64, txns []model.Txn, repl
 		return // never taken: nothing appended, no answer
 	}
 	off, err := b.produce(pid, seq, txns)
-	if lost.acks > 0 {
+	if lost.acks > 0 && err == nil {
 		b.c.setLost(from, func(l *lostAppends) { l.acks-- })
-		return // handled, and the answer lost (no draw: an exact count)
+		return // appended, and the answer lost (no draw: an exact count)
 	}
 	if lost.ack > 0 && b.n.Rand().Float64() < lost.ack {
 		return // handled (appended, unless refused), and the answer lost

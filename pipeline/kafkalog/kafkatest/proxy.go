@@ -2,7 +2,6 @@ package kafkatest
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -31,6 +30,7 @@ type Proxy struct {
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{}
 	stopped bool
+	wg      sync.WaitGroup // every goroutine the proxy started
 }
 
 // listenProxy listens on a free loopback port; serve starts forwarding to
@@ -48,8 +48,10 @@ func listenProxy(t testing.TB) *Proxy {
 func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 
 // LoseProduceAnswers makes the proxy drop the answers to the next n
-// produce requests the broker handles, closing the client's connection in
-// place of each.
+// produce requests the broker answers, closing the client's connection in
+// place of each. It does not read the answer, so a refusal's is dropped
+// too; the conformance programs lose answers only of produces the broker
+// takes (kafkalog refuses an oversize record before sending it).
 func (p *Proxy) LoseProduceAnswers(n int) { p.loseN.Store(int32(n)) }
 
 // Lost is how many produce answers the proxy has dropped.
@@ -57,15 +59,15 @@ func (p *Proxy) Lost() int { return int(p.lost.Load()) }
 
 func (p *Proxy) serve(target string) {
 	p.target = target
-	go func() {
+	p.wg.Go(func() {
 		for {
 			c, err := p.ln.Accept()
 			if err != nil {
 				return // closed
 			}
-			go p.forward(c)
+			p.wg.Go(func() { p.forward(c) })
 		}
-	}()
+	})
 }
 
 // forward joins one client connection to a new broker connection.
@@ -85,7 +87,7 @@ func (p *Proxy) forward(client net.Conn) {
 		broker.Close()
 		p.untrack(client, broker)
 	}
-	go func() { // requests: note which are produces
+	p.wg.Go(func() { // requests: note which are produces
 		defer closeBoth()
 		for {
 			frame, err := readFrame(client)
@@ -101,7 +103,7 @@ func (p *Proxy) forward(client net.Conn) {
 				return
 			}
 		}
-	}()
+	})
 	defer closeBoth()
 	for { // answers: lose a produce's when asked to
 		frame, err := readFrame(broker)
@@ -115,7 +117,7 @@ func (p *Proxy) forward(client net.Conn) {
 			delete(produces, id)
 			mu.Unlock()
 			if produce && p.takeLoss() {
-				return // the broker appended; the client never hears it
+				return // the broker handled it; the client never hears so
 			}
 		}
 		if _, err := client.Write(frame); err != nil {
@@ -150,7 +152,7 @@ func readFrame(r io.Reader) ([]byte, error) {
 	frame := make([]byte, 4+n)
 	copy(frame, size[:])
 	if _, err := io.ReadFull(r, frame[4:]); err != nil {
-		return nil, errors.Join(err, io.ErrUnexpectedEOF)
+		return nil, err
 	}
 	return frame, nil
 }
@@ -178,12 +180,15 @@ func (p *Proxy) untrack(cs ...net.Conn) {
 	}
 }
 
+// close stops accepting, breaks every connection and waits for the
+// proxy's goroutines to end.
 func (p *Proxy) close() {
 	p.ln.Close()
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	p.stopped = true
 	for c := range p.conns {
 		c.Close()
 	}
+	p.mu.Unlock()
+	p.wg.Wait()
 }
