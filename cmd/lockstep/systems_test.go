@@ -72,3 +72,20 @@ func TestTwoPCRunAndRefusals(t *testing.T) {
 		}
 	}
 }
+
+// Two-phase commit promises what it claims, as the pipeline does: a 2pc
+// run that violates a claim exits 1 (run and campaign), where dual writes'
+// violations are the expected finding and exit 0.
+func TestTwoPCViolationExitsOne(t *testing.T) {
+	code, out, _ := lockstep("run", "--scenario", "crash-capture", "--system", "2pc", "--seed", "1", "--bug", "commit-before-prepared")
+	if code != 1 || !strings.Contains(out, "lost") {
+		t.Fatalf("run: exit %d, want 1 and a lost change:\n%s", code, out)
+	}
+	code, out, _ = lockstep("campaign", "--scenario", "crash-capture+commit-before-prepared", "--system", "2pc", "--seeds", "1")
+	if code != 1 || !strings.Contains(out, "2PC VIOLATED A CLAIMED PROPERTY in 1 runs") {
+		t.Fatalf("campaign: exit %d, want 1 and the run listed:\n%s", code, out)
+	}
+	if code, out, _ := lockstep("run", "--scenario", "cache-restart", "--system", "dualwrite", "--seed", "1"); code != 0 || !strings.Contains(out, "VIOLATED") && !strings.Contains(out, "violat") {
+		t.Fatalf("dual writes: exit %d, want 0 with their violations shown:\n%s", code, out)
+	}
+}
