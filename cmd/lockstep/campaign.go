@@ -105,8 +105,10 @@ container logs are kept only when it did not hold, or in --logs DIR.`,
 					return err
 				}
 				for _, sys := range systems {
-					if err := containerSystem(sys); err != nil {
-						return err
+					for _, sc := range scs {
+						if err := containerSystem(sys, sc); err != nil {
+							return err
+						}
 					}
 				}
 				if err := outs.check(); err != nil {

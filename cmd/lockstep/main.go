@@ -30,7 +30,7 @@ type command struct {
 	flags func(fs *flag.FlagSet) func(args []string) error
 }
 
-var commands = []*command{runCmd, campaignCmd, reproCmd, listCmd, benchCmd, captureCmd, applyCmd, mergeCmd}
+var commands = []*command{runCmd, campaignCmd, reproCmd, listCmd, benchCmd, captureCmd, applyCmd, mergeCmd, coordinatorCmd}
 
 // usageError is bad input: exit 2 with one line.
 type usageError struct{ msg string }
