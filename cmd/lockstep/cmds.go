@@ -327,7 +327,8 @@ func runSim(r scenarios.Repro, file *scenarios.ReproFile, path string, rf runFla
 		fmt.Fprintf(stdout, "repro: %s\n", out.Repro())
 	}
 	if rf.json != "" {
-		if err := writeJSON(rf.json, out.Report); err != nil {
+		m := out.Metrics
+		if err := writeJSON(rf.json, runJSON{Report: out.Report, Metrics: &m}); err != nil {
 			return err
 		}
 	}
@@ -373,6 +374,14 @@ func printPlan(p faults.Plan) {
 	for _, line := range strings.Split(strings.TrimSpace(p.String()), "\n") {
 		fmt.Fprintf(stdout, "  %s\n", line)
 	}
+}
+
+// runJSON is what run --json writes: the checker's report, its fields at
+// the top level, and what the run cost the application (the simulator's
+// runs: the object a campaign's JSON gives each run, docs/campaign-json.md).
+type runJSON struct {
+	*checker.Report
+	Metrics *scenarios.Metrics `json:"metrics,omitempty"`
 }
 
 func writeJSON(path string, v any) error {

@@ -90,3 +90,36 @@ func TestTwoPCViolationExitsOne(t *testing.T) {
 		t.Fatalf("dual writes: exit %d, want 0 with their violations shown:\n%s", code, out)
 	}
 }
+
+// run --json carries the run's metrics next to the checker's report, as a
+// campaign's JSON carries each run's.
+func TestRunJSONHasMetrics(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "run.json")
+	if code, out, errw := lockstep("run", "--scenario", "crash-capture", "--system", "2pc", "--seed", "1", "--txns", "60", "--json", path); code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, out, errw)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var run struct {
+		Verdict string `json:"verdict"`
+		System  string `json:"system"`
+		Metrics *struct {
+			Committed   int     `json:"committed"`
+			Throughput  float64 `json:"throughput_tps"`
+			P50         int64   `json:"commit_latency_p50_ns"`
+			P99         int64   `json:"commit_latency_p99_ns"`
+			Unavailable *int64  `json:"unavailable_ns"`
+		} `json:"metrics"`
+	}
+	if err := json.Unmarshal(b, &run); err != nil {
+		t.Fatal(err)
+	}
+	if run.Verdict == "" || run.System != "2pc" {
+		t.Fatalf("the report's fields are not at the top level: %s", b)
+	}
+	if m := run.Metrics; m == nil || m.Committed == 0 || m.Throughput <= 0 || m.P50 <= 0 || m.P99 < m.P50 || m.Unavailable == nil {
+		t.Fatalf("metrics %+v in %s", run.Metrics, b)
+	}
+}
