@@ -301,14 +301,15 @@ func (c *Coordinator) finish(ctx context.Context, d Decision, attempts int) erro
 		return err
 	})
 	if errors.Is(err, ErrUnknownGID) {
-		// Decided, yet the source holds nothing to commit: nothing left
-		// to do anywhere that would not make things worse.
-		c.logger().Error("2pc: decided commit but the source has no such prepared transaction", "gid", d.GID)
-		for _, s := range c.Stores {
-			_ = s.RollbackPrepared(ctx, d.GID)
-		}
-		_ = c.Log.Done(ctx, d.GID)
-		return fmt.Errorf("2pc %s: commit on the source: %w", d.GID, err)
+		// Decided, yet the source holds nothing to commit: an earlier
+		// attempt committed it (nothing rolls back a decided
+		// transaction) and its answer was lost, to a crash of this
+		// process or a cut connection. PostgreSQL forgets a gid once
+		// committed, so it cannot say so; its commit LSN is unknown (0),
+		// which the PostgreSQL stores do not use. The stores must commit
+		// it too: rolling them back would lose what the source holds.
+		c.logger().Info("2pc: the source no longer holds a decided transaction: committed before", "gid", d.GID)
+		lsn, err = 0, nil
 	}
 	if err != nil {
 		return fmt.Errorf("2pc %s: commit on the source: %w", d.GID, err)
