@@ -258,7 +258,17 @@ func (t *lockingTx) locks() []string {
 	for _, k := range t.keys {
 		locks = append(locks, keyLock(k))
 	}
-	locks = append(locks, changeLocks(t.changes)...)
+	locks = append(locks, t.writeLocks()...)
+	slices.Sort(locks)
+	return slices.Compact(locks)
+}
+
+// writeLocks is the locks of what the transaction writes: its changes'
+// rows and the unique values they free or take. A transaction outside
+// two-phase commit needs these only: PostgreSQL's plain reads take no row
+// lock.
+func (t *lockingTx) writeLocks() []string {
+	locks := changeLocks(t.changes)
 	db := t.db
 	for _, c := range t.changes {
 		for _, k := range []model.Key{c.Key(), {Table: c.Table, PK: c.OldPK}} {
@@ -324,6 +334,35 @@ func (db *SourceDB) prepare2PC(gid string, fn pipeline.TxnFunc, lockTimeout time
 		reply(model.Txn{Changes: tx.changes}, nil)
 	}
 	p.acquire(gid, lockTimeout, attempt, take, func(err error) { reply(model.Txn{}, err) })
+}
+
+// execWaiting is Exec on a source that may hold prepared transactions: as
+// on PostgreSQL, a transaction that writes a row (or takes or frees a
+// unique value) a prepared transaction holds waits until the decision
+// releases it, at most lockTimeout, then fails with twopc.ErrLockTimeout;
+// it runs again each time locks are released, since what it read may have
+// changed. Without prepared transactions it is Exec, answered at once.
+func (db *SourceDB) execWaiting(fn pipeline.TxnFunc, lockTimeout time.Duration, reply func(model.Txn, error)) {
+	p := db.part
+	if p == nil || len(p.prep) == 0 {
+		reply(db.exec(fn))
+		return
+	}
+	var tx *lockingTx
+	var ferr error
+	attempt := func() ([]string, bool) {
+		tx = &lockingTx{dbTx: &dbTx{db: db}}
+		ferr = fn(tx)
+		if ferr == nil {
+			ferr = tx.err
+		}
+		return tx.writeLocks(), true
+	}
+	take := func([]string) {
+		db.xid++
+		reply(db.commitTx(tx.dbTx, ferr))
+	}
+	p.acquire("", lockTimeout, attempt, take, func(err error) { reply(model.Txn{}, err) })
 }
 
 // commitPrepared commits gid (twopc.Source.CommitPrepared): a new commit
