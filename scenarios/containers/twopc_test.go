@@ -17,11 +17,11 @@ import (
 func TestTwoPCCoordinatorKillInContainers(t *testing.T) {
 	requireDocker(t)
 	out := runScenario(t, "crash-capture", scenarios.TwoPC, plan(t, `
-@3s partition coordinator | pg-search
-@7s crash coordinator
-@10s heal
-@11s restart coordinator
-quiet @15s`), false)
+@5s partition coordinator | pg-search
+@9s crash coordinator
+@12s heal
+@13s restart coordinator
+quiet @22s`), false)
 	d := out.InDoubt
 	if d == nil {
 		t.Fatal("a 2pc run without its in-doubt record")
@@ -29,14 +29,14 @@ quiet @15s`), false)
 	t.Logf("%s", d)
 	var down int
 	for _, s := range d.Samples {
-		if s.At >= 7*time.Second && s.At < 11*time.Second {
+		if s.At >= 9*time.Second && s.At < 13*time.Second {
 			down = max(down, s.Prepared)
 		}
 	}
 	resolved := time.Duration(-1)
 	for _, s := range d.Samples {
-		if s.At >= 11*time.Second && s.Prepared == 0 {
-			resolved = s.At - 11*time.Second
+		if s.At >= 13*time.Second && s.Prepared == 0 {
+			resolved = s.At - 13*time.Second
 			break
 		}
 	}
