@@ -107,8 +107,10 @@ container logs are kept only when it did not hold, or in --logs DIR.`,
 					return err
 				}
 				for _, sys := range systems {
-					if err := containerSystem(sys); err != nil {
-						return err
+					for _, sc := range scs {
+						if err := containerSystem(sys, sc); err != nil {
+							return err
+						}
 					}
 				}
 				if err := outs.check(); err != nil {
@@ -200,6 +202,7 @@ type progress struct {
 	last     time.Time
 	fails    int // pipeline runs that violated a claim
 	dwFails  int
+	tpcFails int // two-phase commit's runs that violated a claim
 	maxSeed  uint64
 	lastAt   time.Time // when the last run ended
 }
@@ -219,7 +222,9 @@ func (p *progress) ended() { p.lastAt = time.Now() }
 func (p *progress) note(sys scenarios.System, seed uint64, violated bool) {
 	p.maxSeed = max(p.maxSeed, seed)
 	switch {
-	case violated && sys == scenarios.Pipeline:
+	case violated && sys == scenarios.TwoPC:
+		p.tpcFails++
+	case violated && sys.Promises():
 		p.fails++
 	case violated:
 		p.dwFails++
@@ -257,6 +262,9 @@ func (p *progress) line(done, total int, cfg scenarios.CampaignConfig, what stri
 		}
 	}
 	s := fmt.Sprintf("[%s] pipeline violations %d, dual-write violations %d", runs, p.fails, p.dwFails)
+	if p.tpcFails > 0 {
+		s += fmt.Sprintf(", 2pc violations %d", p.tpcFails)
+	}
 	if what != "" {
 		s += "; " + what
 	}
@@ -292,8 +300,8 @@ func campaign(cfg scenarios.CampaignConfig, outs campaignOutputs, shrinkFirst bo
 		p.ended()
 		if last != nil {
 			p.note(last.System, last.Seed, last.Violated())
-			if last.System == scenarios.Pipeline && last.Violated() {
-				fmt.Fprintf(stderr, "\rpipeline violation: %s%s\n", last.Repro(), strings.Repeat(" ", 20))
+			if last.System.Promises() && last.Violated() {
+				fmt.Fprintf(stderr, "\r%s violation: %s%s\n", last.System, last.Repro(), strings.Repeat(" ", 20))
 			}
 		}
 		p.print(p.line(done, total, cfg, ""), done == total)

@@ -335,7 +335,8 @@ func runSim(r scenarios.Repro, file *scenarios.ReproFile, path string, rf runFla
 		fmt.Fprintf(stdout, "repro: %s\n", out.Repro())
 	}
 	if rf.json != "" {
-		if err := writeJSON(rf.json, out.Report); err != nil {
+		m := out.Metrics
+		if err := writeJSON(rf.json, runJSON{Report: out.Report, Metrics: &m}); err != nil {
 			return err
 		}
 	}
@@ -348,12 +349,13 @@ func runSim(r scenarios.Repro, file *scenarios.ReproFile, path string, rf runFla
 	return judge(sys, out.Report, out.Refused())
 }
 
-// judge is a run's exit: only the pipeline's verdict counts (dual writes
-// failing is the expected finding). A violation before a refusal still
-// fails; a refusal and an inconclusive verdict are not a pass.
+// judge is a run's exit: the verdict of a system that promises its
+// properties (the pipeline, 2PC) counts; dual writes failing is the
+// expected finding. A violation before a refusal still fails; a refusal
+// and an inconclusive verdict are not a pass.
 func judge(sys scenarios.System, rep *checker.Report, refused bool) error {
 	switch {
-	case sys != scenarios.Pipeline:
+	case !sys.Promises():
 		return nil
 	case !rep.OK():
 		return errViolation
@@ -404,6 +406,14 @@ func checkWritable(paths ...string) error {
 		}
 	}
 	return nil
+}
+
+// runJSON is what run --json writes: the checker's report, its fields at
+// the top level, and what the run cost the application (the simulator's
+// runs: the object a campaign's JSON gives each run, docs/campaign-json.md).
+type runJSON struct {
+	*checker.Report
+	Metrics *scenarios.Metrics `json:"metrics,omitempty"`
 }
 
 func writeJSON(path string, v any) error {

@@ -2,11 +2,10 @@
 // many seeds over many scenarios (campaign), the exact replay of a printed
 // run (repro), the scenario list (list) and the simulator benchmark (bench).
 //
-// Exit codes: 0 when the pipeline held every property it claims, 1 when it
-// violated one (only the pipeline's verdict counts: naive dual writes'
-// violations are the expected finding, and two-phase commit's, with or
-// without its --bug switches, are shown but do not decide the exit), 2 for
-// bad input or a harness error: a run that
+// Exit codes: 0 when the system under test held every property it claims, 1
+// when it violated one (the pipeline's and two-phase commit's, its --bug
+// switches included; naive dual writes claim nothing, their violations are
+// the expected finding), 2 for bad input or a harness error: a run that
 // could not complete, a report that could not be written, a verdict that is
 // inconclusive (a check did not finish), or a pipeline that stopped on
 // input it cannot capture (a table without a key), none of which is a pass.
@@ -34,7 +33,7 @@ type command struct {
 	simulates bool
 }
 
-var commands = []*command{runCmd, campaignCmd, reproCmd, listCmd, benchCmd, captureCmd, applyCmd, mergeCmd}
+var commands = []*command{runCmd, campaignCmd, reproCmd, listCmd, benchCmd, captureCmd, applyCmd, mergeCmd, coordinatorCmd}
 
 // usageError is bad input: exit 2 with one line.
 type usageError struct{ msg string }

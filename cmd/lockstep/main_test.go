@@ -489,7 +489,7 @@ func TestJudge(t *testing.T) {
 		{scenarios.Pipeline, fail, true, errViolation},
 		{scenarios.DualWrite, fail, false, nil},
 		{scenarios.DualWrite, &checker.Report{Verdict: checker.Inconclusive}, false, nil},
-		{scenarios.TwoPC, fail, false, nil},
+		{scenarios.TwoPC, fail, false, errViolation},
 	}
 	for _, c := range cases {
 		if got := judge(c.sys, c.rep, c.refused); got != c.want {

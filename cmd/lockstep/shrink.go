@@ -49,9 +49,9 @@ runs unless --max-runs says more, --out FILE required for the shrunk plan.
 Container runs do not replay bit for bit, so the result is a smaller plan
 that failed once as wanted, not a minimal one nor a deterministic repro.
 
-Exit 1 when the shrunk run is a pipeline violation, 0 for dual writes (their
-failing is the expected finding), 2 when the run holds (nothing to shrink) or
-cannot be run.`,
+Exit 1 when the shrunk run is a pipeline or 2PC violation, 0 for dual
+writes (their failing is the expected finding), 2 when the run holds
+(nothing to shrink) or cannot be run.`,
 	flags: func(fs *flag.FlagSet) func([]string) error {
 		class := fs.String("class", "", "the anomaly class to keep (default: the run's first violation's)")
 		store := fs.String("store", "", "the store to keep it on (default: that violation's)")

@@ -111,14 +111,14 @@ func TestCampaignShrinks(t *testing.T) {
 }
 
 // A 2PC run that violates what 2PC claims is listed for replay and shrunk
-// too, though only the pipeline decides the exit. Both were missing: the
+// too, and fails the campaign. Both listing and shrink were missing: the
 // campaign printed the 2pc column's count and no token.
 func TestCampaignListsAndShrinksTwoPCViolations(t *testing.T) {
 	code, out, errw := lockstep("campaign", "--scenario", "crash-capture+heuristic-rollback", "--system", "2pc", "--seeds", "2", "--shrink")
-	if code != 0 {
-		t.Fatalf("exit %d, want 0 (only the pipeline decides it)\n%s\n%s", code, out, errw)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1 (2PC broke what it claims)\n%s\n%s", code, out, errw)
 	}
-	if !strings.Contains(out, "2pc violated a claimed property in 1 runs (not the campaign's verdict); replay with:\n  lockstep repro crash-capture+heuristic-rollback/2pc/2\n") {
+	if !strings.Contains(out, "2PC VIOLATED A CLAIMED PROPERTY in 1 runs; replay with:\n  lockstep repro crash-capture+heuristic-rollback/2pc/2\n") {
 		t.Fatalf("the failing 2pc run is not listed:\n%s", out)
 	}
 	if !strings.Contains(out, "shrunk crash-capture+heuristic-rollback/2pc/2: lost on replica") ||

@@ -212,6 +212,11 @@ func resetPostgres(ctx context.Context, dsn string) error {
 			_, _ = conn.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, s.name)
 		}
 	}
+	// A prepared transaction (two-phase commit's, left in doubt) keeps
+	// its database from being dropped, even by FORCE.
+	if err := rollbackPrepared(ctx, dsn); err != nil {
+		return err
+	}
 	if _, err := conn.Exec(ctx, `DROP DATABASE IF EXISTS postgres WITH (FORCE)`); err != nil {
 		return fmt.Errorf("drop database postgres: %w", err)
 	}

@@ -32,6 +32,11 @@ func Topology(sys scenarios.System) faults.Topology {
 			faults.Node{Name: "applier-cache", Role: faults.RoleApplier},
 			faults.Node{Name: "applier-search", Role: faults.RoleApplier})
 	}
+	if sys == scenarios.TwoPC {
+		// In the capture's role, as in the simulator: the process every
+		// transaction goes through.
+		t.Nodes = append(t.Nodes, faults.Node{Name: scenarios.CoordinatorNode, Role: faults.RoleCapture})
+	}
 	return t
 }
 

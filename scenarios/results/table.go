@@ -100,6 +100,10 @@ func (f *File) WriteTable(out io.Writer) error {
 	if errs := f.Errors(); len(errs) > 0 {
 		fmt.Fprintf(&b, "\n%d runs could not complete (harness errors, not judged); first: %s\n", len(errs), errs[0].Error)
 	}
+	if tpc := f.RunsWhere(scenarios.TwoPC, Violated); len(tpc) > 0 {
+		fmt.Fprintf(&b, "\n2PC VIOLATED A CLAIMED PROPERTY in %d runs; replay with:\n", len(tpc))
+		f.listRuns(&b, tpc)
+	}
 	failing := f.RunsWhere(scenarios.Pipeline, Violated)
 	if len(failing) > 0 {
 		fmt.Fprintf(&b, "\nPIPELINE VIOLATED A CLAIMED PROPERTY in %d runs; replay with:\n", len(failing))
@@ -113,12 +117,6 @@ func (f *File) WriteTable(out io.Writer) error {
 		if dw := f.RunsWhere(scenarios.DualWrite, Violated); len(dw) > 0 {
 			fmt.Fprintf(&b, "see a dual-write divergence: lockstep repro %s\n", dw[0].Token)
 		}
-	}
-	// Two-phase commit's violations are news too (its --bug switches, or a
-	// bug), though only the pipeline's decide the campaign's verdict.
-	if tp := f.RunsWhere(scenarios.TwoPC, Violated); len(tp) > 0 {
-		fmt.Fprintf(&b, "\n2pc violated a claimed property in %d runs (not the campaign's verdict); replay with:\n", len(tp))
-		f.listRuns(&b, tp)
 	}
 	_, err := io.WriteString(out, b.String())
 	return err

@@ -62,6 +62,16 @@ func binDir() string {
 // refuses to run as root).
 func Start(t testing.TB) (dsn string) {
 	t.Helper()
+	dsn, _ = StartRestartable(t)
+	return dsn
+}
+
+// StartRestartable is Start, and a restart of the cluster as after a
+// crash: an immediate stop (no shutdown checkpoint, as a kill -9 leaves
+// it) and a start on the same port, which recovers from the WAL.
+// Connections open before it are dead after it.
+func StartRestartable(t testing.TB) (dsn string, restart func() error) {
+	t.Helper()
 	bin := binDir()
 	if _, err := os.Stat(filepath.Join(bin, "initdb")); err != nil {
 		needs.Missing(t, "PostgreSQL 15 binaries not found at %s", bin)
@@ -127,7 +137,16 @@ func Start(t testing.TB) (dsn string) {
 			t.Errorf("pgtest: stop PostgreSQL: %v", err)
 		}
 	})
-	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)
+	restart = func() error {
+		if err := run("pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"); err != nil {
+			return fmt.Errorf("pgtest: crash PostgreSQL: %w", err)
+		}
+		if err := run("pg_ctl", "-D", data, "-l", logFile, "-w", "-t", "60", "-o", "-p "+strconv.Itoa(port), "start"); err != nil {
+			return fmt.Errorf("pgtest: restart PostgreSQL: %w", err)
+		}
+		return nil
+	}
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port), restart
 }
 
 func writeSettings(conf string) error {
