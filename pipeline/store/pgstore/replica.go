@@ -478,7 +478,8 @@ var textResults = pgx.QueryResultFormats{pgx.TextFormatCode}
 // definition stays keeps its table and loses its rows (DELETE); one whose
 // definition changed or went, or that is gone already, is dropped under
 // the definitions' table's ACCESS EXCLUSIVE lock, taken before any DROP;
-// then the tables schema has and the replica lacks are created.
+// so is a table no definition lists; then the tables schema has and the
+// replica lacks are created.
 func (r *Replica) reset(ctx context.Context, tx pgx.Tx, schema []model.Table) (map[string]*relation, error) {
 	if r.ddlReset {
 		return r.resetByDDL(ctx, tx, schema)
@@ -506,6 +507,13 @@ func (r *Replica) reset(ctx context.Context, tx pgx.Tx, schema []model.Table) (m
 		}
 		drop = append(drop, rel)
 	}
+	orphans, err := r.unlistedTables(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range orphans {
+		drop = append(drop, r.relation(model.Table{Name: name}, true))
+	}
 	if len(drop) > 0 {
 		if _, err := tx.Exec(ctx, `LOCK TABLE `+r.t.docs+` IN ACCESS EXCLUSIVE MODE`); err != nil {
 			return nil, fmt.Errorf("lock the table definitions against readers: %w", err)
@@ -527,10 +535,6 @@ func (r *Replica) reset(ctx context.Context, tx pgx.Tx, schema []model.Table) (m
 	for _, def := range schema {
 		if _, ok := rels[def.Name]; ok {
 			continue
-		}
-		// A table no definition lists (made by hand) is no reader's.
-		if _, err := tx.Exec(ctx, `DROP TABLE IF EXISTS `+r.relation(def, false).ident); err != nil {
-			return nil, fmt.Errorf("drop table %s: %w", def.Name, err)
 		}
 		rel, err := r.define(ctx, tx, def, false)
 		if err != nil {
@@ -569,6 +573,21 @@ func sameTable(a, b model.Table) bool {
 	ja, erra := json.Marshal(a)
 	jb, errb := json.Marshal(b)
 	return erra == nil && errb == nil && bytes.Equal(ja, jb)
+}
+
+// unlistedTables lists the tables of the replica's schema that no
+// definition names (the definitions' table was dropped under the store).
+func (r *Replica) unlistedTables(ctx context.Context, q querier) ([]string, error) {
+	rows, err := q.Query(ctx, `SELECT tablename::text FROM pg_tables WHERE schemaname = $1
+AND tablename NOT IN (SELECT name FROM `+r.t.docs+`) ORDER BY 1`, r.schema)
+	if err != nil {
+		return nil, fmt.Errorf("look for unlisted tables: %w", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("look for unlisted tables: %w", err)
+	}
+	return names, nil
 }
 
 // missingTables lists the tables the definitions name that do not exist
