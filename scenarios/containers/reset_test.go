@@ -100,7 +100,7 @@ quiet @16s`)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"container kafka2 (broker): paused", "DROP", "qdisc netem"} {
+	for _, want := range []string{"container kafka2 (broker): paused", "-j DROP", "statistic --mode random"} {
 		if !strings.Contains(faulted, want) {
 			t.Errorf("the faulted cluster's fingerprint lacks %q: it cannot tell faults in force\n%s", want, faulted)
 		}
