@@ -97,3 +97,48 @@ func TestRebuildMemoryIsBoundedByTheState(t *testing.T) {
 		t.Fatalf("a rebuild over a log ten times longer took %d KiB against %d KiB: it grows with the log", long>>10, short>>10)
 	}
 }
+
+// hiccupLog is memLog whose fetch at offset at comes back empty the first
+// times times, as a fetch from a slow broker or during a failover does.
+type hiccupLog struct {
+	memLog
+	at    int64
+	times int
+}
+
+func (l *hiccupLog) Fetch(ctx context.Context, off int64, limit int) ([]Record, error) {
+	if off == l.at && l.times > 0 {
+		l.times--
+		return nil, nil
+	}
+	return l.memLog.Fetch(ctx, off, limit)
+}
+
+// A rebuild takes the store in one step to the log's end as seen when it
+// began: a fetch that comes back empty before it is a slow broker, not the
+// end of the log. (Issue 8, defect 2: a cache rebuilt after Redis restarted
+// empty stopped at its first empty fetch and went 0 -> 448 -> 7,232 ->
+// ... -> 82,073 over 20 s, serving old values.)
+func TestRebuildReachesTheEndSeenAtItsStart(t *testing.T) {
+	log := &hiccupLog{at: 1024, times: 3}
+	snap := model.Txn{CommitLSN: 1, Snapshot: true, Chunks: 1, Changes: []model.Change{{Table: "t", PK: "a", Op: model.OpInsert, Row: model.Row{"v": "0"}}}}
+	txns := []model.Txn{snap}
+	for i := 1; i < 3000; i++ {
+		lsn := model.LSN(i + 1)
+		txns = append(txns, model.Txn{XID: uint64(i), CommitLSN: lsn, PrevLSN: lsn - 1, Changes: []model.Change{{Table: "t", PK: "a", Op: model.OpUpdate, Row: model.Row{"v": strconv.Itoa(i)}}}})
+	}
+	log.Produce(context.Background(), txns)
+	store := &batchStore{end: 3000, done: func() {}}
+	a := &Applier{Env: &testEnv{}, Log: log, Store: store}
+	a.defaults()
+	pos, err := a.rebuild(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if log.times != 0 {
+		t.Fatalf("the rebuild never fetched at offset %d", log.at)
+	}
+	if len(store.batches) != 1 || pos.Offset != 3000 || store.batches[0].Txns[0].Changes[0].Row["v"] != "2999" {
+		t.Fatalf("%d batches, the rebuild at %s; want one batch to offset 3000 with a's latest value", len(store.batches), pos)
+	}
+}
