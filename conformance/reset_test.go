@@ -26,13 +26,7 @@ import (
 // rebuild waits for a lock); the rebuilt tables empty beside the old
 // position (torn), or an error for a table gone, with the bug.
 func testReplicaReadDuringReset(t *testing.T, dsn string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	pool, err := pgxpool.New(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	ctx, pool := openPool(t, dsn, 2*time.Minute)
 	for i, c := range storetest.ResetCases {
 		for _, ddl := range []bool{false, true} {
 			name := fmt.Sprintf("%s/reset-by-ddl=%v", c.Name, ddl)

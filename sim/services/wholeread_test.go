@@ -44,6 +44,18 @@ func (r *wholeReadRig) apply(b pipeline.Batch, ddl bool) {
 	}
 }
 
+// begin takes a whole read's snapshot.
+func (r *wholeReadRig) begin() *WholeRead {
+	r.t.Helper()
+	var wr *WholeRead
+	var err error
+	r.do(r.reader, func(ctx context.Context) { wr, err = BeginReadAll(ctx, r.reader, r.store, time.Second) })
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return wr
+}
+
 // A whole read whose snapshot came before a rebuild sees the replica as its
 // snapshot had it, whatever the rebuild changed; with the reset-by-ddl bug
 // it sees the rebuilt tables empty beside the old position (or fails, for
@@ -53,14 +65,10 @@ func TestWholeReadDuringReset(t *testing.T) {
 		for _, ddl := range []bool{false, true} {
 			r := newWholeReadRig(t)
 			r.apply(c.Before, ddl)
-			var wr *WholeRead
-			var err error
-			r.do(r.reader, func(ctx context.Context) { wr, err = BeginReadAll(ctx, r.reader, r.store, time.Second) })
-			if err != nil {
-				t.Fatal(err)
-			}
+			wr := r.begin()
 			r.apply(c.After, ddl)
 			var snap model.Snapshot
+			var err error
 			r.do(r.reader, func(ctx context.Context) { snap, err = wr.Finish(ctx) })
 			got, detail := c.Classify(snap, err)
 			if want := c.Want(ddl); got != want {
@@ -81,14 +89,10 @@ func TestWholeReadFailsWhenTheStoreRestarts(t *testing.T) {
 	c := storetest.ResetCases[0]
 	r := newWholeReadRig(t)
 	r.apply(c.Before, false)
-	var wr *WholeRead
-	var err error
-	r.do(r.reader, func(ctx context.Context) { wr, err = BeginReadAll(ctx, r.reader, r.store, time.Second) })
-	if err != nil {
-		t.Fatal(err)
-	}
+	wr := r.begin()
 	r.store.Crash()
 	r.store.Restart()
+	var err error
 	r.do(r.reader, func(ctx context.Context) { _, err = wr.Finish(ctx) })
 	if err == nil {
 		t.Fatal("a whole read across a restart of the store succeeded")

@@ -578,28 +578,25 @@ func sameTable(a, b model.Table) bool {
 // unlistedTables lists the tables of the replica's schema that no
 // definition names (the definitions' table was dropped under the store).
 func (r *Replica) unlistedTables(ctx context.Context, q querier) ([]string, error) {
-	rows, err := q.Query(ctx, `SELECT tablename::text FROM pg_tables WHERE schemaname = $1
+	return tableNames(ctx, q, "look for unlisted tables", `SELECT tablename::text FROM pg_tables WHERE schemaname = $1
 AND tablename NOT IN (SELECT name FROM `+r.t.docs+`) ORDER BY 1`, r.schema)
-	if err != nil {
-		return nil, fmt.Errorf("look for unlisted tables: %w", err)
-	}
-	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("look for unlisted tables: %w", err)
-	}
-	return names, nil
 }
 
 // missingTables lists the tables the definitions name that do not exist
 // (dropped under the store).
 func (r *Replica) missingTables(ctx context.Context, q querier) ([]string, error) {
-	rows, err := q.Query(ctx, `SELECT name FROM `+r.t.docs+` WHERE to_regclass(format('%I.%I', $1::text, name)) IS NULL ORDER BY name`, r.schema)
+	return tableNames(ctx, q, "look for the tables", `SELECT name FROM `+r.t.docs+` WHERE to_regclass(format('%I.%I', $1::text, name)) IS NULL ORDER BY name`, r.schema)
+}
+
+// tableNames runs a query of one text column, what saying what for.
+func tableNames(ctx context.Context, q querier, what, sql string, args ...any) ([]string, error) {
+	rows, err := q.Query(ctx, sql, args...)
 	if err != nil {
-		return nil, fmt.Errorf("look for the tables: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return nil, fmt.Errorf("look for the tables: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	return names, nil
 }
