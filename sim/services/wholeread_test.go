@@ -14,7 +14,7 @@ import (
 // wholeReadRig is a replica, its applier and a reader, each step run to its
 // end before the next.
 type wholeReadRig struct {
-	t      *testing.T
+	t *testing.T
 	*storeRig
 	reader *sim.Node
 }
