@@ -114,16 +114,16 @@ func TestCampaignShrinks(t *testing.T) {
 // too, though only the pipeline decides the exit. Both were missing: the
 // campaign printed the 2pc column's count and no token.
 func TestCampaignListsAndShrinksTwoPCViolations(t *testing.T) {
-	code, out, errw := lockstep("campaign", "--scenario", "crash-capture+heuristic-rollback", "--system", "2pc", "--seeds", "2", "--shrink")
+	code, out, errw := lockstep("campaign", "--scenario", "crash-capture+heuristic-rollback", "--system", "2pc", "--seeds", "5", "--shrink")
 	if code != 0 {
 		t.Fatalf("exit %d, want 0 (only the pipeline decides it)\n%s\n%s", code, out, errw)
 	}
-	if !strings.Contains(out, "2pc violated a claimed property in 1 runs (not the campaign's verdict); replay with:\n  lockstep repro crash-capture+heuristic-rollback/2pc/2\n") {
+	if !strings.Contains(out, "2pc violated a claimed property in 1 runs (not the campaign's verdict); replay with:\n  lockstep repro crash-capture+heuristic-rollback/2pc/5\n") {
 		t.Fatalf("the failing 2pc run is not listed:\n%s", out)
 	}
-	if !strings.Contains(out, "shrunk crash-capture+heuristic-rollback/2pc/2: lost on replica") ||
-		!strings.Contains(out, "  token crash-capture+heuristic-rollback/2pc/2,txns=") {
-		t.Fatalf("no shrunk 2pc run of seed 2 in:\n%s", out)
+	if !strings.Contains(out, "shrunk crash-capture+heuristic-rollback/2pc/5: lost on search") ||
+		!strings.Contains(out, "  token crash-capture+heuristic-rollback/2pc/5,txns=") {
+		t.Fatalf("no shrunk 2pc run of seed 5 in:\n%s", out)
 	}
 }
 
