@@ -534,11 +534,11 @@ func TestOneTransactionConverges(t *testing.T) {
 func TestReportOfRunAndRepro(t *testing.T) {
 	dir := t.TempDir()
 	a, b := filepath.Join(dir, "run.html"), filepath.Join(dir, "repro.html")
-	code, out, errw := lockstep("run", "--scenario", "crash-capture", "--bug", "confirm-before-ack", "--seed", "3", "--report", a)
+	code, out, errw := lockstep("run", "--scenario", "crash-capture", "--bug", "confirm-before-ack", "--seed", "1", "--report", a)
 	if code != 1 || !strings.Contains(out, "report: "+a) {
 		t.Fatalf("run: exit %d, want 1 and the report's path:\n%s%s", code, out, errw)
 	}
-	code, _, errw = lockstep("repro", "--report", b, "crash-capture+confirm-before-ack/pipeline/3")
+	code, _, errw = lockstep("repro", "--report", b, "crash-capture+confirm-before-ack/pipeline/1")
 	if code != 1 {
 		t.Fatalf("repro: exit %d, want 1: %s", code, errw)
 	}

@@ -95,7 +95,9 @@ group.initial.rebalance.delay.ms=0
 	jvm := []string{"-Xms256m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Dlog4j.configuration=file:" + log4j, "-cp", filepath.Join(libs, "*")}
 	id := make([]byte, 16)
 	rand.Read(id)
-	format := exec.Command(java, append(jvm, "kafka.tools.StorageTool", "format", "-t", base64.RawURLEncoding.EncodeToString(id), "-c", cfg)...)
+	// --cluster-id=ID, not -t ID: one ID in 64 starts with '-' (base64's
+	// URL alphabet), which the tool's parser then takes for an option.
+	format := exec.Command(java, append(jvm, "kafka.tools.StorageTool", "format", "--cluster-id="+base64.RawURLEncoding.EncodeToString(id), "-c", cfg)...)
 	if out, err := format.CombinedOutput(); err != nil {
 		t.Fatalf("kafka storage format: %v\n%s", err, out)
 	}

@@ -234,3 +234,35 @@ func WithParam(dsn, key, value string) (string, error) {
 	u.RawQuery = q.Encode()
 	return u.String(), nil
 }
+
+// Querier is a connection, a pool or a transaction.
+type Querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// AwaitLockWaiters returns once at least n sessions of db's database wait
+// for a lock, or stop (which may be nil) says to, polling: a statement that
+// waits in another session tells nothing to its own, and only the server
+// knows. It returns ctx's error if neither comes first.
+func AwaitLockWaiters(ctx context.Context, db Querier, n int, stop func() bool) error {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if stop != nil && stop() {
+			return nil
+		}
+		var waiting int
+		if err := db.QueryRow(ctx, `SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+WHERE NOT l.granted AND a.datname = current_database()`).Scan(&waiting); err != nil {
+			return fmt.Errorf("pgtest: count the sessions waiting for a lock: %w", err)
+		}
+		if waiting >= n {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("pgtest: waiting for %d sessions to wait for a lock: %w", n, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
