@@ -31,6 +31,10 @@ const (
 // machine's.
 var memoryOf = memlimit.ApplyFallback(memlimit.FromCgroup, memlimit.FromSystem)
 
+// startTuner starts gctuner for the process's life (a variable for tests:
+// a tuner stopped in one test can still set GOGC once in the next).
+var startTuner = gctuner.Tuning
+
 // tuneGCForSimulation applies the policy above unless GOGC is set, and
 // says what it did, for bench's output.
 func tuneGCForSimulation() string {
@@ -44,7 +48,7 @@ func tuneGCForSimulation() string {
 	threshold := mem / simHeapShare
 	gctuner.SetMinGCPercent(simMinGCPercent)
 	gctuner.SetMaxGCPercent(simMaxGCPercent)
-	gctuner.Tuning(threshold)
+	startTuner(threshold)
 	return fmt.Sprintf("GOGC tuned between %d and %d so the heap stays under %.1f GiB, a quarter of memory (GOGC set turns it off)",
 		simMinGCPercent, simMaxGCPercent, float64(threshold)/(1<<30))
 }

@@ -2,48 +2,54 @@ package main
 
 import (
 	"os"
+	"os/exec"
 	"runtime"
-	"runtime/debug"
 	"strings"
 	"testing"
 
 	"github.com/bytedance/gopkg/util/gctuner"
 )
 
+// recordTuner replaces startTuner for a test and records its threshold.
+func recordTuner(t *testing.T) *uint64 {
+	t.Helper()
+	var got uint64
+	start, minP, maxP := startTuner, gctuner.GetMinGCPercent(), gctuner.GetMaxGCPercent()
+	startTuner = func(threshold uint64) { got = threshold }
+	t.Cleanup(func() {
+		startTuner = start
+		gctuner.SetMinGCPercent(minP)
+		gctuner.SetMaxGCPercent(maxP)
+	})
+	return &got
+}
+
 func TestSimulatingCommandsTuneTheCollector(t *testing.T) {
-	if _, err := memoryOf(); err != nil {
+	mem, err := memoryOf()
+	if err != nil {
 		t.Skipf("skipping: the machine's memory is unknown here (%v)", err)
 	}
-	old := debug.SetGCPercent(100)
-	t.Cleanup(func() {
-		gctuner.Tuning(0) // stops the tuner
-		debug.SetGCPercent(old)
-	})
+	threshold := recordTuner(t)
 	unsetenv(t, "GOGC")
 	if got := tuneGCForSimulation(); !strings.Contains(got, "tuned between 100 and 1600") {
 		t.Fatalf("policy %q, want the tuner", got)
 	}
-	// A test binary's live heap is a few MB, far under a quarter of any
-	// machine's memory: after a collection the tuner allows the most.
-	for i := 0; i < 20 && gcPercent() != simMaxGCPercent; i++ {
-		runtime.GC()
-		runtime.Gosched() // the tuner runs in the finalizer goroutine
+	if *threshold != mem/4 {
+		t.Fatalf("tuner started at %d bytes, want a quarter of %d", *threshold, mem)
 	}
-	if p := gcPercent(); p != simMaxGCPercent {
-		t.Fatalf("GOGC %d after collections with a small heap, want %d", p, simMaxGCPercent)
+	if lo, hi := gctuner.GetMinGCPercent(), gctuner.GetMaxGCPercent(); lo != 100 || hi != 1600 {
+		t.Fatalf("tuner bounds %d..%d, want 100..1600 (never below Go's default)", lo, hi)
 	}
 }
 
 func TestUsersGOGCWins(t *testing.T) {
+	threshold := recordTuner(t)
 	t.Setenv("GOGC", "150")
-	old := debug.SetGCPercent(150)
-	t.Cleanup(func() { debug.SetGCPercent(old) })
 	if got := tuneGCForSimulation(); got != "GOGC=150 from the environment" {
 		t.Fatalf("policy %q with GOGC=150", got)
 	}
-	runtime.GC()
-	if p := gcPercent(); p != 150 {
-		t.Fatalf("GOGC %d, want the environment's 150", p)
+	if *threshold != 0 {
+		t.Fatalf("the tuner started (at %d bytes) although GOGC is set", *threshold)
 	}
 }
 
@@ -60,6 +66,36 @@ func TestOnlySimulatingCommandsAreTuned(t *testing.T) {
 	}
 }
 
+// The tuner does what the policy counts on: with a small live heap and a
+// threshold far above it, GOGC goes to the maximum.
+func TestTheTunerRaisesGOGCForASmallHeap(t *testing.T) {
+	if _, err := memoryOf(); err != nil {
+		t.Skipf("skipping: the machine's memory is unknown here (%v)", err)
+	}
+	if os.Getenv("LOCKSTEP_GC_TUNER_TEST") == "" {
+		// gctuner cannot be stopped cleanly inside a test binary (a
+		// collection's callback in flight sets GOGC after Tuning(0)), so
+		// this runs in a child process.
+		exe, err := os.Executable()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := runChild(exe, "-test.run=^TestTheTunerRaisesGOGCForASmallHeap$", "LOCKSTEP_GC_TUNER_TEST=1")
+		if err != nil {
+			t.Fatalf("child: %v\n%s", err, out)
+		}
+		return
+	}
+	unsetenv(t, "GOGC")
+	tuneGCForSimulation()
+	for i := 0; i < 50 && gcPercent() != simMaxGCPercent; i++ {
+		collect()
+	}
+	if p := gcPercent(); p != simMaxGCPercent {
+		t.Fatalf("GOGC %d after collections with a small heap, want %d", p, simMaxGCPercent)
+	}
+}
+
 // unsetenv removes key for the test and puts it back after.
 func unsetenv(t *testing.T, key string) {
 	t.Helper()
@@ -67,4 +103,17 @@ func unsetenv(t *testing.T, key string) {
 		t.Cleanup(func() { os.Setenv(key, v) })
 	}
 	os.Unsetenv(key)
+}
+
+func runChild(exe, arg, env string) ([]byte, error) {
+	cmd := exec.Command(exe, arg)
+	cmd.Env = append(os.Environ(), env)
+	return cmd.CombinedOutput()
+}
+
+// collect runs a collection and lets the finalizer goroutine, where the
+// tuner runs, have the processor.
+func collect() {
+	runtime.GC()
+	runtime.Gosched()
 }
