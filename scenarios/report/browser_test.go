@@ -78,7 +78,7 @@ func TestReportRendersInChromium(t *testing.T) {
 	chromium(t)
 	dir := t.TempDir()
 	pipe := filepath.Join(dir, "pipeline.html")
-	out := simulate(t, "crash-capture+confirm-before-ack", scenarios.Pipeline, 3, scenarios.Options{})
+	out := failingPipelineRun(t)
 	if err := WriteFile(pipe, FromOutcome(out)); err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func TestReportRendersInChromium(t *testing.T) {
 	}
 
 	dual := filepath.Join(dir, "dualwrite.html")
-	out = simulate(t, "cache-restart", scenarios.DualWrite, 12, scenarios.Options{Txns: 300})
+	out = nonlinearizableDualWrites(t)
 	if err := WriteFile(dual, FromOutcome(out)); err != nil {
 		t.Fatal(err)
 	}
