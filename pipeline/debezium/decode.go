@@ -48,9 +48,12 @@
 // Snapshot reads (op "r") carry no transaction metadata and are refused
 // for now: run the connector on tables it finds empty, or with
 // snapshot.mode=no_data. After a connector restart Debezium sends again
-// what it sent since its last flushed offset, BEGIN to END; each copy is a
-// transaction of its own here, so duplicates reach the sinks as they would
-// reach any consumer of Debezium's topics.
+// what it sent since its last flushed offset, BEGIN to END; each END sent
+// again hands the transaction out again, so duplicates reach the sinks as
+// they would reach any consumer of Debezium's topics. The events of the
+// copies are pooled: a transaction is whole once each of its events came
+// in any copy, since a crash can cut a copy short after its END was
+// written (the topics are written in parallel).
 package debezium
 
 import (
@@ -126,10 +129,16 @@ type Decoder struct {
 
 	// ends are the END events not yet handed out, in commit order.
 	ends []end
-	// pending holds each transaction's change events by txId: one copy per
-	// time Debezium sent the transaction (a restart sends it again), each
-	// copy by total_order.
-	pending map[uint64][]map[int]event
+	// pending holds each transaction's change events by txId, then by
+	// total_order. A restart sends a transaction again, BEGIN to END: the
+	// copies' events land on the same orders, so a transaction is whole
+	// once every order arrived from any copy (a copy cut short by the
+	// crash, missing an event the other END counts, would otherwise hold
+	// every later transaction back for ever).
+	pending map[uint64]map[int]event
+	// done holds each transaction handed out, by txId: an END sent again
+	// hands it out again, and change events sent again are dropped.
+	done map[uint64]model.Txn
 }
 
 // end is one END event.
@@ -261,24 +270,19 @@ func (d *Decoder) addChange(r Record) error {
 	if err != nil {
 		return fmt.Errorf("debezium: change event %s: %w", r, err)
 	}
-	if d.pending == nil {
-		d.pending = map[uint64][]map[int]event{}
-	}
 	xid, order := *env.Source.TxID, env.Transaction.TotalOrder
-	copies := d.pending[xid]
-	i := 0
-	for i < len(copies) && hasKey(copies[i], order) {
-		i++
+	if _, ok := d.done[xid]; ok {
+		return nil // a copy of a transaction handed out already
 	}
-	if i == len(copies) {
-		copies = append(copies, map[int]event{})
-		d.pending[xid] = copies
+	if d.pending == nil {
+		d.pending = map[uint64]map[int]event{}
 	}
-	copies[i][order] = ev
+	if d.pending[xid] == nil {
+		d.pending[xid] = map[int]event{}
+	}
+	d.pending[xid][order] = ev
 	return nil
 }
-
-func hasKey(m map[int]event, k int) bool { _, ok := m[k]; return ok }
 
 // change decodes one change event's key and row.
 func (d *Decoder) change(r Record, env envelope) (event, error) {
@@ -431,23 +435,29 @@ func (d *Decoder) complete() ([]model.Txn, error) {
 	var out []model.Txn
 	for len(d.ends) > 0 {
 		e := d.ends[0]
-		copies := d.pending[e.xid]
-		if e.count > 0 && (len(copies) == 0 || len(copies[0]) < e.count) {
-			break
-		}
-		var events map[int]event
-		if e.count > 0 {
-			events = copies[0]
-			if len(copies) == 1 {
-				delete(d.pending, e.xid)
-			} else {
-				d.pending[e.xid] = copies[1:]
+		if txn, ok := d.done[e.xid]; ok {
+			// Sent again after a restart: the same transaction again,
+			// as any consumer of the topics gets it.
+			if txn.CommitLSN != e.commitLSN {
+				return out, fmt.Errorf("debezium: END of txId %d at commit LSN %s, handed out before at %s: %w", e.xid, e.commitLSN, txn.CommitLSN, ErrMalformed)
 			}
+			out = append(out, txn)
+			d.ends = d.ends[1:]
+			continue
+		}
+		events := d.pending[e.xid]
+		if len(events) < e.count {
+			break
 		}
 		txn, err := assemble(e, events)
 		if err != nil {
 			return out, err
 		}
+		delete(d.pending, e.xid)
+		if d.done == nil {
+			d.done = map[uint64]model.Txn{}
+		}
+		d.done[e.xid] = txn
 		out = append(out, txn)
 		d.ends = d.ends[1:]
 	}
