@@ -26,6 +26,10 @@
 //   - a delete's before holds only the key under REPLICA IDENTITY DEFAULT
 //     (the other columns are placeholders such as "" and 0): it is ignored,
 //     the record's key names the row;
+//   - a table without a primary key has a null record key: under REPLICA
+//     IDENTITY FULL its rows are named by all their columns, as pgsource
+//     names them (pipeline.RowKey of after, or of before for a delete);
+//     without FULL identity a delete names no row (ErrUnsupported);
 //   - a delete is followed by a tombstone (same key, null value), which is
 //     there for log compaction and is skipped;
 //   - an update that changes the key is a delete of the old key (header
@@ -66,6 +70,7 @@ import (
 	"strings"
 
 	"lockstep/model"
+	"lockstep/pipeline"
 )
 
 // Placeholder is what Debezium writes, by default, for a value it did not
@@ -291,6 +296,9 @@ func (d *Decoder) change(r Record, env envelope) (event, error) {
 	if env.Source.Schema != "public" {
 		table = ev.collection
 	}
+	if key := bytes.TrimSpace(unwrap(r.Key)); len(key) == 0 || string(key) == "null" {
+		return d.keylessChange(ev, table, env)
+	}
 	keyCols, pk, err := decodeKey(unwrap(r.Key))
 	if err != nil {
 		return event{}, fmt.Errorf("key: %w", err)
@@ -324,34 +332,105 @@ func (d *Decoder) change(r Record, env envelope) (event, error) {
 // decodeKey reads a record key, a JSON object of the key's columns in the
 // key's order, and returns the column names and lockstep's PK.
 func decodeKey(b []byte) (cols []string, pk string, err error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return nil, "", fmt.Errorf("%w: want a JSON object, got %q", ErrMalformed, b)
+	cols, raws, err := fields(b)
+	if err != nil {
+		return nil, "", err
 	}
-	var vals []string
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return nil, "", fmt.Errorf("%w: %v", ErrMalformed, err)
-		}
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return nil, "", fmt.Errorf("%w: %v", ErrMalformed, err)
-		}
+	vals := make([]string, len(raws))
+	for i, raw := range raws {
 		v, ok, err := text(raw)
 		switch {
 		case err != nil:
-			return nil, "", fmt.Errorf("column %q: %w", t, err)
+			return nil, "", fmt.Errorf("column %q: %w", cols[i], err)
 		case !ok:
-			return nil, "", fmt.Errorf("key column %q is null: %w", t, ErrMalformed)
+			return nil, "", fmt.Errorf("key column %q is null: %w", cols[i], ErrMalformed)
 		}
-		cols, vals = append(cols, t.(string)), append(vals, v)
+		vals[i] = v
 	}
 	if len(cols) == 0 {
 		return nil, "", fmt.Errorf("empty key (a table without a primary key?): %w", ErrUnsupported)
 	}
 	return cols, strings.Join(vals, ","), nil
+}
+
+// fields reads a JSON object's fields in their order: the JSON converter
+// writes a row's columns in the table's order, which a whole-row key needs.
+func fields(b []byte) (names []string, raws []json.RawMessage, err error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, nil, fmt.Errorf("%w: want a JSON object, got %.40q", ErrMalformed, b)
+	}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
+		names, raws = append(names, t.(string)), append(raws, raw)
+	}
+	return names, raws, nil
+}
+
+// keylessChange decodes a change to a table without a primary key, whose
+// record key is null. Under REPLICA IDENTITY FULL lockstep names such a
+// row by all its columns (pipeline.RowKey, as pgsource does): a create by
+// after, a delete by before (the whole old row), an update by both, as a
+// key change. Without FULL identity a delete's or update's before is null
+// and the row has no name: ErrUnsupported, as pgsource's NoKeyError.
+func (d *Decoder) keylessChange(ev event, table string, env envelope) (event, error) {
+	ev.change = model.Change{Table: table}
+	var err error
+	switch env.Op {
+	case "c":
+		ev.change.Op = model.OpInsert
+		ev.change.PK, ev.change.Row, err = wholeRow(env.After)
+	case "d":
+		ev.change.Op = model.OpDelete
+		ev.change.PK, _, err = wholeRow(env.Before)
+	case "u":
+		ev.change.Op = model.OpUpdate
+		if ev.change.OldPK, _, err = wholeRow(env.Before); err == nil {
+			ev.change.PK, ev.change.Row, err = wholeRow(env.After)
+		}
+		if err == nil && ev.change.OldPK == ev.change.PK {
+			ev.change.OldPK = ""
+		}
+	}
+	if err != nil {
+		return event{}, fmt.Errorf("table %s without a primary key: %w", table, err)
+	}
+	return ev, nil
+}
+
+// wholeRow is a row image's whole-row key and its non-NULL columns.
+func wholeRow(image json.RawMessage) (string, model.Row, error) {
+	if b := bytes.TrimSpace(image); len(b) == 0 || string(b) == "null" {
+		return "", nil, fmt.Errorf("no row image to name the row by (REPLICA IDENTITY is not FULL): %w", ErrUnsupported)
+	}
+	names, raws, err := fields(image)
+	if err != nil {
+		return "", nil, err
+	}
+	vals, null := make([]string, len(raws)), make([]bool, len(raws))
+	row := model.Row{}
+	for i, raw := range raws {
+		v, ok, err := text(raw)
+		if err != nil {
+			return "", nil, fmt.Errorf("column %q: %w", names[i], err)
+		}
+		if v == Placeholder {
+			return "", nil, fmt.Errorf("column %q was not sent (an unchanged TOASTed value) and is part of the row's name: %w", names[i], ErrUnsupported)
+		}
+		vals[i], null[i] = v, !ok
+		if ok {
+			row[names[i]] = v
+		}
+	}
+	return pipeline.RowKey(vals, null), row, nil
 }
 
 // row is after's non-key columns, NULLs left out, and the sorted names of

@@ -389,11 +389,28 @@ func TestHandWritten(t *testing.T) {
 	}
 	sameTxns(t, got, []model.Txn{{XID: 7, CommitLSN: 200, Changes: []model.Change{ins("app.t", "1", model.Row{"v": "a"})}}})
 
+	// A table without a primary key: a null record key, rows named by
+	// all their columns in the table's order (pipeline.RowKey), NULLs
+	// empty; a delete under REPLICA IDENTITY FULL by its whole old row.
+	keyless := strings.Replace(insert7, `"after":{"id":1,"v":"a"}`, `"after":{"seq":3,"who":"a b","v":null}`, 1)
+	gone := strings.Replace(strings.Replace(keyless, `"before":null`, `"before":{"seq":3,"who":"a b","v":null}`, 1), `"after":{"seq":3,"who":"a b","v":null},"op":"c"`, `"after":null,"op":"d"`, 1)
+	got, err = feed(tRec("", keyless), txRec(end7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameTxns(t, got, []model.Txn{{XID: 7, CommitLSN: 200, Changes: []model.Change{ins("t", `(3,"a b",)`, model.Row{"seq": "3", "who": "a b"})}}})
+	got, err = feed(tRec("null", gone), txRec(end7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameTxns(t, got, []model.Txn{{XID: 7, CommitLSN: 200, Changes: []model.Change{del("t", `(3,"a b",)`)}}})
+
 	for _, c := range []struct {
 		name string
 		recs []Record
 		want error
 	}{
+		{"keyless delete without FULL identity", []Record{tRec("", strings.Replace(gone, `"before":{"seq":3,"who":"a b","v":null}`, `"before":null`, 1))}, ErrUnsupported},
 		{"snapshot read", []Record{tRec(`{"id":1}`, strings.Replace(insert7, `"op":"c"`, `"op":"r"`, 1))}, ErrUnsupported},
 		{"truncate", []Record{tRec(`{"id":1}`, strings.Replace(insert7, `"op":"c"`, `"op":"t"`, 1))}, ErrUnsupported},
 		{"no transaction metadata", []Record{tRec(`{"id":1}`, strings.Replace(insert7, `"transaction":{"id":"7:150","total_order":1,"data_collection_order":1}`, `"transaction":null`, 1))}, ErrMalformed},

@@ -1,0 +1,155 @@
+package debezium
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"lockstep/model"
+	"lockstep/pipeline"
+)
+
+// Log is Debezium's topics read back as lockstep's log (pipeline.Log), so
+// that lockstep's own appliers apply what Debezium captured: the sink
+// adapter between Debezium and the stores. Its records are the
+// transactions the Decoder hands out, numbered from 0 in the order it
+// hands them out (the transaction topic's order of END events, copies sent
+// again after a restart included). Every Log reads the topics from their
+// start, so the numbering is the same in every process and after every
+// restart, and an offset a store saved names the same transaction later.
+// Transactions without changes (an END that counts no events) are left
+// out, as the audit slot's truth leaves them out.
+//
+// It keeps every transaction in memory: fine for a run of the container
+// world, not for a production log. Debezium's topics have no retention
+// here, so Start is 0. It is read-only: Produce fails. Consumer-group
+// offsets, which lockstep's appliers commit only for monitoring, are kept
+// in memory.
+type Log struct {
+	cl  *kgo.Client
+	dec *Decoder
+	// wait bounds how long a fetch at the end polls the topics.
+	wait time.Duration
+
+	mu        sync.Mutex
+	txns      []model.Txn
+	err       error // the decoder's: the topics cannot be read on
+	committed map[string]int64
+}
+
+// ErrReadOnly is Produce's error: Debezium writes these topics.
+var ErrReadOnly = errors.New("debezium: the log is Debezium's topics, read-only")
+
+// OpenLog reads the topics of the connector whose topic.prefix is prefix
+// (every "<prefix>.*" topic, the transaction topic
+// "<prefix>.transaction" among them; topics the connector creates later are
+// found within a second) on the given brokers.
+func OpenLog(brokers []string, prefix string) (*Log, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...),
+		kgo.ConsumeRegex(), kgo.ConsumeTopics("^"+regexp.QuoteMeta(prefix)+`\.`),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.MetadataMinAge(250*time.Millisecond), kgo.MetadataMaxAge(time.Second),
+		kgo.FetchMaxWait(100*time.Millisecond))
+	if err != nil {
+		return nil, fmt.Errorf("debezium: kafka client: %w", err)
+	}
+	return &Log{cl: cl, dec: &Decoder{TransactionTopic: prefix + ".transaction"}, wait: 200 * time.Millisecond, committed: map[string]int64{}}, nil
+}
+
+// Close closes the Kafka client.
+func (l *Log) Close() { l.cl.Close() }
+
+// poll reads what the topics have now, waiting up to l.wait for a first
+// record, and decodes it. Called with l.mu held.
+func (l *Log) poll(ctx context.Context) error {
+	if l.err != nil {
+		return l.err
+	}
+	pctx, cancel := context.WithTimeout(ctx, l.wait)
+	defer cancel()
+	fs := l.cl.PollFetches(pctx)
+	// Fetch errors are the client's to retry (a broker down, a leader
+	// moving); the context's end is only the wait being over.
+	for _, r := range fs.Records() {
+		txns, err := l.dec.Add(FromKafka(r))
+		if err != nil {
+			l.err = fmt.Errorf("debezium: decode %s: %w", FromKafka(r), err)
+			return l.err
+		}
+		for _, t := range txns {
+			if len(t.Changes) > 0 {
+				l.txns = append(l.txns, t)
+			}
+		}
+	}
+	return ctx.Err()
+}
+
+// fromKafka is a franz-go record as the decoder takes it.
+func FromKafka(r *kgo.Record) Record {
+	d := Record{Topic: r.Topic, Offset: r.Offset, Key: r.Key, Value: r.Value}
+	for _, h := range r.Headers {
+		d.Headers = append(d.Headers, Header{Key: h.Key, Value: h.Value})
+	}
+	return d
+}
+
+// Produce implements pipeline.Log; it always fails.
+func (l *Log) Produce(context.Context, []model.Txn) (int64, error) { return 0, ErrReadOnly }
+
+// Fetch returns up to max transactions from offset on; at the end it
+// polls the topics for a short while first.
+func (l *Log) Fetch(ctx context.Context, offset int64, max int) ([]pipeline.Record, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if offset < 0 {
+		return nil, fmt.Errorf("debezium: fetch at offset %d: %w", offset, pipeline.ErrOffsetOutOfRange)
+	}
+	if offset >= int64(len(l.txns)) {
+		if err := l.poll(ctx); err != nil {
+			return nil, err
+		}
+	}
+	var out []pipeline.Record
+	for i := offset; i < int64(len(l.txns)) && len(out) < max; i++ {
+		out = append(out, pipeline.Record{Offset: i, Txn: l.txns[i]})
+	}
+	return out, nil
+}
+
+// Start is 0: nothing is deleted from Debezium's topics in a run.
+func (l *Log) Start(context.Context) (int64, error) { return 0, nil }
+
+// End is the number of transactions decoded, after reading what the topics
+// have now.
+func (l *Log) End(ctx context.Context) (int64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.poll(ctx); err != nil {
+		return 0, err
+	}
+	return int64(len(l.txns)), nil
+}
+
+// Commit keeps a group's offset in memory (lockstep's appliers resume
+// from their stores' positions; the offset is only for monitoring).
+func (l *Log) Commit(_ context.Context, group string, offset int64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.committed[group] = offset
+	return nil
+}
+
+// Committed reads back what Commit kept, 0 when nothing.
+func (l *Log) Committed(_ context.Context, group string) (int64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.committed[group], nil
+}
+
+var _ pipeline.Log = (*Log)(nil)
