@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"lockstep/scenarios"
+	"lockstep/scenarios/containers"
 	"lockstep/scenarios/report"
 	"lockstep/scenarios/results"
 	"lockstep/scenarios/shrink"
@@ -47,7 +48,7 @@ container logs are kept only when it did not hold, or in --logs DIR.`,
 		duration := fs.Duration("duration", 0, "start no run after this wall time `D` (e.g. 20m); the runs under way finish and count")
 		shard := fs.String("shard", "", "run only shard `i/N` of the seeds: those s with (s - first seed) mod N == i-1")
 		first := fs.String("first-seed", "1", "first seed")
-		system := fs.String("system", "both", "both (pipeline and dualwrite), all (also 2pc), pipeline, dualwrite or 2pc")
+		system := fs.String("system", "both", "both (pipeline and dualwrite), all (also 2pc), pipeline, dualwrite, 2pc or debezium (containers only)")
 		parallel := positiveFlag(fs, "parallel", runtime.GOMAXPROCS(0), "`N` runs in parallel")
 		txns := positiveFlag(fs, "txns", 0, "`N` application transactions per run (default 1000)")
 		jsonOut := fs.String("json", "", "write every run and the tally as JSON (schema lockstep.campaign/v1) to this `FILE`")
@@ -108,6 +109,11 @@ container logs are kept only when it did not hold, or in --logs DIR.`,
 					if err := containerSystem(sys); err != nil {
 						return err
 					}
+					for _, sc := range scs {
+						if err := containers.SupportsSystem(sc, sys); err != nil {
+							return usagef("%v", err)
+						}
+					}
 				}
 				if err := outs.check(); err != nil {
 					return err
@@ -120,6 +126,11 @@ container logs are kept only when it did not hold, or in --logs DIR.`,
 			}
 			if *logDir != "" {
 				return usagef("--logs needs --world containers (the simulator runs no containers)")
+			}
+			for _, sys := range systems {
+				if err := simSystem(sys); err != nil {
+					return err
+				}
 			}
 			scs, err := scenarios.Lookup(*scenario)
 			if err != nil {

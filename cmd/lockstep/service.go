@@ -19,6 +19,7 @@ import (
 
 	"lockstep/model"
 	"lockstep/pipeline"
+	"lockstep/pipeline/debezium"
 	"lockstep/pipeline/kafkalog"
 	"lockstep/pipeline/pgsource"
 	"lockstep/pipeline/realenv"
@@ -164,6 +165,7 @@ from the position saved in the store itself.`,
 		kind := fs.String("store", "", "replica, cache or search")
 		target := fs.String("target", "", "the store: a PostgreSQL DSN (replica, search), or for the cache a Redis HOST:PORT or redis://[:PASSWORD@]HOST:PORT[/DB]")
 		group := fs.String("group", "", "consumer group for monitoring offsets (default lockstep-<store>)")
+		dbz := fs.String("debezium", "", "apply what Debezium's PostgreSQL connector with this topic.prefix captured (its <prefix>.* topics, with the transaction topic) instead of lockstep's --topic")
 		common := serviceFlags(fs)
 		return func(args []string) error {
 			k, ok := model.ParseStoreKind(*kind)
@@ -191,13 +193,25 @@ from the position saved in the store itself.`,
 				return err
 			}
 			defer closeStore()
-			klog, err := common.log(ctx)
-			if err != nil {
-				return err
+			var log pipeline.Log
+			topic := common.topic
+			if *dbz != "" {
+				dlog, err := debezium.OpenLog(strings.Split(common.brokers, ","), *dbz)
+				if err != nil {
+					return err
+				}
+				defer dlog.Close()
+				log, topic = dlog, *dbz+".*"
+			} else {
+				klog, err := common.log(ctx)
+				if err != nil {
+					return err
+				}
+				defer klog.Close()
+				log = klog
 			}
-			defer klog.Close()
-			a := &pipeline.Applier{Env: &realenv.Env{Base: ctx}, Log: klog, Store: st, Group: *group, Logger: logger, Bugs: bugs}
-			logger.Info("lockstep: ready", "store", k, "target", redact(*target), "topic", common.topic)
+			a := &pipeline.Applier{Env: &realenv.Env{Base: ctx}, Log: log, Store: st, Group: *group, Logger: logger, Bugs: bugs}
+			logger.Info("lockstep: ready", "store", k, "target", redact(*target), "topic", topic)
 			return drained(a.Run(ctx), logger)
 		}
 	},

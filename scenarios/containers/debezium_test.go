@@ -198,7 +198,7 @@ func TestDebeziumDecodes(t *testing.T) {
 			t.Logf("fetch %s: %v", e.Topic, e.Err) // the client retries
 		}
 		for _, r := range fs.Records() {
-			txns, err := dec.Add(fromKafka(r))
+			txns, err := dec.Add(debezium.FromKafka(r))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -246,13 +246,4 @@ func debeziumConsumer(ctx context.Context, t *testing.T, w *World, opts Debezium
 	}
 	t.Cleanup(cl.Close)
 	return cl
-}
-
-// fromKafka is a franz-go record as the decoder takes it.
-func fromKafka(r *kgo.Record) debezium.Record {
-	d := debezium.Record{Topic: r.Topic, Offset: r.Offset, Key: r.Key, Value: r.Value}
-	for _, h := range r.Headers {
-		d.Headers = append(d.Headers, debezium.Header{Key: h.Key, Value: h.Value})
-	}
-	return d
 }

@@ -188,6 +188,9 @@ func Run(ctx context.Context, cfg Config) (out *Outcome, err error) {
 	if err := Supported(cfg.Scenario); err != nil {
 		return nil, err
 	}
+	if err := SupportsSystem(cfg.Scenario, cfg.System); err != nil && cfg.Plan == nil {
+		return nil, err
+	}
 	if cfg.Plan != nil {
 		// Before starting anything: a misspelt node would otherwise
 		// fail the run when its fault comes due, half a minute in.
@@ -302,6 +305,14 @@ func (r *run) prepare(ctx context.Context) error {
 	}
 	snap.Close(ctx) // only the slot is wanted
 	audit.Close(ctx)
+	if r.cfg.System == scenarios.Debezium {
+		// Before any row is written: Debezium's snapshot reads carry no
+		// transaction, so it takes none (SystemDebezium) and streams the
+		// initial rows like any other transaction.
+		if err := w.StartDebezium(ctx, SystemDebezium); err != nil {
+			return err
+		}
+	}
 	if r.cfg.Scenario.Workload == "pgbench" {
 		if err := pgbench(ctx, w.SourceDSN, "-i", "-I", "g", "-s", "1"); err != nil {
 			return err
@@ -340,8 +351,12 @@ func (r *run) prepare(ctx context.Context) error {
 			}
 		}
 	}
-	if r.cfg.System == scenarios.Pipeline {
-		if err := w.StartPipeline(ctx); err != nil {
+	if r.cfg.System == scenarios.Pipeline || r.cfg.System == scenarios.Debezium {
+		start := w.StartPipeline
+		if r.cfg.System == scenarios.Debezium {
+			start = func(ctx context.Context) error { return w.StartDebeziumAppliers(ctx, SystemDebezium) }
+		}
+		if err := start(ctx); err != nil {
 			return err
 		}
 		// Start the workload once the snapshot reached every store (a
@@ -517,6 +532,9 @@ func (r *run) drive(ctx context.Context) (faults.Plan, error) {
 	r.hist.QuietAt = cfg.Faults
 	r.hist.Deadline = cfg.Faults + cfg.Settle
 	target := NewTarget(ctx, r.w)
+	if cfg.System == scenarios.Debezium {
+		target.Topic = SystemDebezium.TransactionTopic()
+	}
 	tl := &model.Timeline{}
 	for _, n := range Topology(cfg.System).Nodes {
 		tl.Nodes = append(tl.Nodes, n.Name)
