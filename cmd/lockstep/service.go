@@ -201,6 +201,7 @@ from the position saved in the store itself.`,
 					return err
 				}
 				defer dlog.Close()
+				dlog.Logger = logger
 				log, topic = dlog, *dbz+".*"
 			} else {
 				klog, err := common.log(ctx)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"sync"
 	"time"
@@ -36,8 +37,14 @@ type Log struct {
 	// wait bounds how long a fetch at the end polls the topics.
 	wait time.Duration
 
+	// Logger hears how many transactions Debezium sent again (a restart
+	// resends what it sent since its last flushed offset).
+	Logger *slog.Logger
+
 	mu        sync.Mutex
 	txns      []model.Txn
+	last      model.LSN // the newest commit LSN handed out
+	resent    int
 	err       error // the decoder's: the topics cannot be read on
 	committed map[string]int64
 }
@@ -61,6 +68,14 @@ func OpenLog(brokers []string, prefix string) (*Log, error) {
 	return &Log{cl: cl, dec: &Decoder{TransactionTopic: prefix + ".transaction"}, wait: 200 * time.Millisecond, committed: map[string]int64{}}, nil
 }
 
+// Resent is how many transactions Debezium sent again so far: records
+// whose commit LSN is not past one handed out before.
+func (l *Log) Resent() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.resent
+}
+
 // Close closes the Kafka client.
 func (l *Log) Close() { l.cl.Close() }
 
@@ -73,6 +88,7 @@ func (l *Log) poll(ctx context.Context) error {
 	pctx, cancel := context.WithTimeout(ctx, l.wait)
 	defer cancel()
 	fs := l.cl.PollFetches(pctx)
+	before := l.resent
 	// Fetch errors are the client's to retry (a broker down, a leader
 	// moving); the context's end is only the wait being over.
 	for _, r := range fs.Records() {
@@ -82,10 +98,18 @@ func (l *Log) poll(ctx context.Context) error {
 			return l.err
 		}
 		for _, t := range txns {
-			if len(t.Changes) > 0 {
-				l.txns = append(l.txns, t)
+			if len(t.Changes) == 0 {
+				continue
 			}
+			if t.CommitLSN <= l.last {
+				l.resent++
+			}
+			l.last = max(l.last, t.CommitLSN)
+			l.txns = append(l.txns, t)
 		}
+	}
+	if resent := l.resent - before; resent > 0 && l.Logger != nil {
+		l.Logger.Info("debezium: transactions sent again", "now", resent, "in all", l.resent, "of", len(l.txns))
 	}
 	return ctx.Err()
 }

@@ -136,7 +136,14 @@ var SystemDebezium = DebeziumOptions{SnapshotMode: "no_data"}
 // decodes Debezium's events back into transactions and applies them to the
 // same stores, in the same way, as lockstep's own pipeline does.
 func (w *World) StartDebeziumAppliers(ctx context.Context, o DebeziumOptions) error {
-	return w.startProcs(ctx, w.appliers([]string{"--brokers", strings.Join(w.InternalKafka, ","), "--debezium", o.prefix()}))
+	args := []string{"--brokers", strings.Join(w.InternalKafka, ","), "--debezium", o.prefix()}
+	if w.opts.Bugs != "" {
+		// The appliers' switches break the sink the same way here:
+		// non-idempotent-apply is the naive sink that applies Debezium's
+		// copies again.
+		args = append(args, "--bug", w.opts.Bugs)
+	}
+	return w.startProcs(ctx, w.appliers(args))
 }
 
 // debeziumFault refuses the faults --system debezium does not run: a
@@ -162,6 +169,15 @@ func SupportsSystem(sc *scenarios.Scenario, sys scenarios.System) error {
 		if err := debeziumFault(k); err != nil {
 			return fmt.Errorf("scenario %s: %w", sc.Name, err)
 		}
+	}
+	// Only the appliers' and stores' switches reach a Debezium run: the
+	// capture's would change nothing and pass for a test of Debezium.
+	capture := sc.Bugs
+	capture.NonIdempotentApply, capture.CommitOffsetFirst, capture.ReorderBatch = false, false, false
+	capture.LSNOnlyVersion, capture.DropUnchangedToast, capture.NoIdleCheck = false, false, false
+	capture.UnconditionalApply, capture.ResetToEarliest, capture.UniqueRowByRow = false, false, false
+	if capture.Any() {
+		return fmt.Errorf("scenario %s: lockstep's capture bugs do nothing to Debezium; --system debezium takes the appliers' switches only", sc.Name)
 	}
 	return nil
 }
