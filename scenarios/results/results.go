@@ -295,7 +295,7 @@ func (f *File) Finish() {
 	violated, unjudged := false, len(f.MissingShards) > 0
 	for _, c := range f.Cells {
 		unjudged = unjudged || c.Errors > 0 // either system's: the harness failed
-		if c.System == scenarios.Pipeline {
+		if c.System == scenarios.Pipeline || c.System == scenarios.Debezium {
 			violated = violated || c.Violating > 0
 			unjudged = unjudged || c.Inconclusive > 0 || c.Refused > 0
 		}

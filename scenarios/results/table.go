@@ -49,6 +49,7 @@ func (f *File) WriteTable(out io.Writer) error {
 	w.Flush()
 	fmt.Fprintln(&b)
 	f.writeSystems(&b)
+	f.writeDebezium(&b)
 	w = tabwriter.NewWriter(&b, 2, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "anomalies by class\t")
 	for _, sys := range f.Config.Systems {
