@@ -31,6 +31,15 @@ type Bench struct {
 	// resume, a failed-over leader), how long until every store held what
 	// the source had committed at that moment.
 	Restarts []Recovery
+	// Capture is the capture's container ("capture", or Debezium's
+	// Connect worker); CaptureCPU the CPU time it used from the workload's
+	// start to the end of the run and CapturePeak the most memory it held
+	// since it started, both from its cgroup (CaptureMeasured false where
+	// the host's cgroups could not be read, or the capture restarted).
+	Capture         string
+	CaptureCPU      time.Duration
+	CapturePeak     int64
+	CaptureMeasured bool
 }
 
 // Recovery is how long the pipeline took to catch up after one fault.
@@ -53,6 +62,10 @@ func (b *Bench) String() string {
 		fmt.Fprintf(&s, "  %-8s %.0f changes/s (ratio %.3f), lag p50 %v p99 %v max %v, caught up %v after the workload\n",
 			n, b.StoreRate[n], b.Ratio[n], b.LagP50[n].Round(time.Millisecond), b.LagP99[n].Round(time.Millisecond),
 			b.LagMax[n].Round(time.Millisecond), b.CaughtUpLate[n].Round(time.Millisecond))
+	}
+	if b.CaptureMeasured && b.Changes > 0 {
+		fmt.Fprintf(&s, "capture (%s): CPU %v, %v per change; peak memory %.0f MB\n", b.Capture, b.CaptureCPU.Round(time.Millisecond),
+			(b.CaptureCPU / time.Duration(b.Changes)).Round(100*time.Nanosecond), float64(b.CapturePeak)/(1<<20))
 	}
 	if len(b.Restarts) > 0 {
 		fmt.Fprintf(&s, "recovery after each fault (until every store held what the source had committed then):\n")
@@ -81,6 +94,11 @@ type benchProbe struct {
 	source  []lsnAt
 	stores  map[string][]lsnAt
 	started time.Duration
+	// capture is the capture's container, and cpu0 its CPU time when the
+	// workload started (measured: readable then).
+	capture  *Service
+	cpu0     time.Duration
+	measured bool
 }
 
 type lsnAt struct {
@@ -89,7 +107,16 @@ type lsnAt struct {
 }
 
 func newBenchProbe(r *run) *benchProbe {
-	return &benchProbe{r: r, stores: map[string][]lsnAt{}}
+	b := &benchProbe{r: r, stores: map[string][]lsnAt{}}
+	for _, n := range Topology(r.cfg.System).Nodes {
+		if n.Role == faults.RoleCapture {
+			b.capture, _ = r.w.Service(n.Name)
+		}
+	}
+	if b.capture != nil {
+		b.cpu0, _, b.measured = containerUsage(b.capture.ID)
+	}
+	return b
 }
 
 func (b *benchProbe) sample(ctx context.Context) {
@@ -171,6 +198,13 @@ func (b *benchProbe) result(h *model.History) *Bench {
 		if res.SourceRate > 0 {
 			res.Ratio[name] = res.StoreRate[name] / res.SourceRate
 		}
+	}
+	if b.capture != nil && b.measured {
+		res.Capture = b.capture.Name
+		cpu, peak, ok := containerUsage(b.capture.ID)
+		// A restarted container's cgroup starts from nothing again.
+		res.CaptureMeasured = ok && cpu >= b.cpu0 && len(h.Faults) == 0
+		res.CaptureCPU, res.CapturePeak = cpu-b.cpu0, peak
 	}
 	for _, f := range h.Faults {
 		verb, _, _ := strings.Cut(f.What, " ")
