@@ -36,6 +36,9 @@ func TestDebeziumCampaign(t *testing.T) {
 		if f.ExitCode != c.exit || !strings.Contains(out, c.line) {
 			t.Errorf("exit %d, want %d; want %q in:\n%s", f.ExitCode, c.exit, c.line, out)
 		}
+		if strings.Contains(out, "pipeline violating") || strings.Contains(out, "pipeline: no claimed") {
+			t.Errorf("a campaign of Debezium alone printed the pipeline's table or verdict:\n%s", out)
+		}
 		if !regexp.MustCompile(`scenario +debezium violating +debezium anomalies\ncrash-capture +\d/1 \(\d+%\) +(duplicate 3|lost 1)\n`).MatchString(out) {
 			t.Errorf("no Debezium row:\n%s", out)
 		}
