@@ -154,13 +154,15 @@ func runCapture(ctx context.Context, c *pipeline.Capture, stream pipeline.Change
 
 var applyCmd = &command{
 	name:  "apply",
-	usage: "--store replica|cache|search --target DSN-or-ADDR --brokers HOST:PORT,... [--topic lockstep]",
+	usage: "--store replica|cache|search --target DSN-or-ADDR --brokers HOST:PORT,... [--topic lockstep | --debezium PREFIX]",
 	short: "run a sink applier: Kafka -> one store",
 	long: `Apply keeps one store in step with the topic: the replica (PostgreSQL, data and
 position in one transaction), the cache (Redis, data and position in one
 MULTI/EXEC; a Redis restarted empty is detected and rebuilt) or the search index
 (PostgreSQL full-text search, bulk writes with per-document versions). It resumes
-from the position saved in the store itself.`,
+from the position saved in the store itself. With --debezium PREFIX it applies
+what Debezium's PostgreSQL connector captured instead: its PREFIX.* topics,
+transaction topic included, decoded back into transactions in commit order.`,
 	flags: func(fs *flag.FlagSet) func([]string) error {
 		kind := fs.String("store", "", "replica, cache or search")
 		target := fs.String("target", "", "the store: a PostgreSQL DSN (replica, search), or for the cache a Redis HOST:PORT or redis://[:PASSWORD@]HOST:PORT[/DB]")
