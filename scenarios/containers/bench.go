@@ -99,6 +99,10 @@ type benchProbe struct {
 	capture  *Service
 	cpu0     time.Duration
 	measured bool
+	// from is the source's WAL position when the workload started: the
+	// transactions before it (pgbench's initial load of 100,000 rows, a
+	// workload's initial rows) are not the workload's.
+	from model.LSN
 }
 
 type lsnAt struct {
@@ -115,6 +119,10 @@ func newBenchProbe(r *run) *benchProbe {
 	}
 	if b.capture != nil {
 		b.cpu0, _, b.measured = containerUsage(b.capture.ID)
+	}
+	var lsn string
+	if err := r.source.QueryRow(context.Background(), `SELECT pg_current_wal_lsn()::text`).Scan(&lsn); err == nil {
+		b.from, _ = model.ParseLSN(lsn)
 	}
 	return b
 }
@@ -161,6 +169,9 @@ func (b *benchProbe) result(h *model.History) *Bench {
 	res := &Bench{Duration: h.QuietAt, StoreRate: map[string]float64{}, Ratio: map[string]float64{},
 		LagP50: map[string]time.Duration{}, LagP99: map[string]time.Duration{}, CaughtUpLate: map[string]time.Duration{}, LagMax: map[string]time.Duration{}}
 	for _, t := range h.Committed {
+		if t.CommitLSN <= b.from {
+			continue // before the workload: the stores had it when it started
+		}
 		res.Txns++
 		res.Changes += len(t.Changes)
 	}
