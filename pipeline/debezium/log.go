@@ -82,8 +82,14 @@ func (l *Log) Close() { l.cl.Close() }
 // poll reads what the topics have now, waiting up to l.wait for a first
 // record, and decodes it. Called with l.mu held.
 func (l *Log) poll(ctx context.Context) error {
+	_, err := l.pollCount(ctx)
+	return err
+}
+
+// pollCount is poll, and how many records it read.
+func (l *Log) pollCount(ctx context.Context) (int, error) {
 	if l.err != nil {
-		return l.err
+		return 0, l.err
 	}
 	pctx, cancel := context.WithTimeout(ctx, l.wait)
 	defer cancel()
@@ -95,7 +101,7 @@ func (l *Log) poll(ctx context.Context) error {
 		txns, err := l.dec.Add(FromKafka(r))
 		if err != nil {
 			l.err = fmt.Errorf("debezium: decode %s: %w", FromKafka(r), err)
-			return l.err
+			return 0, l.err
 		}
 		for _, t := range txns {
 			if len(t.Changes) == 0 {
@@ -111,7 +117,7 @@ func (l *Log) poll(ctx context.Context) error {
 	if resent := l.resent - before; resent > 0 && l.Logger != nil {
 		l.Logger.Info("debezium: transactions sent again", "now", resent, "in all", l.resent, "of", len(l.txns))
 	}
-	return ctx.Err()
+	return len(fs.Records()), ctx.Err()
 }
 
 // fromKafka is a franz-go record as the decoder takes it.
@@ -150,14 +156,33 @@ func (l *Log) Fetch(ctx context.Context, offset int64, max int) ([]pipeline.Reco
 func (l *Log) Start(context.Context) (int64, error) { return 0, nil }
 
 // End is the number of transactions decoded, after reading what the topics
-// have now.
+// have now (until a poll brings nothing, for at most endReading): a
+// rebuild folds up to End, so a large transaction Debezium has written goes
+// into the rebuild's one reset batch rather than into the next incremental
+// batch (where Redis would WATCH each of its keys).
 func (l *Log) End(ctx context.Context) (int64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if err := l.poll(ctx); err != nil {
-		return 0, err
+	for deadline := time.Now().Add(endReading); ; {
+		n, err := l.pollCount(ctx)
+		if err != nil {
+			return 0, err
+		}
+		if n == 0 || time.Now().After(deadline) {
+			return int64(len(l.txns)), nil
+		}
 	}
-	return int64(len(l.txns)), nil
+}
+
+// endReading bounds End's reading: a source that never stops writing would
+// keep it reading for ever.
+const endReading = 5 * time.Second
+
+// Last is the commit LSN of the newest transaction decoded so far.
+func (l *Log) Last() model.LSN {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.last
 }
 
 // Commit keeps a group's offset in memory (lockstep's appliers resume

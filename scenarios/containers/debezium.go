@@ -13,6 +13,8 @@ import (
 	"github.com/testcontainers/testcontainers-go"
 
 	"lockstep/faults"
+	"lockstep/model"
+	"lockstep/pipeline/debezium"
 	"lockstep/scenarios"
 )
 
@@ -178,6 +180,27 @@ func SupportsSystem(sc *scenarios.Scenario, sys scenarios.System) error {
 	capture.UnconditionalApply, capture.ResetToEarliest, capture.UniqueRowByRow = false, false, false
 	if capture.Any() {
 		return fmt.Errorf("scenario %s: lockstep's capture bugs do nothing to Debezium; --system debezium takes the appliers' switches only", sc.Name)
+	}
+	return nil
+}
+
+// awaitDebezium waits until Debezium's topics hold a transaction committed
+// after lsn: the run's initial load (pgbench's 100,000 rows in one
+// transaction). The appliers start after it, so each rebuilds its store
+// with the load in one reset batch, as the pipeline's load it from the
+// capture's snapshot.
+func (w *World) awaitDebezium(ctx context.Context, o DebeziumOptions, lsn model.LSN, limit time.Duration) error {
+	l, err := debezium.OpenLog(w.Kafka, o.prefix())
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	for l.Last() <= lsn {
+		if _, err := l.End(ctx); err != nil {
+			return fmt.Errorf("containers: Debezium did not capture the initial rows within %s (its log is kept in %s): %w", limit, w.LogDir, err)
+		}
 	}
 	return nil
 }

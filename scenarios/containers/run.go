@@ -313,6 +313,13 @@ func (r *run) prepare(ctx context.Context) error {
 			return err
 		}
 	}
+	var beforeLoad model.LSN
+	var lsn string
+	if err := r.source.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&lsn); err != nil {
+		return fmt.Errorf("containers: source position: %w", err)
+	}
+	beforeLoad, _ = model.ParseLSN(lsn)
+	loaded := r.cfg.Scenario.Workload == "pgbench" || len(initial) > 0
 	if r.cfg.Scenario.Workload == "pgbench" {
 		if err := pgbench(ctx, w.SourceDSN, "-i", "-I", "g", "-s", "1"); err != nil {
 			return err
@@ -354,7 +361,14 @@ func (r *run) prepare(ctx context.Context) error {
 	if r.cfg.System == scenarios.Pipeline || r.cfg.System == scenarios.Debezium {
 		start := w.StartPipeline
 		if r.cfg.System == scenarios.Debezium {
-			start = func(ctx context.Context) error { return w.StartDebeziumAppliers(ctx, SystemDebezium) }
+			start = func(ctx context.Context) error {
+				if loaded {
+					if err := w.awaitDebezium(ctx, SystemDebezium, beforeLoad, 3*time.Minute); err != nil {
+						return err
+					}
+				}
+				return w.StartDebeziumAppliers(ctx, SystemDebezium)
+			}
 		}
 		if err := start(ctx); err != nil {
 			return err
