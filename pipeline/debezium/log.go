@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"lockstep/model"
@@ -32,8 +34,9 @@ import (
 // offsets, which lockstep's appliers commit only for monitoring, are kept
 // in memory.
 type Log struct {
-	cl  *kgo.Client
-	dec *Decoder
+	cl     *kgo.Client
+	dec    *Decoder
+	prefix string
 	// wait bounds how long a fetch at the end polls the topics.
 	wait time.Duration
 
@@ -42,6 +45,7 @@ type Log struct {
 	Logger *slog.Logger
 
 	mu        sync.Mutex
+	next      map[string]int64 // by topic: the offset after the last record read
 	txns      []model.Txn
 	last      model.LSN // the newest commit LSN handed out
 	resent    int
@@ -65,7 +69,7 @@ func OpenLog(brokers []string, prefix string) (*Log, error) {
 	if err != nil {
 		return nil, fmt.Errorf("debezium: kafka client: %w", err)
 	}
-	return &Log{cl: cl, dec: &Decoder{TransactionTopic: prefix + ".transaction"}, wait: 200 * time.Millisecond, committed: map[string]int64{}}, nil
+	return &Log{cl: cl, prefix: prefix, dec: &Decoder{TransactionTopic: prefix + ".transaction"}, wait: 200 * time.Millisecond, committed: map[string]int64{}, next: map[string]int64{}}, nil
 }
 
 // Resent is how many transactions Debezium sent again so far: records
@@ -98,6 +102,7 @@ func (l *Log) pollCount(ctx context.Context) (int, error) {
 	// Fetch errors are the client's to retry (a broker down, a leader
 	// moving); the context's end is only the wait being over.
 	for _, r := range fs.Records() {
+		l.next[r.Topic] = r.Offset + 1
 		txns, err := l.dec.Add(FromKafka(r))
 		if err != nil {
 			l.err = fmt.Errorf("debezium: decode %s: %w", FromKafka(r), err)
@@ -155,27 +160,64 @@ func (l *Log) Fetch(ctx context.Context, offset int64, max int) ([]pipeline.Reco
 // Start is 0: nothing is deleted from Debezium's topics in a run.
 func (l *Log) Start(context.Context) (int64, error) { return 0, nil }
 
-// End is the number of transactions decoded, after reading what the topics
-// have now (until a poll brings nothing, for at most endReading): a
+// End is the number of transactions decoded, after reading every topic up
+// to its end offset as the brokers give it now (for at most endReading): a
 // rebuild folds up to End, so a large transaction Debezium has written goes
 // into the rebuild's one reset batch rather than into the next incremental
 // batch (where Redis would WATCH each of its keys).
 func (l *Log) End(ctx context.Context) (int64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for deadline := time.Now().Add(endReading); ; {
-		n, err := l.pollCount(ctx)
-		if err != nil {
+	ends, err := l.ends(ctx)
+	if err != nil {
+		return 0, err
+	}
+	for deadline := time.Now().Add(endReading); time.Now().Before(deadline); {
+		behind := false
+		for topic, end := range ends {
+			behind = behind || l.next[topic] < end
+		}
+		if !behind {
+			break
+		}
+		if _, err := l.pollCount(ctx); err != nil {
 			return 0, err
 		}
-		if n == 0 || time.Now().After(deadline) {
-			return int64(len(l.txns)), nil
-		}
 	}
+	return int64(len(l.txns)), nil
 }
 
-// endReading bounds End's reading: a source that never stops writing would
-// keep it reading for ever.
+// ends are the end offsets of the connector's topics (partition 0 each: the
+// connector's topics have one partition).
+func (l *Log) ends(ctx context.Context) (map[string]int64, error) {
+	adm := kadm.NewClient(l.cl)
+	topics, err := adm.ListTopics(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("debezium: list topics: %w", err)
+	}
+	var ours []string
+	for _, t := range topics.Names() {
+		if strings.HasPrefix(t, l.prefix+".") {
+			ours = append(ours, t)
+		}
+	}
+	out := map[string]int64{}
+	if len(ours) == 0 {
+		return out, nil
+	}
+	listed, err := adm.ListEndOffsets(ctx, ours...)
+	if err != nil {
+		return nil, fmt.Errorf("debezium: end offsets: %w", err)
+	}
+	listed.Each(func(o kadm.ListedOffset) {
+		if o.Err == nil {
+			out[o.Topic] = max(out[o.Topic], o.Offset)
+		}
+	})
+	return out, nil
+}
+
+// endReading bounds End's reading, for brokers that do not answer.
 const endReading = 5 * time.Second
 
 // Last is the commit LSN of the newest transaction decoded so far.
