@@ -33,7 +33,7 @@ type Bench struct {
 	Restarts []Recovery
 	// Capture is the capture's container ("capture", or Debezium's
 	// Connect worker); CaptureCPU the CPU time it used from the workload's
-	// start to the end of the run and CapturePeak the most memory it held
+	// start until the last store caught up and CapturePeak the most memory it held
 	// since it started, both from its cgroup (CaptureMeasured false where
 	// the host's cgroups could not be read, or the capture restarted).
 	Capture         string
@@ -99,6 +99,7 @@ type benchProbe struct {
 	capture  *Service
 	cpu0     time.Duration
 	measured bool
+	cpu      []cpuAt // the capture's CPU time, sampled with the positions
 	// from is the source's WAL position when the workload started: the
 	// transactions before it (pgbench's initial load of 100,000 rows, a
 	// workload's initial rows) are not the workload's.
@@ -108,6 +109,11 @@ type benchProbe struct {
 type lsnAt struct {
 	at  time.Duration
 	lsn model.LSN
+}
+
+type cpuAt struct {
+	at  time.Duration
+	cpu time.Duration
 }
 
 func newBenchProbe(r *run) *benchProbe {
@@ -141,6 +147,13 @@ func (b *benchProbe) sample(ctx context.Context) {
 			if l, err := model.ParseLSN(lsn); err == nil {
 				b.mu.Lock()
 				b.source = append(b.source, lsnAt{b.r.since(), l})
+				b.mu.Unlock()
+			}
+		}
+		if b.measured {
+			if cpu, _, ok := containerUsage(b.capture.ID); ok {
+				b.mu.Lock()
+				b.cpu = append(b.cpu, cpuAt{b.r.since(), cpu})
 				b.mu.Unlock()
 			}
 		}
@@ -211,11 +224,22 @@ func (b *benchProbe) result(h *model.History) *Bench {
 		}
 	}
 	if b.capture != nil && b.measured {
+		// The CPU the capture used until the last store caught up: after
+		// that it only waits, and its idle polling would be charged to
+		// the changes (more per change the slower the workload ran).
+		caughtUp := h.QuietAt
+		for _, late := range res.CaughtUpLate {
+			caughtUp = max(caughtUp, h.QuietAt+late)
+		}
+		i := sort.Search(len(b.cpu), func(i int) bool { return b.cpu[i].at > caughtUp })
+		_, peak, ok := containerUsage(b.capture.ID)
 		res.Capture = b.capture.Name
-		cpu, peak, ok := containerUsage(b.capture.ID)
 		// A restarted container's cgroup starts from nothing again.
-		res.CaptureMeasured = ok && cpu >= b.cpu0 && len(h.Faults) == 0
-		res.CaptureCPU, res.CapturePeak = cpu-b.cpu0, peak
+		res.CaptureMeasured = ok && i > 0 && b.cpu[i-1].cpu >= b.cpu0 && len(h.Faults) == 0
+		if i > 0 {
+			res.CaptureCPU = b.cpu[i-1].cpu - b.cpu0
+		}
+		res.CapturePeak = peak
 	}
 	for _, f := range h.Faults {
 		verb, _, _ := strings.Cut(f.What, " ")
