@@ -27,9 +27,10 @@ images:
 	bash images/build.sh
 	bash images/build-debezium.sh
 
-## bench: scheduler and end-to-end simulator benchmarks (with the CLI's GC setting).
+## bench: scheduler and end-to-end simulator benchmarks, at the GOGC the CLI's
+## tuner gives a swarm seed's small heap (cmd/lockstep/gc.go).
 bench:
-	GOGC=400 $(GO) test -run '^$$' -bench . -benchmem ./sim/ ./scenarios/
+	GOGC=1600 $(GO) test -run '^$$' -bench . -benchmem ./sim/ ./scenarios/
 
 ## lint: gofmt and go vet must be clean, and actionlint must pass on the
 ## workflow files (.github/workflows), which cannot run here: lint is their

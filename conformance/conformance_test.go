@@ -56,6 +56,10 @@ func TestAgainstPostgres(t *testing.T) {
 		t.Parallel()
 		testReplicaUnique(t, pgtest.NewDatabase(t, dsn))
 	})
+	t.Run("ReplicaReadDuringReset", func(t *testing.T) {
+		t.Parallel()
+		testReplicaReadDuringReset(t, pgtest.NewDatabase(t, dsn))
+	})
 }
 
 // rapidDefaults sets this package's check count, and no fail files (rapid

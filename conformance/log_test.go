@@ -54,11 +54,14 @@ import (
 // compared only where a client can see it without faults: a new Produce call
 // of the same transactions appends them again in both (the idempotent
 // producer dedupes retries of one batch, not new calls). A retry of a batch
-// already written (same producer id and sequence) cannot be forced from
-// outside franz-go, which retries inside ProduceSync; that dedupe is tested
-// on the simulator alone (sim/services TestLogBrokerDeduplicatesProducerSequence,
-// TestLogRetriedProduceIsWrittenOnce). Nor are replication, failover or
-// min.insync.replicas (one broker here).
+// already written (same producer id and sequence) is forced by losing the
+// broker's answers to a produce after it appended (LoseAnswers): on Kafka a
+// proxy in front of the broker (kafkatest.Proxy) drops the answer and
+// breaks the connection, so franz-go retries inside ProduceSync; in the
+// simulator services.Cluster.LoseNextAcks drops it and the LogClient
+// retries after its timeout. Both must answer the produce with the first
+// write's offset and hold its records once. Not compared: replication,
+// failover or min.insync.replicas (one broker here).
 //
 // Named programs cover each rule; random ones (rapid) mix produces of one
 // to four transactions (whole, cut by pipeline.SplitTxn, snapshot chunks,
@@ -120,6 +123,10 @@ type logStep struct {
 	At       int64
 	Max      int    // fetch
 	Group    string // commit, committed
+	// LoseAnswers: produce: the broker's answers to the next this many
+	// produce requests are lost after it handled them, so the client
+	// retries the same batch (same producer id and sequence numbers).
+	LoseAnswers int
 }
 
 // offset is where a fetch or commit goes when the last End said end.
@@ -153,6 +160,9 @@ func (p logProgram) String() string {
 				b.WriteString("produce no records")
 			default:
 				b.WriteString("produce")
+			}
+			if s.LoseAnswers > 0 {
+				fmt.Fprintf(&b, " (the broker's first %d answer(s) lost)", s.LoseAnswers)
 			}
 			for _, t := range s.Txns {
 				b.WriteString("\n        " + logTxnText(t))
@@ -263,7 +273,7 @@ func errClass(err error) string {
 // (Kafka's consumer may need a fetch round or two; the simulator answers at
 // once or not at all, so there it is never patient). Error messages go to
 // notes, not into the text.
-func playLog(ctx context.Context, l pipeline.Log, prog logProgram, patience func() func() bool) (text string, notes []string) {
+func playLog(ctx context.Context, l pipeline.Log, prog logProgram, lose answerLoser, patience func() func() bool) (text string, notes []string) {
 	var b strings.Builder
 	if m, ok := l.(interface{ MaxRecordBytes() int }); ok {
 		fmt.Fprintf(&b, "max record bytes %d\n", m.MaxRecordBytes())
@@ -277,13 +287,20 @@ func playLog(ctx context.Context, l pipeline.Log, prog logProgram, patience func
 		fmt.Fprintf(&b, "S%d: ", i)
 		switch s.Op {
 		case logProduce:
+			lostBefore := lose.Lost()
+			lose.LoseProduceAnswers(s.LoseAnswers)
 			last, err := l.Produce(ctx, s.Txns)
+			lose.LoseProduceAnswers(0) // none left over for later steps
+			lost := ""
+			if n := lose.Lost() - lostBefore; n > 0 {
+				lost = fmt.Sprintf(", %d answer(s) lost", n)
+			}
 			if err != nil {
-				fmt.Fprintf(&b, "produce %d records: %s\n", len(s.Txns), errClass(err))
+				fmt.Fprintf(&b, "produce %d records%s: %s\n", len(s.Txns), lost, errClass(err))
 				note(i, "produce", err)
 				break
 			}
-			fmt.Fprintf(&b, "produce %d records: last offset %d\n", len(s.Txns), last)
+			fmt.Fprintf(&b, "produce %d records%s: last offset %d\n", len(s.Txns), lost, last)
 			for j, t := range s.Txns {
 				acked[last-int64(len(s.Txns)-1-j)] = t
 			}
@@ -321,6 +338,27 @@ func playLog(ctx context.Context, l pipeline.Log, prog logProgram, patience func
 	}
 	return b.String(), notes
 }
+
+// answerLoser loses the broker's answers to the next n produce requests
+// after the broker handled them, and counts those it lost.
+type answerLoser interface {
+	LoseProduceAnswers(n int)
+	Lost() int
+}
+
+// simAnswers is answerLoser on the simulated cluster, for the client on node.
+type simAnswers struct {
+	c     *services.Cluster
+	node  string
+	asked int // answers asked to lose so far
+}
+
+func (a *simAnswers) LoseProduceAnswers(n int) {
+	a.asked += n - a.c.AcksToLose(a.node) // the count left from before was not lost
+	a.c.LoseNextAcks(a.node, n)
+}
+
+func (a *simAnswers) Lost() int { return a.asked - a.c.AcksToLose(a.node) }
 
 // readLog reads up to most records from off as a reader does: Fetch, then
 // Fetch again from after the last record returned, until it holds most or
@@ -397,7 +435,7 @@ func runLogSim(prog logProgram) (text string, notes []string, err error) {
 	done := false
 	app.Go("program", func(ctx context.Context) {
 		never := func() func() bool { return func() bool { return false } }
-		text, notes = playLog(ctx, &services.LogClient{From: app, Cluster: c}, prog, never)
+		text, notes = playLog(ctx, &services.LogClient{From: app, Cluster: c}, prog, &simAnswers{c: c, node: app.Name()}, never)
 		done = true
 	})
 	const limit = time.Hour // of virtual time; a program takes a few seconds
@@ -415,15 +453,18 @@ func runLogSim(prog logProgram) (text string, notes []string, err error) {
 // kafkaWorld is one real broker; each program gets a topic of its own.
 type kafkaWorld struct {
 	broker  string
-	version string // of the Kafka jars
+	proxy   *kafkatest.Proxy // every client's way to the broker
+	version string           // of the Kafka jars
 	topics  int
 }
 
-// kafkaConfig is the log on topic: one replica, the limit, and a short long
-// poll (an empty read at the end costs that much wall time).
+// kafkaConfig is the log on topic: one replica, the limit, a short long
+// poll (an empty read at the end costs that much wall time) and a short
+// wait before a retry's metadata refresh.
 func (k *kafkaWorld) kafkaConfig(topic string) kafkalog.Config {
 	return kafkalog.Config{Brokers: []string{k.broker}, Topic: topic, ReplicationFactor: 1, MinInSync: 1,
-		MaxRecordBytes: logLimit, FetchWait: 100 * time.Millisecond}
+		MaxRecordBytes: logLimit, FetchWait: 100 * time.Millisecond,
+		MetadataMinAge: 100 * time.Millisecond} // a lost answer's retry waits for a metadata refresh
 }
 
 // run runs prog on a new topic with a new kafkalog.Log.
@@ -440,7 +481,7 @@ func (k *kafkaWorld) run(prog logProgram) (string, []string, error) {
 	if err := l.EnsureTopic(ctx); err != nil {
 		return "", nil, err
 	}
-	text, notes := playLog(ctx, l, prog, func() func() bool {
+	text, notes := playLog(ctx, l, prog, k.proxy, func() func() bool {
 		deadline := time.Now().Add(10 * time.Second)
 		return func() bool { return time.Now().Before(deadline) }
 	})
@@ -620,6 +661,11 @@ func drawLogProgram(t *rapid.T) logProgram {
 			for range rapid.IntRange(1, 4).Draw(t, "batch") {
 				s.Txns = append(s.Txns, d.item()...)
 			}
+			if fits(s.Txns) {
+				// Lost answers only where the broker is asked at all:
+				// kafkalog refuses an oversize record before sending.
+				s.LoseAnswers = rapid.SampledFrom([]int{0, 0, 0, 1, 1, 2}).Draw(t, "lose answers")
+			}
 			produces = append(produces, i)
 		case r < 15:
 			s = logStep{Op: logFetch, Back: rapid.IntRange(-2, 8).Draw(t, "back"), Max: rapid.IntRange(1, 6).Draw(t, "max")}
@@ -633,6 +679,16 @@ func drawLogProgram(t *rapid.T) logProgram {
 		prog = append(prog, s)
 	}
 	return prog
+}
+
+// fits reports whether every record of txns is within the limit.
+func fits(txns []model.Txn) bool {
+	for _, t := range txns {
+		if n, err := logcodec.TxnBytes(t); err != nil || n > logLimit {
+			return false
+		}
+	}
+	return true
 }
 
 // paddedTxn is a one-change transaction whose record is exactly n bytes,
@@ -692,6 +748,11 @@ func logShapes(t *testing.T) []logShape {
 	fetch := func(back, max int) logStep { return logStep{Op: logFetch, Back: back, Max: max} }
 	return []logShape{
 		{"SameRecordsTwice", logProgram{produce(a, b), {Op: logProduce, Txns: []model.Txn{a, b}, Again: 1}, fetch(4, 10)}},
+		// The idempotent producer: a batch the broker wrote but whose answer
+		// was lost is retried with its sequence numbers and written once,
+		// answered with the first write's offset; twice in a row too.
+		{"LostAnswers", logProgram{{Op: logProduce, Txns: []model.Txn{a, b}, LoseAnswers: 1}, produce(exact),
+			{Op: logProduce, Txns: []model.Txn{b}, LoseAnswers: 2}, {Op: logProduce, Txns: []model.Txn{a, b}, Again: 1, LoseAnswers: 1}, fetch(6, 10)}},
 		{"AtTheLimitAndOneOver", logProgram{produce(exact), produce(a, over, b), produce(over), produce(b), produce(noise, noise), fetch(4, 5)}},
 		{"SplitTransaction", logProgram{produce(large), produce(append([]model.Txn{a}, parts...)...), fetch(2, 2), fetch(len(parts)+1, 10)}},
 		{"SnapshotChunks", logProgram{produce(chunks...), produce(pipeline.SplitSnapshot(snap, 0)...), fetch(len(chunks), 10)}},
@@ -738,8 +799,8 @@ func logEdges() []logShape {
 // Java.
 func startKafkaWorld(t *testing.T) *kafkaWorld {
 	t.Helper()
-	broker := kafkatest.Start(t)
-	k := &kafkaWorld{broker: broker.Addr, version: broker.Version}
+	broker, proxy := kafkatest.StartBehindProxy(t)
+	k := &kafkaWorld{broker: broker.Addr, version: broker.Version, proxy: proxy}
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -29,13 +29,7 @@ import (
 // Emails come from three values and NULL over four keys, so swaps, moves
 // and real duplicates come up in every order.
 func testReplicaUnique(t *testing.T, dsn string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	pool, err := pgxpool.New(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	ctx, pool := openPool(t, dsn, 5*time.Minute)
 	pg := map[bool]*pgstore.Replica{}
 	for _, immediate := range []bool{false, true} {
 		r, err := pgstore.NewReplica(ctx, pool, pgstore.Options{Prefix: fmt.Sprintf("uniq_%v_", immediate), ImmediateUnique: immediate})
@@ -86,6 +80,19 @@ func testReplicaUnique(t *testing.T, dsn string) {
 	if taken == 0 || refused == 0 {
 		t.Fatalf("%d batches taken, %d refused: want both", taken, refused)
 	}
+}
+
+// openPool connects to dsn for a test of at most limit, both closed when
+// it ends.
+func openPool(t *testing.T, dsn string, limit time.Duration) (context.Context, *pgxpool.Pool) {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	t.Cleanup(cancel)
+	pool, err := pgxpool.New(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return ctx, pool
 }
 
 func orTaken(err error) string {

@@ -323,31 +323,38 @@ func incompleteSnapshot(pos model.Position, recs []Record) int {
 // keeps growing (the capture appends while the store is rebuilt) would
 // otherwise keep the store empty until writes pause, and an empty fetch
 // before that end (a failover, a slow broker) is not the end of the log.
+// It folds each page of records as it reads it, planned as follow plans
+// them (whole snapshots and split transactions, duplicates skipped), so
+// its memory follows the store's state, not the log's length.
 func (a *Applier) rebuild(ctx context.Context, base *model.Position) (model.Position, error) {
 	end, err := a.Log.End(ctx)
 	if err != nil {
 		return model.Position{}, fmt.Errorf("applier %s: rebuild: read the log's end: %w", a.Store.Kind(), err)
 	}
-	var all []Record
-	cut := false // the log's front was deleted: only a snapshot after it will do
-	for off := int64(0); off < end; {
-		recs, err := a.Log.Fetch(ctx, off, 1024)
+	var f folding
+	pos := model.Position{} // where the fold is, as plan sees it
+	// cut is set when the log's front was deleted: only a snapshot after
+	// it will do, and what comes before one is of no use. cutAt is the
+	// log's start then.
+	cut, cutAt := false, int64(0)
+	for pos.Offset < end {
+		recs, err := a.Log.Fetch(ctx, pos.Offset, 1024)
 		if errors.Is(err, ErrOffsetOutOfRange) {
 			start, serr := a.Log.Start(ctx)
 			if serr != nil {
 				return model.Position{}, fmt.Errorf("applier %s: rebuild: read the log's start: %w", a.Store.Kind(), serr)
 			}
-			if start <= off {
-				return model.Position{}, fmt.Errorf("applier %s: rebuild: fetch from %d: %w", a.Store.Kind(), off, err)
+			if start <= pos.Offset {
+				return model.Position{}, fmt.Errorf("applier %s: rebuild: fetch from %d: %w", a.Store.Kind(), pos.Offset, err)
 			}
-			// Read again from the new start: records read so far
-			// may be before it, and are of no use without the
-			// snapshot before them.
-			all, off, cut = nil, start, true
+			// Fold again from the new start: what was folded so far
+			// may be before it, and is of no use without the snapshot
+			// before it.
+			f, pos, cut, cutAt = folding{}, model.Position{Offset: start}, true, start
 			continue
 		}
 		if err != nil {
-			return model.Position{}, fmt.Errorf("applier %s: rebuild: fetch from %d: %w", a.Store.Kind(), off, err)
+			return model.Position{}, fmt.Errorf("applier %s: rebuild: fetch from %d: %w", a.Store.Kind(), pos.Offset, err)
 		}
 		if len(recs) == 0 {
 			if err := a.Env.Sleep(ctx, a.Poll); err != nil {
@@ -355,32 +362,44 @@ func (a *Applier) rebuild(ctx context.Context, base *model.Position) (model.Posi
 			}
 			continue
 		}
-		all = append(all, recs...)
-		off = recs[len(recs)-1].Offset + 1
-	}
-	if cut {
-		from := lastSnapshotStart(all)
-		if from < 0 {
-			start := end
-			if len(all) > 0 {
-				start = all[0].Offset
+		from := pos.Offset
+		if cut {
+			// Nothing before a snapshot is of use (its transactions
+			// follow ones the log deleted).
+			i := slices.IndexFunc(recs, func(r Record) bool { return r.Txn.Snapshot && r.Txn.Chunk == 0 })
+			if i < 0 {
+				pos = model.Position{Offset: recs[len(recs)-1].Offset + 1}
+				continue
 			}
-			return model.Position{}, fmt.Errorf("applier %s: rebuild: %w", a.Store.Kind(), &NoSnapshotError{Start: start, End: end})
+			recs, pos = recs[i:], model.Position{Offset: recs[i].Offset}
 		}
-		all = all[from:]
-	}
-	if len(all) > 0 {
 		// A snapshot still being appended is waited for, not skipped.
-		var err error
-		if all, err = a.whole(ctx, model.Position{}, all); err != nil {
+		if recs, err = a.whole(ctx, pos, recs); err != nil {
 			return model.Position{}, err
 		}
+		batches, _, gap := plan(pos, recs, false)
+		if gap != nil {
+			return model.Position{}, fmt.Errorf("applier %s: rebuild: %w", a.Store.Kind(), gap)
+		}
+		for _, b := range batches {
+			if cut && !b.Reset {
+				// The snapshot was one the capture never finished
+				// appending: look for the next.
+				pos = model.Position{Offset: b.Position.Offset}
+				continue
+			}
+			cut = false
+			f.add(b)
+			pos = b.Position
+		}
+		if pos.Offset <= from {
+			return model.Position{}, fmt.Errorf("applier %s: rebuild: no progress at offset %d", a.Store.Kind(), from)
+		}
 	}
-	batches, _, gap := plan(model.Position{}, all, false)
-	if gap != nil {
-		return model.Position{}, fmt.Errorf("applier %s: rebuild: %w", a.Store.Kind(), gap)
+	if cut {
+		return model.Position{}, fmt.Errorf("applier %s: rebuild: %w", a.Store.Kind(), &NoSnapshotError{Start: cutAt, End: end})
 	}
-	b := Fold(batches)
+	b := f.batch()
 	// Only into a store that is where the applier found it: one that still
 	// holds no position (base nil), or, for a store behind the log's start,
 	// the position it was at. A second applier, or this one's zombie, may
@@ -389,7 +408,7 @@ func (a *Applier) rebuild(ctx context.Context, base *model.Position) (model.Posi
 	if !a.Bugs.UnconditionalApply {
 		b.Base, b.Fresh = base, base == nil
 	}
-	a.Logger.Debug("applier: rebuilding", "store", a.Store.Kind(), "records", len(all), "to", b.Position)
+	a.Logger.Debug("applier: rebuilding", "store", a.Store.Kind(), "rows", len(b.Txns[0].Changes), "to", b.Position)
 	if err := a.Store.Apply(ctx, b); err != nil {
 		return model.Position{}, fmt.Errorf("applier %s: rebuild: %w", a.Store.Kind(), err)
 	}
@@ -607,25 +626,42 @@ func (g *gathering) txn() model.Txn {
 // current, even one that takes the batch in several requests (the search
 // index), so no reader ever sees a key step back through old versions.
 func Fold(batches []Batch) Batch {
-	state := model.NewState()
-	var pos model.Position
-	var schema []model.Table
+	var f folding
 	for _, b := range batches {
-		if b.Reset {
-			state, schema = model.NewState(), nil
-		}
-		for _, t := range b.Txns {
-			schema = model.AddTables(schema, t.Schema)
-			state.Apply(t)
-		}
-		pos = b.Position
+		f.add(b)
 	}
-	snap := model.Txn{CommitLSN: pos.LSN, Snapshot: true, Schema: schema}
-	for _, k := range state.Keys() {
-		e, _ := state.Get(k)
-		snap.Changes = append(snap.Changes, model.Change{Table: k.Table, PK: k.PK, Op: model.OpInsert, Row: e.Row})
+	return f.batch()
+}
+
+// folding is a Fold under way, taking batches one at a time: the state
+// they leave (the zero value is before any).
+type folding struct {
+	state  *model.State
+	schema []model.Table
+	pos    model.Position
+}
+
+func (f *folding) add(b Batch) {
+	if b.Reset || f.state == nil {
+		f.state, f.schema = model.NewState(), nil
 	}
-	return Batch{Reset: true, Txns: []model.Txn{snap}, Position: pos}
+	for _, t := range b.Txns {
+		f.schema = model.AddTables(f.schema, t.Schema)
+		f.state.Apply(t)
+	}
+	f.pos = b.Position
+}
+
+// batch is the folded batch.
+func (f *folding) batch() Batch {
+	snap := model.Txn{CommitLSN: f.pos.LSN, Snapshot: true, Schema: f.schema}
+	if f.state != nil {
+		for _, k := range f.state.Keys() {
+			e, _ := f.state.Get(k)
+			snap.Changes = append(snap.Changes, model.Change{Table: k.Table, PK: k.PK, Op: model.OpInsert, Row: e.Row})
+		}
+	}
+	return Batch{Reset: true, Txns: []model.Txn{snap}, Position: f.pos}
 }
 
 // reorderDeletesFirst is the broken batching seen in the field: it applies

@@ -152,6 +152,12 @@ type Bugs struct {
 	// breaks a constraint half-way, and the replica refuses that batch
 	// every time it is sent (the applier is stuck).
 	UniqueRowByRow bool
+	// DDLReset has the replica's rebuild drop its tables and create them
+	// again (DROP SCHEMA ... CASCADE in the rebuild's transaction) with no
+	// lock its readers take. DDL is not MVCC-safe: a reader whose
+	// snapshot came before the rebuild committed finds the new tables,
+	// empty to it, beside the old position (seen in the container soak).
+	DDLReset bool
 }
 
 func (b Bugs) Any() bool { return b != Bugs{} }
@@ -175,6 +181,7 @@ var BugNames = map[string]func(*Bugs){
 	"ignore-retention":          func(b *Bugs) { b.IgnoreRetention = true },
 	"stream-after-slot-loss":    func(b *Bugs) { b.StreamAfterSlotLoss = true },
 	"unique-row-by-row":         func(b *Bugs) { b.UniqueRowByRow = true },
+	"reset-by-ddl":              func(b *Bugs) { b.DDLReset = true },
 }
 
 // ParseBugs reads a comma-separated list of bug names ("" is none).

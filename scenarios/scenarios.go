@@ -36,6 +36,14 @@ const (
 	Debezium System = "debezium"
 )
 
+// Promises reports whether a run of the system fails (exit 1) when it
+// violates a property it claims: the ordered log and two-phase commit are
+// built to hold their claims, so a violation is a bug; Debezium claims only
+// what its documentation promises, so a violation is a finding about it. Naive dual writes
+// are the baseline expected to break theirs: what they break is the
+// finding, shown and counted, never a failed run.
+func (s System) Promises() bool { return s != DualWrite }
+
 // Systems lists both, pipeline first.
 var Systems = []System{Pipeline, DualWrite}
 

@@ -418,9 +418,10 @@ func (x *world) buildPipeline() {
 		name := "applier-" + s.name
 		x.addProcess(name, faults.RoleApplier, func(n *sim.Node) any {
 			a := &pipeline.Applier{
-				Env:    n.Env(),
-				Log:    &services.LogClient{From: n, Cluster: x.cluster},
-				Store:  &services.StoreClient{From: n, To: store, StoreKind: kind, Blind: bugs.NonIdempotentApply, ImmediateUnique: bugs.UniqueRowByRow},
+				Env: n.Env(),
+				Log: &services.LogClient{From: n, Cluster: x.cluster},
+				Store: &services.StoreClient{From: n, To: store, StoreKind: kind, Blind: bugs.NonIdempotentApply, ImmediateUnique: bugs.UniqueRowByRow,
+					DDLReset: bugs.DDLReset},
 				Group:  name, // a second instance joins the same group
 				Bugs:   bugs,
 				Logger: x.logger.With("node", n.Name()),

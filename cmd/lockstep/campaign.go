@@ -18,9 +18,10 @@ import (
 )
 
 var campaignCmd = &command{
-	name:  "campaign",
-	usage: "[--scenario all|NAME,...] [--seeds N | --duration D] [--shard i/N] [--system both|all|pipeline|dualwrite|2pc] [--json FILE] [--junit FILE] [--report DIR]",
-	short: "run many seeds over scenarios, pipeline vs dual writes",
+	name:      "campaign",
+	simulates: true,
+	usage:     "[--scenario all|NAME,...] [--seeds N | --duration D] [--shard i/N] [--system both|all|pipeline|dualwrite|2pc] [--json FILE] [--junit FILE] [--report DIR]",
+	short:     "run many seeds over scenarios, pipeline vs dual writes",
 	long: `Campaign runs --seeds seeds of every chosen scenario for each system, on all
 cores, seed by seed, with a progress line on stderr, then prints a table of
 pipeline vs naive dual writes per scenario and the anomalies by class.
@@ -34,7 +35,8 @@ in the schema lockstep.campaign/v1 (docs/campaign-json.md), the same in both
 worlds; --junit FILE writes one testcase per scenario and system, a failure
 carrying each failing run's repro line and witnesses.
 It exits 1 if any pipeline run violated a claimed property (its repro lines
-are printed); dual writes' failures are the expected finding. It exits 2 if a
+are printed); dual writes' failures are the expected finding; a 2pc run that
+violated one is listed for replay but does not decide the exit. It exits 2 if a
 run could not complete or a pipeline run's verdict was inconclusive or a
 refusal (not a pass; their repro lines are printed).
 --report DIR writes DIR/index.html (the table, anomalies by class, seeds/s,
@@ -57,7 +59,7 @@ container logs are kept only when it did not hold, or in --logs DIR.`,
 		reportRuns := positiveFlag(fs, "report-runs", 5, "`N` failing runs of each scenario and system get a report in --report's DIR")
 		world := fs.String("world", "sim", "sim, or containers (runs one at a time; needs Docker and make images)")
 		logDir := fs.String("logs", "", "containers: keep every run's container logs in `DIR`/TOKEN (default: only the logs of runs that did not hold)")
-		shrinkFirst := fs.Bool("shrink", false, "shrink the first failing pipeline run of each scenario and anomaly class, and print its plan and repro file (simulator only)")
+		shrinkFirst := fs.Bool("shrink", false, "shrink the first failing run of each scenario, system (not dual writes) and anomaly class, and print its plan and repro file (simulator only)")
 		return func(args []string) error {
 			if len(args) > 0 {
 				return usagef("unexpected argument %q", args[0])
@@ -106,8 +108,10 @@ container logs are kept only when it did not hold, or in --logs DIR.`,
 					return err
 				}
 				for _, sys := range systems {
-					if err := containerSystem(sys); err != nil {
-						return err
+					for _, sc := range scs {
+						if err := containerSystem(sys, sc); err != nil {
+							return err
+						}
 					}
 					for _, sc := range scs {
 						if err := containers.SupportsSystem(sc, sys); err != nil {
@@ -161,17 +165,20 @@ type campaignOutputs struct {
 }
 
 // check fails now, not after an hour of runs, on a file that cannot be
-// written: it creates each (empty) and the report's directory.
+// written, and empties the files (a campaign reads none of them), so one
+// that fails or is stopped leaves no earlier campaign's results looking
+// current; it creates the report's directory.
 func (o campaignOutputs) check() error {
+	if err := checkWritable(o.json, o.junit); err != nil {
+		return err
+	}
 	for _, p := range []string{o.json, o.junit} {
 		if p == "" {
 			continue
 		}
-		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-		if err != nil {
-			return usagef("cannot write %v", err)
+		if err := os.Truncate(p, 0); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return usagef("cannot empty %s: %v", p, err)
 		}
-		f.Close()
 	}
 	if o.report.dir != "" {
 		if err := os.MkdirAll(o.report.dir, 0o755); err != nil {
@@ -206,6 +213,7 @@ type progress struct {
 	last     time.Time
 	fails    int // pipeline runs that violated a claim
 	dwFails  int
+	tpcFails int // two-phase commit's runs that violated a claim
 	maxSeed  uint64
 	lastAt   time.Time // when the last run ended
 }
@@ -225,7 +233,9 @@ func (p *progress) ended() { p.lastAt = time.Now() }
 func (p *progress) note(sys scenarios.System, seed uint64, violated bool) {
 	p.maxSeed = max(p.maxSeed, seed)
 	switch {
-	case violated && sys == scenarios.Pipeline:
+	case violated && sys == scenarios.TwoPC:
+		p.tpcFails++
+	case violated && sys.Promises():
 		p.fails++
 	case violated:
 		p.dwFails++
@@ -263,6 +273,9 @@ func (p *progress) line(done, total int, cfg scenarios.CampaignConfig, what stri
 		}
 	}
 	s := fmt.Sprintf("[%s] pipeline violations %d, dual-write violations %d", runs, p.fails, p.dwFails)
+	if p.tpcFails > 0 {
+		s += fmt.Sprintf(", 2pc violations %d", p.tpcFails)
+	}
 	if what != "" {
 		s += "; " + what
 	}
@@ -298,8 +311,8 @@ func campaign(cfg scenarios.CampaignConfig, outs campaignOutputs, shrinkFirst bo
 		p.ended()
 		if last != nil {
 			p.note(last.System, last.Seed, last.Violated())
-			if last.System == scenarios.Pipeline && last.Violated() {
-				fmt.Fprintf(stderr, "\rpipeline violation: %s%s\n", last.Repro(), strings.Repeat(" ", 20))
+			if last.System.Promises() && last.Violated() {
+				fmt.Fprintf(stderr, "\r%s violation: %s%s\n", last.System, last.Repro(), strings.Repeat(" ", 20))
 			}
 		}
 		p.print(p.line(done, total, cfg, ""), done == total)

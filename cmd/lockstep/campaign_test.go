@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -169,5 +170,24 @@ func TestPhaseText(t *testing.T) {
 		if got := phaseText(phase, 12*time.Second+300*time.Millisecond, 0); got != want {
 			t.Errorf("%s: %q, want %q", phase, got, want)
 		}
+	}
+}
+
+// A campaign empties its output files before its first run, so one that
+// fails or is stopped leaves no earlier campaign's results looking current.
+func TestCampaignEmptiesItsOutputsFirst(t *testing.T) {
+	dir := t.TempDir()
+	old := filepath.Join(dir, "old.json")
+	if err := os.WriteFile(old, []byte(`{"schema":"lockstep.campaign/v1"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := (campaignOutputs{json: old, junit: filepath.Join(dir, "new.xml")}).check(); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(old); err != nil || len(b) != 0 {
+		t.Fatalf("the earlier JSON is %q (%v), want emptied", b, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "new.xml")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("check left a file it created: %v", err)
 	}
 }

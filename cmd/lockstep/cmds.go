@@ -161,9 +161,10 @@ func (f *runFlags) repro(scenario, system, seedText string) (scenarios.Repro, er
 }
 
 var runCmd = &command{
-	name:  "run",
-	usage: "--scenario NAME [--system pipeline|dualwrite|2pc] --seed N [--txns N] [--bug NAME] [--json FILE]",
-	short: "run one seed of one scenario and judge it",
+	name:      "run",
+	simulates: true,
+	usage:     "--scenario NAME [--system pipeline|dualwrite|2pc] --seed N [--txns N] [--bug NAME] [--json FILE]",
+	short:     "run one seed of one scenario and judge it",
 	long: `Run builds the simulated world for one seed, drives the workload through the
 fault phase and the quiet phase, and prints the checker's verdict, the anomalies
 with witnesses, the trace hash and a one-line repro that replays the same run
@@ -196,9 +197,10 @@ inconclusive, the run could not complete or the input is bad.`,
 }
 
 var reproCmd = &command{
-	name:  "repro",
-	usage: "SCENARIO[+BUG...]/SYSTEM/SEED[,KEY=VALUE...]|FILE [--json FILE] [--log] [--check-determinism] [--logs DIR]",
-	short: "replay a printed run exactly (same trace hash)",
+	name:      "repro",
+	simulates: true,
+	usage:     "SCENARIO[+BUG...]/SYSTEM/SEED[,KEY=VALUE...]|FILE [--json FILE] [--log] [--check-determinism] [--logs DIR]",
+	short:     "replay a printed run exactly (same trace hash)",
 	long: `Repro takes the token a run or campaign printed and replays that run bit for
 bit: the trace hash it prints must equal the original. The token carries
 everything that shapes the run: SCENARIO (with +BUG for each --bug),
@@ -231,6 +233,9 @@ an explicit fault plan; its replay must give the trace hash it records.`,
 				if rf.logDir != "" {
 					return usagef("--logs needs a token with world=containers (a repro file is a simulated run)")
 				}
+				if err := checkWritable(rf.json, rf.report); err != nil {
+					return err
+				}
 				return runSim(f.Repro, &f, args[0], rf)
 			}
 			r, err := scenarios.ParseRepro(args[0])
@@ -250,6 +255,9 @@ an explicit fault plan; its replay must give the trace hash it records.`,
 
 // runRepro runs what a token names; rf says only what to print and keep.
 func runRepro(r scenarios.Repro, rf runFlags) error {
+	if err := checkWritable(rf.json, rf.report); err != nil {
+		return err
+	}
 	if r.World == scenarios.WorldContainers {
 		return runContainers(r, rf)
 	}
@@ -330,7 +338,8 @@ func runSim(r scenarios.Repro, file *scenarios.ReproFile, path string, rf runFla
 		fmt.Fprintf(stdout, "repro: %s\n", out.Repro())
 	}
 	if rf.json != "" {
-		if err := writeJSON(rf.json, out.Report); err != nil {
+		m := out.Metrics
+		if err := writeJSON(rf.json, runJSON{Report: out.Report, Metrics: &m}); err != nil {
 			return err
 		}
 	}
@@ -343,12 +352,13 @@ func runSim(r scenarios.Repro, file *scenarios.ReproFile, path string, rf runFla
 	return judge(sys, out.Report, out.Refused())
 }
 
-// judge is a run's exit: only the pipeline's verdict counts (dual writes
-// failing is the expected finding). A violation before a refusal still
-// fails; a refusal and an inconclusive verdict are not a pass.
+// judge is a run's exit: the verdict of a system that promises its
+// properties (the pipeline, 2PC) counts; dual writes failing is the
+// expected finding. A violation before a refusal still fails; a refusal
+// and an inconclusive verdict are not a pass.
 func judge(sys scenarios.System, rep *checker.Report, refused bool) error {
 	switch {
-	case sys != scenarios.Pipeline && sys != scenarios.Debezium:
+	case !sys.Promises():
 		return nil
 	case !rep.OK():
 		return errViolation
@@ -376,6 +386,37 @@ func printPlan(p faults.Plan) {
 	for _, line := range strings.Split(strings.TrimSpace(p.String()), "\n") {
 		fmt.Fprintf(stdout, "  %s\n", line)
 	}
+}
+
+// checkWritable fails at once, before any run, on output files that cannot
+// be written, rather than after a run of minutes whose verdict would then be
+// lost. It opens each for writing (an empty path is skipped) and removes
+// the ones it had to create; it changes no file that exists, as one may
+// also be the input (shrink bug.repro --out bug.repro).
+func checkWritable(paths ...string) error {
+	for _, p := range paths {
+		if p == "" {
+			continue
+		}
+		_, statErr := os.Stat(p)
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE, 0o644)
+		if err != nil {
+			return usagef("cannot write %v", err)
+		}
+		f.Close()
+		if errors.Is(statErr, os.ErrNotExist) {
+			os.Remove(p)
+		}
+	}
+	return nil
+}
+
+// runJSON is what run --json writes: the checker's report, its fields at
+// the top level, and what the run cost the application (the simulator's
+// runs: the object a campaign's JSON gives each run, docs/campaign-json.md).
+type runJSON struct {
+	*checker.Report
+	Metrics *scenarios.Metrics `json:"metrics,omitempty"`
 }
 
 func writeJSON(path string, v any) error {
@@ -421,9 +462,10 @@ var listCmd = &command{
 }
 
 var benchCmd = &command{
-	name:  "bench",
-	usage: "[--seeds N] [--scenario NAME]",
-	short: "measure seeds per second and simulated-time speed-up",
+	name:      "bench",
+	simulates: true,
+	usage:     "[--seeds N] [--scenario NAME]",
+	short:     "measure seeds per second and simulated-time speed-up",
 	long: `Bench runs one scenario (default swarm: 1,000 transactions, 3 stores, faults)
 for --seeds seeds on one core and reports seeds per second and how much faster
 than wall time the simulated time ran, for the pipeline and for dual writes.
@@ -450,6 +492,7 @@ per seed only with the work.`,
 						sys, sc.Name, float64(cpu)/float64(time.Millisecond)/float64(c.Seeds), float64(c.Seeds)/cpu.Seconds())
 				}
 			}
+			fmt.Fprintf(stdout, "collector: %s; GOGC %d at the end\n", gcPolicy, gcPercent())
 			return nil
 		}
 	},

@@ -45,7 +45,7 @@ func containerConfig(r scenarios.Repro) (containers.Config, error) {
 	if err != nil {
 		return containers.Config{}, usagef("%v", err)
 	}
-	if err := containerSystem(r.System); err != nil {
+	if err := containerSystem(r.System, sc); err != nil {
 		return containers.Config{}, err
 	}
 	if err := containers.SupportsSystem(sc, r.System); err != nil && r.Plan == "" {
@@ -122,6 +122,9 @@ func runContainers(r scenarios.Repro, rf runFlags) error {
 	fmt.Fprint(stdout, out.Report.String())
 	if out.Bench != nil {
 		fmt.Fprint(stdout, out.Bench.String())
+	}
+	if out.InDoubt != nil {
+		fmt.Fprint(stdout, out.InDoubt.String())
 	}
 	kept, err := logs.settle(results.Judged(r.String(), "", out.Report, "").Verdict)
 	if err != nil {

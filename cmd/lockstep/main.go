@@ -2,9 +2,10 @@
 // many seeds over many scenarios (campaign), the exact replay of a printed
 // run (repro), the scenario list (list) and the simulator benchmark (bench).
 //
-// Exit codes: 0 when the system under test held every property it claims,
-// 1 when it violated one (naive dual writes' violations are the expected
-// finding and do not count), 2 for bad input or a harness error: a run that
+// Exit codes: 0 when the system under test held every property it claims, 1
+// when it violated one (the pipeline's and two-phase commit's, its --bug
+// switches included; naive dual writes claim nothing, their violations are
+// the expected finding), 2 for bad input or a harness error: a run that
 // could not complete, a report that could not be written, a verdict that is
 // inconclusive (a check did not finish), or a pipeline that stopped on
 // input it cannot capture (a table without a key), none of which is a pass.
@@ -16,7 +17,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
 	"strings"
 )
 
@@ -28,9 +28,12 @@ type command struct {
 	short string
 	long  string
 	flags func(fs *flag.FlagSet) func(args []string) error
+	// simulates: the command runs simulated worlds as a batch job, so main
+	// tunes the collector for throughput (gc.go).
+	simulates bool
 }
 
-var commands = []*command{runCmd, campaignCmd, reproCmd, listCmd, benchCmd, captureCmd, applyCmd, mergeCmd}
+var commands = []*command{runCmd, campaignCmd, reproCmd, listCmd, benchCmd, captureCmd, applyCmd, mergeCmd, coordinatorCmd}
 
 // usageError is bad input: exit 2 with one line.
 type usageError struct{ msg string }
@@ -40,8 +43,8 @@ func (e usageError) Error() string { return e.msg }
 func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
 var (
-	// errViolation: the system under test broke a claimed property (exit 1).
-	errViolation = errors.New("the system under test violated a claimed property")
+	// errViolation: the pipeline broke a claimed property (exit 1).
+	errViolation = errors.New("the pipeline violated a claimed property")
 	// errInconclusive: a claimed property could not be judged (exit 2).
 	errInconclusive = errors.New("inconclusive: a claimed property could not be judged (see the report); not a pass")
 	// errRefused: the pipeline stopped on input it cannot capture, as it
@@ -51,12 +54,16 @@ var (
 	errHarness = errors.New("the harness failed")
 )
 
+// gcPolicy says how main set the collector (gc.go), for bench's output.
+var gcPolicy = "Go's default pacing"
+
 func main() {
-	if os.Getenv("GOGC") == "" {
-		// Simulated runs allocate small, short-lived objects by the million
-		// and each world is a few MB: collecting less often is about 10%
-		// faster and the machine has memory to spare. GOGC overrides it.
-		debug.SetGCPercent(400)
+	// Here and not in run, which tests call: the tuning is for the
+	// process's life, and a test binary's other tests must not inherit it.
+	if len(os.Args) > 1 {
+		if c := find(os.Args[1]); c != nil && c.simulates {
+			gcPolicy = tuneGCForSimulation()
+		}
 	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }

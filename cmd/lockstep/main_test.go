@@ -66,7 +66,13 @@ func TestBadInputIsOneLineAndExit2(t *testing.T) {
 		{[]string{"frobnicate"}, `lockstep: unknown command "frobnicate"`},
 		{[]string{"run", "--bogus"}, "lockstep run: flag provided but not defined: -bogus"},
 		{[]string{"campaign", "--world", "containers", "--report", "/tmp/x"}, "lockstep campaign: --report needs the simulator for a campaign"},
-		{[]string{"run", "--scenario", "steady", "--seed", "1", "--txns", "20", "--report", "/nonexistent/dir/r.html"}, "lockstep run: report: open /nonexistent/dir/r.html"},
+		{[]string{"run", "--scenario", "steady", "--seed", "1", "--txns", "20", "--report", "/nonexistent/dir/r.html"}, "lockstep run: cannot write open /nonexistent/dir/r.html"},
+		// Output files are checked before a run: a container run, a shrink
+		// or every bug's shrink would take minutes first.
+		{[]string{"run", "--world", "containers", "--scenario", "steady", "--seed", "1", "--json", "/nonexistent/dir/j.json"}, "lockstep run: cannot write open /nonexistent/dir/j.json"},
+		{[]string{"repro", "steady/pipeline/1,world=containers", "--report", "/nonexistent/dir/r.html"}, "lockstep repro: cannot write open /nonexistent/dir/r.html"},
+		{[]string{"shrink", "steady/pipeline/1,world=containers", "--out", "/nonexistent/dir/p"}, "lockstep shrink: cannot write open /nonexistent/dir/p"},
+		{[]string{"shrink", "--all-bugs", "--json", "/nonexistent/dir/b.json"}, "lockstep shrink: cannot write open /nonexistent/dir/b.json"},
 		{[]string{"campaign", "--shard", "0/3"}, `lockstep campaign: --shard: malformed shard "0/3": want i/N with 1 <= i <= N, e.g. 2/8`},
 		{[]string{"campaign", "--shard", "4/3"}, `lockstep campaign: --shard: malformed shard "4/3"`},
 		{[]string{"campaign", "--shard", "half"}, `lockstep campaign: --shard: malformed shard "half"`},
@@ -447,21 +453,27 @@ func TestNoDockerIsExit2(t *testing.T) {
 	}
 }
 
-// A failure of the harness itself (here: the report cannot be written) is
-// exit 2 with one line, never 1, which says the pipeline broke a claim.
+// A failure of the harness itself is exit 2 with one line, never 1, which
+// says the pipeline broke a claim: here a replay that does not give the
+// trace hash its repro file records (a run that passed). An unwritable
+// output file is refused before the run (TestBadInputIsOneLineAndExit2).
 func TestHarnessErrorIsExit2(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "missing", "report.json")
-	code, out, errw := lockstep("run", "--scenario", "steady", "--seed", "1", "--txns", "20", "--json", path)
-	if !strings.Contains(out, "PASS:") {
-		t.Fatalf("the run itself must pass:\n%s", out)
+	path := filepath.Join(t.TempDir(), "wrong-hash.repro")
+	text := "token steady/pipeline/1,txns=20\nhash 0123456789abcdef\nplan\nquiet @20s\n"
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
 	}
-	if code != 2 || !strings.HasPrefix(errw, "lockstep run: write "+path) || strings.Count(errw, "\n") != 1 {
-		t.Fatalf("exit %d, stderr %q: want 2 and one line about the write", code, errw)
+	code, out, errw := lockstep("repro", path)
+	if !strings.Contains(out, "PASS:") {
+		t.Fatalf("the run itself must pass:\n%s%s", out, errw)
+	}
+	if code != 2 || !strings.HasPrefix(errw, "lockstep repro: "+path+": the replay's trace hash") || strings.Count(errw, "\n") != 1 {
+		t.Fatalf("exit %d, stderr %q: want 2 and one line about the hash", code, errw)
 	}
 }
 
-// Only the pipeline's verdict decides the exit, and inconclusive is not a
-// pass.
+// Only the pipeline's verdict decides the exit (dual writes' and 2PC's are
+// shown, as the README says), and inconclusive is not a pass.
 func TestJudge(t *testing.T) {
 	fail := &checker.Report{Verdict: checker.Fail, Anomalies: []checker.Anomaly{{Class: checker.Lost, Violation: true}}}
 	cases := []struct {
@@ -477,6 +489,7 @@ func TestJudge(t *testing.T) {
 		{scenarios.Pipeline, fail, true, errViolation},
 		{scenarios.DualWrite, fail, false, nil},
 		{scenarios.DualWrite, &checker.Report{Verdict: checker.Inconclusive}, false, nil},
+		{scenarios.TwoPC, fail, false, errViolation},
 	}
 	for _, c := range cases {
 		if got := judge(c.sys, c.rep, c.refused); got != c.want {
@@ -521,11 +534,11 @@ func TestOneTransactionConverges(t *testing.T) {
 func TestReportOfRunAndRepro(t *testing.T) {
 	dir := t.TempDir()
 	a, b := filepath.Join(dir, "run.html"), filepath.Join(dir, "repro.html")
-	code, out, errw := lockstep("run", "--scenario", "crash-capture", "--bug", "confirm-before-ack", "--seed", "3", "--report", a)
+	code, out, errw := lockstep("run", "--scenario", "crash-capture", "--bug", "confirm-before-ack", "--seed", "1", "--report", a)
 	if code != 1 || !strings.Contains(out, "report: "+a) {
 		t.Fatalf("run: exit %d, want 1 and the report's path:\n%s%s", code, out, errw)
 	}
-	code, _, errw = lockstep("repro", "--report", b, "crash-capture+confirm-before-ack/pipeline/3")
+	code, _, errw = lockstep("repro", "--report", b, "crash-capture+confirm-before-ack/pipeline/1")
 	if code != 1 {
 		t.Fatalf("repro: exit %d, want 1: %s", code, errw)
 	}

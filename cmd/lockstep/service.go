@@ -301,7 +301,7 @@ func openStore(ctx context.Context, k model.StoreKind, target string, bugs pipel
 		}
 		var st pipeline.Store
 		if k == model.Replica {
-			st, err = pgstore.NewReplica(ctx, pool, pgstore.Options{Blind: blind, ImmediateUnique: bugs.UniqueRowByRow})
+			st, err = pgstore.NewReplica(ctx, pool, pgstore.Options{Blind: blind, ImmediateUnique: bugs.UniqueRowByRow, DDLReset: bugs.DDLReset})
 		} else {
 			st, err = pgstore.NewSearch(ctx, pool, pgstore.Options{Blind: blind, BulkDocs: 500})
 		}

@@ -24,9 +24,10 @@ import (
 )
 
 var shrinkCmd = &command{
-	name:  "shrink",
-	usage: "TOKEN|FILE [--class C] [--store S] [--out FILE] [--json FILE] [--max-runs N] [--timeout D] | --all-bugs [--seeds N] [--json FILE]",
-	short: "minimise a failing run: fewer faults, transactions, clients, keys",
+	name:      "shrink",
+	simulates: true,
+	usage:     "TOKEN|FILE [--class C] [--store S] [--out FILE] [--json FILE] [--max-runs N] [--timeout D] | --all-bugs [--seeds N] [--json FILE]",
+	short:     "minimise a failing run: fewer faults, transactions, clients, keys",
 	long: `Shrink replays the run a repro token or repro file names and looks for a
 smaller one that still fails the same way: the same anomaly class on the same
 store (the run's first violation unless --class and --store say which), the
@@ -48,9 +49,9 @@ runs unless --max-runs says more, --out FILE required for the shrunk plan.
 Container runs do not replay bit for bit, so the result is a smaller plan
 that failed once as wanted, not a minimal one nor a deterministic repro.
 
-Exit 1 when the shrunk run is a pipeline violation, 0 for dual writes (their
-failing is the expected finding), 2 when the run holds (nothing to shrink) or
-cannot be run.`,
+Exit 1 when the shrunk run is a pipeline or 2PC violation, 0 for dual
+writes (their failing is the expected finding), 2 when the run holds
+(nothing to shrink) or cannot be run.`,
 	flags: func(fs *flag.FlagSet) func([]string) error {
 		class := fs.String("class", "", "the anomaly class to keep (default: the run's first violation's)")
 		store := fs.String("store", "", "the store to keep it on (default: that violation's)")
@@ -65,6 +66,9 @@ cannot be run.`,
 			cfg := shrink.Config{MaxRuns: *maxRuns, Timeout: *timeout, Class: checker.Class(*class), Store: *store, Progress: stderr}
 			if *class != "" && !slices.Contains(checker.Classes, cfg.Class) {
 				return usagef("unknown class %q (want one of: %s)", *class, classNames())
+			}
+			if err := checkWritable(*out, *jsonOut, *reportOut); err != nil {
+				return err
 			}
 			if *allBugs {
 				if len(args) > 0 || *class != "" || *store != "" || *out != "" || *reportOut != "" {
@@ -231,14 +235,17 @@ func shrinkAllBugs(seeds int, cfg shrink.Config, jsonPath string) error {
 	return nil
 }
 
-// firstFails keeps, for a campaign with --shrink, the first failing
-// pipeline run (the lowest seed) of each scenario and anomaly class.
+// firstFails keeps, for a campaign with --shrink, the first failing run
+// (the lowest seed) of each scenario, system and anomaly class, for the
+// systems whose failing is news: the pipeline and two-phase commit, not
+// dual writes (they fail everywhere, as expected).
 type firstFails struct {
 	byKey map[string]firstFail
 }
 
 type firstFail struct {
 	scenario string
+	system   scenarios.System
 	class    checker.Class
 	store    string
 	seed     uint64
@@ -247,7 +254,7 @@ type firstFail struct {
 }
 
 // collect wraps cfg's progress callback (called under the campaign's lock)
-// to note every violating pipeline run.
+// to note every violating run of a system shrinkable says is news.
 func (ff *firstFails) collect(cfg *scenarios.CampaignConfig) {
 	ff.byKey = map[string]firstFail{}
 	progress := cfg.Progress
@@ -256,13 +263,13 @@ func (ff *firstFails) collect(cfg *scenarios.CampaignConfig) {
 		byName[sc.Name] = sc
 	}
 	cfg.Progress = func(done, total int, last *scenarios.Outcome) {
-		if last != nil && last.System == scenarios.Pipeline {
+		if last != nil && shrinkable(last.System) {
 			for _, a := range last.Report.Violations() {
-				key := last.Scenario + "\x00" + string(a.Class)
+				key := firstFailKey(last.Scenario, last.System, a.Class)
 				if prev, ok := ff.byKey[key]; !ok || last.Seed < prev.seed {
 					o := last.Options
 					o.Plan, o.Log, o.KeepTrace = nil, nil, false
-					ff.byKey[key] = firstFail{last.Scenario, a.Class, a.Store, last.Seed, byName[last.Scenario], o}
+					ff.byKey[key] = firstFail{last.Scenario, last.System, a.Class, a.Store, last.Seed, byName[last.Scenario], o}
 				}
 			}
 		}
@@ -272,21 +279,31 @@ func (ff *firstFails) collect(cfg *scenarios.CampaignConfig) {
 	}
 }
 
+// shrinkable says whether a campaign shrinks a system's failing runs: not
+// dual writes', whose failing is the expected finding.
+func shrinkable(sys scenarios.System) bool { return sys != scenarios.DualWrite }
+
+func firstFailKey(scenario string, sys scenarios.System, class checker.Class) string {
+	return scenario + "\x00" + string(sys) + "\x00" + string(class)
+}
+
 // shrinkAll shrinks each first failing run, parallel runs at a time, and
-// prints them in scenario and class order.
+// prints them in scenario, system and class order.
 func (ff *firstFails) shrinkAll(cfg scenarios.CampaignConfig) {
 	var todo []firstFail
 	for _, sc := range cfg.Scenarios {
-		for _, class := range checker.Classes {
-			if f, ok := ff.byKey[sc.Name+"\x00"+string(class)]; ok {
-				todo = append(todo, f)
+		for _, sys := range cfg.Systems {
+			for _, class := range checker.Classes {
+				if f, ok := ff.byKey[firstFailKey(sc.Name, sys, class)]; ok {
+					todo = append(todo, f)
+				}
 			}
 		}
 	}
 	if len(todo) == 0 {
 		return
 	}
-	fmt.Fprintf(stdout, "\nshrinking the first failing pipeline run of each scenario and anomaly class (%d):\n", len(todo))
+	fmt.Fprintf(stdout, "\nshrinking the first failing run of each scenario, system (not dual writes) and anomaly class (%d):\n", len(todo))
 	results := make([]*shrink.Result, len(todo))
 	errs := make([]error, len(todo))
 	next := make(chan int)
@@ -298,11 +315,11 @@ func (ff *firstFails) shrinkAll(cfg scenarios.CampaignConfig) {
 			defer wg.Done()
 			for i := range next {
 				f := todo[i]
-				results[i], errs[i] = shrink.Shrink(f.sc, scenarios.Pipeline, f.seed, f.opts,
+				results[i], errs[i] = shrink.Shrink(f.sc, f.system, f.seed, f.opts,
 					shrink.Config{Class: f.class, Store: f.store, Timeout: 5 * time.Minute})
 				mu.Lock()
 				if errs[i] == nil {
-					fmt.Fprintf(stderr, "shrunk %s/pipeline/%d (%s on %s) to %s in %.1fs\n", f.scenario, f.seed, f.class, f.store, results[i].Shrunk, results[i].Elapsed.Seconds())
+					fmt.Fprintf(stderr, "shrunk %s/%s/%d (%s on %s) to %s in %.1fs\n", f.scenario, f.system, f.seed, f.class, f.store, results[i].Shrunk, results[i].Elapsed.Seconds())
 				}
 				mu.Unlock()
 			}
@@ -316,7 +333,7 @@ func (ff *firstFails) shrinkAll(cfg scenarios.CampaignConfig) {
 	for i, f := range todo {
 		fmt.Fprintln(stdout)
 		if errs[i] != nil {
-			fmt.Fprintf(stdout, "%s/pipeline/%d (%s): could not shrink: %v\n", f.scenario, f.seed, f.class, errs[i])
+			fmt.Fprintf(stdout, "%s/%s/%d (%s): could not shrink: %v\n", f.scenario, f.system, f.seed, f.class, errs[i])
 			continue
 		}
 		printShrunk(results[i])

@@ -75,7 +75,12 @@ type Config struct {
 	// DeliveryTimeout bounds how long a produced record may wait for its
 	// acknowledgement, retries included (default 30s).
 	DeliveryTimeout time.Duration
-	_               struct{}
+	// MetadataMinAge is how soon the producer may refresh the cluster's
+	// metadata again, which it does before retrying a request whose
+	// connection broke (default franz-go's, 5s). Tests that break
+	// connections on purpose set it low.
+	MetadataMinAge time.Duration
+	_              struct{}
 }
 
 func (c *Config) defaults() error {
@@ -140,7 +145,7 @@ func New(cfg Config) (*Log, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, fmt.Errorf("kafkalog: config: %w", err)
 	}
-	prod, err := kgo.NewClient(
+	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.DefaultProduceTopic(cfg.Topic),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
@@ -148,9 +153,13 @@ func New(cfg Config) (*Log, error) {
 		kgo.ProducerLinger(0),
 		// franz-go counts a batch's 4-byte length prefix in the produce
 		// request against this limit too; the broker does not.
-		kgo.ProducerBatchMaxBytes(cfg.MaxRecordBytes+4),
+		kgo.ProducerBatchMaxBytes(cfg.MaxRecordBytes + 4),
 		kgo.RecordDeliveryTimeout(cfg.DeliveryTimeout),
-	)
+	}
+	if cfg.MetadataMinAge > 0 {
+		opts = append(opts, kgo.MetadataMinAge(cfg.MetadataMinAge))
+	}
+	prod, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("kafkalog: producer client: %w", err)
 	}

@@ -37,6 +37,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"lockstep/model"
@@ -154,7 +155,8 @@ func BugList() []string {
 // Coordinator runs application transactions with two-phase commit. One
 // Coordinator is one process incarnation: ID must differ from every earlier
 // incarnation's (transaction ids are ID.n), and Recover must run when it
-// starts.
+// starts. Do and Recover may run concurrently (a coordinator service runs
+// each client's transaction, and its recovery, on goroutines of their own).
 type Coordinator struct {
 	Env    pipeline.Env
 	ID     string
@@ -170,10 +172,38 @@ type Coordinator struct {
 	// 50ms).
 	Backoff time.Duration
 
-	n int
+	// mu guards n and active.
+	mu sync.Mutex
+	n  int
 	// active is the transactions a Do of this process is working on:
 	// recovery leaves them alone.
 	active map[string]bool
+}
+
+// begin names a new transaction and marks it active.
+func (c *Coordinator) begin() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.active == nil {
+		c.active = map[string]bool{}
+	}
+	c.n++
+	gid := fmt.Sprintf("%s.%d", c.ID, c.n)
+	c.active[gid] = true
+	return gid
+}
+
+func (c *Coordinator) end(gid string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.active, gid)
+}
+
+// isActive reports whether a Do of this process works on gid.
+func (c *Coordinator) isActive(gid string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.active[gid]
 }
 
 func (c *Coordinator) logger() *slog.Logger {
@@ -197,13 +227,8 @@ func (c *Coordinator) backoff() time.Duration {
 // once the decision is logged, Do only returns when the commit phase is
 // done or ctx ends (the process died: recovery finishes it).
 func (c *Coordinator) Do(ctx context.Context, fn pipeline.TxnFunc) error {
-	if c.active == nil {
-		c.active = map[string]bool{}
-	}
-	c.n++
-	gid := fmt.Sprintf("%s.%d", c.ID, c.n)
-	c.active[gid] = true
-	defer delete(c.active, gid)
+	gid := c.begin()
+	defer c.end(gid)
 	txn, err := c.Source.Prepare(ctx, gid, fn)
 	if err != nil {
 		// A prepare that timed out may have happened: roll back.
@@ -276,14 +301,15 @@ func (c *Coordinator) finish(ctx context.Context, d Decision, attempts int) erro
 		return err
 	})
 	if errors.Is(err, ErrUnknownGID) {
-		// Decided, yet the source holds nothing to commit: nothing left
-		// to do anywhere that would not make things worse.
-		c.logger().Error("2pc: decided commit but the source has no such prepared transaction", "gid", d.GID)
-		for _, s := range c.Stores {
-			_ = s.RollbackPrepared(ctx, d.GID)
-		}
-		_ = c.Log.Done(ctx, d.GID)
-		return fmt.Errorf("2pc %s: commit on the source: %w", d.GID, err)
+		// Decided, yet the source holds nothing to commit: an earlier
+		// attempt committed it (nothing rolls back a decided
+		// transaction) and its answer was lost, to a crash of this
+		// process or a cut connection. PostgreSQL forgets a gid once
+		// committed, so it cannot say so; its commit LSN is unknown (0),
+		// which the PostgreSQL stores do not use. The stores must commit
+		// it too: rolling them back would lose what the source holds.
+		c.logger().Info("2pc: the source no longer holds a decided transaction: committed before", "gid", d.GID)
+		lsn, err = 0, nil
 	}
 	if err != nil {
 		return fmt.Errorf("2pc %s: commit on the source: %w", d.GID, err)
@@ -341,7 +367,7 @@ func (c *Coordinator) Recover(ctx context.Context) error {
 	}
 	var first error
 	for _, d := range decisions {
-		if c.active[d.GID] || c.forgets(d.GID) {
+		if c.isActive(d.GID) || c.forgets(d.GID) {
 			continue
 		}
 		if err := c.finish(ctx, d, 1); err != nil && first == nil {
@@ -366,7 +392,7 @@ func (c *Coordinator) Recover(ctx context.Context) error {
 		for _, gid := range gids {
 			// The decision log is read again now: a Do may have decided
 			// since the list was taken.
-			if c.active[gid] || c.forgets(gid) || c.decided(ctx, gid) {
+			if c.isActive(gid) || c.forgets(gid) || c.decided(ctx, gid) {
 				continue
 			}
 			if err := rollbacks[i](gid); err != nil && first == nil {

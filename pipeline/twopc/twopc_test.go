@@ -179,3 +179,22 @@ func TestDoRollsBackWhenAStoreCannotPrepare(t *testing.T) {
 		t.Errorf("calls: source %v, store %v; want %v each", src.calls, st.calls, want)
 	}
 }
+
+// A decision whose source commit happened before the coordinator died,
+// on a source that forgets a gid once committed (PostgreSQL): recovery
+// takes the unknown gid as committed and commits the stores, which still
+// hold it prepared; rolling them back would lose what the source holds.
+func TestRecoverCommitsStoresWhenTheSourceForgotTheGID(t *testing.T) {
+	c, src, st, log := rig(Bugs{})
+	st.prepared = []string{"c#1.1"}
+	log.ds = []Decision{{GID: "c#1.1", Txn: model.Txn{Changes: []model.Change{{Table: "t", PK: "a", Op: model.OpInsert, Row: model.Row{"v": "1"}}}}}}
+	if err := c.Recover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := st.committed["c#1.1"]; !ok || len(st.prepared) != 0 {
+		t.Fatalf("the store after recovery: prepared %v, committed %v; want c#1.1 committed (calls %v)", st.prepared, st.committed, st.calls)
+	}
+	if len(log.ds) != 0 || len(src.prepared) != 0 {
+		t.Fatalf("left: decisions %v, source prepared %v", log.ds, src.prepared)
+	}
+}

@@ -212,6 +212,11 @@ func resetPostgres(ctx context.Context, dsn string) error {
 			_, _ = conn.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, s.name)
 		}
 	}
+	// A prepared transaction (two-phase commit's, left in doubt) keeps
+	// its database from being dropped, even by FORCE.
+	if err := rollbackPrepared(ctx, dsn); err != nil {
+		return err
+	}
 	if _, err := conn.Exec(ctx, `DROP DATABASE IF EXISTS postgres WITH (FORCE)`); err != nil {
 		return fmt.Errorf("drop database postgres: %w", err)
 	}
@@ -324,26 +329,13 @@ func kafkaState(ctx context.Context, adm *kadm.Client) ([]string, error) {
 // consumer groups. Two worlds with the same fingerprint give a run the
 // same start.
 func (w *World) Fingerprint(ctx context.Context) (string, error) {
-	var b strings.Builder
-	line := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
-	for _, s := range w.Services() {
-		status, err := docker(ctx, "inspect", "--format", "{{.State.Status}}", s.ID)
-		if err != nil {
-			return "", err
-		}
-		line("container %s (%s): %s", s.Name, s.Role, status)
-		pid, err := docker(ctx, "inspect", "--format", "{{.State.Pid}}", s.ID)
-		if err != nil {
-			return "", err
-		}
-		for _, cmd := range [][]string{{"iptables", "-S", "OUTPUT"}, {"tc", "qdisc", "show", "dev", "eth0"}, {"tc", "filter", "show", "dev", "eth0"}} {
-			out, err := hostRun(ctx, append([]string{"nsenter", "-t", pid, "-n"}, cmd...)...)
-			if err != nil {
-				return "", fmt.Errorf("%s: %w", s.Name, err)
-			}
-			line("  %s: %s", strings.Join(cmd[:2], " "), strings.Join(strings.Fields(out), " "))
-		}
+	containers, err := w.ContainerFingerprint(ctx)
+	if err != nil {
+		return "", err
 	}
+	var b strings.Builder
+	b.WriteString(containers)
+	line := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
 	for _, db := range []struct{ name, dsn string }{{"pg-source", w.SourceDSN}, {"pg-replica", w.ReplicaDSN}, {"pg-search", w.SearchDSN}} {
 		facts, err := postgresState(ctx, db.dsn)
 		if err != nil {
@@ -371,6 +363,35 @@ func (w *World) Fingerprint(ctx context.Context) (string, error) {
 	}
 	for _, f := range state {
 		line("kafka: %s", f)
+	}
+	return b.String(), nil
+}
+
+// ContainerFingerprint is Fingerprint's first part: each container and its
+// state, its network namespace's filter rules and queueing disciplines.
+// It asks no service, so faults in force do not change how it is read: a
+// paused broker cannot answer the rest's questions (Kafka's ListGroups
+// asks every broker), a paused container can still be inspected.
+func (w *World) ContainerFingerprint(ctx context.Context) (string, error) {
+	var b strings.Builder
+	line := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	for _, s := range w.Services() {
+		status, err := docker(ctx, "inspect", "--format", "{{.State.Status}}", s.ID)
+		if err != nil {
+			return "", err
+		}
+		line("container %s (%s): %s", s.Name, s.Role, status)
+		pid, err := docker(ctx, "inspect", "--format", "{{.State.Pid}}", s.ID)
+		if err != nil {
+			return "", err
+		}
+		for _, cmd := range [][]string{{"iptables", "-S", "OUTPUT"}, {"tc", "qdisc", "show", "dev", "eth0"}, {"tc", "filter", "show", "dev", "eth0"}} {
+			out, err := hostRun(ctx, append([]string{"nsenter", "-t", pid, "-n"}, cmd...)...)
+			if err != nil {
+				return "", fmt.Errorf("%s: %w", s.Name, err)
+			}
+			line("  %s: %s", strings.Join(cmd[:2], " "), strings.Join(strings.Fields(out), " "))
+		}
 	}
 	return b.String(), nil
 }

@@ -71,8 +71,21 @@ quiet @16s`)})
 	// which restarts the search index's revision counts in containers
 	// (the README's soak: an open question, not the reset's).
 	t.Logf("the run that dirties the cluster: %d committed, verdict %s", len(dirty.History.Committed), dirty.Report.Verdict)
+	// What the run left, read before the faults below: a paused broker
+	// cannot answer the fingerprint's questions to Kafka (ListGroups asks
+	// every broker, and times out on it).
+	used, err := w.Fingerprint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"container applier-replica-2", "pg-source: relation public.", "pg-source: slot lockstep_audit", "pg-replica: schema lockstep_replica", "kafka: topic lockstep", "kafka: group lockstep-", "redis: # Keyspace db0:keys="} {
+		if !strings.Contains(used, want) {
+			t.Errorf("the used cluster's fingerprint lacks %q: it cannot tell a used cluster from a fresh one\n%s", want, used)
+		}
+	}
 	// Faults left in force, as by a run that ended in an error before its
-	// quiet phase healed them.
+	// quiet phase healed them: the containers' part of the fingerprint
+	// shows them.
 	target := NewTarget(ctx, w)
 	if err := target.Partition([]string{"pg-replica"}, []string{"kafka1"}, false); err != nil {
 		t.Fatal(err)
@@ -83,13 +96,13 @@ quiet @16s`)})
 	if err := target.Pause("kafka2"); err != nil {
 		t.Fatal(err)
 	}
-	used, err := w.Fingerprint(ctx)
+	faulted, err := w.ContainerFingerprint(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"container applier-replica-2", "pg-source: relation public.", "pg-source: slot lockstep_audit", "pg-replica: schema lockstep_replica", "kafka: topic lockstep", "kafka: group lockstep-", "redis: # Keyspace db0:keys=", "container kafka2 (broker): paused", "DROP"} {
-		if !strings.Contains(used, want) {
-			t.Errorf("the used cluster's fingerprint lacks %q: it cannot tell a used cluster from a fresh one\n%s", want, used)
+	for _, want := range []string{"container kafka2 (broker): paused", "-j DROP", "statistic --mode random"} {
+		if !strings.Contains(faulted, want) {
+			t.Errorf("the faulted cluster's fingerprint lacks %q: it cannot tell faults in force\n%s", want, faulted)
 		}
 	}
 

@@ -25,6 +25,7 @@ import (
 	"lockstep/pipeline/pgsource"
 	"lockstep/pipeline/store/pgstore"
 	"lockstep/pipeline/store/redisstore"
+	"lockstep/pipeline/twopc/pgxa"
 	"lockstep/scenarios"
 	"lockstep/scenarios/workload"
 )
@@ -108,6 +109,8 @@ type Outcome struct {
 	Wall     time.Duration
 	LogDir   string
 	Bench    *Bench
+	// InDoubt is, for two-phase commit, what the run left in doubt.
+	InDoubt *InDoubt
 }
 
 // Violated reports whether the system under test broke a claimed property.
@@ -156,6 +159,8 @@ type run struct {
 	stores []*storeConn
 	hist   *model.History
 	bench  *Bench
+	// inDoubt is two-phase commit's prepared transactions over the run.
+	inDoubt *InDoubt
 	// initial is the initial load's committed transaction.
 	initial model.Txn
 	// tables are the workload's table definitions, which dual writes'
@@ -234,7 +239,7 @@ func Run(ctx context.Context, cfg Config) (out *Outcome, err error) {
 	}
 	report := checker.Check(r.hist, checker.Options{})
 	return &Outcome{Scenario: cfg.Scenario.Name, System: cfg.System, Seed: cfg.Seed, Plan: plan, History: r.hist,
-		Report: report, Wall: time.Since(began), LogDir: logDir, Bench: r.bench}, nil
+		Report: report, Wall: time.Since(began), LogDir: logDir, Bench: r.bench, InDoubt: r.inDoubt}, nil
 }
 
 func bugNames(sc *scenarios.Scenario) string {
@@ -343,10 +348,11 @@ func (r *run) prepare(ctx context.Context) error {
 	if err := r.connectStores(ctx); err != nil {
 		return err
 	}
-	if r.cfg.System == scenarios.DualWrite && len(r.initial.Changes) > 0 {
+	if r.cfg.System != scenarios.Pipeline && len(r.initial.Changes) > 0 {
 		// The application creates the replica's tables and loads its
-		// initial rows into every store too; the pipeline gets both from
-		// the capture's snapshot instead.
+		// initial rows into every store too (dual writes, two-phase
+		// commit); the pipeline gets both from the capture's snapshot
+		// instead.
 		for _, s := range r.stores {
 			if rep, ok := s.store.(*pgstore.Replica); ok {
 				if err := rep.CreateTables(ctx, r.tables); err != nil {
@@ -356,6 +362,11 @@ func (r *run) prepare(ctx context.Context) error {
 			if err := (labeled{s.store}).Write(ctx, r.initial); err != nil {
 				return fmt.Errorf("containers: initial rows into %s: %w", s.name, err)
 			}
+		}
+	}
+	if r.cfg.System == scenarios.TwoPC {
+		if err := w.StartCoordinator(ctx); err != nil {
+			return err
 		}
 	}
 	if r.cfg.System == scenarios.Pipeline || r.cfg.System == scenarios.Debezium {
@@ -564,6 +575,19 @@ func (r *run) drive(ctx context.Context) (faults.Plan, error) {
 	wg.Add(2)
 	go func() { defer wg.Done(); r.observe(observe) }()
 	go func() { defer wg.Done(); r.positions(observe, tl) }()
+	var ps participants
+	if cfg.System == scenarios.TwoPC {
+		var err error
+		if ps, err = r.participants(ctx); err != nil {
+			stopObserve()
+			wg.Wait()
+			return plan, err
+		}
+		defer ps.close()
+		r.inDoubt = &InDoubt{}
+		wg.Add(1)
+		go func() { defer wg.Done(); r.sampleInDoubt(observe, ps, r.inDoubt) }()
+	}
 	var bench *benchProbe
 	if cfg.Bench {
 		bench = newBenchProbe(r)
@@ -609,6 +633,11 @@ func (r *run) drive(ctx context.Context) (faults.Plan, error) {
 		wg.Wait()
 		return plan, wlErr
 	}
+	if r.inDoubt != nil {
+		// What recovery leaves in doubt is judged: the stores are read
+		// once it resolved everything, or the settle time is up.
+		r.awaitResolved(ctx, ps, r.inDoubt)
+	}
 	truth, err := r.readTruth(ctx)
 	if err != nil {
 		stopObserve()
@@ -631,7 +660,7 @@ func (r *run) drive(ctx context.Context) (faults.Plan, error) {
 	r.samplePositions(ctx, tl) // where the run ended, after the sampler stopped
 	tl.Finish(r.since())
 	dropMarker(r.hist)
-	if cfg.System == scenarios.DualWrite {
+	if cfg.System != scenarios.Pipeline {
 		relabel(r.hist)
 	}
 	if bench != nil {
@@ -704,9 +733,12 @@ func (r *run) workload(ctx context.Context) error {
 				opCtx, cancelOp := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 				var txn model.Txn
 				var err error
-				if cfg.System == scenarios.DualWrite {
+				switch cfg.System {
+				case scenarios.DualWrite:
 					err = dw.Do(opCtx, op)
-				} else {
+				case scenarios.TwoPC:
+					err = r.do2PC(ctx, opCtx, op)
+				default:
 					txn, err = src.Exec(opCtx, op)
 					for retry := 0; retry < 2 && err != nil && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil; retry++ {
 						txn, err = src.Exec(opCtx, op)
@@ -734,9 +766,9 @@ func (r *run) workload(ctx context.Context) error {
 // from the ground truth once it is read.
 type labeled struct{ pipeline.DirectStore }
 
-// xidLabel marks an XID in an LSN's place: bit 62, beyond any real LSN and
-// within a signed 64-bit column.
-const xidLabel = model.LSN(1) << 62
+// xidLabel marks an XID in an LSN's place (two-phase commit's coordinator
+// labels its rows alike).
+const xidLabel = pgxa.XIDLabel
 
 func (l labeled) Write(ctx context.Context, t model.Txn) error {
 	t.CommitLSN = xidLabel | model.LSN(t.XID)
@@ -911,8 +943,8 @@ func (r *run) converge(ctx context.Context) {
 	if n := len(r.hist.Committed); n > 0 {
 		last = r.hist.Committed[n-1].CommitLSN
 	}
-	if r.cfg.System == scenarios.DualWrite {
-		return
+	if r.cfg.System != scenarios.Pipeline {
+		return // no store keeps a position: judged by what they hold
 	}
 	// The settle time starts now: healing and reading the truth must not
 	// eat into it, or a slow failover would read as never converging.

@@ -37,6 +37,11 @@ func Topology(sys scenarios.System) faults.Topology {
 		// Kafka Connect is the capture; lockstep's appliers read its topics.
 		t.Nodes = append(append(t.Nodes, faults.Node{Name: DebeziumService, Role: faults.RoleCapture}), appliers...)
 	}
+	if sys == scenarios.TwoPC {
+		// In the capture's role, as in the simulator: the process every
+		// transaction goes through.
+		t.Nodes = append(t.Nodes, faults.Node{Name: scenarios.CoordinatorNode, Role: faults.RoleCapture})
+	}
 	return t
 }
 

@@ -86,6 +86,9 @@ type World struct {
 	InternalRedis      string
 	InternalKafka      []string
 	LogDir             string
+	// CoordinatorURL is two-phase commit's coordinator on 127.0.0.1, once
+	// StartCoordinator started it.
+	CoordinatorURL string
 }
 
 func freePort() (int, error) {

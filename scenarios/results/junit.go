@@ -6,8 +6,6 @@ import (
 	"os"
 	"strings"
 	"time"
-
-	"lockstep/scenarios"
 )
 
 // JUnit XML as CI systems read it (the Jenkins xUnit plugin's junit-10.xsd,
@@ -146,7 +144,7 @@ func (f *File) testcase(c *Cell) (junitCase, time.Duration) {
 	if c.Errors > 0 {
 		tc.Errors = append(tc.Errors, runsMessage(c, Error, "harness", "%d of %d runs could not complete (a harness error, not the system's verdict)"))
 	}
-	if c.System != scenarios.Pipeline && c.System != scenarios.Debezium {
+	if !c.System.Promises() {
 		if c.Violating > 0 {
 			tc.SystemOut.Text += fmt.Sprintf("dual writes violated a claimed property in %d of %d seeds: the expected finding, not a failure; e.g. lockstep repro %s\n",
 				c.Violating, c.Seeds, firstToken(c, Violated))

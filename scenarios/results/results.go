@@ -34,7 +34,7 @@ const (
 // Verdicts of a run and of a whole file.
 const (
 	Held         = "held"         // no claimed property violated
-	Violated     = "violated"     // a claimed property violated (a pipeline run: exit 1)
+	Violated     = "violated"     // a claimed property violated (a pipeline or 2pc run: exit 1)
 	Inconclusive = "inconclusive" // a check of a claimed property did not finish: not a pass
 	Refused      = "refused"      // the pipeline stopped on input it cannot capture: not a pass
 	Error        = "error"        // the run could not complete: a harness error, not judged
@@ -53,8 +53,10 @@ type File struct {
 	Schema string `json:"schema"`
 	World  string `json:"world"`
 	Config Config `json:"config"`
-	// Verdict is Held, Violated or Unjudged, judged on the pipeline's runs
-	// only (dual writes failing is the expected finding); ExitCode is the
+	// Verdict is Held, Violated or Unjudged, judged on the runs of the
+	// systems that promise their claims only (the pipeline's and 2PC's,
+	// scenarios.System.Promises: dual writes failing is the expected
+	// finding); ExitCode is the
 	// CLI's for it: 0, 1, 2.
 	Verdict  string  `json:"verdict"`
 	ExitCode int     `json:"exit_code"`
@@ -295,7 +297,7 @@ func (f *File) Finish() {
 	violated, unjudged := false, len(f.MissingShards) > 0
 	for _, c := range f.Cells {
 		unjudged = unjudged || c.Errors > 0 // either system's: the harness failed
-		if c.System == scenarios.Pipeline || c.System == scenarios.Debezium {
+		if c.System.Promises() {
 			violated = violated || c.Violating > 0
 			unjudged = unjudged || c.Inconclusive > 0 || c.Refused > 0
 		}

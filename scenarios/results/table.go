@@ -106,6 +106,10 @@ func (f *File) WriteTable(out io.Writer) error {
 	if errs := f.Errors(); len(errs) > 0 {
 		fmt.Fprintf(&b, "\n%d runs could not complete (harness errors, not judged); first: %s\n", len(errs), errs[0].Error)
 	}
+	if tpc := f.RunsWhere(scenarios.TwoPC, Violated); len(tpc) > 0 {
+		fmt.Fprintf(&b, "\n2PC VIOLATED A CLAIMED PROPERTY in %d runs; replay with:\n", len(tpc))
+		f.listRuns(&b, tpc)
+	}
 	failing := f.RunsWhere(scenarios.Pipeline, Violated)
 	switch {
 	case !lockstep:

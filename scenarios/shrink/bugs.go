@@ -48,6 +48,7 @@ var Bugs = []BugCase{
 	{"commit-before-prepared", "crash-capture", checker.Lost, scenarios.TwoPC},
 	{"forget-in-doubt", "crash-capture", checker.Lost, scenarios.TwoPC},
 	{"heuristic-rollback", "crash-capture", checker.Lost, scenarios.TwoPC},
+	{"reset-by-ddl", "retention", checker.Torn, ""},
 }
 
 // BugRow is one line of the every-bug report.

@@ -219,6 +219,15 @@ type shrinker struct {
 	best    *scenarios.Outcome // the last run that failed as wanted
 	runs    int
 	stopped string
+	// held: candidates run that did not fail as wanted, so that a step
+	// trying one again (retime's finer grids repeat some of the coarser
+	// grid's times) does not spend a run on it.
+	held map[string]bool
+}
+
+// key identifies a candidate: everything options() sets from it.
+func (st *state) key() string {
+	return fmt.Sprintf("%v|%v|%d|%d|%d", faults.Plan{Faults: st.faults, Quiet: st.quiet}, st.quiet, st.txns, st.clients, st.keys)
 }
 
 func (s *shrinker) say(format string, args ...any) {
@@ -273,6 +282,10 @@ func (s *shrinker) fails(st *state) bool {
 		s.stopped = fmt.Sprintf("the time budget of %v", s.cfg.Timeout)
 		return false
 	}
+	key := st.key()
+	if s.held[key] {
+		return false // run before, deterministically the same
+	}
 	s.runs++
 	out, err := scenarios.Run(s.sc, s.sys, s.seed, s.options(st))
 	if err != nil {
@@ -286,6 +299,10 @@ func (s *shrinker) fails(st *state) bool {
 			return true
 		}
 	}
+	if s.held == nil {
+		s.held = map[string]bool{}
+	}
+	s.held[key] = true
 	return false
 }
 
@@ -569,7 +586,20 @@ func (s *shrinker) retime(st *state) *state {
 		if q < 100*time.Millisecond {
 			break
 		}
-		if c := s.retimeAt(st, openers, q); c != nil {
+		if c := s.retimeAt(st, openers, q, q); c != nil {
+			return c
+		}
+	}
+	// The phase kept, the faults tried at ever finer times early in it: a
+	// shorter phase also ends a crash that has no restart sooner (the
+	// quiet phase restarts it), and a fault that must outlast a timeout
+	// (a participant giving up on its decision) then no longer does.
+	for _, div := range retimePhases[1:] {
+		span := (st.quiet / div).Round(time.Millisecond)
+		if span < 100*time.Millisecond {
+			break
+		}
+		if c := s.retimeAt(st, openers, st.quiet, span); c != nil {
 			return c
 		}
 	}
@@ -580,9 +610,11 @@ func (s *shrinker) retime(st *state) *state {
 // run's: the same length first, then ever denser.
 var retimePhases = []time.Duration{1, 4, 10, 40, 100}
 
-// retimeAt tries, with scan transactions over a fault phase of q, each of st's faults at openers at grid times across q, and
-// returns the first candidate that fails, or nil.
-func (s *shrinker) retimeAt(st *state, openers []int, q time.Duration) *state {
+// retimeAt tries, with scan transactions over a fault phase of q, each of
+// st's faults at openers at grid times across the phase's first span (the
+// other faults scaled to q), and returns the first candidate that fails,
+// or nil.
+func (s *shrinker) retimeAt(st *state, openers []int, q, span time.Duration) *state {
 	base := slices.Clone(st.faults)
 	for i := range base {
 		base[i].At = (base[i].At * q / st.quiet).Round(time.Millisecond)
@@ -591,7 +623,7 @@ func (s *shrinker) retimeAt(st *state, openers []int, q time.Duration) *state {
 		closer := closerOf(base, oi)
 		for k := 1; k < grid && s.stopped == ""; k++ {
 			fs := slices.Clone(base)
-			at := (q * time.Duration(k) / grid).Round(grain(q))
+			at := (span * time.Duration(k) / grid).Round(grain(span))
 			if closer >= 0 {
 				fs[closer].At = min(fs[closer].At-fs[oi].At+at, q-time.Millisecond)
 			}

@@ -64,7 +64,12 @@ type Cluster struct {
 // lostAppends is what the log loses of one producer's appends: each request
 // with probability request before a broker takes it, each answer with
 // probability ack after the leader handled the request.
-type lostAppends struct{ request, ack float64 }
+// acks is a number of answers to lose outright, the next ones, whatever
+// the probabilities (LoseNextAcks).
+type lostAppends struct {
+	request, ack float64
+	acks         int
+}
 
 type logEntry struct {
 	Txn model.Txn
@@ -260,7 +265,20 @@ func (c *Cluster) LoseAcks(node string, p float64) {
 	c.setLost(node, func(l *lostAppends) { l.ack = p })
 }
 
-// HealAppends ends LoseAppends and LoseAcks for every producer.
+// LoseNextAcks makes the log lose the answers to the next n produce
+// requests of the client on node that append (a refusal's answer is not
+// lost): the append took effect, the client times out and retries, and the
+// retry is recognised by its sequence number and answered. A conformance test does the same to a real broker through a
+// proxy (kafkatest.Proxy), so the two logs can be compared on it.
+func (c *Cluster) LoseNextAcks(node string, n int) {
+	c.setLost(node, func(l *lostAppends) { l.acks = n })
+}
+
+// AcksToLose is how many of the answers LoseNextAcks asked to lose for the
+// client on node are still to be lost.
+func (c *Cluster) AcksToLose(node string) int { return c.lost[node].acks }
+
+// HealAppends ends LoseAppends, LoseAcks and LoseNextAcks for every producer.
 func (c *Cluster) HealAppends() { c.lost = nil }
 
 func (c *Cluster) setLost(node string, set func(*lostAppends)) {
@@ -426,6 +444,10 @@ func (b *broker) takeProduce(from string, pid, seq int64, txns []model.Txn, repl
 		return // never taken: nothing appended, no answer
 	}
 	off, err := b.produce(pid, seq, txns)
+	if lost.acks > 0 && err == nil {
+		b.c.setLost(from, func(l *lostAppends) { l.acks-- })
+		return // appended, and the answer lost (no draw: an exact count)
+	}
 	if lost.ack > 0 && b.n.Rand().Float64() < lost.ack {
 		return // handled (appended, unless refused), and the answer lost
 	}

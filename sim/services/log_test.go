@@ -203,6 +203,39 @@ func TestLogRetriedProduceIsWrittenOnce(t *testing.T) {
 	}
 }
 
+// LoseNextAcks loses exactly the next n answers: the produce is retried in
+// its session, deduplicated, and answered with the first write's offset;
+// the produce after it is answered at once.
+func TestLogLoseNextAcksLosesExactlyThem(t *testing.T) {
+	r := newLogRig(t, 5)
+	lc := r.client()
+	var offA, offB int64
+	var errA, errB error
+	var tookA, tookB time.Duration
+	r.c.LoseNextAcks(r.app.Name(), 1)
+	r.app.Go("producer", func(ctx context.Context) {
+		start := r.w.Now()
+		offA, errA = lc.Produce(ctx, batch(0x10, 0x20))
+		tookA = r.w.Now() - start
+		start = r.w.Now()
+		offB, errB = lc.Produce(ctx, batch(0x30))
+		tookB = r.w.Now() - start
+	})
+	run(t, r.w, 2*time.Second)
+	if errA != nil || errB != nil {
+		t.Fatalf("produce errors: %v, %v", errA, errB)
+	}
+	if offA != 1 || offB != 2 {
+		t.Fatalf("offsets %d, %d; want 1 (the first write's) and 2", offA, offB)
+	}
+	if tookA < DefaultTimeout || tookB >= DefaultTimeout {
+		t.Fatalf("the produces took %v and %v; want the first to wait out its lost answer and the second not", tookA, tookB)
+	}
+	if got := recordLSNs(t, r.c.Records(), 0); !reflect.DeepEqual(got, ls(0x10, 0x20, 0x30)) {
+		t.Fatalf("log %v, want the retried batch once", got)
+	}
+}
+
 // acks=all with min.insync.replicas=2: with any two brokers down, a produce
 // fails with ErrNotEnoughISR and nothing is written or acknowledged; once a
 // second replica is back and caught up, produces succeed again.

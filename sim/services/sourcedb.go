@@ -456,6 +456,12 @@ func (db *SourceDB) exec(fn pipeline.TxnFunc) (model.Txn, error) {
 	if err == nil {
 		err = tx.err
 	}
+	return db.commitTx(tx, err)
+}
+
+// commitTx ends tx, under the XID exec took: rolled back when err (fn's,
+// or its first failed statement's), else committed.
+func (db *SourceDB) commitTx(tx *dbTx, err error) (model.Txn, error) {
 	if err != nil {
 		db.rec.Aborted = append(db.rec.Aborted, model.Txn{XID: db.xid, Changes: tx.changes})
 		return model.Txn{}, fmt.Errorf("%w: %w", ErrAborted, err)
@@ -971,6 +977,10 @@ func (db *SourceDB) confirm(sess int, lsn model.LSN) error {
 type SourceClient struct {
 	From, DB *sim.Node
 	Timeout  time.Duration
+	// LockTimeout is how long a transaction waits for rows a prepared
+	// transaction holds (two-phase commit's; lock_timeout) before it
+	// fails with twopc.ErrLockTimeout (default DefaultLockTimeout).
+	LockTimeout time.Duration
 }
 
 func (c *SourceClient) timeout() time.Duration {
@@ -982,12 +992,18 @@ func (c *SourceClient) timeout() time.Duration {
 
 // Exec implements pipeline.Source.
 func (c *SourceClient) Exec(ctx context.Context, fn pipeline.TxnFunc) (model.Txn, error) {
-	return sim.Call(ctx, c.From, c.DB, c.timeout(), func(db *SourceDB) (model.Txn, error) { return db.Exec(fn) })
+	lt := orDefault(c.LockTimeout, DefaultLockTimeout)
+	return sim.CallAsync(ctx, c.From, c.DB, c.timeout(), func(db *SourceDB, reply func(model.Txn, error)) {
+		db.execWaiting(fn, lt, func(t model.Txn, err error) { reply(t.Clone(), err) })
+	})
 }
 
 // Commit is Exec without the committed transaction (SourceDB.Commit).
 func (c *SourceClient) Commit(ctx context.Context, fn pipeline.TxnFunc) error {
-	_, err := sim.Call(ctx, c.From, c.DB, c.timeout(), func(db *SourceDB) (struct{}, error) { return struct{}{}, db.Commit(fn) })
+	lt := orDefault(c.LockTimeout, DefaultLockTimeout)
+	_, err := sim.CallAsync(ctx, c.From, c.DB, c.timeout(), func(db *SourceDB, reply func(struct{}, error)) {
+		db.execWaiting(fn, lt, func(_ model.Txn, err error) { reply(struct{}{}, err) })
+	})
 	return err
 }
 

@@ -65,6 +65,12 @@ type Store struct {
 	// part is the store's prepared transactions under two-phase commit
 	// (twopc.go), loaded from the disk on first use.
 	part *participant
+	// dropped counts, per table name, the replica's resets that dropped
+	// the table and made it again with no lock its whole readers hold
+	// (the reset-by-ddl bug). A reader whose snapshot came before such a
+	// reset finds the new table, empty to it, or none (see WholeRead).
+	// Volatile: a restart ends every reader's transaction.
+	dropped map[string]int
 }
 
 // storeTxn is an open replica transaction: the rows it overwrote, the
@@ -151,7 +157,8 @@ func BootStore(kind model.StoreKind) func(n *sim.Node) any {
 func BootAuditedStore(kind model.StoreKind, audit func(model.PositionWrite)) func(n *sim.Node) any {
 	return func(n *sim.Node) any {
 		s := &Store{kind: kind, n: n, docs: map[model.Key]storedDoc{}, tombs: map[model.Key]model.LSN{},
-			audit: audit, name: n.Name(), schema: map[string]model.Table{}, uniq: map[uniqSlot][]string{}}
+			audit: audit, name: n.Name(), schema: map[string]model.Table{}, uniq: map[uniqSlot][]string{},
+			dropped: map[string]int{}}
 		defer s.heard()
 		if !durable(kind) {
 			return s
@@ -572,14 +579,29 @@ func (s *Store) Load(t model.Txn) error {
 // applyBatch applies whole transactions and the new position in one step:
 // in the replica, one transaction that a unique violation refuses whole.
 // A reset takes the table definitions of the snapshot that starts it.
-func (s *Store) applyBatch(b pipeline.Batch, guarded, immediate bool) error {
+//
+// How the replica's whole readers see a reset is PostgreSQL's (pgstore's
+// Replica): it empties tables whose definitions stay with DELETE, which a
+// reader with an older snapshot does not see; a table it must drop and
+// make again (a definition changed) it drops under a lock every whole
+// reader holds from before its snapshot, so PostgreSQL has the reset wait
+// for those readers, and they read the replica as their snapshot had it.
+// The simulator commits the reset at once and lets those readers keep
+// their snapshot: what they read is the same, only the reset is not held
+// back for them. With ddl (the reset-by-ddl bug) every table is dropped
+// and made again with no such lock: see WholeRead for what a reader finds.
+func (s *Store) applyBatch(b pipeline.Batch, guarded, immediate, ddl bool) error {
 	if err := s.checkBase(b); err != nil {
 		return err
 	}
 	s.begin(immediate)
+	var drops []string // the tables a reset by DDL drops, once it commits
 	if b.Reset {
 		s.reset(b)
 		if s.kind == model.Replica && len(b.Txns) > 0 {
+			if ddl { // Broken: DROP SCHEMA CASCADE, no lock readers take.
+				drops = slices.Sorted(maps.Keys(s.schema))
+			}
 			s.setSchema(b.Txns[0].Schema)
 		}
 	}
@@ -588,6 +610,9 @@ func (s *Store) applyBatch(b pipeline.Batch, guarded, immediate bool) error {
 	}
 	if err := s.commit(); err != nil {
 		return err
+	}
+	for _, name := range drops {
+		s.dropped[name]++
 	}
 	s.setPos(b.Position)
 	s.sync()
@@ -610,6 +635,9 @@ type StoreClient struct {
 	// written instead of at commit (a bug variant: the unique-row-by-row
 	// apply).
 	ImmediateUnique bool
+	// DDLReset has the replica's rebuild drop and make again every table
+	// with no lock its whole readers take (a bug variant: reset-by-ddl).
+	DDLReset bool
 }
 
 func (c *StoreClient) timeout() time.Duration {
@@ -626,8 +654,10 @@ func (c *StoreClient) Kind() model.StoreKind { return c.StoreKind }
 func (c *StoreClient) Apply(ctx context.Context, b pipeline.Batch) error {
 	guarded := !c.Blind
 	if c.StoreKind != model.Search {
-		immediate := c.ImmediateUnique
-		_, err := sim.Call(ctx, c.From, c.To, c.timeout(), func(s *Store) (struct{}, error) { return struct{}{}, s.applyBatch(b, guarded, immediate) })
+		immediate, ddl := c.ImmediateUnique, c.DDLReset
+		_, err := sim.Call(ctx, c.From, c.To, c.timeout(), func(s *Store) (struct{}, error) {
+			return struct{}{}, s.applyBatch(b, guarded, immediate, ddl)
+		})
 		return err
 	}
 	// A reset batch's requests after its reset belong to that reset: a
@@ -748,7 +778,91 @@ func Read(ctx context.Context, from, to *sim.Node, k model.Key, timeout time.Dur
 	})
 }
 
-// ReadAll reads the whole store in one call (atomic for every kind here).
+// ReadAll reads the whole store as pgstore's Replica.ReadAll does: a
+// repeatable-read transaction that takes its snapshot with its first
+// request and reads the tables' rows with its second (BeginReadAll, then
+// WholeRead.Finish).
 func ReadAll(ctx context.Context, from, to *sim.Node, timeout time.Duration) (model.Snapshot, error) {
-	return sim.Call(ctx, from, to, timeout, func(s *Store) (model.Snapshot, error) { return s.Snapshot(to.Name(), 0), nil })
+	r, err := BeginReadAll(ctx, from, to, timeout)
+	if err != nil {
+		return model.Snapshot{}, err
+	}
+	return r.Finish(ctx)
+}
+
+// WholeRead is a whole read of a store under way: its snapshot is taken
+// (the position and the table definitions, read in PostgreSQL by the first
+// statements of a REPEATABLE READ transaction), its rows not yet read.
+//
+// What PostgreSQL shows such a reader of a table dropped and created again
+// after its snapshot (DDL is not MVCC-safe): names are looked up in the
+// catalog as it is now, so the reader finds the new table, whose rows were
+// all written after its snapshot and are invisible to it: the table is
+// empty to it, beside the old position (a torn read); a table dropped and
+// not made again is not there at all ("relation does not exist"). Rows
+// written or deleted by DML after the snapshot it does not see, whatever
+// the table held since.
+type WholeRead struct {
+	from, to *sim.Node
+	timeout  time.Duration
+	snap     model.Snapshot
+	inc      int            // the store's incarnation: its session
+	dropped  map[string]int // Store.dropped of the snapshot's tables
+}
+
+// BeginReadAll takes a whole read's snapshot of the store (its first
+// request).
+func BeginReadAll(ctx context.Context, from, to *sim.Node, timeout time.Duration) (*WholeRead, error) {
+	return sim.Call(ctx, from, to, timeout, func(s *Store) (*WholeRead, error) {
+		r := &WholeRead{from: from, to: to, timeout: timeout, snap: s.Snapshot(to.Name(), 0), inc: s.n.Incarnation(),
+			dropped: make(map[string]int, len(s.schema))}
+		for name := range s.schema {
+			r.dropped[name] = s.dropped[name]
+		}
+		return r, nil
+	})
+}
+
+// Finish reads the rows and ends the read. Like pgstore's reader it
+// first checks that the tables exist and reads their definitions, two
+// round trips that change nothing it sees (the definitions are the
+// snapshot's) but come between its snapshot and its rows, as on
+// PostgreSQL. It returns the snapshot's documents, but none of a table
+// dropped and made again since (empty to this reader), and an error for a
+// table dropped and not made again or when the store restarted (the
+// reader's session died with it).
+func (r *WholeRead) Finish(ctx context.Context) (model.Snapshot, error) {
+	for range 2 {
+		if _, err := r.call(ctx, func(*Store) (model.Snapshot, error) { return model.Snapshot{}, nil }); err != nil {
+			return model.Snapshot{}, err
+		}
+	}
+	return r.call(ctx, func(s *Store) (model.Snapshot, error) {
+		snap := r.snap
+		var remade []string
+		for _, name := range slices.Sorted(maps.Keys(r.dropped)) {
+			if s.dropped[name] == r.dropped[name] {
+				continue
+			}
+			if _, ok := s.schema[name]; !ok {
+				return model.Snapshot{}, fmt.Errorf("read %s: relation does not exist (dropped after the read's snapshot)", name)
+			}
+			remade = append(remade, name)
+		}
+		if len(remade) > 0 {
+			maps.DeleteFunc(snap.Docs, func(k model.Key, _ model.Doc) bool { return slices.Contains(remade, k.Table) })
+		}
+		return snap, nil
+	})
+}
+
+// call is one request of the read's session, which a restart of the store
+// ended.
+func (r *WholeRead) call(ctx context.Context, fn func(s *Store) (model.Snapshot, error)) (model.Snapshot, error) {
+	return sim.Call(ctx, r.from, r.to, r.timeout, func(s *Store) (model.Snapshot, error) {
+		if s.n.Incarnation() != r.inc {
+			return model.Snapshot{}, fmt.Errorf("%s restarted during a whole read: its transaction is gone", r.to.Name())
+		}
+		return fn(s)
+	})
 }

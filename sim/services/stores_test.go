@@ -325,7 +325,7 @@ func TestSearchPartialBulkApplyConvergesOnRetry(t *testing.T) {
 			fixed := sim.LinkConfig{Min: 10 * time.Millisecond, Max: 10 * time.Millisecond}
 			r.w.Net().SetLink(r.applier, r.store, fixed)
 			r.w.Net().SetLink(r.store, r.applier, fixed)
-			if err := r.store.State().(*Store).applyBatch(pipeline.Batch{Txns: []model.Txn{t0}, Position: p0}, true, false); err != nil {
+			if err := r.store.State().(*Store).applyBatch(pipeline.Batch{Txns: []model.Txn{t0}, Position: p0}, true, false, false); err != nil {
 				t.Fatal(err)
 			}
 			sc := r.client()

@@ -207,7 +207,10 @@ func (db *SourceDB) twopc() *participant {
 
 // lockingTx is a source transaction that notes every row it reads or
 // writes: under 2PC a transaction locks them all (as SELECT ... FOR UPDATE
-// and its writes do), so none changes under it until its decision.
+// and its writes do), so none changes under it until its decision. (The
+// PostgreSQL source reads with a plain SELECT under SERIALIZABLE, which
+// waits for no lock: there a conflicting read ends in a serialization
+// failure instead, which this model does not have.)
 type lockingTx struct {
 	*dbTx
 	keys []model.Key
@@ -220,35 +223,10 @@ func (t *lockingTx) Get(table, pk string) (model.Row, bool) {
 	return t.dbTx.Get(table, pk)
 }
 
-func (t *lockingTx) Put(table, pk string, row model.Row) {
-	t.note(table, pk)
-	t.dbTx.Put(table, pk, row)
-}
-
-func (t *lockingTx) Delete(table, pk string) {
-	t.note(table, pk)
-	t.dbTx.Delete(table, pk)
-}
-
-func (t *lockingTx) Rekey(table, pk, newPK string) {
-	t.note(table, pk)
-	t.note(table, newPK)
-	t.dbTx.Rekey(table, pk, newPK)
-}
-
-func (t *lockingTx) InsertRow(table string, row model.Row) {
-	if kt, ok := t.db.tables[table]; ok {
-		t.note(table, kt.Key(row))
-	}
-	t.dbTx.InsertRow(table, row)
-}
-
-func (t *lockingTx) DeleteRow(table string, row model.Row) {
-	if kt, ok := t.db.tables[table]; ok {
-		t.note(table, kt.Key(row))
-	}
-	t.dbTx.DeleteRow(table, row)
-}
+// The writes lock what they change (writeLocks), and only that: as on
+// PostgreSQL, a delete or a key change of a row the transaction cannot see
+// (one a prepared transaction inserted) finds nothing to change and waits
+// for no one.
 
 // locks is every lock the transaction needs: its rows' and the unique
 // values its writes free or take (another transaction must not take a
@@ -258,7 +236,17 @@ func (t *lockingTx) locks() []string {
 	for _, k := range t.keys {
 		locks = append(locks, keyLock(k))
 	}
-	locks = append(locks, changeLocks(t.changes)...)
+	locks = append(locks, t.writeLocks()...)
+	slices.Sort(locks)
+	return slices.Compact(locks)
+}
+
+// writeLocks is the locks of what the transaction writes: its changes'
+// rows and the unique values they free or take. A transaction outside
+// two-phase commit needs these only: PostgreSQL's plain reads take no row
+// lock.
+func (t *lockingTx) writeLocks() []string {
+	locks := changeLocks(t.changes)
 	db := t.db
 	for _, c := range t.changes {
 		for _, k := range []model.Key{c.Key(), {Table: c.Table, PK: c.OldPK}} {
@@ -324,6 +312,35 @@ func (db *SourceDB) prepare2PC(gid string, fn pipeline.TxnFunc, lockTimeout time
 		reply(model.Txn{Changes: tx.changes}, nil)
 	}
 	p.acquire(gid, lockTimeout, attempt, take, func(err error) { reply(model.Txn{}, err) })
+}
+
+// execWaiting is Exec on a source that may hold prepared transactions: as
+// on PostgreSQL, a transaction that writes a row (or takes or frees a
+// unique value) a prepared transaction holds waits until the decision
+// releases it, at most lockTimeout, then fails with twopc.ErrLockTimeout;
+// it runs again each time locks are released, since what it read may have
+// changed. Without prepared transactions it is Exec, answered at once.
+func (db *SourceDB) execWaiting(fn pipeline.TxnFunc, lockTimeout time.Duration, reply func(model.Txn, error)) {
+	p := db.part
+	if p == nil || len(p.prep) == 0 {
+		reply(db.exec(fn))
+		return
+	}
+	var tx *lockingTx
+	var ferr error
+	attempt := func() ([]string, bool) {
+		tx = &lockingTx{dbTx: &dbTx{db: db}}
+		ferr = fn(tx)
+		if ferr == nil {
+			ferr = tx.err
+		}
+		return tx.writeLocks(), true
+	}
+	take := func([]string) {
+		db.xid++
+		reply(db.commitTx(tx.dbTx, ferr))
+	}
+	p.acquire("", lockTimeout, attempt, take, func(err error) { reply(model.Txn{}, err) })
 }
 
 // commitPrepared commits gid (twopc.Source.CommitPrepared): a new commit

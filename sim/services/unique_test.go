@@ -27,11 +27,11 @@ func TestReplicaUniqueConstraints(t *testing.T) {
 		for _, immediate := range []bool{false, true} {
 			r := newStoreRig(t, 3, model.Replica)
 			st := r.store.State().(*Store)
-			if err := st.applyBatch(pipeline.Batch{Reset: true, Txns: []model.Txn{storetest.UniqueSnapshot}, Position: p0}, true, immediate); err != nil {
+			if err := st.applyBatch(pipeline.Batch{Reset: true, Txns: []model.Txn{storetest.UniqueSnapshot}, Position: p0}, true, immediate, false); err != nil {
 				t.Fatalf("%s: the snapshot: %v", c.Name, err)
 			}
 			before := r.snapshot()
-			err := st.applyBatch(pipeline.Batch{Txns: []model.Txn{c.Txn}, Position: pos(2, 0x20), Base: &p0}, true, immediate)
+			err := st.applyBatch(pipeline.Batch{Txns: []model.Txn{c.Txn}, Position: pos(2, 0x20), Base: &p0}, true, immediate, false)
 			want := c.Deferred
 			if immediate {
 				want = c.Immediate
@@ -67,11 +67,11 @@ func TestReplicaUniqueConstraints(t *testing.T) {
 			// and the store takes a good batch.
 			st = r.store.State().(*Store)
 			dup := model.Change{Table: "u", PK: "c", Op: model.OpInsert, Row: model.Row{"email": "x"}}
-			if err := st.applyBatch(pipeline.Batch{Txns: []model.Txn{txn(0x20, dup)}, Position: pos(2, 0x20), Base: &p0}, true, immediate); err == nil {
+			if err := st.applyBatch(pipeline.Batch{Txns: []model.Txn{txn(0x20, dup)}, Position: pos(2, 0x20), Base: &p0}, true, immediate, false); err == nil {
 				t.Errorf("%s (immediate=%v): after a restart a duplicate of x was taken", c.Name, immediate)
 			}
 			dup.Row = model.Row{"email": "fresh"}
-			if err := st.applyBatch(pipeline.Batch{Txns: []model.Txn{txn(0x20, dup)}, Position: pos(2, 0x20), Base: &p0}, true, immediate); err != nil {
+			if err := st.applyBatch(pipeline.Batch{Txns: []model.Txn{txn(0x20, dup)}, Position: pos(2, 0x20), Base: &p0}, true, immediate, false); err != nil {
 				t.Errorf("%s (immediate=%v): after a restart: %v", c.Name, immediate, err)
 			}
 		}
@@ -79,11 +79,11 @@ func TestReplicaUniqueConstraints(t *testing.T) {
 	for _, kind := range []model.StoreKind{model.Cache, model.Search} {
 		r := newStoreRig(t, 3, kind)
 		st := r.store.State().(*Store)
-		if err := st.applyBatch(pipeline.Batch{Reset: true, Txns: []model.Txn{storetest.UniqueSnapshot}, Position: p0}, true, true); err != nil {
+		if err := st.applyBatch(pipeline.Batch{Reset: true, Txns: []model.Txn{storetest.UniqueSnapshot}, Position: p0}, true, true, false); err != nil {
 			t.Fatal(err)
 		}
 		dup := model.Txn{CommitLSN: 0x20, Changes: []model.Change{{Table: "u", PK: "b", Op: model.OpUpdate, Row: model.Row{"email": "x"}}}}
-		if err := st.applyBatch(pipeline.Batch{Txns: []model.Txn{dup}, Position: pos(2, 0x20), Base: &p0}, true, true); err != nil {
+		if err := st.applyBatch(pipeline.Batch{Txns: []model.Txn{dup}, Position: pos(2, 0x20), Base: &p0}, true, true, false); err != nil {
 			t.Errorf("%s: refused %v; it keeps no constraints", kind, err)
 		}
 	}

@@ -42,6 +42,19 @@ type Broker struct {
 // it listens.
 func Start(t testing.TB) Broker {
 	t.Helper()
+	return start(t, nil)
+}
+
+// StartBehindProxy runs a broker that advertises a Proxy's address, so
+// every client reaches it through the proxy (Broker.Addr is the proxy's).
+func StartBehindProxy(t testing.TB) (Broker, *Proxy) {
+	t.Helper()
+	p := listenProxy(t)
+	return start(t, p), p
+}
+
+func start(t testing.TB, proxy *Proxy) Broker {
+	t.Helper()
 	libs := Libs()
 	jars, _ := filepath.Glob(filepath.Join(libs, "kafka_2.13-*.jar"))
 	if len(jars) == 0 {
@@ -54,11 +67,16 @@ func Start(t testing.TB) Broker {
 	b := Broker{Version: strings.TrimSuffix(strings.TrimPrefix(filepath.Base(jars[0]), "kafka_2.13-"), ".jar")}
 	dir := t.TempDir()
 	port, cport := FreePort(t), FreePort(t)
+	advertised := fmt.Sprintf("127.0.0.1:%d", port)
+	if proxy != nil {
+		advertised = proxy.Addr()
+		proxy.serve(fmt.Sprintf("127.0.0.1:%d", port))
+	}
 	props := fmt.Sprintf(`process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:%[2]d
 listeners=PLAINTEXT://127.0.0.1:%[1]d,CONTROLLER://127.0.0.1:%[2]d
-advertised.listeners=PLAINTEXT://127.0.0.1:%[1]d
+advertised.listeners=PLAINTEXT://%[4]s
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
@@ -70,14 +88,16 @@ offsets.topic.num.partitions=1
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 group.initial.rebalance.delay.ms=0
-`, port, cport, filepath.Join(dir, "data"))
+`, port, cport, filepath.Join(dir, "data"), advertised)
 	cfg, log4j := filepath.Join(dir, "server.properties"), filepath.Join(dir, "log4j.properties")
 	must(t, os.WriteFile(cfg, []byte(props), 0o644))
 	must(t, os.WriteFile(log4j, []byte("log4j.rootLogger=WARN, stdout\nlog4j.appender.stdout=org.apache.log4j.ConsoleAppender\nlog4j.appender.stdout.layout=org.apache.log4j.PatternLayout\nlog4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n\n"), 0o644))
 	jvm := []string{"-Xms256m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Dlog4j.configuration=file:" + log4j, "-cp", filepath.Join(libs, "*")}
 	id := make([]byte, 16)
 	rand.Read(id)
-	format := exec.Command(java, append(jvm, "kafka.tools.StorageTool", "format", "-t", base64.RawURLEncoding.EncodeToString(id), "-c", cfg)...)
+	// --cluster-id=ID, not -t ID: one ID in 64 starts with '-' (base64's
+	// URL alphabet), which the tool's parser then takes for an option.
+	format := exec.Command(java, append(jvm, "kafka.tools.StorageTool", "format", "--cluster-id="+base64.RawURLEncoding.EncodeToString(id), "-c", cfg)...)
 	if out, err := format.CombinedOutput(); err != nil {
 		t.Fatalf("kafka storage format: %v\n%s", err, out)
 	}
@@ -99,13 +119,13 @@ group.initial.rebalance.delay.ms=0
 		}
 		logf.Close()
 	})
-	b.Addr = fmt.Sprintf("127.0.0.1:%d", port)
+	b.Addr = advertised
 	// Up: the port listens (checked every 100ms, for a minute, or until
 	// the JVM exits).
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for deadline := time.Now().Add(time.Minute); ; {
-		if c, err := net.DialTimeout("tcp", b.Addr, time.Second); err == nil {
+		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err == nil { // the broker's own port, not a proxy's
 			c.Close()
 			return b
 		}

@@ -62,6 +62,16 @@ func binDir() string {
 // refuses to run as root).
 func Start(t testing.TB) (dsn string) {
 	t.Helper()
+	dsn, _ = StartRestartable(t)
+	return dsn
+}
+
+// StartRestartable is Start, and a restart of the cluster as after a
+// crash: an immediate stop (no shutdown checkpoint, as a kill -9 leaves
+// it) and a start on the same port, which recovers from the WAL.
+// Connections open before it are dead after it.
+func StartRestartable(t testing.TB) (dsn string, restart func() error) {
+	t.Helper()
 	bin := binDir()
 	if _, err := os.Stat(filepath.Join(bin, "initdb")); err != nil {
 		needs.Missing(t, "PostgreSQL 15 binaries not found at %s", bin)
@@ -127,7 +137,16 @@ func Start(t testing.TB) (dsn string) {
 			t.Errorf("pgtest: stop PostgreSQL: %v", err)
 		}
 	})
-	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)
+	restart = func() error {
+		if err := run("pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"); err != nil {
+			return fmt.Errorf("pgtest: crash PostgreSQL: %w", err)
+		}
+		if err := run("pg_ctl", "-D", data, "-l", logFile, "-w", "-t", "60", "-o", "-p "+strconv.Itoa(port), "start"); err != nil {
+			return fmt.Errorf("pgtest: restart PostgreSQL: %w", err)
+		}
+		return nil
+	}
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port), restart
 }
 
 func writeSettings(conf string) error {
@@ -214,4 +233,36 @@ func WithParam(dsn, key, value string) (string, error) {
 	q.Set(key, value)
 	u.RawQuery = q.Encode()
 	return u.String(), nil
+}
+
+// Querier is a connection, a pool or a transaction.
+type Querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// AwaitLockWaiters returns once at least n sessions of db's database wait
+// for a lock, or stop (which may be nil) says to, polling: a statement that
+// waits in another session tells nothing to its own, and only the server
+// knows. It returns ctx's error if neither comes first.
+func AwaitLockWaiters(ctx context.Context, db Querier, n int, stop func() bool) error {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if stop != nil && stop() {
+			return nil
+		}
+		var waiting int
+		if err := db.QueryRow(ctx, `SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+WHERE NOT l.granted AND a.datname = current_database()`).Scan(&waiting); err != nil {
+			return fmt.Errorf("pgtest: count the sessions waiting for a lock: %w", err)
+		}
+		if waiting >= n {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("pgtest: waiting for %d sessions to wait for a lock: %w", n, ctx.Err())
+		case <-tick.C:
+		}
+	}
 }

@@ -66,7 +66,14 @@ type Options struct {
 	// the unique-row-by-row bug variant (a transaction that swapped two
 	// values is refused half-way). Default: DEFERRABLE INITIALLY DEFERRED.
 	ImmediateUnique bool
-	_               struct{}
+	// DDLReset has the replica's rebuild drop its schema and create its
+	// tables again (DROP SCHEMA ... CASCADE) with no lock its readers
+	// take: the reset-by-ddl bug variant (a reader whose snapshot came
+	// before the rebuild finds the new tables empty beside the old
+	// position). Default: rows deleted where definitions stay, tables
+	// dropped only under the definitions' table's lock (Replica).
+	DDLReset bool
+	_        struct{}
 }
 
 var prefixRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,39}$`)

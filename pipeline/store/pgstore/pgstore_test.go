@@ -68,6 +68,66 @@ func TestPostgres(t *testing.T) {
 	t.Run("DroppedDocsLosePosition", func(t *testing.T) { testDroppedDocs(t, open(t)) })
 	t.Run("SearchRevsFrom", func(t *testing.T) { testSearchRevsFrom(t, open(t)) })
 	t.Run("SearchOverlappingRebuilds", func(t *testing.T) { testSearchOverlappingRebuilds(t, open(t)) })
+	t.Run("ReplicaReadBeginsDuringReset", func(t *testing.T) { testReadBeginsDuringReset(t, open(t)) })
+}
+
+// A whole read that begins while a rebuild that drops a table is under way
+// sees the rebuild whole. The rebuild holds the definitions' table's lock
+// from before its first DROP; the reader locks that table before its
+// first query, so its snapshot comes after the rebuild's commit. (A reader
+// whose snapshot came first, its lock wait only at the definitions, would
+// find the dropped table made again and empty to it, beside the old
+// position: a torn read.) A third session reading the table holds the
+// rebuild at its DROP, with the lock taken, while the reader begins.
+func testReadBeginsDuringReset(t *testing.T, pool *pgxpool.Pool) {
+	c := storetest.ResetCases[1] // a column added: the table is made again
+	r, err := NewReplica(ctx(t), pool, Options{Prefix: "during_"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Apply(ctx(t), c.Before); err != nil {
+		t.Fatal(err)
+	}
+	holder, err := pool.Begin(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = holder.Rollback(ctx(t)) }()
+	if _, err := holder.Exec(ctx(t), `SELECT count(*) FROM during_replica.t`); err != nil {
+		t.Fatal(err)
+	}
+	reset := make(chan error, 1)
+	go func() { reset <- r.Apply(ctx(t), c.After) }()
+	if err := pgtest.AwaitLockWaiters(ctx(t), pool, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	type read struct {
+		snap model.Snapshot
+		err  error
+	}
+	reads := make(chan read, 1)
+	go func() {
+		w, err := r.BeginRead(ctx(t))
+		if err != nil {
+			reads <- read{err: err}
+			return
+		}
+		snap, err := w.Finish(ctx(t))
+		reads <- read{snap, err}
+	}()
+	if err := pgtest.AwaitLockWaiters(ctx(t), pool, 2, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Commit(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-reset; err != nil {
+		t.Fatalf("the rebuild: %v", err)
+	}
+	got := <-reads
+	if saw, detail := c.Classify(got.snap, got.err); saw != storetest.SawAfter {
+		t.Fatalf("a read that began during the rebuild saw %s, want the rebuild whole: %s", saw, detail)
+	}
 }
 
 // Two rebuilds of an empty index overlap: both are Fresh, and the index has

@@ -1,6 +1,7 @@
 package pgstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,9 +25,9 @@ import (
 // Its tables live in the schema Prefix+"replica" (lockstep_replica by
 // default), one per source table, under lockstep's name for it ("users",
 // "app.scratch"). A batch that resets the store (a snapshot, a rebuild)
-// drops them and creates them again from the definitions the snapshot
-// carries (model.Txn.Schema): the source's columns with their types, its
-// primary key and its unique constraints. Two columns are lockstep's own:
+// gives it the tables of the definitions the snapshot carries
+// (model.Txn.Schema): the source's columns with their types, its primary
+// key and its unique constraints. Two columns are lockstep's own:
 // lockstep_lsn, the commit LSN that wrote the row (its version, for the
 // guard that skips a change the replica holds already), and, in a table
 // whose source has no primary key (named by whole rows, under REPLICA
@@ -53,11 +54,31 @@ import (
 // column a table lacks is added as text. Values are written as
 // text and cast to the column's type, and read back in text form, as
 // pgoutput sends them.
+//
+// A reset never shows a reader a torn replica. DDL is not MVCC-safe in
+// PostgreSQL: a reader whose snapshot predates a DROP and CREATE TABLE
+// that committed finds the new table (names are looked up in the catalog
+// as it is now), all of whose rows are invisible to it, beside the old
+// position. So a reset deletes the rows of tables whose definitions stay
+// (DELETE is MVCC-safe: older snapshots still see them) and drops a table
+// only when its definition changed or went, holding the definitions'
+// table (Prefix+"replica_tables") ACCESS EXCLUSIVE until it commits. A
+// whole read (ReadAll, BeginRead) locks that table ACCESS SHARE before its
+// first query, which takes its snapshot: the reset waits for readers that
+// started before it, and readers that come during it wait for it. An
+// application that reads several replica tables in one REPEATABLE READ
+// transaction does the same to be safe across a rebuild that changed
+// table definitions:
+//
+//	BEGIN ISOLATION LEVEL REPEATABLE READ;
+//	LOCK TABLE lockstep_replica_tables IN ACCESS SHARE MODE;
+//	SELECT ... FROM lockstep_replica.users ...;
 type Replica struct {
 	t         *tables // the position; t.docs is the definitions' table
 	schema    string  // the data schema's name
 	immediate bool
 	blind     bool
+	ddlReset  bool
 }
 
 var (
@@ -80,7 +101,7 @@ func NewReplica(ctx context.Context, pool *pgxpool.Pool, opts Options) (*Replica
 		return nil, err
 	}
 	t.docs = pgx.Identifier{base + "_tables"}.Sanitize()
-	r := &Replica{t: t, schema: base, immediate: opts.ImmediateUnique, blind: opts.Blind}
+	r := &Replica{t: t, schema: base, immediate: opts.ImmediateUnique, blind: opts.Blind, ddlReset: opts.DDLReset}
 	t.docsSchema = fmt.Sprintf(`
 CREATE SCHEMA IF NOT EXISTS %s;
 CREATE TABLE IF NOT EXISTS %s (
@@ -452,8 +473,81 @@ func (rel *relation) readRow(ctx context.Context, q querier, pk string) (model.R
 // sends values.
 var textResults = pgx.QueryResultFormats{pgx.TextFormatCode}
 
-// reset drops every table and creates those of schema.
+// reset empties the replica for a rebuild and gives it the tables of
+// schema, without a torn state for any reader (see Replica): a table whose
+// definition stays keeps its table and loses its rows (DELETE); one whose
+// definition changed or went, or that is gone already, is dropped under
+// the definitions' table's ACCESS EXCLUSIVE lock, taken before any DROP;
+// so is a table no definition lists; then the tables schema has and the
+// replica lacks are created.
 func (r *Replica) reset(ctx context.Context, tx pgx.Tx, schema []model.Table) (map[string]*relation, error) {
+	if r.ddlReset {
+		return r.resetByDDL(ctx, tx, schema)
+	}
+	// The schema may have been dropped under the store.
+	if _, err := tx.Exec(ctx, r.t.docsSchema); err != nil {
+		return nil, fmt.Errorf("create the schema: %w", err)
+	}
+	old, err := r.relations(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	gone, err := r.missingTables(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	want := model.SchemaOf(schema)
+	rels := map[string]*relation{}
+	var drop []*relation
+	for _, name := range sortedNames(old) {
+		rel := old[name]
+		if def, ok := want[name]; ok && !rel.inferred && !slices.Contains(gone, name) && sameTable(rel.def, def) {
+			rels[name] = rel
+			continue
+		}
+		drop = append(drop, rel)
+	}
+	orphans, err := r.unlistedTables(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range orphans {
+		drop = append(drop, r.relation(model.Table{Name: name}, true))
+	}
+	if len(drop) > 0 {
+		if _, err := tx.Exec(ctx, `LOCK TABLE `+r.t.docs+` IN ACCESS EXCLUSIVE MODE`); err != nil {
+			return nil, fmt.Errorf("lock the table definitions against readers: %w", err)
+		}
+		for _, rel := range drop {
+			if _, err := tx.Exec(ctx, `DROP TABLE IF EXISTS `+rel.ident); err != nil {
+				return nil, fmt.Errorf("drop table %s: %w", rel.def.Name, err)
+			}
+			if _, err := tx.Exec(ctx, `DELETE FROM `+r.t.docs+` WHERE name = $1`, rel.def.Name); err != nil {
+				return nil, fmt.Errorf("forget table %s: %w", rel.def.Name, err)
+			}
+		}
+	}
+	for _, name := range sortedNames(rels) {
+		if _, err := tx.Exec(ctx, `DELETE FROM `+rels[name].ident); err != nil {
+			return nil, fmt.Errorf("empty table %s: %w", name, err)
+		}
+	}
+	for _, def := range schema {
+		if _, ok := rels[def.Name]; ok {
+			continue
+		}
+		rel, err := r.define(ctx, tx, def, false)
+		if err != nil {
+			return nil, err
+		}
+		rels[def.Name] = rel
+	}
+	return rels, nil
+}
+
+// resetByDDL is the reset-by-ddl bug's reset: it drops the schema and
+// creates every table of schema again, with no lock readers take.
+func (r *Replica) resetByDDL(ctx context.Context, tx pgx.Tx, schema []model.Table) (map[string]*relation, error) {
 	if _, err := tx.Exec(ctx, `DROP SCHEMA IF EXISTS `+pgx.Identifier{r.schema}.Sanitize()+` CASCADE`); err != nil {
 		return nil, fmt.Errorf("drop the tables: %w", err)
 	}
@@ -472,6 +566,39 @@ func (r *Replica) reset(ctx context.Context, tx pgx.Tx, schema []model.Table) (m
 		rels[def.Name] = rel
 	}
 	return rels, nil
+}
+
+// sameTable tells whether two definitions make the same table.
+func sameTable(a, b model.Table) bool {
+	ja, erra := json.Marshal(a)
+	jb, errb := json.Marshal(b)
+	return erra == nil && errb == nil && bytes.Equal(ja, jb)
+}
+
+// unlistedTables lists the tables of the replica's schema that no
+// definition names (the definitions' table was dropped under the store).
+func (r *Replica) unlistedTables(ctx context.Context, q querier) ([]string, error) {
+	return tableNames(ctx, q, "look for unlisted tables", `SELECT tablename::text FROM pg_tables WHERE schemaname = $1
+AND tablename NOT IN (SELECT name FROM `+r.t.docs+`) ORDER BY 1`, r.schema)
+}
+
+// missingTables lists the tables the definitions name that do not exist
+// (dropped under the store).
+func (r *Replica) missingTables(ctx context.Context, q querier) ([]string, error) {
+	return tableNames(ctx, q, "look for the tables", `SELECT name FROM `+r.t.docs+` WHERE to_regclass(format('%I.%I', $1::text, name)) IS NULL ORDER BY name`, r.schema)
+}
+
+// tableNames runs a query of one text column, what saying what for.
+func tableNames(ctx context.Context, q querier, what, sql string, args ...any) ([]string, error) {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return names, nil
 }
 
 // apply writes txns in tx: unchanged columns resolved from the rows held,
@@ -550,11 +677,11 @@ func (r *Replica) position(ctx context.Context, tx pgx.Tx, lock string) (model.P
 	if tx != nil {
 		q = tx
 	}
-	var missing int
-	if err := q.QueryRow(ctx, `SELECT count(*) FROM `+r.t.docs+` WHERE to_regclass(format('%I.%I', $1::text, name)) IS NULL`, r.schema).Scan(&missing); err != nil {
-		return model.Position{}, false, fmt.Errorf("look for the tables: %w", err)
+	missing, err := r.missingTables(ctx, q)
+	if err != nil {
+		return model.Position{}, false, err
 	}
-	if missing > 0 {
+	if len(missing) > 0 {
 		return model.Position{}, false, nil
 	}
 	return pos, true, nil
@@ -697,47 +824,89 @@ func (r *Replica) Read(ctx context.Context, k model.Key) (model.Doc, bool, error
 }
 
 // ReadAll returns every row of every table as documents, and the
-// position, from one snapshot of the database (a repeatable-read,
-// read-only transaction).
+// position, from one snapshot of the database: BeginRead, then Finish.
 func (r *Replica) ReadAll(ctx context.Context) (model.Snapshot, error) {
-	snap := model.Snapshot{Store: r.t.name, Docs: model.Docs{}}
-	err := pgx.BeginTxFunc(ctx, r.t.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+	w, err := r.BeginRead(ctx)
+	if err != nil {
+		return model.Snapshot{}, err
+	}
+	return w.Finish(ctx)
+}
+
+// WholeRead is a whole read of the replica under way: a repeatable-read,
+// read-only transaction that has taken its snapshot (the position and the
+// table definitions) and not yet read the rows.
+type WholeRead struct {
+	r    *Replica
+	tx   pgx.Tx
+	snap model.Snapshot
+	rels map[string]*relation
+}
+
+// BeginRead starts a whole read: it locks the definitions' table ACCESS
+// SHARE before the first query takes the transaction's snapshot, so that
+// no reset that drops tables commits between the snapshot and the rows
+// (see Replica), then reads the position and the definitions. Finish ends
+// it.
+func (r *Replica) BeginRead(ctx context.Context) (*WholeRead, error) {
+	tx, err := r.t.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: replica: read all: %w", err)
+	}
+	w := &WholeRead{r: r, tx: tx, snap: model.Snapshot{Store: r.t.name, Docs: model.Docs{}}}
+	err = func() error {
+		if _, err := tx.Exec(ctx, `LOCK TABLE `+r.t.docs+` IN ACCESS SHARE MODE`); err != nil {
+			return fmt.Errorf("lock the table definitions: %w", err)
+		}
 		var err error
-		if snap.Position, snap.HasPosition, err = r.position(ctx, tx, ""); err != nil {
+		if w.snap.Position, w.snap.HasPosition, err = r.position(ctx, tx, ""); err != nil {
 			return err
 		}
-		rels, err := r.relations(ctx, tx)
+		w.rels, err = r.relations(ctx, tx)
+		return err
+	}()
+	if err != nil {
+		_ = tx.Rollback(ctx)
+		return nil, fmt.Errorf("pgstore: replica: read all: %w", err)
+	}
+	return w, nil
+}
+
+// Finish reads every row of every table and ends the read.
+func (w *WholeRead) Finish(ctx context.Context) (model.Snapshot, error) {
+	defer func() { _ = w.tx.Rollback(ctx) }() // read-only: nothing to commit
+	for _, name := range sortedNames(w.rels) {
+		if err := w.readTable(ctx, name); err != nil {
+			return model.Snapshot{}, fmt.Errorf("pgstore: replica: read all: %w", err)
+		}
+	}
+	return w.snap, nil
+}
+
+func (w *WholeRead) readTable(ctx context.Context, name string) error {
+	rel := w.rels[name]
+	rows, err := w.tx.Query(ctx, rel.selectSQL(), textResults)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", name, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		pk, row, lsn, err := rel.scan(rows.RawValues())
 		if err != nil {
 			return err
 		}
-		for _, name := range sortedNames(rels) {
-			rel := rels[name]
-			rows, err := tx.Query(ctx, rel.selectSQL(), textResults)
-			if err != nil {
-				return fmt.Errorf("read %s: %w", name, err)
-			}
-			for rows.Next() {
-				pk, row, lsn, err := rel.scan(rows.RawValues())
-				if err != nil {
-					rows.Close()
-					return err
-				}
-				snap.Docs[model.Key{Table: name, PK: pk}] = model.Doc{Value: row.Encode(), LSN: lsn}
-			}
-			rows.Close()
-			if err := rows.Err(); err != nil {
-				return fmt.Errorf("read %s: %w", name, err)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return model.Snapshot{}, fmt.Errorf("pgstore: replica: read all: %w", err)
+		w.snap.Docs[model.Key{Table: name, PK: pk}] = model.Doc{Value: row.Encode(), LSN: lsn}
 	}
-	return snap, nil
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read %s: %w", name, err)
+	}
+	return nil
 }
 
 // Clear empties every table and drops the position; the tables stay.
+// DELETE, not TRUNCATE: TRUNCATE is not MVCC-safe, and a reader whose
+// snapshot came before it would see the tables empty beside the old
+// position.
 func (r *Replica) Clear(ctx context.Context) error {
 	err := pgx.BeginFunc(ctx, r.t.pool, func(tx pgx.Tx) error {
 		rels, err := r.relations(ctx, tx)
@@ -745,7 +914,7 @@ func (r *Replica) Clear(ctx context.Context) error {
 			return err
 		}
 		for _, name := range sortedNames(rels) {
-			if _, err := tx.Exec(ctx, `TRUNCATE `+rels[name].ident); err != nil {
+			if _, err := tx.Exec(ctx, `DELETE FROM `+rels[name].ident); err != nil {
 				return err
 			}
 		}

@@ -15,6 +15,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"lockstep/model"
+	"lockstep/pipeline"
 	"lockstep/pipeline/twopc"
 )
 
@@ -113,4 +115,106 @@ func List(ctx context.Context, q Querier, branch string) ([]string, error) {
 	}
 	slices.Sort(gids) // in Go's order, whatever the database's collation
 	return gids, nil
+}
+
+// XIDLabel marks, in a version's place, the XID of the transaction that
+// wrote a row, where the commit LSN is not known to whoever writes the
+// store: PostgreSQL does not tell a client its commit record's LSN, so
+// dual writes and two-phase commit label the rows they write with XIDLabel
+// | XID (bit 62, beyond any real LSN and within a signed 64-bit column),
+// and the harness turns labels into commit LSNs once it read the ground
+// truth.
+const XIDLabel = model.LSN(1) << 62
+
+// XIDVersion is the label of rows transaction xid wrote.
+func XIDVersion(xid uint64) model.LSN { return XIDLabel | model.LSN(xid) }
+
+// XIDStore is a participant whose rows are labelled with their
+// transaction's XID (XIDLabel).
+type XIDStore struct{ twopc.Store }
+
+// Prepare implements twopc.Store.
+func (s XIDStore) Prepare(ctx context.Context, gid string, t model.Txn) error {
+	t.CommitLSN = XIDVersion(t.XID)
+	return s.Store.Prepare(ctx, gid, t)
+}
+
+// XIDCache is a store written after the decision whose rows are labelled
+// with their transaction's XID (XIDLabel).
+type XIDCache struct{ pipeline.DirectStore }
+
+// Write implements pipeline.DirectStore.
+func (s XIDCache) Write(ctx context.Context, t model.Txn) error {
+	t.CommitLSN = XIDVersion(t.XID)
+	return s.DirectStore.Write(ctx, t)
+}
+
+// A call to a PostgreSQL that was cut off waits until TCP gives up, many
+// minutes; a transaction manager bounds each call instead, so that a
+// prepare that does not answer rolls back (presumed abort) and a commit
+// that does not answer is tried again. The simulated participants time out
+// on their own.
+
+// BoundedSource is a source whose calls each end after Timeout, except
+// Prepare, which runs the application's statements too and ends after
+// PrepareTimeout.
+type BoundedSource struct {
+	twopc.Source
+	Timeout, PrepareTimeout time.Duration
+}
+
+func bounded[T any](ctx context.Context, d time.Duration, call func(context.Context) (T, error)) (T, error) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	return call(ctx)
+}
+
+// Prepare implements twopc.Source.
+func (s BoundedSource) Prepare(ctx context.Context, gid string, fn pipeline.TxnFunc) (model.Txn, error) {
+	return bounded(ctx, s.PrepareTimeout, func(ctx context.Context) (model.Txn, error) { return s.Source.Prepare(ctx, gid, fn) })
+}
+
+// CommitPrepared implements twopc.Source.
+func (s BoundedSource) CommitPrepared(ctx context.Context, gid string) (model.LSN, error) {
+	return bounded(ctx, s.Timeout, func(ctx context.Context) (model.LSN, error) { return s.Source.CommitPrepared(ctx, gid) })
+}
+
+// RollbackPrepared implements twopc.Source.
+func (s BoundedSource) RollbackPrepared(ctx context.Context, gid string) error {
+	_, err := bounded(ctx, s.Timeout, func(ctx context.Context) (struct{}, error) { return struct{}{}, s.Source.RollbackPrepared(ctx, gid) })
+	return err
+}
+
+// Prepared implements twopc.Source.
+func (s BoundedSource) Prepared(ctx context.Context) ([]string, error) {
+	return bounded(ctx, s.Timeout, s.Source.Prepared)
+}
+
+// BoundedStore is a store participant whose calls each end after Timeout.
+type BoundedStore struct {
+	twopc.Store
+	Timeout time.Duration
+}
+
+// Prepare implements twopc.Store.
+func (s BoundedStore) Prepare(ctx context.Context, gid string, t model.Txn) error {
+	_, err := bounded(ctx, s.Timeout, func(ctx context.Context) (struct{}, error) { return struct{}{}, s.Store.Prepare(ctx, gid, t) })
+	return err
+}
+
+// CommitPrepared implements twopc.Store.
+func (s BoundedStore) CommitPrepared(ctx context.Context, gid string, lsn model.LSN) error {
+	_, err := bounded(ctx, s.Timeout, func(ctx context.Context) (struct{}, error) { return struct{}{}, s.Store.CommitPrepared(ctx, gid, lsn) })
+	return err
+}
+
+// RollbackPrepared implements twopc.Store.
+func (s BoundedStore) RollbackPrepared(ctx context.Context, gid string) error {
+	_, err := bounded(ctx, s.Timeout, func(ctx context.Context) (struct{}, error) { return struct{}{}, s.Store.RollbackPrepared(ctx, gid) })
+	return err
+}
+
+// Prepared implements twopc.Store.
+func (s BoundedStore) Prepared(ctx context.Context) ([]string, error) {
+	return bounded(ctx, s.Timeout, s.Store.Prepared)
 }
