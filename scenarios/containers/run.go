@@ -348,7 +348,7 @@ func (r *run) prepare(ctx context.Context) error {
 	if err := r.connectStores(ctx); err != nil {
 		return err
 	}
-	if r.cfg.System != scenarios.Pipeline && len(r.initial.Changes) > 0 {
+	if !captured(r.cfg.System) && len(r.initial.Changes) > 0 {
 		// The application creates the replica's tables and loads its
 		// initial rows into every store too (dual writes, two-phase
 		// commit); the pipeline gets both from the capture's snapshot
@@ -660,7 +660,7 @@ func (r *run) drive(ctx context.Context) (faults.Plan, error) {
 	r.samplePositions(ctx, tl) // where the run ended, after the sampler stopped
 	tl.Finish(r.since())
 	dropMarker(r.hist)
-	if cfg.System != scenarios.Pipeline {
+	if !captured(cfg.System) {
 		relabel(r.hist)
 	}
 	if bench != nil {
@@ -943,7 +943,7 @@ func (r *run) converge(ctx context.Context) {
 	if n := len(r.hist.Committed); n > 0 {
 		last = r.hist.Committed[n-1].CommitLSN
 	}
-	if r.cfg.System != scenarios.Pipeline {
+	if !captured(r.cfg.System) {
 		return // no store keeps a position: judged by what they hold
 	}
 	// The settle time starts now: healing and reading the truth must not
@@ -1056,4 +1056,11 @@ func (r *run) samplePositions(ctx context.Context, tl *model.Timeline) {
 		return
 	}
 	tl.Sample(r.since(), source, pos)
+}
+
+// captured reports whether sys's stores are written by appliers from a
+// captured log, each keeping its position (lockstep's pipeline, Debezium),
+// rather than by the application itself (dual writes, 2PC).
+func captured(sys scenarios.System) bool {
+	return sys == scenarios.Pipeline || sys == scenarios.Debezium
 }
