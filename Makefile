@@ -13,7 +13,7 @@ build:
 ## container images (cached), so the container scenarios run too; without
 ## Docker they skip, or fail when LOCKSTEP_REQUIRE_DOCKER=1 (CI sets it).
 test: lint
-	@if docker info >/dev/null 2>&1; then bash images/build.sh; \
+	@if docker info >/dev/null 2>&1; then bash images/build.sh && bash images/build-debezium.sh; \
 	else echo "make test: no Docker daemon: container tests will skip (or fail with LOCKSTEP_REQUIRE_DOCKER=1)"; fi
 	LOCKSTEP_KAFKA_LIBS=$${LOCKSTEP_KAFKA_LIBS:-$$(ls -d $${LOCKSTEP_CACHE:-/var/cache/lockstep}/kafka-libs-* 2>/dev/null | head -1)} \
 		$(GO) test -count=1 -timeout 60m ./...
@@ -25,6 +25,7 @@ test-short:
 ## images: build the container images offline (debootstrap, Maven Central).
 images:
 	bash images/build.sh
+	bash images/build-debezium.sh
 
 ## bench: scheduler and end-to-end simulator benchmarks, at the GOGC the CLI's
 ## tuner gives a swarm seed's small heap (cmd/lockstep/gc.go).

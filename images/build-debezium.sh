@@ -4,9 +4,10 @@
 #   lockstep/debezium:<hash>  FROM lockstep/base:current + the jars of
 #                             images/debezium-pom.xml from Maven Central
 #                             + images/connect-entrypoint.sh
-# It is tagged :current, which the Debezium container test looks for. It is
-# kept out of images/build.sh on purpose: CI's time and reliability do not
-# depend on Debezium's jars until a test needs them. Run images/build.sh first.
+# It is tagged :current, which the Debezium container tests look for. make
+# images and make test (so CI) run it after images/build.sh: from a cold
+# cache Maven fetches the 70 jars (36 MB) in about 40 s and the image
+# builds in 2 s (measured here). Run images/build.sh first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

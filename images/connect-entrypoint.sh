@@ -18,6 +18,7 @@ set -e
 : "${TABLES:=}"
 : "${POLL_MS:=500}"
 : "${FLUSH_MS:=60000}"
+: "${SNAPSHOT_MODE:=initial}"
 : "${HEAP:=384m}"
 mkdir -p /var/lib/connect
 cat >/tmp/worker.properties <<PROPS
@@ -49,6 +50,7 @@ provide.transaction.metadata=true
 decimal.handling.mode=string
 time.precision.mode=connect
 poll.interval.ms=$POLL_MS
+snapshot.mode=$SNAPSHOT_MODE
 topic.creation.default.replication.factor=-1
 topic.creation.default.partitions=1
 PROPS

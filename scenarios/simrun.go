@@ -245,12 +245,19 @@ type world struct {
 	walSeen int
 }
 
+// ErrNoDebezium is the simulator's refusal of the Debezium system, which
+// runs only against real services.
+var ErrNoDebezium = errors.New("the simulator has no Debezium: run --system debezium with --world containers (or world=containers in the token)")
+
 // Run runs one seed of a scenario against a system in the simulator and
 // judges it.
 func Run(sc *Scenario, sys System, seed uint64, opts Options) (*Outcome, error) {
 	start := time.Now()
 	if err := opts.validate(); err != nil {
 		return nil, err
+	}
+	if sys == Debezium {
+		return nil, ErrNoDebezium
 	}
 	if err := sc.checkBugs(sys); err != nil {
 		return nil, err

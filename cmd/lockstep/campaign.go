@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"lockstep/scenarios"
+	"lockstep/scenarios/containers"
 	"lockstep/scenarios/report"
 	"lockstep/scenarios/results"
 	"lockstep/scenarios/shrink"
@@ -49,7 +50,7 @@ container logs are kept only when it did not hold, or in --logs DIR.`,
 		duration := fs.Duration("duration", 0, "start no run after this wall time `D` (e.g. 20m); the runs under way finish and count")
 		shard := fs.String("shard", "", "run only shard `i/N` of the seeds: those s with (s - first seed) mod N == i-1")
 		first := fs.String("first-seed", "1", "first seed")
-		system := fs.String("system", "both", "both (pipeline and dualwrite), all (also 2pc), pipeline, dualwrite or 2pc")
+		system := fs.String("system", "both", "both (pipeline and dualwrite), all (also 2pc), pipeline, dualwrite, 2pc or debezium (containers only)")
 		parallel := positiveFlag(fs, "parallel", runtime.GOMAXPROCS(0), "`N` runs in parallel")
 		txns := positiveFlag(fs, "txns", 0, "`N` application transactions per run (default 1000)")
 		jsonOut := fs.String("json", "", "write every run and the tally as JSON (schema lockstep.campaign/v1) to this `FILE`")
@@ -112,6 +113,11 @@ container logs are kept only when it did not hold, or in --logs DIR.`,
 							return err
 						}
 					}
+					for _, sc := range scs {
+						if err := containers.SupportsSystem(sc, sys); err != nil {
+							return usagef("%v", err)
+						}
+					}
 				}
 				if err := outs.check(); err != nil {
 					return err
@@ -124,6 +130,11 @@ container logs are kept only when it did not hold, or in --logs DIR.`,
 			}
 			if *logDir != "" {
 				return usagef("--logs needs --world containers (the simulator runs no containers)")
+			}
+			for _, sys := range systems {
+				if err := simSystem(sys); err != nil {
+					return err
+				}
 			}
 			scs, err := scenarios.Lookup(*scenario)
 			if err != nil {

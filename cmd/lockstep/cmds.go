@@ -178,7 +178,7 @@ inconclusive, the run could not complete or the input is bad.`,
 		var rf runFlags
 		rf.register(fs)
 		scenario := fs.String("scenario", "", "scenario name (see 'lockstep list')")
-		system := fs.String("system", "pipeline", "system under test: pipeline, dualwrite or 2pc")
+		system := fs.String("system", "pipeline", "system under test: pipeline, dualwrite, 2pc or debezium (containers only)")
 		seed := fs.String("seed", "", "seed (decimal or 0x-hex)")
 		return func(args []string) error {
 			if len(args) > 0 {
@@ -272,6 +272,9 @@ func runSim(r scenarios.Repro, file *scenarios.ReproFile, path string, rf runFla
 		return err
 	}
 	sys, seed := r.System, r.Seed
+	if err := simSystem(sys); err != nil {
+		return err
+	}
 	opts := r.Options()
 	if file != nil {
 		opts = file.Options()

@@ -19,6 +19,7 @@ import (
 
 	"lockstep/model"
 	"lockstep/pipeline"
+	"lockstep/pipeline/debezium"
 	"lockstep/pipeline/kafkalog"
 	"lockstep/pipeline/pgsource"
 	"lockstep/pipeline/realenv"
@@ -153,17 +154,20 @@ func runCapture(ctx context.Context, c *pipeline.Capture, stream pipeline.Change
 
 var applyCmd = &command{
 	name:  "apply",
-	usage: "--store replica|cache|search --target DSN-or-ADDR --brokers HOST:PORT,... [--topic lockstep]",
+	usage: "--store replica|cache|search --target DSN-or-ADDR --brokers HOST:PORT,... [--topic lockstep | --debezium PREFIX]",
 	short: "run a sink applier: Kafka -> one store",
 	long: `Apply keeps one store in step with the topic: the replica (PostgreSQL, data and
 position in one transaction), the cache (Redis, data and position in one
 MULTI/EXEC; a Redis restarted empty is detected and rebuilt) or the search index
 (PostgreSQL full-text search, bulk writes with per-document versions). It resumes
-from the position saved in the store itself.`,
+from the position saved in the store itself. With --debezium PREFIX it applies
+what Debezium's PostgreSQL connector captured instead: its PREFIX.* topics,
+transaction topic included, decoded back into transactions in commit order.`,
 	flags: func(fs *flag.FlagSet) func([]string) error {
 		kind := fs.String("store", "", "replica, cache or search")
 		target := fs.String("target", "", "the store: a PostgreSQL DSN (replica, search), or for the cache a Redis HOST:PORT or redis://[:PASSWORD@]HOST:PORT[/DB]")
 		group := fs.String("group", "", "consumer group for monitoring offsets (default lockstep-<store>)")
+		dbz := fs.String("debezium", "", "apply what Debezium's PostgreSQL connector with this topic.prefix captured (its <prefix>.* topics, with the transaction topic) instead of lockstep's --topic")
 		common := serviceFlags(fs)
 		return func(args []string) error {
 			k, ok := model.ParseStoreKind(*kind)
@@ -191,13 +195,26 @@ from the position saved in the store itself.`,
 				return err
 			}
 			defer closeStore()
-			klog, err := common.log(ctx)
-			if err != nil {
-				return err
+			var log pipeline.Log
+			topic := common.topic
+			if *dbz != "" {
+				dlog, err := debezium.OpenLog(strings.Split(common.brokers, ","), *dbz)
+				if err != nil {
+					return err
+				}
+				defer dlog.Close()
+				dlog.Logger = logger
+				log, topic = dlog, *dbz+".*"
+			} else {
+				klog, err := common.log(ctx)
+				if err != nil {
+					return err
+				}
+				defer klog.Close()
+				log = klog
 			}
-			defer klog.Close()
-			a := &pipeline.Applier{Env: &realenv.Env{Base: ctx}, Log: klog, Store: st, Group: *group, Logger: logger, Bugs: bugs}
-			logger.Info("lockstep: ready", "store", k, "target", redact(*target), "topic", common.topic)
+			a := &pipeline.Applier{Env: &realenv.Env{Base: ctx}, Log: log, Store: st, Group: *group, Logger: logger, Bugs: bugs}
+			logger.Info("lockstep: ready", "store", k, "target", redact(*target), "topic", topic)
 			return drained(a.Run(ctx), logger)
 		}
 	},

@@ -30,3 +30,12 @@ func containerSystem(sys scenarios.System, sc *scenarios.Scenario) error {
 
 // twoPCBugList is the 2pc system's bug switches, for --bug's help.
 func twoPCBugList() string { return strings.Join(twopc.BugList(), ", ") }
+
+// simSystem refuses a system the simulator does not run: Debezium runs
+// only in containers.
+func simSystem(sys scenarios.System) error {
+	if sys == scenarios.Debezium {
+		return usagef("%v", scenarios.ErrNoDebezium)
+	}
+	return nil
+}

@@ -26,6 +26,10 @@
 //   - a delete's before holds only the key under REPLICA IDENTITY DEFAULT
 //     (the other columns are placeholders such as "" and 0): it is ignored,
 //     the record's key names the row;
+//   - a table without a primary key has a null record key: under REPLICA
+//     IDENTITY FULL its rows are named by all their columns, as pgsource
+//     names them (pipeline.RowKey of after, or of before for a delete);
+//     without FULL identity a delete names no row (ErrUnsupported);
 //   - a delete is followed by a tombstone (same key, null value), which is
 //     there for log compaction and is skipped;
 //   - an update that changes the key is a delete of the old key (header
@@ -48,9 +52,12 @@
 // Snapshot reads (op "r") carry no transaction metadata and are refused
 // for now: run the connector on tables it finds empty, or with
 // snapshot.mode=no_data. After a connector restart Debezium sends again
-// what it sent since its last flushed offset, BEGIN to END; each copy is a
-// transaction of its own here, so duplicates reach the sinks as they would
-// reach any consumer of Debezium's topics.
+// what it sent since its last flushed offset, BEGIN to END; each END sent
+// again hands the transaction out again, so duplicates reach the sinks as
+// they would reach any consumer of Debezium's topics. The events of the
+// copies are pooled: a transaction is whole once each of its events came
+// in any copy, since a crash can cut a copy short after its END was
+// written (the topics are written in parallel).
 package debezium
 
 import (
@@ -63,6 +70,7 @@ import (
 	"strings"
 
 	"lockstep/model"
+	"lockstep/pipeline"
 )
 
 // Placeholder is what Debezium writes, by default, for a value it did not
@@ -126,10 +134,16 @@ type Decoder struct {
 
 	// ends are the END events not yet handed out, in commit order.
 	ends []end
-	// pending holds each transaction's change events by txId: one copy per
-	// time Debezium sent the transaction (a restart sends it again), each
-	// copy by total_order.
-	pending map[uint64][]map[int]event
+	// pending holds each transaction's change events by txId, then by
+	// total_order. A restart sends a transaction again, BEGIN to END: the
+	// copies' events land on the same orders, so a transaction is whole
+	// once every order arrived from any copy (a copy cut short by the
+	// crash, missing an event the other END counts, would otherwise hold
+	// every later transaction back for ever).
+	pending map[uint64]map[int]event
+	// done holds each transaction handed out, by txId: an END sent again
+	// hands it out again, and change events sent again are dropped.
+	done map[uint64]model.Txn
 }
 
 // end is one END event.
@@ -261,24 +275,19 @@ func (d *Decoder) addChange(r Record) error {
 	if err != nil {
 		return fmt.Errorf("debezium: change event %s: %w", r, err)
 	}
-	if d.pending == nil {
-		d.pending = map[uint64][]map[int]event{}
-	}
 	xid, order := *env.Source.TxID, env.Transaction.TotalOrder
-	copies := d.pending[xid]
-	i := 0
-	for i < len(copies) && hasKey(copies[i], order) {
-		i++
+	if _, ok := d.done[xid]; ok {
+		return nil // a copy of a transaction handed out already
 	}
-	if i == len(copies) {
-		copies = append(copies, map[int]event{})
-		d.pending[xid] = copies
+	if d.pending == nil {
+		d.pending = map[uint64]map[int]event{}
 	}
-	copies[i][order] = ev
+	if d.pending[xid] == nil {
+		d.pending[xid] = map[int]event{}
+	}
+	d.pending[xid][order] = ev
 	return nil
 }
-
-func hasKey(m map[int]event, k int) bool { _, ok := m[k]; return ok }
 
 // change decodes one change event's key and row.
 func (d *Decoder) change(r Record, env envelope) (event, error) {
@@ -286,6 +295,9 @@ func (d *Decoder) change(r Record, env envelope) (event, error) {
 	table := env.Source.Table
 	if env.Source.Schema != "public" {
 		table = ev.collection
+	}
+	if key := bytes.TrimSpace(unwrap(r.Key)); len(key) == 0 || string(key) == "null" {
+		return d.keylessChange(ev, table, env)
 	}
 	keyCols, pk, err := decodeKey(unwrap(r.Key))
 	if err != nil {
@@ -320,34 +332,105 @@ func (d *Decoder) change(r Record, env envelope) (event, error) {
 // decodeKey reads a record key, a JSON object of the key's columns in the
 // key's order, and returns the column names and lockstep's PK.
 func decodeKey(b []byte) (cols []string, pk string, err error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return nil, "", fmt.Errorf("%w: want a JSON object, got %q", ErrMalformed, b)
+	cols, raws, err := fields(b)
+	if err != nil {
+		return nil, "", err
 	}
-	var vals []string
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return nil, "", fmt.Errorf("%w: %v", ErrMalformed, err)
-		}
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return nil, "", fmt.Errorf("%w: %v", ErrMalformed, err)
-		}
+	vals := make([]string, len(raws))
+	for i, raw := range raws {
 		v, ok, err := text(raw)
 		switch {
 		case err != nil:
-			return nil, "", fmt.Errorf("column %q: %w", t, err)
+			return nil, "", fmt.Errorf("column %q: %w", cols[i], err)
 		case !ok:
-			return nil, "", fmt.Errorf("key column %q is null: %w", t, ErrMalformed)
+			return nil, "", fmt.Errorf("key column %q is null: %w", cols[i], ErrMalformed)
 		}
-		cols, vals = append(cols, t.(string)), append(vals, v)
+		vals[i] = v
 	}
 	if len(cols) == 0 {
 		return nil, "", fmt.Errorf("empty key (a table without a primary key?): %w", ErrUnsupported)
 	}
 	return cols, strings.Join(vals, ","), nil
+}
+
+// fields reads a JSON object's fields in their order: the JSON converter
+// writes a row's columns in the table's order, which a whole-row key needs.
+func fields(b []byte) (names []string, raws []json.RawMessage, err error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, nil, fmt.Errorf("%w: want a JSON object, got %.40q", ErrMalformed, b)
+	}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
+		names, raws = append(names, t.(string)), append(raws, raw)
+	}
+	return names, raws, nil
+}
+
+// keylessChange decodes a change to a table without a primary key, whose
+// record key is null. Under REPLICA IDENTITY FULL lockstep names such a
+// row by all its columns (pipeline.RowKey, as pgsource does): a create by
+// after, a delete by before (the whole old row), an update by both, as a
+// key change. Without FULL identity a delete's or update's before is null
+// and the row has no name: ErrUnsupported, as pgsource's NoKeyError.
+func (d *Decoder) keylessChange(ev event, table string, env envelope) (event, error) {
+	ev.change = model.Change{Table: table}
+	var err error
+	switch env.Op {
+	case "c":
+		ev.change.Op = model.OpInsert
+		ev.change.PK, ev.change.Row, err = wholeRow(env.After)
+	case "d":
+		ev.change.Op = model.OpDelete
+		ev.change.PK, _, err = wholeRow(env.Before)
+	case "u":
+		ev.change.Op = model.OpUpdate
+		if ev.change.OldPK, _, err = wholeRow(env.Before); err == nil {
+			ev.change.PK, ev.change.Row, err = wholeRow(env.After)
+		}
+		if err == nil && ev.change.OldPK == ev.change.PK {
+			ev.change.OldPK = ""
+		}
+	}
+	if err != nil {
+		return event{}, fmt.Errorf("table %s without a primary key: %w", table, err)
+	}
+	return ev, nil
+}
+
+// wholeRow is a row image's whole-row key and its non-NULL columns.
+func wholeRow(image json.RawMessage) (string, model.Row, error) {
+	if b := bytes.TrimSpace(image); len(b) == 0 || string(b) == "null" {
+		return "", nil, fmt.Errorf("no row image to name the row by (REPLICA IDENTITY is not FULL): %w", ErrUnsupported)
+	}
+	names, raws, err := fields(image)
+	if err != nil {
+		return "", nil, err
+	}
+	vals, null := make([]string, len(raws)), make([]bool, len(raws))
+	row := model.Row{}
+	for i, raw := range raws {
+		v, ok, err := text(raw)
+		if err != nil {
+			return "", nil, fmt.Errorf("column %q: %w", names[i], err)
+		}
+		if v == Placeholder {
+			return "", nil, fmt.Errorf("column %q was not sent (an unchanged TOASTed value) and is part of the row's name: %w", names[i], ErrUnsupported)
+		}
+		vals[i], null[i] = v, !ok
+		if ok {
+			row[names[i]] = v
+		}
+	}
+	return pipeline.RowKey(vals, null), row, nil
 }
 
 // row is after's non-key columns, NULLs left out, and the sorted names of
@@ -431,23 +514,29 @@ func (d *Decoder) complete() ([]model.Txn, error) {
 	var out []model.Txn
 	for len(d.ends) > 0 {
 		e := d.ends[0]
-		copies := d.pending[e.xid]
-		if e.count > 0 && (len(copies) == 0 || len(copies[0]) < e.count) {
-			break
-		}
-		var events map[int]event
-		if e.count > 0 {
-			events = copies[0]
-			if len(copies) == 1 {
-				delete(d.pending, e.xid)
-			} else {
-				d.pending[e.xid] = copies[1:]
+		if txn, ok := d.done[e.xid]; ok {
+			// Sent again after a restart: the same transaction again,
+			// as any consumer of the topics gets it.
+			if txn.CommitLSN != e.commitLSN {
+				return out, fmt.Errorf("debezium: END of txId %d at commit LSN %s, handed out before at %s: %w", e.xid, e.commitLSN, txn.CommitLSN, ErrMalformed)
 			}
+			out = append(out, txn)
+			d.ends = d.ends[1:]
+			continue
+		}
+		events := d.pending[e.xid]
+		if len(events) < e.count {
+			break
 		}
 		txn, err := assemble(e, events)
 		if err != nil {
 			return out, err
 		}
+		delete(d.pending, e.xid)
+		if d.done == nil {
+			d.done = map[uint64]model.Txn{}
+		}
+		d.done[e.xid] = txn
 		out = append(out, txn)
 		d.ends = d.ends[1:]
 	}

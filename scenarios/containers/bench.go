@@ -31,6 +31,15 @@ type Bench struct {
 	// resume, a failed-over leader), how long until every store held what
 	// the source had committed at that moment.
 	Restarts []Recovery
+	// Capture is the capture's container ("capture", or Debezium's
+	// Connect worker); CaptureCPU the CPU time it used from the workload's
+	// start until the last store caught up and CapturePeak the most memory it held
+	// since it started, both from its cgroup (CaptureMeasured false where
+	// the host's cgroups could not be read, or the capture restarted).
+	Capture         string
+	CaptureCPU      time.Duration
+	CapturePeak     int64
+	CaptureMeasured bool
 }
 
 // Recovery is how long the pipeline took to catch up after one fault.
@@ -53,6 +62,10 @@ func (b *Bench) String() string {
 		fmt.Fprintf(&s, "  %-8s %.0f changes/s (ratio %.3f), lag p50 %v p99 %v max %v, caught up %v after the workload\n",
 			n, b.StoreRate[n], b.Ratio[n], b.LagP50[n].Round(time.Millisecond), b.LagP99[n].Round(time.Millisecond),
 			b.LagMax[n].Round(time.Millisecond), b.CaughtUpLate[n].Round(time.Millisecond))
+	}
+	if b.CaptureMeasured && b.Changes > 0 {
+		fmt.Fprintf(&s, "capture (%s): CPU %v, %v per change; peak memory %.0f MB\n", b.Capture, b.CaptureCPU.Round(time.Millisecond),
+			(b.CaptureCPU / time.Duration(b.Changes)).Round(100*time.Nanosecond), float64(b.CapturePeak)/(1<<20))
 	}
 	if len(b.Restarts) > 0 {
 		fmt.Fprintf(&s, "recovery after each fault (until every store held what the source had committed then):\n")
@@ -81,6 +94,16 @@ type benchProbe struct {
 	source  []lsnAt
 	stores  map[string][]lsnAt
 	started time.Duration
+	// capture is the capture's container, and cpu0 its CPU time when the
+	// workload started (measured: readable then).
+	capture  *Service
+	cpu0     time.Duration
+	measured bool
+	cpu      []cpuAt // the capture's CPU time, sampled with the positions
+	// from is the source's WAL position when the workload started: the
+	// transactions before it (pgbench's initial load of 100,000 rows, a
+	// workload's initial rows) are not the workload's.
+	from model.LSN
 }
 
 type lsnAt struct {
@@ -88,8 +111,26 @@ type lsnAt struct {
 	lsn model.LSN
 }
 
+type cpuAt struct {
+	at  time.Duration
+	cpu time.Duration
+}
+
 func newBenchProbe(r *run) *benchProbe {
-	return &benchProbe{r: r, stores: map[string][]lsnAt{}}
+	b := &benchProbe{r: r, stores: map[string][]lsnAt{}}
+	for _, n := range Topology(r.cfg.System).Nodes {
+		if n.Role == faults.RoleCapture {
+			b.capture, _ = r.w.Service(n.Name)
+		}
+	}
+	if b.capture != nil {
+		b.cpu0, _, b.measured = containerUsage(b.capture.ID)
+	}
+	var lsn string
+	if err := r.source.QueryRow(context.Background(), `SELECT pg_current_wal_lsn()::text`).Scan(&lsn); err == nil {
+		b.from, _ = model.ParseLSN(lsn)
+	}
+	return b
 }
 
 func (b *benchProbe) sample(ctx context.Context) {
@@ -106,6 +147,13 @@ func (b *benchProbe) sample(ctx context.Context) {
 			if l, err := model.ParseLSN(lsn); err == nil {
 				b.mu.Lock()
 				b.source = append(b.source, lsnAt{b.r.since(), l})
+				b.mu.Unlock()
+			}
+		}
+		if b.measured {
+			if cpu, _, ok := containerUsage(b.capture.ID); ok {
+				b.mu.Lock()
+				b.cpu = append(b.cpu, cpuAt{b.r.since(), cpu})
 				b.mu.Unlock()
 			}
 		}
@@ -134,6 +182,9 @@ func (b *benchProbe) result(h *model.History) *Bench {
 	res := &Bench{Duration: h.QuietAt, StoreRate: map[string]float64{}, Ratio: map[string]float64{},
 		LagP50: map[string]time.Duration{}, LagP99: map[string]time.Duration{}, CaughtUpLate: map[string]time.Duration{}, LagMax: map[string]time.Duration{}}
 	for _, t := range h.Committed {
+		if t.CommitLSN <= b.from {
+			continue // before the workload: the stores had it when it started
+		}
 		res.Txns++
 		res.Changes += len(t.Changes)
 	}
@@ -171,6 +222,24 @@ func (b *benchProbe) result(h *model.History) *Bench {
 		if res.SourceRate > 0 {
 			res.Ratio[name] = res.StoreRate[name] / res.SourceRate
 		}
+	}
+	if b.capture != nil && b.measured {
+		// The CPU the capture used until the last store caught up: after
+		// that it only waits, and its idle polling would be charged to
+		// the changes (more per change the slower the workload ran).
+		caughtUp := h.QuietAt
+		for _, late := range res.CaughtUpLate {
+			caughtUp = max(caughtUp, h.QuietAt+late)
+		}
+		i := sort.Search(len(b.cpu), func(i int) bool { return b.cpu[i].at > caughtUp })
+		_, peak, ok := containerUsage(b.capture.ID)
+		res.Capture = b.capture.Name
+		// A restarted container's cgroup starts from nothing again.
+		res.CaptureMeasured = ok && i > 0 && b.cpu[i-1].cpu >= b.cpu0 && len(h.Faults) == 0
+		if i > 0 {
+			res.CaptureCPU = b.cpu[i-1].cpu - b.cpu0
+		}
+		res.CapturePeak = peak
 	}
 	for _, f := range h.Faults {
 		verb, _, _ := strings.Cut(f.What, " ")

@@ -13,6 +13,9 @@ import (
 	"github.com/testcontainers/testcontainers-go"
 
 	"lockstep/faults"
+	"lockstep/model"
+	"lockstep/pipeline/debezium"
+	"lockstep/scenarios"
 )
 
 // DebeziumImage is Kafka Connect standalone with Debezium's PostgreSQL
@@ -35,6 +38,12 @@ type DebeziumOptions struct {
 	// latency) and Flush is Connect's offset.flush.interval.ms (default
 	// 60 s), the interval at which Debezium confirms an LSN to PostgreSQL.
 	Poll, Flush time.Duration
+	// SnapshotMode is the connector's snapshot.mode (default "initial").
+	// Snapshot reads carry no transaction, so the decoder refuses them:
+	// "no_data" makes a connector that starts without offsets (its first
+	// start, or a kill -9 before it flushed any) stream from its slot
+	// instead of reading the tables.
+	SnapshotMode string
 }
 
 // DebeziumService is the name of the Kafka Connect container.
@@ -76,6 +85,9 @@ func (w *World) StartDebezium(ctx context.Context, o DebeziumOptions) error {
 	if o.Poll > 0 {
 		env["POLL_MS"] = strconv.FormatInt(o.Poll.Milliseconds(), 10)
 	}
+	if o.SnapshotMode != "" {
+		env["SNAPSHOT_MODE"] = o.SnapshotMode
+	}
 	if o.Flush > 0 {
 		env["FLUSH_MS"] = strconv.FormatInt(o.Flush.Milliseconds(), 10)
 	}
@@ -112,4 +124,83 @@ func (w *World) awaitSlot(ctx context.Context, slot string, limit time.Duration)
 		case <-tick.C:
 		}
 	}
+}
+
+// SystemDebezium is the connector of --system debezium: Debezium as
+// shipped (poll.interval.ms 500 ms, offsets flushed every 60 s, so a
+// kill -9 sends up to a minute of transactions again), on every table, and
+// no snapshot: the run starts it before any row is written (prepare), so
+// the initial rows stream like any transaction.
+var SystemDebezium = DebeziumOptions{SnapshotMode: "no_data"}
+
+// StartDebeziumAppliers starts lockstep's three appliers on the topics of
+// the connector o (apply --debezium PREFIX): the sink adapter that
+// decodes Debezium's events back into transactions and applies them to the
+// same stores, in the same way, as lockstep's own pipeline does.
+func (w *World) StartDebeziumAppliers(ctx context.Context, o DebeziumOptions) error {
+	args := []string{"--brokers", strings.Join(w.InternalKafka, ","), "--debezium", o.prefix()}
+	if w.opts.Bugs != "" {
+		// The appliers' switches break the sink the same way here:
+		// non-idempotent-apply is the naive sink that applies Debezium's
+		// copies again.
+		args = append(args, "--bug", w.opts.Bugs)
+	}
+	return w.startProcs(ctx, w.appliers(args))
+}
+
+// debeziumFault refuses the faults --system debezium does not run: a
+// second Connect worker (one JVM of it is as much as the machine takes,
+// and standalone workers share no offsets), and retention and a dropped
+// slot, past which Debezium's documentation promises nothing but a new
+// snapshot, which the decoder cannot read.
+func debeziumFault(k faults.Kind) error {
+	switch k {
+	case faults.SecondInstance, faults.Retention, faults.SlotDrop:
+		return fmt.Errorf("--system debezium does not run %s faults", k)
+	}
+	return nil
+}
+
+// SupportsSystem reports whether a container scenario can run for sys, and
+// why not: Debezium refuses some faults (debeziumFault).
+func SupportsSystem(sc *scenarios.Scenario, sys scenarios.System) error {
+	if sys != scenarios.Debezium {
+		return nil
+	}
+	for _, k := range sc.Kinds {
+		if err := debeziumFault(k); err != nil {
+			return fmt.Errorf("scenario %s: %w", sc.Name, err)
+		}
+	}
+	// Only the appliers' and stores' switches reach a Debezium run: the
+	// capture's would change nothing and pass for a test of Debezium.
+	capture := sc.Bugs
+	capture.NonIdempotentApply, capture.CommitOffsetFirst, capture.ReorderBatch = false, false, false
+	capture.LSNOnlyVersion, capture.DropUnchangedToast, capture.NoIdleCheck = false, false, false
+	capture.UnconditionalApply, capture.ResetToEarliest, capture.UniqueRowByRow = false, false, false
+	if capture.Any() {
+		return fmt.Errorf("scenario %s: lockstep's capture bugs do nothing to Debezium; --system debezium takes the appliers' switches only", sc.Name)
+	}
+	return nil
+}
+
+// awaitDebezium waits until Debezium's topics hold a transaction committed
+// after lsn: the run's initial load (pgbench's 100,000 rows in one
+// transaction). The appliers start after it, so each rebuilds its store
+// with the load in one reset batch, as the pipeline's load it from the
+// capture's snapshot.
+func (w *World) awaitDebezium(ctx context.Context, o DebeziumOptions, lsn model.LSN, limit time.Duration) error {
+	l, err := debezium.OpenLog(w.Kafka, o.prefix())
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	for l.Last() <= lsn {
+		if _, err := l.End(ctx); err != nil {
+			return fmt.Errorf("containers: Debezium did not capture the initial rows within %s (its log is kept in %s): %w", limit, w.LogDir, err)
+		}
+	}
+	return nil
 }

@@ -28,6 +28,9 @@ type Target struct {
 	// FailoverDowntime is how long a failed-over leader stays down before
 	// it is restarted (default 8s).
 	FailoverDowntime time.Duration
+	// Topic is the topic whose partition's leader a failover kills and
+	// whose unclean election is switched (default: the pipeline's, Topic).
+	Topic string
 
 	mu      sync.Mutex
 	timers  []*time.Timer
@@ -40,7 +43,7 @@ type Target struct {
 
 // NewTarget returns the fault target of w; ctx bounds every docker call.
 func NewTarget(ctx context.Context, w *World) *Target {
-	return &Target{w: w, ctx: ctx, FailoverDowntime: 8 * time.Second, touched: map[string]bool{}}
+	return &Target{w: w, ctx: ctx, FailoverDowntime: 8 * time.Second, Topic: Topic, touched: map[string]bool{}}
 }
 
 func (t *Target) svc(name string) (*Service, error) {
@@ -322,13 +325,13 @@ const leaderLookup = 20 * time.Second
 func (t *Target) askLeader(adm *kadm.Client) (int32, error) {
 	ctx, cancel := context.WithTimeout(t.ctx, 5*time.Second)
 	defer cancel()
-	td, err := adm.ListTopics(ctx, Topic)
+	td, err := adm.ListTopics(ctx, t.Topic)
 	if err != nil {
-		return 0, fmt.Errorf("find the leader of %s: %w", Topic, err)
+		return 0, fmt.Errorf("find the leader of %s: %w", t.Topic, err)
 	}
-	p, ok := td[Topic].Partitions[0]
+	p, ok := td[t.Topic].Partitions[0]
 	if !ok || p.Leader < 0 {
-		return 0, fmt.Errorf("topic %s partition 0 has no leader", Topic)
+		return 0, fmt.Errorf("topic %s partition 0 has no leader", t.Topic)
 	}
 	return p.Leader, nil
 }
@@ -343,7 +346,7 @@ func (t *Target) UncleanElection(on bool) error {
 	v := strconv.FormatBool(on)
 	ctx, cancel := context.WithTimeout(t.ctx, 10*time.Second)
 	defer cancel()
-	_, err = adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "unclean.leader.election.enable", Value: &v}}, Topic)
+	_, err = adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "unclean.leader.election.enable", Value: &v}}, t.Topic)
 	return err
 }
 

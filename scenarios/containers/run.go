@@ -193,6 +193,9 @@ func Run(ctx context.Context, cfg Config) (out *Outcome, err error) {
 	if err := Supported(cfg.Scenario); err != nil {
 		return nil, err
 	}
+	if err := SupportsSystem(cfg.Scenario, cfg.System); err != nil && cfg.Plan == nil {
+		return nil, err
+	}
 	if cfg.Plan != nil {
 		// Before starting anything: a misspelt node would otherwise
 		// fail the run when its fault comes due, half a minute in.
@@ -307,6 +310,21 @@ func (r *run) prepare(ctx context.Context) error {
 	}
 	snap.Close(ctx) // only the slot is wanted
 	audit.Close(ctx)
+	if r.cfg.System == scenarios.Debezium {
+		// Before any row is written: Debezium's snapshot reads carry no
+		// transaction, so it takes none (SystemDebezium) and streams the
+		// initial rows like any other transaction.
+		if err := w.StartDebezium(ctx, SystemDebezium); err != nil {
+			return err
+		}
+	}
+	var beforeLoad model.LSN
+	var lsn string
+	if err := r.source.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&lsn); err != nil {
+		return fmt.Errorf("containers: source position: %w", err)
+	}
+	beforeLoad, _ = model.ParseLSN(lsn)
+	loaded := r.cfg.Scenario.Workload == "pgbench" || len(initial) > 0
 	if r.cfg.Scenario.Workload == "pgbench" {
 		if err := pgbench(ctx, w.SourceDSN, "-i", "-I", "g", "-s", "1"); err != nil {
 			return err
@@ -330,7 +348,7 @@ func (r *run) prepare(ctx context.Context) error {
 	if err := r.connectStores(ctx); err != nil {
 		return err
 	}
-	if r.cfg.System != scenarios.Pipeline && len(r.initial.Changes) > 0 {
+	if !captured(r.cfg.System) && len(r.initial.Changes) > 0 {
 		// The application creates the replica's tables and loads its
 		// initial rows into every store too (dual writes, two-phase
 		// commit); the pipeline gets both from the capture's snapshot
@@ -351,8 +369,19 @@ func (r *run) prepare(ctx context.Context) error {
 			return err
 		}
 	}
-	if r.cfg.System == scenarios.Pipeline {
-		if err := w.StartPipeline(ctx); err != nil {
+	if r.cfg.System == scenarios.Pipeline || r.cfg.System == scenarios.Debezium {
+		start := w.StartPipeline
+		if r.cfg.System == scenarios.Debezium {
+			start = func(ctx context.Context) error {
+				if loaded {
+					if err := w.awaitDebezium(ctx, SystemDebezium, beforeLoad, 3*time.Minute); err != nil {
+						return err
+					}
+				}
+				return w.StartDebeziumAppliers(ctx, SystemDebezium)
+			}
+		}
+		if err := start(ctx); err != nil {
 			return err
 		}
 		// Start the workload once the snapshot reached every store (a
@@ -528,6 +557,9 @@ func (r *run) drive(ctx context.Context) (faults.Plan, error) {
 	r.hist.QuietAt = cfg.Faults
 	r.hist.Deadline = cfg.Faults + cfg.Settle
 	target := NewTarget(ctx, r.w)
+	if cfg.System == scenarios.Debezium {
+		target.Topic = SystemDebezium.TransactionTopic()
+	}
 	tl := &model.Timeline{}
 	for _, n := range Topology(cfg.System).Nodes {
 		tl.Nodes = append(tl.Nodes, n.Name)
@@ -628,7 +660,7 @@ func (r *run) drive(ctx context.Context) (faults.Plan, error) {
 	r.samplePositions(ctx, tl) // where the run ended, after the sampler stopped
 	tl.Finish(r.since())
 	dropMarker(r.hist)
-	if cfg.System != scenarios.Pipeline {
+	if !captured(cfg.System) {
 		relabel(r.hist)
 	}
 	if bench != nil {
@@ -911,7 +943,7 @@ func (r *run) converge(ctx context.Context) {
 	if n := len(r.hist.Committed); n > 0 {
 		last = r.hist.Committed[n-1].CommitLSN
 	}
-	if r.cfg.System != scenarios.Pipeline {
+	if !captured(r.cfg.System) {
 		return // no store keeps a position: judged by what they hold
 	}
 	// The settle time starts now: healing and reading the truth must not
@@ -979,6 +1011,18 @@ func (r *run) pgbenchTables(ctx context.Context) error {
 			return fmt.Errorf("containers: pgbench keys: %s: %w", sql, err)
 		}
 	}
+	if r.cfg.System == scenarios.Debezium {
+		// Debezium's JSON gives a timestamp as a number since the epoch,
+		// which pipeline/debezium does not translate back into
+		// PostgreSQL's text yet: compared with the source's text, every
+		// history row would read as a phantom. As text, pgbench's
+		// CURRENT_TIMESTAMP is stored (an assignment cast) and sent as
+		// the same string by both.
+		const sql = `ALTER TABLE pgbench_history ALTER COLUMN mtime TYPE text`
+		if _, err := r.source.Exec(ctx, sql); err != nil {
+			return fmt.Errorf("containers: pgbench for Debezium: %s: %w", sql, err)
+		}
+	}
 	return nil
 }
 
@@ -1012,4 +1056,11 @@ func (r *run) samplePositions(ctx context.Context, tl *model.Timeline) {
 		return
 	}
 	tl.Sample(r.since(), source, pos)
+}
+
+// captured reports whether sys's stores are written by appliers from a
+// captured log, each keeping its position (lockstep's pipeline, Debezium),
+// rather than by the application itself (dual writes, 2PC).
+func captured(sys scenarios.System) bool {
+	return sys == scenarios.Pipeline || sys == scenarios.Debezium
 }

@@ -25,12 +25,17 @@ func Topology(sys scenarios.System) faults.Topology {
 		{Name: "kafka2", Role: faults.RoleBroker},
 		{Name: "kafka3", Role: faults.RoleBroker},
 	}}
-	if sys == scenarios.Pipeline {
-		t.Nodes = append(t.Nodes,
-			faults.Node{Name: "capture", Role: faults.RoleCapture},
-			faults.Node{Name: "applier-replica", Role: faults.RoleApplier},
-			faults.Node{Name: "applier-cache", Role: faults.RoleApplier},
-			faults.Node{Name: "applier-search", Role: faults.RoleApplier})
+	appliers := []faults.Node{
+		{Name: "applier-replica", Role: faults.RoleApplier},
+		{Name: "applier-cache", Role: faults.RoleApplier},
+		{Name: "applier-search", Role: faults.RoleApplier},
+	}
+	switch sys {
+	case scenarios.Pipeline:
+		t.Nodes = append(append(t.Nodes, faults.Node{Name: "capture", Role: faults.RoleCapture}), appliers...)
+	case scenarios.Debezium:
+		// Kafka Connect is the capture; lockstep's appliers read its topics.
+		t.Nodes = append(append(t.Nodes, faults.Node{Name: DebeziumService, Role: faults.RoleCapture}), appliers...)
 	}
 	if sys == scenarios.TwoPC {
 		// In the capture's role, as in the simulator: the process every
@@ -48,6 +53,13 @@ func Topology(sys scenarios.System) faults.Topology {
 func CheckPlan(sys scenarios.System, p faults.Plan) error {
 	if err := p.Validate(); err != nil {
 		return err
+	}
+	if sys == scenarios.Debezium {
+		for i, f := range p.Faults {
+			if err := debeziumFault(f.Kind); err != nil {
+				return fmt.Errorf("fault %d (%s): %w", i, f, err)
+			}
+		}
 	}
 	if err := p.CheckNodes(Topology(sys)); err != nil {
 		if sys == scenarios.DualWrite {

@@ -41,3 +41,33 @@ func TestPlanCheckedBeforeStart(t *testing.T) {
 		t.Fatalf("a plan over the run's containers: %v", err)
 	}
 }
+
+// --system debezium runs Kafka Connect as the capture node, named
+// "debezium", beside lockstep's three appliers; a plan may crash and pause
+// it, but not start a second worker.
+func TestDebeziumTopology(t *testing.T) {
+	var names []string
+	for _, n := range Topology(scenarios.Debezium).Nodes {
+		names = append(names, n.Name+":"+string(n.Role))
+	}
+	want := "pg-source:db pg-replica:store pg-search:store redis:store kafka1:broker kafka2:broker kafka3:broker debezium:capture applier-replica:applier applier-cache:applier applier-search:applier"
+	if got := strings.Join(names, " "); got != want {
+		t.Fatalf("Topology(debezium) = %s\nwant %s", got, want)
+	}
+	ok, err := faults.Parse("@1s crash debezium\n@2s restart debezium\n@3s pause debezium\n@4s resume debezium\n@5s leader-failover\nquiet @8s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckPlan(scenarios.Debezium, ok); err != nil {
+		t.Fatalf("crash, pause and failover: %v", err)
+	}
+	for _, text := range []string{"@1s second-instance debezium\nquiet @5s", "@1s crash capture\n@2s restart capture\nquiet @5s"} {
+		p, err := faults.Parse(text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := CheckPlan(scenarios.Debezium, p); err == nil {
+			t.Errorf("%q: accepted for debezium", text)
+		}
+	}
+}

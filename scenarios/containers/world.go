@@ -292,12 +292,24 @@ func (w *World) StartPipeline(ctx context.Context) error {
 	if w.opts.Bugs != "" {
 		common = append(common, "--bug", w.opts.Bugs)
 	}
-	procs := []proc{
-		{"capture", faults.RoleCapture, append([]string{"capture", "--source", w.InternalSourceDSN}, common...)},
-		{"applier-replica", faults.RoleApplier, append([]string{"apply", "--store", "replica", "--target", w.InternalReplicaDSN}, common...)},
-		{"applier-cache", faults.RoleApplier, append([]string{"apply", "--store", "cache", "--target", w.InternalRedis}, common...)},
-		{"applier-search", faults.RoleApplier, append([]string{"apply", "--store", "search", "--target", w.InternalSearchDSN}, common...)},
+	procs := append([]proc{{"capture", faults.RoleCapture, append([]string{"capture", "--source", w.InternalSourceDSN}, common...)}},
+		w.appliers(common)...)
+	return w.startProcs(ctx, procs)
+}
+
+// appliers are the three sink appliers' processes, with args after each
+// command.
+func (w *World) appliers(args []string) []proc {
+	return []proc{
+		{"applier-replica", faults.RoleApplier, append([]string{"apply", "--store", "replica", "--target", w.InternalReplicaDSN}, args...)},
+		{"applier-cache", faults.RoleApplier, append([]string{"apply", "--store", "cache", "--target", w.InternalRedis}, args...)},
+		{"applier-search", faults.RoleApplier, append([]string{"apply", "--store", "search", "--target", w.InternalSearchDSN}, args...)},
 	}
+}
+
+// startProcs starts lockstep processes, each in a container of its own,
+// and waits until each says it is ready.
+func (w *World) startProcs(ctx context.Context, procs []proc) error {
 	w.mu.Lock()
 	w.procs = map[string]proc{}
 	for _, p := range procs {
