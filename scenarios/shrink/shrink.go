@@ -12,7 +12,10 @@
 //     resume and heal as early as it still fails) and move faults earlier;
 //  3. halve the workload: transactions, then clients, then keys, each by a
 //     binary search for the smallest size that still fails;
-//  4. steps 1 and 2 once more, on the smaller workload.
+//  4. steps 1 and 2 once more, on the smaller workload;
+//  5. as a last resort, when the workload stays large, retime: the faults
+//     at other times with a small workload, and failing that the
+//     observer's reads at other times (Options.ObserverDelay).
 //
 // The same input gives the same output: runs are deterministic and the
 // search takes no random choice. A budget of runs (and, as a safety net, of
