@@ -43,7 +43,10 @@ type Repro struct {
 	PlanSum string
 	// Keys sizes the workload's key space; 0 is the workload's own.
 	Keys int
-	_    struct{}
+	// ObserverDelay holds the observer's first sample back (the
+	// simulator's Options.ObserverDelay); 0 is none.
+	ObserverDelay time.Duration
+	_             struct{}
 }
 
 // WorldContainers is Repro.World for a run against real services.
@@ -81,12 +84,15 @@ func (r Repro) String() string {
 	if r.Keys != 0 {
 		param("keys", strconv.Itoa(r.Keys))
 	}
+	if r.ObserverDelay != 0 {
+		param("observe", r.ObserverDelay.String())
+	}
 	return b.String()
 }
 
 // Options are the simulator options the token sets (the rest default).
 func (r Repro) Options() Options {
-	return Options{Txns: r.Txns, Clients: r.Clients, Quiet: r.Quiet, Settle: r.Settle, Keys: r.Keys}
+	return Options{Txns: r.Txns, Clients: r.Clients, Quiet: r.Quiet, Settle: r.Settle, Keys: r.Keys, ObserverDelay: r.ObserverDelay}
 }
 
 // ParseRepro reads a repro token, with or without the "lockstep repro "
@@ -142,6 +148,8 @@ func parseRepro(s string) (Repro, error) {
 		return Repro{}, errors.New("plansum without plan")
 	case r.World == WorldContainers && r.Keys != 0:
 		return Repro{}, errors.New("keys needs the simulator (world=sim)")
+	case r.World == WorldContainers && r.ObserverDelay != 0:
+		return Repro{}, errors.New("observe needs the simulator (world=sim)")
 	}
 	return r, nil
 }
@@ -175,13 +183,15 @@ func (r *Repro) set(k, v string) error {
 		if err == nil && r.Keys < workload.MinKeys {
 			err = fmt.Errorf("want at least %d", workload.MinKeys)
 		}
+	case "observe":
+		r.ObserverDelay, err = positiveDuration(v)
 	case "plansum":
 		if len(v) != 16 || strings.Trim(v, "0123456789abcdef") != "" {
 			err = errors.New("want 16 lower-case hex digits")
 		}
 		r.PlanSum = v
 	default:
-		err = errors.New("unknown parameter (want txns, clients, quiet, settle, world, bench, plan, plansum or keys)")
+		err = errors.New("unknown parameter (want txns, clients, quiet, settle, world, bench, plan, plansum, keys or observe)")
 	}
 	return err
 }

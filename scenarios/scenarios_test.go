@@ -382,6 +382,7 @@ func TestParseRepro(t *testing.T) {
 		{Scenario: "crash-capture+confirm-before-ack+skip-snapshot", System: DualWrite, Seed: 1<<64 - 1, Txns: 50, Clients: 7, Quiet: 1500 * time.Millisecond, Settle: time.Minute},
 		{Scenario: "partitions", System: Pipeline, Seed: 3, World: WorldContainers, Bench: true, Plan: "/tmp/my plans,v2/100%.txt", PlanSum: "0123456789abcdef"},
 		{Scenario: "crash-capture", System: Pipeline, Seed: 4, Txns: 20, Clients: 1, Keys: 2},
+		{Scenario: "retention+reset-by-ddl", System: Pipeline, Seed: 10, Txns: 20, Keys: 2, ObserverDelay: 184 * time.Millisecond},
 	}
 	for _, r := range good {
 		got, err := ParseRepro(r.String())
@@ -413,12 +414,47 @@ func TestParseRepro(t *testing.T) {
 		"steady/pipeline/1,world=containers,plansum=0123456789abcdef": "plansum without plan",
 		"steady/pipeline/1,keys=1":                                    "keys=1: want at least 2",
 		"steady/pipeline/1,world=containers,keys=4":                   "keys needs the simulator",
+		"steady/pipeline/1,observe=0s":                                "observe=0s: want a positive duration",
+		"steady/pipeline/1,world=containers,observe=5ms":              "observe needs the simulator",
 	}
 	for token, want := range bad {
 		_, err := ParseRepro(token)
 		if err == nil || !strings.HasPrefix(err.Error(), fmt.Sprintf("malformed repro token %q: ", token)) || !strings.Contains(err.Error(), want) {
 			t.Errorf("ParseRepro(%q) = %v; want an error containing %q", token, err, want)
 		}
+	}
+}
+
+// The observer's delay shapes a run, so its token carries it and replays
+// it; no delay is the run without one (the same hash as before the option).
+func TestObserverDelayIsInTheToken(t *testing.T) {
+	run := func(opts Options) *Outcome {
+		t.Helper()
+		out, err := Run(ByName("steady"), Pipeline, 3, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	plain, delayed := run(Options{Txns: 40}), run(Options{Txns: 40, ObserverDelay: 7 * time.Millisecond})
+	if plain.Hash == delayed.Hash {
+		t.Fatal("a delayed observer gave the same run")
+	}
+	if len(plain.History.Reads) == 0 || len(delayed.History.Reads) == 0 || delayed.History.Reads[0].Call < plain.History.Reads[0].Call+7*time.Millisecond {
+		t.Fatal("the delayed observer's first read is not 7ms later")
+	}
+	if want := "steady/pipeline/3,txns=40,observe=7ms"; delayed.Token().String() != want {
+		t.Fatalf("token %q, want %q", delayed.Token(), want)
+	}
+	r, err := ParseRepro(delayed.Token().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again := run(r.Options()); again.Hash != delayed.Hash {
+		t.Fatalf("replay %016x, want %016x", again.Hash, delayed.Hash)
+	}
+	if _, err := Run(ByName("steady"), Pipeline, 3, Options{ObserverDelay: -time.Millisecond}); err == nil {
+		t.Fatal("a negative observer delay was accepted")
 	}
 }
 

@@ -39,6 +39,14 @@ type Options struct {
 	// The seed still draws everything else, from streams of its own, so
 	// the seed's own plan given here gives the seed's own run.
 	Plan *faults.Plan
+	// ObserverDelay holds the observer's first sample back this long (0:
+	// none), which moves every later sample and whole read of the replica
+	// by as much. The shrinker sets it to look at the stores at other
+	// times: an anomaly that a whole read shows only when it falls in the
+	// few milliseconds of another read's window (a rebuild between its
+	// snapshot and its rows) is otherwise kept only by a large workload
+	// whose timing happens to put it there.
+	ObserverDelay time.Duration
 }
 
 // validate rejects sizes that make no sense; zero means the default.
@@ -54,6 +62,8 @@ func (o Options) validate() error {
 		return fmt.Errorf("options: quiet phase of %v: want a positive duration (0 for the default)", o.Settle)
 	case o.Keys < 0 || o.Keys > 0 && o.Keys < workload.MinKeys:
 		return fmt.Errorf("options: %d keys: want at least %d (0 for the workload's own)", o.Keys, workload.MinKeys)
+	case o.ObserverDelay < 0:
+		return fmt.Errorf("options: observer delay of %v: want a positive duration (0 for none)", o.ObserverDelay)
 	}
 	if o.Plan != nil {
 		if err := o.Plan.Validate(); err != nil {
@@ -167,6 +177,7 @@ func reproOf(scenario string, sys System, seed uint64, opts Options) Repro {
 		r.Settle = opts.Settle
 	}
 	r.Keys = opts.Keys
+	r.ObserverDelay = opts.ObserverDelay
 	return r
 }
 
@@ -577,6 +588,9 @@ func (x *world) observe(ctx context.Context) {
 	n := x.observer
 	env := n.Env()
 	const timeout = 100 * time.Millisecond
+	if d := x.opts.ObserverDelay; d > 0 && env.Sleep(ctx, d) != nil {
+		return
+	}
 	for i := 0; ; i++ {
 		if env.Sleep(ctx, 25*time.Millisecond) != nil {
 			return

@@ -34,7 +34,9 @@ store (the run's first violation unless --class and --store say which), the
 same scenario, system, seed and bugs. It drops faults (delta debugging over
 the plan's lines), shortens the fault phase with the transactions, halves
 transactions, clients and keys, then shortens windows and moves faults
-earlier, each candidate a simulated run. The same input gives the same
+earlier; when the transactions stay many, it tries 20 with the faults at
+other times, then with the observer's reads at other times (observe=D in
+the token). Each candidate is a simulated run. The same input gives the same
 output. Progress goes to stderr; stdout gets the shrunk plan and a repro file
 ('lockstep repro FILE' replays it with the same trace hash), written to --out
 when given.

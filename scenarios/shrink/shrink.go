@@ -12,7 +12,10 @@
 //     resume and heal as early as it still fails) and move faults earlier;
 //  3. halve the workload: transactions, then clients, then keys, each by a
 //     binary search for the smallest size that still fails;
-//  4. steps 1 and 2 once more, on the smaller workload.
+//  4. steps 1 and 2 once more, on the smaller workload;
+//  5. as a last resort, when the workload stays large, retime: the faults
+//     at other times with a small workload, and failing that the
+//     observer's reads at other times (Options.ObserverDelay).
 //
 // The same input gives the same output: runs are deterministic and the
 // search takes no random choice. A budget of runs (and, as a safety net, of
@@ -29,6 +32,7 @@ import (
 
 	"lockstep/checker"
 	"lockstep/faults"
+	"lockstep/model"
 	"lockstep/scenarios"
 	"lockstep/scenarios/workload"
 )
@@ -194,6 +198,9 @@ type state struct {
 	faults              []faults.Fault
 	quiet               time.Duration
 	txns, clients, keys int
+	// observe is the observer's delay (scenarios.Options.ObserverDelay):
+	// not a size, but where retimeObserver put the observer's reads.
+	observe time.Duration
 }
 
 func (st *state) size() Size {
@@ -227,7 +234,7 @@ type shrinker struct {
 
 // key identifies a candidate: everything options() sets from it.
 func (st *state) key() string {
-	return fmt.Sprintf("%v|%v|%d|%d|%d", faults.Plan{Faults: st.faults, Quiet: st.quiet}, st.quiet, st.txns, st.clients, st.keys)
+	return fmt.Sprintf("%v|%v|%d|%d|%d|%v", faults.Plan{Faults: st.faults, Quiet: st.quiet}, st.quiet, st.txns, st.clients, st.keys, st.observe)
 }
 
 func (s *shrinker) say(format string, args ...any) {
@@ -258,12 +265,12 @@ func (s *shrinker) initial(opts scenarios.Options) (*state, error) {
 		return nil, err
 	}
 	return &state{faults: slices.Clone(out.Plan.Faults), quiet: out.Plan.Quiet,
-		txns: out.Options.Txns, clients: out.Options.Clients, keys: workload.Keys(wl)}, nil
+		txns: out.Options.Txns, clients: out.Options.Clients, keys: workload.Keys(wl), observe: out.Options.ObserverDelay}, nil
 }
 
 func (s *shrinker) options(st *state) scenarios.Options {
 	o := s.base
-	o.Txns, o.Clients, o.Keys, o.Quiet = st.txns, st.clients, st.keys, st.quiet
+	o.Txns, o.Clients, o.Keys, o.Quiet, o.ObserverDelay = st.txns, st.clients, st.keys, st.quiet, st.observe
 	o.Plan = &faults.Plan{Faults: st.faults, Quiet: st.quiet}
 	return o
 }
@@ -559,7 +566,17 @@ const grid = 50
 // records reached the second while the batch was in flight, which twenty transactions spread
 // over the thousand's phase never give; so the phases go down to a
 // hundredth.
+//
+// When no such time fails, retimeObserver moves the observer instead.
 func (s *shrinker) retime(st *state) *state {
+	if r := s.retimeFaults(st); r != st {
+		return r
+	}
+	return s.retimeObserver(st)
+}
+
+// retimeFaults is retime's search over fault times and phases.
+func (s *shrinker) retimeFaults(st *state) *state {
 	var openers []int
 	for i, f := range st.faults {
 		if !undo(f.Kind) {
@@ -573,7 +590,7 @@ func (s *shrinker) retime(st *state) *state {
 		// Nothing to move: only the phase's length, halved down to a
 		// tenth of a second.
 		for q := st.quiet; q >= 100*time.Millisecond && s.stopped == ""; q = (q / 2).Round(time.Millisecond) {
-			c := &state{faults: st.faults, quiet: q, txns: scan, clients: st.clients, keys: st.keys}
+			c := &state{faults: st.faults, quiet: q, txns: scan, clients: st.clients, keys: st.keys, observe: st.observe}
 			if s.fails(c) {
 				s.say("  retimed for %d txns: fault phase %v -> %v", scan, st.quiet, q)
 				return c
@@ -606,6 +623,80 @@ func (s *shrinker) retime(st *state) *state {
 	return st
 }
 
+// retimeObserver looks for a small workload that fails with the faults
+// where they are and the observer's reads moved (Options.ObserverDelay),
+// for anomalies that only a read at the right moment shows: a whole read
+// of the replica tears only when a rebuild commits between its snapshot
+// and its rows, a window of about a millisecond every half second or so.
+// Fewer transactions move the rebuild and the reads alike, and moving a
+// fault does not move a rebuild that comes at the capture's next look at
+// the log (once a second): a thousand transactions keep the rebuild in
+// the window by chance, twenty rarely do. So, with scan transactions, the
+// observer is delayed by each millisecond of one period of its whole
+// reads (the median gap between the last failing run's whole reads), in
+// an order that halves the gaps left (the period's middle, its quarters,
+// ...), so a wide window is found in few runs and a narrow one within
+// one run per millisecond.
+func (s *shrinker) retimeObserver(st *state) *state {
+	period := wholeReadPeriod(s.best.History.Snapshots)
+	if period < 2*time.Millisecond {
+		return st
+	}
+	for _, d := range coverOrder(int(period / time.Millisecond)) {
+		if s.stopped != "" {
+			break
+		}
+		c := *st
+		c.txns, c.observe = scan, time.Duration(d)*time.Millisecond
+		if s.fails(&c) {
+			s.say("  retimed for %d txns: observer delayed %v", scan, c.observe)
+			return &c
+		}
+	}
+	return st
+}
+
+// wholeReadPeriod is the median gap between whole reads of the same store
+// in snaps (0 with fewer than two).
+func wholeReadPeriod(snaps []model.Snapshot) time.Duration {
+	last := map[string]time.Duration{}
+	var gaps []time.Duration
+	for _, sn := range snaps {
+		if at, ok := last[sn.Store]; ok {
+			gaps = append(gaps, sn.At-at)
+		}
+		last[sn.Store] = sn.At
+	}
+	if len(gaps) == 0 {
+		return 0
+	}
+	slices.Sort(gaps)
+	return gaps[len(gaps)/2]
+}
+
+// coverOrder is 0 to n-1 in an order whose every prefix spreads evenly
+// over the range: bit-reversed counting over the next power of two, the
+// numbers past n skipped (0, n/2, n/4, 3n/4, ...).
+func coverOrder(n int) []int {
+	bits := 0
+	for 1<<bits < n {
+		bits++
+	}
+	out := make([]int, 0, n)
+	for i := 0; i < 1<<bits; i++ {
+		r := 0
+		for b := 0; b < bits; b++ {
+			if i&(1<<b) != 0 {
+				r |= 1 << (bits - 1 - b)
+			}
+		}
+		if r < n {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
 // retimePhases are the fault phases retime tries, as fractions of the
 // run's: the same length first, then ever denser.
 var retimePhases = []time.Duration{1, 4, 10, 40, 100}
@@ -628,7 +719,7 @@ func (s *shrinker) retimeAt(st *state, openers []int, q, span time.Duration) *st
 				fs[closer].At = min(fs[closer].At-fs[oi].At+at, q-time.Millisecond)
 			}
 			fs[oi].At = at
-			c := &state{faults: normalize(sortByTime(fs)), quiet: q, txns: scan, clients: st.clients, keys: st.keys}
+			c := &state{faults: normalize(sortByTime(fs)), quiet: q, txns: scan, clients: st.clients, keys: st.keys, observe: st.observe}
 			if len(c.faults) == len(st.faults) && s.fails(c) {
 				s.say("  retimed for %d txns: fault phase %v -> %v, %s @%v", scan, st.quiet, q, fs[oi].What(), at)
 				return c

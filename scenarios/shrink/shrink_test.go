@@ -9,6 +9,7 @@ import (
 
 	"lockstep/checker"
 	"lockstep/faults"
+	"lockstep/model"
 	"lockstep/pipeline"
 	"lockstep/pipeline/twopc"
 	"lockstep/scenarios"
@@ -198,16 +199,6 @@ func TestShrinkEveryBug(t *testing.T) {
 	if testing.Short() {
 		t.Skip("shrinks every known bug: about a minute")
 	}
-	// overGoal are the switches known to miss the goal, with why: the test
-	// fails once one meets it, so the list (and the README) stay true.
-	overGoal := map[string]string{
-		// A torn read needs a rebuild to commit within the few
-		// milliseconds between a whole read's snapshot and its rows; the
-		// observer reads the replica every 500 ms, so the run keeps the
-		// transactions that time the rebuild into that window, and fewer
-		// move it out.
-		"reset-by-ddl": "keeps 1 fault but hundreds of transactions",
-	}
 	rows := EveryBug(30, Config{})
 	var table strings.Builder
 	WriteTable(&table, rows)
@@ -217,15 +208,8 @@ func TestShrinkEveryBug(t *testing.T) {
 			t.Errorf("%s: %s", r.Bug, r.Err)
 			continue
 		}
-		s := r.Result.Shrunk
-		met := s.Faults <= 3 && s.Txns <= 20
-		switch why, known := overGoal[r.Bug]; {
-		case !met && !known:
+		if s := r.Result.Shrunk; s.Faults > 3 || s.Txns > 20 {
 			t.Errorf("%s shrank to %s; want at most 3 faults and 20 txns", r.Bug, s)
-		case met && known:
-			t.Errorf("%s shrank to %s, within the goal: take it off overGoal (%s) and update the README", r.Bug, s, why)
-		case known && s.Faults > 3:
-			t.Errorf("%s shrank to %s; even its known gap keeps at most 3 faults", r.Bug, s)
 		}
 		f := r.Result.File()
 		sc, _ := scenarios.Resolve(f.Repro.Scenario)
@@ -246,6 +230,41 @@ func TestShrinkEveryBug(t *testing.T) {
 	}
 	if m := MedianElapsed(rows); m.Seconds() >= 60 {
 		t.Errorf("median shrink %v, want under a minute", m)
+	}
+}
+
+// coverOrder visits every delay once, and each prefix of a power of two
+// spreads evenly: the first 2^k are the multiples of n/2^k, rounded down.
+func TestCoverOrder(t *testing.T) {
+	for _, n := range []int{1, 2, 7, 8, 640} {
+		got := coverOrder(n)
+		if sorted := slices.Sorted(slices.Values(got)); len(got) != n || (n > 0 && (sorted[0] != 0 || sorted[n-1] != n-1)) || len(slices.Compact(sorted)) != n {
+			t.Fatalf("coverOrder(%d) = %v: want 0 to %d, each once", n, got, n-1)
+		}
+	}
+	if got, want := coverOrder(8)[:4], []int{0, 4, 2, 6}; !slices.Equal(got, want) {
+		t.Fatalf("coverOrder(8) starts %v, want %v", got, want)
+	}
+	// 640 rounds up to 1024: its first four are 0, 512, 256 and 768 (past
+	// 640, skipped), then 128.
+	if got, want := coverOrder(640)[:4], []int{0, 512, 256, 128}; !slices.Equal(got, want) {
+		t.Fatalf("coverOrder(640) starts %v, want %v", got, want)
+	}
+}
+
+// The whole-read period is the median gap between one store's whole reads,
+// whatever other stores' reads come between; with fewer than two reads of
+// a store there is none.
+func TestWholeReadPeriod(t *testing.T) {
+	ms := time.Millisecond
+	snaps := []model.Snapshot{{Store: "replica", At: 10 * ms}, {Store: "cache", At: 20 * ms}, {Store: "replica", At: 650 * ms},
+		{Store: "replica", At: 1290 * ms}, {Store: "cache", At: 2000 * ms}, {Store: "replica", At: 1900 * ms}}
+	// replica gaps 640, 640, 610; cache 1980: median of 610, 640, 640, 1980.
+	if got := wholeReadPeriod(snaps); got != 640*ms {
+		t.Fatalf("period %v, want 640ms", got)
+	}
+	if got := wholeReadPeriod(snaps[:2]); got != 0 {
+		t.Fatalf("period of single reads %v, want 0", got)
 	}
 }
 
