@@ -223,6 +223,13 @@ func (n *netter) changes() []Change {
 // come from their own key, which a net transaction writes once, so the
 // store fills them when it applies the change (MergeUnchanged).
 func ResolveFrom(t Txn, stored func(Key) Row) Txn {
+	return ResolveFromChange(t, func(c Change) Row { return stored(Key{Table: c.Table, PK: c.From}) })
+}
+
+// ResolveFromChange is ResolveFrom with the row chosen per change, for a
+// store that may fall back on another row when the From row is gone
+// (store.ResolveUnchanged).
+func ResolveFromChange(t Txn, stored func(Change) Row) Txn {
 	var out []Change
 	for i, c := range t.Changes {
 		if c.From == "" {
@@ -231,7 +238,7 @@ func ResolveFrom(t Txn, stored func(Key) Row) Txn {
 		if out == nil {
 			out = slices.Clone(t.Changes)
 		}
-		c = MergeUnchanged(c, stored(Key{Table: c.Table, PK: c.From}))
+		c = MergeUnchanged(c, stored(c))
 		out[i] = c
 	}
 	if out == nil {

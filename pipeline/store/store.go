@@ -26,6 +26,7 @@ package store
 
 import (
 	"fmt"
+	"slices"
 
 	"lockstep/model"
 )
@@ -250,11 +251,23 @@ func ResolveUnchanged(txns []model.Txn, load func(keys []model.Key) (map[model.K
 		}
 	}
 	any := false
+	// own: the stored rows of the keys that changes with From move rows
+	// to. A store holds such a key only when this batch is applied again
+	// after a partial application (a search index's bulk requests, an
+	// outcome unknown; a delete of that key before the change would be in
+	// this batch, and it is then not asked for): the earlier try moved the
+	// row, so the old key's stored row is gone or is a later one, and the
+	// new key's row, resolved then, is the one later changes of the batch
+	// build on.
+	var ownKeys []model.Key
 	for _, t := range txns {
 		for _, c := range t.Changes {
 			if len(c.Unchanged) > 0 && c.From != "" {
 				any = true
 				ask(c.UnchangedFrom())
+				if !written[c.Key()] {
+					ownKeys = append(ownKeys, c.Key())
+				}
 			}
 		}
 		for _, c := range t.Changes {
@@ -272,18 +285,39 @@ func ResolveUnchanged(txns []model.Txn, load func(keys []model.Key) (map[model.K
 		return txns, nil
 	}
 	rows := map[model.Key]model.Row{}
-	if len(need) > 0 {
-		loaded, err := load(need)
-		if err != nil {
-			return nil, fmt.Errorf("read the stored rows of %d keys for their unchanged columns: %w", len(need), err)
+	own := map[model.Key]model.Row{}
+	if len(need) > 0 || len(ownKeys) > 0 {
+		keys := slices.Clone(need)
+		for _, k := range ownKeys {
+			if !asked[k] {
+				asked[k] = true
+				keys = append(keys, k)
+			}
 		}
-		for k, r := range loaded {
-			rows[k] = r
+		loaded, err := load(keys)
+		if err != nil {
+			return nil, fmt.Errorf("read the stored rows of %d keys for their unchanged columns: %w", len(keys), err)
+		}
+		for _, k := range need {
+			if r, ok := loaded[k]; ok {
+				rows[k] = r
+			}
+		}
+		for _, k := range ownKeys {
+			if r, ok := loaded[k]; ok {
+				own[k] = r
+			}
 		}
 	}
 	out := make([]model.Txn, len(txns))
 	for i, t := range txns {
-		t = model.ResolveFrom(t, func(k model.Key) model.Row { return rows[k] })
+		from := t // the rows as they stood before t, for its From changes
+		t = model.ResolveFromChange(from, func(c model.Change) model.Row {
+			if r, ok := own[c.Key()]; ok {
+				return r // applied before: the new key's row, resolved then
+			}
+			return rows[model.Key{Table: c.Table, PK: c.From}]
+		})
 		out[i] = t
 		out[i].Changes = make([]model.Change, len(t.Changes))
 		for j, c := range t.Changes {
