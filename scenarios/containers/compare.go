@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -59,7 +59,10 @@ type CaptureFigures struct {
 	// to the first append of the transaction's record (lockstep's) or END
 	// event (Debezium's) in Kafka: the broker's LogAppendTime when
 	// AppendTime says so, else the record's own timestamp.
+	// SteadyP50 and SteadyP99 are the same over the transactions
+	// committed before the kill (all of them without one).
 	LatencyP50, LatencyP99 time.Duration
+	SteadyP50, SteadyP99   time.Duration
 	AppendTime             bool
 	CPU                    time.Duration // the container's CPU, load start to caught up, restarts summed
 	PeakRSS                int64         // the most memory its cgroup held, over its lives
@@ -162,12 +165,13 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 		c := strconv.Itoa(cfg.Clients)
 		load <- pgbench(ctx, w.SourceDSN, "-n", "-c", c, "-j", c, "-T", strconv.Itoa(int(cfg.Duration.Seconds())))
 	}()
-	var restartAt time.Time
+	var killAt, restartAt time.Time
 	if cfg.KillAt > 0 {
 		t := NewTarget(ctx, w)
 		if !sleepUntil(ctx, loadStart.Add(cfg.KillAt)) {
 			return nil, ctx.Err()
 		}
+		killAt = time.Now()
 		for _, n := range names {
 			m := meters[n]
 			m.sample() // its last figures before the kill
@@ -226,8 +230,8 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 		}
 	}
 	out.Committed = len(seen)
-	out.Lockstep = figures("lockstep", lsRecs, commits, seen, loadStart, restartAt, meters["capture"])
-	out.Debezium = figures("Debezium", dbzRecs, commits, seen, loadStart, restartAt, meters[DebeziumService])
+	out.Lockstep = figures("lockstep", lsRecs, commits, seen, loadStart, killAt, restartAt, meters["capture"])
+	out.Debezium = figures("Debezium", dbzRecs, commits, seen, loadStart, killAt, restartAt, meters[DebeziumService])
 	return out, nil
 }
 
@@ -399,10 +403,10 @@ func commitTimes(ctx context.Context, src *pgx.Conn, sets ...[]appended) (map[ui
 
 // figures measures one capture from its topic's records: recs in append
 // order, workload the transactions the load committed.
-func figures(name string, recs []appended, commits map[uint64]time.Time, workload map[uint64]bool, loadStart, restartAt time.Time, m *cgroupMeter) CaptureFigures {
+func figures(name string, recs []appended, commits map[uint64]time.Time, workload map[uint64]bool, loadStart, killAt, restartAt time.Time, m *cgroupMeter) CaptureFigures {
 	f := CaptureFigures{Name: name, AppendTime: len(recs) > 0, Restart: -1}
 	first := map[uint64]time.Time{}
-	var lags []time.Duration
+	var lags, steady []time.Duration
 	var last time.Time
 	for _, r := range recs {
 		if !workload[r.xid] {
@@ -417,14 +421,15 @@ func figures(name string, recs []appended, commits map[uint64]time.Time, workloa
 		f.Txns++
 		f.Changes += r.changes
 		lags = append(lags, r.at.Sub(commits[r.xid]))
+		if killAt.IsZero() || commits[r.xid].Before(killAt) {
+			steady = append(steady, r.at.Sub(commits[r.xid]))
+		}
 		if r.at.After(last) {
 			last = r.at
 		}
 	}
-	sort.Slice(lags, func(i, j int) bool { return lags[i] < lags[j] })
-	if n := len(lags); n > 0 {
-		f.LatencyP50, f.LatencyP99 = lags[n/2], lags[min(n-1, n*99/100)]
-	}
+	f.LatencyP50, f.LatencyP99 = percentiles(lags)
+	f.SteadyP50, f.SteadyP99 = percentiles(steady)
 	if last.After(loadStart) {
 		f.Rate = float64(f.Changes) / last.Sub(loadStart).Seconds()
 	}
@@ -445,6 +450,15 @@ func figures(name string, recs []appended, commits map[uint64]time.Time, workloa
 	}
 	f.CPU, f.PeakRSS, f.Measured = m.figures()
 	return f
+}
+
+// percentiles are the median and 99th percentile of lags (zero if none).
+func percentiles(lags []time.Duration) (p50, p99 time.Duration) {
+	slices.Sort(lags)
+	if n := len(lags); n > 0 {
+		return lags[n/2], lags[min(n-1, n*99/100)]
+	}
+	return 0, 0
 }
 
 // cgroupMeter sums a container's CPU over its lives (a restarted
@@ -509,10 +523,19 @@ func (c *Comparison) Table() string {
 	}
 	row("transactions captured", strconv.Itoa(l.Txns), strconv.Itoa(d.Txns), float64(l.Txns), float64(d.Txns))
 	row("changes/s (load start to last append)", fmt.Sprintf("%.0f", l.Rate), fmt.Sprintf("%.0f", d.Rate), l.Rate, d.Rate)
-	row(latency+" p50", millis(l.LatencyP50), millis(d.LatencyP50), float64(l.LatencyP50), float64(d.LatencyP50))
-	row(latency+" p99", millis(l.LatencyP99), millis(d.LatencyP99), float64(l.LatencyP99), float64(d.LatencyP99))
+	when := ""
+	if c.Config.KillAt > 0 {
+		when = ", before the kill"
+	}
+	row(latency+" p50"+when, millis(l.SteadyP50), millis(d.SteadyP50), float64(l.SteadyP50), float64(d.SteadyP50))
+	row(latency+" p99"+when, millis(l.SteadyP99), millis(d.SteadyP99), float64(l.SteadyP99), float64(d.SteadyP99))
+	if c.Config.KillAt > 0 {
+		row(latency+" p50, whole load (kill included)", millis(l.LatencyP50), millis(d.LatencyP50), float64(l.LatencyP50), float64(d.LatencyP50))
+		row(latency+" p99, whole load (kill included)", millis(l.LatencyP99), millis(d.LatencyP99), float64(l.LatencyP99), float64(d.LatencyP99))
+	}
 	if l.Measured && d.Measured && l.Changes > 0 && d.Changes > 0 {
-		pl, pd := l.CPU/time.Duration(l.Changes), d.CPU/time.Duration(d.Changes)
+		pl := (l.CPU / time.Duration(l.Changes)).Round(100 * time.Nanosecond)
+		pd := (d.CPU / time.Duration(d.Changes)).Round(100 * time.Nanosecond)
 		row("CPU per change (cgroup)", pl.String(), pd.String(), float64(pl), float64(pd))
 		row("peak memory (cgroup)", mb(l.PeakRSS), mb(d.PeakRSS), float64(l.PeakRSS), float64(d.PeakRSS))
 	} else {
