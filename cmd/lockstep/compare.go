@@ -62,5 +62,6 @@ func runCompare(cc containers.CompareConfig) error {
 		return err
 	}
 	fmt.Fprint(stdout, res.Table())
+	fmt.Fprintf(stdout, "\nper transaction, commit and append times: %s\n", res.Times)
 	return nil
 }

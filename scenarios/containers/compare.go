@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -79,6 +81,9 @@ type Comparison struct {
 	Config             CompareConfig
 	Committed          int // workload transactions committed (either capture saw them)
 	Lockstep, Debezium CaptureFigures
+	// Times is a CSV file of every workload record's commit and append
+	// times, for a closer look at the percentiles (in the run's log dir).
+	Times string
 }
 
 // Compare runs the side-by-side benchmark: one world (PostgreSQL with
@@ -232,7 +237,29 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 	out.Committed = len(seen)
 	out.Lockstep = figures("lockstep", lsRecs, commits, seen, loadStart, killAt, restartAt, meters["capture"])
 	out.Debezium = figures("Debezium", dbzRecs, commits, seen, loadStart, killAt, restartAt, meters[DebeziumService])
+	out.Times = filepath.Join(w.LogDir, "compare-times.csv")
+	if err := writeTimes(out.Times, loadStart, commits, seen, map[string][]appended{"lockstep": lsRecs, "debezium": dbzRecs}); err != nil {
+		return nil, err
+	}
 	return out, nil
+}
+
+// writeTimes writes every workload record as capture, xid, commit and
+// append time in ms since the load started.
+func writeTimes(path string, loadStart time.Time, commits map[uint64]time.Time, workload map[uint64]bool, by map[string][]appended) error {
+	var b strings.Builder
+	b.WriteString("capture,xid,commit_ms,append_ms\n")
+	for _, name := range []string{"lockstep", "debezium"} {
+		for _, r := range by[name] {
+			if workload[r.xid] {
+				fmt.Fprintf(&b, "%s,%d,%.3f,%.3f\n", name, r.xid, float64(commits[r.xid].Sub(loadStart))/1e6, float64(r.at.Sub(loadStart))/1e6)
+			}
+		}
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		return fmt.Errorf("containers: compare: %w", err)
+	}
+	return nil
 }
 
 // appended is one transaction's record as a topic holds it.
