@@ -465,7 +465,7 @@ var listCmd = &command{
 var benchCmd = &command{
 	name:      "bench",
 	simulates: true,
-	usage:     "[--seeds N] [--scenario NAME] | --world containers --compare debezium [--clients N] [--duration D] [--kill-at D] [--poll D] [--flush D]",
+	usage:     "[--seeds N] [--scenario NAME] | --world containers --compare debezium [--clients N] [--duration D] [--kill-at D] [--warmup D] [--poll D] [--flush D]",
 	short:     "measure seeds per second and simulated-time speed-up, or lockstep's capture against Debezium",
 	long: `Bench runs one scenario (default swarm: 1,000 transactions, 3 stores, faults)
 for --seeds seeds on one core and reports seeds per second and how much faster
@@ -494,6 +494,7 @@ Needs Docker, make images and images/build-debezium.sh; takes about 2 min.`,
 		fs.IntVar(&cc.Clients, "clients", 4, "pgbench clients (--compare)")
 		fs.DurationVar(&cc.Duration, "duration", 30*time.Second, "pgbench's run time (--compare)")
 		fs.DurationVar(&cc.KillAt, "kill-at", 10*time.Second, "kill -9 both captures this long into the load, 0 for never (--compare)")
+		fs.DurationVar(&cc.Warmup, "warmup", 5*time.Second, "the load's first seconds, left out of the steady latency (--compare)")
 		fs.DurationVar(&cc.Debezium.Poll, "poll", 0, "Debezium's poll.interval.ms, 0 for its default (--compare)")
 		fs.DurationVar(&cc.Debezium.Flush, "flush", 0, "Debezium's offset.flush.interval.ms, 0 for its default (--compare)")
 		return func(args []string) error {

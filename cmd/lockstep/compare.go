@@ -13,7 +13,7 @@ import (
 
 // compareFlags are bench's flags that only the side-by-side benchmark
 // reads.
-var compareFlags = map[string]bool{"clients": true, "duration": true, "kill-at": true, "poll": true, "flush": true}
+var compareFlags = map[string]bool{"clients": true, "duration": true, "kill-at": true, "warmup": true, "poll": true, "flush": true}
 
 // checkCompare refuses a bench command line whose flags do not go
 // together: --compare needs --world containers and names debezium, the

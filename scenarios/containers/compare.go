@@ -30,7 +30,11 @@ type CompareConfig struct {
 	Duration time.Duration // pgbench's run time (-T)
 	// KillAt is when, after the load started, both captures are killed
 	// (kill -9); they start again a second later. Zero: no kill.
-	KillAt   time.Duration
+	KillAt time.Duration
+	// Warmup is left out of the steady latency: the first seconds of the
+	// load, while both captures' producers and Connect's topics start
+	// (3 s lags for both in a run with every transaction kept).
+	Warmup   time.Duration
 	Debezium DebeziumOptions // Poll and Flush: stock (zero) or tuned
 	LogDir   string
 	Logger   *slog.Logger
@@ -45,6 +49,8 @@ func (c CompareConfig) Validate() error {
 		return fmt.Errorf("--duration must be at least 1s, not %v", c.Duration)
 	case c.KillAt < 0 || (c.KillAt > 0 && c.KillAt+time.Second >= c.Duration):
 		return fmt.Errorf("--kill-at %v must be within the load (%v), a second before its end", c.KillAt, c.Duration)
+	case c.Warmup < 0 || c.Warmup >= c.Duration || (c.KillAt > 0 && c.Warmup >= c.KillAt):
+		return fmt.Errorf("--warmup %v must end before the kill and the load's end", c.Warmup)
 	case c.Debezium.Poll < 0 || c.Debezium.Flush < 0:
 		return errors.New("--poll and --flush must not be negative")
 	}
@@ -62,7 +68,7 @@ type CaptureFigures struct {
 	// event (Debezium's) in Kafka: the broker's LogAppendTime when
 	// AppendTime says so, else the record's own timestamp.
 	// SteadyP50 and SteadyP99 are the same over the transactions
-	// committed before the kill (all of them without one).
+	// committed after the warm-up and before the kill.
 	LatencyP50, LatencyP99 time.Duration
 	SteadyP50, SteadyP99   time.Duration
 	AppendTime             bool
@@ -235,8 +241,8 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 		}
 	}
 	out.Committed = len(seen)
-	out.Lockstep = figures("lockstep", lsRecs, commits, seen, loadStart, killAt, restartAt, meters["capture"])
-	out.Debezium = figures("Debezium", dbzRecs, commits, seen, loadStart, killAt, restartAt, meters[DebeziumService])
+	out.Lockstep = figures("lockstep", lsRecs, commits, seen, loadStart, loadStart.Add(cfg.Warmup), killAt, restartAt, meters["capture"])
+	out.Debezium = figures("Debezium", dbzRecs, commits, seen, loadStart, loadStart.Add(cfg.Warmup), killAt, restartAt, meters[DebeziumService])
 	out.Times = filepath.Join(w.LogDir, "compare-times.csv")
 	if err := writeTimes(out.Times, loadStart, commits, seen, map[string][]appended{"lockstep": lsRecs, "debezium": dbzRecs}); err != nil {
 		return nil, err
@@ -429,8 +435,9 @@ func commitTimes(ctx context.Context, src *pgx.Conn, sets ...[]appended) (map[ui
 }
 
 // figures measures one capture from its topic's records: recs in append
-// order, workload the transactions the load committed.
-func figures(name string, recs []appended, commits map[uint64]time.Time, workload map[uint64]bool, loadStart, killAt, restartAt time.Time, m *cgroupMeter) CaptureFigures {
+// order, workload the transactions the load committed; the steady
+// latency counts those committed from warm until killAt (zero: the end).
+func figures(name string, recs []appended, commits map[uint64]time.Time, workload map[uint64]bool, loadStart, warm, killAt, restartAt time.Time, m *cgroupMeter) CaptureFigures {
 	f := CaptureFigures{Name: name, AppendTime: len(recs) > 0, Restart: -1}
 	first := map[uint64]time.Time{}
 	var lags, steady []time.Duration
@@ -448,7 +455,7 @@ func figures(name string, recs []appended, commits map[uint64]time.Time, workloa
 		f.Txns++
 		f.Changes += r.changes
 		lags = append(lags, r.at.Sub(commits[r.xid]))
-		if killAt.IsZero() || commits[r.xid].Before(killAt) {
+		if c := commits[r.xid]; !c.Before(warm) && (killAt.IsZero() || c.Before(killAt)) {
 			steady = append(steady, r.at.Sub(commits[r.xid]))
 		}
 		if r.at.After(last) {
@@ -550,9 +557,9 @@ func (c *Comparison) Table() string {
 	}
 	row("transactions captured", strconv.Itoa(l.Txns), strconv.Itoa(d.Txns), float64(l.Txns), float64(d.Txns))
 	row("changes/s (load start to last append)", fmt.Sprintf("%.0f", l.Rate), fmt.Sprintf("%.0f", d.Rate), l.Rate, d.Rate)
-	when := ""
+	when := fmt.Sprintf(", after %v warm-up", c.Config.Warmup)
 	if c.Config.KillAt > 0 {
-		when = ", before the kill"
+		when += ", before the kill"
 	}
 	row(latency+" p50"+when, millis(l.SteadyP50), millis(d.SteadyP50), float64(l.SteadyP50), float64(d.SteadyP50))
 	row(latency+" p99"+when, millis(l.SteadyP99), millis(d.SteadyP99), float64(l.SteadyP99), float64(d.SteadyP99))

@@ -25,7 +25,7 @@ func TestCompareFigures(t *testing.T) {
 		{xid: 3, changes: 5, at: at(1500), appendTime: true},
 		{xid: 4, changes: 5, at: at(1600), appendTime: true},
 	}
-	f := figures("x", recs, commits, workload, t0, at(300), restart, &cgroupMeter{})
+	f := figures("x", recs, commits, workload, t0, at(5), at(300), restart, &cgroupMeter{})
 	if f.Txns != 4 || f.Changes != 20 || f.Duplicates != 1 {
 		t.Fatalf("txns %d changes %d duplicates %d, want 4, 20, 1", f.Txns, f.Changes, f.Duplicates)
 	}
@@ -36,9 +36,10 @@ func TestCompareFigures(t *testing.T) {
 	if f.LatencyP50 != 700*time.Millisecond || f.LatencyP99 != 1300*time.Millisecond {
 		t.Errorf("p50 %v p99 %v, want 700ms and 1.3s", f.LatencyP50, f.LatencyP99)
 	}
-	// Before the kill at 300 ms: 1, 2 and 3 (10, 20, 1300 ms).
-	if f.SteadyP50 != 20*time.Millisecond || f.SteadyP99 != 1300*time.Millisecond {
-		t.Errorf("before the kill: p50 %v p99 %v, want 20ms and 1.3s", f.SteadyP50, f.SteadyP99)
+	// After the warm-up (5 ms) and before the kill at 300 ms: 2 and 3
+	// (20, 1300 ms).
+	if f.SteadyP50 != 1300*time.Millisecond || f.SteadyP99 != 1300*time.Millisecond {
+		t.Errorf("before the kill: p50 %v p99 %v, want 1.3s and 1.3s", f.SteadyP50, f.SteadyP99)
 	}
 	if want := 20 / 1.6; f.Rate < want-0.01 || f.Rate > want+0.01 {
 		t.Errorf("rate %.2f, want %.2f", f.Rate, want)
@@ -48,12 +49,12 @@ func TestCompareFigures(t *testing.T) {
 	}
 	// A transaction committed before the start that never arrives: the
 	// restart never completed.
-	f = figures("x", recs[:3], commits, workload, t0, at(300), restart, &cgroupMeter{})
+	f = figures("x", recs[:3], commits, workload, t0, at(5), at(300), restart, &cgroupMeter{})
 	if f.Restart != -1 {
 		t.Errorf("restart %v with transaction 3 missing, want -1 (never)", f.Restart)
 	}
 	recs[1].appendTime = false
-	if f = figures("x", recs, commits, workload, t0, at(300), restart, &cgroupMeter{}); f.AppendTime {
+	if f = figures("x", recs, commits, workload, t0, at(5), at(300), restart, &cgroupMeter{}); f.AppendTime {
 		t.Error("a record with its producer's timestamp, but AppendTime is true")
 	}
 }
@@ -79,7 +80,7 @@ func TestCgroupMeterSumsLives(t *testing.T) {
 // where Debezium's figure is zero or a restart never finished.
 func TestCompareTable(t *testing.T) {
 	c := &Comparison{
-		Config:    CompareConfig{Clients: 4, Duration: 30 * time.Second, KillAt: 10 * time.Second, Debezium: DebeziumOptions{Poll: 10 * time.Millisecond, Flush: time.Second}},
+		Config:    CompareConfig{Clients: 4, Duration: 30 * time.Second, KillAt: 10 * time.Second, Warmup: 5 * time.Second, Debezium: DebeziumOptions{Poll: 10 * time.Millisecond, Flush: time.Second}},
 		Committed: 1000,
 		Lockstep: CaptureFigures{Txns: 1000, Changes: 5000, Rate: 160, SteadyP50: 5 * time.Millisecond, SteadyP99: 40 * time.Millisecond, LatencyP50: 6 * time.Millisecond, LatencyP99: 2 * time.Second,
 			AppendTime: true, CPU: time.Second, PeakRSS: 40 << 20, Measured: true, Restart: 2 * time.Second, Duplicates: 0},
@@ -89,8 +90,8 @@ func TestCompareTable(t *testing.T) {
 	tab := c.Table()
 	for _, want := range []string{
 		"pgbench -c 4 for 30s, 1000 transactions committed; Debezium poll 10ms, flush 1s",
-		"| commit -> Kafka append p50, before the kill | 5.0 ms | 20.0 ms | 0.25 |",
-		"| commit -> Kafka append p99, before the kill | 40.0 ms | 80.0 ms | 0.50 |",
+		"| commit -> Kafka append p50, after 5s warm-up, before the kill | 5.0 ms | 20.0 ms | 0.25 |",
+		"| commit -> Kafka append p99, after 5s warm-up, before the kill | 40.0 ms | 80.0 ms | 0.50 |",
 		"| commit -> Kafka append p99, whole load (kill included) | 2000.0 ms | 10000.0 ms | 0.20 |",
 		"| CPU per change (cgroup) | 200µs | 800µs | 0.25 |",
 		"| peak memory (cgroup) | 40 MB | 400 MB | 0.10 |",
@@ -123,6 +124,7 @@ func TestCompareConfigValidate(t *testing.T) {
 		"negative kill":     {Clients: 4, Duration: 30 * time.Second, KillAt: -time.Second},
 		"negative poll":     {Clients: 4, Duration: 30 * time.Second, Debezium: DebeziumOptions{Poll: -1}},
 		"restart past load": {Clients: 4, Duration: 10 * time.Second, KillAt: 9500 * time.Millisecond},
+		"warm-up past kill": {Clients: 4, Duration: 30 * time.Second, KillAt: 5 * time.Second, Warmup: 5 * time.Second},
 	} {
 		if c.Validate() == nil {
 			t.Errorf("%s: accepted", name)
