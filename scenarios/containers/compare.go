@@ -68,7 +68,8 @@ type CaptureFigures struct {
 	// event (Debezium's) in Kafka: the broker's LogAppendTime when
 	// AppendTime says so, else the record's own timestamp.
 	// SteadyP50 and SteadyP99 are the same over the transactions
-	// committed after the warm-up and before the kill.
+	// committed after the warm-up and appended before the kill (those the
+	// kill held back are the restart's).
 	LatencyP50, LatencyP99 time.Duration
 	SteadyP50, SteadyP99   time.Duration
 	AppendTime             bool
@@ -436,7 +437,8 @@ func commitTimes(ctx context.Context, src *pgx.Conn, sets ...[]appended) (map[ui
 
 // figures measures one capture from its topic's records: recs in append
 // order, workload the transactions the load committed; the steady
-// latency counts those committed from warm until killAt (zero: the end).
+// latency counts those committed from warm on and appended before killAt
+// (zero: the end).
 func figures(name string, recs []appended, commits map[uint64]time.Time, workload map[uint64]bool, loadStart, warm, killAt, restartAt time.Time, m *cgroupMeter) CaptureFigures {
 	f := CaptureFigures{Name: name, AppendTime: len(recs) > 0, Restart: -1}
 	first := map[uint64]time.Time{}
@@ -455,7 +457,7 @@ func figures(name string, recs []appended, commits map[uint64]time.Time, workloa
 		f.Txns++
 		f.Changes += r.changes
 		lags = append(lags, r.at.Sub(commits[r.xid]))
-		if c := commits[r.xid]; !c.Before(warm) && (killAt.IsZero() || c.Before(killAt)) {
+		if !commits[r.xid].Before(warm) && (killAt.IsZero() || r.at.Before(killAt)) {
 			steady = append(steady, r.at.Sub(commits[r.xid]))
 		}
 		if r.at.After(last) {
@@ -559,7 +561,7 @@ func (c *Comparison) Table() string {
 	row("changes/s (load start to last append)", fmt.Sprintf("%.0f", l.Rate), fmt.Sprintf("%.0f", d.Rate), l.Rate, d.Rate)
 	when := fmt.Sprintf(", after %v warm-up", c.Config.Warmup)
 	if c.Config.KillAt > 0 {
-		when += ", before the kill"
+		when += ", appended before the kill"
 	}
 	row(latency+" p50"+when, millis(l.SteadyP50), millis(d.SteadyP50), float64(l.SteadyP50), float64(d.SteadyP50))
 	row(latency+" p99"+when, millis(l.SteadyP99), millis(d.SteadyP99), float64(l.SteadyP99), float64(d.SteadyP99))
