@@ -58,7 +58,7 @@ soak:
 
 ## compare-debezium: the side-by-side benchmark, lockstep's capture and tuned
 ## Debezium on one PostgreSQL and Kafka under one pgbench load, both killed -9
-## at 10 s; one table, both systems' figures from the same run (needs Docker,
-## the images and images/build-debezium.sh; about 2 min; not in make test).
+## at 30 s of 60; one table, both systems' figures from the same run (needs
+## Docker, the images and images/build-debezium.sh; about 3 min; not in make test).
 compare-debezium:
 	$(GO) run ./cmd/lockstep bench --world containers --compare debezium --poll 10ms --flush 1s

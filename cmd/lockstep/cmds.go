@@ -484,7 +484,7 @@ LogAppendTime), CPU per change and peak memory from each container's
 cgroup, restart time and duplicates after the kill, and lockstep/Debezium
 per row. --poll and --flush set Debezium's poll.interval.ms and
 offset.flush.interval.ms (0: Debezium's defaults, 500 ms and 60 s).
-Needs Docker, make images and images/build-debezium.sh; takes about 2 min.`,
+Needs Docker, make images and images/build-debezium.sh; takes about 3 min.`,
 	flags: func(fs *flag.FlagSet) func([]string) error {
 		seeds := positiveFlag(fs, "seeds", 50, "`N` seeds per system")
 		scenario := fs.String("scenario", "swarm", "scenario")
@@ -492,9 +492,9 @@ Needs Docker, make images and images/build-debezium.sh; takes about 2 min.`,
 		compare := fs.String("compare", "", "`SYSTEM` to run beside lockstep's capture: debezium (needs --world containers)")
 		var cc containers.CompareConfig
 		fs.IntVar(&cc.Clients, "clients", 4, "pgbench clients (--compare)")
-		fs.DurationVar(&cc.Duration, "duration", 30*time.Second, "pgbench's run time (--compare)")
-		fs.DurationVar(&cc.KillAt, "kill-at", 10*time.Second, "kill -9 both captures this long into the load, 0 for never (--compare)")
-		fs.DurationVar(&cc.Warmup, "warmup", 5*time.Second, "the load's first seconds, left out of the steady latency (--compare)")
+		fs.DurationVar(&cc.Duration, "duration", time.Minute, "pgbench's run time (--compare)")
+		fs.DurationVar(&cc.KillAt, "kill-at", 30*time.Second, "kill -9 both captures this long into the load, 0 for never (--compare)")
+		fs.DurationVar(&cc.Warmup, "warmup", 15*time.Second, "the load's first seconds, left out of the steady latency (--compare)")
 		fs.DurationVar(&cc.Debezium.Poll, "poll", 0, "Debezium's poll.interval.ms, 0 for its default (--compare)")
 		fs.DurationVar(&cc.Debezium.Flush, "flush", 0, "Debezium's offset.flush.interval.ms, 0 for its default (--compare)")
 		return func(args []string) error {
