@@ -2,7 +2,7 @@
 GO ?= go
 SEEDS ?= 200
 
-.PHONY: all build test test-short bench lint campaign images clean soak
+.PHONY: all build test test-short bench lint campaign images clean soak compare-debezium
 
 all: build
 
@@ -55,3 +55,10 @@ clean:
 ## time to catch up after each fault (needs Docker and the images).
 soak:
 	$(GO) run ./cmd/lockstep run --world containers --scenario pgbench --bench --plan scenarios/containers/soak.plan --seed 1
+
+## compare-debezium: the side-by-side benchmark, lockstep's capture and tuned
+## Debezium on one PostgreSQL and Kafka under one pgbench load, both killed -9
+## at 30 s of 60; one table, both systems' figures from the same run (needs
+## Docker, the images and images/build-debezium.sh; about 3 min; not in make test).
+compare-debezium:
+	$(GO) run ./cmd/lockstep bench --world containers --compare debezium --poll 10ms --flush 1s

@@ -18,6 +18,7 @@ import (
 	"lockstep/faults"
 	"lockstep/pipeline"
 	"lockstep/scenarios"
+	"lockstep/scenarios/containers"
 	"lockstep/scenarios/report"
 	"lockstep/sim"
 )
@@ -464,18 +465,45 @@ var listCmd = &command{
 var benchCmd = &command{
 	name:      "bench",
 	simulates: true,
-	usage:     "[--seeds N] [--scenario NAME]",
-	short:     "measure seeds per second and simulated-time speed-up",
+	usage:     "[--seeds N] [--scenario NAME] | --world containers --compare debezium [--clients N] [--duration D] [--kill-at D] [--warmup D] [--poll D] [--flush D]",
+	short:     "measure seeds per second and simulated-time speed-up, or lockstep's capture against Debezium",
 	long: `Bench runs one scenario (default swarm: 1,000 transactions, 3 stores, faults)
 for --seeds seeds on one core and reports seeds per second and how much faster
 than wall time the simulated time ran, for the pipeline and for dual writes.
 It also reports the CPU time per seed on all threads, the garbage collector's
 included: on a busy machine wall time moves with the neighbours, CPU time
-per seed only with the work.`,
+per seed only with the work.
+
+With --world containers --compare debezium it runs the side-by-side
+benchmark instead: lockstep's capture and Debezium's connector (one Kafka
+Connect worker) on the same PostgreSQL and Kafka under the same pgbench
+load, both killed with kill -9 at --kill-at and started a second later, and
+prints one table of both captures' figures from that run: changes/s, commit
+-> Kafka append latency p50/p99 (track_commit_timestamp to the broker's
+LogAppendTime), CPU per change and peak memory from each container's
+cgroup, restart time and duplicates after the kill, and lockstep/Debezium
+per row. --poll and --flush set Debezium's poll.interval.ms and
+offset.flush.interval.ms (0: Debezium's defaults, 500 ms and 60 s).
+Needs Docker, make images and images/build-debezium.sh; takes about 3 min.`,
 	flags: func(fs *flag.FlagSet) func([]string) error {
 		seeds := positiveFlag(fs, "seeds", 50, "`N` seeds per system")
 		scenario := fs.String("scenario", "swarm", "scenario")
+		world := fs.String("world", "sim", "sim, or containers (with --compare)")
+		compare := fs.String("compare", "", "`SYSTEM` to run beside lockstep's capture: debezium (needs --world containers)")
+		var cc containers.CompareConfig
+		fs.IntVar(&cc.Clients, "clients", 4, "pgbench clients (--compare)")
+		fs.DurationVar(&cc.Duration, "duration", time.Minute, "pgbench's run time (--compare)")
+		fs.DurationVar(&cc.KillAt, "kill-at", 30*time.Second, "kill -9 both captures this long into the load, 0 for never (--compare)")
+		fs.DurationVar(&cc.Warmup, "warmup", 15*time.Second, "the load's first seconds, left out of the steady latency (--compare)")
+		fs.DurationVar(&cc.Debezium.Poll, "poll", 0, "Debezium's poll.interval.ms, 0 for its default (--compare)")
+		fs.DurationVar(&cc.Debezium.Flush, "flush", 0, "Debezium's offset.flush.interval.ms, 0 for its default (--compare)")
 		return func(args []string) error {
+			if err := checkCompare(fs, *world, *compare, cc); err != nil {
+				return err
+			}
+			if *compare != "" {
+				return runCompare(cc)
+			}
 			sc, err := lookupOne(*scenario)
 			if err != nil {
 				return err

@@ -445,6 +445,7 @@ func TestNoDockerIsExit2(t *testing.T) {
 		{"run", "--world", "containers", "--scenario", "steady", "--seed", "1"},
 		{"repro", "steady/pipeline/1,world=containers"},
 		{"campaign", "--world", "containers", "--scenario", "steady", "--seeds", "1"},
+		{"bench", "--world", "containers", "--compare", "debezium"},
 	} {
 		code, out, errw := lockstep(args...)
 		if code != 2 || out != "" || !strings.Contains(errw, "Docker is not available: cannot reach the daemon (start dockerd)") || strings.Count(errw, "\n") != 1 {

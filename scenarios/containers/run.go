@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
@@ -998,7 +999,15 @@ func lastLines(s string, n int) string {
 // pgbenchTables creates pgbench's tables with primary keys (before any data,
 // so every change is keyed; pgbench_history gets a surrogate key).
 func (r *run) pgbenchTables(ctx context.Context) error {
-	if err := pgbench(ctx, r.w.SourceDSN, "-i", "-I", "dt", "-s", "1"); err != nil {
+	return pgbenchTables(ctx, r.w.SourceDSN, r.source, r.cfg.System == scenarios.Debezium)
+}
+
+// pgbenchTables creates pgbench's keyed tables on the source at dsn (db
+// is a connection to it); forDebezium makes pgbench_history.mtime text.
+func pgbenchTables(ctx context.Context, dsn string, db interface {
+	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
+}, forDebezium bool) error {
+	if err := pgbench(ctx, dsn, "-i", "-I", "dt", "-s", "1"); err != nil {
 		return err
 	}
 	for _, sql := range []string{
@@ -1007,11 +1016,11 @@ func (r *run) pgbenchTables(ctx context.Context) error {
 		`ALTER TABLE pgbench_tellers ADD PRIMARY KEY (tid)`,
 		`ALTER TABLE pgbench_history ADD COLUMN hid bigserial PRIMARY KEY`,
 	} {
-		if _, err := r.source.Exec(ctx, sql); err != nil {
+		if _, err := db.Exec(ctx, sql); err != nil {
 			return fmt.Errorf("containers: pgbench keys: %s: %w", sql, err)
 		}
 	}
-	if r.cfg.System == scenarios.Debezium {
+	if forDebezium {
 		// Debezium's JSON gives a timestamp as a number since the epoch,
 		// which pipeline/debezium does not translate back into
 		// PostgreSQL's text yet: compared with the source's text, every
@@ -1019,7 +1028,7 @@ func (r *run) pgbenchTables(ctx context.Context) error {
 		// CURRENT_TIMESTAMP is stored (an assignment cast) and sent as
 		// the same string by both.
 		const sql = `ALTER TABLE pgbench_history ALTER COLUMN mtime TYPE text`
-		if _, err := r.source.Exec(ctx, sql); err != nil {
+		if _, err := db.Exec(ctx, sql); err != nil {
 			return fmt.Errorf("containers: pgbench for Debezium: %s: %w", sql, err)
 		}
 	}

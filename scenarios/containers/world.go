@@ -45,8 +45,12 @@ type Options struct {
 	// Pipeline starts the capture and the three sink appliers.
 	Pipeline bool
 	// Bugs is passed to the pipeline processes as --bug.
-	Bugs   string
-	Logger *slog.Logger
+	Bugs string
+	// CommitTimestamps turns on the source's track_commit_timestamp, so
+	// pg_xact_commit_timestamp tells when each transaction committed (the
+	// side-by-side benchmark's commit -> Kafka latency).
+	CommitTimestamps bool
+	Logger           *slog.Logger
 }
 
 // World is one run's private network and containers: a source PostgreSQL, a
@@ -163,8 +167,12 @@ func Start(ctx context.Context, opts Options) (*World, error) {
 			return err
 		}
 		*dst, *internal = dsn("127.0.0.1", port), dsn(name, 5432)
+		var args []string
+		if name == sourceNode && opts.CommitTimestamps {
+			args = []string{"-c", "track_commit_timestamp=on"}
+		}
 		specs = append(specs, spec{name, faults.RoleDB, testcontainers.ContainerRequest{
-			Image: BaseImage, Entrypoint: []string{"lockstep-pg"},
+			Image: BaseImage, Entrypoint: []string{"lockstep-pg"}, Cmd: args,
 			ExposedPorts: []string{"5432/tcp"}, Env: bind(port, "5432/tcp"),
 			WaitingFor: wait.ForLog("database system is ready to accept connections").WithStartupTimeout(90 * time.Second),
 		}})
