@@ -214,6 +214,8 @@ type progress struct {
 	fails    int // pipeline runs that violated a claim
 	dwFails  int
 	tpcFails int // two-phase commit's runs that violated a claim
+	dbzFails int // Debezium's runs that violated a claim
+	ran      map[scenarios.System]bool
 	maxSeed  uint64
 	lastAt   time.Time // when the last run ended
 }
@@ -232,9 +234,15 @@ func (p *progress) ended() { p.lastAt = time.Now() }
 // note counts a judged run's verdict.
 func (p *progress) note(sys scenarios.System, seed uint64, violated bool) {
 	p.maxSeed = max(p.maxSeed, seed)
+	if p.ran == nil {
+		p.ran = map[scenarios.System]bool{}
+	}
+	p.ran[sys] = true
 	switch {
 	case violated && sys == scenarios.TwoPC:
 		p.tpcFails++
+	case violated && sys == scenarios.Debezium:
+		p.dbzFails++
 	case violated && sys.Promises():
 		p.fails++
 	case violated:
@@ -273,6 +281,14 @@ func (p *progress) line(done, total int, cfg scenarios.CampaignConfig, what stri
 		}
 	}
 	s := fmt.Sprintf("[%s] pipeline violations %d, dual-write violations %d", runs, p.fails, p.dwFails)
+	if p.ran[scenarios.Debezium] {
+		// Debezium's campaigns run it alone: the pipeline's and dual
+		// writes' zeros would say runs that never happened held.
+		s = fmt.Sprintf("[%s] debezium violations %d", runs, p.dbzFails)
+		if p.ran[scenarios.Pipeline] || p.ran[scenarios.DualWrite] {
+			s = fmt.Sprintf("[%s] pipeline violations %d, dual-write violations %d, debezium violations %d", runs, p.fails, p.dwFails, p.dbzFails)
+		}
+	}
 	if p.tpcFails > 0 {
 		s += fmt.Sprintf(", 2pc violations %d", p.tpcFails)
 	}

@@ -191,3 +191,19 @@ func TestCampaignEmptiesItsOutputsFirst(t *testing.T) {
 		t.Fatalf("check left a file it created: %v", err)
 	}
 }
+
+// A Debezium campaign's progress line counts Debezium's violations, not
+// the pipeline's and dual writes' runs that never happened.
+func TestProgressLineOfDebezium(t *testing.T) {
+	p := newProgress(0)
+	p.note(scenarios.Debezium, 1, true)
+	p.note(scenarios.Debezium, 2, false)
+	line := p.line(2, 4, scenarios.CampaignConfig{Seeds: 2, FirstSeed: 1}, "")
+	if !strings.HasPrefix(line, "[2/4 runs, seeds up to 2 of 2] debezium violations 1;") || strings.Contains(line, "pipeline") {
+		t.Fatalf("progress line %q", line)
+	}
+	p.note(scenarios.Pipeline, 1, false)
+	if line := p.line(3, 4, scenarios.CampaignConfig{}, ""); !strings.Contains(line, "pipeline violations 0, dual-write violations 0, debezium violations 1") {
+		t.Fatalf("progress line %q with a pipeline run too", line)
+	}
+}
