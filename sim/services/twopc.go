@@ -288,11 +288,7 @@ func (db *SourceDB) prepare2PC(gid string, fn pipeline.TxnFunc, lockTimeout time
 	var tx *lockingTx
 	var ferr error
 	attempt := func() ([]string, bool) {
-		tx = &lockingTx{dbTx: &dbTx{db: db}}
-		ferr = fn(tx)
-		if ferr == nil {
-			ferr = tx.err
-		}
+		tx, ferr = db.runLocking(fn)
 		locks := tx.locks()
 		if ferr != nil && !p.conflicts(gid, locks) {
 			db.xid++
@@ -314,6 +310,17 @@ func (db *SourceDB) prepare2PC(gid string, fn pipeline.TxnFunc, lockTimeout time
 	p.acquire(gid, lockTimeout, attempt, take, func(err error) { reply(model.Txn{}, err) })
 }
 
+// runLocking runs fn once on a new transaction that records the locks it
+// needs, and returns it with fn's error or the transaction's own.
+func (db *SourceDB) runLocking(fn pipeline.TxnFunc) (*lockingTx, error) {
+	tx := &lockingTx{dbTx: &dbTx{db: db}}
+	err := fn(tx)
+	if err == nil {
+		err = tx.err
+	}
+	return tx, err
+}
+
 // execWaiting is Exec on a source that may hold prepared transactions: as
 // on PostgreSQL, a transaction that writes a row (or takes or frees a
 // unique value) a prepared transaction holds waits until the decision
@@ -329,11 +336,7 @@ func (db *SourceDB) execWaiting(fn pipeline.TxnFunc, lockTimeout time.Duration, 
 	var tx *lockingTx
 	var ferr error
 	attempt := func() ([]string, bool) {
-		tx = &lockingTx{dbTx: &dbTx{db: db}}
-		ferr = fn(tx)
-		if ferr == nil {
-			ferr = tx.err
-		}
+		tx, ferr = db.runLocking(fn)
 		return tx.writeLocks(), true
 	}
 	take := func([]string) {
