@@ -550,7 +550,7 @@ deadline 5s
 converged replica 1s
 final replica at=3s pos=0/10 truth
 `)
-	row := model.Row{"z": "b;a=1"} // decodes to {a:1, z:b}, which encodes differently
+	row := model.R("z", "b;a=1") // decodes to {a:1, z:b}, which encodes differently
 	h.Committed = append(h.Committed, model.Txn{XID: 2, CommitLSN: 0x20, Changes: []model.Change{{Table: "notes", PK: "1", Op: model.OpUpdate, Row: row}}})
 	h.Final[0].Position.LSN = 0x20
 	h.Final[0].Docs[model.Key{Table: "notes", PK: "1"}] = model.Doc{Value: row.Encode(), LSN: 0x20}

@@ -15,8 +15,8 @@ func ExampleCheck() {
 	k := model.Key{Table: "accounts", PK: "7"}
 	h := &model.History{
 		Committed: []model.Txn{
-			{XID: 1, CommitLSN: 0x1A0, Changes: []model.Change{{Table: "accounts", PK: "7", Op: model.OpInsert, Row: model.Row{"bal": "10"}}}},
-			{XID: 2, CommitLSN: 0x2F0, Changes: []model.Change{{Table: "accounts", PK: "7", Op: model.OpUpdate, Row: model.Row{"bal": "7"}}}},
+			{XID: 1, CommitLSN: 0x1A0, Changes: []model.Change{{Table: "accounts", PK: "7", Op: model.OpInsert, Row: model.R("bal", "10")}}},
+			{XID: 2, CommitLSN: 0x2F0, Changes: []model.Change{{Table: "accounts", PK: "7", Op: model.OpUpdate, Row: model.R("bal", "7")}}},
 		},
 		Stores: []model.StoreSpec{{Name: "cache", Kind: model.Cache, Claims: model.Claims{model.NoLoss: true}}},
 		Final: []model.Snapshot{{Store: "cache", At: 12500 * time.Millisecond,

@@ -93,7 +93,7 @@ func genCommitted(t *rapid.T) []model.Txn {
 				c.OldPK = rapid.SampledFrom(genPKs).Draw(t, "oldpk")
 			}
 			if c.Op != model.OpDelete {
-				c.Row = model.Row{"v": rapid.StringMatching(`[ab]{1,2}( [ab])?`).Draw(t, "v")}
+				c.Row = model.R("v", rapid.StringMatching(`[ab]{1,2}( [ab])?`).Draw(t, "v"))
 			}
 			txn.Changes = append(txn.Changes, c)
 		}
@@ -118,7 +118,7 @@ func correctHistory(t *rapid.T) (*model.History, *oracle) {
 		System:    "pipeline",
 		Committed: committed,
 		Aborted: []model.Txn{{XID: 1, CommitLSN: committed[0].CommitLSN + 1, Changes: []model.Change{
-			{Table: "a", PK: "1", Op: model.OpUpdate, Row: model.Row{"v": "aborted"}},
+			{Table: "a", PK: "1", Op: model.OpUpdate, Row: model.R("v", "aborted")},
 		}}},
 		Stores: []model.StoreSpec{
 			{Name: "cache", Kind: model.Cache, Claims: all},
@@ -214,7 +214,7 @@ func benchHistory(seed uint64) *model.History {
 		for j, n := 0, 1+rng.IntN(3); j < n; j++ {
 			k := key(rng.IntN(keys))
 			c := model.Change{Table: k.Table, PK: k.PK, Op: model.OpUpdate,
-				Row: model.Row{"bal": fmt.Sprint(rng.IntN(1000)), "owner": fmt.Sprintf("owner %d", rng.IntN(50))}}
+				Row: model.R("bal", fmt.Sprint(rng.IntN(1000)), "owner", fmt.Sprintf("owner %d", rng.IntN(50)))}
 			if rng.IntN(20) == 0 {
 				c.Op, c.Row = model.OpDelete, nil
 			}

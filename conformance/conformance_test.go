@@ -139,7 +139,7 @@ func show(v string) string {
 func showRow(r model.Row) string {
 	parts := make([]string, 0, len(r))
 	for _, c := range r.Columns() {
-		parts = append(parts, c+"="+show(r[c]))
+		parts = append(parts, c+"="+show(r.Get(c)))
 	}
 	return "{" + strings.Join(parts, " ") + "}"
 }
@@ -261,9 +261,9 @@ func drawValue(t *rapid.T, label string) string {
 
 // drawEvent is a row of evTable from its small alphabet.
 func drawEvent(t *rapid.T) model.Row {
-	r := model.Row{"seq": rapid.SampledFrom(evSeqs).Draw(t, "ev seq"), "what": rapid.SampledFrom(evWhats).Draw(t, "ev what")}
+	r := model.R("seq", rapid.SampledFrom(evSeqs).Draw(t, "ev seq"), "what", rapid.SampledFrom(evWhats).Draw(t, "ev what"))
 	if rapid.SampledFrom(evIsNote).Draw(t, "ev note") {
-		r["note"] = "n"
+		r.Set("note", "n")
 	}
 	return r
 }
@@ -295,11 +295,11 @@ func drawStmt(t *rapid.T) stmt {
 			// takes no value of several kilobytes.
 			cols = cols[:0]
 			if rapid.IntRange(0, 4).Draw(t, "v set") > 0 {
-				s.Row["v"] = smallValue(rapid.IntRange(1, 3).Draw(t, "unique v"))
+				s.Row.Set("v", smallValue(rapid.IntRange(1, 3).Draw(t, "unique v")))
 			}
 		}
 		for _, c := range cols {
-			s.Row[c] = drawValue(t, c)
+			s.Row.Set(c, drawValue(t, c))
 		}
 	case r < 12:
 		s.Op = opDelete
@@ -380,7 +380,7 @@ func observe(ctx context.Context, src pipeline.Source, stream pipeline.ChangeStr
 		}
 	}
 	if _, err := src.Exec(ctx, func(tx pipeline.Tx) error {
-		tx.Put(markerTable, "end", model.Row{"v": "end"})
+		tx.Put(markerTable, "end", model.R("v", "end"))
 		return nil
 	}); err != nil {
 		return obs, fmt.Errorf("marker: %w", err)
@@ -750,12 +750,12 @@ func testSource(t *testing.T, dsn string) {
 func movedRowShapes() []shape {
 	big1 := bigValue(1, 3000)
 	put := func(pk string, row model.Row) stmt { return stmt{Op: opPut, Table: "t1", PK: pk, Row: row} }
-	insert := txnProg{Stmts: []stmt{put("a", model.Row{"v": "s1", "blob": big1})}}
+	insert := txnProg{Stmts: []stmt{put("a", model.R("v", "s1", "blob", big1))}}
 	rekey := stmt{Op: opRekey, Table: "t1", PK: "a", NewPK: "b"}
 	return []shape{
-		{"RekeyThenReuseOldKey", program{insert, {Stmts: []stmt{rekey, put("a", model.Row{"v": "s2"})}}}},
+		{"RekeyThenReuseOldKey", program{insert, {Stmts: []stmt{rekey, put("a", model.R("v", "s2"))}}}},
 		{"RekeyThenDeleteNewKey", program{insert, {Stmts: []stmt{rekey, {Op: opDelete, Table: "t1", PK: "b"}}}}},
-		{"RekeyThenSetEveryColumn", program{insert, {Stmts: []stmt{rekey, put("b", model.Row{"v": "s2", "blob": "s3"})}}}},
+		{"RekeyThenSetEveryColumn", program{insert, {Stmts: []stmt{rekey, put("b", model.R("v", "s2", "blob", "s3"))}}}},
 	}
 }
 
@@ -774,38 +774,38 @@ func shapes() []shape {
 	rekey := func(pk, to string) stmt { return stmt{Op: opRekey, Table: "t1", PK: pk, NewPK: to} }
 	get := func(pk string) stmt { return stmt{Op: opGet, Table: "t1", PK: pk} }
 	txn := func(ss ...stmt) txnProg { return txnProg{Stmts: ss} }
-	insert := txn(put("a", model.Row{"v": "s1", "blob": big1}))
+	insert := txn(put("a", model.R("v", "s1", "blob", big1)))
 	return []shape{
-		{"UpdateInLaterTxn", program{insert, txn(put("a", model.Row{"v": "s2"}))}},
-		{"UpdateAfterInsertInOneTxn", program{txn(put("a", model.Row{"v": "s1", "blob": big1}), put("a", model.Row{"v": "s2"}))}},
-		{"TwoUpdates", program{insert, txn(put("a", model.Row{"v": "s2"}), put("a", model.Row{"v": "s3"}))}},
-		{"UpdateNamingNoColumn", program{txn(put("a", model.Row{"v": big2, "blob": big1})), txn(put("a", model.Row{}))}},
-		{"BigColumnSetAgainToTheSameValue", program{insert, txn(put("a", model.Row{"blob": big1}))}},
-		{"BigColumnSetSmallColumnLeft", program{txn(put("a", model.Row{"v": big2, "blob": "s1"})), txn(put("a", model.Row{"blob": big3}))}},
-		{"SmallColumnLeftOut", program{txn(put("a", model.Row{"v": "s1", "blob": "s2"})), txn(put("a", model.Row{"v": "s3"}))}},
+		{"UpdateInLaterTxn", program{insert, txn(put("a", model.R("v", "s2")))}},
+		{"UpdateAfterInsertInOneTxn", program{txn(put("a", model.R("v", "s1", "blob", big1)), put("a", model.R("v", "s2")))}},
+		{"TwoUpdates", program{insert, txn(put("a", model.R("v", "s2")), put("a", model.R("v", "s3")))}},
+		{"UpdateNamingNoColumn", program{txn(put("a", model.R("v", big2, "blob", big1))), txn(put("a", model.Row{}))}},
+		{"BigColumnSetAgainToTheSameValue", program{insert, txn(put("a", model.R("blob", big1)))}},
+		{"BigColumnSetSmallColumnLeft", program{txn(put("a", model.R("v", big2, "blob", "s1"))), txn(put("a", model.R("blob", big3)))}},
+		{"SmallColumnLeftOut", program{txn(put("a", model.R("v", "s1", "blob", "s2"))), txn(put("a", model.R("v", "s3")))}},
 		{"Rekey", program{insert, txn(rekey("a", "b"))}},
-		{"RekeyAfterInsertInOneTxn", program{txn(put("a", model.Row{"v": "s1", "blob": big1}), rekey("a", "b"))}},
-		{"RekeyAfterUpdate", program{insert, txn(put("a", model.Row{"v": "s2"}), rekey("a", "b"))}},
-		{"UpdateAfterRekey", program{insert, txn(rekey("a", "b"), put("b", model.Row{"v": "s2"}))}},
+		{"RekeyAfterInsertInOneTxn", program{txn(put("a", model.R("v", "s1", "blob", big1)), rekey("a", "b"))}},
+		{"RekeyAfterUpdate", program{insert, txn(put("a", model.R("v", "s2")), rekey("a", "b"))}},
+		{"UpdateAfterRekey", program{insert, txn(rekey("a", "b"), put("b", model.R("v", "s2")))}},
 		{"RekeyTwice", program{insert, txn(rekey("a", "b"), rekey("b", "c")), txn(rekey("c", "a"))}},
-		{"RekeyOntoExistingKeyRollsBack", program{insert, txn(put("b", model.Row{"v": "s2"})), txn(put("a", model.Row{"v": "s3"}), rekey("a", "b")), txn(get("a"), get("b"))}},
-		{"RekeyOntoDeletedKey", program{insert, txn(put("b", model.Row{"v": "s2", "blob": big2})), txn(del("b"), rekey("a", "b"), put("b", model.Row{"v": "s3"}))}},
-		{"DeleteReinsertUpdate", program{insert, txn(del("a"), put("a", model.Row{"v": "s2", "blob": big2}), put("a", model.Row{"v": "s3"}))}},
-		{"DeleteReinsertWithoutBigUpdate", program{insert, txn(del("a"), put("a", model.Row{"v": "s2"}), put("a", model.Row{"v": "s3"}))}},
-		{"InsertPartialThenAddBig", program{txn(put("a", model.Row{"v": "s1"})), txn(put("a", model.Row{"blob": big1}), put("a", model.Row{"v": "s2"}))}},
-		{"RolledBackLeavesNothing", program{insert, {Stmts: []stmt{put("a", model.Row{"v": "s9"}), rekey("a", "c")}, Abort: true}, txn(get("a"), get("c"))}},
-		{"ReadsOwnWrites", program{txn(put("a", model.Row{"v": "s1", "blob": big1}), get("a"), put("a", model.Row{"v": "s2"}), get("a"), rekey("a", "b"), get("a"), get("b"))}},
+		{"RekeyOntoExistingKeyRollsBack", program{insert, txn(put("b", model.R("v", "s2"))), txn(put("a", model.R("v", "s3")), rekey("a", "b")), txn(get("a"), get("b"))}},
+		{"RekeyOntoDeletedKey", program{insert, txn(put("b", model.R("v", "s2", "blob", big2))), txn(del("b"), rekey("a", "b"), put("b", model.R("v", "s3")))}},
+		{"DeleteReinsertUpdate", program{insert, txn(del("a"), put("a", model.R("v", "s2", "blob", big2)), put("a", model.R("v", "s3")))}},
+		{"DeleteReinsertWithoutBigUpdate", program{insert, txn(del("a"), put("a", model.R("v", "s2")), put("a", model.R("v", "s3")))}},
+		{"InsertPartialThenAddBig", program{txn(put("a", model.R("v", "s1"))), txn(put("a", model.R("blob", big1)), put("a", model.R("v", "s2")))}},
+		{"RolledBackLeavesNothing", program{insert, {Stmts: []stmt{put("a", model.R("v", "s9")), rekey("a", "c")}, Abort: true}, txn(get("a"), get("c"))}},
+		{"ReadsOwnWrites", program{txn(put("a", model.R("v", "s1", "blob", big1)), get("a"), put("a", model.R("v", "s2")), get("a"), rekey("a", "b"), get("a"), get("b"))}},
 		{"OnlyReadsAndMisses", program{txn(get("a"), del("a"), rekey("a", "b")), insert}},
 		// The keyless table under FULL identity: whole-row keys that need
 		// quoting and hold NULLs, identical rows inserted apart and in one
 		// transaction and deleted by one statement, a delete of a row that
 		// is not there, a delete and re-insert.
 		{"KeylessInsertsAndDeletes", program{
-			txn(evIns(model.Row{"seq": "1", "what": `x"y`}), evIns(model.Row{"seq": "1", "what": `x"y`})),
-			txn(evIns(model.Row{"seq": "2", "what": "a b", "note": "n"}), evIns(model.Row{"seq": "1", "what": `x"y`})),
-			txn(evDel(model.Row{"seq": "1", "what": `x"y`}), evDel(model.Row{"seq": "9", "what": ""})),
-			txn(evDel(model.Row{"seq": "2", "what": "a b", "note": "n"}), evIns(model.Row{"seq": "2", "what": "a b", "note": "n"})),
-			txn(evIns(model.Row{"seq": "", "what": "(p)"}), evIns(model.Row{}))}},
+			txn(evIns(model.R("seq", "1", "what", `x"y`)), evIns(model.R("seq", "1", "what", `x"y`))),
+			txn(evIns(model.R("seq", "2", "what", "a b", "note", "n")), evIns(model.R("seq", "1", "what", `x"y`))),
+			txn(evDel(model.R("seq", "1", "what", `x"y`)), evDel(model.R("seq", "9", "what", ""))),
+			txn(evDel(model.R("seq", "2", "what", "a b", "note", "n")), evIns(model.R("seq", "2", "what", "a b", "note", "n"))),
+			txn(evIns(model.R("seq", "", "what", "(p)")), evIns(model.Row{}))}},
 	}
 }
 
@@ -815,7 +815,7 @@ func shapes() []shape {
 // freed by a delete or a rename and taken under another key in the same
 // transaction, a value taken back after a rolled-back attempt.
 func uniqueShapes() []shape {
-	put := func(pk, v string) stmt { return stmt{Op: opPut, Table: uniqTable.Name, PK: pk, Row: model.Row{"v": v}} }
+	put := func(pk, v string) stmt { return stmt{Op: opPut, Table: uniqTable.Name, PK: pk, Row: model.R("v", v)} }
 	del := func(pk string) stmt { return stmt{Op: opDelete, Table: uniqTable.Name, PK: pk} }
 	rekey := func(pk, to string) stmt { return stmt{Op: opRekey, Table: uniqTable.Name, PK: pk, NewPK: to} }
 	get := func(pk string) stmt { return stmt{Op: opGet, Table: uniqTable.Name, PK: pk} }
@@ -953,8 +953,8 @@ func unchangedFromTheSameBatch(t *testing.T, pool *pgxpool.Pool) string {
 	defer cancel()
 	big := bigValue(1, 3000)
 	batch := pipeline.Batch{Position: model.Position{Offset: 2, LSN: 20}, Txns: []model.Txn{
-		{XID: 1, CommitLSN: 10, Changes: []model.Change{{Table: "t1", PK: "a", Op: model.OpInsert, Row: model.Row{"v": "s1", "blob": big}}}},
-		{XID: 2, CommitLSN: 20, Changes: []model.Change{{Table: "t1", PK: "a", Op: model.OpUpdate, Row: model.Row{"v": "s2"}, Unchanged: []string{"blob"}}}},
+		{XID: 1, CommitLSN: 10, Changes: []model.Change{{Table: "t1", PK: "a", Op: model.OpInsert, Row: model.R("v", "s1", "blob", big)}}},
+		{XID: 2, CommitLSN: 20, Changes: []model.Change{{Table: "t1", PK: "a", Op: model.OpUpdate, Row: model.R("v", "s2"), Unchanged: []string{"blob"}}}},
 	}}
 	var out []string
 	for _, kind := range []model.StoreKind{model.Replica, model.Search} {

@@ -168,10 +168,10 @@ func sourceDocs(ctx context.Context, t *testing.T, pool *pgxpool.Pool) map[model
 		}
 		r := model.Row{}
 		if v != nil {
-			r["v"] = *v
+			r.Set("v", *v)
 		}
 		if blob != nil {
-			r["blob"] = *blob
+			r.Set("blob", *blob)
 		}
 		out[model.Key{Table: "t", PK: pk}] = r
 	}

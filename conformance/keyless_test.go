@@ -36,19 +36,19 @@ func refusals(ctx context.Context, src pipeline.Source, stream pipeline.ChangeSt
 	if err := create(); err != nil {
 		return "", fmt.Errorf("create bare: %w", err)
 	}
-	if _, err := src.Exec(ctx, func(tx pipeline.Tx) error { tx.Put("t1", "a", model.Row{"v": "1"}); return nil }); err != nil {
+	if _, err := src.Exec(ctx, func(tx pipeline.Tx) error { tx.Put("t1", "a", model.R("v", "1")); return nil }); err != nil {
 		return "", err
 	}
 	blocked, err := src.Exec(ctx, func(tx pipeline.Tx) error {
-		tx.Put("t1", "b", model.Row{"v": "1"})
-		tx.InsertRow(bareTable.Name, model.Row{"at": "1", "what": "boot"})
+		tx.Put("t1", "b", model.R("v", "1"))
+		tx.InsertRow(bareTable.Name, model.R("at", "1", "what", "boot"))
 		return nil
 	})
 	if err != nil {
 		return "", err
 	}
 	_, delErr := src.Exec(ctx, func(tx pipeline.Tx) error {
-		tx.DeleteRow(bareTable.Name, model.Row{"at": "1", "what": "boot"})
+		tx.DeleteRow(bareTable.Name, model.R("at", "1", "what", "boot"))
 		return nil
 	})
 	var b strings.Builder

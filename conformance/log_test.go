@@ -571,11 +571,11 @@ func (d *logDrawer) change() model.Change {
 	c := model.Change{Table: rapid.SampledFrom(tables).Draw(d.t, "table"), PK: rapid.SampledFrom(keys).Draw(d.t, "pk")}
 	switch rapid.IntRange(0, 5).Draw(d.t, "op") {
 	case 0, 1:
-		c.Op, c.Row = model.OpInsert, model.Row{"v": d.value("v"), "blob": d.value("blob")}
+		c.Op, c.Row = model.OpInsert, model.R("v", d.value("v"), "blob", d.value("blob"))
 	case 2, 3:
-		c.Op, c.Row = model.OpUpdate, model.Row{"v": d.value("v")}
+		c.Op, c.Row = model.OpUpdate, model.R("v", d.value("v"))
 		if rapid.Bool().Draw(d.t, "blob set") {
-			c.Row["blob"] = d.value("blob")
+			c.Row.Set("blob", d.value("blob"))
 		} else if rapid.Bool().Draw(d.t, "blob unchanged") {
 			c.Unchanged = []string{"blob"}
 		}
@@ -613,7 +613,7 @@ func (d *logDrawer) snapshot() []model.Txn {
 	}
 	for _, k := range all[:rapid.IntRange(0, 6).Draw(d.t, "snapshot rows")] {
 		snap.Changes = append(snap.Changes, model.Change{Table: k.Table, PK: k.PK, Op: model.OpInsert,
-			Row: model.Row{"v": d.value("v"), "blob": d.value("blob")}, Revs: rapid.IntRange(1, 3).Draw(d.t, "revs")})
+			Row: model.R("v", d.value("v"), "blob", d.value("blob")), Revs: rapid.IntRange(1, 3).Draw(d.t, "revs")})
 	}
 	rows := rapid.IntRange(1, 4).Draw(d.t, "chunk rows")
 	if rapid.Bool().Draw(d.t, "rows only") {
@@ -700,7 +700,7 @@ func paddedTxn(xid uint64, lsn model.LSN, n int, noise bool) model.Txn {
 		if noise {
 			v = noiseValue(xid, pad)
 		}
-		t.Changes[0].Row = model.Row{"v": v}
+		t.Changes[0].Row = model.R("v", v)
 		if got, _ := logcodec.TxnBytes(t); got == n {
 			return t
 		}
@@ -724,10 +724,10 @@ func logShapes(t *testing.T) []logShape {
 	}
 	big := func(id, n int) string { return bigValue(id, n) }
 	ins := func(pk, v, blob string) model.Change {
-		return model.Change{Table: "t1", PK: pk, Op: model.OpInsert, Row: model.Row{"v": v, "blob": blob}}
+		return model.Change{Table: "t1", PK: pk, Op: model.OpInsert, Row: model.R("v", v, "blob", blob)}
 	}
 	a := txn(1, ins("a", "s1", big(1, 500)))
-	b := txn(2, model.Change{Table: "t1", PK: "b", Op: model.OpUpdate, Row: model.Row{"v": "s2"}, OldPK: "a", Unchanged: []string{"blob"}},
+	b := txn(2, model.Change{Table: "t1", PK: "b", Op: model.OpUpdate, Row: model.R("v", "s2"), OldPK: "a", Unchanged: []string{"blob"}},
 		model.Change{Table: "t2", PK: "c", Op: model.OpDelete})
 	large := txn(3, ins("a", "s1", big(1, 1500)), ins("b", "s2", big(2, 1500)), ins("c", "s3", big(3, 1500)), ins("d", "s4", "é"))
 	parts, err := pipeline.SplitTxn(large, 0, logLimit)
@@ -736,7 +736,7 @@ func logShapes(t *testing.T) []logShape {
 	}
 	snap := model.Txn{CommitLSN: 0x400, Snapshot: true}
 	for i, pk := range keys {
-		snap.Changes = append(snap.Changes, model.Change{Table: "t2", PK: pk, Op: model.OpInsert, Row: model.Row{"v": "s1", "blob": big(i+1, 1200)}, Revs: i + 1})
+		snap.Changes = append(snap.Changes, model.Change{Table: "t2", PK: pk, Op: model.OpInsert, Row: model.R("v", "s1", "blob", big(i+1, 1200)), Revs: i + 1})
 	}
 	chunks, err := pipeline.SplitTxn(snap, 3, logLimit)
 	if err != nil {
@@ -768,9 +768,9 @@ func logShapes(t *testing.T) []logShape {
 // reads ask for at least one record), on which the two logs were found to
 // differ. Each is one disagreement, left failing until one side changes.
 func logEdges() []logShape {
-	one := model.Txn{XID: 1, CommitLSN: 0x100, Changes: []model.Change{{Table: "t1", PK: "a", Op: model.OpInsert, Row: model.Row{"v": "s1"}}}}
-	invalid := model.Txn{XID: 2, CommitLSN: 0x200, Changes: []model.Change{{Table: "t1", PK: "a", Op: model.OpInsert, Row: model.Row{"v": "\xff"}}}}
-	noOp := model.Txn{XID: 3, CommitLSN: 0x300, Changes: []model.Change{{Table: "t1", PK: "a", Row: model.Row{"v": "s1"}}}}
+	one := model.Txn{XID: 1, CommitLSN: 0x100, Changes: []model.Change{{Table: "t1", PK: "a", Op: model.OpInsert, Row: model.R("v", "s1")}}}
+	invalid := model.Txn{XID: 2, CommitLSN: 0x200, Changes: []model.Change{{Table: "t1", PK: "a", Op: model.OpInsert, Row: model.R("v", "\xff")}}}
+	noOp := model.Txn{XID: 3, CommitLSN: 0x300, Changes: []model.Change{{Table: "t1", PK: "a", Row: model.R("v", "s1")}}}
 	produce := func(txns ...model.Txn) logStep { return logStep{Op: logProduce, Txns: txns} }
 	return []logShape{
 		// The simulator acknowledges an empty produce with the offset

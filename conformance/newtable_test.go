@@ -104,10 +104,10 @@ func TestTablesCreatedAfterTheSnapshotAreTyped(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[model.Key]string{
-		{Table: "items", PK: "1"}: model.Row{"price": "1.50", "day": "2026-12-03", "tags": "{a,b}"}.Encode(),
-		{Table: "items", PK: "2"}: model.Row{"price": "2.25", "qty": "3"}.Encode(),
-		{Table: "t", PK: "a"}:     model.Row{"v": "x", "n": "7"}.Encode(),
-		{Table: "t", PK: "end"}:   model.Row{"v": "end"}.Encode(),
+		{Table: "items", PK: "1"}: model.R("price", "1.50", "day", "2026-12-03", "tags", "{a,b}").Encode(),
+		{Table: "items", PK: "2"}: model.R("price", "2.25", "qty", "3").Encode(),
+		{Table: "t", PK: "a"}:     model.R("v", "x", "n", "7").Encode(),
+		{Table: "t", PK: "end"}:   model.R("v", "end").Encode(),
 	}
 	for k, v := range want {
 		if d, ok := got.Docs[k]; !ok || d.Value != v {

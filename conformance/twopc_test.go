@@ -110,7 +110,7 @@ func (s xaStep) fn() pipeline.TxnFunc {
 			if w.Value == "" {
 				tx.Delete("t", w.Key)
 			} else {
-				tx.Put("t", w.Key, model.Row{"v": w.Value})
+				tx.Put("t", w.Key, model.R("v", w.Value))
 			}
 		}
 		return nil
@@ -221,7 +221,7 @@ func runXA(ctx context.Context, w xaWorld, prog xaProgram) (string, error) {
 	_, err := w.plain.Exec(ctx, func(tx pipeline.Tx) error {
 		for _, k := range xaKeys {
 			if r, ok := tx.Get("t", k); ok {
-				rows[k] = r["v"]
+				rows[k] = r.Get("v")
 			}
 		}
 		return nil

@@ -124,9 +124,9 @@ func drawUniqueTxns(t *rapid.T) []model.Txn {
 				c.Op = model.OpUpdate
 			}
 			if c.Op != model.OpDelete {
-				c.Row = model.Row{"age": strconv.Itoa(rapid.IntRange(0, 99).Draw(t, "age"))}
+				c.Row = model.R("age", strconv.Itoa(rapid.IntRange(0, 99).Draw(t, "age")))
 				if e := rapid.SampledFrom(emails).Draw(t, "email"); e != "" {
-					c.Row["email"] = e
+					c.Row.Set("email", e)
 				}
 			}
 			txn.Changes = append(txn.Changes, c)

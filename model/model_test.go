@@ -8,7 +8,7 @@ import (
 )
 
 func genRow(t *rapid.T) Row {
-	return rapid.MapOf(rapid.StringMatching(`[a-z]{1,4}`), rapid.StringMatching(`[a-zA-Z ]{0,12}`)).Draw(t, "row")
+	return RowFromMap(rapid.MapOf(rapid.StringMatching(`[a-z]{1,4}`), rapid.StringMatching(`[a-zA-Z ]{0,12}`)).Draw(t, "row"))
 }
 
 func TestEncodeRoundTripAndHash(t *testing.T) {
@@ -46,12 +46,12 @@ func TestLSNPrintParse(t *testing.T) {
 func TestStateHashIsOrderFree(t *testing.T) {
 	a, b := NewState(), NewState()
 	a.Apply(Txn{CommitLSN: 1, Changes: []Change{
-		{Table: "t", PK: "1", Op: OpInsert, Row: Row{"v": "x"}},
-		{Table: "t", PK: "2", Op: OpInsert, Row: Row{"v": "y"}},
+		{Table: "t", PK: "1", Op: OpInsert, Row: R("v", "x")},
+		{Table: "t", PK: "2", Op: OpInsert, Row: R("v", "y")},
 	}})
-	b.Apply(Txn{CommitLSN: 1, Changes: []Change{{Table: "t", PK: "2", Op: OpInsert, Row: Row{"v": "y"}}}})
-	b.Apply(Txn{CommitLSN: 2, Changes: []Change{{Table: "t", PK: "1", Op: OpInsert, Row: Row{"v": "old"}}}})
-	b.Apply(Txn{CommitLSN: 3, Changes: []Change{{Table: "t", PK: "1", Op: OpUpdate, Row: Row{"v": "x"}}}})
+	b.Apply(Txn{CommitLSN: 1, Changes: []Change{{Table: "t", PK: "2", Op: OpInsert, Row: R("v", "y")}}})
+	b.Apply(Txn{CommitLSN: 2, Changes: []Change{{Table: "t", PK: "1", Op: OpInsert, Row: R("v", "old")}}})
+	b.Apply(Txn{CommitLSN: 3, Changes: []Change{{Table: "t", PK: "1", Op: OpUpdate, Row: R("v", "x")}}})
 	if a.Hash() != b.Hash() {
 		t.Fatal("same rows, different hashes")
 	}
@@ -67,20 +67,20 @@ func TestStateHashIsOrderFree(t *testing.T) {
 func TestProjectionsAndRevs(t *testing.T) {
 	s := NewState()
 	k := Key{Table: "users", PK: "u1"}
-	s.Apply(Txn{CommitLSN: 10, Changes: []Change{{Table: "users", PK: "u1", Op: OpInsert, Row: Row{"name": "Ann Lee", "bio": "likes  Tango tango"}}}})
-	s.Apply(Txn{CommitLSN: 20, Changes: []Change{{Table: "users", PK: "u1", Op: OpUpdate, Row: Row{"name": "Ann Lee", "bio": "golf"}}}})
+	s.Apply(Txn{CommitLSN: 10, Changes: []Change{{Table: "users", PK: "u1", Op: OpInsert, Row: R("name", "Ann Lee", "bio", "likes  Tango tango")}}})
+	s.Apply(Txn{CommitLSN: 20, Changes: []Change{{Table: "users", PK: "u1", Op: OpUpdate, Row: R("name", "Ann Lee", "bio", "golf")}}})
 	d := s.Project(Search)[k]
 	if d.Value != "ann golf lee" || d.Revs != 2 || d.LSN != 20 {
 		t.Fatalf("search doc %+v, want terms 'ann golf lee', revs 2, lsn 20", d)
 	}
-	if got := SearchTerms(Row{"a": "likes  Tango tango"}); got != "likes tango" {
+	if got := SearchTerms(R("a", "likes  Tango tango")); got != "likes tango" {
 		t.Fatalf("SearchTerms = %q", got)
 	}
 	if r := s.Project(Replica)[k]; r.Value != "bio=golf;name=Ann Lee" || r.Revs != 0 {
 		t.Fatalf("replica doc %+v", r)
 	}
 	// A snapshot change carries the row's revision count.
-	snap := ProjectChange(Search, Change{Table: "users", PK: "u1", Op: OpInsert, Row: Row{"bio": "golf"}, Revs: 2}, 30, Doc{}, false)
+	snap := ProjectChange(Search, Change{Table: "users", PK: "u1", Op: OpInsert, Row: R("bio", "golf"), Revs: 2}, 30, Doc{}, false)
 	if snap.Revs != 2 {
 		t.Fatalf("snapshot doc revs %d, want 2", snap.Revs)
 	}

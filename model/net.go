@@ -174,14 +174,11 @@ func fill(c Change, prev *netRow) (Row, []string, string) {
 		// The transaction did not write this row: its stored row has them.
 		return c.Row, c.Unchanged, prev.key.PK
 	}
-	row := make(Row, len(c.Row)+len(c.Unchanged))
-	for col, v := range c.Row {
-		row[col] = v
-	}
+	row := append(make(Row, 0, len(c.Row)+len(c.Unchanged)), c.Row...)
 	var still []string
 	for _, col := range c.Unchanged {
-		if v, ok := prev.row[col]; ok {
-			row[col] = v
+		if v, ok := prev.row.Lookup(col); ok {
+			row.Set(col, v)
 		} else {
 			still = append(still, col)
 		}
@@ -255,13 +252,10 @@ func MergeUnchanged(c Change, src Row) Change {
 	if len(c.Unchanged) == 0 {
 		return c
 	}
-	row := make(Row, len(c.Row)+len(c.Unchanged))
-	for col, v := range c.Row {
-		row[col] = v
-	}
+	row := append(make(Row, 0, len(c.Row)+len(c.Unchanged)), c.Row...)
 	for _, col := range c.Unchanged {
-		if v, ok := src[col]; ok {
-			row[col] = v
+		if v, ok := src.Lookup(col); ok {
+			row.Set(col, v)
 		}
 	}
 	c.Row, c.Unchanged, c.From = row, nil, ""

@@ -12,7 +12,7 @@ import (
 // which takes each net change guarded by the commit LSN ends where the
 // source did.
 func TestNetShapesFromTheField(t *testing.T) {
-	row := func(v string) Row { return Row{"v": v} }
+	row := func(v string) Row { return R("v", v) }
 	ch := func(op Op, pk string, r Row) Change { return Change{Table: "t", PK: pk, Op: op, Row: r} }
 	initial := Txn{CommitLSN: 0x10, Changes: []Change{
 		ch(OpInsert, "1", row("a")), ch(OpInsert, "2", row("b")), ch(OpInsert, "3", row("c")), ch(OpInsert, "6", row("f")),
@@ -141,26 +141,26 @@ func TestNetUnchangedColumns(t *testing.T) {
 		wantUnchanged string
 		wantFrom      string
 	}{
-		{"one update", []Change{{Table: "t", PK: "1", Op: OpUpdate, Row: Row{"v": "a"}, Unchanged: []string{"blob"}}},
+		{"one update", []Change{{Table: "t", PK: "1", Op: OpUpdate, Row: R("v", "a"), Unchanged: []string{"blob"}}},
 			"v=a", "blob", ""},
 		{"insert then update", []Change{
-			{Table: "t", PK: "1", Op: OpInsert, Row: Row{"v": "a", "blob": big}},
-			{Table: "t", PK: "1", Op: OpUpdate, Row: Row{"v": "b"}, Unchanged: []string{"blob"}}},
+			{Table: "t", PK: "1", Op: OpInsert, Row: R("v", "a", "blob", big)},
+			{Table: "t", PK: "1", Op: OpUpdate, Row: R("v", "b"), Unchanged: []string{"blob"}}},
 			"blob=" + big + ";v=b", "", ""},
 		{"two updates", []Change{
-			{Table: "t", PK: "1", Op: OpUpdate, Row: Row{"v": "a"}, Unchanged: []string{"blob"}},
-			{Table: "t", PK: "1", Op: OpUpdate, Row: Row{"v": "b"}, Unchanged: []string{"blob"}}},
+			{Table: "t", PK: "1", Op: OpUpdate, Row: R("v", "a"), Unchanged: []string{"blob"}},
+			{Table: "t", PK: "1", Op: OpUpdate, Row: R("v", "b"), Unchanged: []string{"blob"}}},
 			"v=b", "blob", ""},
 		{"key change", []Change{
-			{Table: "t", PK: "2", OldPK: "1", Op: OpUpdate, Row: Row{"v": "a"}, Unchanged: []string{"blob"}}},
+			{Table: "t", PK: "2", OldPK: "1", Op: OpUpdate, Row: R("v", "a"), Unchanged: []string{"blob"}}},
 			"v=a", "blob", "1"},
 		{"update then key change", []Change{
-			{Table: "t", PK: "1", Op: OpUpdate, Row: Row{"v": "a"}, Unchanged: []string{"blob"}},
-			{Table: "t", PK: "2", OldPK: "1", Op: OpUpdate, Row: Row{"v": "a"}, Unchanged: []string{"blob"}}},
+			{Table: "t", PK: "1", Op: OpUpdate, Row: R("v", "a"), Unchanged: []string{"blob"}},
+			{Table: "t", PK: "2", OldPK: "1", Op: OpUpdate, Row: R("v", "a"), Unchanged: []string{"blob"}}},
 			"v=a", "blob", "1"},
 		{"key change then update", []Change{
-			{Table: "t", PK: "2", OldPK: "1", Op: OpUpdate, Row: Row{"v": "a"}, Unchanged: []string{"blob"}},
-			{Table: "t", PK: "2", Op: OpUpdate, Row: Row{"v": "b"}, Unchanged: []string{"blob"}}},
+			{Table: "t", PK: "2", OldPK: "1", Op: OpUpdate, Row: R("v", "a"), Unchanged: []string{"blob"}},
+			{Table: "t", PK: "2", Op: OpUpdate, Row: R("v", "b"), Unchanged: []string{"blob"}}},
 			"v=b", "blob", "1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -185,14 +185,14 @@ func TestNetUnchangedColumns(t *testing.T) {
 			}
 			// Applied to a state that holds the blob, the row keeps it.
 			s := NewState()
-			s.Apply(Txn{CommitLSN: 0x10, Changes: []Change{{Table: "t", PK: "1", Op: OpInsert, Row: Row{"v": "0", "blob": big}}}})
+			s.Apply(Txn{CommitLSN: 0x10, Changes: []Change{{Table: "t", PK: "1", Op: OpInsert, Row: R("v", "0", "blob", big)}}})
 			s.Apply(Txn{CommitLSN: 0x20, Changes: tc.changes})
 			if s.Len() != 1 {
 				t.Errorf("%d rows after the transaction, want 1: %s", s.Len(), stateString(s))
 			}
 			for _, k := range s.Keys() {
 				e, _ := s.Get(k)
-				if e.Row["blob"] != big {
+				if e.Row.Get("blob") != big {
 					t.Errorf("%s lost its unchanged blob: %.40s", k, e.Row.Encode())
 				}
 			}
@@ -207,16 +207,16 @@ func TestNetUnchangedColumns(t *testing.T) {
 // where the source does.
 func TestNetMovedRowThenTouched(t *testing.T) {
 	big := strings.Repeat("b", 3000)
-	t0 := Txn{CommitLSN: 0x10, Changes: []Change{{Table: "t", PK: "a", Op: OpInsert, Row: Row{"v": "s1", "blob": big}}}}
-	move := Change{Table: "t", PK: "b", OldPK: "a", Op: OpUpdate, Row: Row{"v": "s1"}, Unchanged: []string{"blob"}}
+	t0 := Txn{CommitLSN: 0x10, Changes: []Change{{Table: "t", PK: "a", Op: OpInsert, Row: R("v", "s1", "blob", big)}}}
+	move := Change{Table: "t", PK: "b", OldPK: "a", Op: OpUpdate, Row: R("v", "s1"), Unchanged: []string{"blob"}}
 	for _, tc := range []struct {
 		name string
 		then Change
 		want string
 	}{
-		{"reuse the old key", Change{Table: "t", PK: "a", Op: OpInsert, Row: Row{"v": "s2"}}, "t/a=v=s2 t/b=blob=" + big + ";v=s1"},
+		{"reuse the old key", Change{Table: "t", PK: "a", Op: OpInsert, Row: R("v", "s2")}, "t/a=v=s2 t/b=blob=" + big + ";v=s1"},
 		{"delete the new key", Change{Table: "t", PK: "b", Op: OpDelete}, ""},
-		{"set every column of the new key", Change{Table: "t", PK: "b", Op: OpUpdate, Row: Row{"v": "s2", "blob": "s3"}}, "t/b=blob=s3;v=s2"},
+		{"set every column of the new key", Change{Table: "t", PK: "b", Op: OpUpdate, Row: R("v", "s2", "blob", "s3")}, "t/b=blob=s3;v=s2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			txn := Txn{CommitLSN: 0x20, Changes: []Change{move, tc.then}}
@@ -243,7 +243,7 @@ func TestNetMovedRowThenTouched(t *testing.T) {
 
 // A transaction that touches each key once is not copied.
 func TestNetLeavesSimpleTransactionsAlone(t *testing.T) {
-	txn := Txn{CommitLSN: 1, Changes: []Change{{Table: "t", PK: "1", Op: OpInsert, Row: Row{"v": "a"}}, {Table: "t", PK: "2", Op: OpDelete}}}
+	txn := Txn{CommitLSN: 1, Changes: []Change{{Table: "t", PK: "1", Op: OpInsert, Row: R("v", "a")}, {Table: "t", PK: "2", Op: OpDelete}}}
 	if net := Net(txn); &net.Changes[0] != &txn.Changes[0] {
 		t.Fatal("Net copied a transaction that needs no netting")
 	}

@@ -121,7 +121,7 @@ func (t Table) UniqueValue(i int, pk string, row Row) (string, bool) {
 
 // columnValue is column c's value in row under key pk, for UniqueValue.
 func (t Table) columnValue(c, pk string, row Row) (string, bool) {
-	v, ok := row[c]
+	v, ok := row.Lookup(c)
 	if !ok && slices.Contains(t.Key, c) {
 		v, ok = pk, true // the key as a whole: a unique constraint over it holds anyway
 	}

@@ -30,13 +30,13 @@ func TestTableCheck(t *testing.T) {
 func TestUniqueValue(t *testing.T) {
 	tb := Table{Name: "u", Columns: []Column{{Name: "pk"}, {Name: "a"}, {Name: "b"}}, Key: []string{"pk"},
 		Unique: [][]string{{"a"}, {"a", "b"}, {"pk", "b"}}}
-	row := Row{"a": "x", "b": "y"}
+	row := R("a", "x", "b", "y")
 	for i, want := range []string{"x", "x\x00y", "k1\x00y"} {
 		if got, ok := tb.UniqueValue(i, "k1", row); !ok || got != want {
 			t.Errorf("constraint %d: %q %v, want %q", i, got, ok, want)
 		}
 	}
-	if _, ok := tb.UniqueValue(1, "k1", Row{"a": "x"}); ok {
+	if _, ok := tb.UniqueValue(1, "k1", R("a", "x")); ok {
 		t.Error("a NULL b gave the pair a value")
 	}
 }

@@ -171,14 +171,13 @@ func SortedKeys[V any](m map[Key]V) []Key {
 // checker step hashes them.
 func RowHash(k Key, r Row) uint64 {
 	d := keyDigest(k)
-	var buf [8]column
-	for i, c := range r.sortedPairs(buf[:0]) {
+	for i, c := range r {
 		if i > 0 {
 			d.WriteString(";")
 		}
-		d.WriteString(c.name)
+		d.WriteString(c.Name)
 		d.WriteString("=")
-		d.WriteString(c.value)
+		d.WriteString(c.Value)
 	}
 	return d.Sum64()
 }
@@ -267,7 +266,7 @@ func SearchTerms(r Row) string {
 	var buf [32]string
 	terms := buf[:0]
 	var seen map[string]struct{} // for long texts, which repeat their words
-	for _, v := range r {
+	for _, v := range r.All() {
 		if isToken(v) {
 			// One long token (an encoded image, a spec): no byte-by-byte scan.
 			terms = append(terms, lower(v))

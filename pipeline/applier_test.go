@@ -11,7 +11,7 @@ import (
 )
 
 func txn(lsn model.LSN, snapshot bool) model.Txn {
-	return model.Txn{CommitLSN: lsn, Snapshot: snapshot, Changes: []model.Change{{Table: "t", PK: "k", Op: model.OpUpdate, Row: model.Row{"v": lsn.String()}}}}
+	return model.Txn{CommitLSN: lsn, Snapshot: snapshot, Changes: []model.Change{{Table: "t", PK: "k", Op: model.OpUpdate, Row: model.R("v", lsn.String())}}}
 }
 
 func recs(txns ...model.Txn) []Record {
@@ -96,7 +96,7 @@ func TestPlanReapplyBugKeepsDuplicates(t *testing.T) {
 }
 
 func TestReorderDeletesFirstBreaksInsertThenDelete(t *testing.T) {
-	ins := model.Txn{CommitLSN: 1, Changes: []model.Change{{Table: "t", PK: "k", Op: model.OpInsert, Row: model.Row{"v": "1"}}}}
+	ins := model.Txn{CommitLSN: 1, Changes: []model.Change{{Table: "t", PK: "k", Op: model.OpInsert, Row: model.R("v", "1")}}}
 	del := model.Txn{CommitLSN: 2, Changes: []model.Change{{Table: "t", PK: "k", Op: model.OpDelete}}}
 	got := reorderDeletesFirst([]model.Txn{ins, del})
 	s := model.NewState()
@@ -115,11 +115,11 @@ func TestFoldKeepsLatestVersionsNotRevs(t *testing.T) {
 	k := func(pk string, op model.Op, v string) model.Change {
 		c := model.Change{Table: "t", PK: pk, Op: op}
 		if op != model.OpDelete {
-			c.Row = model.Row{"v": v}
+			c.Row = model.R("v", v)
 		}
 		return c
 	}
-	snap := model.Txn{CommitLSN: 10, Snapshot: true, Changes: []model.Change{{Table: "t", PK: "a", Op: model.OpInsert, Row: model.Row{"v": "a0"}, Revs: 3}, k("b", model.OpInsert, "b0")}}
+	snap := model.Txn{CommitLSN: 10, Snapshot: true, Changes: []model.Change{{Table: "t", PK: "a", Op: model.OpInsert, Row: model.R("v", "a0"), Revs: 3}, k("b", model.OpInsert, "b0")}}
 	batches := []Batch{
 		{Txns: []model.Txn{{CommitLSN: 5, Changes: []model.Change{k("zombie", model.OpInsert, "gone with the reset")}}}, Position: model.Position{Offset: 1, LSN: 5}},
 		{Reset: true, Txns: []model.Txn{snap, {CommitLSN: 20, Changes: []model.Change{k("a", model.OpUpdate, "a1"), k("b", model.OpDelete, "")}}}, Position: model.Position{Offset: 3, LSN: 20}},
@@ -131,7 +131,7 @@ func TestFoldKeepsLatestVersionsNotRevs(t *testing.T) {
 	}
 	var s []string
 	for _, c := range got.Txns[0].Changes {
-		s = append(s, c.PK+"="+c.Row["v"]+"/"+string(rune('0'+c.Revs)))
+		s = append(s, c.PK+"="+c.Row.Get("v")+"/"+string(rune('0'+c.Revs)))
 	}
 	if want := []string{"a=a1/0", "c=c0/0"}; !reflect.DeepEqual(s, want) {
 		t.Fatalf("folded rows %v, want %v (no revision counts)", s, want)
@@ -141,7 +141,7 @@ func TestFoldKeepsLatestVersionsNotRevs(t *testing.T) {
 func TestSnapshotChunksResetThenContinue(t *testing.T) {
 	snap := model.Txn{CommitLSN: 50, Snapshot: true}
 	for i := 0; i < 5; i++ {
-		snap.Changes = append(snap.Changes, model.Change{Table: "t", PK: string(rune('a' + i)), Op: model.OpInsert, Row: model.Row{"v": "1"}})
+		snap.Changes = append(snap.Changes, model.Change{Table: "t", PK: string(rune('a' + i)), Op: model.OpInsert, Row: model.R("v", "1")})
 	}
 	chunks := SplitSnapshot(snap, 2)
 	if len(chunks) != 3 || chunks[2].Chunk != 2 || chunks[0].Chunks != 3 || len(chunks[2].Changes) != 1 {
@@ -173,7 +173,7 @@ func TestSnapshotChunksResetThenContinue(t *testing.T) {
 func TestIncompleteSnapshotCountsMissingChunks(t *testing.T) {
 	snap := model.Txn{CommitLSN: 50, Snapshot: true}
 	for i := 0; i < 6; i++ {
-		snap.Changes = append(snap.Changes, model.Change{Table: "t", PK: string(rune('a' + i)), Op: model.OpInsert, Row: model.Row{"v": "1"}})
+		snap.Changes = append(snap.Changes, model.Change{Table: "t", PK: string(rune('a' + i)), Op: model.OpInsert, Row: model.R("v", "1")})
 	}
 	c := SplitSnapshot(snap, 2) // 3 chunks
 	if n := incompleteSnapshot(model.Position{LSN: 5}, recs(c[0])); n != 2 {
@@ -198,7 +198,7 @@ func TestPlanSkipsAnAbandonedSnapshot(t *testing.T) {
 	rows := func(lsn model.LSN, n int) model.Txn {
 		s := model.Txn{CommitLSN: lsn, Snapshot: true}
 		for i := 0; i < n; i++ {
-			s.Changes = append(s.Changes, model.Change{Table: "t", PK: string(rune('a' + i)), Op: model.OpInsert, Row: model.Row{"v": lsn.String()}})
+			s.Changes = append(s.Changes, model.Change{Table: "t", PK: string(rune('a' + i)), Op: model.OpInsert, Row: model.R("v", lsn.String())})
 		}
 		return s
 	}
@@ -304,7 +304,7 @@ func parts(t model.Txn, n int) []model.Txn {
 func rows(lsn model.LSN, n int) model.Txn {
 	t := model.Txn{XID: uint64(lsn), CommitLSN: lsn}
 	for i := range n {
-		t.Changes = append(t.Changes, model.Change{Table: "t", PK: fmt.Sprintf("k%d", i), Op: model.OpUpdate, Row: model.Row{"v": lsn.String()}})
+		t.Changes = append(t.Changes, model.Change{Table: "t", PK: fmt.Sprintf("k%d", i), Op: model.OpUpdate, Row: model.R("v", lsn.String())})
 	}
 	return t
 }
@@ -414,7 +414,7 @@ func TestFoldOfASplitTxn(t *testing.T) {
 	folded := Fold(Plan(model.Position{}, recs(cat([]model.Txn{rows(20, 8)}, parts(big, 3))...), false))
 	var got []string
 	for _, c := range folded.Txns[0].Changes {
-		got = append(got, c.PK+"="+c.Row["v"])
+		got = append(got, c.PK+"="+c.Row.Get("v"))
 	}
 	want := []string{"k0=0/1E", "k1=0/1E", "k2=0/1E", "k3=0/1E", "k4=0/1E", "k5=0/1E", "k6=0/14", "k7=0/14"}
 	if folded.Position != (model.Position{Offset: 14, LSN: 30}) || !reflect.DeepEqual(got, want) {
@@ -560,7 +560,7 @@ func TestSplitTxnReachesTheStoreWhole(t *testing.T) {
 func TestPlanStopsAtAHoleInTheLog(t *testing.T) {
 	snap := model.Txn{CommitLSN: 10, Snapshot: true}
 	txn := func(lsn, prev model.LSN) model.Txn {
-		return model.Txn{CommitLSN: lsn, PrevLSN: prev, Changes: []model.Change{{Table: "t", PK: "k", Op: model.OpInsert, Row: model.Row{"v": fmt.Sprint(lsn)}}}}
+		return model.Txn{CommitLSN: lsn, PrevLSN: prev, Changes: []model.Change{{Table: "t", PK: "k", Op: model.OpInsert, Row: model.R("v", fmt.Sprint(lsn))}}}
 	}
 	recs := func(ts ...model.Txn) []Record {
 		var out []Record
@@ -622,7 +622,7 @@ func TestIdleApplierNoticesALostStore(t *testing.T) {
 	for _, bug := range []bool{false, true} {
 		ctx, cancel := context.WithCancel(context.Background())
 		log := &scriptLog{}
-		log.Produce(ctx, []model.Txn{{XID: 1, CommitLSN: 10, Changes: []model.Change{{Table: "t", PK: "1", Op: model.OpInsert, Row: model.Row{"v": "a"}}}}})
+		log.Produce(ctx, []model.Txn{{XID: 1, CommitLSN: 10, Changes: []model.Change{{Table: "t", PK: "1", Op: model.OpInsert, Row: model.R("v", "a")}}}})
 		store := &lostStore{pos: model.Position{Offset: 1, LSN: 10}}
 		log.onEnd = append(log.onEnd, func(*memLog) { store.lost = true })
 		for range 20 {
@@ -652,8 +652,8 @@ func TestFollowFencesEveryBatch(t *testing.T) {
 	for _, bug := range []bool{false, true} {
 		ctx, cancel := context.WithCancel(context.Background())
 		log := &scriptLog{}
-		snap := model.Txn{CommitLSN: 10, Snapshot: true, Chunks: 1, Changes: []model.Change{{Table: "t", PK: "1", Op: model.OpInsert, Row: model.Row{"v": "a"}}}}
-		later := model.Txn{XID: 2, CommitLSN: 20, PrevLSN: 10, Changes: []model.Change{{Table: "t", PK: "1", Op: model.OpUpdate, Row: model.Row{"v": "b"}}}}
+		snap := model.Txn{CommitLSN: 10, Snapshot: true, Chunks: 1, Changes: []model.Change{{Table: "t", PK: "1", Op: model.OpInsert, Row: model.R("v", "a")}}}
+		later := model.Txn{XID: 2, CommitLSN: 20, PrevLSN: 10, Changes: []model.Change{{Table: "t", PK: "1", Op: model.OpUpdate, Row: model.R("v", "b")}}}
 		resnap := snap
 		resnap.CommitLSN = 30
 		log.Produce(ctx, []model.Txn{snap, later})
@@ -687,7 +687,7 @@ func TestFollowFencesEveryBatch(t *testing.T) {
 
 // chained is a streamed transaction at lsn that follows prev, writing key k.
 func chained(lsn, prev model.LSN, k string) model.Txn {
-	return model.Txn{CommitLSN: lsn, PrevLSN: prev, Changes: []model.Change{{Table: "t", PK: k, Op: model.OpInsert, Row: model.Row{"v": lsn.String()}}}}
+	return model.Txn{CommitLSN: lsn, PrevLSN: prev, Changes: []model.Change{{Table: "t", PK: k, Op: model.OpInsert, Row: model.R("v", lsn.String())}}}
 }
 
 // A store whose next record retention deleted is rebuilt from the newest
@@ -700,7 +700,7 @@ func TestStoreBehindTheLogStart(t *testing.T) {
 	snap := func(lsn model.LSN, keys ...string) model.Txn {
 		s := model.Txn{CommitLSN: lsn, Snapshot: true, Chunks: 1}
 		for _, k := range keys {
-			s.Changes = append(s.Changes, model.Change{Table: "t", PK: k, Op: model.OpInsert, Row: model.Row{"v": "snap"}})
+			s.Changes = append(s.Changes, model.Change{Table: "t", PK: k, Op: model.OpInsert, Row: model.R("v", "snap")})
 		}
 		return s
 	}

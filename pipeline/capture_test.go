@@ -22,7 +22,7 @@ import (
 func wide(lsn model.LSN, n, size int) model.Txn {
 	t := model.Txn{XID: uint64(lsn), CommitLSN: lsn}
 	for i := range n {
-		t.Changes = append(t.Changes, model.Change{Table: "t", PK: fmt.Sprintf("k%d-%d", lsn, i), Op: model.OpInsert, Row: model.Row{"v": strings.Repeat("x", size)}})
+		t.Changes = append(t.Changes, model.Change{Table: "t", PK: fmt.Sprintf("k%d-%d", lsn, i), Op: model.OpInsert, Row: model.R("v", strings.Repeat("x", size))})
 	}
 	return t
 }
@@ -92,7 +92,7 @@ func TestSplitTxnProperty(t *testing.T) {
 		tx := model.Txn{XID: rapid.Uint64().Draw(rt, "xid"), CommitLSN: model.LSN(rapid.Uint64().Draw(rt, "lsn")), Snapshot: rapid.Bool().Draw(rt, "snapshot")}
 		for i := range rapid.IntRange(0, 40).Draw(rt, "changes") {
 			tx.Changes = append(tx.Changes, model.Change{Table: "t", PK: fmt.Sprint(i), Op: model.OpInsert,
-				Row: model.Row{"v": strings.Repeat("\"", rapid.IntRange(0, 3000).Draw(rt, "size"))}})
+				Row: model.R("v", strings.Repeat("\"", rapid.IntRange(0, 3000).Draw(rt, "size")))})
 		}
 		limit := rapid.IntRange(400, 40000).Draw(rt, "limit")
 		rows := rapid.IntRange(0, 8).Draw(rt, "rows")
@@ -128,7 +128,7 @@ func TestSplitTxnProperty(t *testing.T) {
 // the table, the key, the size and what to do, and is ErrRecordTooLarge.
 func TestSplitTxnRefusesAChangeTooLarge(t *testing.T) {
 	tx := wide(40, 3, 100)
-	tx.Changes[1].Row = model.Row{"v": strings.Repeat("x", 20000)}
+	tx.Changes[1].Row = model.R("v", strings.Repeat("x", 20000))
 	_, err := SplitTxn(tx, 0, 16<<10)
 	var tooLarge *ChangeTooLargeError
 	if !errors.As(err, &tooLarge) || !errors.Is(err, ErrRecordTooLarge) {
@@ -346,7 +346,7 @@ func TestCaptureOldRuleLoopsAndDuplicates(t *testing.T) {
 // retries it for ever.
 func TestCaptureStopsOnAChangeTooLarge(t *testing.T) {
 	huge := wide(30, 2, 10)
-	huge.Changes[1].Row = model.Row{"v": strings.Repeat("x", 20000)}
+	huge.Changes[1].Row = model.R("v", strings.Repeat("x", 20000))
 	src := &fakeSource{txns: []model.Txn{wide(20, 1, 10), huge, wide(40, 1, 10)}, batch: 1}
 	log := &limitLog{max: 16 << 10}
 	c := &Capture{Env: &testEnv{}, Source: src, Log: log}

@@ -75,12 +75,12 @@ func (t KeylessTable) Key(row model.Row) string {
 	vals := make([]string, len(t.Columns))
 	null := make([]bool, len(t.Columns))
 	for i, c := range t.Columns {
-		vals[i], null[i] = row[c], !has(row, c)
+		vals[i], null[i] = row.Get(c), !has(row, c)
 	}
 	return RowKey(vals, null)
 }
 
-func has(r model.Row, c string) bool { _, ok := r[c]; return ok }
+func has(r model.Row, c string) bool { _, ok := r.Lookup(c); return ok }
 
 // NoKeyError is a table lockstep cannot name the rows of: it has neither a
 // primary key nor REPLICA IDENTITY FULL. It wraps ErrUnsupported: reading

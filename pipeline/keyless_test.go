@@ -17,9 +17,9 @@ func TestKeylessTableKey(t *testing.T) {
 		row  model.Row
 		want string
 	}{
-		{model.Row{"note": "n", "id": "e1", "what": "boot"}, "(e1,boot,n)"},
-		{model.Row{"id": "e2", "what": "a b"}, `(e2,"a b",)`},
-		{model.Row{"id": "e3", "what": "", "note": `x"y`}, `(e3,"","x""y")`},
+		{model.R("note", "n", "id", "e1", "what", "boot"), "(e1,boot,n)"},
+		{model.R("id", "e2", "what", "a b"), `(e2,"a b",)`},
+		{model.R("id", "e3", "what", "", "note", `x"y`), `(e3,"","x""y")`},
 		{model.Row{}, "(,,)"},
 	} {
 		if got := tbl.Key(tc.row); got != tc.want {

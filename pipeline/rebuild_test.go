@@ -24,14 +24,14 @@ func (l *genLog) record(off int64) Record {
 	if off == 0 {
 		snap := model.Txn{CommitLSN: 1, Snapshot: true, Chunks: 1}
 		for k := range l.keys {
-			snap.Changes = append(snap.Changes, model.Change{Table: "t", PK: strconv.Itoa(k), Op: model.OpInsert, Row: model.Row{"v": "0", "pad": string(make([]byte, 200))}})
+			snap.Changes = append(snap.Changes, model.Change{Table: "t", PK: strconv.Itoa(k), Op: model.OpInsert, Row: model.R("v", "0", "pad", string(make([]byte, 200)))})
 		}
 		return Record{Offset: 0, Txn: snap}
 	}
 	lsn := model.LSN(off + 1)
 	k := strconv.Itoa(int(off) % l.keys)
 	return Record{Offset: off, Txn: model.Txn{XID: uint64(off), CommitLSN: lsn, PrevLSN: lsn - 1,
-		Changes: []model.Change{{Table: "t", PK: k, Op: model.OpUpdate, Row: model.Row{"v": strconv.Itoa(int(off)), "pad": string(make([]byte, 200))}}}}}
+		Changes: []model.Change{{Table: "t", PK: k, Op: model.OpUpdate, Row: model.R("v", strconv.Itoa(int(off)), "pad", string(make([]byte, 200)))}}}}
 }
 
 func (l *genLog) Fetch(_ context.Context, off int64, limit int) ([]Record, error) {
@@ -88,8 +88,8 @@ func TestRebuildMemoryIsBoundedByTheState(t *testing.T) {
 			t.Fatalf("the rebuild's batch: reset %v, %d txns, to %s; want one snapshot of the 100 keys to offset %d", c.b.Reset, len(c.b.Txns), c.b.Position, c.n)
 		}
 		for _, ch := range c.b.Txns[0].Changes {
-			if want, ok := c.want[ch.PK]; ok && ch.Row["v"] != want {
-				t.Fatalf("key %s rebuilt at v=%s, want its latest, %s", ch.PK, ch.Row["v"], want)
+			if want, ok := c.want[ch.PK]; ok && ch.Row.Get("v") != want {
+				t.Fatalf("key %s rebuilt at v=%s, want its latest, %s", ch.PK, ch.Row.Get("v"), want)
 			}
 		}
 	}
@@ -121,11 +121,11 @@ func (l *hiccupLog) Fetch(ctx context.Context, off int64, limit int) ([]Record, 
 // ... -> 82,073 over 20 s, serving old values.)
 func TestRebuildReachesTheEndSeenAtItsStart(t *testing.T) {
 	log := &hiccupLog{at: 1024, times: 3}
-	snap := model.Txn{CommitLSN: 1, Snapshot: true, Chunks: 1, Changes: []model.Change{{Table: "t", PK: "a", Op: model.OpInsert, Row: model.Row{"v": "0"}}}}
+	snap := model.Txn{CommitLSN: 1, Snapshot: true, Chunks: 1, Changes: []model.Change{{Table: "t", PK: "a", Op: model.OpInsert, Row: model.R("v", "0")}}}
 	txns := []model.Txn{snap}
 	for i := 1; i < 3000; i++ {
 		lsn := model.LSN(i + 1)
-		txns = append(txns, model.Txn{XID: uint64(i), CommitLSN: lsn, PrevLSN: lsn - 1, Changes: []model.Change{{Table: "t", PK: "a", Op: model.OpUpdate, Row: model.Row{"v": strconv.Itoa(i)}}}})
+		txns = append(txns, model.Txn{XID: uint64(i), CommitLSN: lsn, PrevLSN: lsn - 1, Changes: []model.Change{{Table: "t", PK: "a", Op: model.OpUpdate, Row: model.R("v", strconv.Itoa(i))}}})
 	}
 	log.Produce(context.Background(), txns)
 	store := &batchStore{end: 3000, done: func() {}}
@@ -138,7 +138,7 @@ func TestRebuildReachesTheEndSeenAtItsStart(t *testing.T) {
 	if log.times != 0 {
 		t.Fatalf("the rebuild never fetched at offset %d", log.at)
 	}
-	if len(store.batches) != 1 || pos.Offset != 3000 || store.batches[0].Txns[0].Changes[0].Row["v"] != "2999" {
+	if len(store.batches) != 1 || pos.Offset != 3000 || store.batches[0].Txns[0].Changes[0].Row.Get("v") != "2999" {
 		t.Fatalf("%d batches, the rebuild at %s; want one batch to offset 3000 with a's latest value", len(store.batches), pos)
 	}
 }

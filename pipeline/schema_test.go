@@ -34,7 +34,7 @@ func TestFoldKeepsTheLastSnapshotsSchema(t *testing.T) {
 	older := []model.Table{{Name: "old", Columns: []model.Column{{Name: "pk"}}, Key: []string{"pk"}}}
 	snap1 := model.Txn{CommitLSN: 10, Snapshot: true, Schema: older}
 	snap2 := model.Txn{CommitLSN: 30, Snapshot: true, Schema: defs}
-	txn := model.Txn{CommitLSN: 40, Changes: []model.Change{{Table: "users", PK: "a", Op: model.OpInsert, Row: model.Row{"email": "x"}}}}
+	txn := model.Txn{CommitLSN: 40, Changes: []model.Change{{Table: "users", PK: "a", Op: model.OpInsert, Row: model.R("email", "x")}}}
 	b := Fold([]Batch{
 		{Reset: true, Txns: []model.Txn{snap1}, Position: model.Position{Offset: 1, LSN: 10}},
 		{Reset: true, Txns: []model.Txn{snap2, txn}, Position: model.Position{Offset: 3, LSN: 40}},

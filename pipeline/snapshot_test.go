@@ -40,7 +40,7 @@ func (s *madeSnapshot) Scan(ctx context.Context, fn func([]model.Change) error) 
 				j = s.reorder(scan, i, s.rows)
 			}
 			v := strings.Repeat("x", s.sizes[j%len(s.sizes)])
-			page = append(page, model.Change{Table: "t", PK: fmt.Sprint(j), Op: model.OpInsert, Row: model.Row{"v": v}})
+			page = append(page, model.Change{Table: "t", PK: fmt.Sprint(j), Op: model.OpInsert, Row: model.R("v", v)})
 		}
 		if s.onPage != nil {
 			s.onPage(scan, from+s.page >= s.rows)
@@ -156,8 +156,8 @@ func TestCaptureSnapshotReadInAnotherOrder(t *testing.T) {
 	// Values of 600 and 400 bytes cut into two records of a 600 and a 400
 	// in this order, into three when both 600s come first.
 	sizes := []int{600, 400}
-	big, small := model.Change{Table: "t", PK: "0", Op: model.OpInsert, Row: model.Row{"v": strings.Repeat("x", 600)}},
-		model.Change{Table: "t", PK: "1", Op: model.OpInsert, Row: model.Row{"v": strings.Repeat("x", 400)}}
+	big, small := model.Change{Table: "t", PK: "0", Op: model.OpInsert, Row: model.R("v", strings.Repeat("x", 600))},
+		model.Change{Table: "t", PK: "1", Op: model.OpInsert, Row: model.R("v", strings.Repeat("x", 400))}
 	limit := 1000
 	count := func(order ...model.Change) int {
 		k := newCutter(head, 2000, limit)

@@ -504,7 +504,7 @@ func (x *world) withRawRow(op pipeline.TxnFunc, r *rand.Rand) pipeline.TxnFunc {
 		return op
 	}
 	x.rawRows++
-	table, row := x.sc.AddsTable.Name, model.Row{"at": fmt.Sprint(x.rawRows), "what": "audit " + fmt.Sprint(x.rawRows)}
+	table, row := x.sc.AddsTable.Name, model.R("at", fmt.Sprint(x.rawRows), "what", "audit "+fmt.Sprint(x.rawRows))
 	return func(tx pipeline.Tx) error {
 		if err := op(tx); err != nil {
 			return err

@@ -315,7 +315,7 @@ func TestTopicReplicationFlags(t *testing.T) {
 		t.Fatalf("one broker, --replication-factor 1 --min-insync 1: %v", err)
 	}
 	defer l.Close()
-	if _, err := l.Produce(ctx, []model.Txn{{XID: 1, CommitLSN: 8, Changes: []model.Change{{Table: "t", PK: "1", Op: model.OpInsert, Row: model.Row{"v": "a"}}}}}); err != nil {
+	if _, err := l.Produce(ctx, []model.Txn{{XID: 1, CommitLSN: 8, Changes: []model.Change{{Table: "t", PK: "1", Op: model.OpInsert, Row: model.R("v", "a")}}}}); err != nil {
 		t.Fatalf("append on a one-broker topic: %v", err)
 	}
 }

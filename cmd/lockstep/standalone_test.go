@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -98,8 +97,8 @@ func TestStandaloneOnOneBroker(t *testing.T) {
 		wantDocs[kind] = model.Docs{}
 		for pk, row := range want {
 			// A document is the row's other columns: its key names the row.
-			doc := maps.Clone(row)
-			delete(doc, "id")
+			doc := row.Clone()
+			doc.Delete("id")
 			wantDocs[kind][model.Key{Table: "accounts", PK: pk}] = model.ProjectEntry(kind, model.Entry{Row: doc})
 		}
 	}
@@ -176,7 +175,7 @@ func queryRows(ctx context.Context, dsn, q string) (map[string]model.Row, error)
 		if err := rs.Scan(&id, &owner, &balance); err != nil {
 			return nil, err
 		}
-		out[id] = model.Row{"id": id, "owner": owner, "balance": balance}
+		out[id] = model.R("id", id, "owner", owner, "balance", balance)
 	}
 	return out, rs.Err()
 }

@@ -427,7 +427,7 @@ func wholeRow(image json.RawMessage) (string, model.Row, error) {
 		}
 		vals[i], null[i] = v, !ok
 		if ok {
-			row[names[i]] = v
+			row.Set(names[i], v)
 		}
 	}
 	return pipeline.RowKey(vals, null), row, nil
@@ -458,7 +458,7 @@ func (d *Decoder) row(after json.RawMessage, keyCols []string) (model.Row, []str
 		case v == placeholder:
 			unchanged = append(unchanged, c)
 		default:
-			row[c] = v
+			row.Set(c, v)
 		}
 	}
 	slices.Sort(unchanged)

@@ -45,44 +45,44 @@ import (
 // pg_waldump for xids 749 and 750.
 var wantCapture = []model.Txn{
 	{XID: 729, CommitLSN: 22250720, Changes: []model.Change{
-		ins("accounts", "1", model.Row{"owner": "ann", "balance": "100"}),
-		ins("accounts", "2", model.Row{"owner": "bob", "balance": "50", "note": "vip"}),
-		ins("docs", "d1", model.Row{"rev": "1", "body": "abcdefghij...10000"}),
+		ins("accounts", "1", model.R("owner", "ann", "balance", "100")),
+		ins("accounts", "2", model.R("owner", "bob", "balance", "50", "note", "vip")),
+		ins("docs", "d1", model.R("rev", "1", "body", "abcdefghij...10000")),
 	}},
 	{XID: 730, CommitLSN: 22250856, Changes: []model.Change{
-		upd("accounts", "1", model.Row{"owner": "ann", "balance": "70"}),
+		upd("accounts", "1", model.R("owner", "ann", "balance", "70")),
 	}},
 	{XID: 731, CommitLSN: 22251208, Changes: []model.Change{
-		upd("accounts", "2", model.Row{"owner": "bob", "balance": "80", "note": "vip"}),
-		upd("docs", "d1", model.Row{"rev": "2", "body": "abcdefghij...10000"}), // compressed in line, so sent
+		upd("accounts", "2", model.R("owner", "bob", "balance", "80", "note", "vip")),
+		upd("docs", "d1", model.R("rev", "2", "body", "abcdefghij...10000")), // compressed in line, so sent
 	}},
 	{XID: 732, CommitLSN: 22251416, Changes: []model.Change{
-		moved(upd("accounts", "3", model.Row{"owner": "ann", "balance": "70"}), "1"),
+		moved(upd("accounts", "3", model.R("owner", "ann", "balance", "70")), "1"),
 	}},
 	{XID: 733, CommitLSN: 22251752, Changes: []model.Change{
-		moved(upd("docs", "d2", model.Row{"rev": "3", "body": "abcdefghij...10000"}), "d1"),
+		moved(upd("docs", "d2", model.R("rev", "3", "body", "abcdefghij...10000")), "d1"),
 	}},
 	{XID: 734, CommitLSN: 22251864, Changes: []model.Change{
 		del("accounts", "2"),
 	}},
 	{XID: 735, CommitLSN: 22252424, Changes: []model.Change{
-		ins("pairs", "1,x", model.Row{"v": "one"}),
-		ins("pairs", "2,y", model.Row{"v": "two"}),
+		ins("pairs", "1,x", model.R("v", "one")),
+		ins("pairs", "2,y", model.R("v", "two")),
 		upd("pairs", "1,x", model.Row{}),
 		del("pairs", "2,y"),
 	}},
 	{XID: 749, CommitLSN: 22536808, Changes: []model.Change{
-		ins("docs", "t1", model.Row{"rev": "1", "body": "0123456789...5000"}),
+		ins("docs", "t1", model.R("rev", "1", "body", "0123456789...5000")),
 	}},
 	{XID: 750, CommitLSN: 22537008, Changes: []model.Change{
-		kept(upd("docs", "t1", model.Row{"rev": "2"}), "body"),
+		kept(upd("docs", "t1", model.R("rev", "2")), "body"),
 	}},
 	{XID: 751, CommitLSN: 22537280, Changes: []model.Change{
-		kept(moved(upd("docs", "t2", model.Row{"rev": "3"}), "t1"), "body"),
+		kept(moved(upd("docs", "t2", model.R("rev", "3")), "t1"), "body"),
 	}},
 	{XID: 752, CommitLSN: 22537784, Changes: []model.Change{
-		kept(upd("docs", "t2", model.Row{"rev": "4"}), "body"),
-		upd("docs", "t2", model.Row{"rev": "4", "body": "short"}),
+		kept(upd("docs", "t2", model.R("rev", "4")), "body"),
+		upd("docs", "t2", model.R("rev", "4", "body", "short")),
 	}},
 }
 
@@ -185,9 +185,9 @@ func TestCapture(t *testing.T) {
 		s.Apply(txn)
 	}
 	want := map[model.Key]model.Row{
-		{Table: "accounts", PK: "3"}: {"owner": "ann", "balance": "70"},
-		{Table: "docs", PK: "d2"}:    {"rev": "3", "body": "abcdefghij...10000"},
-		{Table: "docs", PK: "t2"}:    {"rev": "4", "body": "short"},
+		{Table: "accounts", PK: "3"}: model.R("owner", "ann", "balance", "70"),
+		{Table: "docs", PK: "d2"}:    model.R("rev", "3", "body", "abcdefghij...10000"),
+		{Table: "docs", PK: "t2"}:    model.R("rev", "4", "body", "short"),
 		{Table: "pairs", PK: "1,x"}:  {},
 	}
 	for k, row := range want {
@@ -380,14 +380,14 @@ func TestHandWritten(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sameTxns(t, got, []model.Txn{{XID: 7, CommitLSN: 200, Changes: []model.Change{ins("t", "1", model.Row{"v": "a"})}}})
+	sameTxns(t, got, []model.Txn{{XID: 7, CommitLSN: 200, Changes: []model.Change{ins("t", "1", model.R("v", "a"))}}})
 
 	other := strings.Replace(insert7, `"schema":"public"`, `"schema":"app"`, 1)
 	got, err = feed(tRec(`{"id":1}`, other), txRec(strings.Replace(end7, "public.t", "app.t", 1)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	sameTxns(t, got, []model.Txn{{XID: 7, CommitLSN: 200, Changes: []model.Change{ins("app.t", "1", model.Row{"v": "a"})}}})
+	sameTxns(t, got, []model.Txn{{XID: 7, CommitLSN: 200, Changes: []model.Change{ins("app.t", "1", model.R("v", "a"))}}})
 
 	// A table without a primary key: a null record key, rows named by
 	// all their columns in the table's order (pipeline.RowKey), NULLs
@@ -398,7 +398,7 @@ func TestHandWritten(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sameTxns(t, got, []model.Txn{{XID: 7, CommitLSN: 200, Changes: []model.Change{ins("t", `(3,"a b",)`, model.Row{"seq": "3", "who": "a b"})}}})
+	sameTxns(t, got, []model.Txn{{XID: 7, CommitLSN: 200, Changes: []model.Change{ins("t", `(3,"a b",)`, model.R("seq", "3", "who", "a b"))}}})
 	got, err = feed(tRec("null", gone), txRec(end7))
 	if err != nil {
 		t.Fatal(err)

@@ -40,7 +40,7 @@ func txns(from, n int) []model.Txn {
 	for i := range out {
 		x := from + i
 		out[i] = model.Txn{XID: uint64(x), CommitLSN: model.LSN(100 * (x + 1)), Changes: []model.Change{
-			{Table: "t", PK: fmt.Sprint("k", x%7), Op: model.OpUpdate, Row: model.Row{"v": fmt.Sprint(x)}},
+			{Table: "t", PK: fmt.Sprint("k", x%7), Op: model.OpUpdate, Row: model.R("v", fmt.Sprint(x))},
 		}}
 	}
 	return out
@@ -211,7 +211,7 @@ func TestKafka(t *testing.T) {
 	t.Run("LargeRecord", func(t *testing.T) {
 		snap := model.Txn{XID: 99, CommitLSN: 99999, Snapshot: true}
 		for i := range 20000 { // about 2 MB of JSON, over Kafka's default 1 MB
-			snap.Changes = append(snap.Changes, model.Change{Table: "t", PK: fmt.Sprint("k", i), Op: model.OpInsert, Row: model.Row{"v": strings.Repeat("x", 64)}, Revs: 1})
+			snap.Changes = append(snap.Changes, model.Change{Table: "t", PK: fmt.Sprint("k", i), Op: model.OpInsert, Row: model.R("v", strings.Repeat("x", 64)), Revs: 1})
 		}
 		off := produce(t, []model.Txn{snap})
 		check(t, fetchN(t, l, off, 1), off)

@@ -63,7 +63,7 @@ func BenchmarkCaptureRestartKafka(b *testing.B) {
 	}
 	snap := model.Txn{CommitLSN: 1, Snapshot: true}
 	for i := range 128 {
-		snap.Changes = append(snap.Changes, model.Change{Table: "t", PK: fmt.Sprint(i), Op: model.OpInsert, Row: model.Row{"v": "0"}})
+		snap.Changes = append(snap.Changes, model.Change{Table: "t", PK: fmt.Sprint(i), Op: model.OpInsert, Row: model.R("v", "0")})
 	}
 	if _, err := fill.Produce(ctx, pipeline.SplitSnapshot(snap, 32)); err != nil {
 		b.Fatal(err)

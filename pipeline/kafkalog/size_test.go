@@ -63,7 +63,7 @@ func sized(t *testing.T, lsn model.LSN, n int) model.Txn {
 	t.Helper()
 	tx := model.Txn{XID: uint64(lsn), CommitLSN: lsn, Changes: []model.Change{{Table: "t", PK: "big", Op: model.OpInsert}}}
 	for pad := max(0, n-200); pad < n; pad++ {
-		tx.Changes[0].Row = model.Row{"v": strings.Repeat("x", pad)}
+		tx.Changes[0].Row = model.R("v", strings.Repeat("x", pad))
 		if got, _ := logcodec.TxnBytes(tx); got == n {
 			return tx
 		}
@@ -216,7 +216,7 @@ func testRecordSize(t *testing.T, broker string) {
 		for i := range noise {
 			noise[i] = byte('a' + rng.IntN(26))
 		}
-		refused = model.Txn{XID: 13, CommitLSN: 13, Changes: []model.Change{{Table: "t", PK: "noise", Op: model.OpInsert, Row: model.Row{"v": string(noise)}}}}
+		refused = model.Txn{XID: 13, CommitLSN: 13, Changes: []model.Change{{Table: "t", PK: "noise", Op: model.OpInsert, Row: model.R("v", string(noise))}}}
 		over, err := New(Config{Brokers: []string{broker}, Topic: "size-broker", ReplicationFactor: 1, MinInSync: 1, MaxRecordBytes: 2 * limit})
 		if err != nil {
 			t.Fatal(err)
@@ -233,7 +233,7 @@ func testRecordSize(t *testing.T, broker string) {
 		l := small(t, "size-split")
 		big := model.Txn{XID: 77, CommitLSN: 7700}
 		for i := range 100 {
-			big.Changes = append(big.Changes, model.Change{Table: "t", PK: strings.Repeat("k", i+1), Op: model.OpInsert, Row: model.Row{"v": strings.Repeat("é", 500)}})
+			big.Changes = append(big.Changes, model.Change{Table: "t", PK: strings.Repeat("k", i+1), Op: model.OpInsert, Row: model.R("v", strings.Repeat("é", 500))})
 		}
 		if _, err := l.Produce(ctx(t), []model.Txn{big}); !errors.Is(err, pipeline.ErrRecordTooLarge) {
 			t.Fatalf("the whole transaction: %v; want ErrRecordTooLarge", err)

@@ -54,12 +54,12 @@ type wireColumn struct {
 }
 
 type wireChange struct {
-	Table string            `json:"table"`
-	PK    string            `json:"pk"`
-	Op    string            `json:"op"`
-	Row   map[string]string `json:"row"`
-	OldPK string            `json:"old_pk,omitempty"`
-	Revs  int               `json:"revs,omitempty"`
+	Table string    `json:"table"`
+	PK    string    `json:"pk"`
+	Op    string    `json:"op"`
+	Row   model.Row `json:"row"`
+	OldPK string    `json:"old_pk,omitempty"`
+	Revs  int       `json:"revs,omitempty"`
 	// Unchanged is model.Change.Unchanged; an empty list comes back nil.
 	Unchanged []string `json:"unchanged,omitempty"`
 }
@@ -123,7 +123,7 @@ func validUTF8(c model.Change) bool {
 	if !utf8.ValidString(c.Table) || !utf8.ValidString(c.PK) || !utf8.ValidString(c.OldPK) {
 		return false
 	}
-	for k, v := range c.Row {
+	for k, v := range c.Row.All() {
 		if !utf8.ValidString(k) || !utf8.ValidString(v) {
 			return false
 		}

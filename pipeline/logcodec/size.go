@@ -89,7 +89,7 @@ func changeBound(c model.Change) int {
 	row := 4 // null
 	if c.Row != nil {
 		row = 2 // {}
-		for k, v := range c.Row {
+		for k, v := range c.Row.All() {
 			row += str(k) + 1 + str(v) + 1 // "k":"v",
 		}
 	}

@@ -64,7 +64,7 @@ func genChange(t *rapid.T) model.Change {
 		Revs:  rapid.IntRange(math.MinInt, math.MaxInt).Draw(t, "revs"),
 	}
 	if rapid.Bool().Draw(t, "hasRow") {
-		c.Row = rapid.MapOf(s, s).Draw(t, "row")
+		c.Row = model.RowFromMap(rapid.MapOf(s, s).Draw(t, "row"))
 	}
 	if rapid.Bool().Draw(t, "hasUnchanged") {
 		c.Unchanged = rapid.SliceOfN(s, 1, 4).Draw(t, "unchanged")

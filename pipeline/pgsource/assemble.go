@@ -418,7 +418,7 @@ func (rel *relation) row(t, old Tuple, pk string, update bool) (r model.Row, unc
 		case notSent:
 			unchanged = append(unchanged, c.Name)
 		case ok:
-			r[c.Name] = s
+			r.Set(c.Name, s)
 		}
 	}
 	slices.Sort(unchanged)

@@ -96,9 +96,9 @@ func testCaptureConfirms(t *testing.T, dsn string) {
 	s := e.stream(Config{})
 	stop := runCapture(e, s, log)
 	waitFor(t, "snapshot appended", func() bool { end, _ := log.End(e.ctx); return end > 0 })
-	first := e.exec(put("t", "a", model.Row{"v": "1"}))
+	first := e.exec(put("t", "a", model.R("v", "1")))
 	waitFor(t, "first transaction appended", func() bool { return log.lsnOf(first.XID) != 0 })
-	quiet := e.exec(put("t", "b", model.Row{"v": "2"}))
+	quiet := e.exec(put("t", "b", model.R("v", "2")))
 	waitFor(t, "last transaction appended", func() bool { return log.lsnOf(quiet.XID) != 0 })
 	last := log.lsnOf(quiet.XID).String()
 	waitFor(t, "quiet source: slot at the last transaction, "+last, func() bool { return e.slotLSN(s.cfg.Slot) == last })
@@ -112,7 +112,7 @@ func testCaptureConfirms(t *testing.T, dsn string) {
 	s = e.stream(Config{Slot: s.cfg.Slot, IdleInterval: time.Hour})
 	stop = runCapture(e, s, log)
 	for i := range 2 {
-		txn := e.exec(put("t", fmt.Sprint("c", i), model.Row{"v": "3"}))
+		txn := e.exec(put("t", fmt.Sprint("c", i), model.R("v", "3")))
 		waitFor(t, "transaction appended", func() bool { return log.lsnOf(txn.XID) != 0 })
 		last = log.lsnOf(txn.XID).String()
 	}

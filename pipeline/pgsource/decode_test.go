@@ -200,14 +200,14 @@ func TestAssemblerTransactions(t *testing.T) {
 	)
 	want := []model.Txn{
 		{XID: 10, CommitLSN: 0x130, Changes: []model.Change{
-			{Table: "accounts", PK: "a", Op: model.OpInsert, Row: model.Row{"bal": "10", "note": "hi"}},
-			{Table: "accounts", PK: "b", Op: model.OpInsert, Row: model.Row{"bal": "5"}},
-			{Table: "accounts", PK: "a", Op: model.OpUpdate, Row: model.Row{"bal": "11", "note": "hi"}},
+			{Table: "accounts", PK: "a", Op: model.OpInsert, Row: model.R("bal", "10", "note", "hi")},
+			{Table: "accounts", PK: "b", Op: model.OpInsert, Row: model.R("bal", "5")},
+			{Table: "accounts", PK: "a", Op: model.OpUpdate, Row: model.R("bal", "11", "note", "hi")},
 			{Table: "accounts", PK: "b", Op: model.OpDelete},
 		}},
 		{XID: 11, CommitLSN: 0x228},
 		{XID: 12, CommitLSN: 0x330, Changes: []model.Change{
-			{Table: "accounts", PK: "z", Op: model.OpUpdate, Row: model.Row{"bal": "11", "note": "hi"}, OldPK: "a"},
+			{Table: "accounts", PK: "z", Op: model.OpUpdate, Row: model.R("bal", "11", "note", "hi"), OldPK: "a"},
 		}},
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -224,7 +224,7 @@ func TestAssemblerKeys(t *testing.T) {
 	}}
 	var a Assembler
 	got := feed(t, &a, begin(1, 1), items, &Insert{RelationID: 7, New: tup("1", "x", "two")}, commit(1, 2))
-	want := model.Change{Table: "app.items", PK: "1,two", Op: model.OpInsert, Row: model.Row{"v": "x"}}
+	want := model.Change{Table: "app.items", PK: "1,two", Op: model.OpInsert, Row: model.R("v", "x")}
 	if !reflect.DeepEqual(got[0].Changes, []model.Change{want}) {
 		t.Errorf("composite key in schema app: got %v, want %v", got[0].Changes, want)
 	}
@@ -242,7 +242,7 @@ func TestAssemblerKeys(t *testing.T) {
 		&Delete{RelationID: 16400, OldKind: 'O', Old: tup("b", "2", "big")},
 		commit(1, 2))
 	wantC := []model.Change{
-		{Table: "accounts", PK: "b", Op: model.OpUpdate, Row: model.Row{"bal": "2", "note": "big"}, OldPK: "a"},
+		{Table: "accounts", PK: "b", Op: model.OpUpdate, Row: model.R("bal", "2", "note", "big"), OldPK: "a"},
 		{Table: "accounts", PK: "b", Op: model.OpDelete},
 	}
 	if !reflect.DeepEqual(got[0].Changes, wantC) || !reflect.DeepEqual(asked, []string{"accounts"}) {
@@ -290,10 +290,10 @@ func TestAssemblerWholeRowKey(t *testing.T) {
 		&Delete{RelationID: 16400, OldKind: 'O', Old: tup("a", "3", "BIG")},
 		commit(1, 2))
 	want := []model.Change{
-		{Table: "accounts", PK: "(a,1,)", Op: model.OpInsert, Row: model.Row{"id": "a", "bal": "1"}},
-		{Table: "accounts", PK: `(a,2,"x, y")`, Op: model.OpUpdate, Row: model.Row{"id": "a", "bal": "2", "note": "x, y"}, OldPK: "(a,1,)"},
-		{Table: "accounts", PK: `(a,2,"x, y")`, Op: model.OpUpdate, Row: model.Row{"id": "a", "bal": "2", "note": "x, y"}},
-		{Table: "accounts", PK: "(a,3,BIG)", Op: model.OpUpdate, Row: model.Row{"id": "a", "bal": "3", "note": "BIG"}, OldPK: "(a,2,BIG)"},
+		{Table: "accounts", PK: "(a,1,)", Op: model.OpInsert, Row: model.R("id", "a", "bal", "1")},
+		{Table: "accounts", PK: `(a,2,"x, y")`, Op: model.OpUpdate, Row: model.R("id", "a", "bal", "2", "note", "x, y"), OldPK: "(a,1,)"},
+		{Table: "accounts", PK: `(a,2,"x, y")`, Op: model.OpUpdate, Row: model.R("id", "a", "bal", "2", "note", "x, y")},
+		{Table: "accounts", PK: "(a,3,BIG)", Op: model.OpUpdate, Row: model.R("id", "a", "bal", "3", "note", "BIG"), OldPK: "(a,2,BIG)"},
 		{Table: "accounts", PK: "(a,3,BIG)", Op: model.OpDelete},
 	}
 	if !reflect.DeepEqual(got[0].Changes, want) {
@@ -350,7 +350,7 @@ func TestAssemblerSkip(t *testing.T) {
 		&Insert{RelationID: 16400, New: tup("a", "1", "x")},
 		&Truncate{RelationIDs: []uint32{9}},
 		commit(1, 2))
-	want := []model.Change{{Table: "accounts", PK: "a", Op: model.OpInsert, Row: model.Row{"bal": "1", "note": "x"}}}
+	want := []model.Change{{Table: "accounts", PK: "a", Op: model.OpInsert, Row: model.R("bal", "1", "note", "x")}}
 	if !reflect.DeepEqual(got[0].Changes, want) || !reflect.DeepEqual(skipped, []string{"events", "events"}) {
 		t.Errorf("got %v (skipped %v), want %v", got[0].Changes, skipped, want)
 	}
@@ -382,19 +382,19 @@ func TestAssemblerUnchangedToast(t *testing.T) {
 		wantErr       string
 	}{
 		{"whole old row", 'f', &Update{RelationID: 16400, OldKind: 'O', Old: tup("a", "1", "BIG"), New: tup("a", "2", unchanged)},
-			model.Row{"bal": "2", "note": "BIG"}, nil, ""},
+			model.R("bal", "2", "note", "BIG"), nil, ""},
 		{"old row NULL", 'f', &Update{RelationID: 16400, OldKind: 'O', Old: tup("a", "1", nil), New: tup("a", "2", unchanged)},
-			model.Row{"bal": "2"}, nil, ""},
+			model.R("bal", "2"), nil, ""},
 		{"no old row", 'd', &Update{RelationID: 16400, New: tup("a", "2", unchanged)},
-			model.Row{"bal": "2"}, []string{"note"}, ""},
+			model.R("bal", "2"), []string{"note"}, ""},
 		{"two columns, sorted", 'd', &Update{RelationID: 16400, New: tup("a", unchanged, unchanged)},
 			model.Row{}, []string{"bal", "note"}, ""},
 		{"key-only old row", 'd', &Update{RelationID: 16400, OldKind: 'K', Old: tup("z", nil, nil), New: tup("a", "2", unchanged)},
-			model.Row{"bal": "2"}, []string{"note"}, ""},
+			model.R("bal", "2"), []string{"note"}, ""},
 		{"old row unchanged too", 'f', &Update{RelationID: 16400, OldKind: 'O', Old: tup("a", "1", unchanged), New: tup("a", "2", unchanged)},
-			model.Row{"bal": "2"}, []string{"note"}, ""},
+			model.R("bal", "2"), []string{"note"}, ""},
 		{"key from the old key", 'd', &Update{RelationID: 16400, OldKind: 'K', Old: tup("a", nil, nil), New: tup(unchanged, "2", "x")},
-			model.Row{"bal": "2", "note": "x"}, nil, ""},
+			model.R("bal", "2", "note", "x"), nil, ""},
 		{"key not sent", 'd', &Update{RelationID: 16400, New: tup(unchanged, "2", "x")},
 			nil, nil, `key column "id" is an unchanged TOASTed value`},
 		{"in an insert", 'd', &Insert{RelationID: 16400, New: tup("a", "2", unchanged)},
@@ -427,7 +427,7 @@ func TestAssemblerUnchangedToast(t *testing.T) {
 		if c.PK != "a" || !reflect.DeepEqual(c.Row, tc.want) || !reflect.DeepEqual(c.Unchanged, tc.wantUnchanged) {
 			t.Errorf("%s: pk %q row %v unchanged %q, want pk a row %v unchanged %q", tc.name, c.PK, c.Row, c.Unchanged, tc.want, tc.wantUnchanged)
 		}
-		for _, v := range c.Row {
+		for _, v := range c.Row.All() {
 			if v == "" {
 				t.Errorf("%s: a placeholder was written as data: %v", tc.name, c.Row)
 			}

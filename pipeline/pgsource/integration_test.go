@@ -217,7 +217,7 @@ func testSnapshotThenStream(t *testing.T, dsn string) {
 	for i := range 10 {
 		e.exec(func(tx pipeline.Tx) error {
 			for j := range 4 {
-				tx.Put("acct", fmt.Sprintf("k%02d", i*4+j), model.Row{"v": fmt.Sprintf("pre-%d-%d", i, j)})
+				tx.Put("acct", fmt.Sprintf("k%02d", i*4+j), model.R("v", fmt.Sprintf("pre-%d-%d", i, j)))
 			}
 			return nil
 		})
@@ -251,7 +251,7 @@ func testSnapshotThenStream(t *testing.T, dsn string) {
 						if rng.IntN(4) == 0 {
 							tx.Delete("acct", k)
 						} else {
-							tx.Put("acct", k, model.Row{"v": fmt.Sprintf("w%d-%d-%d", w, n, j)})
+							tx.Put("acct", k, model.R("v", fmt.Sprintf("w%d-%d-%d", w, n, j)))
 						}
 					}
 					return nil
@@ -284,7 +284,7 @@ func testSnapshotThenStream(t *testing.T, dsn string) {
 	}
 	close(stop)
 	wg.Wait()
-	marker := e.exec(put("acct", "zz", model.Row{"v": "marker"}))
+	marker := e.exec(put("acct", "zz", model.R("v", "marker")))
 	for streamed[len(streamed)-1].XID != marker.XID {
 		txns, err := s.Next(e.ctx)
 		if err != nil {
@@ -362,7 +362,7 @@ func testSnapshotThenStream(t *testing.T, dsn string) {
 		if err := rows.Scan(&pk, &v); err != nil {
 			t.Fatal(err)
 		}
-		changes = append(changes, model.Change{Table: "acct", PK: pk, Op: model.OpInsert, Row: model.Row{"v": v}})
+		changes = append(changes, model.Change{Table: "acct", PK: pk, Op: model.OpInsert, Row: model.R("v", v)})
 	}
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
@@ -382,7 +382,7 @@ func testConfirmResume(t *testing.T, dsn string) {
 	e.start(s)
 	var want []model.Txn
 	for i := range 10 {
-		want = append(want, e.exec(put("t", fmt.Sprintf("k%d", i), model.Row{"v": "1"})))
+		want = append(want, e.exec(put("t", fmt.Sprintf("k%d", i), model.R("v", "1"))))
 	}
 	got := e.collect(s, 10)
 	for i := range got {
@@ -435,14 +435,14 @@ func testConfirmResume(t *testing.T, dsn string) {
 func testMultiRowAtomic(t *testing.T, dsn string) {
 	e := newEnv(t, dsn, map[string][]string{"a": {"v"}, "b": {"v", "w"}})
 	for i := range 5 {
-		e.exec(put("a", fmt.Sprintf("old%d", i), model.Row{"v": "x"}))
+		e.exec(put("a", fmt.Sprintf("old%d", i), model.R("v", "x")))
 	}
 	s := e.stream(Config{})
 	e.start(s)
 	big := e.exec(func(tx pipeline.Tx) error {
 		for i := range 40 {
-			tx.Put("a", fmt.Sprintf("r%02d", i), model.Row{"v": fmt.Sprint(i)})
-			tx.Put("b", fmt.Sprintf("r%02d", i), model.Row{"v": fmt.Sprint(i), "w": "y"})
+			tx.Put("a", fmt.Sprintf("r%02d", i), model.R("v", fmt.Sprint(i)))
+			tx.Put("b", fmt.Sprintf("r%02d", i), model.R("v", fmt.Sprint(i), "w", "y"))
 		}
 		for i := range 5 {
 			tx.Delete("a", fmt.Sprintf("old%d", i))
@@ -483,7 +483,7 @@ func testMultiRowAtomic(t *testing.T, dsn string) {
 	}
 	got = e.collect(s, 2)
 	ins := func(pk, v string, op model.Op) model.Change {
-		return model.Change{Table: "a", PK: pk, Op: op, Row: model.Row{"v": v}}
+		return model.Change{Table: "a", PK: pk, Op: op, Row: model.R("v", v)}
 	}
 	if !reflect.DeepEqual(got[0].Changes, []model.Change{ins("b1", "1", model.OpInsert)}) ||
 		!reflect.DeepEqual(got[1].Changes, []model.Change{ins("a1", "1", model.OpInsert), ins("a2", "2", model.OpInsert), ins("a1", "3", model.OpUpdate)}) {
@@ -500,7 +500,7 @@ func testAbortedNeverAppears(t *testing.T, dsn string) {
 
 	overdraw := errors.New("would overdraw")
 	aborted, err := e.src.Exec(e.ctx, func(tx pipeline.Tx) error {
-		tx.Put("t", "bad1", model.Row{"v": "phantom"})
+		tx.Put("t", "bad1", model.R("v", "phantom"))
 		return overdraw
 	})
 	if !errors.Is(err, overdraw) || aborted.XID == 0 || len(aborted.Changes) != 1 || aborted.CommitLSN != 0 {
@@ -534,7 +534,7 @@ func testAbortedNeverAppears(t *testing.T, dsn string) {
 	if err := tx.Commit(e.ctx); err != nil {
 		t.Fatal(err)
 	}
-	after := e.exec(put("t", "after", model.Row{"v": "v"}))
+	after := e.exec(put("t", "after", model.R("v", "v")))
 
 	got := e.collect(s, 2)
 	for _, txn := range got {
@@ -542,14 +542,14 @@ func testAbortedNeverAppears(t *testing.T, dsn string) {
 			t.Errorf("a rolled-back transaction was streamed: %v", txn)
 		}
 		for _, c := range txn.Changes {
-			if c.Row["v"] == "phantom" {
+			if c.Row.Get("v") == "phantom" {
 				t.Errorf("a rolled-back value was streamed: %v", txn)
 			}
 		}
 	}
 	wantSP := []model.Change{
-		{Table: "t", PK: "ok1", Op: model.OpInsert, Row: model.Row{"v": "v"}},
-		{Table: "t", PK: "ok2", Op: model.OpInsert, Row: model.Row{"v": "v"}},
+		{Table: "t", PK: "ok1", Op: model.OpInsert, Row: model.R("v", "v")},
+		{Table: "t", PK: "ok2", Op: model.OpInsert, Row: model.R("v", "v")},
 	}
 	if !reflect.DeepEqual(got[0].Changes, wantSP) {
 		t.Errorf("transaction with a rolled-back savepoint: got %v, want %v", got[0].Changes, wantSP)
@@ -588,7 +588,7 @@ func testKeepalive(t *testing.T, dsn string) {
 	if n != 1 {
 		t.Errorf("walsender %d is gone after the idle period", pid)
 	}
-	want := e.exec(put("t", "k", model.Row{"v": "after idle"}))
+	want := e.exec(put("t", "k", model.R("v", "after idle")))
 	got := e.collect(s, 1)
 	sameChanges(t, "after idle", got[0], want)
 	// Replies carried the confirmed position, not the server's WAL end:
@@ -606,22 +606,22 @@ func testKeepalive(t *testing.T, dsn string) {
 // that XID.
 func testSourceRoundTrip(t *testing.T, dsn string) {
 	e := newEnv(t, dsn, map[string][]string{"users": {"name", "email"}, "orders": {"item", "qty"}})
-	e.exec(put("users", "u1", model.Row{"name": "ann", "email": "a@x"}))
+	e.exec(put("users", "u1", model.R("name", "ann", "email", "a@x")))
 	s := e.stream(Config{})
 	e.start(s)
 
 	txn := e.exec(func(tx pipeline.Tx) error {
-		if r, ok := tx.Get("users", "u1"); !ok || !reflect.DeepEqual(r, model.Row{"name": "ann", "email": "a@x"}) {
+		if r, ok := tx.Get("users", "u1"); !ok || !reflect.DeepEqual(r, model.R("name", "ann", "email", "a@x")) {
 			t.Errorf("Get(u1) = %v, %v", r, ok)
 		}
-		tx.Put("users", "u1", model.Row{"name": "ann2", "email": "a@x"})
-		if r, _ := tx.Get("users", "u1"); r["name"] != "ann2" {
+		tx.Put("users", "u1", model.R("name", "ann2", "email", "a@x"))
+		if r, _ := tx.Get("users", "u1"); r.Get("name") != "ann2" {
 			t.Errorf("Get does not see the transaction's own write: %v", r)
 		}
-		tx.Put("users", "u2", model.Row{"name": "bob"})
-		tx.Put("orders", "o1", model.Row{"item": "pen", "qty": "3"})
+		tx.Put("users", "u2", model.R("name", "bob"))
+		tx.Put("orders", "o1", model.R("item", "pen", "qty", "3"))
 		tx.Delete("orders", "nope")
-		tx.Put("orders", "o1", model.Row{"qty": "4"})
+		tx.Put("orders", "o1", model.R("qty", "4"))
 		tx.Delete("users", "u1")
 		if _, ok := tx.Get("users", "u1"); ok {
 			t.Error("Get sees a row the transaction deleted")
@@ -629,10 +629,10 @@ func testSourceRoundTrip(t *testing.T, dsn string) {
 		return nil
 	})
 	want := []model.Change{
-		{Table: "users", PK: "u1", Op: model.OpUpdate, Row: model.Row{"name": "ann2", "email": "a@x"}},
-		{Table: "users", PK: "u2", Op: model.OpInsert, Row: model.Row{"name": "bob"}},
-		{Table: "orders", PK: "o1", Op: model.OpInsert, Row: model.Row{"item": "pen", "qty": "3"}},
-		{Table: "orders", PK: "o1", Op: model.OpUpdate, Row: model.Row{"item": "pen", "qty": "4"}},
+		{Table: "users", PK: "u1", Op: model.OpUpdate, Row: model.R("name", "ann2", "email", "a@x")},
+		{Table: "users", PK: "u2", Op: model.OpInsert, Row: model.R("name", "bob")},
+		{Table: "orders", PK: "o1", Op: model.OpInsert, Row: model.R("item", "pen", "qty", "3")},
+		{Table: "orders", PK: "o1", Op: model.OpUpdate, Row: model.R("item", "pen", "qty", "4")},
 		{Table: "users", PK: "u1", Op: model.OpDelete},
 	}
 	if !reflect.DeepEqual(txn.Changes, want) || txn.XID == 0 || txn.CommitLSN != 0 {
@@ -643,14 +643,14 @@ func testSourceRoundTrip(t *testing.T, dsn string) {
 
 	// A failed statement rolls everything back and says why.
 	_, err := e.src.Exec(e.ctx, func(tx pipeline.Tx) error {
-		tx.Put("users", "u9", model.Row{"name": "never"})
-		tx.Put("missing", "x", model.Row{"v": "1"})
+		tx.Put("users", "u9", model.R("name", "never"))
+		tx.Put("missing", "x", model.R("v", "1"))
 		return nil
 	})
 	if !isCode(err, "42P01") || !strings.Contains(err.Error(), "missing/x") {
 		t.Errorf("Exec on a missing table: err = %v, want undefined_table naming it", err)
 	}
-	next := e.exec(put("users", "u3", model.Row{"name": "cy"}))
+	next := e.exec(put("users", "u3", model.R("name", "cy")))
 	got = e.collect(s, 1)
 	sameChanges(t, "after the failed Exec", got[0], next)
 }
@@ -674,13 +674,13 @@ func testKeyChangeAndToast(t *testing.T, dsn string) {
 	s := e.stream(Config{})
 	e.start(s)
 
-	e.exec(put("docs", "d1", model.Row{"big": big, "small": "s1"}))
+	e.exec(put("docs", "d1", model.R("big", big, "small", "s1")))
 	e.sql("UPDATE docs SET small = 's2' WHERE pk = 'd1'")
 	e.sql("UPDATE docs SET pk = 'd2' WHERE pk = 'd1'")
 	got := e.collect(s, 3)
 	want := []model.Change{
-		{Table: "docs", PK: "d1", Op: model.OpUpdate, Row: model.Row{"big": big, "small": "s2"}},
-		{Table: "docs", PK: "d2", Op: model.OpUpdate, Row: model.Row{"big": big, "small": "s2"}, OldPK: "d1"},
+		{Table: "docs", PK: "d1", Op: model.OpUpdate, Row: model.R("big", big, "small", "s2")},
+		{Table: "docs", PK: "d2", Op: model.OpUpdate, Row: model.R("big", big, "small", "s2"), OldPK: "d1"},
 	}
 	if !reflect.DeepEqual(got[1].Changes[:1], want[:1]) || !reflect.DeepEqual(got[2].Changes, want[1:]) {
 		t.Errorf("got %.300v\nwant %.300v", got[1:], want)
@@ -689,10 +689,10 @@ func testKeyChangeAndToast(t *testing.T, dsn string) {
 	e.sql("INSERT INTO plain VALUES (1, 'x', $1, 's1')", big)
 	e.sql("UPDATE plain SET small = 's2' WHERE a = 1")
 	got = e.collect(s, 2)
-	if c := got[0].Changes[0]; c.Table != "plain" || c.PK != "1,x" || c.Row["big"] != big {
+	if c := got[0].Changes[0]; c.Table != "plain" || c.PK != "1,x" || c.Row.Get("big") != big {
 		t.Errorf("insert into plain: %.200v", got[0])
 	}
-	wantPlain := []model.Change{{Table: "plain", PK: "1,x", Op: model.OpUpdate, Row: model.Row{"small": "s2"}, Unchanged: []string{"big"}}}
+	wantPlain := []model.Change{{Table: "plain", PK: "1,x", Op: model.OpUpdate, Row: model.R("small", "s2"), Unchanged: []string{"big"}}}
 	if !reflect.DeepEqual(got[1].Changes, wantPlain) {
 		t.Errorf("update leaving a TOASTed value unchanged without REPLICA IDENTITY FULL: %.300v\nwant %v", got[1], wantPlain)
 	}
@@ -701,7 +701,7 @@ func testKeyChangeAndToast(t *testing.T, dsn string) {
 // testTruncate: TRUNCATE is reported, not silently skipped.
 func testTruncate(t *testing.T, dsn string) {
 	e := newEnv(t, dsn, map[string][]string{"t": {"v"}})
-	e.exec(put("t", "k", model.Row{"v": "1"}))
+	e.exec(put("t", "k", model.R("v", "1")))
 	s := e.stream(Config{})
 	e.start(s)
 	e.sql("TRUNCATE t")
@@ -726,9 +726,9 @@ func testSnapshotMapping(t *testing.T, dsn string) {
 	// A table's rows come in the order the table holds them.
 	sort.SliceStable(snap.Changes, func(i, j int) bool { return snap.Changes[i].Key().Less(snap.Changes[j].Key()) })
 	want := []model.Change{
-		{Table: "app.items", PK: "1,x", Op: model.OpInsert, Row: model.Row{"v": "v1", "n": "n1"}},
-		{Table: "app.items", PK: "2,y", Op: model.OpInsert, Row: model.Row{"v": "v2"}},
-		{Table: "z", PK: "k", Op: model.OpInsert, Row: model.Row{"c": "c"}},
+		{Table: "app.items", PK: "1,x", Op: model.OpInsert, Row: model.R("v", "v1", "n", "n1")},
+		{Table: "app.items", PK: "2,y", Op: model.OpInsert, Row: model.R("v", "v2")},
+		{Table: "z", PK: "k", Op: model.OpInsert, Row: model.R("c", "c")},
 	}
 	if !snap.Snapshot || snap.CommitLSN == 0 || !reflect.DeepEqual(snap.Changes, want) {
 		t.Errorf("snapshot %v\nwant changes %v", snap, want)
@@ -737,8 +737,8 @@ func testSnapshotMapping(t *testing.T, dsn string) {
 	e.sql("UPDATE app.items SET v = 'v4' WHERE a = 3")
 	got := e.collect(s, 2)
 	wantS := []model.Change{
-		{Table: "app.items", PK: "3,z", Op: model.OpInsert, Row: model.Row{"v": "v3"}},
-		{Table: "app.items", PK: "3,z", Op: model.OpUpdate, Row: model.Row{"v": "v4"}},
+		{Table: "app.items", PK: "3,z", Op: model.OpInsert, Row: model.R("v", "v3")},
+		{Table: "app.items", PK: "3,z", Op: model.OpUpdate, Row: model.R("v", "v4")},
 	}
 	if !reflect.DeepEqual(got[0].Changes, wantS[:1]) || !reflect.DeepEqual(got[1].Changes, wantS[1:]) {
 		t.Errorf("streamed %v\nwant %v", got, wantS)
@@ -758,7 +758,7 @@ func testSlotLifecycle(t *testing.T, dsn string) {
 		t.Fatalf("Start without a slot: err = %v, want ErrNoSlot", err)
 	}
 	e.start(s)
-	e.exec(put("t", "a", model.Row{"v": "1"}))
+	e.exec(put("t", "a", model.R("v", "1")))
 	e.collect(s, 1)
 
 	s2 := e.stream(Config{Slot: s.cfg.Slot})
@@ -766,7 +766,7 @@ func testSlotLifecycle(t *testing.T, dsn string) {
 	if len(snap.Changes) != 1 {
 		t.Errorf("second snapshot: %v", snap)
 	}
-	e.exec(put("t", "b", model.Row{"v": "2"}))
+	e.exec(put("t", "b", model.R("v", "2")))
 	if txns, err := e.next(s); err == nil {
 		t.Errorf("the old session still streams after its slot was recreated: %v", txns)
 	}
@@ -794,9 +794,9 @@ func testSnapshotSQLASCII(t *testing.T, dsn string) {
 	e.sql(`CREATE DATABASE ` + name + ` ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0`)
 	u.Path = "/" + name
 	ascii := newEnv(t, u.String(), map[string][]string{"t": {"v"}})
-	ascii.exec(put("t", "k", model.Row{"v": "1"}))
+	ascii.exec(put("t", "k", model.R("v", "1")))
 	snap, err := pipeline.ReadSnapshot(ascii.ctx, ascii.stream(Config{}))
-	if err != nil || len(snap.Changes) != 1 || snap.Changes[0].Row["v"] != "1" {
+	if err != nil || len(snap.Changes) != 1 || snap.Changes[0].Row.Get("v") != "1" {
 		t.Fatalf("snapshot of a SQL_ASCII database: %v, %v; want t/k v=1", snap, err)
 	}
 }

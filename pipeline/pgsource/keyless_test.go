@@ -133,7 +133,7 @@ func testWholeRowKey(t *testing.T, dsn string) {
 	if want := pgKeys(""); !reflect.DeepEqual(snapKeys, want) {
 		t.Errorf("snapshot keys %q, PostgreSQL's row values %q", snapKeys, want)
 	}
-	if c := snap.Changes[0]; c.PK != `(1,"a,b",)` || !reflect.DeepEqual(c.Row, model.Row{"n": "1", "label": "a,b"}) {
+	if c := snap.Changes[0]; c.PK != `(1,"a,b",)` || !reflect.DeepEqual(c.Row, model.R("n", "1", "label", "a,b")) {
 		t.Errorf("snapshot row %v, want key (1,\"a,b\",) and every non-NULL column", c)
 	}
 
@@ -142,8 +142,8 @@ func testWholeRowKey(t *testing.T, dsn string) {
 	e.sql("DELETE FROM tags WHERE n = 4")
 	got := e.collect(s, 3)
 	want := [][]model.Change{
-		{{Table: "tags", PK: "(4,new,)", Op: model.OpInsert, Row: model.Row{"n": "4", "label": "new"}}},
-		{{Table: "tags", PK: "(4,new,n)", Op: model.OpUpdate, Row: model.Row{"n": "4", "label": "new", "note": "n"}, OldPK: "(4,new,)"}},
+		{{Table: "tags", PK: "(4,new,)", Op: model.OpInsert, Row: model.R("n", "4", "label", "new")}},
+		{{Table: "tags", PK: "(4,new,n)", Op: model.OpUpdate, Row: model.R("n", "4", "label", "new", "note", "n"), OldPK: "(4,new,)"}},
 		{{Table: "tags", PK: "(4,new,n)", Op: model.OpDelete}},
 	}
 	for i := range want {
@@ -164,7 +164,7 @@ func testKeylessAtRuntime(t *testing.T, dsn string) {
 	e.start(s)
 	e.sql("CREATE TABLE events (at int, what text)")
 	e.sql("INSERT INTO events VALUES (1, 'boot')")
-	after := e.exec(put("acct", "k", model.Row{"v": "1"}))
+	after := e.exec(put("acct", "k", model.R("v", "1")))
 	// PostgreSQL itself refuses to update or delete such a table once a
 	// publication FOR ALL TABLES holds it.
 	if _, err := e.pool.Exec(e.ctx, "UPDATE events SET what = 'x'"); !isCode(err, "55000") {

@@ -47,8 +47,8 @@ func testSnapshotSchema(t *testing.T, dsn string) {
 		t.Fatalf("the row's key %+v: the key columns join in column order", snap.Changes)
 	}
 	// The unique constraint holds at the source, at every statement.
-	e.exec(put("users", "u1", model.Row{"name": "a", "email": "x"}))
-	if _, err := e.src.Exec(e.ctx, put("users", "u2", model.Row{"name": "b", "email": "x"})); err == nil {
+	e.exec(put("users", "u1", model.R("name", "a", "email", "x")))
+	if _, err := e.src.Exec(e.ctx, put("users", "u2", model.R("name", "b", "email", "x"))); err == nil {
 		t.Fatal("a duplicate email was committed")
 	}
 }

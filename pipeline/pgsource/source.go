@@ -171,7 +171,7 @@ func rowOf(fields []pgconn.FieldDescription, vals [][]byte, from int) model.Row 
 	r := model.Row{}
 	for i := from; i < len(fields) && i < len(vals); i++ {
 		if fields[i].Name != "pk" && vals[i] != nil {
-			r[fields[i].Name] = string(vals[i])
+			r.Set(fields[i].Name, string(vals[i]))
 		}
 	}
 	return r
@@ -197,7 +197,7 @@ func (t *sqlTx) Put(table, pk string, row model.Row) {
 		names = append(names, q)
 		params = append(params, "$"+strconv.Itoa(i+2))
 		sets = append(sets, q+" = EXCLUDED."+q)
-		args = append(args, row[c])
+		args = append(args, row.Get(c))
 	}
 	if len(sets) == 0 {
 		sets = append(sets, "pk = EXCLUDED.pk") // still an update, as the stream will show
@@ -264,7 +264,7 @@ func (t *sqlTx) InsertRow(table string, row model.Row) {
 	for i, c := range cols {
 		names[i] = pgx.Identifier{c}.Sanitize()
 		params[i] = "$" + strconv.Itoa(i+1)
-		args = append(args, row[c])
+		args = append(args, row.Get(c))
 	}
 	sql := "INSERT INTO " + tableIdent(table) + " (" + strings.Join(names, ", ") + ") VALUES (" + strings.Join(params, ", ") + ") RETURNING *"
 	if len(cols) == 0 {
@@ -318,7 +318,7 @@ func (t *sqlTx) wholeRows(table string, op model.Op, sql string, args ...any) ([
 		for i, v := range raw {
 			vals[i], null[i] = string(v), v == nil
 			if v != nil {
-				stored[fields[i].Name] = string(v)
+				stored.Set(fields[i].Name, string(v))
 			}
 		}
 		c := model.Change{Table: table, PK: rowKey(vals, null), Op: op}

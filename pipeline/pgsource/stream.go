@@ -650,7 +650,7 @@ func (rd *rowReader) change(vals [][]byte) (model.Change, error) {
 			}
 			pk.Write(v)
 		case v != nil:
-			row[rd.t.columns[i]] = string(v)
+			row.Set(rd.t.columns[i], string(v))
 		}
 	}
 	return model.Change{Table: rd.name, PK: pk.String(), Op: model.OpInsert, Row: row}, nil
@@ -665,7 +665,7 @@ func wholeRowChange(table string, cols []string, vals [][]byte) model.Change {
 	for i, v := range vals {
 		strs[i], null[i] = string(v), v == nil
 		if v != nil {
-			row[cols[i]] = strs[i]
+			row.Set(cols[i], strs[i])
 		}
 	}
 	return model.Change{Table: table, PK: rowKey(strs, null), Op: model.OpInsert, Row: row}

@@ -235,8 +235,8 @@ func testUnchangedToast(t *testing.T, dsn string) {
 	e.sql("INSERT INTO notes VALUES ('n1', 'first', $1)", body)
 	e.sql("UPDATE notes SET title = 'second' WHERE pk = 'n1'")
 	want := []model.Change{
-		{Table: "notes", PK: "n1", Op: model.OpInsert, Row: model.Row{"title": "first", "body": body}},
-		{Table: "notes", PK: "n1", Op: model.OpUpdate, Row: model.Row{"title": "second"}, Unchanged: []string{"body"}},
+		{Table: "notes", PK: "n1", Op: model.OpInsert, Row: model.R("title", "first", "body", body)},
+		{Table: "notes", PK: "n1", Op: model.OpUpdate, Row: model.R("title", "second"), Unchanged: []string{"body"}},
 	}
 	got := e.collect(s, 2)
 	if !reflect.DeepEqual(got[0].Changes, want[:1]) || !reflect.DeepEqual(got[1].Changes, want[1:]) {
@@ -258,7 +258,7 @@ func testUnchangedToast(t *testing.T, dsn string) {
 	if !reflect.DeepEqual(again[1].Changes, want[1:]) {
 		t.Errorf("redelivered after REPLICA IDENTITY FULL: %.300v\nwant %.300v", again[1].Changes, want[1:])
 	}
-	full := []model.Change{{Table: "notes", PK: "n1", Op: model.OpUpdate, Row: model.Row{"title": "third", "body": body}}}
+	full := []model.Change{{Table: "notes", PK: "n1", Op: model.OpUpdate, Row: model.R("title", "third", "body", body)}}
 	if !reflect.DeepEqual(again[2].Changes, full) {
 		t.Errorf("update under REPLICA IDENTITY FULL: %.300v\nwant %.300v", again[2].Changes, full)
 	}

@@ -26,11 +26,11 @@ func TestOverlayGuardAndTombstones(t *testing.T) {
 	k := model.Key{Table: "t", PK: "k"}
 	loaded := map[model.Key]Slot{k: {Doc: model.Doc{Value: "old", LSN: 10, Revs: 2}, Live: true}}
 	o := NewOverlay(model.Search, true, loaded)
-	o.Apply(ch(model.OpUpdate, "k", model.Row{"v": "stale"}), 10) // same version: skipped
+	o.Apply(ch(model.OpUpdate, "k", model.R("v", "stale")), 10) // same version: skipped
 	if s := o.Get(k); s.Doc.Value != "old" {
 		t.Fatalf("a change at the stored version applied: %+v", s)
 	}
-	o.Apply(ch(model.OpUpdate, "k", model.Row{"v": "New words"}), 20)
+	o.Apply(ch(model.OpUpdate, "k", model.R("v", "New words")), 20)
 	if s := o.Get(k); s.Doc != (model.Doc{Value: "new words", LSN: 20, Revs: 3}) {
 		t.Fatalf("update: %+v", s)
 	}
@@ -38,11 +38,11 @@ func TestOverlayGuardAndTombstones(t *testing.T) {
 	if s := o.Get(k); !s.Tomb || s.Live || s.Doc.LSN != 30 {
 		t.Fatalf("delete in search: %+v, want a tombstone at 30", s)
 	}
-	o.Apply(ch(model.OpInsert, "k", model.Row{"v": "again"}), 25) // redelivered: stays deleted
+	o.Apply(ch(model.OpInsert, "k", model.R("v", "again")), 25) // redelivered: stays deleted
 	if s := o.Get(k); !s.Tomb {
 		t.Fatalf("an older insert resurrected a tombstone: %+v", s)
 	}
-	o.Apply(ch(model.OpUpdate, "k", model.Row{"v": "again"}), 40)
+	o.Apply(ch(model.OpUpdate, "k", model.R("v", "again")), 40)
 	if s := o.Get(k); s.Doc != (model.Doc{Value: "again", LSN: 40, Revs: 1}) || !s.Live {
 		t.Fatalf("write after a tombstone: %+v, want a fresh count", s)
 	}
@@ -55,11 +55,11 @@ func TestOverlayGuardAndTombstones(t *testing.T) {
 
 	// The cache keeps no tombstone; a blind overlay skips the guard.
 	c := NewOverlay(model.Cache, false, loaded)
-	c.Apply(ch(model.OpUpdate, "k", model.Row{"v": "older"}), 5)
+	c.Apply(ch(model.OpUpdate, "k", model.R("v", "older")), 5)
 	if s := c.Get(k); s.Doc != (model.Doc{Value: "v=older", LSN: 5}) {
 		t.Fatalf("blind cache write: %+v", s)
 	}
-	c.Apply(model.Change{Table: "t", PK: "j", OldPK: "k", Op: model.OpUpdate, Row: model.Row{"v": "moved"}}, 6)
+	c.Apply(model.Change{Table: "t", PK: "j", OldPK: "k", Op: model.OpUpdate, Row: model.R("v", "moved")}, 6)
 	if s := c.Get(k); s != (Slot{}) {
 		t.Fatalf("moved key still there in the cache: %+v", s)
 	}
@@ -89,10 +89,10 @@ func TestChunks(t *testing.T) {
 // kind of change.
 func TestRevsMatchesProjectChange(t *testing.T) {
 	changes := []model.Change{
-		ch(model.OpInsert, "k", model.Row{"v": "a"}),
-		ch(model.OpUpdate, "k", model.Row{"v": "a"}),
-		{Table: "t", PK: "k", Op: model.OpInsert, Row: model.Row{"v": "a"}, Revs: 4},
-		{Table: "t", PK: "k", Op: model.OpUpdate, Row: model.Row{"v": "a"}, Revs: 2},
+		ch(model.OpInsert, "k", model.R("v", "a")),
+		ch(model.OpUpdate, "k", model.R("v", "a")),
+		{Table: "t", PK: "k", Op: model.OpInsert, Row: model.R("v", "a"), Revs: 4},
+		{Table: "t", PK: "k", Op: model.OpUpdate, Row: model.R("v", "a"), Revs: 2},
 	}
 	for _, kind := range []model.StoreKind{model.Replica, model.Cache, model.Search} {
 		for _, c := range changes {
@@ -120,24 +120,24 @@ func TestRevsMatchesProjectChange(t *testing.T) {
 func TestResolveUnchanged(t *testing.T) {
 	big := "BIG"
 	snap := model.Txn{CommitLSN: 10, Snapshot: true, Changes: []model.Change{
-		{Table: "t", PK: "7", Op: model.OpInsert, Row: model.Row{"v": "g", "blob": big}}}}
+		{Table: "t", PK: "7", Op: model.OpInsert, Row: model.R("v", "g", "blob", big)}}}
 	moved := model.Txn{CommitLSN: 20, Changes: []model.Change{
-		{Table: "t", PK: "107", OldPK: "7", Op: model.OpUpdate, Row: model.Row{"v": "g3"}, Unchanged: []string{"blob"}}}}
+		{Table: "t", PK: "107", OldPK: "7", Op: model.OpUpdate, Row: model.R("v", "g3"), Unchanged: []string{"blob"}}}}
 	other := model.Txn{CommitLSN: 30, Changes: []model.Change{
-		{Table: "t", PK: "9", Op: model.OpUpdate, Row: model.Row{"v": "i"}, Unchanged: []string{"blob"}}}}
+		{Table: "t", PK: "9", Op: model.OpUpdate, Row: model.R("v", "i"), Unchanged: []string{"blob"}}}}
 	var asked []model.Key
 	load := func(keys []model.Key) (map[model.Key]model.Row, error) {
 		asked = append(asked, keys...)
-		return map[model.Key]model.Row{{Table: "t", PK: "9"}: {"v": "h", "blob": "STORED"}}, nil
+		return map[model.Key]model.Row{{Table: "t", PK: "9"}: model.R("v", "h", "blob", "STORED")}, nil
 	}
 	out, err := ResolveUnchanged([]model.Txn{snap, moved, other}, load)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := out[1].Changes[0]; got.Row["blob"] != big || len(got.Unchanged) != 0 {
+	if got := out[1].Changes[0]; got.Row.Get("blob") != big || len(got.Unchanged) != 0 {
 		t.Errorf("moved row = %+v, want the snapshot's blob filled in", got)
 	}
-	if got := out[2].Changes[0]; got.Row["blob"] != "STORED" || got.Row["v"] != "i" {
+	if got := out[2].Changes[0]; got.Row.Get("blob") != "STORED" || got.Row.Get("v") != "i" {
 		t.Errorf("row 9 = %+v, want the stored blob and the new v", got)
 	}
 	if len(asked) != 1 || asked[0].PK != "9" {
@@ -155,12 +155,12 @@ func TestResolveUnchanged(t *testing.T) {
 func TestResolveUnchangedAfterAPartialApply(t *testing.T) {
 	moved := model.Txn{CommitLSN: 20, Changes: []model.Change{
 		{Table: "t", PK: "7", Op: model.OpDelete},
-		{Table: "t", PK: "107", Op: model.OpInsert, Row: model.Row{"v": "g3"}, Unchanged: []string{"blob"}, From: "7"}}}
+		{Table: "t", PK: "107", Op: model.OpInsert, Row: model.R("v", "g3"), Unchanged: []string{"blob"}, From: "7"}}}
 	later := model.Txn{CommitLSN: 30, Changes: []model.Change{
-		{Table: "t", PK: "107", Op: model.OpUpdate, Row: model.Row{"v": "g4"}, Unchanged: []string{"blob"}}}}
+		{Table: "t", PK: "107", Op: model.OpUpdate, Row: model.R("v", "g4"), Unchanged: []string{"blob"}}}}
 	for _, stored := range []map[model.Key]model.Row{
-		{{Table: "t", PK: "107"}: {"v": "g3", "blob": "BIG"}},                                                   // 7 deleted by the first try
-		{{Table: "t", PK: "107"}: {"v": "g3", "blob": "BIG"}, {Table: "t", PK: "7"}: {"v": "new", "blob": "X"}}, // 7 written again since
+		{{Table: "t", PK: "107"}: model.R("v", "g3", "blob", "BIG")},                                                          // 7 deleted by the first try
+		{{Table: "t", PK: "107"}: model.R("v", "g3", "blob", "BIG"), {Table: "t", PK: "7"}: model.R("v", "new", "blob", "X")}, // 7 written again since
 	} {
 		load := func(keys []model.Key) (map[model.Key]model.Row, error) {
 			out := map[model.Key]model.Row{}
@@ -175,10 +175,10 @@ func TestResolveUnchangedAfterAPartialApply(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := out[0].Changes[1].Row; got["blob"] != "BIG" {
+		if got := out[0].Changes[1].Row; got.Get("blob") != "BIG" {
 			t.Errorf("stored %v: the move's row %v, want 107's stored blob", stored, got)
 		}
-		if got := out[1].Changes[0].Row; got["blob"] != "BIG" || got["v"] != "g4" {
+		if got := out[1].Changes[0].Row; got.Get("blob") != "BIG" || got.Get("v") != "g4" {
 			t.Errorf("stored %v: the later update's row %v, want the blob kept and the new v", stored, got)
 		}
 	}

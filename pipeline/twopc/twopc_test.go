@@ -72,7 +72,7 @@ func (p *fakePart) Prepared(context.Context) ([]string, error) { return slices.C
 type fakeSource struct{ *fakePart }
 
 func (s fakeSource) Prepare(_ context.Context, gid string, fn pipeline.TxnFunc) (model.Txn, error) {
-	return model.Txn{Changes: []model.Change{{Table: "t", PK: "a", Op: model.OpInsert, Row: model.Row{"v": "1"}}}}, s.prepare(gid)
+	return model.Txn{Changes: []model.Change{{Table: "t", PK: "a", Op: model.OpInsert, Row: model.R("v", "1")}}}, s.prepare(gid)
 }
 
 func (s fakeSource) CommitPrepared(_ context.Context, gid string) (model.LSN, error) {
@@ -187,7 +187,7 @@ func TestDoRollsBackWhenAStoreCannotPrepare(t *testing.T) {
 func TestRecoverCommitsStoresWhenTheSourceForgotTheGID(t *testing.T) {
 	c, src, st, log := rig(Bugs{})
 	st.prepared = []string{"c#1.1"}
-	log.ds = []Decision{{GID: "c#1.1", Txn: model.Txn{Changes: []model.Change{{Table: "t", PK: "a", Op: model.OpInsert, Row: model.Row{"v": "1"}}}}}}
+	log.ds = []Decision{{GID: "c#1.1", Txn: model.Txn{Changes: []model.Change{{Table: "t", PK: "a", Op: model.OpInsert, Row: model.R("v", "1")}}}}}
 	if err := c.Recover(context.Background()); err != nil {
 		t.Fatal(err)
 	}

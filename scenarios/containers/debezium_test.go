@@ -47,26 +47,26 @@ var debeziumTxns = []debeziumTxn{
 		"INSERT INTO accounts VALUES (1, 'ann', 100, NULL), (2, 'bob', 50, 'vip')",
 		"INSERT INTO docs VALUES ('d1', 1, repeat('0123456789', 500))",
 	}, want: []model.Change{
-		{Table: "accounts", PK: "1", Op: model.OpInsert, Row: model.Row{"owner": "ann", "balance": "100"}},
-		{Table: "accounts", PK: "2", Op: model.OpInsert, Row: model.Row{"owner": "bob", "balance": "50", "note": "vip"}},
-		{Table: "docs", PK: "d1", Op: model.OpInsert, Row: model.Row{"rev": "1", "body": body}},
+		{Table: "accounts", PK: "1", Op: model.OpInsert, Row: model.R("owner", "ann", "balance", "100")},
+		{Table: "accounts", PK: "2", Op: model.OpInsert, Row: model.R("owner", "bob", "balance", "50", "note", "vip")},
+		{Table: "docs", PK: "d1", Op: model.OpInsert, Row: model.R("rev", "1", "body", body)},
 	}},
 	{sql: []string{
 		"UPDATE accounts SET balance = balance - 30 WHERE id = 1",
 		"UPDATE accounts SET balance = balance + 30 WHERE id = 2",
 	}, want: []model.Change{
-		{Table: "accounts", PK: "1", Op: model.OpUpdate, Row: model.Row{"owner": "ann", "balance": "70"}},
-		{Table: "accounts", PK: "2", Op: model.OpUpdate, Row: model.Row{"owner": "bob", "balance": "80", "note": "vip"}},
+		{Table: "accounts", PK: "1", Op: model.OpUpdate, Row: model.R("owner", "ann", "balance", "70")},
+		{Table: "accounts", PK: "2", Op: model.OpUpdate, Row: model.R("owner", "bob", "balance", "80", "note", "vip")},
 	}},
 	{sql: []string{"UPDATE docs SET rev = 2 WHERE id = 'd1'"}, want: []model.Change{
-		{Table: "docs", PK: "d1", Op: model.OpUpdate, Row: model.Row{"rev": "2"}, Unchanged: []string{"body"}},
+		{Table: "docs", PK: "d1", Op: model.OpUpdate, Row: model.R("rev", "2"), Unchanged: []string{"body"}},
 	}},
 	{sql: []string{"UPDATE accounts SET id = 3 WHERE id = 1"}, want: []model.Change{
-		{Table: "accounts", PK: "3", OldPK: "1", Op: model.OpUpdate, Row: model.Row{"owner": "ann", "balance": "70"}},
+		{Table: "accounts", PK: "3", OldPK: "1", Op: model.OpUpdate, Row: model.R("owner", "ann", "balance", "70")},
 	}},
 	{sql: []string{"INSERT INTO accounts VALUES (9, 'tmp', 0, NULL)"}, rollback: true},
 	{sql: []string{"UPDATE docs SET id = 'd2', rev = 3 WHERE id = 'd1'"}, want: []model.Change{
-		{Table: "docs", PK: "d2", OldPK: "d1", Op: model.OpUpdate, Row: model.Row{"rev": "3"}, Unchanged: []string{"body"}},
+		{Table: "docs", PK: "d2", OldPK: "d1", Op: model.OpUpdate, Row: model.R("rev", "3"), Unchanged: []string{"body"}},
 	}},
 	{sql: []string{
 		"INSERT INTO pairs VALUES (1, 'x', 'one'), (2, 'y', 'two')",
@@ -74,14 +74,14 @@ var debeziumTxns = []debeziumTxn{
 		"DELETE FROM pairs WHERE a = 2",
 		"DELETE FROM accounts WHERE id = 2",
 	}, want: []model.Change{
-		{Table: "pairs", PK: "1,x", Op: model.OpInsert, Row: model.Row{"v": "one"}},
-		{Table: "pairs", PK: "2,y", Op: model.OpInsert, Row: model.Row{"v": "two"}},
+		{Table: "pairs", PK: "1,x", Op: model.OpInsert, Row: model.R("v", "one")},
+		{Table: "pairs", PK: "2,y", Op: model.OpInsert, Row: model.R("v", "two")},
 		{Table: "pairs", PK: "1,x", Op: model.OpUpdate, Row: model.Row{}},
 		{Table: "pairs", PK: "2,y", Op: model.OpDelete},
 		{Table: "accounts", PK: "2", Op: model.OpDelete},
 	}},
 	{sql: []string{"UPDATE docs SET body = 'short', rev = 4 WHERE id = 'd2'"}, want: []model.Change{
-		{Table: "docs", PK: "d2", Op: model.OpUpdate, Row: model.Row{"rev": "4", "body": "short"}},
+		{Table: "docs", PK: "d2", Op: model.OpUpdate, Row: model.R("rev", "4", "body", "short")},
 	}},
 }
 

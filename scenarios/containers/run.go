@@ -414,7 +414,7 @@ func tablesOf(rows []model.Change) map[string][]string {
 		if cols[c.Table] == nil {
 			cols[c.Table] = map[string]bool{}
 		}
-		for col := range c.Row {
+		for col := range c.Row.All() {
 			cols[c.Table][col] = true
 		}
 	}
@@ -900,7 +900,7 @@ func (r *run) readTruth(ctx context.Context) ([]model.Txn, error) {
 			end := false
 			for _, c := range t.Changes {
 				if c.Table == markerTable {
-					end = end || c.Row["v"] == nonce
+					end = end || c.Row.Get("v") == nonce
 					continue
 				}
 				kept = append(kept, c)

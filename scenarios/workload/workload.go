@@ -8,7 +8,6 @@ package workload
 import (
 	"errors"
 	"fmt"
-	"maps"
 	"math/rand/v2"
 	"sort"
 	"strconv"
@@ -111,9 +110,9 @@ type eventLog struct {
 // hold spaces and punctuation, which a whole-row key must quote.
 func (l *eventLog) event(r *rand.Rand, actor, action string) model.Row {
 	l.n++
-	row := model.Row{"seq": strconv.Itoa(l.n), "actor": actor, "action": action}
+	row := model.R("seq", strconv.Itoa(l.n), "actor", actor, "action", action)
 	if r.IntN(4) == 0 {
-		row["note"] = phrase(r, 2) + ", (noted)"
+		row.Set("note", phrase(r, 2)+", (noted)")
 	}
 	l.live = append(l.live, row)
 	return row
@@ -170,8 +169,8 @@ func (b *Bank) Initial() []model.Change {
 	var cs []model.Change
 	for i := 0; i < b.Accounts; i++ {
 		cs = append(cs, model.Change{Table: "accounts", PK: acct(i), Op: model.OpInsert,
-			Row: model.Row{"balance": strconv.Itoa(b.Balance), "owner": "owner " + acct(i)}})
-		cs = append(cs, model.Change{Table: "ledger", PK: acct(i), Op: model.OpInsert, Row: model.Row{"last": "opened"}})
+			Row: model.R("balance", strconv.Itoa(b.Balance), "owner", "owner "+acct(i))})
+		cs = append(cs, model.Change{Table: "ledger", PK: acct(i), Op: model.OpInsert, Row: model.R("last", "opened")})
 	}
 	return cs
 }
@@ -191,21 +190,21 @@ func (b *Bank) Next(r *rand.Rand) pipeline.TxnFunc {
 	expired := b.events.expire(r, 5)
 	return func(tx pipeline.Tx) error {
 		src, _ := tx.Get("accounts", acct(from))
-		sb, _ := strconv.Atoi(src["balance"])
+		sb, _ := strconv.Atoi(src.Get("balance"))
 		// Debit first, then check: a rolled-back transfer has written a
 		// value that must never be seen downstream.
-		tx.Put("accounts", acct(from), model.Row{"balance": strconv.Itoa(sb - amount)})
+		tx.Put("accounts", acct(from), model.R("balance", strconv.Itoa(sb-amount)))
 		if sb < amount {
 			return ErrInsufficientFunds
 		}
 		// Read after the debit: for a self-transfer the credit lands on
 		// the debited row.
 		dst, _ := tx.Get("accounts", acct(to))
-		db, _ := strconv.Atoi(dst["balance"])
-		tx.Put("accounts", acct(to), model.Row{"balance": strconv.Itoa(db + amount)})
+		db, _ := strconv.Atoi(dst.Get("balance"))
+		tx.Put("accounts", acct(to), model.R("balance", strconv.Itoa(db+amount)))
 		// A second table in the same transaction: the sender's last
 		// transfer.
-		tx.Put("ledger", acct(from), model.Row{"last": memo})
+		tx.Put("ledger", acct(from), model.R("last", memo))
 		// A third table, without a key: the event log.
 		tx.InsertRow(Events.Name, event)
 		if expired != nil {
@@ -221,7 +220,7 @@ func Total(rows map[model.Key]model.Row) int {
 	sum := 0
 	for k, r := range rows {
 		if k.Table == "accounts" {
-			v, _ := strconv.Atoi(r["balance"])
+			v, _ := strconv.Atoi(r.Get("balance"))
 			sum += v
 		}
 	}
@@ -297,7 +296,7 @@ func (p *Profiles) Initial() []model.Change {
 	var cs []model.Change
 	for i := 0; i < p.Users; i++ {
 		cs = append(cs, model.Change{Table: "users", PK: user(i), Op: model.OpInsert,
-			Row: model.Row{"name": "user " + user(i), "bio": "new", "rev": "0", "avatar": "none", "email": email(user(i))}})
+			Row: model.R("name", "user "+user(i), "bio", "new", "rev", "0", "avatar", "none", "email", email(user(i)))})
 	}
 	p.next = p.Users
 	return cs
@@ -329,15 +328,15 @@ func (p *Profiles) Next(r *rand.Rand) pipeline.TxnFunc {
 	update := func(tx pipeline.Tx, id, bio string) {
 		name := "user " + id
 		if row, ok := tx.Get("users", id); ok {
-			name = row["name"]
+			name = row.Get("name")
 		}
-		tx.Put("users", id, model.Row{"name": name, "bio": bio, "rev": rev})
+		tx.Put("users", id, model.R("name", name, "bio", bio, "rev", rev))
 	}
 	fresh := func() string { id := user(p.next); p.next++; return id }
 	switch x := r.IntN(100); {
 	case x < 8:
 		id := fresh()
-		row := model.Row{"name": "user " + id, "bio": phrase(r, 3), "rev": rev, "avatar": "none", "email": email(id)}
+		row := model.R("name", "user "+id, "bio", phrase(r, 3), "rev", rev, "avatar", "none", "email", email(id))
 		return logged(func(tx pipeline.Tx) error { tx.Put("users", id, row); return nil },
 			p.events.event(r, id, "signed up"), p.events.expire(r, 20))
 	case x < 16:
@@ -348,16 +347,16 @@ func (p *Profiles) Next(r *rand.Rand) pipeline.TxnFunc {
 		return func(tx pipeline.Tx) error { update(tx, hot, bio); update(tx, hot, bio2); return nil }
 	case x < 23: // insert, update
 		id := fresh()
-		row := model.Row{"name": "user " + id, "bio": phrase(r, 3), "rev": rev, "avatar": "none", "email": email(id)}
+		row := model.R("name", "user "+id, "bio", phrase(r, 3), "rev", rev, "avatar", "none", "email", email(id))
 		return func(tx pipeline.Tx) error { tx.Put("users", id, row); update(tx, id, bio); return nil }
 	case x < 26: // update, delete
 		return func(tx pipeline.Tx) error { update(tx, hot, bio); tx.Delete("users", hot); return nil }
 	case x < 29: // delete, re-insert (with the email it had)
-		row := model.Row{"name": "user " + hot, "bio": bio, "rev": rev, "avatar": "none"}
+		row := model.R("name", "user "+hot, "bio", bio, "rev", rev, "avatar", "none")
 		return func(tx pipeline.Tx) error {
-			if old, ok := tx.Get("users", hot); ok && old["email"] != "" {
-				row = maps.Clone(row)
-				row["email"] = old["email"]
+			if old, ok := tx.Get("users", hot); ok && old.Get("email") != "" {
+				row = row.Clone()
+				row.Set("email", old.Get("email"))
 			}
 			tx.Delete("users", hot)
 			tx.Put("users", hot, row)
@@ -379,7 +378,7 @@ func (p *Profiles) Next(r *rand.Rand) pipeline.TxnFunc {
 		}
 		return func(tx pipeline.Tx) error {
 			if _, ok := tx.Get("users", hot); ok {
-				tx.Put("users", hot, model.Row{"avatar": avatar, "rev": rev})
+				tx.Put("users", hot, model.R("avatar", avatar, "rev", rev))
 			}
 			return nil
 		}
@@ -390,11 +389,11 @@ func (p *Profiles) Next(r *rand.Rand) pipeline.TxnFunc {
 		id := fresh()
 		return logged(func(tx pipeline.Tx) error {
 			old, ok := tx.Get("users", hot)
-			if !ok || old["email"] == "" {
+			if !ok || old.Get("email") == "" {
 				return nil
 			}
 			tx.Delete("users", hot)
-			tx.Put("users", id, model.Row{"name": "user " + id, "bio": bio, "rev": rev, "avatar": "none", "email": old["email"]})
+			tx.Put("users", id, model.R("name", "user "+id, "bio", bio, "rev", rev, "avatar", "none", "email", old.Get("email")))
 			return nil
 		}, p.events.event(r, id, "signed up again as "+hot), nil)
 	case x < 44: // a user takes over another's email, which is then closed
@@ -404,12 +403,12 @@ func (p *Profiles) Next(r *rand.Rand) pipeline.TxnFunc {
 				return nil
 			}
 			gone, ok := tx.Get("users", other)
-			if _, live := tx.Get("users", hot); !ok || !live || gone["email"] == "" {
+			if _, live := tx.Get("users", hot); !ok || !live || gone.Get("email") == "" {
 				return nil
 			}
 			update(tx, hot, bio) // touched first: its net change comes before the delete
 			tx.Delete("users", other)
-			tx.Put("users", hot, model.Row{"email": gone["email"], "rev": rev})
+			tx.Put("users", hot, model.R("email", gone.Get("email"), "rev", rev))
 			return nil
 		}
 	default:
@@ -427,12 +426,12 @@ func swapEmails(a, b, rev string) pipeline.TxnFunc {
 		}
 		ra, okA := tx.Get("users", a)
 		rb, okB := tx.Get("users", b)
-		if !okA || !okB || ra["email"] == "" || rb["email"] == "" {
+		if !okA || !okB || ra.Get("email") == "" || rb.Get("email") == "" {
 			return nil
 		}
-		tx.Put("users", a, model.Row{"email": "swap-" + rev + "@example.invalid", "rev": rev})
-		tx.Put("users", b, model.Row{"email": ra["email"], "rev": rev})
-		tx.Put("users", a, model.Row{"email": rb["email"], "rev": rev})
+		tx.Put("users", a, model.R("email", "swap-"+rev+"@example.invalid", "rev", rev))
+		tx.Put("users", b, model.R("email", ra.Get("email"), "rev", rev))
+		tx.Put("users", a, model.R("email", rb.Get("email"), "rev", rev))
 		return nil
 	}
 }
@@ -464,11 +463,11 @@ func (b *Bulk) Initial() []model.Change {
 	var cs []model.Change
 	for i := 0; i < b.Items; i++ {
 		cs = append(cs, model.Change{Table: "items", PK: item(i), Op: model.OpInsert,
-			Row: model.Row{"qty": "10", "tag": "initial"}})
+			Row: model.R("qty", "10", "tag", "initial")})
 	}
 	for i := 0; i < ImportRows; i++ {
 		cs = append(cs, model.Change{Table: "catalog", PK: catalogRow(i), Op: model.OpInsert,
-			Row: model.Row{"spec": "none", "tag": "initial"}})
+			Row: model.R("spec", "none", "tag", "initial")})
 	}
 	return cs
 }
@@ -508,12 +507,12 @@ func (b *Bulk) Next(r *rand.Rand) pipeline.TxnFunc {
 				tx.Delete("items", item(id))
 			case qty[i] < 8: // delete and re-insert in one go
 				tx.Delete("items", item(id))
-				tx.Put("items", item(id), model.Row{"qty": strconv.Itoa(qty[i]), "tag": tag})
+				tx.Put("items", item(id), model.R("qty", strconv.Itoa(qty[i]), "tag", tag))
 			case qty[i] < 12: // written twice: a correction
-				tx.Put("items", item(id), model.Row{"qty": strconv.Itoa(qty[i]), "tag": tag})
-				tx.Put("items", item(id), model.Row{"qty": strconv.Itoa(qty[i] + 1)})
+				tx.Put("items", item(id), model.R("qty", strconv.Itoa(qty[i]), "tag", tag))
+				tx.Put("items", item(id), model.R("qty", strconv.Itoa(qty[i]+1)))
 			default:
-				tx.Put("items", item(id), model.Row{"qty": strconv.Itoa(qty[i]), "tag": tag})
+				tx.Put("items", item(id), model.R("qty", strconv.Itoa(qty[i]), "tag", tag))
 			}
 		}
 		return nil
@@ -532,7 +531,7 @@ func (b *Bulk) catalogImport(r *rand.Rand) pipeline.TxnFunc {
 		for i := 0; i < ImportRows; i++ {
 			id := catalogRow(i)
 			// Each row's spec differs in its first bytes, as real ones do.
-			tx.Put("catalog", id, model.Row{"spec": id + spec[len(id):], "tag": tag})
+			tx.Put("catalog", id, model.R("spec", id+spec[len(id):], "tag", tag))
 		}
 		return nil
 	}

@@ -28,12 +28,12 @@ func (tx *memTx) Put(table, pk string, row model.Row) {
 	op := model.OpInsert
 	if old, ok := tx.rows[k]; ok {
 		op = model.OpUpdate
-		for c, v := range old {
-			merged[c] = v
+		for c, v := range old.All() {
+			merged.Set(c, v)
 		}
 	}
-	for c, v := range row {
-		merged[c] = v
+	for c, v := range row.All() {
+		merged.Set(c, v)
 	}
 	tx.rows[k] = merged
 	tx.changes = append(tx.changes, model.Change{Table: table, PK: pk, Op: op, Row: merged})
@@ -175,7 +175,7 @@ func TestWorkloadsDrawTheFieldsShapes(t *testing.T) {
 				if c.OldPK != "" {
 					shapes["key change"]++
 				}
-				for _, v := range c.Row {
+				for _, v := range c.Row.All() {
 					if len(v) >= 2000 {
 						shapes["value past the TOAST threshold"]++
 					}

@@ -18,10 +18,10 @@ import (
 func restartLog(n int) []logEntry {
 	snap := model.Txn{CommitLSN: 8, Snapshot: true}
 	for i := range 128 {
-		snap.Changes = append(snap.Changes, model.Change{Table: "t", PK: fmt.Sprint(i), Op: model.OpInsert, Row: model.Row{"v": "0"}})
+		snap.Changes = append(snap.Changes, model.Change{Table: "t", PK: fmt.Sprint(i), Op: model.OpInsert, Row: model.R("v", "0")})
 	}
 	chunks := pipeline.SplitSnapshot(snap, 32)
-	change := []model.Change{{Table: "t", PK: "1", Op: model.OpUpdate, Row: model.Row{"v": "1"}}}
+	change := []model.Change{{Table: "t", PK: "1", Op: model.OpUpdate, Row: model.R("v", "1")}}
 	out := make([]logEntry, 0, len(chunks)+n)
 	for _, c := range chunks {
 		out = append(out, logEntry{Txn: c, PID: 1, Seq: 1})

@@ -39,7 +39,7 @@ func sleepUntil(ctx context.Context, n *sim.Node, at time.Duration) {
 	}
 }
 
-func row(v string) model.Row { return model.Row{"v": v} }
+func row(v string) model.Row { return model.R("v", v) }
 
 // put is a one-row upsert transaction on table t.
 func put(pk, v string) pipeline.TxnFunc {

@@ -611,26 +611,23 @@ func (tx *dbTx) Put(table, pk string, row model.Row) {
 		return
 	}
 	merged := row
-	for c := range old {
-		if _, set := row[c]; !set {
+	for c := range old.All() {
+		if _, set := row.Lookup(c); !set {
 			merged = nil // some column keeps its value: merge
 			break
 		}
 	}
 	if merged == nil {
-		merged = make(model.Row, len(old)+len(row))
-		for c, v := range old {
-			merged[c] = v
-		}
-		for c, v := range row {
-			merged[c] = v
+		merged = append(make(model.Row, 0, len(old)+len(row)), old...)
+		for c, v := range row.All() {
+			merged.Set(c, v)
 		}
 	}
 	if !tx.unique(table, pk, merged) {
 		return
 	}
 	tx.see(k, merged)
-	sent, unchanged := toastImage(merged, func(c string) bool { _, set := row[c]; return !set })
+	sent, unchanged := toastImage(merged, func(c string) bool { _, set := row.Lookup(c); return !set })
 	tx.changes = append(tx.changes, model.Change{Table: table, PK: pk, Op: model.OpUpdate, Row: sent, Unchanged: unchanged})
 }
 
@@ -677,7 +674,7 @@ func (tx *dbTx) unique(table, pk string, row model.Row) bool {
 // the WAL record).
 func toastImage(row model.Row, untouched func(col string) bool) (model.Row, []string) {
 	big := false
-	for c, v := range row {
+	for c, v := range row.All() {
 		big = big || (len(v) >= ToastThreshold && untouched(c))
 	}
 	if !big {
@@ -685,19 +682,16 @@ func toastImage(row model.Row, untouched func(col string) bool) (model.Row, []st
 	}
 	var unchanged []string
 	for _, c := range row.Columns() {
-		if len(row[c]) >= ToastThreshold && untouched(c) {
+		if len(row.Get(c)) >= ToastThreshold && untouched(c) {
 			unchanged = append(unchanged, c)
 		}
 	}
 	if unchanged == nil {
 		return row, nil
 	}
-	sent := make(model.Row, len(row))
-	for c, v := range row {
-		sent[c] = v
-	}
+	sent := row.Clone()
 	for _, c := range unchanged {
-		delete(sent, c)
+		sent.Delete(c)
 	}
 	return sent, unchanged
 }
@@ -743,7 +737,7 @@ func (tx *dbTx) keyless(op, table string, row model.Row) (pipeline.KeylessTable,
 		tx.err = fmt.Errorf("%s %s: no keyless table of that name (CreateTable declares one)", op, table)
 		return t, false
 	}
-	for c := range row {
+	for c := range row.All() {
 		if !slices.Contains(t.Columns, c) {
 			tx.err = fmt.Errorf("%s %s: column %q does not exist", op, table, c)
 			return t, false
@@ -772,7 +766,7 @@ func (tx *dbTx) InsertRow(table string, row model.Row) {
 	if n := tx.count(k); n > 0 {
 		tx.setCopies(k, n) // one more beyond the first
 	}
-	stored := maps.Clone(row)
+	stored := row.Clone()
 	tx.see(k, stored)
 	tx.changes = append(tx.changes, model.Change{Table: table, PK: k.PK, Op: model.OpInsert, Row: stored})
 }
@@ -871,7 +865,7 @@ func (db *SourceDB) snapshotRows(id, from, max int) ([]model.Change, error) {
 	rows := db.exports[i].rows
 	page := slices.Clone(rows[min(from, len(rows)):min(from+max, len(rows))])
 	for j := range page {
-		page[j].Row = maps.Clone(page[j].Row)
+		page[j].Row = page[j].Row.Clone()
 	}
 	return page, nil
 }

@@ -111,7 +111,7 @@ func TestSourceRolledBackTxnIsRecordedButNeverCommitted(t *testing.T) {
 			tx.Put("t", "acct1", row("0"))   // the debit
 			tx.Put("t", "acct2", row("100")) // the credit
 			got, _ := tx.Get("t", "acct1")
-			ownWriteSeen = got["v"] == "0"
+			ownWriteSeen = got.Get("v") == "0"
 			return errors.New("overdrawn")
 		})
 		sleepUntil(ctx, r.app, 300*time.Millisecond) // after the crash and restart
@@ -134,7 +134,7 @@ func TestSourceRolledBackTxnIsRecordedButNeverCommitted(t *testing.T) {
 	if got, want := lsns(db.WAL()), []model.LSN{committed.CommitLSN, after.CommitLSN}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("WAL LSNs %v, want only the two commits %v", got, want)
 	}
-	if e, _ := db.State().Get(key("acct1")); e.Row["v"] != "100" {
+	if e, _ := db.State().Get(key("acct1")); e.Row.Get("v") != "100" {
 		t.Fatalf("acct1 = %v after the rollback, want 100", e.Row)
 	}
 	if _, ok := db.State().Get(key("acct2")); ok {
@@ -428,22 +428,22 @@ func TestSourceHandsOutCopies(t *testing.T) {
 		s := r.stream()
 		_, _ = s.Start(ctx)
 		firstRead, _ = s.Next(ctx)
-		firstRead[0].Changes[0].Row["v"] = "scribbled"
+		firstRead[0].Changes[0].Row.Set("v", "scribbled")
 		firstRead[0].Changes[0].PK = "other"
-		committed.Changes[0].Row["v"] = "scribbled too"
+		committed.Changes[0].Row.Set("v", "scribbled too")
 		s2 := r.stream()
 		_, _ = s2.Start(ctx)
 		secondRead, _ = s2.Next(ctx)
 	})
 	run(t, r.w, time.Second)
 	wal := r.source().WAL()
-	if len(wal) != 1 || wal[0].Changes[0].PK != "k" || wal[0].Changes[0].Row["v"] != "v" {
+	if len(wal) != 1 || wal[0].Changes[0].PK != "k" || wal[0].Changes[0].Row.Get("v") != "v" {
 		t.Fatalf("the WAL changed under its readers: %v", wal)
 	}
-	if len(secondRead) != 1 || secondRead[0].Changes[0].Row["v"] != "v" {
+	if len(secondRead) != 1 || secondRead[0].Changes[0].Row.Get("v") != "v" {
 		t.Fatalf("a later reader got %v, want the committed row", secondRead)
 	}
-	if e, _ := r.source().State().Get(model.Key{Table: "t", PK: "k"}); e.Row["v"] != "v" {
+	if e, _ := r.source().State().Get(model.Key{Table: "t", PK: "k"}); e.Row.Get("v") != "v" {
 		t.Fatalf("the table holds %v, want the committed row", e.Row)
 	}
 }
@@ -463,8 +463,8 @@ var (
 func TestSourceKeylessFullTableIsNamedByWholeRows(t *testing.T) {
 	r := newSourceRig(t, 8)
 	src, stream := r.client(), r.stream()
-	boot := model.Row{"seq": "1", "what": "boot, (cold)"}
-	twin := model.Row{"seq": "2", "what": "tick", "note": `say "hi"`}
+	boot := model.R("seq", "1", "what", "boot, (cold)")
+	twin := model.R("seq", "2", "what", "tick", "note", `say "hi"`)
 	var snap model.Txn
 	var streamed []model.Txn
 	var putErr, createAgain error
@@ -476,7 +476,7 @@ func TestSourceKeylessFullTableIsNamedByWholeRows(t *testing.T) {
 		_, _ = stream.Start(ctx)
 		_, _ = src.Exec(ctx, func(tx pipeline.Tx) error {
 			tx.DeleteRow("events", twin)
-			tx.DeleteRow("events", model.Row{"seq": "9"})
+			tx.DeleteRow("events", model.R("seq", "9"))
 			return nil
 		})
 		_, _ = src.Exec(ctx, func(tx pipeline.Tx) error { tx.DeleteRow("events", boot); tx.InsertRow("events", boot); return nil })
@@ -548,11 +548,11 @@ func TestSourceKeylessDefaultTableIsRefused(t *testing.T) {
 		}
 		blocked, _ = src.Exec(ctx, func(tx pipeline.Tx) error {
 			tx.Put("t", "b", row("1"))
-			tx.InsertRow("bare", model.Row{"at": "1", "what": "boot"})
+			tx.InsertRow("bare", model.R("at", "1", "what", "boot"))
 			return nil
 		})
 		after, _ = src.Exec(ctx, put("c", "1"))
-		_, delErr = src.Exec(ctx, func(tx pipeline.Tx) error { tx.DeleteRow("bare", model.Row{"at": "1", "what": "boot"}); return nil })
+		_, delErr = src.Exec(ctx, func(tx pipeline.Tx) error { tx.DeleteRow("bare", model.R("at", "1", "what", "boot")); return nil })
 		var err error
 		firstTxns, err = stream.Next(ctx)
 		first = append(first, err)

@@ -427,7 +427,7 @@ func (s *Store) keep(k model.Key, d storedDoc, had bool) {
 // afterwards must not change the document.
 func (s *Store) setDoc(k model.Key, d, prev storedDoc, had bool) {
 	s.keep(k, prev, had)
-	d.row = maps.Clone(d.row)
+	d.row = d.row.Clone()
 	if _, ok := s.constrained(k.Table); ok {
 		s.unindex(k, prev.row)
 		s.index(k, d.row, s.txn)
@@ -701,7 +701,7 @@ func (c *StoreClient) Apply(ctx context.Context, b pipeline.Batch) error {
 			out := map[model.Key]model.Row{}
 			for _, k := range keys {
 				if r := s.row(k); r != nil {
-					out[k] = maps.Clone(r) // the store's own row: hand out a copy
+					out[k] = r.Clone() // the store's own row: hand out a copy
 				}
 			}
 			return out, nil

@@ -377,19 +377,19 @@ func TestStoreKeepsItsOwnCopyOfARow(t *testing.T) {
 	for _, kind := range allKinds {
 		r := newStoreRig(t, 1, kind)
 		sc := r.client()
-		rw := model.Row{"v": "alpha"}
+		rw := model.R("v", "alpha")
 		b := pipeline.Batch{Txns: []model.Txn{txn(0x10, model.Change{Table: "t", PK: "a", Op: model.OpInsert, Row: rw})}, Position: pos(1, 0x10)}
 		var err error
 		r.applier.Go("apply", func(ctx context.Context) {
 			err = sc.Apply(ctx, b)
-			rw["v"] = "mutated" // after the store acknowledged
+			rw.Set("v", "mutated") // after the store acknowledged
 		})
 		run(t, r.w, time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
 		got := r.snapshot().Docs[model.Key{Table: "t", PK: "a"}]
-		want := model.ProjectEntry(kind, model.Entry{Row: model.Row{"v": "alpha"}, LSN: 0x10, Writes: 1})
+		want := model.ProjectEntry(kind, model.Entry{Row: model.R("v", "alpha"), LSN: 0x10, Writes: 1})
 		if got != want {
 			t.Errorf("%s: after the sender changed its row the store holds %+v, want %+v", kind, got, want)
 		}

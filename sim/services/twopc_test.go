@@ -22,8 +22,8 @@ func TestSourcePreparedTransactionHoldsItsRows(t *testing.T) {
 	read := func(pk string, into *string) pipeline.TxnFunc {
 		return func(tx pipeline.Tx) error {
 			row, _ := tx.Get("t", pk)
-			*into = row["v"]
-			tx.Put("t", pk, model.Row{"v": *into + "+"})
+			*into = row.Get("v")
+			tx.Put("t", pk, model.R("v", *into+"+"))
 			return nil
 		}
 	}
@@ -107,7 +107,7 @@ func TestSourcePreparedTransactionSurvivesACrash(t *testing.T) {
 		t.Errorf("committing a rolled-back transaction: %v, want ErrUnknownGID", errUnknown)
 	}
 	db := r.source()
-	if e, ok := db.State().Get(key("a")); !ok || e.Row["v"] != "1" {
+	if e, ok := db.State().Get(key("a")); !ok || e.Row.Get("v") != "1" {
 		t.Errorf("a = %v, want the committed 1", e.Row)
 	}
 	if _, ok := db.State().Get(key("b")); ok {

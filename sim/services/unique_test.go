@@ -66,11 +66,11 @@ func TestReplicaUniqueConstraints(t *testing.T) {
 			// The index was rebuilt: the same duplicate is refused again,
 			// and the store takes a good batch.
 			st = r.store.State().(*Store)
-			dup := model.Change{Table: "u", PK: "c", Op: model.OpInsert, Row: model.Row{"email": "x"}}
+			dup := model.Change{Table: "u", PK: "c", Op: model.OpInsert, Row: model.R("email", "x")}
 			if err := st.applyBatch(pipeline.Batch{Txns: []model.Txn{txn(0x20, dup)}, Position: pos(2, 0x20), Base: &p0}, true, immediate, false); err == nil {
 				t.Errorf("%s (immediate=%v): after a restart a duplicate of x was taken", c.Name, immediate)
 			}
-			dup.Row = model.Row{"email": "fresh"}
+			dup.Row = model.R("email", "fresh")
 			if err := st.applyBatch(pipeline.Batch{Txns: []model.Txn{txn(0x20, dup)}, Position: pos(2, 0x20), Base: &p0}, true, immediate, false); err != nil {
 				t.Errorf("%s (immediate=%v): after a restart: %v", c.Name, immediate, err)
 			}
@@ -82,7 +82,7 @@ func TestReplicaUniqueConstraints(t *testing.T) {
 		if err := st.applyBatch(pipeline.Batch{Reset: true, Txns: []model.Txn{storetest.UniqueSnapshot}, Position: p0}, true, true, false); err != nil {
 			t.Fatal(err)
 		}
-		dup := model.Txn{CommitLSN: 0x20, Changes: []model.Change{{Table: "u", PK: "b", Op: model.OpUpdate, Row: model.Row{"email": "x"}}}}
+		dup := model.Txn{CommitLSN: 0x20, Changes: []model.Change{{Table: "u", PK: "b", Op: model.OpUpdate, Row: model.R("email", "x")}}}
 		if err := st.applyBatch(pipeline.Batch{Txns: []model.Txn{dup}, Position: pos(2, 0x20), Base: &p0}, true, true, false); err != nil {
 			t.Errorf("%s: refused %v; it keeps no constraints", kind, err)
 		}

@@ -148,7 +148,7 @@ func testSearchOverlappingRebuilds(t *testing.T, pool *pgxpool.Pool) {
 	}
 	snap := model.Txn{CommitLSN: 0x50, Snapshot: true}
 	for i := range 16 {
-		snap.Changes = append(snap.Changes, ins(fmt.Sprintf("k%02d", i), model.Row{"v": "1"}))
+		snap.Changes = append(snap.Changes, ins(fmt.Sprintf("k%02d", i), model.R("v", "1")))
 	}
 	rebuild := pipeline.Batch{Reset: true, Fresh: true, Txns: []model.Txn{snap}, Position: pos(1, 0x50)}
 	errCrashed := errors.New("crashed after its reset")
@@ -186,7 +186,7 @@ func testSearchRevsFrom(t *testing.T, pool *pgxpool.Pool) {
 		t.Fatal(err)
 	}
 	upd := func(lsn model.LSN, v string) model.Txn {
-		return model.Txn{CommitLSN: lsn, Changes: []model.Change{{Table: "t", PK: "a", Op: model.OpUpdate, Row: model.Row{"v": v}}}}
+		return model.Txn{CommitLSN: lsn, Changes: []model.Change{{Table: "t", PK: "a", Op: model.OpUpdate, Row: model.R("v", v)}}}
 	}
 	read := func() (model.LSN, int) {
 		snap, err := s.ReadAll(ctx(t))
@@ -201,8 +201,8 @@ func testSearchRevsFrom(t *testing.T, pool *pgxpool.Pool) {
 		revs     int
 		happened string
 	}{
-		{pipeline.Batch{Txns: []model.Txn{{CommitLSN: 0x10, Changes: []model.Change{ins("a", model.Row{"v": "1"})}}, upd(0x20, "2")}, Position: pos(2, 0x20)}, 0, 2, "an insert and an update"},
-		{pipeline.Batch{Reset: true, Txns: []model.Txn{{CommitLSN: 0x25, Snapshot: true, Changes: []model.Change{ins("a", model.Row{"v": "2"})}}, upd(0x30, "3")}, Position: pos(4, 0x30)}, 0x25, 2, "a reset to a snapshot at 0/25 and an update"},
+		{pipeline.Batch{Txns: []model.Txn{{CommitLSN: 0x10, Changes: []model.Change{ins("a", model.R("v", "1"))}}, upd(0x20, "2")}, Position: pos(2, 0x20)}, 0, 2, "an insert and an update"},
+		{pipeline.Batch{Reset: true, Txns: []model.Txn{{CommitLSN: 0x25, Snapshot: true, Changes: []model.Change{ins("a", model.R("v", "2"))}}, upd(0x30, "3")}, Position: pos(4, 0x30)}, 0x25, 2, "a reset to a snapshot at 0/25 and an update"},
 		{pipeline.Batch{Txns: []model.Txn{upd(0x40, "4")}, Position: pos(5, 0x40)}, 0x25, 3, "one more update"},
 	}
 	for _, st := range steps {
@@ -239,7 +239,7 @@ func testDroppedDocs(t *testing.T, pool *pgxpool.Pool) {
 				return st
 			}
 			st := open()
-			one := model.Txn{CommitLSN: 10, Changes: []model.Change{ins("a", model.Row{"v": "1"})}}
+			one := model.Txn{CommitLSN: 10, Changes: []model.Change{ins("a", model.R("v", "1"))}}
 			if err := st.Apply(ctx(t), pipeline.Batch{Txns: []model.Txn{one}, Position: pos(1, 10)}); err != nil {
 				t.Fatal(err)
 			}
@@ -307,7 +307,7 @@ func pos(off int64, lsn model.LSN) model.Position { return model.Position{Offset
 
 // PostgreSQL refuses a NUL byte in text, which makes a statement in the
 // middle of a batch fail.
-var bad = model.Row{"v": "bad\x00value"}
+var bad = model.R("v", "bad\x00value")
 
 // A replica batch that fails part way leaves no trace: no document, no
 // position.
@@ -316,7 +316,7 @@ func testReplicaAtomic(t *testing.T, pool *pgxpool.Pool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Apply(ctx(t), pipeline.Batch{Txns: []model.Txn{{CommitLSN: 10, Changes: []model.Change{ins("a", model.Row{"v": "1"})}}}, Position: pos(1, 10)}); err != nil {
+	if err := r.Apply(ctx(t), pipeline.Batch{Txns: []model.Txn{{CommitLSN: 10, Changes: []model.Change{ins("a", model.R("v", "1"))}}}, Position: pos(1, 10)}); err != nil {
 		t.Fatal(err)
 	}
 	before, err := r.ReadAll(ctx(t))
@@ -324,9 +324,9 @@ func testReplicaAtomic(t *testing.T, pool *pgxpool.Pool) {
 		t.Fatal(err)
 	}
 	b := pipeline.Batch{Base: &before.Position, Position: pos(4, 40), Txns: []model.Txn{
-		{CommitLSN: 20, Changes: []model.Change{ins("b", model.Row{"v": "2"}), {Table: "t", PK: "a", Op: model.OpDelete}}},
+		{CommitLSN: 20, Changes: []model.Change{ins("b", model.R("v", "2")), {Table: "t", PK: "a", Op: model.OpDelete}}},
 		{CommitLSN: 30, Changes: []model.Change{ins("c", bad)}},
-		{CommitLSN: 40, Changes: []model.Change{ins("d", model.Row{"v": "4"})}},
+		{CommitLSN: 40, Changes: []model.Change{ins("d", model.R("v", "4"))}},
 	}}
 	if err := r.Apply(ctx(t), b); err == nil {
 		t.Fatal("a batch with a NUL byte applied")
@@ -372,7 +372,7 @@ func testSearchNotAtomic(t *testing.T, pool *pgxpool.Pool) {
 	}
 	var txns []model.Txn
 	for i := range 20 {
-		txns = append(txns, model.Txn{CommitLSN: model.LSN(10 + i), Changes: []model.Change{ins(fmt.Sprint("k", i), model.Row{"v": fmt.Sprint("word", i)})}})
+		txns = append(txns, model.Txn{CommitLSN: model.LSN(10 + i), Changes: []model.Change{ins(fmt.Sprint("k", i), model.R("v", fmt.Sprint("word", i)))}})
 	}
 	broken := slices.Clone(txns)
 	broken[17] = model.Txn{CommitLSN: 27, Changes: []model.Change{ins("k17", bad)}}
@@ -416,10 +416,10 @@ func testSearchQuery(t *testing.T, pool *pgxpool.Pool) {
 	}
 	err = s.Apply(ctx(t), pipeline.Batch{Position: pos(2, 20), Txns: []model.Txn{
 		{CommitLSN: 10, Changes: []model.Change{
-			{Table: "users", PK: "u1", Op: model.OpInsert, Row: model.Row{"name": "Ann Lee", "bio": "likes Tango"}},
-			{Table: "users", PK: "u2", Op: model.OpInsert, Row: model.Row{"name": "Bo Lee", "bio": "golf"}},
+			{Table: "users", PK: "u1", Op: model.OpInsert, Row: model.R("name", "Ann Lee", "bio", "likes Tango")},
+			{Table: "users", PK: "u2", Op: model.OpInsert, Row: model.R("name", "Bo Lee", "bio", "golf")},
 		}},
-		{CommitLSN: 20, Changes: []model.Change{{Table: "users", PK: "u3", Op: model.OpInsert, Row: model.Row{"name": "Cy", "bio": "tango"}}}},
+		{CommitLSN: 20, Changes: []model.Change{{Table: "users", PK: "u3", Op: model.OpInsert, Row: model.R("name", "Cy", "bio", "tango")}}},
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -485,7 +485,7 @@ func testConcurrentAppliers(t *testing.T, pool *pgxpool.Pool) {
 					wg.Go(func() {
 						var changes []model.Change
 						for j := range docs {
-							changes = append(changes, ins(fmt.Sprint("k", j), model.Row{"writer": fmt.Sprint(i)}))
+							changes = append(changes, ins(fmt.Sprint("k", j), model.R("writer", fmt.Sprint(i))))
 						}
 						next := pos(base.Offset+1, base.LSN+model.LSN(1+i))
 						errs[i] = st.Apply(ctx(t), pipeline.Batch{Txns: []model.Txn{{CommitLSN: next.LSN, Changes: changes}}, Position: next, Base: &base})
@@ -531,7 +531,7 @@ func testPrefixes(t *testing.T, pool *pgxpool.Pool) {
 			t.Fatal(err)
 		}
 	}
-	if err := a.Apply(ctx(t), pipeline.Batch{Txns: []model.Txn{{CommitLSN: 10, Changes: []model.Change{ins("a", model.Row{"v": "1"})}}}, Position: pos(1, 10)}); err != nil {
+	if err := a.Apply(ctx(t), pipeline.Batch{Txns: []model.Txn{{CommitLSN: 10, Changes: []model.Change{ins("a", model.R("v", "1"))}}}, Position: pos(1, 10)}); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok, err := b.Position(ctx(t)); err != nil || ok {
@@ -562,9 +562,9 @@ func testReplicaTables(t *testing.T, pool *pgxpool.Pool) {
 		Key: []string{"branch", "id"}, Unique: [][]string{{"owner"}}}
 	events := model.Table{Name: "events", Columns: []model.Column{{Name: "seq", Type: "integer"}, {Name: "note", Type: "text"}}}
 	snap := model.Txn{CommitLSN: 0x10, Snapshot: true, Schema: []model.Table{accounts, events}, Changes: []model.Change{
-		{Table: "accounts", PK: "1,a", Op: model.OpInsert, Row: model.Row{"balance": "10.50", "opened": "2024-02-29", "owner": "ann"}},
-		{Table: "accounts", PK: "2,b", Op: model.OpInsert, Row: model.Row{"balance": "0.00", "owner": "bob"}},
-		{Table: "events", PK: `(1,"a b")`, Op: model.OpInsert, Row: model.Row{"seq": "1", "note": "a b"}},
+		{Table: "accounts", PK: "1,a", Op: model.OpInsert, Row: model.R("balance", "10.50", "opened", "2024-02-29", "owner", "ann")},
+		{Table: "accounts", PK: "2,b", Op: model.OpInsert, Row: model.R("balance", "0.00", "owner", "bob")},
+		{Table: "events", PK: `(1,"a b")`, Op: model.OpInsert, Row: model.R("seq", "1", "note", "a b")},
 	}}
 	r, err := NewReplica(ctx(t), pool, Options{Prefix: "typed_"})
 	if err != nil {
@@ -601,10 +601,10 @@ func testReplicaTables(t *testing.T, pool *pgxpool.Pool) {
 	// Swap the owners, delete the event, and write tables and a column
 	// no definition has.
 	swap := model.Txn{CommitLSN: 0x20, Changes: []model.Change{
-		{Table: "accounts", PK: "1,a", Op: model.OpUpdate, Row: model.Row{"balance": "10.50", "opened": "2024-02-29", "owner": "bob"}},
-		{Table: "accounts", PK: "2,b", Op: model.OpUpdate, Row: model.Row{"balance": "1.25", "owner": "ann", "extra": "new column"}},
+		{Table: "accounts", PK: "1,a", Op: model.OpUpdate, Row: model.R("balance", "10.50", "opened", "2024-02-29", "owner", "bob")},
+		{Table: "accounts", PK: "2,b", Op: model.OpUpdate, Row: model.R("balance", "1.25", "owner", "ann", "extra", "new column")},
 		{Table: "events", PK: `(1,"a b")`, Op: model.OpDelete},
-		{Table: "later", PK: "k", Op: model.OpInsert, Row: model.Row{"v": "1"}},
+		{Table: "later", PK: "k", Op: model.OpInsert, Row: model.R("v", "1")},
 		{Table: "nulls", PK: "k", Op: model.OpInsert, Row: model.Row{}}, // a row of NULLs: no column to infer
 	}}
 	if err := r.Apply(ctx(t), pipeline.Batch{Txns: []model.Txn{swap}, Position: pos(2, 0x20), Base: new(pos(1, 0x10))}); err != nil {
@@ -635,7 +635,7 @@ func testReplicaTables(t *testing.T, pool *pgxpool.Pool) {
 		t.Fatalf("the added column: %+v %v", c, ok)
 	}
 	// A value the column's type refuses fails the batch.
-	bad := model.Txn{CommitLSN: 0x30, Changes: []model.Change{{Table: "events", PK: "(x,)", Op: model.OpInsert, Row: model.Row{"seq": "x"}}}}
+	bad := model.Txn{CommitLSN: 0x30, Changes: []model.Change{{Table: "events", PK: "(x,)", Op: model.OpInsert, Row: model.R("seq", "x")}}}
 	if err := r2.Apply(ctx(t), pipeline.Batch{Txns: []model.Txn{bad}, Position: pos(3, 0x30), Base: new(pos(2, 0x20))}); err == nil {
 		t.Fatal("an integer column took x")
 	}
@@ -650,7 +650,7 @@ func testReplicaTables(t *testing.T, pool *pgxpool.Pool) {
 	if err := d.Write(ctx(t), model.Txn{CommitLSN: 0x10, Changes: snap.Changes[:2]}); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.Write(ctx(t), model.Txn{CommitLSN: 0x20, Changes: []model.Change{{Table: "accounts", PK: "2,b", Op: model.OpUpdate, Row: model.Row{"owner": "ann"}}}}); err == nil {
+	if err := d.Write(ctx(t), model.Txn{CommitLSN: 0x20, Changes: []model.Change{{Table: "accounts", PK: "2,b", Op: model.OpUpdate, Row: model.R("owner", "ann")}}}); err == nil {
 		t.Fatal("a duplicate owner was written")
 	}
 }

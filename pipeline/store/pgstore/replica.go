@@ -378,7 +378,7 @@ func queueChange(b *pgx.Batch, rel *relation, c model.Change, lsn model.LSN, gua
 		names, vals, conflict = append(names, q), append(vals, cast(i+1, kc)), append(conflict, q)
 	}
 	for _, dc := range rel.dataColumns() {
-		if v, ok := c.Row[dc.Name]; ok {
+		if v, ok := c.Row.Lookup(dc.Name); ok {
 			args = append(args, v)
 		} else {
 			args = append(args, nil) // NULL: a row image names every non-NULL column
@@ -422,7 +422,7 @@ func (rel *relation) scan(vals [][]byte) (string, model.Row, model.LSN, error) {
 	row := model.Row{}
 	for i, c := range data {
 		if v := vals[nk+i]; v != nil {
-			row[c.Name] = string(v)
+			row.Set(c.Name, string(v))
 		}
 	}
 	lsn, err := strconv.ParseInt(string(vals[len(vals)-1]), 10, 64)

@@ -117,7 +117,7 @@ func TestRedis(t *testing.T) {
 	})
 	t.Run("FlushAll", func(t *testing.T) {
 		c := open(t, Options{})
-		if err := c.Apply(ctx(t), pipeline.Batch{Txns: []model.Txn{{CommitLSN: 10, Changes: []model.Change{{Table: "t", PK: "a", Op: model.OpInsert, Row: model.Row{"v": "1"}}}}}, Position: model.Position{Offset: 1, LSN: 10}}); err != nil {
+		if err := c.Apply(ctx(t), pipeline.Batch{Txns: []model.Txn{{CommitLSN: 10, Changes: []model.Change{{Table: "t", PK: "a", Op: model.OpInsert, Row: model.R("v", "1")}}}}, Position: model.Position{Offset: 1, LSN: 10}}); err != nil {
 			t.Fatal(err)
 		}
 		if _, ok, err := c.Position(ctx(t)); err != nil || !ok {
@@ -135,7 +135,7 @@ func TestRedis(t *testing.T) {
 		if err := c.Clear(ctx(t)); err != nil {
 			t.Fatal(err)
 		}
-		err := c.Apply(ctx(t), pipeline.Batch{Txns: []model.Txn{{CommitLSN: 10, Changes: []model.Change{{Table: "users", PK: "u/1", Op: model.OpInsert, Row: model.Row{"name": "Ann"}}}}}, Position: model.Position{Offset: 3, LSN: 10}})
+		err := c.Apply(ctx(t), pipeline.Batch{Txns: []model.Txn{{CommitLSN: 10, Changes: []model.Change{{Table: "users", PK: "u/1", Op: model.OpInsert, Row: model.R("name", "Ann")}}}}, Position: model.Position{Offset: 3, LSN: 10}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -184,7 +184,7 @@ func testConcurrent(t *testing.T, a, b *Cache) {
 				next := model.Position{Offset: base.Offset + 1, LSN: base.LSN + model.LSN(1+i)}
 				var changes []model.Change
 				for j := range 30 {
-					changes = append(changes, model.Change{Table: "t", PK: fmt.Sprint("k", j), Op: model.OpUpdate, Row: model.Row{"writer": fmt.Sprint(i)}})
+					changes = append(changes, model.Change{Table: "t", PK: fmt.Sprint("k", j), Op: model.OpUpdate, Row: model.R("writer", fmt.Sprint(i))})
 				}
 				errs[i] = c.Apply(ctx(t), pipeline.Batch{Txns: []model.Txn{{CommitLSN: next.LSN, Changes: changes}}, Position: next, Base: &base})
 			})

@@ -53,14 +53,14 @@ func resetSnapshot(lsn model.LSN, schema []model.Table, changes ...model.Change)
 // table (it must be made again), and with a table gone.
 var ResetCases = []ResetCase{
 	{Name: "same definitions",
-		Before: resetSnapshot(0x10, []model.Table{resetT}, ins("t", "a", model.Row{"v": "1"}), ins("t", "b", model.Row{"v": "2"})),
-		After:  resetSnapshot(0x20, []model.Table{resetT}, ins("t", "a", model.Row{"v": "3"}), ins("t", "c", model.Row{"v": "4"}))},
+		Before: resetSnapshot(0x10, []model.Table{resetT}, ins("t", "a", model.R("v", "1")), ins("t", "b", model.R("v", "2"))),
+		After:  resetSnapshot(0x20, []model.Table{resetT}, ins("t", "a", model.R("v", "3")), ins("t", "c", model.R("v", "4")))},
 	{Name: "a column added",
-		Before: resetSnapshot(0x10, []model.Table{resetT}, ins("t", "a", model.Row{"v": "1"})),
-		After:  resetSnapshot(0x20, []model.Table{resetT2}, ins("t", "a", model.Row{"v": "1", "w": "7"}), ins("t", "b", model.Row{"v": "2"}))},
+		Before: resetSnapshot(0x10, []model.Table{resetT}, ins("t", "a", model.R("v", "1"))),
+		After:  resetSnapshot(0x20, []model.Table{resetT2}, ins("t", "a", model.R("v", "1", "w", "7")), ins("t", "b", model.R("v", "2")))},
 	{Name: "a table gone", Dropped: true,
-		Before: resetSnapshot(0x10, []model.Table{resetT, resetU}, ins("t", "a", model.Row{"v": "1"}), ins("u", "x", model.Row{"n": "5"})),
-		After:  resetSnapshot(0x20, []model.Table{resetT}, ins("t", "a", model.Row{"v": "1"}))},
+		Before: resetSnapshot(0x10, []model.Table{resetT, resetU}, ins("t", "a", model.R("v", "1")), ins("u", "x", model.R("n", "5"))),
+		After:  resetSnapshot(0x20, []model.Table{resetT}, ins("t", "a", model.R("v", "1")))},
 }
 
 // Classify says what a reader that got snap (or err) saw of c, and how it

@@ -282,15 +282,15 @@ func testApplyAndReopen(t *testing.T, h Harness) {
 	p := start(t, h, false)
 	p.apply(pipeline.Batch{
 		Txns: []model.Txn{
-			txn(10, ins("users", "u1", model.Row{"name": "Ann Lee", "bio": "likes Tango tango"}), ins("users", "u2", model.Row{"name": "Bo"})),
-			txn(20, upd("users", "u1", model.Row{"name": "Ann Lee", "bio": "golf"}), ins("accounts", "a1", model.Row{"balance": "100"})),
-			txn(30, del("users", "u2"), model.Change{Table: "accounts", PK: "a2", OldPK: "a1", Op: model.OpUpdate, Row: model.Row{"balance": "100"}}),
+			txn(10, ins("users", "u1", model.R("name", "Ann Lee", "bio", "likes Tango tango")), ins("users", "u2", model.R("name", "Bo"))),
+			txn(20, upd("users", "u1", model.R("name", "Ann Lee", "bio", "golf")), ins("accounts", "a1", model.R("balance", "100"))),
+			txn(30, del("users", "u2"), model.Change{Table: "accounts", PK: "a2", OldPK: "a1", Op: model.OpUpdate, Row: model.R("balance", "100")}),
 		},
 		Position: model.Position{Offset: 3, LSN: 30},
 	})
 	p.check("after one batch")
 	p.apply(pipeline.Batch{
-		Txns:     []model.Txn{txn(40, upd("users", "u1", model.Row{"name": "Ann Lee", "bio": "chess"}))},
+		Txns:     []model.Txn{txn(40, upd("users", "u1", model.R("name", "Ann Lee", "bio", "chess")))},
 		Position: model.Position{Offset: 4, LSN: 40},
 		Base:     posp(model.Position{Offset: 3, LSN: 30}),
 	})
@@ -306,7 +306,7 @@ func testApplyAndReopen(t *testing.T, h Harness) {
 func testBaseMismatch(t *testing.T, h Harness) {
 	p := start(t, h, false)
 	err := p.apply(pipeline.Batch{
-		Txns:     []model.Txn{txn(10, ins("t", "k1", model.Row{"v": "one"}))},
+		Txns:     []model.Txn{txn(10, ins("t", "k1", model.R("v", "one")))},
 		Position: model.Position{Offset: 1, LSN: 10},
 		Base:     posp(model.Position{}),
 	})
@@ -315,12 +315,12 @@ func testBaseMismatch(t *testing.T, h Harness) {
 	}
 	p.check("after a refused batch on an empty store")
 	p.apply(pipeline.Batch{
-		Txns:     []model.Txn{txn(10, ins("t", "k1", model.Row{"v": "one"}))},
+		Txns:     []model.Txn{txn(10, ins("t", "k1", model.R("v", "one")))},
 		Position: model.Position{Offset: 1, LSN: 10},
 	})
 	var many []model.Txn
 	for i := range 40 { // more than one search bulk request
-		many = append(many, txn(model.LSN(20+i), upd("t", "k1", model.Row{"v": fmt.Sprint("v", i)}), ins("t", fmt.Sprint("n", i), model.Row{"v": "x"})))
+		many = append(many, txn(model.LSN(20+i), upd("t", "k1", model.R("v", fmt.Sprint("v", i))), ins("t", fmt.Sprint("n", i), model.R("v", "x"))))
 	}
 	for _, base := range []model.Position{{Offset: 0, LSN: 10}, {Offset: 1, LSN: 9}, {Offset: 2, LSN: 20}} {
 		err := p.apply(pipeline.Batch{Txns: many, Position: model.Position{Offset: 41, LSN: 59}, Base: posp(base)})
@@ -338,9 +338,9 @@ func testBaseMismatch(t *testing.T, h Harness) {
 func testGuardedRedelivery(t *testing.T, h Harness) {
 	p := start(t, h, false)
 	txns := []model.Txn{
-		txn(10, ins("t", "k1", model.Row{"v": "a"}), ins("t", "k2", model.Row{"v": "b"})),
-		txn(20, upd("t", "k1", model.Row{"v": "c"})),
-		txn(30, upd("t", "k1", model.Row{"v": "d"}), del("t", "k2")),
+		txn(10, ins("t", "k1", model.R("v", "a")), ins("t", "k2", model.R("v", "b"))),
+		txn(20, upd("t", "k1", model.R("v", "c"))),
+		txn(30, upd("t", "k1", model.R("v", "d")), del("t", "k2")),
 	}
 	p.apply(pipeline.Batch{Txns: txns, Position: model.Position{Offset: 3, LSN: 30}})
 	p.check("first delivery")
@@ -369,16 +369,16 @@ func testNetShapes(t *testing.T, h Harness) {
 	big := strings.Repeat("blob ", 700)
 	unchanged := func(c model.Change, cols ...string) model.Change { c.Unchanged = cols; return c }
 	p.apply(pipeline.Batch{Txns: []model.Txn{
-		txn(10, ins("t", "1", model.Row{"v": "a", "b": big}), ins("t", "2", model.Row{"v": "b"}),
-			ins("t", "3", model.Row{"v": "c"}), ins("t", "6", model.Row{"v": "f", "b": big})),
+		txn(10, ins("t", "1", model.R("v", "a", "b", big)), ins("t", "2", model.R("v", "b")),
+			ins("t", "3", model.R("v", "c")), ins("t", "6", model.R("v", "f", "b", big))),
 	}, Position: model.Position{Offset: 1, LSN: 10}})
 	p.check("initial rows")
 	raw := []model.Txn{
-		txn(20, upd("t", "6", model.Row{"v": "f1", "b": big}), unchanged(upd("t", "6", model.Row{"v": "f2"}), "b")),
-		txn(30, ins("t", "5", model.Row{"v": "e"}), upd("t", "5", model.Row{"v": "e2"}), upd("t", "2", model.Row{"v": "b2"}), del("t", "2")),
-		txn(40, unchanged(upd("t", "1", model.Row{"v": "a2"}), "b"), unchanged(model.Change{Table: "t", PK: "101", OldPK: "1", Op: model.OpUpdate, Row: model.Row{"v": "a2"}}, "b")),
-		txn(50, del("t", "3"), ins("t", "3", model.Row{"v": "c2"})),
-		txn(60, unchanged(model.Change{Table: "t", PK: "102", OldPK: "101", Op: model.OpUpdate, Row: model.Row{"v": "a3"}}, "b")),
+		txn(20, upd("t", "6", model.R("v", "f1", "b", big)), unchanged(upd("t", "6", model.R("v", "f2")), "b")),
+		txn(30, ins("t", "5", model.R("v", "e")), upd("t", "5", model.R("v", "e2")), upd("t", "2", model.R("v", "b2")), del("t", "2")),
+		txn(40, unchanged(upd("t", "1", model.R("v", "a2")), "b"), unchanged(model.Change{Table: "t", PK: "101", OldPK: "1", Op: model.OpUpdate, Row: model.R("v", "a2")}, "b")),
+		txn(50, del("t", "3"), ins("t", "3", model.R("v", "c2"))),
+		txn(60, unchanged(model.Change{Table: "t", PK: "102", OldPK: "101", Op: model.OpUpdate, Row: model.R("v", "a3")}, "b")),
 	}
 	net := make([]model.Txn, len(raw))
 	for i, t := range raw {
@@ -408,9 +408,9 @@ func testNetShapes(t *testing.T, h Harness) {
 func testTombstones(t *testing.T, h Harness) {
 	p := start(t, h, false)
 	k := model.Key{Table: "t", PK: "k"}
-	p.apply(pipeline.Batch{Txns: []model.Txn{txn(10, ins("t", "k", model.Row{"v": "alive"}))}, Position: model.Position{Offset: 1, LSN: 10}})
+	p.apply(pipeline.Batch{Txns: []model.Txn{txn(10, ins("t", "k", model.R("v", "alive")))}, Position: model.Position{Offset: 1, LSN: 10}})
 	p.apply(pipeline.Batch{Txns: []model.Txn{txn(20, del("t", "k"))}, Position: model.Position{Offset: 2, LSN: 20}})
-	p.apply(pipeline.Batch{Txns: []model.Txn{txn(10, ins("t", "k", model.Row{"v": "alive"}))}, Position: model.Position{Offset: 2, LSN: 20}})
+	p.apply(pipeline.Batch{Txns: []model.Txn{txn(10, ins("t", "k", model.R("v", "alive")))}, Position: model.Position{Offset: 2, LSN: 20}})
 	p.check("older insert after a delete")
 	_, found, err := p.s.Read(ctx(t), k)
 	if err != nil {
@@ -420,7 +420,7 @@ func testTombstones(t *testing.T, h Harness) {
 		t.Fatal("search: a redelivered insert resurrected a deleted document")
 	}
 	// A newer write after the delete does bring it back, counting afresh.
-	p.apply(pipeline.Batch{Txns: []model.Txn{txn(30, upd("t", "k", model.Row{"v": "again"}))}, Position: model.Position{Offset: 3, LSN: 30}})
+	p.apply(pipeline.Batch{Txns: []model.Txn{txn(30, upd("t", "k", model.R("v", "again")))}, Position: model.Position{Offset: 3, LSN: 30}})
 	p.check("newer write after a delete")
 	if d, _, _ := p.s.Read(ctx(t), k); h.Kind == model.Search && d.Revs != 1 {
 		t.Fatalf("search revs after delete and rewrite = %d, want 1", d.Revs)
@@ -431,7 +431,7 @@ func testTombstones(t *testing.T, h Harness) {
 // holds: the search index's revision count goes up again.
 func testBlindApply(t *testing.T, h Harness) {
 	p := start(t, h, true)
-	txns := []model.Txn{txn(10, ins("t", "k", model.Row{"v": "a"})), txn(20, upd("t", "k", model.Row{"v": "b"}))}
+	txns := []model.Txn{txn(10, ins("t", "k", model.R("v", "a"))), txn(20, upd("t", "k", model.R("v", "b")))}
 	p.apply(pipeline.Batch{Txns: txns, Position: model.Position{Offset: 2, LSN: 20}})
 	p.apply(pipeline.Batch{Txns: txns[1:], Position: model.Position{Offset: 2, LSN: 20}})
 	p.check("blind redelivery")
@@ -446,10 +446,10 @@ func testBlindApply(t *testing.T, h Harness) {
 // Write is a dual writer's blind request: no version check, no position.
 func testWrite(t *testing.T, h Harness) {
 	p := start(t, h, false)
-	p.write(txn(10, ins("t", "k", model.Row{"v": "a"}), ins("t", "j", model.Row{"v": "x"})))
-	p.write(txn(20, upd("t", "k", model.Row{"v": "b"})))
-	p.write(txn(20, upd("t", "k", model.Row{"v": "b"})))
-	p.write(txn(5, upd("t", "j", model.Row{"v": "older"}), del("t", "nothing")))
+	p.write(txn(10, ins("t", "k", model.R("v", "a")), ins("t", "j", model.R("v", "x"))))
+	p.write(txn(20, upd("t", "k", model.R("v", "b"))))
+	p.write(txn(20, upd("t", "k", model.R("v", "b"))))
+	p.write(txn(5, upd("t", "j", model.R("v", "older")), del("t", "nothing")))
 	p.check("blind writes")
 	if d, _, _ := p.s.Read(ctx(t), model.Key{Table: "t", PK: "k"}); h.Kind == model.Search && d.Revs != 3 {
 		t.Fatalf("search revs after an insert and the same update twice = %d, want 3", d.Revs)
@@ -457,7 +457,7 @@ func testWrite(t *testing.T, h Harness) {
 	var big model.Txn
 	big.CommitLSN = 30
 	for i := range 40 {
-		big.Changes = append(big.Changes, upd("t", fmt.Sprint("b", i%25), model.Row{"v": fmt.Sprint("w", i)}))
+		big.Changes = append(big.Changes, upd("t", fmt.Sprint("b", i%25), model.R("v", fmt.Sprint("w", i))))
 	}
 	p.write(big)
 	p.check("a large blind write")
@@ -467,12 +467,12 @@ func testWrite(t *testing.T, h Harness) {
 func testReset(t *testing.T, h Harness) {
 	p := start(t, h, false)
 	p.apply(pipeline.Batch{Txns: []model.Txn{
-		txn(10, ins("t", "a", model.Row{"v": "1"}), ins("t", "b", model.Row{"v": "2"})),
+		txn(10, ins("t", "a", model.R("v", "1")), ins("t", "b", model.R("v", "2"))),
 		txn(20, del("t", "b")),
 	}, Position: model.Position{Offset: 2, LSN: 20}})
 	snap := model.Txn{CommitLSN: 15, Snapshot: true, Changes: []model.Change{
-		{Table: "t", PK: "b", Op: model.OpInsert, Row: model.Row{"v": "2"}, Revs: 4},
-		{Table: "t", PK: "c", Op: model.OpInsert, Row: model.Row{"v": "3"}, Revs: 1},
+		{Table: "t", PK: "b", Op: model.OpInsert, Row: model.R("v", "2"), Revs: 4},
+		{Table: "t", PK: "c", Op: model.OpInsert, Row: model.R("v", "3"), Revs: 1},
 	}}
 	p.apply(pipeline.Batch{Reset: true, Txns: []model.Txn{snap}, Position: model.Position{Offset: 1, LSN: 15}})
 	p.check("after a reset to an older snapshot")
@@ -485,14 +485,14 @@ func testReset(t *testing.T, h Harness) {
 
 func testClear(t *testing.T, h Harness) {
 	p := start(t, h, false)
-	p.apply(pipeline.Batch{Txns: []model.Txn{txn(10, ins("t", "a", model.Row{"v": "1"}), del("t", "b"))}, Position: model.Position{Offset: 1, LSN: 10}})
+	p.apply(pipeline.Batch{Txns: []model.Txn{txn(10, ins("t", "a", model.R("v", "1")), del("t", "b"))}, Position: model.Position{Offset: 1, LSN: 10}})
 	if err := p.s.Clear(ctx(t)); err != nil {
 		t.Fatal(err)
 	}
 	p.ref.Clear()
 	p.check("after Clear")
 	// The tombstone went too: an older write applies.
-	p.apply(pipeline.Batch{Txns: []model.Txn{txn(5, ins("t", "b", model.Row{"v": "old"}))}, Position: model.Position{Offset: 1, LSN: 5}})
+	p.apply(pipeline.Batch{Txns: []model.Txn{txn(5, ins("t", "b", model.R("v", "old")))}, Position: model.Position{Offset: 1, LSN: 5}})
 	p.check("after Clear and an older write")
 }
 
@@ -503,7 +503,7 @@ func testLose(t *testing.T, h Harness) {
 		t.Skip("durable store")
 	}
 	p := start(t, h, false)
-	p.apply(pipeline.Batch{Txns: []model.Txn{txn(10, ins("t", "a", model.Row{"v": "1"}))}, Position: model.Position{Offset: 1, LSN: 10}})
+	p.apply(pipeline.Batch{Txns: []model.Txn{txn(10, ins("t", "a", model.R("v", "1")))}, Position: model.Position{Offset: 1, LSN: 10}})
 	h.Lose(t)
 	p.ref.Lose()
 	p.s = h.Open(t, false)
@@ -511,7 +511,7 @@ func testLose(t *testing.T, h Harness) {
 	if _, ok, err := p.s.Position(ctx(t)); err != nil || ok {
 		t.Fatalf("Position after losing data: ok=%v, %v; want no position", ok, err)
 	}
-	err := p.apply(pipeline.Batch{Txns: []model.Txn{txn(20, ins("t", "b", model.Row{"v": "2"}))}, Position: model.Position{Offset: 2, LSN: 20}, Base: posp(model.Position{Offset: 1, LSN: 10})})
+	err := p.apply(pipeline.Batch{Txns: []model.Txn{txn(20, ins("t", "b", model.R("v", "2")))}, Position: model.Position{Offset: 2, LSN: 20}, Base: posp(model.Position{Offset: 1, LSN: 10})})
 	if !errors.Is(err, pipeline.ErrPositionMismatch) {
 		t.Fatalf("a batch after losing data: %v, want ErrPositionMismatch", err)
 	}
@@ -577,7 +577,7 @@ var words = []string{"alpha", "Beta", "gamma", "delta", "Alpha", "tango", "x", "
 func (g *gen) row() model.Row {
 	r := model.Row{}
 	for _, c := range []string{"name", "bio", "n"}[:1+g.rng.IntN(3)] {
-		r[c] = words[g.rng.IntN(len(words))] + " " + words[g.rng.IntN(len(words))]
+		r.Set(c, words[g.rng.IntN(len(words))]+" "+words[g.rng.IntN(len(words))])
 	}
 	return r
 }
@@ -646,18 +646,18 @@ func testFresh(t *testing.T, h Harness) {
 	p.apply(pipeline.Batch{
 		Reset:    true,
 		Fresh:    true,
-		Txns:     []model.Txn{txn(10, ins("t", "k1", model.Row{"v": "one"}), ins("t", "k2", model.Row{"v": "two"}))},
+		Txns:     []model.Txn{txn(10, ins("t", "k1", model.R("v", "one")), ins("t", "k2", model.R("v", "two")))},
 		Position: model.Position{Offset: 1, LSN: 10},
 	})
 	p.check("after a fresh rebuild of an empty store")
 	p.apply(pipeline.Batch{
-		Txns:     []model.Txn{txn(20, upd("t", "k1", model.Row{"v": "uno"}))},
+		Txns:     []model.Txn{txn(20, upd("t", "k1", model.R("v", "uno")))},
 		Position: model.Position{Offset: 2, LSN: 20},
 		Base:     posp(model.Position{Offset: 1, LSN: 10}),
 	})
 	var many []model.Txn // more than one search bulk request
 	for i := range 40 {
-		many = append(many, txn(model.LSN(1+i%9), ins("t", fmt.Sprint("old", i), model.Row{"v": "stale"})))
+		many = append(many, txn(model.LSN(1+i%9), ins("t", fmt.Sprint("old", i), model.R("v", "stale"))))
 	}
 	err := p.apply(pipeline.Batch{Reset: true, Fresh: true, Txns: many, Position: model.Position{Offset: 1, LSN: 9}})
 	if !errors.Is(err, pipeline.ErrPositionMismatch) {

@@ -30,10 +30,10 @@ var UniqueTable = model.Table{Name: "u",
 func urow(email, age string) model.Row {
 	r := model.Row{}
 	if email != "" {
-		r["email"] = email
+		r.Set("email", email)
 	}
 	if age != "" {
-		r["age"] = age
+		r.Set("age", age)
 	}
 	return r
 }

@@ -35,7 +35,7 @@ func TestDecisionsSurviveReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	txn := model.Txn{XID: 7, Changes: []model.Change{{Table: "t", PK: "a/1", Op: model.OpInsert, Row: model.Row{"v": "1"}}}}
+	txn := model.Txn{XID: 7, Changes: []model.Change{{Table: "t", PK: "a/1", Op: model.OpInsert, Row: model.R("v", "1")}}}
 	for _, gid := range []string{"c#1.10", "c#1.2", "x-c#1.2", "a/b%"} {
 		if err := l.Commit(ctx, twopc.Decision{GID: gid, Txn: txn}); err != nil {
 			t.Fatal(err)
@@ -55,7 +55,7 @@ func TestDecisionsSurviveReopen(t *testing.T) {
 		t.Fatalf("decisions after reopening: %v, want %v", got, want)
 	}
 	ds, _ := again.Decisions(ctx)
-	if got := ds[0].Txn; got.XID != 7 || len(got.Changes) != 1 || got.Changes[0].Row["v"] != "1" {
+	if got := ds[0].Txn; got.XID != 7 || len(got.Changes) != 1 || got.Changes[0].Row.Get("v") != "1" {
 		t.Fatalf("decision's transaction: %+v, want %+v", got, txn)
 	}
 	if err := again.Commit(ctx, twopc.Decision{GID: "c#2.1"}); err != nil {

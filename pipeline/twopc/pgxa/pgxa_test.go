@@ -84,7 +84,7 @@ func TestCoordinatorOnPostgres(t *testing.T) {
 	src := &pgsource.Prepared{Source: pgsource.Source{Pool: srcPool}, LockTimeout: 200 * time.Millisecond}
 	stores := []twopc.Store{pgstore.PreparedReplica(replica), pgstore.PreparedSearch(search)}
 	put := func(pk, v string) pipeline.TxnFunc {
-		return func(tx pipeline.Tx) error { tx.Put("t", pk, model.Row{"v": v}); return nil }
+		return func(tx pipeline.Tx) error { tx.Put("t", pk, model.R("v", v)); return nil }
 	}
 	log := &memLog{}
 	coordinator := func(id string) *twopc.Coordinator {

@@ -166,7 +166,7 @@ func serve(t *testing.T, db *memDB, idle time.Duration) (*Client, *Server) {
 }
 
 func newDB() *memDB {
-	return &memDB{rows: map[string]model.Row{"a": {"v": "1"}, "c": {"v": "3"}}, prepared: map[string][]model.Change{}}
+	return &memDB{rows: map[string]model.Row{"a": model.R("v", "1"), "c": model.R("v", "3")}, prepared: map[string][]model.Change{}}
 }
 
 // A read-modify-write transaction runs through the wire statement by
@@ -180,8 +180,8 @@ func TestTransactionThroughTheService(t *testing.T) {
 		if !ok {
 			return errors.New("a not found")
 		}
-		tx.Put("t", "a", model.Row{"v": a["v"] + "1"})
-		tx.Put("t", "b", model.Row{"v": "2"})
+		tx.Put("t", "a", model.R("v", a.Get("v")+"1"))
+		tx.Put("t", "b", model.R("v", "2"))
 		if _, ok := tx.Get("t", "zz"); ok {
 			return errors.New("a row that does not exist was found")
 		}
@@ -191,8 +191,8 @@ func TestTransactionThroughTheService(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]model.Row{"a": {"v": "11"}, "b": {"v": "2"}}
-	if len(db.rows) != 2 || db.rows["a"]["v"] != "11" || db.rows["b"]["v"] != "2" || len(db.committed) != 1 {
+	want := map[string]model.Row{"a": model.R("v", "11"), "b": model.R("v", "2")}
+	if len(db.rows) != 2 || db.rows["a"].Get("v") != "11" || db.rows["b"].Get("v") != "2" || len(db.committed) != 1 {
 		t.Fatalf("source after the transaction: %v (committed %v), want %v", db.rows, db.committed, want)
 	}
 }
@@ -207,10 +207,10 @@ func TestFailuresReachTheClient(t *testing.T) {
 	overdraft := errors.New("overdraft")
 	err := client.Do(context.Background(), func(tx pipeline.Tx) error {
 		tx.Get("t", "a")
-		tx.Put("t", "a", model.Row{"v": "-1"})
+		tx.Put("t", "a", model.R("v", "-1"))
 		return overdraft
 	})
-	if !errors.Is(err, overdraft) || db.rows["a"]["v"] != "1" {
+	if !errors.Is(err, overdraft) || db.rows["a"].Get("v") != "1" {
 		t.Fatalf("a transaction the application rolled back: %v, a = %v; want its error and a unchanged", err, db.rows["a"])
 	}
 	db.prepared["other"] = []model.Change{{Table: "t", PK: "a"}}
@@ -237,7 +237,7 @@ func TestAbandonedTransactionRollsBack(t *testing.T) {
 	client, srv := serve(t, db, 50*time.Millisecond)
 	ctx := context.Background()
 	t1 := &remoteTx{ctx: ctx, c: client, id: "abandoned", begin: true}
-	if row, ok := t1.Get("t", "a"); !ok || row["v"] != "1" {
+	if row, ok := t1.Get("t", "a"); !ok || row.Get("v") != "1" {
 		t.Fatalf("first read: %v %v", row, ok)
 	}
 	deadline := time.Now().Add(5 * time.Second)
@@ -253,7 +253,7 @@ func TestAbandonedTransactionRollsBack(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	t1.Put("t", "a", model.Row{"v": "2"})
+	t1.Put("t", "a", model.R("v", "2"))
 	rep, err := t1.send(EndCommit)
 	if err != nil {
 		t.Fatal(err)
@@ -261,7 +261,7 @@ func TestAbandonedTransactionRollsBack(t *testing.T) {
 	if err := errorOf(rep); !errors.Is(err, ErrGone) {
 		t.Fatalf("the rest of an abandoned transaction: %v, want ErrGone", err)
 	}
-	if db.rows["a"]["v"] != "1" || len(db.committed) != 0 {
+	if db.rows["a"].Get("v") != "1" || len(db.committed) != 0 {
 		t.Fatalf("the abandoned transaction's write landed: %v", db.rows)
 	}
 }
