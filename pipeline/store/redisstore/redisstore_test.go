@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -205,5 +206,34 @@ func testConcurrent(t *testing.T, a, b *Cache) {
 			}
 		}
 		base = want
+	}
+}
+
+// BenchmarkApplyLargeTxn applies one transaction of 100,000 new rows (what
+// pgbench's data load commits at scale 1) as one batch. With every
+// document WATCHed as well as the position, one such Apply took 59 s on
+// this machine, all of it in the WATCH; watching the position alone, 2.2 s
+// a round on a loaded machine, the Clear of the round before included.
+func BenchmarkApplyLargeTxn(b *testing.B) {
+	srv := startServer(b)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.addr(), ReadTimeout: 2 * time.Minute, WriteTimeout: 2 * time.Minute})
+	defer rdb.Close()
+	c, err := New(context.Background(), rdb, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	filler := strings.Repeat(" ", 84)
+	for i := 0; b.Loop(); i++ {
+		if err := c.Clear(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		txn := model.Txn{XID: uint64(i + 1), CommitLSN: 100}
+		for pk := range 100_000 {
+			id := strconv.Itoa(pk)
+			txn.Changes = append(txn.Changes, model.Change{Table: "pgbench_accounts", PK: id, Op: model.OpInsert, Row: model.R("aid", id, "bid", "1", "abalance", "0", "filler", filler)})
+		}
+		if err := c.Apply(context.Background(), pipeline.Batch{Txns: []model.Txn{txn}, Position: model.Position{Offset: 1, LSN: 100}}); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
