@@ -218,8 +218,20 @@ func (t Txn) String() string {
 func (t Txn) Clone() Txn {
 	c := t
 	c.Changes = make([]Change, len(t.Changes))
+	// Every row's columns in one block, each row capped at its own end so
+	// that a Set on one copy reallocates instead of writing over the next:
+	// one allocation a transaction instead of one a change.
+	cols := 0
+	for _, ch := range t.Changes {
+		cols += len(ch.Row)
+	}
+	block := make([]Col, 0, cols)
 	for i, ch := range t.Changes {
-		ch.Row = ch.Row.Clone() // copies the table whole: a third faster than a loop
+		if ch.Row != nil {
+			start := len(block)
+			block = append(block, ch.Row...)
+			ch.Row = Row(block[start:len(block):len(block)])
+		}
 		if ch.Unchanged != nil {
 			ch.Unchanged = append([]string(nil), ch.Unchanged...)
 		}

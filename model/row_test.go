@@ -81,3 +81,31 @@ func TestRLaterValueWins(t *testing.T) {
 		t.Fatalf("a nil row's JSON is %s, want null", b)
 	}
 }
+
+// TestTxnCloneRowsAreTheirOwn: a clone's rows share one block, yet a Set
+// on one, new column or old, touches neither its neighbour nor the
+// original.
+func TestTxnCloneRowsAreTheirOwn(t *testing.T) {
+	orig := Txn{Changes: []Change{
+		{Table: "t", PK: "1", Op: OpInsert, Row: R("a", "1", "c", "3")},
+		{Table: "t", PK: "2", Op: OpDelete},
+		{Table: "t", PK: "3", Op: OpUpdate, Row: R("a", "x"), Unchanged: []string{"b"}},
+	}}
+	c := orig.Clone()
+	c.Changes[0].Row.Set("b", "2")
+	c.Changes[0].Row.Set("a", "changed")
+	c.Changes[2].Row.Set("z", "z")
+	c.Changes[2].Unchanged[0] = "q"
+	if got := orig.Changes[0].Row.Encode(); got != "a=1;c=3" {
+		t.Errorf("original's first row = %q", got)
+	}
+	if got := orig.Changes[2].Row.Encode(); got != "a=x" || orig.Changes[2].Unchanged[0] != "b" {
+		t.Errorf("original's third change = %q %v", got, orig.Changes[2].Unchanged)
+	}
+	if got := c.Changes[2].Row.Encode(); got != "a=x;z=z" {
+		t.Errorf("clone's third row = %q, its neighbour's Set wrote into it", got)
+	}
+	if c.Changes[1].Row != nil {
+		t.Errorf("a delete's nil row became %v", c.Changes[1].Row)
+	}
+}
