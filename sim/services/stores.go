@@ -41,6 +41,10 @@ type Store struct {
 	// the end).
 	view   model.Docs
 	dirty  []model.Key
+	// shared is the copy of the view the last Snapshot handed out: handed
+	// out again while no document changed (a snapshot's holders only read
+	// it), as a quiet store's snapshots are about one in four.
+	shared model.Docs
 	pos    model.Position
 	hasPos bool
 	// revsFrom is the LSN of the snapshot the search index was last reset
@@ -205,8 +209,15 @@ func diskKey(s string) model.Key {
 // Kind is the store's kind.
 func (s *Store) Kind() model.StoreKind { return s.kind }
 
-// Snapshot is the whole store at this instant.
+// Snapshot is the whole store at this instant, for the harness's observer
+// and checker, which only read it: consecutive snapshots of an unchanged
+// store share their documents.
 func (s *Store) Snapshot(name string, at time.Duration) model.Snapshot {
+	snap := model.Snapshot{Store: name, At: at, HasPosition: s.hasPos, Position: s.pos, RevsFrom: s.revsFrom}
+	if s.shared != nil {
+		snap.Docs = s.shared
+		return snap
+	}
 	if s.view == nil {
 		s.view = make(model.Docs, len(s.docs))
 		for k := range s.docs {
@@ -222,7 +233,9 @@ func (s *Store) Snapshot(name string, at time.Duration) model.Snapshot {
 	}
 	s.dirty = s.dirty[:0]
 	// maps.Clone copies the table whole instead of inserting key by key.
-	return model.Snapshot{Store: name, At: at, HasPosition: s.hasPos, Position: s.pos, Docs: maps.Clone(s.view), RevsFrom: s.revsFrom}
+	s.shared = maps.Clone(s.view)
+	snap.Docs = s.shared
+	return snap
 }
 
 // changed notes that k's document was written or deleted, for the view.
@@ -230,6 +243,7 @@ func (s *Store) Snapshot(name string, at time.Duration) model.Snapshot {
 // the observer is cut off), the view is dropped and the next snapshot
 // builds it again, so the list stays bounded.
 func (s *Store) changed(k model.Key) {
+	s.shared = nil
 	if s.view == nil {
 		return
 	}
@@ -850,6 +864,8 @@ func (r *WholeRead) Finish(ctx context.Context) (model.Snapshot, error) {
 			remade = append(remade, name)
 		}
 		if len(remade) > 0 {
+			// A copy: the store may hand the same documents to other readers.
+			snap.Docs = maps.Clone(snap.Docs)
 			maps.DeleteFunc(snap.Docs, func(k model.Key, _ model.Doc) bool { return slices.Contains(remade, k.Table) })
 		}
 		return snap, nil
