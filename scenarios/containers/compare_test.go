@@ -1,6 +1,7 @@
 package containers
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -52,6 +53,10 @@ func TestCompareFigures(t *testing.T) {
 	if !f.AppendTime {
 		t.Error("every record had LogAppendTime, but AppendTime is false")
 	}
+	// One steady transaction: no gap between appends.
+	if f.GapP50 != 0 || f.GapP99 != 0 {
+		t.Errorf("gaps p50 %v p99 %v with one steady append, want 0", f.GapP50, f.GapP99)
+	}
 	// A transaction committed before the start that never arrives: the
 	// restart never completed.
 	f = figures("x", recs[:3], commits, workload, l, &cgroupMeter{})
@@ -68,6 +73,11 @@ func TestCompareFigures(t *testing.T) {
 	calm := load{start: t0, warm: t0, end: at(1000)}
 	if f = figures("x", recs, commits, workload, calm, &cgroupMeter{}); f.Restart != -1 || f.SteadyP99 != f.LatencyP99 {
 		t.Errorf("no kill: restart %v, steady p99 %v, whole p99 %v; want -1 and the same p99", f.Restart, f.SteadyP99, f.LatencyP99)
+	}
+	// First appends at 10, 120, 1500 and 1600 ms (the copy of 2 is not
+	// one): gaps 110, 1380 and 100 ms.
+	if f.GapP50 != 110*time.Millisecond || f.GapP99 != 1380*time.Millisecond {
+		t.Errorf("no kill: gaps p50 %v p99 %v, want 110ms and 1.38s", f.GapP50, f.GapP99)
 	}
 	recs[1].appendTime = false
 	if f = figures("x", recs, commits, workload, l, &cgroupMeter{}); f.AppendTime {
@@ -105,11 +115,11 @@ func TestCompareTable(t *testing.T) {
 		Config: CompareConfig{Clients: 4, Duration: 30 * time.Second, KillAt: 10 * time.Second, Warmup: 5 * time.Second, Debezium: variants, MaxRate: 20 * time.Second, MaxClients: 16},
 		Phase: Phase{Committed: 1000, Offered: 166, Captures: []CaptureFigures{
 			{Txns: 1000, Changes: 5000, Rate: 160, SteadyP50: 5 * time.Millisecond, SteadyP99: 40 * time.Millisecond, LatencyP50: 6 * time.Millisecond, LatencyP99: 2 * time.Second,
-				AppendTime: true, CPU: time.Second, PeakRSS: 40 << 20, Measured: true, Restart: 2 * time.Second, Duplicates: 0, CatchUp: 0, SlotLag: lag(8<<10, 3<<20)},
+				AppendTime: true, GapP99: 50 * time.Millisecond, CPU: time.Second, PeakRSS: 40 << 20, Measured: true, Restart: 2 * time.Second, Duplicates: 0, CatchUp: 0, SlotLag: lag(8<<10, 3<<20)},
 			{Txns: 1000, Changes: 5000, Rate: 80, SteadyP50: 500 * time.Millisecond, SteadyP99: 800 * time.Millisecond, LatencyP50: 600 * time.Millisecond, LatencyP99: 20 * time.Second,
-				AppendTime: true, CPU: 8 * time.Second, PeakRSS: 400 << 20, Measured: true, Restart: -1, Duplicates: 3000, CatchUp: 4 * time.Second, SlotLag: lag(30<<20, 60<<20)},
+				AppendTime: true, CPU: 6172500 * time.Microsecond, PeakRSS: 400 << 20, Measured: true, Restart: -1, Duplicates: 3000, CatchUp: 4 * time.Second, SlotLag: lag(30<<20, 60<<20)},
 			{Txns: 1000, Changes: 5000, Rate: 160, SteadyP50: 20 * time.Millisecond, SteadyP99: 80 * time.Millisecond, LatencyP50: 60 * time.Millisecond, LatencyP99: 10 * time.Second,
-				AppendTime: true, CPU: 4 * time.Second, PeakRSS: 400 << 20, Measured: true, Restart: 8 * time.Second, Duplicates: 30, CatchUp: time.Second, SlotLag: lag(1<<20, 2<<20)},
+				AppendTime: true, GapP99: 25 * time.Millisecond, CPU: 4 * time.Second, PeakRSS: 400 << 20, Measured: true, Restart: 8 * time.Second, Duplicates: 30, CatchUp: time.Second, SlotLag: lag(1<<20, 2<<20)},
 		}},
 		MaxRate: &Phase{Committed: 2000, Offered: 1000, Captures: []CaptureFigures{
 			{Changes: 20000, Rate: 1000, AppendTime: true, Measured: true, CPU: 2 * time.Second, CatchUp: 500 * time.Millisecond, LatencyP99: 100 * time.Millisecond, SlotLag: lag(1<<20, 2<<20)},
@@ -125,15 +135,17 @@ func TestCompareTable(t *testing.T) {
 		"| commit -> Kafka append p50, after 5s warm-up, appended before the kill | 5.0 ms | 500.0 ms | 0.01 | 20.0 ms | 0.25 |",
 		"| commit -> Kafka append p99, whole load (kill included) | 2000.0 ms | 20000.0 ms | 0.10 | 10000.0 ms | 0.20 |",
 		"| slot lag p50 (WAL bytes behind confirmed_flush_lsn, sampled each second) | 8 kB | 30.0 MB | 0.00 | 1.0 MB | 0.01 |",
+		"| time between its topic's appends p99, same | 50.0 ms | 0.0 ms | - | 25.0 ms | 2.00 |",
 		"| slot lag max (same) | 3.0 MB | 60.0 MB | 0.05 | 2.0 MB | 1.50 |",
 		"| catch-up after the load's end (until its topic held all committed before it) | 0s | 4s | 0.00 | 1s | 0.00 |",
-		"| CPU per change (cgroup, load start to caught up) | 200µs | 1.6ms | 0.12 | 800µs | 0.25 |",
+		"| CPU per change (cgroup, load start to caught up) | 200µs | 1.23ms | 0.16 | 800µs | 0.25 |",
 		"| peak memory (cgroup) | 40 MB | 400 MB | 0.10 | 400 MB | 0.10 |",
 		"| 2s | never | - | 8s | 0.25 |",
 		"| duplicates after the crash | 0 | 3000 | 0.00 | 30 | 0.00 |",
-		"maximum rate: pgbench -f max-rate.sql (one account update and nine history rows per transaction) -c 16 for 20s, no kill: 2000 transactions committed, 1000 changes/s offered",
+		"maximum rate: pgbench -f max-rate.sql (50 changes per transaction: an account update, 49 history rows in one insert) -c 16 for 20s, no kill: 2000 transactions committed, 1000 changes/s offered",
 		"| changes/s, load start to last append | 1000 | 500 | 2.00 | 900 | 1.11 |",
 		"| kept up (caught up within 2s of the load's end) | yes | no | - | yes | - |",
+		"maximum rate: pgbench -f max-rate.sql (50 changes per transaction: an account update, 49 history rows in one insert) -c 16 for 20s, no kill: 2000 transactions committed, 1000 changes/s offered\n\n| measure | lockstep | Debezium stock (poll 500 ms, flush 60 s) | lockstep / stock | Debezium tuned (poll 10ms, flush 1s) | lockstep / tuned |\n|---|---|---|---|---|---|\n| transactions captured | 0 | 0 | - | 0 | - |",
 		"| commit -> Kafka append p99 | 100.0 ms | 20000.0 ms | 0.01 | 200.0 ms | 0.50 |",
 		"| CPU per change (cgroup, load start to caught up) | 100µs | 400µs | 0.25 | 200µs | 0.50 |",
 	} {
@@ -219,5 +231,19 @@ func TestVariants(t *testing.T) {
 		if _, err := Variants(names, 0, 0); err == nil {
 			t.Errorf("%q accepted", names)
 		}
+	}
+}
+
+// Records appended together share one LogAppendTime: the gaps are between
+// distinct append times, in time order.
+func TestAppendGaps(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	got := appendGaps([]time.Time{at(50), at(10), at(10), at(30), at(50), at(50)})
+	if want := []time.Duration{20 * time.Millisecond, 20 * time.Millisecond}; !slices.Equal(got, want) {
+		t.Errorf("gaps %v, want %v", got, want)
+	}
+	if got := appendGaps([]time.Time{at(5), at(5)}); len(got) != 0 {
+		t.Errorf("one batch: gaps %v, want none", got)
 	}
 }
