@@ -146,8 +146,8 @@ type CaptureFigures struct {
 	// never did. Duplicates are records of a transaction already appended.
 	Restart    time.Duration
 	Duplicates int
-	// CatchUp is from the load's end until its topic held every
-	// transaction committed before it (0: it had them all then; -1:
+	// CatchUp is from the load's end (its last commit) until its topic
+	// held every transaction of the load (0: it had them all then; -1:
 	// never).
 	CatchUp time.Duration
 	// SlotLag is its slot's lag, sampled once a second during the load.
@@ -435,6 +435,10 @@ func measure(ctx context.Context, src *pgx.Conn, p *Phase, l load, caps []*compa
 	for _, n := range changes {
 		p.Changes += n
 	}
+	// The load ended with its last commit: pgbench takes a while to
+	// return after its clients stop, and a capture that appended the
+	// last transaction by then had not kept up on time for it.
+	l.end = lastCommit(commits, workload, l.end)
 	if d := l.end.Sub(l.start).Seconds(); d > 0 {
 		p.Offered = float64(p.Changes) / d
 	}
@@ -675,6 +679,21 @@ func figures(name string, recs []appended, commits map[uint64]time.Time, workloa
 	return f
 }
 
+// lastCommit is the latest commit of workload's transactions (or, with
+// none, otherwise).
+func lastCommit(commits map[uint64]time.Time, workload map[uint64]bool, otherwise time.Time) time.Time {
+	var last time.Time
+	for x := range workload {
+		if commits[x].After(last) {
+			last = commits[x]
+		}
+	}
+	if last.IsZero() {
+		return otherwise
+	}
+	return last
+}
+
 // appendGaps are the intervals between the distinct append times in at.
 func appendGaps(at []time.Time) []time.Duration {
 	slices.SortFunc(at, time.Time.Compare)
@@ -687,12 +706,12 @@ func appendGaps(at []time.Time) []time.Duration {
 }
 
 // heldAll is how long after since the topic (first: each transaction's
-// first append) held every workload transaction committed before since:
+// first append) held every workload transaction committed by since:
 // 0 if it held them then, -1 if it never did.
 func heldAll(first, commits map[uint64]time.Time, workload map[uint64]bool, since time.Time) time.Duration {
 	var took time.Duration
 	for x := range workload {
-		if !commits[x].Before(since) {
+		if commits[x].After(since) {
 			continue
 		}
 		at, ok := first[x]

@@ -63,6 +63,19 @@ func TestCompareFigures(t *testing.T) {
 	if f.Restart != -1 || f.CatchUp != -1 {
 		t.Errorf("restart %v, catch-up %v with transactions 3 and 4 missing, want -1 (never) for both", f.Restart, f.CatchUp)
 	}
+	// The load's end is its last commit (900 ms, transaction 4's), which
+	// the catch-up waits for too.
+	if end := lastCommit(commits, workload, at(5000)); !end.Equal(at(900)) {
+		t.Errorf("last commit %v, want 900 ms", end.Sub(t0))
+	}
+	if end := lastCommit(commits, map[uint64]bool{}, at(5000)); !end.Equal(at(5000)) {
+		t.Errorf("last commit of no transactions %v, want the load's own end", end.Sub(t0))
+	}
+	atLast := l
+	atLast.end = at(900)
+	if f = figures("x", recs, commits, workload, atLast, &cgroupMeter{}); f.CatchUp != 700*time.Millisecond {
+		t.Errorf("catch-up %v from the last commit at 900 ms, want 700ms (its own append at 1600 ms)", f.CatchUp)
+	}
 	// A load that ended after the last append: caught up at its end.
 	late := l
 	late.end = at(2000)
