@@ -379,9 +379,15 @@ func runLoad(ctx context.Context, w *World, src *pgx.Conn, caps []*compared, kil
 	return l, nil
 }
 
+// stallLimit is how long a capture whose topic lacks the marker may append
+// nothing before the benchmark gives up on it: a capture far behind (at
+// the maximum rate, minutes) is waited for as long as it appends.
+const stallLimit = time.Minute
+
 // awaitMarker reads every capture's topic until each holds the marker.
 func awaitMarker(ctx context.Context, w *World, caps []*compared, marker uint64) (map[string][]appended, error) {
-	deadline := time.Now().Add(3 * time.Minute)
+	seen := map[string]int{}
+	moved := time.Now()
 	for {
 		recs := map[string][]appended{}
 		var missing []string
@@ -393,6 +399,9 @@ func awaitMarker(ctx context.Context, w *World, caps []*compared, marker uint64)
 			recs[c.name] = r
 			if !holds(r, marker) {
 				missing = append(missing, c.name)
+				if len(r) > seen[c.name] {
+					seen[c.name], moved = len(r), time.Now()
+				}
 			}
 		}
 		if len(missing) == 0 {
@@ -401,10 +410,10 @@ func awaitMarker(ctx context.Context, w *World, caps []*compared, marker uint64)
 			}
 			return recs, nil
 		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("containers: compare: %s did not append the marker within 3 minutes (logs in %s)", strings.Join(missing, ", "), w.LogDir)
+		if time.Since(moved) > stallLimit {
+			return nil, fmt.Errorf("containers: compare: %s appended nothing for %v and not the marker (logs in %s)", strings.Join(missing, ", "), stallLimit, w.LogDir)
 		}
-		if !sleepUntil(ctx, time.Now().Add(time.Second)) {
+		if !sleepUntil(ctx, time.Now().Add(2*time.Second)) {
 			return nil, ctx.Err()
 		}
 	}
