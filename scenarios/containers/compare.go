@@ -303,11 +303,8 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := writeTimes(out.Times, first.start, commits, caps, recs); err != nil {
-		return nil, err
-	}
 	if cfg.MaxRate == 0 {
-		return out, nil
+		return out, writeTimes(out.Times, first.start, commits, caps, recs)
 	}
 	script := filepath.Join(w.LogDir, "max-rate.sql")
 	if err := os.WriteFile(script, []byte(maxRateScript), 0o644); err != nil {
@@ -324,10 +321,12 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 		return nil, err
 	}
 	out.MaxRate = &Phase{}
-	if _, err := measure(ctx, src, out.MaxRate, second, caps, recs, lags); err != nil {
+	// The topics hold both loads now: every record's times, from the
+	// first load's start.
+	if commits, err = measure(ctx, src, out.MaxRate, second, caps, recs, lags); err != nil {
 		return nil, err
 	}
-	return out, nil
+	return out, writeTimes(out.Times, first.start, commits, caps, recs)
 }
 
 // runLoad runs pgbench with args against the source, every capture's
