@@ -60,6 +60,7 @@ soak:
 ## Debezium and tuned Debezium (poll 10 ms, flush 1 s) on one PostgreSQL and
 ## Kafka under one pgbench load, all killed -9 at 30 s of 60, then 30 s at the
 ## maximum rate; one table, every system's figures from the same run (needs
-## Docker, the images and images/build-debezium.sh; about 5 min; not in make test).
+## Docker, the images and images/build-debezium.sh; about 10 min, Debezium
+## draining the maximum-rate backlog; not in make test).
 compare-debezium:
 	$(GO) run ./cmd/lockstep bench --world containers --compare debezium

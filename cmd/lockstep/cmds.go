@@ -487,7 +487,8 @@ per row. --poll and --flush set the tuned connector's poll.interval.ms and
 offset.flush.interval.ms (stock keeps Debezium's 500 ms and 60 s). Then,
 unless --max-rate is 0, a second load of --max-clients clients with no row
 every transaction updates measures each capture's maximum sustained rate.
-Needs Docker, make images and images/build-debezium.sh; takes about 5 min.`,
+Needs Docker, make images and images/build-debezium.sh; takes about 10 min
+(Debezium drains the maximum-rate backlog for minutes).`,
 	flags: func(fs *flag.FlagSet) func([]string) error {
 		seeds := positiveFlag(fs, "seeds", 50, "`N` seeds per system")
 		scenario := fs.String("scenario", "swarm", "scenario")
