@@ -294,7 +294,7 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 	}
 	first.warm = first.start.Add(cfg.Warmup)
 	log.Info("compare: load done, waiting for every capture", "marker", first.marker)
-	recs, err := awaitMarker(ctx, w, caps, first.marker)
+	recs, err := awaitMarker(ctx, caps, first.marker, w.LogDir, 2*time.Second, stallLimit)
 	if err != nil {
 		return nil, err
 	}
@@ -317,7 +317,7 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 		return nil, err
 	}
 	second.warm = second.start
-	if recs, err = awaitMarker(ctx, w, caps, second.marker); err != nil {
+	if recs, err = awaitMarker(ctx, caps, second.marker, w.LogDir, 2*time.Second, stallLimit); err != nil {
 		return nil, err
 	}
 	out.MaxRate = &Phase{}
@@ -383,8 +383,10 @@ func runLoad(ctx context.Context, w *World, src *pgx.Conn, caps []*compared, kil
 // the maximum rate, minutes) is waited for as long as it appends.
 const stallLimit = time.Minute
 
-// awaitMarker reads every capture's topic until each holds the marker.
-func awaitMarker(ctx context.Context, w *World, caps []*compared, marker uint64) (map[string][]appended, error) {
+// awaitMarker reads every capture's topic, every period, until each holds
+// the marker; it gives up on a capture whose topic grew by nothing for
+// stall (its log is in logDir).
+func awaitMarker(ctx context.Context, caps []*compared, marker uint64, logDir string, period, stall time.Duration) (map[string][]appended, error) {
 	seen := map[string]int{}
 	moved := time.Now()
 	for {
@@ -409,10 +411,10 @@ func awaitMarker(ctx context.Context, w *World, caps []*compared, marker uint64)
 			}
 			return recs, nil
 		}
-		if time.Since(moved) > stallLimit {
-			return nil, fmt.Errorf("containers: compare: %s appended nothing for %v and not the marker (logs in %s)", strings.Join(missing, ", "), stallLimit, w.LogDir)
+		if time.Since(moved) > stall {
+			return nil, fmt.Errorf("containers: compare: %s appended nothing for %v and not the marker (logs in %s)", strings.Join(missing, ", "), stall, logDir)
 		}
-		if !sleepUntil(ctx, time.Now().Add(2*time.Second)) {
+		if !sleepUntil(ctx, time.Now().Add(period)) {
 			return nil, ctx.Err()
 		}
 	}

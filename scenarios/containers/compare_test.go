@@ -1,6 +1,8 @@
 package containers
 
 import (
+	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -258,5 +260,34 @@ func TestAppendGaps(t *testing.T) {
 	}
 	if got := appendGaps([]time.Time{at(5), at(5)}); len(got) != 0 {
 		t.Errorf("one batch: gaps %v, want none", got)
+	}
+}
+
+// awaitMarker waits for a capture far behind as long as its topic grows,
+// and gives up, naming it, on one that stopped appending.
+func TestAwaitMarker(t *testing.T) {
+	topic := func(grows, stopsAt int) *compared {
+		var recs []appended
+		return &compared{name: fmt.Sprintf("grows-%d", grows), meter: &cgroupMeter{id: "none"},
+			read: func(context.Context) ([]appended, error) {
+				for i := 0; i < grows && len(recs) < stopsAt; i++ {
+					recs = append(recs, appended{xid: uint64(len(recs) + 1)})
+				}
+				return slices.Clone(recs), nil
+			}}
+	}
+	ctx := context.Background()
+	// One record a read: the marker (xid 40) comes after 40 reads, far
+	// past the stall limit of 20 ms if that were a deadline.
+	slow := topic(1, 1000)
+	got, err := awaitMarker(ctx, []*compared{slow, topic(100, 1000)}, 40, "logs", time.Millisecond, 20*time.Millisecond)
+	if err != nil || !holds(got[slow.name], 40) {
+		t.Fatalf("a growing topic: %v, holds the marker %v", err, holds(got[slow.name], 40))
+	}
+	// A topic that stops at 10 records never holds the marker 40.
+	stuck := topic(1, 10)
+	_, err = awaitMarker(ctx, []*compared{topic(100, 1000), stuck}, 40, "logs", time.Millisecond, 20*time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), stuck.name+" appended nothing for 20ms") {
+		t.Fatalf("a stuck topic: %v", err)
 	}
 }
