@@ -478,15 +478,16 @@ With --world containers --compare debezium it runs the side-by-side
 benchmark instead: lockstep's capture and Debezium's connector, stock and
 tuned (--debezium; one Kafka Connect worker each), on the same PostgreSQL
 and Kafka under the same pgbench load, all killed with kill -9 at --kill-at
-and started a second later, and prints one table of every capture's
+and started a second later, and prints a table of every capture's
 figures from that run: changes/s, commit -> Kafka append latency p50/p99
 (track_commit_timestamp to the broker's LogAppendTime), slot lag, catch-up
 after the load, CPU per change and peak memory from each container's
 cgroup, restart time and duplicates after the kill, and lockstep/Debezium
-per row. --poll and --flush set the tuned connector's poll.interval.ms and
+beside each Debezium column. --poll and --flush set the tuned connector's poll.interval.ms and
 offset.flush.interval.ms (stock keeps Debezium's 500 ms and 60 s). Then,
 unless --max-rate is 0, a second load of --max-clients clients with no row
-every transaction updates measures each capture's maximum sustained rate.
+every transaction updates (50 changes per transaction) measures each
+capture's maximum sustained rate, in a second table.
 Needs Docker, make images and images/build-debezium.sh; takes about 10 min
 (Debezium drains the maximum-rate backlog for minutes).`,
 	flags: func(fs *flag.FlagSet) func([]string) error {
@@ -497,7 +498,7 @@ Needs Docker, make images and images/build-debezium.sh; takes about 10 min
 		var cc containers.CompareConfig
 		fs.IntVar(&cc.Clients, "clients", 4, "pgbench clients (--compare)")
 		fs.DurationVar(&cc.Duration, "duration", time.Minute, "pgbench's run time (--compare)")
-		fs.DurationVar(&cc.KillAt, "kill-at", 30*time.Second, "kill -9 both captures this long into the load, 0 for never (--compare)")
+		fs.DurationVar(&cc.KillAt, "kill-at", 30*time.Second, "kill -9 every capture this long into the load, 0 for never (--compare)")
 		fs.DurationVar(&cc.Warmup, "warmup", 15*time.Second, "the load's first seconds, left out of the steady latency (--compare)")
 		variants := fs.String("debezium", "stock,tuned", "the Debezium `VARIANTS` beside lockstep's capture: stock, tuned or both (--compare)")
 		poll := fs.Duration("poll", 10*time.Millisecond, "the tuned connector's poll.interval.ms, 0 for Debezium's default (--compare)")
