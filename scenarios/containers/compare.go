@@ -137,6 +137,9 @@ type CaptureFigures struct {
 	// acknowledgement before the next (lockstep's) cannot append again
 	// sooner than acks=all from three brokers allows.
 	GapP50, GapP99 time.Duration
+	// Steady and Gaps count the steady transactions and the gaps between
+	// their appends: none when every capture lagged past the kill.
+	Steady, Gaps int
 	AppendTime     bool
 	CPU            time.Duration // the container's CPU, load start to caught up, restarts summed
 	PeakRSS        int64         // the most memory its cgroup held, over its lives
@@ -677,7 +680,9 @@ func figures(name string, recs []appended, commits map[uint64]time.Time, workloa
 	}
 	f.LatencyP50, f.LatencyP99 = percentiles(lags)
 	f.SteadyP50, f.SteadyP99 = percentiles(steady)
-	f.GapP50, f.GapP99 = percentiles(appendGaps(steadyAt))
+	gaps := appendGaps(steadyAt)
+	f.GapP50, f.GapP99 = percentiles(gaps)
+	f.Steady, f.Gaps = len(steady), len(gaps)
 	if last.After(l.start) {
 		f.Rate = float64(f.Changes) / last.Sub(l.start).Seconds()
 	}

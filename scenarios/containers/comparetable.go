@@ -39,10 +39,10 @@ func (c *Comparison) Table() string {
 	rows := []row{
 		txnsRow,
 		{"changes/s, load start to last append", rate},
-		{latency + " p50" + when, func(f CaptureFigures) (string, float64) { return millis(f.SteadyP50), float64(f.SteadyP50) }},
-		{latency + " p99" + when, func(f CaptureFigures) (string, float64) { return millis(f.SteadyP99), float64(f.SteadyP99) }},
-		{"time between its topic's appends (one per produce batch) p50, same transactions", func(f CaptureFigures) (string, float64) { return millis(f.GapP50), float64(f.GapP50) }},
-		{"time between its topic's appends p99, same", func(f CaptureFigures) (string, float64) { return millis(f.GapP99), float64(f.GapP99) }},
+		{latency + " p50" + when, func(f CaptureFigures) (string, float64) { return some(f.Steady, f.SteadyP50) }},
+		{latency + " p99" + when, func(f CaptureFigures) (string, float64) { return some(f.Steady, f.SteadyP99) }},
+		{"time between its topic's appends (one per produce batch) p50, same transactions", func(f CaptureFigures) (string, float64) { return some(f.Gaps, f.GapP50) }},
+		{"time between its topic's appends p99, same", func(f CaptureFigures) (string, float64) { return some(f.Gaps, f.GapP99) }},
 	}
 	if cfg.KillAt > 0 {
 		rows = append(rows,
@@ -92,6 +92,15 @@ var txnsRow = row{"transactions captured", func(f CaptureFigures) (string, float
 var slotLagRows = []row{
 	{"slot lag p50 (WAL bytes behind confirmed_flush_lsn, sampled each second)", func(f CaptureFigures) (string, float64) { return lagBytes(f.SlotLag, f.SlotLag.P50) }},
 	{"slot lag max (same)", func(f CaptureFigures) (string, float64) { return lagBytes(f.SlotLag, f.SlotLag.Max) }},
+}
+
+// some is a percentile of n figures, or "none" (and no ratio) if n is 0:
+// a percentile of nothing is not 0 ms.
+func some(n int, d time.Duration) (string, float64) {
+	if n == 0 {
+		return "none", -1
+	}
+	return millis(d), float64(d)
 }
 
 func rate(f CaptureFigures) (string, float64) { return fmt.Sprintf("%.0f", f.Rate), f.Rate }
