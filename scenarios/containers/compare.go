@@ -140,10 +140,10 @@ type CaptureFigures struct {
 	// Steady and Gaps count the steady transactions and the gaps between
 	// their appends: none when every capture lagged past the kill.
 	Steady, Gaps int
-	AppendTime     bool
-	CPU            time.Duration // the container's CPU, load start to caught up, restarts summed
-	PeakRSS        int64         // the most memory its cgroup held, over its lives
-	Measured       bool          // CPU and PeakRSS read from its cgroup
+	AppendTime   bool
+	CPU          time.Duration // the container's CPU, load start to caught up, restarts summed
+	PeakRSS      int64         // the most memory its cgroup held, over its lives
+	Measured     bool          // CPU and PeakRSS read from its cgroup
 	// Restart is, after the kill, from the container's start until its
 	// topic held every transaction committed before that start; -1 if it
 	// never did. Duplicates are records of a transaction already appended.
