@@ -465,7 +465,7 @@ var listCmd = &command{
 var benchCmd = &command{
 	name:      "bench",
 	simulates: true,
-	usage:     "[--seeds N] [--scenario NAME] | --world containers --compare debezium [--clients N] [--duration D] [--kill-at D] [--warmup D] [--poll D] [--flush D]",
+	usage:     "[--seeds N] [--scenario NAME] | --world containers --compare debezium [--debezium stock,tuned] [--clients N] [--duration D] [--kill-at D] [--warmup D] [--poll D] [--flush D] [--max-rate D] [--max-clients N]",
 	short:     "measure seeds per second and simulated-time speed-up, or lockstep's capture against Debezium",
 	long: `Bench runs one scenario (default swarm: 1,000 transactions, 3 stores, faults)
 for --seeds seeds on one core and reports seeds per second and how much faster
@@ -475,16 +475,21 @@ included: on a busy machine wall time moves with the neighbours, CPU time
 per seed only with the work.
 
 With --world containers --compare debezium it runs the side-by-side
-benchmark instead: lockstep's capture and Debezium's connector (one Kafka
-Connect worker) on the same PostgreSQL and Kafka under the same pgbench
-load, both killed with kill -9 at --kill-at and started a second later, and
-prints one table of both captures' figures from that run: changes/s, commit
--> Kafka append latency p50/p99 (track_commit_timestamp to the broker's
-LogAppendTime), CPU per change and peak memory from each container's
+benchmark instead: lockstep's capture and Debezium's connector, stock and
+tuned (--debezium; one Kafka Connect worker each), on the same PostgreSQL
+and Kafka under the same pgbench load, all killed with kill -9 at --kill-at
+and started a second later, and prints a table of every capture's
+figures from that run: changes/s, commit -> Kafka append latency p50/p99
+(track_commit_timestamp to the broker's LogAppendTime), slot lag, catch-up
+after the load, CPU per change and peak memory from each container's
 cgroup, restart time and duplicates after the kill, and lockstep/Debezium
-per row. --poll and --flush set Debezium's poll.interval.ms and
-offset.flush.interval.ms (0: Debezium's defaults, 500 ms and 60 s).
-Needs Docker, make images and images/build-debezium.sh; takes about 3 min.`,
+beside each Debezium column. --poll and --flush set the tuned connector's poll.interval.ms and
+offset.flush.interval.ms (stock keeps Debezium's 500 ms and 60 s). Then,
+unless --max-rate is 0, a second load of --max-clients clients with no row
+every transaction updates (50 changes per transaction) measures each
+capture's maximum sustained rate, in a second table.
+Needs Docker, make images and images/build-debezium.sh; takes about 10 min
+(Debezium drains the maximum-rate backlog for minutes).`,
 	flags: func(fs *flag.FlagSet) func([]string) error {
 		seeds := positiveFlag(fs, "seeds", 50, "`N` seeds per system")
 		scenario := fs.String("scenario", "swarm", "scenario")
@@ -493,12 +498,15 @@ Needs Docker, make images and images/build-debezium.sh; takes about 3 min.`,
 		var cc containers.CompareConfig
 		fs.IntVar(&cc.Clients, "clients", 4, "pgbench clients (--compare)")
 		fs.DurationVar(&cc.Duration, "duration", time.Minute, "pgbench's run time (--compare)")
-		fs.DurationVar(&cc.KillAt, "kill-at", 30*time.Second, "kill -9 both captures this long into the load, 0 for never (--compare)")
+		fs.DurationVar(&cc.KillAt, "kill-at", 30*time.Second, "kill -9 every capture this long into the load, 0 for never (--compare)")
 		fs.DurationVar(&cc.Warmup, "warmup", 15*time.Second, "the load's first seconds, left out of the steady latency (--compare)")
-		fs.DurationVar(&cc.Debezium.Poll, "poll", 0, "Debezium's poll.interval.ms, 0 for its default (--compare)")
-		fs.DurationVar(&cc.Debezium.Flush, "flush", 0, "Debezium's offset.flush.interval.ms, 0 for its default (--compare)")
+		variants := fs.String("debezium", "stock,tuned", "the Debezium `VARIANTS` beside lockstep's capture: stock, tuned or both (--compare)")
+		poll := fs.Duration("poll", 10*time.Millisecond, "the tuned connector's poll.interval.ms, 0 for Debezium's default (--compare)")
+		flush := fs.Duration("flush", time.Second, "the tuned connector's offset.flush.interval.ms, 0 for Debezium's default (--compare)")
+		fs.DurationVar(&cc.MaxRate, "max-rate", 30*time.Second, "the maximum-rate load's run time, 0 for none (--compare)")
+		fs.IntVar(&cc.MaxClients, "max-clients", 16, "the maximum-rate load's pgbench clients (--compare)")
 		return func(args []string) error {
-			if err := checkCompare(fs, *world, *compare, cc); err != nil {
+			if err := checkCompare(fs, *world, *compare, &cc, *variants, *poll, *flush); err != nil {
 				return err
 			}
 			if *compare != "" {

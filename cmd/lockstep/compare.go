@@ -6,20 +6,24 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+	"time"
 
 	"lockstep/scenarios/containers"
 )
 
 // compareFlags are bench's flags that only the side-by-side benchmark
 // reads.
-var compareFlags = map[string]bool{"clients": true, "duration": true, "kill-at": true, "warmup": true, "poll": true, "flush": true}
+var compareFlags = map[string]bool{"clients": true, "duration": true, "kill-at": true, "warmup": true, "poll": true, "flush": true,
+	"debezium": true, "max-rate": true, "max-clients": true}
 
 // checkCompare refuses a bench command line whose flags do not go
 // together: --compare needs --world containers and names debezium, the
 // container world runs only the comparison, and the comparison's flags
-// mean nothing without it.
-func checkCompare(fs *flag.FlagSet, world, compare string, cc containers.CompareConfig) error {
+// mean nothing without it. It sets cc's Debezium variants from --debezium,
+// the tuned one with poll and flush.
+func checkCompare(fs *flag.FlagSet, world, compare string, cc *containers.CompareConfig, variants string, poll, flush time.Duration) error {
 	var stray string
 	fs.Visit(func(f *flag.Flag) {
 		if compareFlags[f.Name] && compare == "" && stray == "" {
@@ -40,6 +44,14 @@ func checkCompare(fs *flag.FlagSet, world, compare string, cc containers.Compare
 	case world != "containers":
 		return usagef("--compare debezium runs real services: add --world containers")
 	}
+	if poll < 0 || flush < 0 {
+		return usagef("--poll and --flush must not be negative")
+	}
+	vs, err := containers.Variants(strings.Split(variants, ","), poll, flush)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	cc.Debezium = vs
 	if err := cc.Validate(); err != nil {
 		return usagef("%v", err)
 	}
@@ -53,7 +65,8 @@ func runCompare(cc containers.CompareConfig) error {
 	if err := containers.Available(ctx); err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "lockstep: starting containers, lockstep's capture and one Debezium Connect worker (about 1 min), then %v of pgbench...\n", cc.Duration)
+	fmt.Fprintf(stderr, "lockstep: starting containers, lockstep's capture and %d Debezium Connect workers (about 1 min), then %v of pgbench and %v at the maximum rate...\n",
+		len(cc.Debezium), cc.Duration, cc.MaxRate)
 	res, err := containers.Compare(ctx, cc)
 	if err != nil {
 		if ctx.Err() != nil {

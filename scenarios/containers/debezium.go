@@ -44,10 +44,19 @@ type DebeziumOptions struct {
 	// start, or a kill -9 before it flushed any) stream from its slot
 	// instead of reading the tables.
 	SnapshotMode string
+	// Service is the Connect worker's container name (default
+	// DebeziumService): two connectors in one world need two.
+	Service string
 }
 
 // DebeziumService is the name of the Kafka Connect container.
 const DebeziumService = "debezium"
+
+// ServiceName is the Connect worker's container name.
+func (o DebeziumOptions) ServiceName() string { return cmp.Or(o.Service, DebeziumService) }
+
+// SlotName is the connector's replication slot.
+func (o DebeziumOptions) SlotName() string { return cmp.Or(o.Slot, "debezium") }
 
 func (o DebeziumOptions) prefix() string { return cmp.Or(o.TopicPrefix, "dbz") }
 
@@ -73,7 +82,7 @@ func (w *World) StartDebezium(ctx context.Context, o DebeziumOptions) error {
 		return fmt.Errorf("%w: image %s is missing (run images/build-debezium.sh)", ErrNoDocker, DebeziumImage)
 	}
 	o.TopicPrefix = o.prefix()
-	o.Slot, o.Publication = cmp.Or(o.Slot, "debezium"), cmp.Or(o.Publication, "debezium")
+	o.Slot, o.Publication = o.SlotName(), cmp.Or(o.Publication, "debezium")
 	env := map[string]string{
 		"BOOTSTRAP":    strings.Join(w.InternalKafka, ","),
 		"PGHOST":       "pg-source",
@@ -91,7 +100,7 @@ func (w *World) StartDebezium(ctx context.Context, o DebeziumOptions) error {
 	if o.Flush > 0 {
 		env["FLUSH_MS"] = strconv.FormatInt(o.Flush.Milliseconds(), 10)
 	}
-	if err := w.run(ctx, DebeziumService, faults.RoleCapture, testcontainers.ContainerRequest{
+	if err := w.run(ctx, o.ServiceName(), faults.RoleCapture, testcontainers.ContainerRequest{
 		Image: DebeziumImage, Entrypoint: []string{"lockstep-connect"}, Env: env,
 	}); err != nil {
 		return err
