@@ -89,25 +89,34 @@ func (q *eventQueue) pop() *event {
 	top := q.heap[0]
 	last := len(q.heap) - 1
 	x := q.heap[last]
-	q.heap = q.heap[:last]
+	h := q.heap[:last]
+	q.heap = h
 	if last > 0 {
-		// Sift the hole at the root down, then put the last entry in it.
+		// Move the hole at the root down to a leaf along the smaller
+		// children, then sift the last entry up from there: it came from
+		// the bottom, so it rarely climbs far, and each level on the way
+		// down costs one comparison instead of two.
 		i := 0
 		for {
 			m := 2*i + 1
 			if m >= last {
 				break
 			}
-			if r := m + 1; r < last && q.heap[r].before(q.heap[m]) {
+			if r := m + 1; r < last && h[r].before(h[m]) {
 				m = r
 			}
-			if !q.heap[m].before(x) {
-				break
-			}
-			q.heap[i] = q.heap[m]
+			h[i] = h[m]
 			i = m
 		}
-		q.heap[i] = x
+		for i > 0 {
+			p := (i - 1) / 2
+			if !x.before(h[p]) {
+				break
+			}
+			h[i] = h[p]
+			i = p
+		}
+		h[i] = x
 	}
 	return q.byID[top.id]
 }
