@@ -39,8 +39,8 @@ type Store struct {
 	// cost more than the writes it serves. Nil until the first snapshot
 	// (volatile; the replica is snapshotted all run long, the others at
 	// the end).
-	view   model.Docs
-	dirty  []model.Key
+	view  model.Docs
+	dirty []model.Key
 	// shared is the copy of the view the last Snapshot handed out: handed
 	// out again while no document changed (a snapshot's holders only read
 	// it), as a quiet store's snapshots are about one in four.
