@@ -3,6 +3,7 @@ package checker
 import (
 	"cmp"
 	"fmt"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -62,6 +63,8 @@ func Check(h *model.History, opts Options) *Report {
 		final:  map[string]*model.Snapshot{},
 		dedup:  map[obsKey]*Anomaly{},
 		late:   map[string]lateKeys{},
+
+		docsHashes: map[uintptr]uint64{},
 	}
 	c.declare()
 	for _, name := range c.names {
@@ -92,8 +95,11 @@ type run struct {
 	groups    []readGroup         // found reads by store and key, see readGroups
 	late      map[string]lateKeys // per store, see checkFinal
 	lin       []Linearizability
-	unknown   []string
-	problems  []string
+	// docsHashes is truth.docsHash by document map (docsID): snapshots
+	// of a store where nothing changed share theirs.
+	docsHashes map[uintptr]uint64
+	unknown    []string
+	problems   []string
 }
 
 func (c *run) problem(format string, args ...any) {
@@ -362,7 +368,7 @@ func (c *run) checkObservations() {
 	order := map[*Anomaly]obsOrder{}
 	// observe judges one document; snap is the snapshot it came from, nil
 	// for a read (witnesses are only built for anomalies).
-	observe := func(store string, kind model.StoreKind, k model.Key, d model.Doc, snap *model.Snapshot, src Source, ord obsOrder) {
+	observe := func(store string, kind model.StoreKind, k model.Key, d model.Doc, snap *model.Snapshot, src Source, ord obsOrder) (flagged bool) {
 		want, isVersion := c.t.version(kind, k, d.LSN)
 		if kind == model.Search && isVersion && snap != nil && d.Revs > 1 {
 			// (One revision never exceeds what any snapshot leaves.)
@@ -378,7 +384,7 @@ func (c *run) checkObservations() {
 		case kind == model.Search && d.Revs > want.Revs:
 			class = Duplicate
 		default:
-			return
+			return false
 		}
 		key := obsKey{class: class, store: store, key: k, doc: d}
 		if class == Phantom {
@@ -388,7 +394,7 @@ func (c *run) checkObservations() {
 		if a != nil {
 			a.Witness.Seen++
 			if !ord.less(order[a]) {
-				return
+				return true
 			}
 		}
 		w := Witness{Source: src, At: ord.at}
@@ -413,6 +419,7 @@ func (c *run) checkObservations() {
 			c.dedup[key] = a
 		}
 		order[a] = ord
+		return true
 	}
 	for i := range c.h.Reads {
 		r := &c.h.Reads[i]
@@ -420,12 +427,30 @@ func (c *run) checkObservations() {
 			observe(r.Store, spec.Kind, r.Key, r.Doc, nil, FromRead, obsOrder{r.Return, 0, i})
 		}
 	}
+	// A store hands out the same documents again while none changed: a
+	// snapshot whose documents showed nothing shows nothing again, so
+	// only the first of them is looked through.
+	type shown struct {
+		store    string
+		docs     uintptr
+		revsFrom model.LSN
+	}
+	clean := map[shown]bool{}
 	for i := range c.h.Snapshots {
 		s := &c.h.Snapshots[i]
-		if spec, ok := c.stores[s.Store]; ok {
-			for k, d := range s.Docs {
-				observe(s.Store, spec.Kind, k, d, s, FromSnapshot, obsOrder{s.At, 1, i})
+		spec, ok := c.stores[s.Store]
+		sh := shown{s.Store, docsID(s.Docs), s.RevsFrom}
+		if !ok || clean[sh] {
+			continue
+		}
+		flagged := false
+		for k, d := range s.Docs {
+			if observe(s.Store, spec.Kind, k, d, s, FromSnapshot, obsOrder{s.At, 1, i}) {
+				flagged = true
 			}
+		}
+		if !flagged {
+			clean[sh] = true
 		}
 	}
 	for _, name := range c.names {
@@ -437,6 +462,10 @@ func (c *run) checkObservations() {
 		}
 	}
 }
+
+// docsID identifies a document map. Every snapshot of a history is alive
+// while it is checked, so two that share an ID share their map.
+func docsID(d model.Docs) uintptr { return uintptr(reflect.ValueOf(d).UnsafePointer()) }
 
 func snapWitness(s *model.Snapshot, src Source) Witness {
 	w := Witness{Source: src, At: s.At}
@@ -604,7 +633,12 @@ func (c *run) tornSnapshot(s *model.Snapshot, src Source) {
 	if !ok || spec.Kind != model.Replica {
 		return
 	}
-	hash := c.t.docsHash(s.Docs)
+	id := docsID(s.Docs)
+	hash, ok := c.docsHashes[id]
+	if !ok {
+		hash = c.t.docsHash(s.Docs)
+		c.docsHashes[id] = hash
+	}
 	matched, anyMatch := c.t.hashAt[hash]
 	var ref int // the prefix the witness compares with
 	var detail string
