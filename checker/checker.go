@@ -368,8 +368,13 @@ func (c *run) checkObservations() {
 	order := map[*Anomaly]obsOrder{}
 	// observe judges one document; snap is the snapshot it came from, nil
 	// for a read (witnesses are only built for anomalies).
-	observe := func(store string, kind model.StoreKind, k model.Key, d model.Doc, snap *model.Snapshot, src Source, ord obsOrder) (flagged bool) {
-		want, isVersion := c.t.version(kind, k, d.LSN)
+	// v is c.t.asOf(k, d.LSN), which the caller may need too.
+	observe := func(store string, kind model.StoreKind, k model.Key, d model.Doc, v *version, snap *model.Snapshot, src Source, ord obsOrder) (flagged bool) {
+		var want model.Doc
+		isVersion := v != nil
+		if isVersion {
+			want = v.project(kind)
+		}
 		if kind == model.Search && isVersion && snap != nil && d.Revs > 1 {
 			// (One revision never exceeds what any snapshot leaves.)
 			// Counted from the snapshot the index last loaded. A read
@@ -424,7 +429,7 @@ func (c *run) checkObservations() {
 	for i := range c.h.Reads {
 		r := &c.h.Reads[i]
 		if spec, ok := c.stores[r.Store]; ok && r.Found {
-			observe(r.Store, spec.Kind, r.Key, r.Doc, nil, FromRead, obsOrder{r.Return, 0, i})
+			observe(r.Store, spec.Kind, r.Key, r.Doc, c.t.asOf(r.Key, r.Doc.LSN), nil, FromRead, obsOrder{r.Return, 0, i})
 		}
 	}
 	// A store hands out the same documents again while none changed: a
@@ -444,20 +449,28 @@ func (c *run) checkObservations() {
 			continue
 		}
 		flagged := false
+		var hash uint64 // a replica's, for checkTorn: one lookup per document serves both
 		for k, d := range s.Docs {
-			if observe(s.Store, spec.Kind, k, d, s, FromSnapshot, obsOrder{s.At, 1, i}) {
+			v := c.t.asOf(k, d.LSN)
+			if observe(s.Store, spec.Kind, k, d, v, s, FromSnapshot, obsOrder{s.At, 1, i}) {
 				flagged = true
+			}
+			if spec.Kind == model.Replica {
+				hash ^= c.t.rowHashOf(k, d, v)
 			}
 		}
 		if !flagged {
 			clean[sh] = true
+		}
+		if spec.Kind == model.Replica {
+			c.docsHashes[sh.docs] = hash
 		}
 	}
 	for _, name := range c.names {
 		if f := c.final[name]; f != nil {
 			kind := c.stores[name].Kind
 			for k, d := range f.Docs {
-				observe(name, kind, k, d, f, FromFinal, obsOrder{f.At, 2, 0})
+				observe(name, kind, k, d, c.t.asOf(k, d.LSN), f, FromFinal, obsOrder{f.At, 2, 0})
 			}
 		}
 	}

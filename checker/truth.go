@@ -205,17 +205,6 @@ func (t *truth) asOf(k model.Key, lsn model.LSN) *version {
 	return v
 }
 
-// exact is the committed version of k written at lsn, nil if none.
-func (t *truth) exact(k model.Key, lsn model.LSN) *version {
-	if !t.sorted {
-		return t.byLSN[lsnKey{k, lsn}]
-	}
-	if v := t.asOf(k, lsn); v != nil && v.entry.LSN == lsn {
-		return v
-	}
-	return nil
-}
-
 // revsFrom is d, a committed search document of k, as counted by an index
 // that counts revisions from LSN from (model.Snapshot.RevsFrom): a row
 // live at from counts one revision there and one more for each later
@@ -270,7 +259,12 @@ func (t *truth) valueCommitted(kind model.StoreKind, k model.Key, value string) 
 // snapshots that show it (and immune to a row whose values contain the
 // encoding's separators, which DecodeRow cannot restore).
 func (t *truth) rowHash(k model.Key, d model.Doc) uint64 {
-	if v := t.exact(k, d.LSN); v != nil && v.project(model.Replica).Value == d.Value {
+	return t.rowHashOf(k, d, t.asOf(k, d.LSN))
+}
+
+// rowHashOf is rowHash, given v = t.asOf(k, d.LSN).
+func (t *truth) rowHashOf(k model.Key, d model.Doc, v *version) uint64 {
+	if v != nil && v.entry.LSN == d.LSN && v.project(model.Replica).Value == d.Value {
 		return v.rowHash(k)
 	}
 	return model.EncodedRowHash(k, d.Value)
