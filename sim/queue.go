@@ -59,7 +59,7 @@ type eventQueue struct {
 	heap []queued
 	byID []*event
 	// dead is how many entries of the heap are known stale (event.dead):
-	// when they are a quarter of it, compact takes them out.
+	// when they are a third of it, compact takes them out.
 	dead int
 }
 
@@ -134,12 +134,13 @@ func (q *eventQueue) pop() *event {
 }
 
 // kill marks e, which is in the heap, stale, and reports whether stale
-// entries are now a quarter of a heap worth compacting (measured: about
-// as good as a half, both better than leaving them to be popped).
+// entries are now a third of a heap worth compacting (measured: better
+// than a half, a quarter or a sixth, all better than leaving them to be
+// popped).
 func (q *eventQueue) kill(e *event) bool {
 	e.dead = true
 	q.dead++
-	return q.dead >= 16 && 4*q.dead >= len(q.heap)
+	return q.dead >= 16 && 3*q.dead >= len(q.heap)
 }
 
 // compact takes every dead entry out of the heap, handing its event to

@@ -269,7 +269,7 @@ func (w *World) wakeAt(t *Task, at time.Duration, val any) {
 }
 
 // dropWakes marks t's stale wakes in the queue dead: those for a park it
-// has left, or any once it ended. Once dead entries are a quarter of the
+// has left, or any once it ended. Once dead entries are a third of the
 // queue, they are taken out all at once (eventQueue.compact), so that
 // they neither deepen the heap nor get popped for nothing (a call's
 // timeout, most often: they were over half the queue). The list may name events recycled since (fired, or lost in
