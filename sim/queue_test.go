@@ -21,7 +21,7 @@ func TestQueueCompactKeepsOrderAndDropsOnlyDead(t *testing.T) {
 			e.at, e.order, e.dead = time.Duration(rng.IntN(50)), rng.Uint64(), false
 			q.push(e)
 			live = append(live, queued{at: e.at, order: e.order, id: e.id})
-			if rng.IntN(3) == 0 { // kill a random live entry
+			if rng.IntN(2) == 0 { // kill a random live entry
 				k := rng.IntN(len(live))
 				victim := q.byID[live[k].id]
 				live = slices.Delete(live, k, k+1)

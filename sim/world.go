@@ -272,12 +272,13 @@ func (w *World) wakeAt(t *Task, at time.Duration, val any) {
 // has left, or any once it ended. Once dead entries are a third of the
 // queue, they are taken out all at once (eventQueue.compact), so that
 // they neither deepen the heap nor get popped for nothing (a call's
-// timeout, most often: they were over half the queue). The list may name events recycled since (fired, or lost in
-// a crash) and made again for something else, so each is checked to be
-// still queued and still a stale wake of t; a stale wake held back by a
-// paused node is discarded when it comes (dispatch), as before. Only
-// events that could never do anything are dropped: the run is unchanged,
-// but for Stats.Events, which no longer counts those compacted away.
+// timeout, most often: they were over half the queue). The list may name
+// events recycled since (fired, or lost in a crash) and made again for
+// something else, so each is checked to be still queued and still a
+// stale wake of t; a stale wake held back by a paused node is discarded
+// when it comes (dispatch), as before. Only events that could never do
+// anything are dropped: the run is unchanged, but for Stats.Events, which
+// no longer counts those compacted away.
 func (w *World) dropWakes(t *Task) {
 	full := false
 	for i, e := range t.wakes {
