@@ -3,6 +3,7 @@ package checker
 import (
 	"cmp"
 	"fmt"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -62,6 +63,8 @@ func Check(h *model.History, opts Options) *Report {
 		final:  map[string]*model.Snapshot{},
 		dedup:  map[obsKey]*Anomaly{},
 		late:   map[string]lateKeys{},
+
+		docsHashes: map[uintptr]uint64{},
 	}
 	c.declare()
 	for _, name := range c.names {
@@ -92,8 +95,11 @@ type run struct {
 	groups    []readGroup         // found reads by store and key, see readGroups
 	late      map[string]lateKeys // per store, see checkFinal
 	lin       []Linearizability
-	unknown   []string
-	problems  []string
+	// docsHashes is truth.docsHash by document map (docsID): snapshots
+	// of a store where nothing changed share theirs.
+	docsHashes map[uintptr]uint64
+	unknown    []string
+	problems   []string
 }
 
 func (c *run) problem(format string, args ...any) {
@@ -362,8 +368,13 @@ func (c *run) checkObservations() {
 	order := map[*Anomaly]obsOrder{}
 	// observe judges one document; snap is the snapshot it came from, nil
 	// for a read (witnesses are only built for anomalies).
-	observe := func(store string, kind model.StoreKind, k model.Key, d model.Doc, snap *model.Snapshot, src Source, ord obsOrder) {
-		want, isVersion := c.t.version(kind, k, d.LSN)
+	// v is c.t.asOf(k, d.LSN), which the caller may need too.
+	observe := func(store string, kind model.StoreKind, k model.Key, d model.Doc, v *version, snap *model.Snapshot, src Source, ord obsOrder) (flagged bool) {
+		var want model.Doc
+		isVersion := v != nil
+		if isVersion {
+			want = v.project(kind)
+		}
 		if kind == model.Search && isVersion && snap != nil && d.Revs > 1 {
 			// (One revision never exceeds what any snapshot leaves.)
 			// Counted from the snapshot the index last loaded. A read
@@ -378,7 +389,7 @@ func (c *run) checkObservations() {
 		case kind == model.Search && d.Revs > want.Revs:
 			class = Duplicate
 		default:
-			return
+			return false
 		}
 		key := obsKey{class: class, store: store, key: k, doc: d}
 		if class == Phantom {
@@ -388,7 +399,7 @@ func (c *run) checkObservations() {
 		if a != nil {
 			a.Witness.Seen++
 			if !ord.less(order[a]) {
-				return
+				return true
 			}
 		}
 		w := Witness{Source: src, At: ord.at}
@@ -413,30 +424,61 @@ func (c *run) checkObservations() {
 			c.dedup[key] = a
 		}
 		order[a] = ord
+		return true
 	}
 	for i := range c.h.Reads {
 		r := &c.h.Reads[i]
 		if spec, ok := c.stores[r.Store]; ok && r.Found {
-			observe(r.Store, spec.Kind, r.Key, r.Doc, nil, FromRead, obsOrder{r.Return, 0, i})
+			observe(r.Store, spec.Kind, r.Key, r.Doc, c.t.asOf(r.Key, r.Doc.LSN), nil, FromRead, obsOrder{r.Return, 0, i})
 		}
 	}
+	// A store hands out the same documents again while none changed: a
+	// snapshot whose documents showed nothing shows nothing again, so
+	// only the first of them is looked through.
+	type shown struct {
+		store    string
+		docs     uintptr
+		revsFrom model.LSN
+	}
+	clean := map[shown]bool{}
 	for i := range c.h.Snapshots {
 		s := &c.h.Snapshots[i]
-		if spec, ok := c.stores[s.Store]; ok {
-			for k, d := range s.Docs {
-				observe(s.Store, spec.Kind, k, d, s, FromSnapshot, obsOrder{s.At, 1, i})
+		spec, ok := c.stores[s.Store]
+		sh := shown{s.Store, docsID(s.Docs), s.RevsFrom}
+		if !ok || clean[sh] {
+			continue
+		}
+		flagged := false
+		var hash uint64 // a replica's, for checkTorn: one lookup per document serves both
+		for k, d := range s.Docs {
+			v := c.t.asOf(k, d.LSN)
+			if observe(s.Store, spec.Kind, k, d, v, s, FromSnapshot, obsOrder{s.At, 1, i}) {
+				flagged = true
 			}
+			if spec.Kind == model.Replica {
+				hash ^= c.t.rowHashOf(k, d, v)
+			}
+		}
+		if !flagged {
+			clean[sh] = true
+		}
+		if spec.Kind == model.Replica {
+			c.docsHashes[sh.docs] = hash
 		}
 	}
 	for _, name := range c.names {
 		if f := c.final[name]; f != nil {
 			kind := c.stores[name].Kind
 			for k, d := range f.Docs {
-				observe(name, kind, k, d, f, FromFinal, obsOrder{f.At, 2, 0})
+				observe(name, kind, k, d, c.t.asOf(k, d.LSN), f, FromFinal, obsOrder{f.At, 2, 0})
 			}
 		}
 	}
 }
+
+// docsID identifies a document map. Every snapshot of a history is alive
+// while it is checked, so two that share an ID share their map.
+func docsID(d model.Docs) uintptr { return uintptr(reflect.ValueOf(d).UnsafePointer()) }
 
 func snapWitness(s *model.Snapshot, src Source) Witness {
 	w := Witness{Source: src, At: s.At}
@@ -604,7 +646,12 @@ func (c *run) tornSnapshot(s *model.Snapshot, src Source) {
 	if !ok || spec.Kind != model.Replica {
 		return
 	}
-	hash := c.t.docsHash(s.Docs)
+	id := docsID(s.Docs)
+	hash, ok := c.docsHashes[id]
+	if !ok {
+		hash = c.t.docsHash(s.Docs)
+		c.docsHashes[id] = hash
+	}
 	matched, anyMatch := c.t.hashAt[hash]
 	var ref int // the prefix the witness compares with
 	var detail string

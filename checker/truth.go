@@ -67,12 +67,14 @@ type truth struct {
 	final     *model.State
 	liveKeys  []model.Key // the final state's keys, in order
 	keys      map[model.Key]*keyHistory
-	byLSN     map[lsnKey]*version
-	lsns      []model.LSN // lsns[i] is the commit LSN of committed[i]
-	hashes    []uint64    // hashes[i]: state hash after committed[:i]; hashes[0] is the empty state
-	hashAt    map[uint64]int
-	sorted    bool // commit LSNs strictly increase
-	aborted   map[model.Key][]abortedWrite
+	// byLSN finds the version (key, LSN) when commit LSNs are not sorted;
+	// sorted, a binary search of the key's versions finds it (exact).
+	byLSN   map[lsnKey]*version
+	lsns    []model.LSN // lsns[i] is the commit LSN of committed[i]
+	hashes  []uint64    // hashes[i]: state hash after committed[:i]; hashes[0] is the empty state
+	hashAt  map[uint64]int
+	sorted  bool // commit LSNs strictly increase
+	aborted map[model.Key][]abortedWrite
 	// slab is where versions are allocated, a block at a time: a truth
 	// holds one per key a transaction wrote.
 	slab []version
@@ -88,30 +90,34 @@ func (t *truth) newVersion(e model.Entry) *version {
 }
 
 func newTruth(h *model.History) *truth {
-	changes := 0
-	for _, txn := range h.Committed {
-		changes += len(txn.Changes)
-	}
 	t := &truth{
 		committed: h.Committed,
 		final:     model.NewState(),
 		keys:      map[model.Key]*keyHistory{},
-		byLSN:     make(map[lsnKey]*version, changes),
 		lsns:      make([]model.LSN, len(h.Committed)),
 		hashes:    make([]uint64, 1, len(h.Committed)+1),
 		hashAt:    make(map[uint64]int, len(h.Committed)+1),
 		sorted:    true,
 		aborted:   map[model.Key][]abortedWrite{},
 	}
-	s := t.final
-	t.hashes[0] = s.Hash()
-	t.hashAt[s.Hash()] = 0
-	var touched []model.Key
 	for i, txn := range h.Committed {
 		if i > 0 && txn.CommitLSN <= t.lsns[i-1] {
 			t.sorted = false
 		}
 		t.lsns[i] = txn.CommitLSN
+	}
+	if !t.sorted {
+		changes := 0
+		for _, txn := range h.Committed {
+			changes += len(txn.Changes)
+		}
+		t.byLSN = make(map[lsnKey]*version, changes)
+	}
+	s := t.final
+	t.hashes[0] = s.Hash()
+	t.hashAt[s.Hash()] = 0
+	var touched []model.Key
+	for _, txn := range h.Committed {
 		s.Apply(txn)
 		touched = touched[:0]
 		for _, c := range txn.Changes {
@@ -129,7 +135,9 @@ func newTruth(h *model.History) *truth {
 			if e, ok := s.Get(k); ok {
 				v := t.newVersion(e)
 				kh.versions = append(kh.versions, v)
-				t.byLSN[lsnKey{k, e.LSN}] = v
+				if t.byLSN != nil {
+					t.byLSN[lsnKey{k, e.LSN}] = v
+				}
 				kh.live = true
 			} else if kh.live {
 				kh.deletes = append(kh.deletes, txn.CommitLSN)
@@ -138,7 +146,7 @@ func newTruth(h *model.History) *truth {
 		}
 		t.hashes = append(t.hashes, s.Hash())
 		if _, ok := t.hashAt[s.Hash()]; !ok {
-			t.hashAt[s.Hash()] = i + 1
+			t.hashAt[s.Hash()] = len(t.hashes) - 1
 		}
 	}
 	for _, txn := range h.Aborted {
@@ -166,23 +174,35 @@ func appendKey(ks []model.Key, k model.Key) []model.Key {
 // position at which its value was current: a row loaded from a snapshot
 // carries the snapshot's LSN, not the LSN that last wrote it.
 func (t *truth) version(kind model.StoreKind, k model.Key, lsn model.LSN) (model.Doc, bool) {
-	if v := t.byLSN[lsnKey{k, lsn}]; v != nil {
+	if v := t.asOf(k, lsn); v != nil {
 		return v.project(kind), true
 	}
+	return model.Doc{}, false
+}
+
+// asOf is the committed version of k current as of lsn, nil if none
+// (see version). With sorted commit LSNs a key's versions are in LSN
+// order, so the last one at or before lsn is also the one written exactly
+// at lsn when there is one (what byLSN finds otherwise), and a delete
+// between it and lsn only matters when it was written before lsn.
+func (t *truth) asOf(k model.Key, lsn model.LSN) *version {
+	if !t.sorted {
+		return t.byLSN[lsnKey{k, lsn}]
+	}
 	kh := t.keys[k]
-	if kh == nil || !t.sorted {
-		return model.Doc{}, false
+	if kh == nil {
+		return nil
 	}
 	i := sort.Search(len(kh.versions), func(i int) bool { return kh.versions[i].entry.LSN > lsn }) - 1
 	if i < 0 {
-		return model.Doc{}, false
+		return nil
 	}
 	v := kh.versions[i]
 	j := sort.Search(len(kh.deletes), func(j int) bool { return kh.deletes[j] > lsn }) - 1
 	if j >= 0 && kh.deletes[j] > v.entry.LSN {
-		return model.Doc{}, false
+		return nil
 	}
-	return v.project(kind), true
+	return v
 }
 
 // revsFrom is d, a committed search document of k, as counted by an index
@@ -239,7 +259,12 @@ func (t *truth) valueCommitted(kind model.StoreKind, k model.Key, value string) 
 // snapshots that show it (and immune to a row whose values contain the
 // encoding's separators, which DecodeRow cannot restore).
 func (t *truth) rowHash(k model.Key, d model.Doc) uint64 {
-	if v := t.byLSN[lsnKey{k, d.LSN}]; v != nil && v.project(model.Replica).Value == d.Value {
+	return t.rowHashOf(k, d, t.asOf(k, d.LSN))
+}
+
+// rowHashOf is rowHash, given v = t.asOf(k, d.LSN).
+func (t *truth) rowHashOf(k model.Key, d model.Doc, v *version) uint64 {
+	if v != nil && v.entry.LSN == d.LSN && v.project(model.Replica).Value == d.Value {
 		return v.rowHash(k)
 	}
 	return model.EncodedRowHash(k, d.Value)

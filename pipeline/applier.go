@@ -103,6 +103,7 @@ func (a *Applier) follow(ctx context.Context) error {
 	}
 	var lastCommit time.Time
 	lastWord := a.Env.Now() // when the store last confirmed where it is
+	var planned []Batch     // plan's output, reused from fetch to fetch
 	for {
 		recs, err := a.Log.Fetch(ctx, pos.Offset, a.MaxBatch)
 		if errors.Is(err, ErrOffsetOutOfRange) {
@@ -130,7 +131,8 @@ func (a *Applier) follow(ctx context.Context) error {
 		if recs, err = a.whole(ctx, pos, recs); err != nil {
 			return err
 		}
-		batches, _, gap := plan(pos, recs, a.Bugs.NonIdempotentApply)
+		batches, _, gap := plan(planned[:0], pos, recs, a.Bugs.NonIdempotentApply)
+		planned = batches
 		for _, b := range batches {
 			if b.Reset && len(b.Txns) > 1 {
 				// A new snapshot and what followed it: fold them, as a
@@ -169,6 +171,7 @@ func (a *Applier) follow(ctx context.Context) error {
 			pos = b.Position
 			lastWord = a.Env.Now()
 		}
+		clear(planned) // let the applied transactions go
 		if gap != nil {
 			// Stay before the hole: applying past it would show states
 			// never committed (an update's unchanged columns merged into
@@ -259,7 +262,7 @@ func isPart(t model.Txn) bool { return !t.Snapshot && t.Chunks > 1 }
 func incompleteTxn(pos model.Position, recs []Record) int {
 	for _, r := range recs {
 		if isPart(r.Txn) {
-			_, missing, _ := plan(pos, recs, false)
+			_, missing, _ := plan(nil, pos, recs, false)
 			return missing
 		}
 	}
@@ -377,7 +380,7 @@ func (a *Applier) rebuild(ctx context.Context, base *model.Position) (model.Posi
 		if recs, err = a.whole(ctx, pos, recs); err != nil {
 			return model.Position{}, err
 		}
-		batches, _, gap := plan(pos, recs, false)
+		batches, _, gap := plan(nil, pos, recs, false)
 		if gap != nil {
 			return model.Position{}, fmt.Errorf("applier %s: rebuild: %w", a.Store.Kind(), gap)
 		}
@@ -454,7 +457,7 @@ func (e *NoSnapshotError) Unwrap() error { return ErrLogGap }
 // split transaction whose parts are not all in recs. Pure, so it is tested
 // on its own.
 func Plan(pos model.Position, recs []Record, reapply bool) []Batch {
-	out, _, _ := plan(pos, recs, reapply)
+	out, _, _ := plan(make([]Batch, 0, 1), pos, recs, reapply)
 	return out
 }
 
@@ -483,11 +486,11 @@ func (e *GapError) Error() string {
 
 func (e *GapError) Unwrap() error { return ErrLogGap }
 
-// plan is Plan; it also returns how many parts the split transaction it
-// stopped before still lacks (0 when it did not stop), and the hole it
-// stopped before, if any (the batches end before it).
-func plan(pos model.Position, recs []Record, reapply bool) ([]Batch, int, *GapError) {
-	out := make([]Batch, 0, 1)
+// plan is Plan, appending the batches to out; it also returns how many
+// parts the split transaction it stopped before still lacks (0 when it did
+// not stop), and the hole it stopped before, if any (the batches end
+// before it).
+func plan(out []Batch, pos model.Position, recs []Record, reapply bool) ([]Batch, int, *GapError) {
 	cur := Batch{Position: pos, Txns: make([]model.Txn, 0, len(recs))}
 	lsn := pos.LSN
 	held, holds := model.LSN(0), false // a snapshot the store is at already, whose chunk 0 was skipped

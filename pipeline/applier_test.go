@@ -570,7 +570,7 @@ func TestPlanStopsAtAHoleInTheLog(t *testing.T) {
 		return out
 	}
 	// 30 was acknowledged and lost: 40 follows it.
-	batches, _, gap := plan(model.Position{}, recs(snap, txn(20, 10), txn(40, 30), txn(50, 40)), false)
+	batches, _, gap := plan(nil, model.Position{}, recs(snap, txn(20, 10), txn(40, 30), txn(50, 40)), false)
 	if gap == nil || gap.Offset != 2 || gap.Have != 20 || gap.PrevLSN != 30 || !errors.Is(gap, ErrLogGap) {
 		t.Fatalf("gap = %+v, want the record at offset 2, after 30, with the store at 20", gap)
 	}
@@ -579,11 +579,11 @@ func TestPlanStopsAtAHoleInTheLog(t *testing.T) {
 	}
 	// A capture that restarted from an older confirmed position appends
 	// 20 again after 40: an overlap, skipped, no hole.
-	if _, _, gap := plan(model.Position{}, recs(snap, txn(20, 10), txn(40, 20), txn(20, 10), txn(50, 40)), false); gap != nil {
+	if _, _, gap := plan(nil, model.Position{}, recs(snap, txn(20, 10), txn(40, 20), txn(20, 10), txn(50, 40)), false); gap != nil {
 		t.Fatalf("an overlap was taken for a hole: %v", gap)
 	}
 	// A new snapshot after the hole gets the store going again.
-	if _, _, gap := plan(model.Position{Offset: 2, LSN: 20}, recs(txn(40, 30), model.Txn{CommitLSN: 60, Snapshot: true}, txn(70, 60))[1:], false); gap != nil {
+	if _, _, gap := plan(nil, model.Position{Offset: 2, LSN: 20}, recs(txn(40, 30), model.Txn{CommitLSN: 60, Snapshot: true}, txn(70, 60))[1:], false); gap != nil {
 		t.Fatalf("a snapshot did not heal the hole: %v", gap)
 	}
 }
@@ -736,7 +736,7 @@ func TestStoreBehindTheLogStart(t *testing.T) {
 			if err != nil || pos.Offset != 3 || pos.LSN != 10 {
 				t.Fatalf("reset-to-earliest moves the reader to the log's start, keeping its LSN: got %v, %v", pos, err)
 			}
-			if _, _, gap := plan(pos, l.recs[3:], false); gap == nil || gap.Offset != 3 {
+			if _, _, gap := plan(nil, pos, l.recs[3:], false); gap == nil || gap.Offset != 3 {
 				t.Fatalf("reset-to-earliest: the chain did not stop the store at the hole: %v", gap)
 			}
 			continue

@@ -105,7 +105,7 @@ func (w *World) newEvent(at time.Duration, kind eventKind) *event {
 		e = w.queue.newEvent()
 	}
 	w.seq++
-	e.at, e.kind, e.seq = at, kind, w.seq
+	e.at, e.kind, e.seq, e.dead = at, kind, w.seq, false
 	e.order = uint64(uint32(w.seq))
 	if !w.cfg.NoRandomTies {
 		e.order |= uint64(w.rng.Uint32()) << 32
@@ -171,6 +171,7 @@ func (w *World) dispatch(e *event) {
 		t.park++ // consume: any other wake for this park is now stale
 		t.wakeVal = e.val
 		w.recycle(e)
+		w.dropWakes(t)
 		w.resume(t)
 	case evDeliver:
 		n := e.node
@@ -226,6 +227,11 @@ type Task struct {
 	wakeVal any
 	killed  bool
 	done    bool
+
+	// wakes are the wakes made for the task since it last woke: once one
+	// fires (or the task ends) the others are stale, and dropWakes has the
+	// queue drop them.
+	wakes []*event
 }
 
 // errKilled unwinds a task's stack when its node crashes.
@@ -259,6 +265,32 @@ func (w *World) wakeAt(t *Task, at time.Duration, val any) {
 	e := w.newEvent(at, evWake)
 	e.task, e.park, e.val = t, t.park, val
 	w.queue.push(e)
+	t.wakes = append(t.wakes, e)
+}
+
+// dropWakes marks t's stale wakes in the queue dead: those for a park it
+// has left, or any once it ended. Once dead entries are a third of the
+// queue, they are taken out all at once (eventQueue.compact), so that
+// they neither deepen the heap nor get popped for nothing (a call's
+// timeout, most often: they were over half the queue). The list may name
+// events recycled since (fired, or lost in a crash) and made again for
+// something else, so each is checked to be still queued and still a
+// stale wake of t; a stale wake held back by a paused node is discarded
+// when it comes (dispatch), as before. Only events that could never do
+// anything are dropped: the run is unchanged, but for Stats.Events, which
+// no longer counts those compacted away.
+func (w *World) dropWakes(t *Task) {
+	full := false
+	for i, e := range t.wakes {
+		if e.queued && !e.dead && e.kind == evWake && e.task == t && (t.done || e.park != t.park) {
+			full = w.queue.kill(e) || full
+		}
+		t.wakes[i] = nil
+	}
+	t.wakes = t.wakes[:0]
+	if full {
+		w.queue.compact(w.recycle)
+	}
 }
 
 func (w *World) resume(t *Task) {
@@ -276,6 +308,7 @@ func (w *World) finish(t *Task) {
 		return
 	}
 	t.done = true
+	w.dropWakes(t)
 	delete(w.tasks, t.id)
 	t.node.removeTask(t)
 	w.trace.add(w.now, TraceExit, int32(t.id), 0)

@@ -730,10 +730,17 @@ func (c *StoreClient) Apply(ctx context.Context, b pipeline.Batch) error {
 		c   model.Change
 		lsn model.LSN
 	}
-	var bulk []docWrite
+	left := 0 // documents not yet in a request
+	for _, t := range txns {
+		left += len(t.Changes)
+	}
+	// Each request's slice is made at its final size (the handler keeps
+	// it until it runs, so it is not reused).
+	bulk := make([]docWrite, 0, min(left, BulkDocs))
 	flush := func(last bool) error {
 		docs := bulk
-		bulk = nil
+		left -= len(docs)
+		bulk = make([]docWrite, 0, min(left, BulkDocs))
 		return call(func(s *Store) {
 			for _, d := range docs {
 				s.write(d.c, d.lsn, guarded)
