@@ -183,21 +183,20 @@ func (t *sqlTx) Put(table, pk string, row model.Row) {
 	if t.err != nil {
 		return
 	}
-	cols := row.Columns()
-	if slices.Contains(cols, "pk") {
+	if _, named := row.Lookup("pk"); named {
 		t.fail("put", table, pk, errors.New(`the row names the key column "pk"`))
 		return
 	}
 	names := []string{"pk"}
 	params := []string{"$1"}
-	sets := make([]string, 0, len(cols))
+	sets := make([]string, 0, len(row))
 	args := []any{textResults, pk}
-	for i, c := range cols {
-		q := pgx.Identifier{c}.Sanitize()
+	for i, c := range row {
+		q := pgx.Identifier{c.Name}.Sanitize()
 		names = append(names, q)
 		params = append(params, "$"+strconv.Itoa(i+2))
 		sets = append(sets, q+" = EXCLUDED."+q)
-		args = append(args, row.Get(c))
+		args = append(args, c.Value)
 	}
 	if len(sets) == 0 {
 		sets = append(sets, "pk = EXCLUDED.pk") // still an update, as the stream will show
@@ -257,17 +256,16 @@ func (t *sqlTx) InsertRow(table string, row model.Row) {
 	if t.err != nil {
 		return
 	}
-	cols := row.Columns()
-	names := make([]string, len(cols))
-	params := make([]string, len(cols))
+	names := make([]string, len(row))
+	params := make([]string, len(row))
 	args := []any{textResults}
-	for i, c := range cols {
-		names[i] = pgx.Identifier{c}.Sanitize()
+	for i, c := range row {
+		names[i] = pgx.Identifier{c.Name}.Sanitize()
 		params[i] = "$" + strconv.Itoa(i+1)
-		args = append(args, row.Get(c))
+		args = append(args, c.Value)
 	}
 	sql := "INSERT INTO " + tableIdent(table) + " (" + strings.Join(names, ", ") + ") VALUES (" + strings.Join(params, ", ") + ") RETURNING *"
-	if len(cols) == 0 {
+	if len(row) == 0 {
 		sql = "INSERT INTO " + tableIdent(table) + " DEFAULT VALUES RETURNING *"
 	}
 	changes, err := t.wholeRows(table, model.OpInsert, sql, args...)

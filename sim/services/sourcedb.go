@@ -681,9 +681,9 @@ func toastImage(row model.Row, untouched func(col string) bool) (model.Row, []st
 		return row, nil
 	}
 	var unchanged []string
-	for _, c := range row.Columns() {
-		if len(row.Get(c)) >= ToastThreshold && untouched(c) {
-			unchanged = append(unchanged, c)
+	for _, c := range row {
+		if len(c.Value) >= ToastThreshold && untouched(c.Name) {
+			unchanged = append(unchanged, c.Name)
 		}
 	}
 	if unchanged == nil {
