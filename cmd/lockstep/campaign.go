@@ -114,7 +114,7 @@ container logs are kept only when it did not hold, or in --logs DIR.`,
 						}
 					}
 					for _, sc := range scs {
-						if err := containers.SupportsSystem(sc, sys); err != nil {
+						if err := containers.SupportsSystem(sc, sys, false); err != nil {
 							return usagef("%v", err)
 						}
 					}

@@ -48,7 +48,7 @@ func containerConfig(r scenarios.Repro) (containers.Config, error) {
 	if err := containerSystem(r.System, sc); err != nil {
 		return containers.Config{}, err
 	}
-	if err := containers.SupportsSystem(sc, r.System); err != nil && r.Plan == "" {
+	if err := containers.SupportsSystem(sc, r.System, r.Plan != ""); err != nil {
 		return containers.Config{}, usagef("%v", err)
 	}
 	cfg := containers.Config{Scenario: sc, System: r.System, Seed: r.Seed, Txns: r.Txns, Clients: r.Clients,

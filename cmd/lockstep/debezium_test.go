@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -14,6 +16,10 @@ import (
 // Docker is asked for anything.
 func TestDebeziumRefusals(t *testing.T) {
 	const noSim = "the simulator has no Debezium: run --system debezium with --world containers"
+	plan := filepath.Join(t.TempDir(), "crash.plan")
+	if err := os.WriteFile(plan, []byte("@4s crash debezium\n@5s restart debezium\nquiet @10s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		args []string
 		want string
@@ -24,6 +30,8 @@ func TestDebeziumRefusals(t *testing.T) {
 		{[]string{"run", "--world", "containers", "--scenario", "fencing", "--system", "debezium", "--seed", "1"}, "lockstep run: scenario fencing: --system debezium does not run second-instance faults"},
 		{[]string{"campaign", "--world", "containers", "--scenario", "retention", "--system", "debezium", "--seeds", "1"}, "lockstep campaign: scenario retention: --system debezium does not run retention faults"},
 		{[]string{"run", "--world", "containers", "--scenario", "crash-capture", "--bug", "confirm-before-ack", "--system", "debezium", "--seed", "1"}, "lockstep run: scenario crash-capture+confirm-before-ack: lockstep's capture bugs do nothing to Debezium"},
+		// A plan replaces the scenario's faults, not its bug switches.
+		{[]string{"run", "--world", "containers", "--scenario", "crash-capture", "--bug", "confirm-before-ack", "--system", "debezium", "--seed", "1", "--plan", plan}, "lockstep run: scenario crash-capture+confirm-before-ack: lockstep's capture bugs do nothing to Debezium"},
 	} {
 		code, out, errw := lockstep(c.args...)
 		if code != 2 || out != "" || !strings.HasPrefix(errw, c.want) || strings.Count(errw, "\n") != 1 {

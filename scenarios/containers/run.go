@@ -194,7 +194,7 @@ func Run(ctx context.Context, cfg Config) (out *Outcome, err error) {
 	if err := Supported(cfg.Scenario); err != nil {
 		return nil, err
 	}
-	if err := SupportsSystem(cfg.Scenario, cfg.System); err != nil && cfg.Plan == nil {
+	if err := SupportsSystem(cfg.Scenario, cfg.System, cfg.Plan != nil); err != nil {
 		return nil, err
 	}
 	if cfg.Plan != nil {
