@@ -86,14 +86,8 @@ func (l *Log) Close() { l.cl.Close() }
 // poll reads what the topics have now, waiting up to l.wait for a first
 // record, and decodes it. Called with l.mu held.
 func (l *Log) poll(ctx context.Context) error {
-	_, err := l.pollCount(ctx)
-	return err
-}
-
-// pollCount is poll, and how many records it read.
-func (l *Log) pollCount(ctx context.Context) (int, error) {
 	if l.err != nil {
-		return 0, l.err
+		return l.err
 	}
 	pctx, cancel := context.WithTimeout(ctx, l.wait)
 	defer cancel()
@@ -106,7 +100,7 @@ func (l *Log) pollCount(ctx context.Context) (int, error) {
 		txns, err := l.dec.Add(FromKafka(r))
 		if err != nil {
 			l.err = fmt.Errorf("debezium: decode %s: %w", FromKafka(r), err)
-			return 0, l.err
+			return l.err
 		}
 		for _, t := range txns {
 			if len(t.Changes) == 0 {
@@ -122,7 +116,7 @@ func (l *Log) pollCount(ctx context.Context) (int, error) {
 	if resent := l.resent - before; resent > 0 && l.Logger != nil {
 		l.Logger.Info("debezium: transactions sent again", "now", resent, "in all", l.resent, "of", len(l.txns))
 	}
-	return len(fs.Records()), ctx.Err()
+	return ctx.Err()
 }
 
 // fromKafka is a franz-go record as the decoder takes it.
@@ -180,7 +174,7 @@ func (l *Log) End(ctx context.Context) (int64, error) {
 		if !behind {
 			break
 		}
-		if _, err := l.pollCount(ctx); err != nil {
+		if err := l.poll(ctx); err != nil {
 			return 0, err
 		}
 	}
