@@ -116,7 +116,7 @@ type cpuAt struct {
 	cpu time.Duration
 }
 
-func newBenchProbe(r *run) *benchProbe {
+func newBenchProbe(ctx context.Context, r *run) *benchProbe {
 	b := &benchProbe{r: r, stores: map[string][]lsnAt{}}
 	for _, n := range Topology(r.cfg.System).Nodes {
 		if n.Role == faults.RoleCapture {
@@ -126,10 +126,7 @@ func newBenchProbe(r *run) *benchProbe {
 	if b.capture != nil {
 		b.cpu0, _, b.measured = containerUsage(b.capture.ID)
 	}
-	var lsn string
-	if err := r.source.QueryRow(context.Background(), `SELECT pg_current_wal_lsn()::text`).Scan(&lsn); err == nil {
-		b.from, _ = model.ParseLSN(lsn)
-	}
+	b.from, _ = r.sourceLSN(ctx) // 0 when unknown: every sample counts
 	return b
 }
 
@@ -142,13 +139,10 @@ func (b *benchProbe) sample(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		var lsn string
-		if err := b.r.source.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&lsn); err == nil {
-			if l, err := model.ParseLSN(lsn); err == nil {
-				b.mu.Lock()
-				b.source = append(b.source, lsnAt{b.r.since(), l})
-				b.mu.Unlock()
-			}
+		if l, err := b.r.sourceLSN(ctx); err == nil {
+			b.mu.Lock()
+			b.source = append(b.source, lsnAt{b.r.since(), l})
+			b.mu.Unlock()
 		}
 		if b.measured {
 			if cpu, _, ok := containerUsage(b.capture.ID); ok {
@@ -201,10 +195,8 @@ func (b *benchProbe) result(h *model.History) *Bench {
 				lags = append(lags, s.at-at)
 			}
 		}
-		sort.Slice(lags, func(i, j int) bool { return lags[i] < lags[j] })
 		if n := len(lags); n > 0 {
-			res.LagP50[name] = lags[n/2]
-			res.LagP99[name] = lags[min(n-1, n*99/100)]
+			res.LagP50[name], res.LagP99[name] = percentiles(lags) // sorts lags
 			res.LagMax[name] = lags[n-1]
 		}
 		// When the store first held the last commit, from the probe's own

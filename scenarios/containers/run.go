@@ -319,12 +319,10 @@ func (r *run) prepare(ctx context.Context) error {
 			return err
 		}
 	}
-	var beforeLoad model.LSN
-	var lsn string
-	if err := r.source.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&lsn); err != nil {
-		return fmt.Errorf("containers: source position: %w", err)
+	beforeLoad, err := r.sourceLSN(ctx)
+	if err != nil {
+		return err
 	}
-	beforeLoad, _ = model.ParseLSN(lsn)
 	loaded := r.cfg.Scenario.Workload == "pgbench" || len(initial) > 0
 	if r.cfg.Scenario.Workload == "pgbench" {
 		if err := pgbench(ctx, w.SourceDSN, "-i", "-I", "g", "-s", "1"); err != nil {
@@ -591,7 +589,7 @@ func (r *run) drive(ctx context.Context) (faults.Plan, error) {
 	}
 	var bench *benchProbe
 	if cfg.Bench {
-		bench = newBenchProbe(r)
+		bench = newBenchProbe(ctx, r)
 		wg.Add(1)
 		go func() { defer wg.Done(); bench.sample(observe) }()
 	}
@@ -1043,16 +1041,22 @@ func (r *run) positions(ctx context.Context, tl *model.Timeline) {
 	}
 }
 
+// sourceLSN is the source's current WAL position.
+func (r *run) sourceLSN(ctx context.Context) (model.LSN, error) {
+	var lsn string
+	if err := r.source.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&lsn); err != nil {
+		return 0, fmt.Errorf("containers: source position: %w", err)
+	}
+	return model.ParseLSN(lsn)
+}
+
 // samplePositions takes one sample. A store that does not answer in time
 // counts as down for it; a source that does not, as where it last was.
 func (r *run) samplePositions(ctx context.Context, tl *model.Timeline) {
 	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	var lsn string
-	var source model.LSN
-	if err := r.source.QueryRow(qctx, `SELECT pg_current_wal_lsn()::text`).Scan(&lsn); err == nil {
-		source, _ = model.ParseLSN(lsn)
-	} else if k := len(tl.Positions); k > 0 {
+	source, err := r.sourceLSN(qctx)
+	if k := len(tl.Positions); err != nil && k > 0 {
 		source = tl.Positions[k-1].Source
 	}
 	pos := make([]model.StorePosition, len(r.stores))
