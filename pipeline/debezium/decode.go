@@ -133,7 +133,7 @@ type Decoder struct {
 	Placeholder string
 
 	// ends are the END events not yet handed out, in commit order.
-	ends []end
+	ends []End
 	// pending holds each transaction's change events by txId, then by
 	// total_order. A restart sends a transaction again, BEGIN to END: the
 	// copies' events land on the same orders, so a transaction is whole
@@ -146,12 +146,13 @@ type Decoder struct {
 	done map[uint64]model.Txn
 }
 
-// end is one END event.
-type end struct {
-	xid       uint64
-	commitLSN model.LSN
-	count     int
-	perTable  map[string]int // by data_collection ("schema.table")
+// End is one END event of the transaction topic: its transaction and how
+// many change events it produced.
+type End struct {
+	XID       uint64
+	CommitLSN model.LSN
+	Count     int            // change events, all tables
+	PerTable  map[string]int // by data_collection ("schema.table")
 }
 
 // event is one change event, decoded.
@@ -194,36 +195,48 @@ type txnEvent struct {
 }
 
 func (d *Decoder) addBoundary(r Record) error {
-	var ev txnEvent
-	if err := json.Unmarshal(unwrap(r.Value), &ev); err != nil {
-		return fmt.Errorf("debezium: transaction event %s: %w: %v", r, ErrMalformed, err)
-	}
-	xid, lsn, err := parseTxnID(ev.ID)
+	e, ok, err := ParseBoundary(r.Value)
 	if err != nil {
 		return fmt.Errorf("debezium: transaction event %s: %w", r, err)
 	}
+	if ok {
+		d.ends = append(d.ends, e)
+	}
+	return nil
+}
+
+// ParseBoundary reads a record of the transaction topic: the END event it
+// is, checked as the Decoder checks it, or ok false for a BEGIN (everything
+// the decoder needs is in END; BEGIN's id even names a different LSN, its
+// first event's).
+func ParseBoundary(value []byte) (e End, ok bool, err error) {
+	var ev txnEvent
+	if err := json.Unmarshal(unwrap(value), &ev); err != nil {
+		return End{}, false, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	xid, lsn, err := parseTxnID(ev.ID)
+	if err != nil {
+		return End{}, false, err
+	}
 	switch ev.Status {
 	case "BEGIN":
-		// Everything the decoder needs is in END; BEGIN's id even names a
-		// different LSN (its first event's).
-		return nil
+		return End{}, false, nil
 	case "END":
 		if ev.EventCount == nil {
-			return fmt.Errorf("debezium: END of txId %d at %s has no event_count: %w", xid, r, ErrMalformed)
+			return End{}, false, fmt.Errorf("END of txId %d has no event_count: %w", xid, ErrMalformed)
 		}
-		e := end{xid: xid, commitLSN: model.LSN(lsn), count: *ev.EventCount, perTable: map[string]int{}}
+		e := End{XID: xid, CommitLSN: model.LSN(lsn), Count: *ev.EventCount, PerTable: map[string]int{}}
 		sum := 0
 		for _, c := range ev.DataCollections {
-			e.perTable[c.DataCollection] += c.EventCount
+			e.PerTable[c.DataCollection] += c.EventCount
 			sum += c.EventCount
 		}
-		if sum != e.count {
-			return fmt.Errorf("debezium: END of txId %d at %s counts %d events but its tables %d: %w", xid, r, e.count, sum, ErrMalformed)
+		if sum != e.Count {
+			return End{}, false, fmt.Errorf("END of txId %d counts %d events but its tables %d: %w", xid, e.Count, sum, ErrMalformed)
 		}
-		d.ends = append(d.ends, e)
-		return nil
+		return e, true, nil
 	default:
-		return fmt.Errorf("debezium: transaction event %s has status %q, want BEGIN or END: %w", r, ev.Status, ErrMalformed)
+		return End{}, false, fmt.Errorf("status %q, want BEGIN or END: %w", ev.Status, ErrMalformed)
 	}
 }
 
@@ -514,29 +527,29 @@ func (d *Decoder) complete() ([]model.Txn, error) {
 	var out []model.Txn
 	for len(d.ends) > 0 {
 		e := d.ends[0]
-		if txn, ok := d.done[e.xid]; ok {
+		if txn, ok := d.done[e.XID]; ok {
 			// Sent again after a restart: the same transaction again,
 			// as any consumer of the topics gets it.
-			if txn.CommitLSN != e.commitLSN {
-				return out, fmt.Errorf("debezium: END of txId %d at commit LSN %s, handed out before at %s: %w", e.xid, e.commitLSN, txn.CommitLSN, ErrMalformed)
+			if txn.CommitLSN != e.CommitLSN {
+				return out, fmt.Errorf("debezium: END of txId %d at commit LSN %s, handed out before at %s: %w", e.XID, e.CommitLSN, txn.CommitLSN, ErrMalformed)
 			}
 			out = append(out, txn)
 			d.ends = d.ends[1:]
 			continue
 		}
-		events := d.pending[e.xid]
-		if len(events) < e.count {
+		events := d.pending[e.XID]
+		if len(events) < e.Count {
 			break
 		}
 		txn, err := assemble(e, events)
 		if err != nil {
 			return out, err
 		}
-		delete(d.pending, e.xid)
+		delete(d.pending, e.XID)
 		if d.done == nil {
 			d.done = map[uint64]model.Txn{}
 		}
-		d.done[e.xid] = txn
+		d.done[e.XID] = txn
 		out = append(out, txn)
 		d.ends = d.ends[1:]
 	}
@@ -545,16 +558,16 @@ func (d *Decoder) complete() ([]model.Txn, error) {
 
 // assemble checks a transaction's events against its END and joins each key
 // change's two events.
-func assemble(e end, events map[int]event) (model.Txn, error) {
-	txn := model.Txn{XID: e.xid, CommitLSN: e.commitLSN}
-	if len(events) != e.count {
-		return model.Txn{}, fmt.Errorf("debezium: END of txId %d counts %d events, %d arrived: %w", e.xid, e.count, len(events), ErrMalformed)
+func assemble(e End, events map[int]event) (model.Txn, error) {
+	txn := model.Txn{XID: e.XID, CommitLSN: e.CommitLSN}
+	if len(events) != e.Count {
+		return model.Txn{}, fmt.Errorf("debezium: END of txId %d counts %d events, %d arrived: %w", e.XID, e.Count, len(events), ErrMalformed)
 	}
 	perTable := map[string]int{}
-	for order := 1; order <= e.count; order++ {
+	for order := 1; order <= e.Count; order++ {
 		ev, ok := events[order]
 		if !ok {
-			return model.Txn{}, fmt.Errorf("debezium: txId %d has %d events but not total_order %d: %w", e.xid, e.count, order, ErrMalformed)
+			return model.Txn{}, fmt.Errorf("debezium: txId %d has %d events but not total_order %d: %w", e.XID, e.Count, order, ErrMalformed)
 		}
 		perTable[ev.collection]++
 		if ev.newKey {
@@ -569,16 +582,16 @@ func assemble(e end, events map[int]event) (model.Txn, error) {
 		}
 		txn.Changes = append(txn.Changes, ev.change)
 	}
-	for order := 1; order <= e.count; order++ {
+	for order := 1; order <= e.Count; order++ {
 		if ev := events[order]; ev.newKey {
 			if next, ok := events[order+1]; !ok || next.oldKey == "" {
 				return model.Txn{}, fmt.Errorf("debezium: key change at %s has no create after it: %w", ev.rec, ErrMalformed)
 			}
 		}
 	}
-	for table, n := range e.perTable {
+	for table, n := range e.PerTable {
 		if perTable[table] != n {
-			return model.Txn{}, fmt.Errorf("debezium: END of txId %d counts %d events of %s, %d arrived: %w", e.xid, n, table, perTable[table], ErrMalformed)
+			return model.Txn{}, fmt.Errorf("debezium: END of txId %d counts %d events of %s, %d arrived: %w", e.XID, n, table, perTable[table], ErrMalformed)
 		}
 	}
 	return txn, nil

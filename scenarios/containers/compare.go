@@ -2,7 +2,6 @@ package containers
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"lockstep/faults"
+	"lockstep/pipeline/debezium"
 	"lockstep/pipeline/logcodec"
 )
 
@@ -588,30 +588,13 @@ func readDebezium(ctx context.Context, w *World, topic string) ([]appended, erro
 	}
 	var out []appended
 	for _, r := range recs {
-		var ev struct {
-			Status     string `json:"status"`
-			ID         string `json:"id"`
-			EventCount int    `json:"event_count"`
-		}
-		v := r.Value
-		var wrapped struct {
-			Payload json.RawMessage `json:"payload"`
-		}
-		if json.Unmarshal(v, &wrapped) == nil && len(wrapped.Payload) > 0 {
-			v = wrapped.Payload // a converter with schemas
-		}
-		if err := json.Unmarshal(v, &ev); err != nil {
+		e, isEnd, err := debezium.ParseBoundary(r.Value)
+		if err != nil {
 			return nil, fmt.Errorf("containers: compare: %s@%d: %w", r.Topic, r.Offset, err)
 		}
-		if ev.Status != "END" {
-			continue
+		if isEnd {
+			out = append(out, appended{xid: e.XID, changes: e.Count, at: r.Timestamp, appendTime: r.Attrs.TimestampType() == 1})
 		}
-		x, _, _ := strings.Cut(ev.ID, ":")
-		xid, err := strconv.ParseUint(x, 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("containers: compare: %s@%d: transaction id %q: %w", r.Topic, r.Offset, ev.ID, err)
-		}
-		out = append(out, appended{xid: xid, changes: ev.EventCount, at: r.Timestamp, appendTime: r.Attrs.TimestampType() == 1})
 	}
 	return out, nil
 }
